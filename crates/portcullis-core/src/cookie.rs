@@ -1,0 +1,511 @@
+//! Cookie settings shared by every layer, and a strict `Cookie` header reader.
+//!
+//! The defaults are the ones the OWASP session cheat sheet asks for: the
+//! `__Host-` prefix (so the cookie is `Secure`, `Path=/` and host-only, and
+//! cannot be planted from a sibling sub-domain), `HttpOnly` (scripts cannot
+//! read it), `SameSite=Lax`. Plain-http development on localhost needs
+//! [`CookieConfig::insecure_dev_cookies`], which says what it is.
+//!
+//! ```
+//! use portcullis_core::cookie::CookieConfig;
+//!
+//! let cookie = CookieConfig::new("session");
+//! assert_eq!(cookie.full_name(), "__Host-session");
+//! let header = cookie.set_cookie("abc", None);
+//! assert_eq!(
+//!     header.to_str().unwrap(),
+//!     "__Host-session=abc; Path=/; Secure; HttpOnly; SameSite=Lax"
+//! );
+//! ```
+//!
+//! Reading is strict: a cookie that appears twice is an error, not "the first
+//! one wins" (a sibling sub-domain can plant a second cookie of the same
+//! name, the "cookie tossing" attack).
+//!
+//! ```
+//! use http::{HeaderMap, HeaderValue, header::COOKIE};
+//! use portcullis_core::cookie::{find_cookie, CookieError};
+//!
+//! let mut headers = HeaderMap::new();
+//! headers.append(COOKIE, HeaderValue::from_static("a=1; sid=x"));
+//! assert_eq!(find_cookie(&headers, "sid"), Ok(Some("x")));
+//! headers.append(COOKIE, HeaderValue::from_static("sid=y"));
+//! assert_eq!(find_cookie(&headers, "sid"), Err(CookieError::Duplicate));
+//! ```
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
+
+/// The `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent only with same-site requests.
+    Strict,
+    /// Sent with same-site requests and top-level cross-site navigations.
+    Lax,
+    /// Sent with every request (requires `Secure`).
+    None,
+}
+
+impl SameSite {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::Strict => "Strict",
+            Self::Lax => "Lax",
+            Self::None => "None",
+        }
+    }
+}
+
+/// A name prefix that browsers enforce (RFC 6265bis section 4.1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookiePrefix {
+    /// `__Host-`: `Secure`, `Path=/`, no `Domain`.
+    Host,
+    /// `__Secure-`: `Secure`.
+    Secure,
+    /// No prefix (development mode, or an explicit opt-out).
+    None,
+}
+
+impl CookiePrefix {
+    /// The literal prefix.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "__Host-",
+            Self::Secure => "__Secure-",
+            Self::None => "",
+        }
+    }
+}
+
+/// A cookie configuration that browsers would silently refuse, or that
+/// breaks a security property.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CookieConfigError {
+    /// The name is empty or holds characters not allowed in a cookie name.
+    #[error("cookie name {0:?} is not a valid token")]
+    InvalidName(String),
+    /// The path is not an absolute path of visible characters.
+    #[error("cookie path {0:?} must start with '/' and hold no ';' or control characters")]
+    InvalidPath(String),
+    /// The domain holds characters not allowed in a domain.
+    #[error("cookie domain {0:?} is not a valid domain")]
+    InvalidDomain(String),
+    /// `__Host-` cookies must have `Path=/` and no `Domain`.
+    #[error("the __Host- prefix requires Path=/ and no Domain; use the __Secure- prefix instead")]
+    HostPrefixConstraints,
+    /// A prefixed cookie must be `Secure`.
+    #[error("__Host- and __Secure- cookies must be Secure")]
+    PrefixRequiresSecure,
+    /// `SameSite=None` without `Secure` is refused by browsers.
+    #[error("SameSite=None requires Secure")]
+    SameSiteNoneRequiresSecure,
+}
+
+/// How a layer's cookie is written.
+///
+/// Built with secure defaults; each setter returns `Self`. Call
+/// [`CookieConfig::validate`] (layers do it when they are built) to catch
+/// combinations that browsers would refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct CookieConfig {
+    name: Cow<'static, str>,
+    prefix: CookiePrefix,
+    secure: bool,
+    http_only: bool,
+    same_site: SameSite,
+    path: Cow<'static, str>,
+    domain: Option<String>,
+    full_name: String,
+}
+
+impl CookieConfig {
+    /// Secure defaults: `__Host-{name}`, `Secure`, `HttpOnly`,
+    /// `SameSite=Lax`, `Path=/`, no `Domain`.
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+        let name = name.into();
+        let full_name = format!("{}{}", CookiePrefix::Host.as_str(), name);
+        Self {
+            name,
+            prefix: CookiePrefix::Host,
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            path: Cow::Borrowed("/"),
+            domain: None,
+            full_name,
+        }
+    }
+
+    /// **Insecure.** For plain-http development on `localhost` only: drops
+    /// the `__Host-` prefix and the `Secure` attribute, which browsers would
+    /// otherwise refuse over http. Keeps `HttpOnly` and `SameSite`. Never
+    /// use it in production: the cookie then travels in clear text.
+    pub fn insecure_dev_cookies(mut self) -> Self {
+        self.prefix = CookiePrefix::None;
+        self.secure = false;
+        self.refresh_name();
+        self
+    }
+
+    /// Sets the name prefix explicitly (`__Secure-` is what a cookie scoped
+    /// to a path other than `/` or to a domain needs).
+    pub fn prefix(mut self, prefix: CookiePrefix) -> Self {
+        self.prefix = prefix;
+        self.refresh_name();
+        self
+    }
+
+    /// Sets the `SameSite` attribute.
+    pub const fn same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// Sets the `Path` attribute.
+    pub fn path(mut self, path: impl Into<Cow<'static, str>>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Sets the `Domain` attribute (makes the cookie visible to
+    /// sub-domains; incompatible with `__Host-`).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// Sets the base name (without prefix).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = name.into();
+        self.refresh_name();
+        self
+    }
+
+    fn refresh_name(&mut self) {
+        self.full_name = format!("{}{}", self.prefix.as_str(), self.name);
+    }
+
+    /// The name on the wire, prefix included.
+    #[must_use]
+    pub fn full_name(&self) -> &str {
+        &self.full_name
+    }
+
+    /// Whether the `Secure` attribute is set.
+    #[must_use]
+    pub const fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// The `SameSite` attribute.
+    #[must_use]
+    pub const fn same_site_value(&self) -> SameSite {
+        self.same_site
+    }
+
+    /// The `Path` attribute.
+    #[must_use]
+    pub fn path_value(&self) -> &str {
+        &self.path
+    }
+
+    /// Checks the combination against what browsers accept.
+    ///
+    /// # Errors
+    ///
+    /// [`CookieConfigError`] names the broken rule.
+    pub fn validate(&self) -> Result<(), CookieConfigError> {
+        if self.name.is_empty() || !self.name.bytes().all(is_token_char) {
+            return Err(CookieConfigError::InvalidName(self.name.to_string()));
+        }
+        if !self.path.starts_with('/')
+            || !self
+                .path
+                .bytes()
+                .all(|b| (0x21..0x7f).contains(&b) && b != b';')
+        {
+            return Err(CookieConfigError::InvalidPath(self.path.to_string()));
+        }
+        if let Some(d) = &self.domain {
+            if d.is_empty()
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            {
+                return Err(CookieConfigError::InvalidDomain(d.clone()));
+            }
+        }
+        if self.prefix != CookiePrefix::None && !self.secure {
+            return Err(CookieConfigError::PrefixRequiresSecure);
+        }
+        if self.prefix == CookiePrefix::Host && (self.path != "/" || self.domain.is_some()) {
+            return Err(CookieConfigError::HostPrefixConstraints);
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return Err(CookieConfigError::SameSiteNoneRequiresSecure);
+        }
+        Ok(())
+    }
+
+    fn attributes(&self, out: &mut String) {
+        out.push_str("; Path=");
+        out.push_str(&self.path);
+        if let Some(d) = &self.domain {
+            out.push_str("; Domain=");
+            out.push_str(d);
+        }
+        if self.secure {
+            out.push_str("; Secure");
+        }
+        if self.http_only {
+            out.push_str("; HttpOnly");
+        }
+        out.push_str("; SameSite=");
+        out.push_str(self.same_site.as_str());
+    }
+
+    /// A `Set-Cookie` value carrying `value`, with `Max-Age` when given.
+    ///
+    /// `value` must be a cookie-safe string (the tokens portcullis writes
+    /// are base64url); anything else is percent-free ASCII checked here, and
+    /// a value that is not is replaced by an empty one rather than panicking.
+    #[must_use]
+    pub fn set_cookie(&self, value: &str, max_age: Option<Duration>) -> HeaderValue {
+        let mut out = String::with_capacity(self.full_name.len() + value.len() + 64);
+        out.push_str(&self.full_name);
+        out.push('=');
+        if value.bytes().all(is_cookie_value_char) {
+            out.push_str(value);
+        }
+        if let Some(age) = max_age {
+            let _ = write!(out, "; Max-Age={}", age.as_secs());
+        }
+        self.attributes(&mut out);
+        HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// A `Set-Cookie` value that removes the cookie: same name, path and
+    /// domain, empty value, `Max-Age=0` and an `Expires` in the past.
+    #[must_use]
+    pub fn removal_cookie(&self) -> HeaderValue {
+        let mut out = String::with_capacity(self.full_name.len() + 96);
+        out.push_str(&self.full_name);
+        out.push_str("=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
+        self.attributes(&mut out);
+        HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// RFC 7230 `tchar`: what a cookie name may hold.
+const fn is_token_char(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~'
+    ) || b.is_ascii_alphanumeric()
+}
+
+/// RFC 6265 `cookie-octet`.
+const fn is_cookie_value_char(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+}
+
+/// Why a `Cookie` header could not give one value for a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CookieError {
+    /// The cookie appears more than once.
+    #[error("the cookie appears more than once")]
+    Duplicate,
+    /// A `Cookie` header is not visible ASCII.
+    #[error("a Cookie header is not visible ASCII")]
+    NotAscii,
+}
+
+/// Finds the value of the cookie `name` across every `Cookie` header.
+///
+/// Returns `Ok(None)` when it is absent. Values are returned as sent (with
+/// surrounding double quotes removed); callers parse them strictly.
+///
+/// # Errors
+///
+/// [`CookieError::Duplicate`] when the name appears more than once (browsers
+/// send both cookies when a second one was planted with another path or
+/// domain; neither can be trusted), [`CookieError::NotAscii`] for a header
+/// that is not visible ASCII.
+pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, CookieError> {
+    let mut found = None;
+    for header in headers.get_all(COOKIE) {
+        let Ok(text) = header.to_str() else {
+            return Err(CookieError::NotAscii);
+        };
+        for pair in text.split(';') {
+            let pair = pair.trim_matches(|c| c == ' ' || c == '\t');
+            let Some((k, v)) = pair.split_once('=') else {
+                continue;
+            };
+            if k.trim_end() != name {
+                continue;
+            }
+            if found.is_some() {
+                return Err(CookieError::Duplicate);
+            }
+            let v = v.trim_start();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            found = Some(v);
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn secure_defaults_exact() {
+        let c = CookieConfig::new("id");
+        c.validate().unwrap();
+        assert_eq!(
+            c.set_cookie("v", Some(Duration::from_secs(60)))
+                .to_str()
+                .unwrap(),
+            "__Host-id=v; Max-Age=60; Path=/; Secure; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            c.removal_cookie().to_str().unwrap(),
+            "__Host-id=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/; Secure; HttpOnly; SameSite=Lax"
+        );
+    }
+
+    #[test]
+    fn dev_mode_exact() {
+        let c = CookieConfig::new("id").insecure_dev_cookies();
+        c.validate().unwrap();
+        assert_eq!(
+            c.set_cookie("v", None).to_str().unwrap(),
+            "id=v; Path=/; HttpOnly; SameSite=Lax"
+        );
+    }
+
+    #[test]
+    fn invalid_combinations_refused() {
+        assert_eq!(
+            CookieConfig::new("id").path("/auth").validate(),
+            Err(CookieConfigError::HostPrefixConstraints)
+        );
+        assert_eq!(
+            CookieConfig::new("id").domain("example.com").validate(),
+            Err(CookieConfigError::HostPrefixConstraints)
+        );
+        CookieConfig::new("id")
+            .prefix(CookiePrefix::Secure)
+            .path("/auth")
+            .validate()
+            .unwrap();
+        assert!(matches!(
+            CookieConfig::new("a b").validate(),
+            Err(CookieConfigError::InvalidName(_))
+        ));
+        assert!(matches!(
+            CookieConfig::new("").validate(),
+            Err(CookieConfigError::InvalidName(_))
+        ));
+        assert!(matches!(
+            CookieConfig::new("id")
+                .prefix(CookiePrefix::Secure)
+                .path("/a;b")
+                .validate(),
+            Err(CookieConfigError::InvalidPath(_))
+        ));
+        assert_eq!(
+            CookieConfig::new("id")
+                .insecure_dev_cookies()
+                .same_site(SameSite::None)
+                .validate(),
+            Err(CookieConfigError::SameSiteNoneRequiresSecure)
+        );
+        assert_eq!(
+            CookieConfig::new("id")
+                .insecure_dev_cookies()
+                .prefix(CookiePrefix::Host)
+                .validate(),
+            Err(CookieConfigError::PrefixRequiresSecure)
+        );
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn find_cookie_table() {
+        let cases: &[(&[&str], Result<Option<&str>, CookieError>)] = &[
+            (&[], Ok(None)),
+            (&["a=1"], Ok(None)),
+            (&["sid=x"], Ok(Some("x"))),
+            (&["a=1; sid=x; b=2"], Ok(Some("x"))),
+            (&["a=1;sid=x"], Ok(Some("x"))),
+            (&["sid=\"x\""], Ok(Some("x"))),
+            (&["sid=x; sid=y"], Err(CookieError::Duplicate)),
+            (&["sid=x", "sid=x"], Err(CookieError::Duplicate)),
+            (&["xsid=1; sidx=2"], Ok(None)),
+            (&["sid"], Ok(None)),
+            (&["sid="], Ok(Some(""))),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                find_cookie(&headers(input), "sid"),
+                *want,
+                "input {input:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn find_cookie_never_panics(v in "[ -~]{0,200}") {
+            if let Ok(hv) = HeaderValue::from_str(&v) {
+                let mut h = HeaderMap::new();
+                h.append(COOKIE, hv);
+                let _ = find_cookie(&h, "sid");
+            }
+        }
+
+        #[test]
+        fn set_cookie_never_panics(v in ".{0,64}") {
+            let c = CookieConfig::new("id");
+            let out = c.set_cookie(&v, None);
+            prop_assert!(out.to_str().is_ok());
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Shared vocabulary of the portcullis authentication layers.
+//!
+//! Users rarely depend on this crate directly: the layer crates
+//! (`portcullis-session`, `portcullis-jwt`, ...) and the `portcullis` facade
+//! re-export what they need. Store implementers use [`store::StoreError`] and
+//! [`token`].
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`token`] | 256-bit opaque tokens and their SHA-256 digests (store keys) |
+//! | [`clock`] | the injectable [`Clock`](clock::Clock): system and manual |
+//! | [`cookie`] | secure cookie settings and a strict `Cookie` reader |
+//! | [`rejection`] | the one mapping from auth failures to responses |
+//! | [`body`] | the response body every layer returns |
+//! | [`store`] | [`StoreError`](store::StoreError) |
+//!
+//! This crate has no cargo features.
+
+pub mod body;
+pub mod clock;
+pub mod cookie;
+pub mod rejection;
+pub mod store;
+pub mod token;
+
+pub use body::ResponseBody;
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
+pub use cookie::{CookieConfig, CookieConfigError, SameSite};
+pub use rejection::{ProblemJson, Rejection, RejectionKind, RenderRejection};
+pub use store::{BoxError, StoreError, StoreErrorKind};
+pub use token::{OpaqueToken, TokenDigest, TokenFormatError};
