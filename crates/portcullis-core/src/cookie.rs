@@ -365,13 +365,12 @@ pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a 
             let Some((k, v)) = pair.split_once('=') else {
                 continue;
             };
-            if k.trim_end() != name {
+            if k != name {
                 continue;
             }
             if found.is_some() {
                 return Err(CookieError::Duplicate);
             }
-            let v = v.trim_start();
             let v = v
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
@@ -469,7 +468,8 @@ mod tests {
 
     #[test]
     fn find_cookie_table() {
-        let cases: &[(&[&str], Result<Option<&str>, CookieError>)] = &[
+        type Case<'a> = (&'a [&'a str], Result<Option<&'a str>, CookieError>);
+        let cases: &[Case<'_>] = &[
             (&[], Ok(None)),
             (&["a=1"], Ok(None)),
             (&["sid=x"], Ok(Some("x"))),
@@ -481,6 +481,8 @@ mod tests {
             (&["xsid=1; sidx=2"], Ok(None)),
             (&["sid"], Ok(None)),
             (&["sid="], Ok(Some(""))),
+            (&["sid= x"], Ok(Some(" x"))),
+            (&["sid =x"], Ok(None)),
         ];
         for (input, want) in cases {
             assert_eq!(

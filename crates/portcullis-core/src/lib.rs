@@ -8,11 +8,11 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`token`] | 256-bit opaque tokens and their SHA-256 digests (store keys) |
-//! | [`clock`] | the injectable [`Clock`](clock::Clock): system and manual |
+//! | [`clock`] | the injectable [`Clock`]: system and manual |
 //! | [`cookie`] | secure cookie settings and a strict `Cookie` reader |
 //! | [`rejection`] | the one mapping from auth failures to responses |
 //! | [`body`] | the response body every layer returns |
-//! | [`store`] | [`StoreError`](store::StoreError) |
+//! | [`store`] | [`StoreError`] |
 //!
 //! This crate has no cargo features.
 

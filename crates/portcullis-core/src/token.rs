@@ -159,6 +159,12 @@ pub const fn is_base64url(b: u8) -> bool {
 pub struct TokenDigest([u8; 32]);
 
 impl TokenDigest {
+    /// SHA-256 of arbitrary bytes (for index keys such as a user id).
+    #[must_use]
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
     /// Wraps 32 bytes that are already a digest.
     #[must_use]
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {

@@ -1,0 +1,189 @@
+//! `SessionConfig`: timeouts, cookie, transport, per-user cap.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{Extensions, HeaderMap, HeaderName};
+use portcullis_core::{CookieConfig, CookieConfigError, SharedClock, SystemClock};
+
+use crate::record::CapPolicy;
+
+/// How the session id travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// A cookie (the default; for browsers).
+    Cookie,
+    /// A request header; new ids are returned in a response header of the
+    /// same name (for non-browser clients that keep no cookie jar).
+    Header(HeaderName),
+}
+
+/// Reads the client address from a request (for "your active sessions").
+pub type ClientIpFn = fn(&Extensions, &HeaderMap) -> Option<IpAddr>;
+
+/// Configuration of a [`SessionLayer`](crate::SessionLayer).
+///
+/// Defaults: cookie `__Host-session` (`Secure`, `HttpOnly`, `SameSite=Lax`,
+/// `Path=/`), idle timeout 30 minutes, absolute lifetime 12 hours, idle
+/// extension written at most once a minute, no per-user cap, `Retry-After:
+/// 1` on 503, the system clock.
+///
+/// ```
+/// use std::time::Duration;
+/// use portcullis_session::{CapPolicy, SessionConfig};
+///
+/// let config = SessionConfig::default()
+///     .idle_timeout(Duration::from_secs(15 * 60))
+///     .absolute_timeout(Duration::from_secs(8 * 3600))
+///     .max_sessions_per_user(5, CapPolicy::EvictOldest);
+/// # let _ = config;
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct SessionConfig {
+    pub(crate) cookie: CookieConfig,
+    pub(crate) transport: Transport,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Duration,
+    pub(crate) touch_interval: Option<Duration>,
+    pub(crate) cap: Option<(usize, CapPolicy)>,
+    pub(crate) retry_after: Duration,
+    pub(crate) clock: SharedClock,
+    pub(crate) client_ip: Option<ClientIpFn>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cookie: CookieConfig::new("session"),
+            transport: Transport::Cookie,
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            touch_interval: None,
+            cap: None,
+            retry_after: Duration::from_secs(1),
+            clock: SystemClock::shared(),
+            client_ip: None,
+        }
+    }
+}
+
+impl fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("cookie", &self.cookie)
+            .field("transport", &self.transport)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("absolute_timeout", &self.absolute_timeout)
+            .field("touch_interval", &self.effective_touch_interval())
+            .field("cap", &self.cap)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionConfigError {
+    /// The cookie settings are refused by browsers.
+    #[error(transparent)]
+    Cookie(#[from] CookieConfigError),
+    /// A timeout is zero, or the idle timeout exceeds the absolute lifetime.
+    #[error("timeouts must be non-zero and the idle timeout at most the absolute lifetime")]
+    Timeouts,
+    /// The per-user cap is zero.
+    #[error("the per-user session cap must be at least 1")]
+    Cap,
+}
+
+impl SessionConfig {
+    /// Replaces the cookie settings.
+    pub fn cookie(mut self, cookie: CookieConfig) -> Self {
+        self.cookie = cookie;
+        self
+    }
+
+    /// **Insecure.** Plain-http development cookies (see
+    /// [`CookieConfig::insecure_dev_cookies`]): no `Secure`, no prefix.
+    pub fn insecure_dev_cookies(mut self) -> Self {
+        self.cookie = self.cookie.insecure_dev_cookies();
+        self
+    }
+
+    /// Sends the session id in `header` instead of a cookie.
+    pub fn header_transport(mut self, header: HeaderName) -> Self {
+        self.transport = Transport::Header(header);
+        self
+    }
+
+    /// Ends a session after this long without a request.
+    pub const fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Ends a session this long after login, whatever happens.
+    pub const fn absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.absolute_timeout = timeout;
+        self
+    }
+
+    /// Writes the idle extension at most once per `interval` (default: a
+    /// quarter of the idle timeout, at most one minute).
+    pub const fn touch_interval(mut self, interval: Duration) -> Self {
+        self.touch_interval = Some(interval);
+        self
+    }
+
+    /// Caps each user's concurrent sessions.
+    pub const fn max_sessions_per_user(mut self, max: usize, policy: CapPolicy) -> Self {
+        self.cap = Some((max, policy));
+        self
+    }
+
+    /// The `Retry-After` of 503 responses.
+    pub const fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    /// Reads the time from `clock` (give stores the same clock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Records the client address of new sessions with `f` (for example
+    /// from axum's `ConnectInfo`).
+    pub fn client_ip(mut self, f: ClientIpFn) -> Self {
+        self.client_ip = Some(f);
+        self
+    }
+
+    /// The cookie settings.
+    pub const fn cookie_config(&self) -> &CookieConfig {
+        &self.cookie
+    }
+
+    pub(crate) fn effective_touch_interval(&self) -> Duration {
+        self.touch_interval
+            .unwrap_or_else(|| (self.idle_timeout / 4).min(Duration::from_secs(60)))
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), SessionConfigError> {
+        self.cookie.validate()?;
+        if self.idle_timeout.is_zero()
+            || self.absolute_timeout.is_zero()
+            || self.idle_timeout > self.absolute_timeout
+        {
+            return Err(SessionConfigError::Timeouts);
+        }
+        if matches!(self.cap, Some((0, _))) {
+            return Err(SessionConfigError::Cap);
+        }
+        Ok(())
+    }
+}

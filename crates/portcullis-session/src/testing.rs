@@ -1,0 +1,638 @@
+//! The session store conformance suite, and fault injection.
+//!
+//! Every [`SessionStore`] (ours and yours) should pass the same cases. Give
+//! the macro an async factory that builds a fresh, empty store judging
+//! expiry by the clock it is handed:
+//!
+//! ```
+//! # mod demo {
+//! use portcullis_session::MemoryStore;
+//!
+//! portcullis_session::session_store_conformance!(|clock| async move { MemoryStore::with_clock(clock) });
+//! # }
+//! ```
+//!
+//! This expands to one `#[tokio::test]` per case (your crate needs `tokio`
+//! with the `macros` and `rt-multi-thread` features as a dev-dependency).
+//! Each case is also a public `async fn` here, taking the same factory, for
+//! harnesses that want to call them directly.
+//!
+//! A custom store, end to end (`MyStore` standing for yours):
+//!
+//! ```ignore
+//! #[cfg(test)]
+//! mod conformance {
+//!     portcullis_session::session_store_conformance!(|clock| async move {
+//!         MyStore::connect_for_tests(clock).await
+//!     });
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use portcullis_core::{
+    Clock, ManualClock, OpaqueToken, SharedClock, StoreError, StoreErrorKind, Timestamp,
+    TokenDigest,
+};
+use serde_json::{Value, json};
+
+use crate::record::{
+    CapPolicy, CreateOutcome, SessionCap, SessionMetadata, SessionRecord, SessionUpdate,
+};
+use crate::store::SessionStore;
+
+/// Start of every conformance clock (2023-11-14T22:13:20Z).
+pub const T0: u64 = 1_700_000_000_000;
+
+/// A fresh store and the manual clock it judges expiry by.
+async fn fresh<S, F, Fut>(factory: &F) -> (S, Arc<ManualClock>)
+where
+    F: Fn(SharedClock) -> Fut,
+    Fut: Future<Output = S>,
+{
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = factory(clock.clone()).await;
+    (store, clock)
+}
+
+fn key() -> TokenDigest {
+    OpaqueToken::generate().expect("OS random source").digest()
+}
+
+/// A record created at `now`, idle 10 min, absolute 1 h.
+#[must_use]
+pub fn record(user: Option<&str>, now: Timestamp) -> SessionRecord {
+    SessionRecord {
+        user_id: user.map(str::to_owned),
+        data: BTreeMap::from([("k".to_owned(), json!("v"))]),
+        created_at: now,
+        last_seen: now,
+        idle_deadline: now + Duration::from_secs(600),
+        absolute_deadline: now + Duration::from_secs(3600),
+        metadata: SessionMetadata {
+            user_agent: Some("conformance".into()),
+            ip: None,
+        },
+    }
+}
+
+fn update(set: &[(&str, Value)], remove: &[&str], now: Timestamp) -> SessionUpdate {
+    SessionUpdate {
+        set: set
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        remove: remove.iter().map(|k| (*k).to_owned()).collect(),
+        last_seen: now,
+        idle_deadline: now + Duration::from_secs(600),
+    }
+}
+
+async fn create_ok<S: SessionStore>(
+    store: &S,
+    key: &TokenDigest,
+    rec: &SessionRecord,
+    cap: Option<SessionCap>,
+) -> Vec<TokenDigest> {
+    match store.create(key, rec, cap).await.expect("create") {
+        CreateOutcome::Created { evicted } => evicted,
+        CreateOutcome::LimitReached => panic!("create refused unexpectedly"),
+    }
+}
+
+/// A record reads back as written.
+pub async fn round_trip<S: SessionStore, F: Fn(SharedClock) -> Fut, Fut: Future<Output = S>>(
+    factory: F,
+) {
+    let (store, clock) = fresh(&factory).await;
+    let k = key();
+    let rec = record(Some("alice"), clock.now());
+    create_ok(&store, &k, &rec, None).await;
+    assert_eq!(store.load(&k).await.expect("load"), Some(rec));
+    assert_eq!(store.load(&key()).await.expect("load unknown"), None);
+}
+
+/// `create` on an existing live key is a conflict and leaves it untouched.
+pub async fn create_fails_on_collision<
+    S: SessionStore,
+    F: Fn(SharedClock) -> Fut,
+    Fut: Future<Output = S>,
+>(
+    factory: F,
+) {
+    let (store, clock) = fresh(&factory).await;
+    let k = key();
+    let first = record(Some("alice"), clock.now());
+    create_ok(&store, &k, &first, None).await;
+    let second = record(Some("mallory"), clock.now());
+    let err = store
+        .create(&k, &second, None)
+        .await
+        .expect_err("collision must fail");
+    assert_eq!(err.kind(), StoreErrorKind::Conflict);
+    assert_eq!(store.load(&k).await.expect("load"), Some(first));
+    assert_eq!(store.count_for_user("mallory").await.expect("count"), 0);
+}
+
+/// `load` never returns a record past its idle or absolute deadline.
+pub async fn load_never_returns_expired<
+    S: SessionStore,
+    F: Fn(SharedClock) -> Fut,
+    Fut: Future<Output = S>,
+>(
+    factory: F,
+) {
+    let (store, clock) = fresh(&factory).await;
+    let idle = key();
+    create_ok(&store, &idle, &record(None, clock.now()), None).await;
+    clock.advance(Duration::from_secs(599));
+    assert!(
+        store.load(&idle).await.expect("load").is_some(),
+        "live before the idle deadline"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        store.load(&idle).await.expect("load"),
+        None,
+        "idle deadline reached"
+    );
+
+    let absolute = key();
+    create_ok(&store, &absolute, &record(None, clock.now()), None).await;
+    for _ in 0..8 {
+        clock.advance(Duration::from_secs(500));
+        let _ = store
+            .touch(
+                &absolute,
+                clock.now(),
+                clock.now() + Duration::from_secs(600),
+            )
+            .await;
+    }
+    assert_eq!(
+        store.load(&absolute).await.expect("load"),
+        None,
+        "absolute deadline reached despite touches"
+    );
+}
+
+/// `update` is key-level: other keys survive, removed keys go.
+pub async fn update_is_key_level<
+    S: SessionStore,
+    F: Fn(SharedClock) -> Fut,
+    Fut: Future<Output = S>,
+>(
+    factory: F,
+) {
+    let (store, clock) = fresh(&factory).await;
+    let k = key();
+    create_ok(&store, &k, &record(None, clock.now()), None).await;
+    store
+        .update(&k, &update(&[("a", json!(1))], &[], clock.now()))
+        .await
+        .expect("update a");
+    store
+        .update(
+            &k,
+            &update(&[("b", json!({"x": [1, 2]}))], &["k"], clock.now()),
+        )
+        .await
+        .expect("update b");
+    let rec = store.load(&k).await.expect("load").expect("present");
+    assert_eq!(rec.data.get("a"), Some(&json!(1)));
+    assert_eq!(rec.data.get("b"), Some(&json!({"x": [1, 2]})));
+    assert_eq!(rec.data.get("k"), None);
+}
+
+/// `update` never resurrects a deleted or expired session.
+pub async fn update_never_resurrects<
+    S: SessionStore,
+    F: Fn(SharedClock) -> Fut,
+    Fut: Future<Output = S>,
+>(
+    factory: F,
+) {
+    let (store, clock) = fresh(&factory).await;
+    let k = key();
+    create_ok(&store, &k, &record(Some("alice"), clock.now()), None).await;
+    assert!(store.delete(&k).await.expect("delete"));
+    let err = store
+        .update(&k, &update(&[("a", json!(1))], &[], clock.now()))
+        .await
+        .expect_err("update-only");
+    assert_eq!(err.kind(), StoreErrorKind::NotFound);
+    assert_eq!(store.load(&k).await.expect("load"), None);
+    assert_eq!(store.count_for_user("alice").await.expect("count"), 0);
+    let err = store
+        .touch(&k, clock.now(), clock.now())
+        .await
+        .expect_err("touch-only");
+    assert_eq!(err.kind(), StoreErrorKind::NotFound);
+    assert_eq!(store.load(&k).await.expect("load"), None);
+
+    let expired = key();
+    create_ok(&store, &expired, &record(None, clock.now()), None).await;
+    clock.advance(Duration::from_secs(601));
+    let err = store
+        .update(&expired, &update(&[("a", json!(1))], &[], clock.now()))
+        .await
+        .expect_err("expired");
+    assert_eq!(err.kind(), StoreErrorKind::NotFound);
+    assert_eq!(store.load(&expired).await.expect("load"), None);
+}
+
+/// `touch` extends the idle deadline, never past the absolute one.
+pub async fn touch_extends_idle<
+    S: SessionStore,
+    F: Fn(SharedClock) -> Fut,
+    Fut: Future<Output = S>,
+>(
+    factory: F,
+) {
+    let (store, clock) = fresh(&factory).await;
+    let k = key();
+    let rec = record(None, clock.now());
+    create_ok(&store, &k, &rec, None).await;
+    clock.advance(Duration::from_secs(500));
+    store
+        .touch(&k, clock.now(), clock.now() + Duration::from_secs(600))
+        .await
+        .expect("touch");
+    clock.advance(Duration::from_secs(500));
+    let loaded = store
+        .load(&k)
+        .await
+        .expect("load")
+        .expect("extended past the first idle deadline");
+    assert_eq!(loaded.last_seen, rec.created_at + Duration::from_secs(500));
+    assert_eq!(loaded.data, rec.data, "touch leaves data alone");
+    store
+        .touch(&k, clock.now(), clock.now() + Duration::from_secs(100_000))
+        .await
+        .expect("touch");
+    let loaded = store.load(&k).await.expect("load").expect("present");
+    assert_eq!(
+        loaded.idle_deadline, rec.absolute_deadline,
+        "capped at the absolute deadline"
+    );
+}
+
+/// `delete` reports whether a live record went; unknown keys are fine.
+pub async fn delete_semantics<
+    S: SessionStore,
+    F: Fn(SharedClock) -> Fut,
+    Fut: Future<Output = S>,
+>(
+    factory: F,
+) {
+    let (store, clock) = fresh(&factory).await;
+    let k = key();
+    create_ok(&store, &k, &record(None, clock.now()), None).await;
+    assert!(store.delete(&k).await.expect("delete"));
+    assert!(!store.delete(&k).await.expect("delete again"));
+    assert!(!store.delete(&key()).await.expect("delete unknown"));
+}
+
+/// Concurrent updates of different keys on one session all survive.
+pub async fn concurrent_writers<
+    S: SessionStore,
+    F: Fn(SharedClock) -> Fut,
+    Fut: Future<Output = S>,
+>(
+    factory: F,
+) {
+    let (store, clock) = fresh(&factory).await;
+    let store = Arc::new(store);
+    let k = key();
+    create_ok(&*store, &k, &record(None, clock.now()), None).await;
+    let now = clock.now();
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .update(&k, &update(&[(&format!("key{i}"), json!(i))], &[], now))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("update");
+    }
+    let rec = store.load(&k).await.expect("load").expect("present");
+    for i in 0..64 {
+        assert_eq!(
+            rec.data.get(&format!("key{i}")),
+            Some(&json!(i)),
+            "key{i} lost"
+        );
+    }
+}
+
+/// The per-user index: list, count, delete all, delete all but one; other
+/// users untouched; expired sessions not listed.
+pub async fn user_index<S: SessionStore, F: Fn(SharedClock) -> Fut, Fut: Future<Output = S>>(
+    factory: F,
+) {
+    let (store, clock) = fresh(&factory).await;
+    let a: Vec<_> = (0..3).map(|_| key()).collect();
+    for k in &a {
+        create_ok(&store, k, &record(Some("alice"), clock.now()), None).await;
+    }
+    let b = key();
+    create_ok(&store, &b, &record(Some("bob"), clock.now()), None).await;
+    let anon = key();
+    create_ok(&store, &anon, &record(None, clock.now()), None).await;
+
+    assert_eq!(store.count_for_user("alice").await.expect("count"), 3);
+    let mut listed: Vec<_> = store
+        .list_for_user("alice")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    listed.sort();
+    let mut want = a.clone();
+    want.sort();
+    assert_eq!(listed, want);
+
+    assert_eq!(
+        store
+            .delete_for_user("alice", Some(&a[0]))
+            .await
+            .expect("delete others"),
+        2
+    );
+    assert_eq!(store.count_for_user("alice").await.expect("count"), 1);
+    assert!(
+        store.load(&a[0]).await.expect("load").is_some(),
+        "kept session survives"
+    );
+    assert!(store.load(&a[1]).await.expect("load").is_none());
+    assert!(
+        store.load(&b).await.expect("load").is_some(),
+        "other user untouched"
+    );
+    assert!(
+        store.load(&anon).await.expect("load").is_some(),
+        "anonymous untouched"
+    );
+
+    assert_eq!(
+        store
+            .delete_for_user("alice", None)
+            .await
+            .expect("delete all"),
+        1
+    );
+    assert_eq!(store.count_for_user("alice").await.expect("count"), 0);
+    assert!(store.list_for_user("alice").await.expect("list").is_empty());
+    assert_eq!(store.count_for_user("nobody").await.expect("count"), 0);
+
+    // Expired sessions leave the index.
+    let late = key();
+    create_ok(&store, &late, &record(Some("carol"), clock.now()), None).await;
+    clock.advance(Duration::from_secs(601));
+    assert_eq!(store.count_for_user("carol").await.expect("count"), 0);
+    assert!(store.list_for_user("carol").await.expect("list").is_empty());
+}
+
+/// The per-user cap: evict the oldest, or refuse; the replaced session is
+/// not counted.
+pub async fn user_cap<S: SessionStore, F: Fn(SharedClock) -> Fut, Fut: Future<Output = S>>(
+    factory: F,
+) {
+    let (store, clock) = fresh(&factory).await;
+    let evict = SessionCap {
+        max: 2,
+        policy: CapPolicy::EvictOldest,
+        replacing: None,
+    };
+    let first = key();
+    create_ok(
+        &store,
+        &first,
+        &record(Some("alice"), clock.now()),
+        Some(evict),
+    )
+    .await;
+    clock.advance(Duration::from_secs(1));
+    let second = key();
+    create_ok(
+        &store,
+        &second,
+        &record(Some("alice"), clock.now()),
+        Some(evict),
+    )
+    .await;
+    clock.advance(Duration::from_secs(1));
+    let third = key();
+    let evicted = create_ok(
+        &store,
+        &third,
+        &record(Some("alice"), clock.now()),
+        Some(evict),
+    )
+    .await;
+    assert_eq!(evicted, vec![first], "the oldest goes");
+    assert!(store.load(&first).await.expect("load").is_none());
+    assert_eq!(store.count_for_user("alice").await.expect("count"), 2);
+
+    let refuse = SessionCap {
+        policy: CapPolicy::Refuse,
+        ..evict
+    };
+    let fourth = key();
+    let outcome = store
+        .create(&fourth, &record(Some("alice"), clock.now()), Some(refuse))
+        .await
+        .expect("create");
+    assert_eq!(outcome, CreateOutcome::LimitReached);
+    assert!(
+        store.load(&fourth).await.expect("load").is_none(),
+        "refused login stores nothing"
+    );
+
+    let replacing = SessionCap {
+        replacing: Some(third),
+        ..refuse
+    };
+    let fifth = key();
+    let outcome = store
+        .create(&fifth, &record(Some("alice"), clock.now()), Some(replacing))
+        .await
+        .expect("create");
+    assert!(
+        matches!(outcome, CreateOutcome::Created { .. }),
+        "the replaced session does not count"
+    );
+}
+
+/// Concurrent logins racing against a cap of one leave exactly one session.
+pub async fn cap_is_atomic<S: SessionStore, F: Fn(SharedClock) -> Fut, Fut: Future<Output = S>>(
+    factory: F,
+) {
+    let (store, clock) = fresh(&factory).await;
+    let store = Arc::new(store);
+    let now = clock.now();
+    let cap = SessionCap {
+        max: 1,
+        policy: CapPolicy::Refuse,
+        replacing: None,
+    };
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .create(&key(), &record(Some("alice"), now), Some(cap))
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        if matches!(
+            t.await.expect("task").expect("create"),
+            CreateOutcome::Created { .. }
+        ) {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1, "exactly one login fits a cap of one");
+    assert_eq!(store.count_for_user("alice").await.expect("count"), 1);
+}
+
+/// Runs every case.
+pub async fn run_all<S, F, Fut>(factory: F)
+where
+    S: SessionStore,
+    F: Fn(SharedClock) -> Fut,
+    Fut: Future<Output = S>,
+{
+    round_trip(&factory).await;
+    create_fails_on_collision(&factory).await;
+    load_never_returns_expired(&factory).await;
+    update_is_key_level(&factory).await;
+    update_never_resurrects(&factory).await;
+    touch_extends_idle(&factory).await;
+    delete_semantics(&factory).await;
+    concurrent_writers(&factory).await;
+    user_index(&factory).await;
+    user_cap(&factory).await;
+    cap_is_atomic(&factory).await;
+}
+
+/// Expands to one `#[tokio::test]` per conformance case for the store the
+/// factory builds. See the [module docs](crate::testing).
+#[macro_export]
+macro_rules! session_store_conformance {
+    ($factory:expr) => {
+        $crate::session_store_conformance!(@cases $factory;
+            round_trip, create_fails_on_collision, load_never_returns_expired, update_is_key_level,
+            update_never_resurrects, touch_extends_idle, delete_semantics, concurrent_writers,
+            user_index, user_cap, cap_is_atomic);
+    };
+    (@cases $factory:expr; $($case:ident),*) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::testing::$case($factory).await;
+            }
+        )*
+    };
+}
+
+/// Wraps a store; while failing is switched on, every call fails with a
+/// backend error and reaches nothing (a store outage, for tests).
+#[derive(Debug, Clone)]
+pub struct FaultyStore<S> {
+    inner: S,
+    failing: Arc<AtomicBool>,
+}
+
+impl<S> FaultyStore<S> {
+    /// Wraps `inner`, healthy.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            failing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A switch shared with every clone: `true` makes every call fail.
+    #[must_use]
+    pub fn switch(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.failing)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::backend(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "store is down (injected)",
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for FaultyStore<S> {
+    async fn create(
+        &self,
+        key: &TokenDigest,
+        record: &SessionRecord,
+        cap: Option<SessionCap>,
+    ) -> Result<CreateOutcome, StoreError> {
+        self.check()?;
+        self.inner.create(key, record, cap).await
+    }
+    async fn load(&self, key: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
+        self.check()?;
+        self.inner.load(key).await
+    }
+    async fn update(&self, key: &TokenDigest, update: &SessionUpdate) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.update(key, update).await
+    }
+    async fn touch(
+        &self,
+        key: &TokenDigest,
+        last_seen: Timestamp,
+        idle_deadline: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.touch(key, last_seen, idle_deadline).await
+    }
+    async fn delete(&self, key: &TokenDigest) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+    async fn list_for_user(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(TokenDigest, SessionRecord)>, StoreError> {
+        self.check()?;
+        self.inner.list_for_user(user_id).await
+    }
+    async fn delete_for_user(
+        &self,
+        user_id: &str,
+        except: Option<&TokenDigest>,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.delete_for_user(user_id, except).await
+    }
+    async fn count_for_user(&self, user_id: &str) -> Result<usize, StoreError> {
+        self.check()?;
+        self.inner.count_for_user(user_id).await
+    }
+}

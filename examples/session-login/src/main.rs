@@ -1,0 +1,90 @@
+//! Template: server-side sessions with portcullis.
+//!
+//! Run it with `cargo run -p session-login` (listens on
+//! `127.0.0.1:$PORT`, default 3000). See this crate's README for the JSON
+//! contract.
+
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use portcullis::session::{CurrentUser, MemoryStore, Session, SessionConfig, SessionError, SessionLayer};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq as _;
+
+/// Demo users. A real app checks a slow password hash (argon2) instead.
+const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
+
+fn check_password(username: &str, password: &str) -> bool {
+    USERS
+        .iter()
+        .any(|(u, p)| *u == username && bool::from(p.as_bytes().ct_eq(password.as_bytes())))
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+async fn login(session: Session, Json(creds): Json<Credentials>) -> Result<Response, SessionError> {
+    if !check_password(&creds.username, &creds.password) {
+        let body = json!({"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": "bad credentials"});
+        return Ok((StatusCode::UNAUTHORIZED, [("content-type", "application/problem+json")], body.to_string()).into_response());
+    }
+    // Renews the session id: whatever id the browser had before is dead now.
+    session.login(creds.username.clone()).await?;
+    Ok(Json(json!({ "user": creds.username })).into_response())
+}
+
+async fn me(CurrentUser(user): CurrentUser) -> Json<serde_json::Value> {
+    Json(json!({ "user": user }))
+}
+
+async fn logout(session: Session) -> Result<StatusCode, SessionError> {
+    session.logout().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn logout_everywhere(session: Session) -> Result<Json<serde_json::Value>, SessionError> {
+    let ended = session.logout_everywhere().await?;
+    Ok(Json(json!({ "ended": ended })))
+}
+
+async fn sessions(session: Session) -> Result<Json<serde_json::Value>, SessionError> {
+    Ok(Json(json!({ "sessions": session.active_sessions().await? })))
+}
+
+fn peer_ip(ext: &axum::http::Extensions, _: &axum::http::HeaderMap) -> Option<std::net::IpAddr> {
+    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// The app, on the given store configuration.
+fn app() -> Router {
+    let mut config = SessionConfig::default().client_ip(peer_ip);
+    if std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some() {
+        config = config.insecure_dev_cookies();
+    }
+    let layer = SessionLayer::new(MemoryStore::new(), config).expect("valid session configuration");
+    Router::new()
+        .route("/", get(|| async { Html(include_str!("login.html")) }))
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/logout", post(logout))
+        .route("/logout-everywhere", post(logout_everywhere))
+        .route("/sessions", get(sessions))
+        .layer(layer)
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    eprintln!("session-login listening on http://{addr}");
+    axum::serve(listener, app().into_make_service_with_connect_info::<SocketAddr>()).await
+}
