@@ -19,7 +19,12 @@ async fn untouched() -> &'static str {
 }
 
 async fn read(session: Session) -> String {
-    session.get::<String>("user").await.ok().flatten().unwrap_or_default()
+    session
+        .get::<String>("user")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 async fn write(session: Session) -> &'static str {
@@ -29,7 +34,10 @@ async fn write(session: Session) -> &'static str {
 }
 
 fn routes() -> Router {
-    Router::new().route("/untouched", get(untouched)).route("/read", get(read)).route("/write", post(write))
+    Router::new()
+        .route("/untouched", get(untouched))
+        .route("/read", get(read))
+        .route("/write", post(write))
 }
 
 fn baseline() -> Router {
@@ -40,7 +48,10 @@ fn baseline() -> Router {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let layer = SessionLayer::new(MemoryStore::new(), SessionConfig::default()).unwrap();
     let with_layer = routes()
         .route(
@@ -52,16 +63,23 @@ fn bench(c: &mut Criterion) {
         )
         .layer(layer);
     let login = rt.block_on(async {
-        let resp = tower::ServiceExt::oneshot(with_layer.clone(), Request::post("/login").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let resp = tower::ServiceExt::oneshot(
+            with_layer.clone(),
+            Request::post("/login").body(Body::empty()).unwrap(),
+        )
+        .await
+        .unwrap();
         let set = resp.headers()["set-cookie"].to_str().unwrap();
         set.split(';').next().unwrap().to_owned()
     });
     let plain = baseline();
 
     let mut group = c.benchmark_group("session");
-    for (name, method, path) in [("untouched", "GET", "/untouched"), ("read", "GET", "/read"), ("write", "POST", "/write")] {
+    for (name, method, path) in [
+        ("untouched", "GET", "/untouched"),
+        ("read", "GET", "/read"),
+        ("write", "POST", "/write"),
+    ] {
         let req = |with_cookie: bool| {
             let mut b = Request::builder().method(method).uri(path);
             if with_cookie {
@@ -70,10 +88,12 @@ fn bench(c: &mut Criterion) {
             b.body(Body::empty()).unwrap()
         };
         group.bench_function(format!("{name}/baseline"), |b| {
-            b.to_async(&rt).iter(|| async { black_box(call(&plain, req(true)).await) });
+            b.to_async(&rt)
+                .iter(|| async { black_box(call(&plain, req(true)).await) });
         });
         group.bench_function(format!("{name}/layer"), |b| {
-            b.to_async(&rt).iter(|| async { black_box(call(&with_layer, req(true)).await) });
+            b.to_async(&rt)
+                .iter(|| async { black_box(call(&with_layer, req(true)).await) });
         });
     }
     group.finish();

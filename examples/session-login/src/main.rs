@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use portcullis::session::{CurrentUser, MemoryStore, Session, SessionConfig, SessionError, SessionLayer};
+use portcullis::session::{
+    CurrentUser, MemoryStore, Session, SessionConfig, SessionError, SessionLayer,
+};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
@@ -34,7 +36,12 @@ struct Credentials {
 async fn login(session: Session, Json(creds): Json<Credentials>) -> Result<Response, SessionError> {
     if !check_password(&creds.username, &creds.password) {
         let body = json!({"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": "bad credentials"});
-        return Ok((StatusCode::UNAUTHORIZED, [("content-type", "application/problem+json")], body.to_string()).into_response());
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            [("content-type", "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response());
     }
     // Renews the session id: whatever id the browser had before is dead now.
     session.login(creds.username.clone()).await?;
@@ -56,7 +63,9 @@ async fn logout_everywhere(session: Session) -> Result<Json<serde_json::Value>, 
 }
 
 async fn sessions(session: Session) -> Result<Json<serde_json::Value>, SessionError> {
-    Ok(Json(json!({ "sessions": session.active_sessions().await? })))
+    Ok(Json(
+        json!({ "sessions": session.active_sessions().await? }),
+    ))
 }
 
 fn peer_ip(ext: &axum::http::Extensions, _: &axum::http::HeaderMap) -> Option<std::net::IpAddr> {
@@ -82,9 +91,16 @@ fn app() -> Router {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     eprintln!("session-login listening on http://{addr}");
-    axum::serve(listener, app().into_make_service_with_connect_info::<SocketAddr>()).await
+    axum::serve(
+        listener,
+        app().into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
 }
