@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub mod browser;
+pub mod redis_harness;
 pub mod session_app;
 
 /// A server listening on a free loopback port, stopped when dropped.

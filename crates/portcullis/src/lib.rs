@@ -7,6 +7,8 @@
 //! |---|---|---|---|
 //! | `session` | yes | [`session`] | `SessionLayer`, server-side sessions |
 //! | `file-store` | no | [`session`] | `FileStore` |
+//! | `csrf` | no | [`csrf`] | `CsrfLayer`: Fetch Metadata, Origin and token checks |
+//! | `redis` | no | [`redis`] | Redis stores for every enabled layer |
 //! | `axum` | no | | extractors for every enabled layer |
 //! | `tracing` | yes | | `tracing` events (never a token) |
 //! | `testing` | no | | store conformance suites |
@@ -20,4 +22,16 @@ pub use portcullis_core as core;
 #[cfg(feature = "session")]
 pub mod session {
     pub use portcullis_session::*;
+}
+
+/// CSRF protection: see [`portcullis_csrf`].
+#[cfg(feature = "csrf")]
+pub mod csrf {
+    pub use portcullis_csrf::*;
+}
+
+/// Redis stores: see [`portcullis_redis`].
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use portcullis_redis::*;
 }

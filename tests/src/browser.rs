@@ -1,0 +1,1 @@
+//! Headless Chromium driven through chromedriver (work in progress).
