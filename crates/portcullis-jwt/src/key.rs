@@ -1,0 +1,576 @@
+//! Keys: each pinned to one algorithm, from secrets, PEM, DER or JWK.
+//!
+//! ```
+//! use portcullis_jwt::{Algorithm, KeySet, VerifyingKey};
+//!
+//! let key = VerifyingKey::hmac(Some("k1"), Algorithm::HS256, b"a secret of at least thirty-two bytes!!").unwrap();
+//! let keys = KeySet::new([key]).unwrap();
+//! assert!(VerifyingKey::hmac(None, Algorithm::HS256, b"too short").is_err());
+//! # let _ = keys;
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+
+use crate::alg::{Algorithm, Family};
+
+/// Why a key could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// An HMAC secret shorter than the hash output.
+    #[error("{alg} needs a secret of at least {min} bytes, got {got}")]
+    SecretTooShort {
+        /// The algorithm.
+        alg: Algorithm,
+        /// Its minimum.
+        min: usize,
+        /// The secret's length.
+        got: usize,
+    },
+    /// The key material does not parse.
+    #[error("the key does not parse: {0}")]
+    Parse(String),
+    /// The key is of another family or curve than the algorithm needs.
+    #[error("the key does not fit algorithm {0}")]
+    WrongFamily(Algorithm),
+    /// An RSA modulus below 2048 bits.
+    #[error("RSA keys must have at least 2048 bits")]
+    RsaTooSmall,
+    /// A JWK that says it is not for verifying signatures (`use`, `key_ops`),
+    /// names an algorithm we do not verify, or leaves the algorithm
+    /// ambiguous.
+    #[error("the JWK cannot be used to verify signatures: {0}")]
+    JwkNotForVerification(&'static str),
+    /// A symmetric key offered where only public keys are acceptable (a
+    /// JWKS).
+    #[error("symmetric keys are not accepted from a JWKS")]
+    SymmetricInJwks,
+    /// Two keys with the same `kid`.
+    #[error("duplicate kid {0:?}")]
+    DuplicateKid(String),
+    /// Several keys, one without a `kid`.
+    #[error("every key of a set with several keys needs a kid")]
+    MissingKid,
+    /// An empty key set.
+    #[error("a key set needs at least one key")]
+    Empty,
+    /// The OS random source failed while generating a key.
+    #[error("key generation failed")]
+    Generate,
+}
+
+/// A key that verifies signatures of exactly one algorithm.
+///
+/// `Debug` never shows key material.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+    public_jwk: Option<Jwk>,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+    }
+}
+
+fn pem_wrap(label: &str, der: &[u8]) -> Vec<u8> {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out.into_bytes()
+}
+
+fn parse_err(e: impl fmt::Display) -> KeyError {
+    KeyError::Parse(e.to_string())
+}
+
+/// Checks that a public key fits `alg` (family, curve, RSA size) and
+/// returns its public JWK.
+fn check_public(key: &DecodingKey, alg: Algorithm) -> Result<Jwk, KeyError> {
+    let jwk = Jwk::from_decoding_key(key, Some(alg.to_jsonwebtoken())).map_err(parse_err)?;
+    match (&jwk.algorithm, alg.family()) {
+        (AlgorithmParameters::RSA(p), Family::Rsa) => {
+            let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&p.n).map_err(parse_err)?;
+            let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
+            if bits < 2048 {
+                return Err(KeyError::RsaTooSmall);
+            }
+        }
+        (AlgorithmParameters::EllipticCurve(p), Family::Ec) => {
+            let want = if alg == Algorithm::ES256 { EllipticCurve::P256 } else { EllipticCurve::P384 };
+            if p.curve != want {
+                return Err(KeyError::WrongFamily(alg));
+            }
+        }
+        (AlgorithmParameters::OctetKeyPair(p), Family::Ed) if p.curve == EllipticCurve::Ed25519 => {}
+        _ => return Err(KeyError::WrongFamily(alg)),
+    }
+    Ok(jwk)
+}
+
+fn public_from_pem(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, KeyError> {
+    match alg.family() {
+        Family::Rsa => DecodingKey::from_rsa_pem(pem),
+        Family::Ec => DecodingKey::from_ec_pem(pem),
+        Family::Ed => DecodingKey::from_ed_pem(pem),
+        Family::Hmac => return Err(KeyError::WrongFamily(alg)),
+    }
+    .map_err(parse_err)
+}
+
+impl VerifyingKey {
+    /// An HMAC key. The secret must be at least as long as the hash output
+    /// (32, 48 or 64 bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::SecretTooShort`], or [`KeyError::WrongFamily`] for a
+    /// non-HMAC algorithm.
+    pub fn hmac(kid: Option<&str>, alg: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
+        crate::ensure_crypto_provider();
+        check_secret(alg, secret)?;
+        Ok(Self { kid: kid.map(str::to_owned), alg, key: DecodingKey::from_secret(secret), public_jwk: None })
+    }
+
+    /// A public key from PEM (`PUBLIC KEY`, or `RSA PUBLIC KEY` for RSA).
+    ///
+    /// # Errors
+    ///
+    /// The PEM does not parse or does not fit `alg`.
+    pub fn from_pem(kid: Option<&str>, alg: Algorithm, pem: &[u8]) -> Result<Self, KeyError> {
+        crate::ensure_crypto_provider();
+        let key = public_from_pem(alg, pem)?;
+        let jwk = check_public(&key, alg)?;
+        Ok(Self { kid: kid.map(str::to_owned), alg, key, public_jwk: Some(with_kid(jwk, kid, alg)) })
+    }
+
+    /// A public key from DER (SubjectPublicKeyInfo).
+    ///
+    /// # Errors
+    ///
+    /// The DER does not parse or does not fit `alg`.
+    pub fn from_der(kid: Option<&str>, alg: Algorithm, der: &[u8]) -> Result<Self, KeyError> {
+        Self::from_pem(kid, alg, &pem_wrap("PUBLIC KEY", der))
+    }
+
+    /// A public key from a JWK. The JWK's `alg` is honoured (and must be a
+    /// signature algorithm we verify); without one, `default_alg` is used,
+    /// or the curve decides for EC and OKP keys. A `use` other than `sig`,
+    /// or `key_ops` without `verify`, makes the key unusable. Symmetric
+    /// (`oct`) keys are accepted only when `allow_symmetric` is set.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError`] says why the JWK cannot be used.
+    pub fn from_jwk(jwk: &Jwk, default_alg: Option<Algorithm>, allow_symmetric: bool) -> Result<Self, KeyError> {
+        crate::ensure_crypto_provider();
+        if let Some(u) = &jwk.common.public_key_use {
+            if *u != PublicKeyUse::Signature {
+                return Err(KeyError::JwkNotForVerification("use is not sig"));
+            }
+        }
+        if let Some(ops) = &jwk.common.key_operations {
+            if !ops.iter().any(|o| *o == KeyOperations::Verify) {
+                return Err(KeyError::JwkNotForVerification("key_ops lacks verify"));
+            }
+        }
+        let alg = match &jwk.common.key_algorithm {
+            Some(a) => jwk_alg(*a).ok_or(KeyError::JwkNotForVerification("alg is not a signature algorithm"))?,
+            None => match (&jwk.algorithm, default_alg) {
+                (AlgorithmParameters::EllipticCurve(p), _) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+                (AlgorithmParameters::EllipticCurve(p), _) if p.curve == EllipticCurve::P384 => Algorithm::ES384,
+                (AlgorithmParameters::OctetKeyPair(p), _) if p.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
+                (_, Some(a)) => a,
+                _ => return Err(KeyError::JwkNotForVerification("no alg, and the key type does not fix one")),
+            },
+        };
+        let kid = jwk.common.key_id.as_deref();
+        if let AlgorithmParameters::OctetKey(p) = &jwk.algorithm {
+            if !allow_symmetric {
+                return Err(KeyError::SymmetricInJwks);
+            }
+            let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&p.value).map_err(parse_err)?;
+            return Self::hmac(kid, alg, &secret);
+        }
+        if alg.family() == Family::Hmac {
+            return Err(KeyError::WrongFamily(alg));
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(parse_err)?;
+        let public = check_public(&key, alg)?;
+        Ok(Self { kid: kid.map(str::to_owned), alg, key, public_jwk: Some(with_kid(public, kid, alg)) })
+    }
+
+    /// The key id.
+    #[must_use]
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The one algorithm this key verifies.
+    #[must_use]
+    pub const fn alg(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The public JWK (`None` for HMAC keys, which are never published).
+    #[must_use]
+    pub const fn public_jwk(&self) -> Option<&Jwk> {
+        self.public_jwk.as_ref()
+    }
+
+    pub(crate) const fn decoding_key(&self) -> &DecodingKey {
+        &self.key
+    }
+}
+
+fn with_kid(mut jwk: Jwk, kid: Option<&str>, alg: Algorithm) -> Jwk {
+    jwk.common.key_id = kid.map(str::to_owned);
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    jwk.common.key_algorithm = Some(to_jwk_alg(alg));
+    jwk
+}
+
+fn check_secret(alg: Algorithm, secret: &[u8]) -> Result<(), KeyError> {
+    if alg.family() != Family::Hmac {
+        return Err(KeyError::WrongFamily(alg));
+    }
+    if secret.len() < alg.min_secret_len() {
+        return Err(KeyError::SecretTooShort { alg, min: alg.min_secret_len(), got: secret.len() });
+    }
+    Ok(())
+}
+
+const fn jwk_alg(a: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match a {
+        KeyAlgorithm::HS256 => Algorithm::HS256,
+        KeyAlgorithm::HS384 => Algorithm::HS384,
+        KeyAlgorithm::HS512 => Algorithm::HS512,
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+const fn to_jwk_alg(a: Algorithm) -> KeyAlgorithm {
+    match a {
+        Algorithm::HS256 => KeyAlgorithm::HS256,
+        Algorithm::HS384 => KeyAlgorithm::HS384,
+        Algorithm::HS512 => KeyAlgorithm::HS512,
+        Algorithm::RS256 => KeyAlgorithm::RS256,
+        Algorithm::RS384 => KeyAlgorithm::RS384,
+        Algorithm::RS512 => KeyAlgorithm::RS512,
+        Algorithm::PS256 => KeyAlgorithm::PS256,
+        Algorithm::PS384 => KeyAlgorithm::PS384,
+        Algorithm::PS512 => KeyAlgorithm::PS512,
+        Algorithm::ES256 => KeyAlgorithm::ES256,
+        Algorithm::ES384 => KeyAlgorithm::ES384,
+        Algorithm::EdDSA => KeyAlgorithm::EdDSA,
+    }
+}
+
+/// A key that signs tokens with exactly one algorithm, and its verifying
+/// half. `Debug` never shows key material.
+#[derive(Clone)]
+pub struct SigningKey {
+    encoding: EncodingKey,
+    verifying: VerifyingKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.verifying.kid)
+            .field("alg", &self.verifying.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Re-encodes an Ed25519 PKCS#8 key (v1 or v2) as v1 PEM.
+fn ed25519_pkcs8_v1(pem: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let der = pem_body(pem)?;
+    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(parse_err)?;
+    let v1 = pair.to_pkcs8v1().map_err(|_| KeyError::Parse("Ed25519 key cannot be re-encoded".into()))?;
+    Ok(pem_wrap("PRIVATE KEY", v1.as_ref()))
+}
+
+/// Decodes the body of a PEM block (any label).
+fn pem_body(pem: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let text = std::str::from_utf8(pem).map_err(parse_err)?;
+    let body: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect();
+    STANDARD.decode(body).map_err(parse_err)
+}
+
+impl SigningKey {
+    /// An HMAC signing key (the same secret verifies).
+    ///
+    /// # Errors
+    ///
+    /// As [`VerifyingKey::hmac`].
+    pub fn hmac(kid: Option<&str>, alg: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
+        let verifying = VerifyingKey::hmac(kid, alg, secret)?;
+        Ok(Self { encoding: EncodingKey::from_secret(secret), verifying })
+    }
+
+    /// A private key from PKCS#8 PEM, used with `alg`.
+    ///
+    /// # Errors
+    ///
+    /// The PEM does not parse or does not fit `alg`.
+    pub fn from_pkcs8_pem(kid: Option<&str>, alg: Algorithm, pem: &[u8]) -> Result<Self, KeyError> {
+        crate::ensure_crypto_provider();
+        let encoding = match alg.family() {
+            Family::Rsa => EncodingKey::from_rsa_pem(pem),
+            Family::Ec => EncodingKey::from_ec_pem(pem),
+            // jsonwebtoken reads Ed25519 keys as PKCS#8 v1; accept v2 too.
+            Family::Ed => EncodingKey::from_ed_pem(&ed25519_pkcs8_v1(pem)?),
+            Family::Hmac => return Err(KeyError::WrongFamily(alg)),
+        }
+        .map_err(parse_err)?;
+        let jwk = Jwk::from_encoding_key(&encoding, alg.to_jsonwebtoken()).map_err(|_| KeyError::WrongFamily(alg))?;
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(parse_err)?;
+        let public = check_public(&decoding, alg)?;
+        let verifying =
+            VerifyingKey { kid: kid.map(str::to_owned), alg, key: decoding, public_jwk: Some(with_kid(public, kid, alg)) };
+        Ok(Self { encoding, verifying })
+    }
+
+    /// A private key from PKCS#8 PEM, its algorithm chosen by its type:
+    /// RSA gives RS256, P-256 gives ES256, P-384 gives ES384, Ed25519
+    /// gives EdDSA.
+    ///
+    /// # Errors
+    ///
+    /// The PEM is not a PKCS#8 key of one of those types.
+    pub fn from_pkcs8_pem_detect(kid: Option<&str>, pem: &[u8]) -> Result<Self, KeyError> {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair,
+        };
+        let der = pem_body(pem)?;
+        let alg = if RsaKeyPair::from_pkcs8(&der).is_ok() {
+            Algorithm::RS256
+        } else if EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).is_ok() {
+            Algorithm::ES256
+        } else if EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &der).is_ok() {
+            Algorithm::ES384
+        } else if Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).is_ok() {
+            Algorithm::EdDSA
+        } else {
+            return Err(KeyError::Parse("not a PKCS#8 RSA, P-256, P-384 or Ed25519 private key".into()));
+        };
+        Self::from_pkcs8_pem(kid, alg, pem)
+    }
+
+    /// A fresh key pair for ES256, ES384 or EdDSA (RSA and HMAC keys are
+    /// not generated here).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::WrongFamily`] for other algorithms; [`KeyError::Generate`]
+    /// when the random source fails.
+    pub fn generate(kid: Option<&str>, alg: Algorithm) -> Result<Self, KeyError> {
+        let pem = generate_pkcs8_pem(alg)?;
+        Self::from_pkcs8_pem(kid, alg, &pem)
+    }
+
+    /// The key id.
+    #[must_use]
+    pub fn kid(&self) -> Option<&str> {
+        self.verifying.kid()
+    }
+
+    /// The algorithm.
+    #[must_use]
+    pub const fn alg(&self) -> Algorithm {
+        self.verifying.alg
+    }
+
+    /// The verifying half.
+    #[must_use]
+    pub const fn verifying_key(&self) -> &VerifyingKey {
+        &self.verifying
+    }
+
+    pub(crate) const fn encoding_key(&self) -> &EncodingKey {
+        &self.encoding
+    }
+}
+
+/// PKCS#8 PEM of a fresh ES256, ES384 or EdDSA private key.
+///
+/// # Errors
+///
+/// [`KeyError::WrongFamily`] for other algorithms; [`KeyError::Generate`]
+/// when the random source fails.
+pub fn generate_pkcs8_pem(alg: Algorithm) -> Result<Vec<u8>, KeyError> {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    };
+    let rng = SystemRandom::new();
+    let doc = match alg {
+        Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng),
+        Algorithm::ES384 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng),
+        Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng),
+        _ => return Err(KeyError::WrongFamily(alg)),
+    }
+    .map_err(|_| KeyError::Generate)?;
+    Ok(pem_wrap("PRIVATE KEY", doc.as_ref()))
+}
+
+/// A fixed set of verifying keys, looked up by `kid`.
+///
+/// With one key, a token without `kid` uses it. With several, every key
+/// needs a distinct `kid` and a token without one, or with an unknown one,
+/// is refused: the set never guesses.
+#[derive(Clone, Debug)]
+pub struct KeySet {
+    by_kid: HashMap<String, Arc<VerifyingKey>>,
+    only: Option<Arc<VerifyingKey>>,
+    all: Vec<Arc<VerifyingKey>>,
+}
+
+impl KeySet {
+    /// A set of `keys`.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Empty`], [`KeyError::DuplicateKid`], or
+    /// [`KeyError::MissingKid`] when one of several keys has no `kid`.
+    pub fn new(keys: impl IntoIterator<Item = VerifyingKey>) -> Result<Self, KeyError> {
+        let all: Vec<Arc<VerifyingKey>> = keys.into_iter().map(Arc::new).collect();
+        if all.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        let mut by_kid = HashMap::new();
+        for k in &all {
+            match &k.kid {
+                Some(kid) => {
+                    if by_kid.insert(kid.clone(), Arc::clone(k)).is_some() {
+                        return Err(KeyError::DuplicateKid(kid.clone()));
+                    }
+                }
+                None if all.len() > 1 => return Err(KeyError::MissingKid),
+                None => {}
+            }
+        }
+        let only = (all.len() == 1).then(|| Arc::clone(&all[0]));
+        Ok(Self { by_kid, only, all })
+    }
+
+    /// The key a token with header `kid` must be verified with, if any.
+    #[must_use]
+    pub fn find(&self, kid: Option<&str>) -> Option<&Arc<VerifyingKey>> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid).or_else(|| self.only.as_ref().filter(|k| k.kid.is_none())),
+            None => self.only.as_ref(),
+        }
+    }
+
+    /// Every key.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<VerifyingKey>> {
+        self.all.iter()
+    }
+
+    /// Number of keys.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// Whether the set is empty (never, for a set built by [`KeySet::new`]).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_minimum_lengths() {
+        for (alg, min) in [(Algorithm::HS256, 32), (Algorithm::HS384, 48), (Algorithm::HS512, 64)] {
+            assert!(VerifyingKey::hmac(None, alg, &vec![1; min]).is_ok());
+            assert_eq!(
+                VerifyingKey::hmac(None, alg, &vec![1; min - 1]).unwrap_err(),
+                KeyError::SecretTooShort { alg, min, got: min - 1 }
+            );
+        }
+        assert!(VerifyingKey::hmac(None, Algorithm::RS256, &[1; 64]).is_err());
+    }
+
+    #[test]
+    fn generated_keys_fit_their_algorithm_only() {
+        for alg in [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA] {
+            let pem = generate_pkcs8_pem(alg).unwrap();
+            let key = SigningKey::from_pkcs8_pem_detect(Some("k"), &pem).unwrap();
+            assert_eq!(key.alg(), alg);
+            assert!(key.verifying_key().public_jwk().is_some());
+        }
+        let p256 = generate_pkcs8_pem(Algorithm::ES256).unwrap();
+        assert!(SigningKey::from_pkcs8_pem(None, Algorithm::ES384, &p256).is_err(), "curve mismatch");
+        assert!(SigningKey::from_pkcs8_pem(None, Algorithm::RS256, &p256).is_err(), "family mismatch");
+    }
+
+    #[test]
+    fn jwk_use_and_key_ops_honoured() {
+        let key = SigningKey::generate(Some("k"), Algorithm::ES256).unwrap();
+        let mut jwk = key.verifying_key().public_jwk().unwrap().clone();
+        assert!(VerifyingKey::from_jwk(&jwk, None, false).is_ok());
+        jwk.common.public_key_use = Some(PublicKeyUse::Encryption);
+        assert!(VerifyingKey::from_jwk(&jwk, None, false).is_err());
+        jwk.common.public_key_use = None;
+        jwk.common.key_operations = Some(vec![KeyOperations::Encrypt]);
+        assert!(VerifyingKey::from_jwk(&jwk, None, false).is_err());
+        jwk.common.key_operations = Some(vec![KeyOperations::Verify]);
+        jwk.common.key_algorithm = Some(KeyAlgorithm::RSA_OAEP);
+        assert!(VerifyingKey::from_jwk(&jwk, None, false).is_err());
+        jwk.common.key_algorithm = Some(KeyAlgorithm::ES384);
+        assert_eq!(VerifyingKey::from_jwk(&jwk, None, false).unwrap_err(), KeyError::WrongFamily(Algorithm::ES384));
+    }
+
+    #[test]
+    fn key_set_rules() {
+        let k = |kid: Option<&str>| VerifyingKey::hmac(kid, Algorithm::HS256, &[7; 32]).unwrap();
+        assert_eq!(KeySet::new([]).unwrap_err(), KeyError::Empty);
+        assert_eq!(KeySet::new([k(Some("a")), k(None)]).unwrap_err(), KeyError::MissingKid);
+        assert_eq!(KeySet::new([k(Some("a")), k(Some("a"))]).unwrap_err(), KeyError::DuplicateKid("a".into()));
+        let one = KeySet::new([k(None)]).unwrap();
+        assert!(one.find(None).is_some());
+        let one_kid = KeySet::new([k(Some("a"))]).unwrap();
+        assert!(one_kid.find(None).is_some());
+        assert!(one_kid.find(Some("b")).is_none());
+        let two = KeySet::new([k(Some("a")), k(Some("b"))]).unwrap();
+        assert!(two.find(None).is_none(), "never guess");
+        assert!(two.find(Some("b")).is_some());
+        assert!(two.find(Some("../../etc/passwd")).is_none());
+    }
+}

@@ -1,0 +1,108 @@
+//! Strict JWT verification as a tower layer.
+//!
+//! [`JwtLayer`] verifies an access token on every request and puts its
+//! [`Claims`] into the request extensions. It is stricter by default than
+//! the usual Rust JWT middleware:
+//!
+//! - the algorithm is pinned per key and never taken from the token
+//!   (`alg: none` and key confusion are impossible by construction);
+//! - `exp` is required, `nbf` and `iat` are checked, leeway is 5 s;
+//! - `iss` and `aud` must be configured (or explicitly waived) and are then
+//!   required in every token;
+//! - `typ` must be `at+jwt` (RFC 9068): id tokens and refresh tokens are
+//!   not access tokens;
+//! - `crit`, `b64: false` and nested tokens (`cty: JWT`) are refused, as
+//!   are duplicate JSON keys and non-canonical base64url;
+//! - the token is at most 8 KiB and its character set is checked before any
+//!   decoding;
+//! - an unknown `kid` is a 401, never a guess and never a 500; a JWKS
+//!   outage is a 503.
+//!
+//! Revocation reaches every instance without a store call per request:
+//! the layer checks an in-process [`RevocationView`](revocation::RevocationView)
+//! that a [`RevocationStore`](revocation::RevocationStore) keeps current.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use portcullis_jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, RequireClaims, SigningKey};
+//!
+//! let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+//!     .issuer("https://auth.example.com")
+//!     .audience("api")
+//!     .build()
+//!     .unwrap();
+//! let jwt = JwtLayer::builder(issuer.keys())
+//!     .issuer("https://auth.example.com")
+//!     .audience("api")
+//!     .build()
+//!     .unwrap();
+//! let app: Router = Router::new()
+//!     .route("/admin", get(|| async { "for admins" }))
+//!     .route_layer(RequireClaims::role("admin"))
+//!     .route("/me", get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }))
+//!     .layer(jwt);
+//! let token = issuer.token("alice").roles(["admin"]).mint().unwrap();
+//! # let _ = (app, token);
+//! ```
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | no | extractors [`Claims`], `OptionalClaims`, `Option<Claims>`; `JwksResponse` |
+//! | `jwks-remote` | no | `RemoteJwks`: keys from an HTTPS JWKS URL, cached and refreshed |
+//! | `tracing` | no | debug events with the refusal reason (never a token or key) |
+//!
+//! Cryptography is jsonwebtoken 11 on its `aws_lc_rs` backend; this crate
+//! installs that provider itself before any key is built, so jsonwebtoken's
+//! "no crypto provider" panic cannot happen through it.
+
+mod alg;
+mod cache;
+mod claims;
+mod error;
+#[cfg(feature = "axum")]
+mod extract;
+mod issuer;
+mod json;
+pub mod jwks;
+mod key;
+mod layer;
+mod require;
+pub mod revocation;
+mod source;
+mod verify;
+
+pub use alg::{Algorithm, Family};
+pub use claims::{Audience, Claims, NoCustomClaims, RegisteredClaims};
+pub use error::{JwtError, JwtErrorKind};
+#[cfg(feature = "axum")]
+pub use extract::{ClaimsRejection, JwksResponse, OptionalClaims};
+pub use issuer::{AccessToken, DEFAULT_ACCESS_LIFETIME, IssueError, JwtIssuer, JwtIssuerBuilder, TokenBuilder};
+pub use key::{KeyError, KeySet, SigningKey, VerifyingKey, generate_pkcs8_pem};
+pub use layer::{Jwt, JwtConfigError, JwtLayer, JwtLayerBuilder, ResponseFuture, TokenSource};
+pub use require::{RequireClaims, RequireClaimsService};
+pub use source::{KeyLookup, KeySource, RefreshFuture, SharedKeys};
+pub use verify::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, REQUIRABLE_CLAIMS, Validation};
+
+/// Re-exported for JWK input ([`VerifyingKey::from_jwk`]).
+pub use jsonwebtoken::jwk;
+
+/// Installs jsonwebtoken's aws-lc-rs crypto provider for this process, once.
+/// Every constructor that reaches jsonwebtoken calls it; calling it
+/// yourself is harmless. If the application installed a provider first,
+/// that one stays.
+pub fn ensure_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
+    });
+}
+
+/// Emits a `tracing` event when the `tracing` feature is on. Never pass a
+/// token or key.
+macro_rules! event {
+    ($level:ident, $($rest:tt)*) => {{
+        #[cfg(feature = "tracing")]
+        ::tracing::$level!($($rest)*);
+    }};
+}
+pub(crate) use event;

@@ -1,0 +1,391 @@
+//! The verification decision, as plain functions (the layer stays thin).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+
+use crate::alg::Algorithm;
+use crate::claims::{Claims, RegisteredClaims};
+use crate::error::{JwtError, JwtErrorKind};
+use crate::json::check_object;
+use crate::key::VerifyingKey;
+use crate::source::KeyLookup;
+
+/// Default limit on a token's length.
+pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Default clock leeway.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
+const MAX_KID_LEN: usize = 256;
+
+/// What a token must satisfy besides its signature.
+///
+/// Strict by default: `exp` required; `nbf` and `iat` checked; 5 s leeway;
+/// header `typ` must be `at+jwt` (RFC 9068); id tokens (`nonce`) and tokens
+/// a payload marks as refresh or id tokens refused; `crit`, `b64` and
+/// `cty: JWT` refused; duplicate JSON keys refused; at most 8 KiB.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Validation {
+    pub(crate) issuers: Vec<String>,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) leeway: i64,
+    pub(crate) typ: Vec<String>,
+    pub(crate) required: Vec<&'static str>,
+    pub(crate) max_len: usize,
+}
+
+impl Default for Validation {
+    fn default() -> Self {
+        Self {
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            leeway: 5,
+            typ: vec!["at+jwt".into()],
+            required: Vec::new(),
+            max_len: DEFAULT_MAX_TOKEN_LEN,
+        }
+    }
+}
+
+/// A claim [`Validation::require_claim`] can require.
+pub const REQUIRABLE_CLAIMS: [&str; 6] = ["sub", "iat", "jti", "sid", "client_id", "nbf"];
+
+impl Validation {
+    /// Accepts tokens whose `iss` is `issuer` (call again to trust several).
+    /// A token without `iss` is then refused.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuers.push(issuer.into());
+        self
+    }
+
+    /// Accepts tokens whose `aud` names `audience` (call again for several).
+    /// A token without `aud` is then refused.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Clock leeway for `exp`, `nbf` and `iat` (default 5 s; at most 5 min).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = i64::try_from(leeway.min(Duration::from_secs(300)).as_secs()).unwrap_or(300);
+        self
+    }
+
+    /// Also accepts header `typ` value `typ` (compared case-insensitively,
+    /// with or without `application/`). For issuers that label access tokens
+    /// `JWT`; id and refresh tokens stay refused by their claims.
+    pub fn accept_typ(mut self, typ: impl Into<String>) -> Self {
+        self.typ.push(typ.into());
+        self
+    }
+
+    /// Requires a claim (one of [`REQUIRABLE_CLAIMS`]; others are ignored).
+    pub fn require_claim(mut self, claim: &str) -> Self {
+        if let Some(c) = REQUIRABLE_CLAIMS.iter().find(|c| **c == claim) {
+            self.required.push(c);
+        }
+        self
+    }
+
+    /// The largest token accepted, in bytes (default 8 KiB).
+    pub const fn max_token_len(mut self, bytes: usize) -> Self {
+        self.max_len = bytes;
+        self
+    }
+
+    pub(crate) fn has_issuer(&self) -> bool {
+        !self.issuers.is_empty()
+    }
+
+    pub(crate) fn has_audience(&self) -> bool {
+        !self.audiences.is_empty()
+    }
+}
+
+/// The three segments of a compact JWS, after the cheap checks.
+pub(crate) struct Segments<'a> {
+    pub(crate) header: &'a str,
+    pub(crate) payload: &'a str,
+    pub(crate) signature: &'a str,
+    /// `header.payload`, the signed bytes.
+    pub(crate) signed: &'a str,
+}
+
+fn err(kind: JwtErrorKind) -> JwtError {
+    JwtError::new(kind)
+}
+
+/// Length and character set, before any decoding: exactly three non-empty
+/// base64url segments.
+pub(crate) fn split(token: &str, max_len: usize) -> Result<Segments<'_>, JwtError> {
+    if token.len() > max_len {
+        return Err(err(JwtErrorKind::TooLarge));
+    }
+    let bytes = token.as_bytes();
+    let mut dots = [0usize; 2];
+    let mut n = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'.' {
+            if n == 2 {
+                return Err(err(JwtErrorKind::Malformed));
+            }
+            dots[n] = i;
+            n += 1;
+        } else if !portcullis_core::token::is_base64url(b) {
+            return Err(err(JwtErrorKind::Malformed));
+        }
+    }
+    if n != 2 {
+        return Err(err(JwtErrorKind::Malformed));
+    }
+    let (h, p, s) = (&token[..dots[0]], &token[dots[0] + 1..dots[1]], &token[dots[1] + 1..]);
+    if h.is_empty() || p.is_empty() || s.is_empty() {
+        return Err(err(JwtErrorKind::Malformed));
+    }
+    // A base64url length of 1 mod 4 can encode nothing.
+    if [h, p, s].iter().any(|x| x.len() % 4 == 1) {
+        return Err(err(JwtErrorKind::Malformed));
+    }
+    Ok(Segments { header: h, payload: p, signature: s, signed: &token[..dots[1]] })
+}
+
+/// Strict base64url: the engine refuses padding and non-canonical trailing
+/// bits.
+pub(crate) fn b64(segment: &str) -> Result<Vec<u8>, JwtError> {
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| err(JwtErrorKind::Malformed))
+}
+
+#[derive(Deserialize)]
+struct RawHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    cty: Option<Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<IgnoredAny>,
+    #[serde(default)]
+    b64: Option<IgnoredAny>,
+    // `jwk`, `jku`, `x5u`, `x5c` are deliberately not read: keys come from
+    // the configured key source only.
+}
+
+/// The parsed header: what the key lookup needs.
+pub(crate) struct Header {
+    pub(crate) alg: Algorithm,
+    pub(crate) kid: Option<String>,
+}
+
+fn typ_matches(got: &str, allowed: &[String]) -> bool {
+    let norm = |s: &str| {
+        let s = s.trim();
+        match (s.get(..12), s.get(12..)) {
+            (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("application/") => rest.to_ascii_lowercase(),
+            _ => s.to_ascii_lowercase(),
+        }
+    };
+    let got = norm(got);
+    allowed.iter().any(|a| norm(a) == got)
+}
+
+pub(crate) fn parse_header(seg: &Segments<'_>, v: &Validation) -> Result<Header, JwtError> {
+    let raw = b64(seg.header)?;
+    check_object(&raw).map_err(|()| err(JwtErrorKind::BadJson))?;
+    let h: RawHeader<'_> = serde_json::from_slice(&raw).map_err(|_| err(JwtErrorKind::BadJson))?;
+    let alg = Algorithm::parse(&h.alg).ok_or_else(|| err(JwtErrorKind::UnsupportedAlg))?;
+    if h.crit.is_some() || h.b64.is_some() {
+        return Err(err(JwtErrorKind::UnsupportedHeader));
+    }
+    if h.cty.as_deref().is_some_and(|c| typ_matches(c, &["JWT".to_owned()])) {
+        return Err(err(JwtErrorKind::UnsupportedHeader));
+    }
+    match h.typ.as_deref() {
+        Some(t) if typ_matches(t, &v.typ) => {}
+        _ => return Err(err(JwtErrorKind::WrongTokenType)),
+    }
+    if h.kid.as_ref().is_some_and(|k| k.len() > MAX_KID_LEN) {
+        return Err(err(JwtErrorKind::UnknownKey));
+    }
+    Ok(Header { alg, kid: h.kid.map(Cow::into_owned) })
+}
+
+/// Signature check with the key the source gave; the token's `alg` must
+/// equal the key's pinned algorithm.
+pub(crate) fn check_signature(seg: &Segments<'_>, header: &Header, key: &VerifyingKey) -> Result<(), JwtError> {
+    if key.alg() != header.alg {
+        return Err(err(JwtErrorKind::AlgMismatch));
+    }
+    // Canonical base64url is checked here; jsonwebtoken decodes it again.
+    let _ = b64(seg.signature)?;
+    match jsonwebtoken::crypto::verify(
+        seg.signature,
+        seg.signed.as_bytes(),
+        key.decoding_key(),
+        key.alg().to_jsonwebtoken(),
+    ) {
+        Ok(true) => Ok(()),
+        _ => Err(err(JwtErrorKind::BadSignature)),
+    }
+}
+
+/// Decodes the payload and checks every claim rule; returns the claims.
+pub(crate) fn check_claims<T: DeserializeOwned>(
+    seg: &Segments<'_>,
+    v: &Validation,
+    now: i64,
+) -> Result<(Claims<T>, i64), JwtError> {
+    let raw = b64(seg.payload)?;
+    check_object(&raw).map_err(|()| err(JwtErrorKind::BadJson))?;
+    let reg: RegisteredClaims = serde_json::from_slice(&raw).map_err(|_| err(JwtErrorKind::BadJson))?;
+    let exp = reg.exp.ok_or_else(|| err(JwtErrorKind::MissingExp))?;
+    if now > exp.saturating_add(v.leeway) {
+        return Err(err(JwtErrorKind::Expired));
+    }
+    if reg.nbf.is_some_and(|nbf| nbf > now.saturating_add(v.leeway)) {
+        return Err(err(JwtErrorKind::NotYetValid));
+    }
+    if reg.iat.is_some_and(|iat| iat > now.saturating_add(v.leeway)) {
+        return Err(err(JwtErrorKind::IssuedInFuture));
+    }
+    if v.has_issuer() && !reg.iss.as_ref().is_some_and(|i| v.issuers.iter().any(|t| t == i)) {
+        return Err(err(JwtErrorKind::BadIssuer));
+    }
+    if v.has_audience() && !reg.aud.as_ref().is_some_and(|a| v.audiences.iter().any(|t| a.contains(t))) {
+        return Err(err(JwtErrorKind::BadAudience));
+    }
+    let not_access = reg.has_nonce
+        || reg.token_use.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case("access"))
+        || reg
+            .payload_typ
+            .as_deref()
+            .is_some_and(|t| !(t.eq_ignore_ascii_case("bearer") || typ_matches(t, &v.typ)));
+    if not_access {
+        return Err(err(JwtErrorKind::WrongTokenType));
+    }
+    for claim in &v.required {
+        let present = match *claim {
+            "sub" => reg.sub.is_some(),
+            "iat" => reg.iat.is_some(),
+            "jti" => reg.jti.is_some(),
+            "sid" => reg.sid.is_some(),
+            "client_id" => reg.client_id.is_some(),
+            "nbf" => reg.nbf.is_some(),
+            _ => true,
+        };
+        if !present {
+            return Err(err(JwtErrorKind::MissingClaim));
+        }
+    }
+    let custom: T = serde_json::from_slice(&raw).map_err(|_| err(JwtErrorKind::BadClaims))?;
+    Ok((Claims::new(reg, custom), exp.saturating_add(v.leeway)))
+}
+
+/// One verification attempt: done, or wait for a key refresh and retry.
+pub(crate) enum Step<T> {
+    /// The claims, the last second they may be served, and whether the
+    /// key is asymmetric (worth caching).
+    Done(Result<(Claims<T>, i64, bool), JwtError>),
+    Wait(crate::source::RefreshFuture),
+}
+
+pub(crate) fn verify<T: DeserializeOwned>(
+    token: &str,
+    v: &Validation,
+    lookup: impl FnOnce(Option<&str>) -> KeyLookup,
+    now: i64,
+) -> Step<T> {
+    type Verified<T> = (Claims<T>, i64, bool);
+    let run = || -> Result<Result<Verified<T>, crate::source::RefreshFuture>, JwtError> {
+        let seg = split(token, v.max_len)?;
+        let header = parse_header(&seg, v)?;
+        let key = match lookup(header.kid.as_deref()) {
+            KeyLookup::Found(k) => k,
+            KeyLookup::Unknown => return Err(err(JwtErrorKind::UnknownKey)),
+            KeyLookup::Unavailable => return Err(err(JwtErrorKind::KeysUnavailable)),
+            KeyLookup::Refresh(f) => return Ok(Err(f)),
+        };
+        check_signature(&seg, &header, &key)?;
+        let (claims, until) = check_claims(&seg, v, now)?;
+        Ok(Ok((claims, until, key.alg().is_asymmetric())))
+    };
+    match run() {
+        Ok(Ok(done)) => Step::Done(Ok(done)),
+        Ok(Err(wait)) => Step::Wait(wait),
+        Err(e) => Step::Done(Err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn split_table() {
+        let cases: &[(&str, Option<JwtErrorKind>)] = &[
+            ("aaaa.bbbb.cccc", None),
+            ("aaaa.bbbb.", Some(JwtErrorKind::Malformed)),
+            ("aaaa.bbbb", Some(JwtErrorKind::Malformed)),
+            ("aaaa.bbbb.cccc.dddd", Some(JwtErrorKind::Malformed)),
+            ("aaaa.bb=b.cccc", Some(JwtErrorKind::Malformed)),
+            ("aaaa.bbbb.cc cc", Some(JwtErrorKind::Malformed)),
+            ("aaaa.bbbb.cc+c", Some(JwtErrorKind::Malformed)),
+            ("aaaa.bbbb.c\ncc", Some(JwtErrorKind::Malformed)),
+            ("aaaaa.bbbb.cccc", Some(JwtErrorKind::Malformed)),
+            ("", Some(JwtErrorKind::Malformed)),
+        ];
+        for (t, want) in cases {
+            assert_eq!(split(t, 100).err().map(|e| e.kind()), *want, "{t:?}");
+        }
+        assert_eq!(split(&"a".repeat(101), 100).err().map(|e| e.kind()), Some(JwtErrorKind::TooLarge));
+    }
+
+    #[test]
+    fn non_canonical_base64_refused() {
+        assert!(b64("QQ").is_ok());
+        assert!(b64("QR").is_err(), "trailing bits set");
+        assert!(b64("QQ==").is_err(), "padding");
+    }
+
+    #[test]
+    fn typ_matching() {
+        let allowed = vec!["at+jwt".to_owned()];
+        assert!(typ_matches("at+jwt", &allowed));
+        assert!(typ_matches("AT+JWT", &allowed));
+        assert!(typ_matches("application/at+jwt", &allowed));
+        assert!(!typ_matches("JWT", &allowed));
+        assert!(!typ_matches("refresh+jwt", &allowed));
+        assert!(!typ_matches("", &allowed));
+        assert!(!typ_matches("applicatioé/at+jwt", &allowed), "multibyte input near the prefix");
+    }
+
+    proptest! {
+        #[test]
+        fn split_never_panics(s in ".{0,300}") {
+            let _ = split(&s, 8192);
+        }
+
+        #[test]
+        fn header_parsing_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let h = URL_SAFE_NO_PAD.encode(&bytes);
+            let tok = format!("{h}.e30.c2ln");
+            if let Ok(seg) = split(&tok, 8192) {
+                let _ = parse_header(&seg, &Validation::default());
+            }
+        }
+
+        #[test]
+        fn accepted_segments_are_canonical(s in "[A-Za-z0-9_-]{1,40}") {
+            if let Ok(bytes) = b64(&s) {
+                prop_assert_eq!(URL_SAFE_NO_PAD.encode(bytes), s);
+            }
+        }
+    }
+}
