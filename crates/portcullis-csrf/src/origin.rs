@@ -1,0 +1,320 @@
+//! The header check: tower-http's Fetch Metadata / `Origin` check, called
+//! as a service, with origins normalised at build time and an optional
+//! public origin.
+//!
+//! tower-http keeps its decision function private, so [`HeaderCheck`]
+//! drives a `tower_http::csrf::Csrf` wrapped around a probe service that
+//! answers at once: it hands tower-http a bodiless copy of the request line
+//! and the three headers the check reads (`Origin`, `Sec-Fetch-Site`,
+//! `Host`), polls the answer once (both of tower-http's paths are ready
+//! immediately) and reads tower-http's `ProtectionError` from the answer's
+//! extensions. The decision is tower-http's, byte for byte; this module only
+//! chooses what it is asked:
+//!
+//! - a WebSocket upgrade (a `GET`) is asked as a `POST`, so a cross-origin
+//!   handshake is refused by the same rules;
+//! - with a public origin, tower-http is asked without `Host` or authority
+//!   and with the public origin as a trusted origin, so `Origin` must equal
+//!   it exactly, scheme and port included (a client-sent `Host` or
+//!   `X-Forwarded-Host` never matters).
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{Future as _, Ready, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use http::header::{HOST, ORIGIN};
+use http::{HeaderMap, HeaderName, Method, Request, Response, Uri};
+use tower_http::csrf::{Csrf, CsrfLayer as TowerCsrfLayer, ProtectionError, ProtectionErrorKind};
+use tower_layer::Layer as _;
+use tower_service::Service;
+
+use crate::error::ConfigError;
+
+pub(crate) const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+
+/// The probe behind tower-http: answers every request at once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Probe;
+
+impl Service<Request<()>> for Probe {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        ready(Ok(Response::new(())))
+    }
+}
+
+type RejectFn = fn(ProtectionError) -> Response<()>;
+
+fn reject(_: ProtectionError) -> Response<()> {
+    // tower-http inserts the error into the extensions itself.
+    Response::new(())
+}
+
+/// Normalises an origin: lower-case scheme and host, no default port.
+///
+/// # Errors
+///
+/// Whatever tower-http refuses (path, query, fragment, a scheme other than
+/// http(s), non-ASCII host), plus user info and an empty port.
+pub(crate) fn normalize_origin(input: &str) -> Result<String, ConfigError> {
+    let invalid = |message: String| ConfigError::InvalidOrigin {
+        origin: input.to_owned(),
+        message,
+    };
+    if let Err(e) = TowerCsrfLayer::new().add_trusted_origin(input) {
+        return Err(invalid(e.to_string()));
+    }
+    let uri: Uri = input
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| invalid(e.to_string()))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(invalid("scheme and host are required".into()));
+    };
+    if authority.as_str().contains('@') {
+        return Err(invalid("user info is not allowed".into()));
+    }
+    if authority.as_str().ends_with(':') {
+        return Err(invalid("empty port".into()));
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    let host = authority.host().to_ascii_lowercase();
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let out = match authority.port_u16() {
+        Some(p) if p != default_port => format!("{scheme}://{host}:{p}"),
+        _ => format!("{scheme}://{host}"),
+    };
+    // The normalised form must still be acceptable to tower-http.
+    match TowerCsrfLayer::new().add_trusted_origin(&out) {
+        Ok(_) => Ok(out),
+        Err(e) => Err(invalid(e.to_string())),
+    }
+}
+
+/// Runs tower-http's check on the parts of a request it reads.
+#[derive(Clone)]
+pub(crate) struct HeaderCheck {
+    tower: Csrf<Probe, RejectFn>,
+    trusted: Vec<String>,
+    public_origin: Option<String>,
+}
+
+impl fmt::Debug for HeaderCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeaderCheck")
+            .field("trusted_origins", &self.trusted)
+            .field("public_origin", &self.public_origin)
+            .finish()
+    }
+}
+
+impl HeaderCheck {
+    /// Builds the check; origins are normalised and validated here.
+    pub(crate) fn new(
+        trusted: &[String],
+        public_origin: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let trusted = trusted
+            .iter()
+            .map(|o| normalize_origin(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let public_origin = public_origin.map(normalize_origin).transpose()?;
+        let mut layer = TowerCsrfLayer::new().with_rejection_response(reject as RejectFn);
+        for origin in trusted.iter().chain(public_origin.iter()) {
+            layer = layer
+                .add_trusted_origin(origin)
+                .map_err(|e| ConfigError::InvalidOrigin {
+                    origin: origin.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(Self {
+            tower: layer.layer(Probe),
+            trusted,
+            public_origin,
+        })
+    }
+
+    /// The normalised trusted origins.
+    pub(crate) fn trusted(&self) -> &[String] {
+        &self.trusted
+    }
+
+    /// The normalised public origin.
+    pub(crate) fn public_origin(&self) -> Option<&str> {
+        self.public_origin.as_deref()
+    }
+
+    /// tower-http's verdict on a request with this method, target and
+    /// headers. `as_unsafe` asks as a `POST` (for WebSocket upgrades, which
+    /// are `GET`s that tower-http would let through).
+    pub(crate) fn check(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        as_unsafe: bool,
+    ) -> Result<(), ProtectionErrorKind> {
+        let mut probe = Request::new(());
+        *probe.method_mut() = if as_unsafe {
+            Method::POST
+        } else {
+            method.clone()
+        };
+        let copy: &[HeaderName] = if self.public_origin.is_some() {
+            // No Host, no authority: the fallback can only match the public
+            // origin, which is a trusted origin of the tower-http check.
+            &[ORIGIN, SEC_FETCH_SITE]
+        } else {
+            *probe.uri_mut() = uri.clone();
+            &[ORIGIN, SEC_FETCH_SITE, HOST]
+        };
+        let probe_headers = probe.headers_mut();
+        for name in copy {
+            for value in headers.get_all(name) {
+                probe_headers.append(name.clone(), value.clone());
+            }
+        }
+        let mut tower = self.tower.clone();
+        let mut answer = pin!(tower.call(probe));
+        match answer
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Ok(response)) => match response.extensions().get::<ProtectionError>() {
+                None => Ok(()),
+                Some(e) => Err(e.kind()),
+            },
+            // Both of tower-http's paths are ready at once; anything else
+            // fails closed.
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => Err(ProtectionErrorKind::CrossOriginRequest),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn normalisation_table() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("https://example.com", Some("https://example.com")),
+            ("HTTPS://Example.COM", Some("https://example.com")),
+            ("https://example.com:443", Some("https://example.com")),
+            ("http://example.com:80", Some("http://example.com")),
+            ("http://example.com:443", Some("http://example.com:443")),
+            ("https://example.com:8443", Some("https://example.com:8443")),
+            ("http://127.0.0.1:3003", Some("http://127.0.0.1:3003")),
+            ("http://[::1]:3003", Some("http://[::1]:3003")),
+            ("https://example.com/", None),
+            ("https://example.com/path", None),
+            ("https://example.com?q", None),
+            ("https://example.com#f", None),
+            ("example.com", None),
+            ("ftp://example.com", None),
+            ("https://user@example.com", None),
+            ("https://example.com:", None),
+            ("https://ümlaut.de", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            let got = normalize_origin(input).ok();
+            assert_eq!(got.as_deref(), *want, "{input:?}");
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn verdicts_are_tower_https() {
+        let check = HeaderCheck::new(&["HTTPS://Partner.example:443".to_owned()], None).unwrap();
+        let post = Method::POST;
+        let uri = Uri::from_static("/x");
+        let ok = |h: &[(&'static str, &'static str)]| check.check(&post, &uri, &headers(h), false);
+        assert_eq!(ok(&[("sec-fetch-site", "same-origin")]), Ok(()));
+        assert_eq!(ok(&[("sec-fetch-site", "none")]), Ok(()));
+        assert_eq!(
+            ok(&[("sec-fetch-site", "cross-site")]),
+            Err(ProtectionErrorKind::CrossOriginRequest)
+        );
+        assert_eq!(
+            ok(&[("sec-fetch-site", "same-site")]),
+            Err(ProtectionErrorKind::CrossOriginRequest)
+        );
+        assert_eq!(ok(&[]), Ok(()), "non-browser client");
+        assert_eq!(
+            ok(&[("host", "app.example"), ("origin", "https://app.example")]),
+            Ok(())
+        );
+        assert_eq!(
+            ok(&[("host", "app.example"), ("origin", "https://evil.example")]),
+            Err(ProtectionErrorKind::CrossOriginRequestFromOldBrowser)
+        );
+        assert_eq!(
+            ok(&[("host", "app.example"), ("origin", "null")]),
+            Err(ProtectionErrorKind::CrossOriginRequestFromOldBrowser)
+        );
+        // The configured trusted origin matches after normalisation.
+        assert_eq!(
+            ok(&[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://partner.example")
+            ]),
+            Ok(())
+        );
+        // A WebSocket upgrade is asked as a POST.
+        let get = Method::GET;
+        let h = headers(&[("sec-fetch-site", "cross-site")]);
+        assert_eq!(check.check(&get, &uri, &h, false), Ok(()));
+        assert_eq!(
+            check.check(&get, &uri, &h, true),
+            Err(ProtectionErrorKind::CrossOriginRequest)
+        );
+    }
+
+    #[test]
+    fn public_origin_replaces_host_and_pins_the_scheme() {
+        let check = HeaderCheck::new(&[], Some("https://App.Example:443")).unwrap();
+        let post = Method::POST;
+        let uri = Uri::from_static("/x");
+        let run = |h: &[(&'static str, &'static str)]| check.check(&post, &uri, &headers(h), false);
+        // The proxy rewrote Host; the public origin still matches.
+        assert_eq!(
+            run(&[("host", "backend:8080"), ("origin", "https://app.example")]),
+            Ok(())
+        );
+        // Scheme downgrade: tower-http's Host fallback alone would let it by.
+        assert_eq!(
+            run(&[("host", "app.example"), ("origin", "http://app.example")]),
+            Err(ProtectionErrorKind::CrossOriginRequestFromOldBrowser)
+        );
+        // A Host that matches the attacker's origin is ignored, and so is
+        // X-Forwarded-Host.
+        assert_eq!(
+            run(&[
+                ("host", "evil.example"),
+                ("x-forwarded-host", "evil.example"),
+                ("origin", "https://evil.example")
+            ]),
+            Err(ProtectionErrorKind::CrossOriginRequestFromOldBrowser)
+        );
+        assert_eq!(check.public_origin(), Some("https://app.example"));
+    }
+}
