@@ -81,7 +81,7 @@ pub use key::{KeyError, KeySet, SigningKey, VerifyingKey, generate_pkcs8_pem};
 pub use layer::{Jwt, JwtConfigError, JwtLayer, JwtLayerBuilder, ResponseFuture, TokenSource};
 pub use require::{RequireClaims, RequireClaimsService};
 pub use source::{KeyLookup, KeySource, RefreshFuture, SharedKeys};
-pub use verify::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, REQUIRABLE_CLAIMS, Validation};
+pub use verify::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, REQUIRABLE_CLAIMS, Validation, verify_jws};
 
 /// Re-exported for JWK input ([`VerifyingKey::from_jwk`]).
 pub use jsonwebtoken::jwk;

@@ -196,6 +196,12 @@ fn typ_matches(got: &str, allowed: &[String]) -> bool {
 }
 
 pub(crate) fn parse_header(seg: &Segments<'_>, v: &Validation) -> Result<Header, JwtError> {
+    parse_header_typ(seg, Some(&v.typ))
+}
+
+/// Parses the protected header; `typ` is checked when `allowed` is given
+/// (access tokens), and optional otherwise (plain JWS).
+pub(crate) fn parse_header_typ(seg: &Segments<'_>, allowed: Option<&[String]>) -> Result<Header, JwtError> {
     let raw = b64(seg.header)?;
     check_object(&raw).map_err(|()| err(JwtErrorKind::BadJson))?;
     let h: RawHeader<'_> = serde_json::from_slice(&raw).map_err(|_| err(JwtErrorKind::BadJson))?;
@@ -206,9 +212,11 @@ pub(crate) fn parse_header(seg: &Segments<'_>, v: &Validation) -> Result<Header,
     if h.cty.as_deref().is_some_and(|c| typ_matches(c, &["JWT".to_owned()])) {
         return Err(err(JwtErrorKind::UnsupportedHeader));
     }
-    match h.typ.as_deref() {
-        Some(t) if typ_matches(t, &v.typ) => {}
-        _ => return Err(err(JwtErrorKind::WrongTokenType)),
+    if let Some(allowed) = allowed {
+        match h.typ.as_deref() {
+            Some(t) if typ_matches(t, allowed) => {}
+            _ => return Err(err(JwtErrorKind::WrongTokenType)),
+        }
     }
     if h.kid.as_ref().is_some_and(|k| k.len() > MAX_KID_LEN) {
         return Err(err(JwtErrorKind::UnknownKey));
@@ -320,6 +328,36 @@ pub(crate) fn verify<T: DeserializeOwned>(
         Ok(Err(wait)) => Step::Wait(wait),
         Err(e) => Step::Done(Err(e)),
     }
+}
+
+/// Verifies a JWS in compact serialization and returns its payload bytes:
+/// the same structural, header and signature rules as for access tokens
+/// (pinned algorithm, no `none`, no `crit`/`b64`/`cty: JWT`, canonical
+/// base64url, duplicate-free JSON header, size limit), without the
+/// access-token rules (`typ`, claims). For payloads that are not JWT claim
+/// sets, and for test vectors.
+///
+/// ```
+/// use portcullis_jwt::{Algorithm, KeySet, VerifyingKey, verify_jws};
+///
+/// let key = VerifyingKey::hmac(None, Algorithm::HS256, &[0u8; 32]).unwrap();
+/// let keys = KeySet::new([key]).unwrap();
+/// assert!(verify_jws("e30.e30.c2ln", &keys, 8192).is_err());
+/// ```
+///
+/// # Errors
+///
+/// [`JwtError`] says which rule the token broke.
+pub fn verify_jws(token: &str, keys: &dyn crate::source::KeySource, max_len: usize) -> Result<Vec<u8>, JwtError> {
+    let seg = split(token, max_len)?;
+    let header = parse_header_typ(&seg, None)?;
+    let key = match keys.lookup(header.kid.as_deref()) {
+        KeyLookup::Found(k) => k,
+        KeyLookup::Unavailable => return Err(err(JwtErrorKind::KeysUnavailable)),
+        KeyLookup::Unknown | KeyLookup::Refresh(_) => return Err(err(JwtErrorKind::UnknownKey)),
+    };
+    check_signature(&seg, &header, &key)?;
+    b64(seg.payload)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! |---|---|---|---|
 //! | `session` | yes | [`session`] | `SessionLayer`, server-side sessions |
 //! | `file-store` | no | [`session`] | `FileStore` |
+//! | `jwt` | no | [`jwt`] | `JwtLayer`, `JwtIssuer`, key sets, revocation view |
+//! | `jwks-remote` | no | [`jwt`] | JWKS from an HTTPS URL |
 //! | `csrf` | no | [`csrf`] | `CsrfLayer`: Fetch Metadata, Origin and token checks |
 //! | `redis` | no | [`redis`] | Redis stores for every enabled layer |
 //! | `axum` | no | | extractors for every enabled layer |
@@ -22,6 +24,12 @@ pub use portcullis_core as core;
 #[cfg(feature = "session")]
 pub mod session {
     pub use portcullis_session::*;
+}
+
+/// Stateless JWT verification: see [`portcullis_jwt`].
+#[cfg(feature = "jwt")]
+pub mod jwt {
+    pub use portcullis_jwt::*;
 }
 
 /// CSRF protection: see [`portcullis_csrf`].
