@@ -1,1 +1,48 @@
-fn main() {}
+//! Template: a server-rendered app with sessions and CSRF protection.
+//!
+//! Run it with `cargo run -p web-app` (listens on `127.0.0.1:$PORT`,
+//! default 3003). See this crate's README for the contract.
+//!
+//! Environment:
+//! - `PORT`: the port (default 3003).
+//! - `PUBLIC_ORIGIN`: the origin users reach the app at behind a proxy
+//!   (`https://example.com`); `Origin` is then compared with it, not `Host`.
+//! - `PORTCULLIS_INSECURE_DEV_COOKIES=1`: cookies without `Secure` and
+//!   `__Host-`, for browsers that refuse secure cookies over plain http.
+//! - `REDIS_URL`: not supported by this template yet; it refuses to start
+//!   rather than silently keeping sessions in memory.
+
+use std::net::SocketAddr;
+
+use portcullis::session::MemoryStore;
+use web_app::{AppConfig, app};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if std::env::var_os("REDIS_URL").is_some() {
+        return Err("REDIS_URL is set, but this template has no Redis store yet; unset it to use the memory store".into());
+    }
+    let port: u16 = match std::env::var("PORT") {
+        Ok(p) => p
+            .parse()
+            .map_err(|_| format!("PORT={p:?} is not a port number"))?,
+        Err(_) => 3003,
+    };
+    let config = AppConfig {
+        public_origin: std::env::var("PUBLIC_ORIGIN").ok(),
+        insecure_dev_cookies: std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some(),
+    };
+    let (router, _state) = app(MemoryStore::new(), config)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    eprintln!("web-app listening on http://{addr} (demo users: alice/wonderland, bob/builder)");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
