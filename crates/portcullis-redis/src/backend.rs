@@ -1,0 +1,621 @@
+//! The connection every Redis store shares: targets, timeouts, reconnection.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::{
+    self, AsyncConnectionConfig, Client, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError,
+    RedisFuture, ScriptInvocation, Value,
+};
+use portcullis_core::StoreError;
+use tokio::time::{Instant, timeout_at};
+
+/// Default bound on one Redis call, connecting included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Default pause after a failed connection attempt, during which calls fail
+/// at once instead of trying again.
+pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Default key prefix.
+pub const DEFAULT_KEY_PREFIX: &str = "portcullis";
+
+/// Where and how to reach Redis; [`RedisConfig::build`] turns it into a
+/// [`RedisBackend`] that stores share.
+///
+/// ```
+/// use std::time::Duration;
+/// use portcullis_redis::RedisConfig;
+///
+/// let backend = RedisConfig::new("redis://127.0.0.1:6379/")
+///     .key_prefix("myapp")
+///     .timeout(Duration::from_millis(200))
+///     .build()
+///     .unwrap();
+/// assert_eq!(backend.key_prefix(), "myapp");
+/// ```
+///
+/// Defaults: key prefix `portcullis`, every Redis call bounded by 250 ms
+/// (connecting included), 100 ms pause after a failed connection attempt.
+#[derive(Clone)]
+#[must_use]
+pub struct RedisConfig {
+    target: Target,
+    key_prefix: String,
+    timeout: Duration,
+    reconnect_backoff: Duration,
+}
+
+#[derive(Clone)]
+enum Target {
+    Url(String),
+    #[cfg(feature = "cluster")]
+    Cluster(Vec<String>),
+    Pool(deadpool_redis::Pool),
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("target", &self.target)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("reconnect_backoff", &self.reconnect_backoff)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Url(url) => f.debug_tuple("Url").field(&redact(url)).finish(),
+            #[cfg(feature = "cluster")]
+            Self::Cluster(urls) => f
+                .debug_tuple("Cluster")
+                .field(&urls.iter().map(|u| redact(u)).collect::<Vec<_>>())
+                .finish(),
+            Self::Pool(pool) => f
+                .debug_tuple("Pool")
+                .field(&pool.status().max_size)
+                .finish(),
+        }
+    }
+}
+
+/// A URL without its user information (which may hold a password).
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://REDACTED@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A [`RedisConfig`] that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisConfigError {
+    /// The URL does not parse as a Redis URL.
+    #[error("invalid Redis URL")]
+    Url(#[source] RedisError),
+    /// A cluster needs at least one node URL.
+    #[error("a Redis Cluster needs at least one node URL")]
+    NoNodes,
+    /// The key prefix is empty, longer than 64 bytes, or holds whitespace or
+    /// control characters.
+    #[error("the key prefix must be 1 to 64 printable characters without whitespace")]
+    KeyPrefix,
+    /// The timeout is zero.
+    #[error("the Redis timeout must be non-zero")]
+    Timeout,
+}
+
+impl RedisConfig {
+    /// One Redis server (or a proxy in front of several), by URL:
+    /// `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS when
+    /// `deadpool-redis` has a TLS feature, `redis+unix:///path`.
+    ///
+    /// The store keeps one multiplexed connection: concurrent calls share
+    /// it (pipelined on the wire), and no health check is sent per call.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::with_target(Target::Url(url.into()))
+    }
+
+    /// A Redis Cluster, by the URLs of some of its nodes (the rest are
+    /// discovered). Feature `cluster`.
+    #[cfg(feature = "cluster")]
+    pub fn cluster<I, U>(urls: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        Self::with_target(Target::Cluster(urls.into_iter().map(Into::into).collect()))
+    }
+
+    /// An existing `deadpool-redis` pool.
+    ///
+    /// Every call checks a connection out of the pool, and deadpool checks
+    /// each checkout with an `UNWATCH` + `PING` exchange: one more round trip
+    /// per call (two per session load instead of one). Prefer
+    /// [`RedisConfig::new`] unless the application must share its pool.
+    pub fn from_pool(pool: deadpool_redis::Pool) -> Self {
+        Self::with_target(Target::Pool(pool))
+    }
+
+    fn with_target(target: Target) -> Self {
+        Self {
+            target,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
+        }
+    }
+
+    /// The prefix of every key (default `portcullis`), so that several
+    /// applications can share one Redis. The stores add `:` and their own
+    /// namespace after it (see the [crate docs](crate#key-layout)).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Bounds every Redis call, connecting included (default 250 ms). When
+    /// it passes the call fails with [`StoreError::timeout`] (layers answer
+    /// 503) and the connection is replaced.
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// After a failed connection attempt, calls fail at once for this long
+    /// (default 100 ms) rather than each trying to connect again.
+    pub const fn reconnect_backoff(mut self, backoff: Duration) -> Self {
+        self.reconnect_backoff = backoff;
+        self
+    }
+
+    /// Checks the configuration and builds the backend. Connects lazily:
+    /// nothing is sent to Redis until the first call, so an application
+    /// starts (and answers 503 where it needs Redis) while Redis is down.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisConfigError`] for an unparsable URL, an empty node list, a
+    /// bad key prefix or a zero timeout.
+    pub fn build(self) -> Result<RedisBackend, RedisConfigError> {
+        let prefix = &self.key_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(RedisConfigError::KeyPrefix);
+        }
+        if self.timeout.is_zero() {
+            return Err(RedisConfigError::Timeout);
+        }
+        let source = match self.target {
+            Target::Url(url) => {
+                let client = Client::open(url.as_str()).map_err(RedisConfigError::Url)?;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout));
+                Source::Shared(Box::new(Shared::new(Factory::Single(client, config))))
+            }
+            #[cfg(feature = "cluster")]
+            Target::Cluster(urls) => {
+                if urls.is_empty() {
+                    return Err(RedisConfigError::NoNodes);
+                }
+                let client = redis::cluster::ClusterClientBuilder::new(urls)
+                    .connection_timeout(self.timeout)
+                    .response_timeout(self.timeout)
+                    .retries(2)
+                    .build()
+                    .map_err(RedisConfigError::Url)?;
+                Source::Shared(Box::new(Shared::new(Factory::Cluster(client))))
+            }
+            Target::Pool(pool) => Source::Pool(pool),
+        };
+        Ok(RedisBackend {
+            inner: Arc::new(Inner {
+                source,
+                key_prefix: self.key_prefix,
+                timeout: self.timeout,
+                reconnect_backoff: self.reconnect_backoff,
+            }),
+        })
+    }
+}
+
+/// A connection to Redis shared by the stores built on it. Cheap to clone.
+///
+/// Built by [`RedisConfig::build`]. Every call is bounded by the configured
+/// timeout (connecting included) and fails with [`StoreError::timeout`] or
+/// [`StoreError::backend`] when Redis does not answer; a connection that
+/// failed or timed out is dropped and the next call opens a new one, so
+/// service resumes by itself when Redis comes back.
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Source,
+    key_prefix: String,
+    timeout: Duration,
+    reconnect_backoff: Duration,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.inner.source {
+            Source::Shared(shared) => match shared.factory {
+                Factory::Single(..) => "multiplexed",
+                #[cfg(feature = "cluster")]
+                Factory::Cluster(_) => "cluster",
+            },
+            Source::Pool(_) => "pool",
+        };
+        f.debug_struct("RedisBackend")
+            .field("connection", &kind)
+            .field("key_prefix", &self.inner.key_prefix)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Source {
+    Shared(Box<Shared>),
+    Pool(deadpool_redis::Pool),
+}
+
+/// Builds connections that many calls share at once.
+enum Factory {
+    Single(Client, AsyncConnectionConfig),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// One shared (multiplexed) connection, replaced when it fails.
+struct Shared {
+    factory: Factory,
+    slot: Mutex<Slot>,
+    /// Held while connecting, so that concurrent calls wait for one attempt
+    /// instead of each opening a connection.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Slot {
+    current: Option<(u64, Conn)>,
+    generation: u64,
+    failed_at: Option<Instant>,
+}
+
+impl Shared {
+    fn new(factory: Factory) -> Self {
+        Self {
+            factory,
+            slot: Mutex::new(Slot::default()),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current connection, or `Err` during the backoff after a failed
+    /// attempt.
+    fn current(&self, backoff: Duration) -> Option<Result<(u64, Conn), StoreError>> {
+        let slot = self.slot();
+        if let Some((generation, conn)) = &slot.current {
+            return Some(Ok((*generation, conn.clone())));
+        }
+        match slot.failed_at {
+            Some(at) if at.elapsed() < backoff => Some(Err(StoreError::backend(Unreachable))),
+            _ => None,
+        }
+    }
+
+    async fn get(&self, backoff: Duration) -> Result<(u64, Conn), StoreError> {
+        if let Some(found) = self.current(backoff) {
+            return found;
+        }
+        let _connecting = self.connecting.lock().await;
+        // Another call may have connected (or failed) while this one waited.
+        if let Some(found) = self.current(backoff) {
+            return found;
+        }
+        // Records a failure if the attempt errs or is cancelled by the
+        // caller's timeout.
+        let mut attempt = Attempt {
+            shared: self,
+            done: false,
+        };
+        let conn = match &self.factory {
+            Factory::Single(client, config) => client
+                .get_multiplexed_async_connection_with_config(config)
+                .await
+                .map(Conn::Multiplexed),
+            #[cfg(feature = "cluster")]
+            Factory::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        }
+        .map_err(unavailable)?;
+        attempt.done = true;
+        let mut slot = self.slot();
+        slot.generation += 1;
+        slot.failed_at = None;
+        let generation = slot.generation;
+        slot.current = Some((generation, conn.clone()));
+        crate::event!(debug, reason = "redis-connected", "connected to Redis");
+        Ok((generation, conn))
+    }
+
+    /// Drops the connection of `generation` (if still current).
+    fn discard(&self, generation: u64) {
+        let mut slot = self.slot();
+        if slot
+            .current
+            .as_ref()
+            .is_some_and(|(current, _)| *current == generation)
+        {
+            slot.current = None;
+            crate::event!(
+                warn,
+                reason = "redis-connection-lost",
+                "Redis connection failed; the next call reconnects"
+            );
+        }
+    }
+}
+
+struct Attempt<'a> {
+    shared: &'a Shared,
+    done: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.slot().failed_at = Some(Instant::now());
+            crate::event!(
+                debug,
+                reason = "redis-connect-failed",
+                "could not connect to Redis"
+            );
+        }
+    }
+}
+
+/// Redis could not be reached recently; calls fail at once until the
+/// backoff passes.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis is unreachable (waiting before the next connection attempt)")]
+struct Unreachable;
+
+/// A connection as the stores use it.
+#[derive(Clone)]
+enum Conn {
+    Multiplexed(MultiplexedConnection),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// A connection for one call: shared, or checked out of a pool.
+enum Lease {
+    Shared(u64, Conn),
+    Pooled(deadpool_redis::Connection),
+}
+
+impl ConnectionLike for Lease {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Shared(_, Conn::Multiplexed(c)) => c.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Self::Shared(_, Conn::Cluster(c)) => c.req_packed_command(cmd),
+            Self::Pooled(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Shared(_, Conn::Multiplexed(c)) => c.req_packed_commands(cmd, offset, count),
+            #[cfg(feature = "cluster")]
+            Self::Shared(_, Conn::Cluster(c)) => c.req_packed_commands(cmd, offset, count),
+            Self::Pooled(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Shared(_, Conn::Multiplexed(c)) => c.get_db(),
+            #[cfg(feature = "cluster")]
+            Self::Shared(_, Conn::Cluster(c)) => c.get_db(),
+            Self::Pooled(c) => c.get_db(),
+        }
+    }
+}
+
+/// One call: a command or a script.
+#[cfg_attr(not(feature = "session"), allow(dead_code))]
+pub(crate) enum Op<'a> {
+    Cmd(&'a Cmd),
+    Script(&'a ScriptInvocation<'a>),
+}
+
+fn unavailable(e: RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::timeout()
+    } else {
+        StoreError::backend(e)
+    }
+}
+
+/// Whether an error leaves the connection in doubt (so it is replaced):
+/// everything but an answer from the server.
+fn breaks_connection(e: &RedisError) -> bool {
+    !matches!(
+        e.kind(),
+        ErrorKind::Server(_) | ErrorKind::Extension | ErrorKind::UnexpectedReturnType
+    )
+}
+
+impl RedisBackend {
+    /// The key prefix.
+    #[must_use]
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.key_prefix
+    }
+
+    /// The bound on one Redis call.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Sends `PING`: checks that Redis answers (for a readiness probe, or to
+    /// connect eagerly at start).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::backend`] or [`StoreError::timeout`] when Redis does
+    /// not answer in time.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = self.run(Op::Cmd(&redis::cmd("PING"))).await?;
+        Ok(())
+    }
+
+    /// Runs one command or script under the timeout; replaces the
+    /// connection when the call leaves it in doubt.
+    pub(crate) async fn run<T: FromRedisValue>(&self, op: Op<'_>) -> Result<T, StoreError> {
+        let inner = &*self.inner;
+        let deadline = Instant::now() + inner.timeout;
+        let mut lease = match &inner.source {
+            Source::Shared(shared) => {
+                match timeout_at(deadline, shared.get(inner.reconnect_backoff)).await {
+                    Ok(Ok((generation, conn))) => Lease::Shared(generation, conn),
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(StoreError::timeout()),
+                }
+            }
+            Source::Pool(pool) => match timeout_at(deadline, pool.get()).await {
+                Ok(Ok(conn)) => Lease::Pooled(conn),
+                Ok(Err(e)) => return Err(StoreError::backend(e)),
+                Err(_) => return Err(StoreError::timeout()),
+            },
+        };
+        let result = timeout_at(deadline, async {
+            match op {
+                Op::Cmd(cmd) => cmd.query_async(&mut lease).await,
+                Op::Script(script) => script.invoke_async(&mut lease).await,
+            }
+        })
+        .await;
+        let (result, broken) = match result {
+            Ok(Ok(value)) => (Ok(value), false),
+            Ok(Err(e)) => {
+                let broken = breaks_connection(&e);
+                (Err(e), broken)
+            }
+            Err(_) => {
+                crate::event!(debug, reason = "redis-timeout", "Redis call timed out");
+                return Err(self.after_failure(lease, StoreError::timeout()));
+            }
+        };
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) if broken => Err(self.after_failure(lease, unavailable(e))),
+            Err(e) => Err(server_error(e)),
+        }
+    }
+
+    fn after_failure(&self, lease: Lease, err: StoreError) -> StoreError {
+        if let (Source::Shared(shared), Lease::Shared(generation, _)) = (&self.inner.source, &lease)
+        {
+            shared.discard(*generation);
+        }
+        // A pooled connection in doubt must not go back to the pool.
+        if let Lease::Pooled(conn) = lease {
+            drop(deadpool_redis::Connection::take(conn));
+        }
+        err
+    }
+}
+
+/// An error the server answered with. `WRONGTYPE` means a key of ours holds
+/// something we did not write: corrupt.
+fn server_error(e: RedisError) -> StoreError {
+    if e.code() == Some("WRONGTYPE") {
+        StoreError::corrupt(e)
+    } else {
+        StoreError::backend(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact("redis://user:s3cret@host:6379/0"),
+            "redis://REDACTED@host:6379/0"
+        );
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        let config = RedisConfig::new("redis://:s3cret@localhost/");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let backend = config.build().unwrap();
+        assert!(!format!("{backend:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        for prefix in ["", "a b", "tab\there", &"x".repeat(65)] {
+            assert!(matches!(
+                RedisConfig::new("redis://localhost/")
+                    .key_prefix(prefix)
+                    .build(),
+                Err(RedisConfigError::KeyPrefix)
+            ));
+        }
+        assert!(matches!(
+            RedisConfig::new("redis://localhost/")
+                .timeout(Duration::ZERO)
+                .build(),
+            Err(RedisConfigError::Timeout)
+        ));
+        assert!(matches!(
+            RedisConfig::new("not a url").build(),
+            Err(RedisConfigError::Url(_))
+        ));
+        assert!(
+            RedisConfig::new("redis://localhost/")
+                .key_prefix("app{1}")
+                .build()
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_fails_fast_and_bounded() {
+        // Port 1 on loopback: nothing listens, the connection is refused.
+        let backend = RedisConfig::new("redis://127.0.0.1:1/").build().unwrap();
+        let started = std::time::Instant::now();
+        let err = backend.ping().await.unwrap_err();
+        assert!(err.is_unavailable());
+        // The backoff answers the next call without trying again.
+        let err = backend.ping().await.unwrap_err();
+        assert!(err.is_unavailable());
+        assert!(started.elapsed() < DEFAULT_TIMEOUT * 2);
+    }
+}

@@ -1,0 +1,518 @@
+//! `RedisSessionStore`: sessions shared by every instance of an application.
+//!
+//! ```no_run
+//! use portcullis_redis::{RedisConfig, RedisSessionStore};
+//! use portcullis_session::{SessionConfig, SessionLayer};
+//!
+//! let backend = RedisConfig::new("redis://127.0.0.1:6379/").build()?;
+//! let layer = SessionLayer::new(RedisSessionStore::new(backend), SessionConfig::default())?;
+//! # let _ = layer;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! See the [crate docs](crate) for the key layout, the round trips each
+//! operation costs and the guarantees on Redis Cluster.
+
+mod codec;
+mod scripts;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::redis::{self, Value};
+use futures_util::future::join_all;
+use portcullis_core::{SharedClock, StoreError, SystemClock, Timestamp, TokenDigest};
+use portcullis_session::{
+    CapPolicy, CreateOutcome, SessionCap, SessionRecord, SessionStore, SessionUpdate,
+};
+
+use crate::backend::{Op, RedisBackend};
+use scripts::{CREATE, DELETE, INDEX_ADD, UPDATE};
+
+/// How long Redis keeps a record after the store's clock says it ended:
+/// room for clock skew between instances. Expiry itself is judged by the
+/// store's clock; Redis' own expiry only cleans up.
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(60);
+
+/// The longest native TTL set (about 35 years).
+const MAX_TTL_MS: u64 = 1 << 40;
+
+/// The native TTL of something that ends at `until`, seen at `now`.
+fn ttl_ms(until: Timestamp, now: Timestamp) -> u64 {
+    let ms = u64::try_from((until.saturating_since(now) + EXPIRY_GRACE).as_millis())
+        .unwrap_or(MAX_TTL_MS);
+    ms.clamp(1, MAX_TTL_MS)
+}
+
+/// A [`SessionStore`] on Redis (or Redis Cluster).
+///
+/// Every instance of an application built on the same Redis and key prefix
+/// sees the same sessions: a session created on one works on all, and a
+/// logout on one is refused on the others at once (there is no cache).
+/// Loading a session is one `HGETALL`: one round trip.
+///
+/// Expiry is judged by the clock the store was built with (give it the
+/// layer's clock); the keys also carry a native TTL, [`EXPIRY_GRACE`] past
+/// the session's end, so that Redis cleans them up.
+#[derive(Clone)]
+pub struct RedisSessionStore {
+    backend: RedisBackend,
+    clock: SharedClock,
+    sessions: String,
+    users: String,
+}
+
+impl fmt::Debug for RedisSessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSessionStore")
+            .field("backend", &self.backend)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a user index entry turned out to be.
+enum Entry {
+    Live(TokenDigest, SessionRecord),
+    Dead(String),
+}
+
+impl RedisSessionStore {
+    /// A store on `backend`, judging expiry by the system clock.
+    #[must_use]
+    pub fn new(backend: RedisBackend) -> Self {
+        Self::with_clock(backend, SystemClock::shared())
+    }
+
+    /// A store on `backend` judging expiry by `clock` (give it the layer's
+    /// clock).
+    #[must_use]
+    pub fn with_clock(backend: RedisBackend, clock: SharedClock) -> Self {
+        let prefix = backend.key_prefix();
+        Self {
+            sessions: format!("{prefix}:s:"),
+            users: format!("{prefix}:u:"),
+            backend,
+            clock,
+        }
+    }
+
+    /// The backend.
+    #[must_use]
+    pub fn backend(&self) -> &RedisBackend {
+        &self.backend
+    }
+
+    /// The Redis key of a session: `<prefix>:s:<hex of the digest>`.
+    #[must_use]
+    pub fn session_key(&self, key: &TokenDigest) -> String {
+        self.session_key_hex(&key.to_hex())
+    }
+
+    fn session_key_hex(&self, hex: &str) -> String {
+        let mut k = String::with_capacity(self.sessions.len() + 64);
+        k.push_str(&self.sessions);
+        k.push_str(hex);
+        k
+    }
+
+    /// The Redis key of a user's index: `<prefix>:u:<hex of SHA-256 of the
+    /// user id>`.
+    #[must_use]
+    pub fn user_index_key(&self, user_id: &str) -> String {
+        let mut k = String::with_capacity(self.users.len() + 64);
+        k.push_str(&self.users);
+        k.push_str(&TokenDigest::of(user_id.as_bytes()).to_hex());
+        k
+    }
+
+    async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.backend.run(Op::Cmd(cmd)).await
+    }
+
+    /// Runs [`DELETE`]; returns (live, user).
+    async fn delete_record(
+        &self,
+        session_key: &str,
+        only_user: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(bool, Option<String>), StoreError> {
+        let mut inv = DELETE.prepare_invoke();
+        inv.key(session_key).arg(now.millis());
+        match only_user {
+            Some(user) => inv.arg(format!("={user}")),
+            None => inv.arg(""),
+        };
+        let reply: Value = self.backend.run(Op::Script(&inv)).await?;
+        let Value::Array(items) = reply else {
+            return Err(StoreError::backend(UnexpectedReply));
+        };
+        match items.as_slice() {
+            [Value::Int(live), Value::Int(has_user), user] => {
+                let user = match (has_user, user) {
+                    (1, Value::BulkString(b)) => {
+                        Some(String::from_utf8_lossy(b.as_slice()).into_owned())
+                    }
+                    _ => None,
+                };
+                Ok((*live == 1, user))
+            }
+            _ => Err(StoreError::backend(UnexpectedReply)),
+        }
+    }
+
+    /// Removes `members` from a user's index; failures only leave dead
+    /// entries, which later reads prune.
+    async fn unindex(&self, index_key: &str, members: &[String]) {
+        if members.is_empty() {
+            return;
+        }
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(index_key).arg(members);
+        if self.cmd::<i64>(&cmd).await.is_err() {
+            crate::event!(
+                debug,
+                reason = "unindex-failed",
+                "dead entries left in a user index; pruned later"
+            );
+        }
+    }
+
+    /// Reads a user's index and each session it names: the live ones, and
+    /// the entries that are dead (absent, expired, another user's,
+    /// unreadable). `skip` is left out.
+    async fn scan_user(
+        &self,
+        user_id: &str,
+        index_key: &str,
+        skip: Option<&TokenDigest>,
+        now: Timestamp,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut hkeys = redis::cmd("HKEYS");
+        hkeys.arg(index_key);
+        let members: Vec<String> = self.cmd(&hkeys).await?;
+        let skip = skip.map(TokenDigest::to_hex);
+        let reads = members
+            .into_iter()
+            .filter(|m| Some(m) != skip.as_ref())
+            .map(|member| async move {
+                let Ok(digest) = TokenDigest::from_hex(&member) else {
+                    return Ok(Entry::Dead(member));
+                };
+                let mut get = redis::cmd("HGETALL");
+                get.arg(self.session_key_hex(&member));
+                let value: Value = self.cmd(&get).await?;
+                match codec::decode(value) {
+                    Ok(Some(rec))
+                        if !rec.is_expired(now) && rec.user_id.as_deref() == Some(user_id) =>
+                    {
+                        Ok(Entry::Live(digest, rec))
+                    }
+                    Ok(_) => Ok(Entry::Dead(member)),
+                    Err(e) if e.is_unavailable() => Err(e),
+                    Err(_) => Ok(Entry::Dead(member)),
+                }
+            });
+        join_all(reads).await.into_iter().collect()
+    }
+
+    /// Scans a user's sessions and prunes the dead entries.
+    async fn live_for_user(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(TokenDigest, SessionRecord)>, StoreError> {
+        let now = self.clock.now();
+        let index_key = self.user_index_key(user_id);
+        let entries = self.scan_user(user_id, &index_key, None, now).await?;
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for entry in entries {
+            match entry {
+                Entry::Live(k, rec) => live.push((k, rec)),
+                Entry::Dead(m) => dead.push(m),
+            }
+        }
+        self.unindex(&index_key, &dead).await;
+        Ok(live)
+    }
+
+    /// Adds a freshly stored session to its user's index under the cap;
+    /// ends the victims. On error the caller abandons the new session.
+    async fn index_new(
+        &self,
+        key: &TokenDigest,
+        record: &SessionRecord,
+        user_id: &str,
+        cap: Option<SessionCap>,
+        now: Timestamp,
+    ) -> Result<CreateOutcome, StoreError> {
+        let index_key = self.user_index_key(user_id);
+        let hex = key.to_hex();
+        let dead: Vec<String> = match cap {
+            Some(_) => self
+                .scan_user(user_id, &index_key, Some(key), now)
+                .await?
+                .into_iter()
+                .filter_map(|e| match e {
+                    Entry::Dead(m) => Some(m),
+                    Entry::Live(..) => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let (max, policy, replacing) = match cap {
+            Some(cap) => (
+                cap.max.max(1),
+                if cap.policy == CapPolicy::Refuse {
+                    "r"
+                } else {
+                    "e"
+                },
+                cap.replacing.map(|r| r.to_hex()).unwrap_or_default(),
+            ),
+            None => (0, "e", String::new()),
+        };
+        let mut inv = INDEX_ADD.prepare_invoke();
+        inv.key(&index_key)
+            .arg(now.millis())
+            .arg(&hex)
+            .arg(record.created_at.millis())
+            .arg(record.absolute_deadline.millis())
+            .arg(ttl_ms(record.absolute_deadline, now))
+            .arg(max)
+            .arg(policy)
+            .arg(&replacing);
+        for member in &dead {
+            inv.arg(member);
+        }
+        let reply: Value = self.backend.run(Op::Script(&inv)).await?;
+        let Value::Array(items) = reply else {
+            return Err(StoreError::backend(UnexpectedReply));
+        };
+        let mut items = items.into_iter();
+        match items.next() {
+            Some(Value::Int(1)) => {}
+            Some(Value::Int(0)) => {
+                // Refused: take back the record stored a moment ago.
+                let mut del = redis::cmd("DEL");
+                del.arg(self.session_key(key));
+                self.cmd::<i64>(&del).await?;
+                return Ok(CreateOutcome::LimitReached);
+            }
+            _ => return Err(StoreError::backend(UnexpectedReply)),
+        }
+        let victims: Vec<String> = items
+            .filter_map(|v| match v {
+                Value::BulkString(b) => String::from_utf8(b).ok(),
+                _ => None,
+            })
+            .collect();
+        // End the victims' records first, then drop them from the index: a
+        // failure in between leaves them indexed, never live and unlisted.
+        let ends = victims.iter().map(|member| async move {
+            if TokenDigest::from_hex(member).is_err() {
+                return Ok(());
+            }
+            self.delete_record(&self.session_key_hex(member), Some(user_id), now)
+                .await
+                .map(|_| ())
+        });
+        join_all(ends)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, StoreError>>()?;
+        self.unindex(&index_key, &victims).await;
+        let evicted = victims
+            .iter()
+            .filter_map(|m| TokenDigest::from_hex(m).ok())
+            .collect();
+        Ok(CreateOutcome::Created { evicted })
+    }
+
+    /// Best-effort removal of a session whose creation failed half-way.
+    async fn abandon(&self, key: &TokenDigest, user_id: &str) {
+        let mut del = redis::cmd("DEL");
+        del.arg(self.session_key(key));
+        let _ = self.cmd::<i64>(&del).await;
+        self.unindex(&self.user_index_key(user_id), &[key.to_hex()])
+            .await;
+    }
+}
+
+/// Redis answered a script with something it never returns.
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected reply from a Redis script")]
+struct UnexpectedReply;
+
+#[async_trait]
+impl SessionStore for RedisSessionStore {
+    async fn create(
+        &self,
+        key: &TokenDigest,
+        record: &SessionRecord,
+        cap: Option<SessionCap>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let now = self.clock.now();
+        let fields = codec::encode(record)?;
+        let mut inv = CREATE.prepare_invoke();
+        inv.key(self.session_key(key))
+            .arg(now.millis())
+            .arg(ttl_ms(record.expires_at(), now));
+        for (field, value) in &fields {
+            inv.arg(field).arg(value);
+        }
+        let stored: i64 = self.backend.run(Op::Script(&inv)).await?;
+        if stored != 1 {
+            return Err(StoreError::conflict());
+        }
+        let Some(user_id) = record.user_id.as_deref() else {
+            return Ok(CreateOutcome::Created {
+                evicted: Vec::new(),
+            });
+        };
+        match self.index_new(key, record, user_id, cap, now).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                self.abandon(key, user_id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn load(&self, key: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
+        let now = self.clock.now();
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.session_key(key));
+        let value: Value = self.cmd(&cmd).await?;
+        Ok(codec::decode(value)?.filter(|rec| !rec.is_expired(now)))
+    }
+
+    async fn update(&self, key: &TokenDigest, update: &SessionUpdate) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut inv = UPDATE.prepare_invoke();
+        inv.key(self.session_key(key))
+            .arg(now.millis())
+            .arg(update.last_seen.millis())
+            .arg(update.idle_deadline.millis())
+            .arg(EXPIRY_GRACE.as_millis().to_string())
+            .arg(update.remove.len());
+        for removed in &update.remove {
+            inv.arg(codec::data_field(removed));
+        }
+        for (k, value) in &update.set {
+            inv.arg(codec::data_field(k)).arg(value.to_string());
+        }
+        let applied: i64 = self.backend.run(Op::Script(&inv)).await?;
+        if applied == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::not_found())
+        }
+    }
+
+    async fn touch(
+        &self,
+        key: &TokenDigest,
+        last_seen: Timestamp,
+        idle_deadline: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.update(
+            key,
+            &SessionUpdate {
+                last_seen,
+                idle_deadline,
+                ..SessionUpdate::default()
+            },
+        )
+        .await
+    }
+
+    async fn delete(&self, key: &TokenDigest) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let (live, user) = self
+            .delete_record(&self.session_key(key), None, now)
+            .await?;
+        if let Some(user) = user {
+            self.unindex(&self.user_index_key(&user), &[key.to_hex()])
+                .await;
+        }
+        Ok(live)
+    }
+
+    async fn list_for_user(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(TokenDigest, SessionRecord)>, StoreError> {
+        self.live_for_user(user_id).await
+    }
+
+    async fn delete_for_user(
+        &self,
+        user_id: &str,
+        except: Option<&TokenDigest>,
+    ) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        let index_key = self.user_index_key(user_id);
+        let mut hkeys = redis::cmd("HKEYS");
+        hkeys.arg(&index_key);
+        let members: Vec<String> = self.cmd(&hkeys).await?;
+        let except = except.map(TokenDigest::to_hex);
+        let members: Vec<String> = members
+            .into_iter()
+            .filter(|m| Some(m) != except.as_ref())
+            .collect();
+        let deletes = members.iter().map(|member| async move {
+            if TokenDigest::from_hex(member).is_err() {
+                return Ok(false);
+            }
+            self.delete_record(&self.session_key_hex(member), Some(user_id), now)
+                .await
+                .map(|(live, _)| live)
+        });
+        let mut deleted = 0;
+        for result in join_all(deletes).await {
+            if result? {
+                deleted += 1;
+            }
+        }
+        self.unindex(&index_key, &members).await;
+        Ok(deleted)
+    }
+
+    async fn count_for_user(&self, user_id: &str) -> Result<usize, StoreError> {
+        Ok(self.live_for_user(user_id).await?.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_are_bounded() {
+        let now = Timestamp::from_secs(100);
+        assert_eq!(ttl_ms(now, now), 60_000);
+        assert_eq!(ttl_ms(Timestamp::from_secs(50), now), 60_000);
+        assert_eq!(ttl_ms(Timestamp::from_secs(101), now), 61_000);
+        assert_eq!(ttl_ms(Timestamp::from_millis(u64::MAX), now), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn key_layout() {
+        let backend = crate::RedisConfig::new("redis://localhost/")
+            .key_prefix("app")
+            .build()
+            .unwrap();
+        let store = RedisSessionStore::new(backend);
+        let digest = TokenDigest::from_bytes([0xab; 32]);
+        assert_eq!(
+            store.session_key(&digest),
+            format!("app:s:{}", "ab".repeat(32))
+        );
+        assert_eq!(
+            store.user_index_key("alice"),
+            format!("app:u:{}", TokenDigest::of(b"alice").to_hex())
+        );
+    }
+}
