@@ -7,6 +7,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub mod browser;
+pub mod jwt_app;
 pub mod redis_harness;
 pub mod session_app;
 
