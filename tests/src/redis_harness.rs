@@ -6,6 +6,7 @@
 //! - [`RedisCluster`]: a local three-master Redis Cluster (no replicas).
 //! - [`RoundTripProxy`]: a TCP proxy that counts request/reply exchanges,
 //!   to measure round trips directly.
+//! - [`Fleet`]: several app servers sharing one Redis (scale-out).
 //! - [`redis_command`]: a tiny RESP client, independent of the code under
 //!   test, for `INFO` and the like.
 //!
@@ -20,7 +21,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use portcullis::session::{SessionConfig, SessionStore};
 use portcullis_redis::testing::CommandStats;
+use portcullis_redis::{RedisConfig, RedisSessionStore};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::{TestServer, client, cookie_value, session_app};
 
 const INSTALL: &str = "install it (Debian/Ubuntu: `apt-get install redis-server redis-tools`; \
                        macOS: `brew install redis`), or run scripts/test, which installs it";
@@ -492,6 +499,82 @@ async fn relay(
     tokio::select! {
         r = up => r,
         r = down => r,
+    }
+}
+
+/// The session cookie of [`session_app`] with the default configuration.
+pub const SESSION_COOKIE: &str = "__Host-session";
+
+/// Several app servers ([`session_app`]) on distinct ports, each with its
+/// own [`RedisSessionStore`] (its own connection, as separate processes
+/// would have), sharing one Redis; no sticky routing: tests pick the
+/// instance of every request.
+#[derive(Debug)]
+pub struct Fleet {
+    pub apps: Vec<TestServer>,
+    pub http: reqwest::Client,
+}
+
+impl Fleet {
+    /// `n` instances, each with its own store (own connection) on `config`.
+    pub async fn start(
+        n: usize,
+        backend: impl Fn() -> RedisConfig,
+        config: impl Fn() -> SessionConfig,
+    ) -> Self {
+        let mut apps = Vec::new();
+        for _ in 0..n {
+            let store: Arc<dyn SessionStore> =
+                Arc::new(RedisSessionStore::new(backend().build().unwrap()));
+            apps.push(TestServer::start(session_app::router(store, config())).await);
+        }
+        Self {
+            apps,
+            http: client(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        app: usize,
+        method: reqwest::Method,
+        path: &str,
+        cookie: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self.http.request(method, self.apps[app].url(path));
+        if let Some(c) = cookie {
+            req = req.header("cookie", format!("{SESSION_COOKIE}={c}"));
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn get(&self, app: usize, path: &str, cookie: &str) -> reqwest::Response {
+        self.send(app, reqwest::Method::GET, path, Some(cookie))
+            .await
+    }
+
+    pub async fn post(&self, app: usize, path: &str, cookie: Option<&str>) -> reqwest::Response {
+        self.send(app, reqwest::Method::POST, path, cookie).await
+    }
+
+    pub async fn login(&self, app: usize, user: &str) -> String {
+        let resp = self.post(app, &format!("/login/{user}"), None).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        cookie_value(&resp, SESSION_COOKIE).unwrap()
+    }
+
+    /// `GET /me` on `app`: the status and the user.
+    pub async fn me(&self, app: usize, cookie: &str) -> (StatusCode, Option<String>) {
+        let resp = self.get(app, "/me", cookie).await;
+        let status = resp.status();
+        let user = if status == StatusCode::OK {
+            resp.json::<Value>().await.unwrap()["user"]
+                .as_str()
+                .map(str::to_owned)
+        } else {
+            None
+        };
+        (status, user)
     }
 }
 

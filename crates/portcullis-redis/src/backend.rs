@@ -445,7 +445,32 @@ impl ConnectionLike for Lease {
     }
 }
 
+/// Whether sending a call twice has the effect (and the answer) of sending
+/// it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Idempotent {
+    Yes,
+    No,
+}
+
+/// How an attempt failed.
+enum Failure {
+    /// On a connection now dropped: may be retried if idempotent.
+    Broken(StoreError),
+    /// Anything else (a timeout is final: no time is left).
+    Final(StoreError),
+}
+
+impl Failure {
+    fn into_error(self) -> StoreError {
+        match self {
+            Self::Broken(e) | Self::Final(e) => e,
+        }
+    }
+}
+
 /// One call: a command or a script.
+#[derive(Clone, Copy)]
 #[cfg_attr(not(feature = "session"), allow(dead_code))]
 pub(crate) enum Op<'a> {
     Cmd(&'a Cmd),
@@ -490,27 +515,50 @@ impl RedisBackend {
     /// [`StoreError::backend`] or [`StoreError::timeout`] when Redis does
     /// not answer in time.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = self.run(Op::Cmd(&redis::cmd("PING"))).await?;
+        let _: String = self
+            .run(Op::Cmd(&redis::cmd("PING")), Idempotent::Yes)
+            .await?;
         Ok(())
     }
 
     /// Runs one command or script under the timeout; replaces the
-    /// connection when the call leaves it in doubt.
-    pub(crate) async fn run<T: FromRedisValue>(&self, op: Op<'_>) -> Result<T, StoreError> {
+    /// connection when the call leaves it in doubt. An idempotent call that
+    /// failed on a broken connection (say, one Redis closed when it
+    /// restarted) is sent once more on a new connection, within the same
+    /// time bound.
+    pub(crate) async fn run<T: FromRedisValue>(
+        &self,
+        op: Op<'_>,
+        idempotent: Idempotent,
+    ) -> Result<T, StoreError> {
+        let deadline = Instant::now() + self.inner.timeout;
+        match self.attempt(op, deadline).await {
+            Err(Failure::Broken(_)) if idempotent == Idempotent::Yes => self
+                .attempt(op, deadline)
+                .await
+                .map_err(Failure::into_error),
+            result => result.map_err(Failure::into_error),
+        }
+    }
+
+    async fn attempt<T: FromRedisValue>(
+        &self,
+        op: Op<'_>,
+        deadline: Instant,
+    ) -> Result<T, Failure> {
         let inner = &*self.inner;
-        let deadline = Instant::now() + inner.timeout;
         let mut lease = match &inner.source {
             Source::Shared(shared) => {
                 match timeout_at(deadline, shared.get(inner.reconnect_backoff)).await {
                     Ok(Ok((generation, conn))) => Lease::Shared(generation, conn),
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => return Err(StoreError::timeout()),
+                    Ok(Err(e)) => return Err(Failure::Final(e)),
+                    Err(_) => return Err(Failure::Final(StoreError::timeout())),
                 }
             }
             Source::Pool(pool) => match timeout_at(deadline, pool.get()).await {
                 Ok(Ok(conn)) => Lease::Pooled(conn),
-                Ok(Err(e)) => return Err(StoreError::backend(e)),
-                Err(_) => return Err(StoreError::timeout()),
+                Ok(Err(e)) => return Err(Failure::Final(StoreError::backend(e))),
+                Err(_) => return Err(Failure::Final(StoreError::timeout())),
             },
         };
         let result = timeout_at(deadline, async {
@@ -520,34 +568,29 @@ impl RedisBackend {
             }
         })
         .await;
-        let (result, broken) = match result {
-            Ok(Ok(value)) => (Ok(value), false),
-            Ok(Err(e)) => {
-                let broken = breaks_connection(&e);
-                (Err(e), broken)
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if breaks_connection(&e) => {
+                self.discard(lease);
+                Err(Failure::Broken(unavailable(e)))
             }
+            Ok(Err(e)) => Err(Failure::Final(server_error(e))),
             Err(_) => {
                 crate::event!(debug, reason = "redis-timeout", "Redis call timed out");
-                return Err(self.after_failure(lease, StoreError::timeout()));
+                self.discard(lease);
+                Err(Failure::Final(StoreError::timeout()))
             }
-        };
-        match result {
-            Ok(value) => Ok(value),
-            Err(e) if broken => Err(self.after_failure(lease, unavailable(e))),
-            Err(e) => Err(server_error(e)),
         }
     }
 
-    fn after_failure(&self, lease: Lease, err: StoreError) -> StoreError {
-        if let (Source::Shared(shared), Lease::Shared(generation, _)) = (&self.inner.source, &lease)
-        {
-            shared.discard(*generation);
+    /// Drops a connection left in doubt.
+    fn discard(&self, lease: Lease) {
+        match (&self.inner.source, lease) {
+            (Source::Shared(shared), Lease::Shared(generation, _)) => shared.discard(generation),
+            // A pooled connection in doubt must not go back to the pool.
+            (_, Lease::Pooled(conn)) => drop(deadpool_redis::Connection::take(conn)),
+            (Source::Pool(_), Lease::Shared(..)) => {}
         }
-        // A pooled connection in doubt must not go back to the pool.
-        if let Lease::Pooled(conn) = lease {
-            drop(deadpool_redis::Connection::take(conn));
-        }
-        err
     }
 }
 

@@ -56,7 +56,7 @@
 //!
 //! | key | type | holds | native expiry |
 //! |---|---|---|---|
-//! | `<prefix>:s:<hex>` | hash | one session: `u` user id, `c` created, `l` last seen, `i` idle deadline, `a` absolute deadline (ms since the epoch), `m` metadata (JSON), `d:<key>` one data key each (JSON) | the session's end + 60 s ([`EXPIRY_GRACE`]) |
+//! | `<prefix>:s:<hex>` | hash | one session: `u` user id, `c` created, `l` last seen, `i` idle deadline, `a` absolute deadline (ms since the epoch), `m` metadata (JSON), `d:<key>` one data key each (JSON), `n` the nonce of the create call | the session's end + 60 s ([`EXPIRY_GRACE`]) |
 //! | `<prefix>:u:<SHA-256 hex of the user id>` | hash | one user's sessions: field = session `<hex>`, value = `created:absolute_deadline` | the latest absolute deadline + 60 s |
 //!
 //! Expiry is judged by the store's clock, passed to every script as `now`
@@ -102,6 +102,10 @@ mod backend;
 mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+/// The `deadpool-redis` this crate is built on (and the `redis` crate, as
+/// `deadpool_redis::redis`), for [`RedisConfig::from_pool`].
+pub use deadpool_redis;
 
 pub use backend::{
     DEFAULT_KEY_PREFIX, DEFAULT_RECONNECT_BACKOFF, DEFAULT_TIMEOUT, RedisBackend, RedisConfig,

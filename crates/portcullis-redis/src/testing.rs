@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use deadpool_redis::redis::{self, Value};
 use portcullis_core::StoreError;
 
-use crate::backend::{Op, RedisBackend};
+use crate::backend::{Idempotent, Op, RedisBackend};
 
 /// Calls per command, as `INFO commandstats` reports them (summed over the
 /// nodes of a cluster).
@@ -44,7 +44,7 @@ impl CommandStats {
     pub async fn snapshot(backend: &RedisBackend) -> Result<Self, StoreError> {
         let mut cmd = redis::cmd("INFO");
         cmd.arg("commandstats");
-        let reply: Value = backend.run(Op::Cmd(&cmd)).await?;
+        let reply: Value = backend.run(Op::Cmd(&cmd), Idempotent::Yes).await?;
         let mut stats = Self::default();
         stats.add_reply(&reply);
         Ok(stats)

@@ -9,6 +9,7 @@
 //! | `a` | absolute deadline (ms) |
 //! | `m` | metadata, JSON |
 //! | `d:<key>` | one data key, its value as JSON |
+//! | `n` | the nonce of the `create` call that wrote the record |
 //!
 //! Unknown fields are ignored (room to grow); a missing or unreadable
 //! required field makes the record corrupt.

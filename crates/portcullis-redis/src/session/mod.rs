@@ -17,6 +17,8 @@ mod codec;
 mod scripts;
 
 use std::fmt;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,7 +29,7 @@ use portcullis_session::{
     CapPolicy, CreateOutcome, SessionCap, SessionRecord, SessionStore, SessionUpdate,
 };
 
-use crate::backend::{Op, RedisBackend};
+use crate::backend::{Idempotent, Op, RedisBackend};
 use scripts::{CREATE, DELETE, INDEX_ADD, UPDATE};
 
 /// How long Redis keeps a record after the store's clock says it ended:
@@ -37,6 +39,20 @@ pub const EXPIRY_GRACE: Duration = Duration::from_secs(60);
 
 /// The longest native TTL set (about 35 years).
 const MAX_TTL_MS: u64 = 1 << 40;
+
+/// A value unique to one `create` call (this process' random tag and a
+/// counter), so that a resent create recognises its own record.
+fn nonce() -> String {
+    static TAG: LazyLock<String> = LazyLock::new(|| {
+        let mut bytes = [0u8; 8];
+        // Not a secret: on failure, distinct counters still tell calls apart
+        // within this process.
+        let _ = portcullis_core::token::fill_random(&mut bytes);
+        TokenDigest::of(&bytes).to_hex()[..16].to_owned()
+    });
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!("{}{:x}", *TAG, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
 
 /// The native TTL of something that ends at `until`, seen at `now`.
 fn ttl_ms(until: Timestamp, now: Timestamp) -> u64 {
@@ -128,7 +144,7 @@ impl RedisSessionStore {
     }
 
     async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        self.backend.run(Op::Cmd(cmd)).await
+        self.backend.run(Op::Cmd(cmd), Idempotent::Yes).await
     }
 
     /// Runs [`DELETE`]; returns (live, user).
@@ -144,7 +160,8 @@ impl RedisSessionStore {
             Some(user) => inv.arg(format!("={user}")),
             None => inv.arg(""),
         };
-        let reply: Value = self.backend.run(Op::Script(&inv)).await?;
+        // Not resent: a second run would report the record as already gone.
+        let reply: Value = self.backend.run(Op::Script(&inv), Idempotent::No).await?;
         let Value::Array(items) = reply else {
             return Err(StoreError::backend(UnexpectedReply));
         };
@@ -286,7 +303,7 @@ impl RedisSessionStore {
         for member in &dead {
             inv.arg(member);
         }
-        let reply: Value = self.backend.run(Op::Script(&inv)).await?;
+        let reply: Value = self.backend.run(Op::Script(&inv), Idempotent::Yes).await?;
         let Value::Array(items) = reply else {
             return Err(StoreError::backend(UnexpectedReply));
         };
@@ -358,11 +375,12 @@ impl SessionStore for RedisSessionStore {
         let mut inv = CREATE.prepare_invoke();
         inv.key(self.session_key(key))
             .arg(now.millis())
-            .arg(ttl_ms(record.expires_at(), now));
+            .arg(ttl_ms(record.expires_at(), now))
+            .arg(nonce());
         for (field, value) in &fields {
             inv.arg(field).arg(value);
         }
-        let stored: i64 = self.backend.run(Op::Script(&inv)).await?;
+        let stored: i64 = self.backend.run(Op::Script(&inv), Idempotent::Yes).await?;
         if stored != 1 {
             return Err(StoreError::conflict());
         }
@@ -403,7 +421,7 @@ impl SessionStore for RedisSessionStore {
         for (k, value) in &update.set {
             inv.arg(codec::data_field(k)).arg(value.to_string());
         }
-        let applied: i64 = self.backend.run(Op::Script(&inv)).await?;
+        let applied: i64 = self.backend.run(Op::Script(&inv), Idempotent::Yes).await?;
         if applied == 1 {
             Ok(())
         } else {

@@ -2,6 +2,10 @@
 //! each runs on one Cluster node) and judges expiry by the `now` it is
 //! given: the store's clock, never Redis' own.
 //!
+//! Every script but [`DELETE`] may run twice (the store resends it once
+//! when the connection broke before the reply) with the effect and answer
+//! of running once.
+//!
 //! Timestamps are milliseconds since the Unix epoch; Lua numbers (doubles)
 //! hold them exactly. Values written back are the caller's strings, never
 //! reformatted numbers.
@@ -13,21 +17,27 @@ use deadpool_redis::redis::Script;
 /// Create if absent.
 ///
 /// `KEYS[1]` the session hash. `ARGV[1]` now, `ARGV[2]` native TTL (ms),
-/// `ARGV[3..]` field, value pairs. Returns 1 when stored, 0 when a live
-/// (or unreadable) record holds the key. An expired record is replaced.
+/// `ARGV[3]` this call's nonce (stored as field `n`), `ARGV[4..]` field,
+/// value pairs. Returns 1 when stored (or already stored by this very call:
+/// a retry after a lost reply is harmless), 0 when a live (or unreadable)
+/// record holds the key. An expired record is replaced.
 pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local k = KEYS[1]
 if redis.call('EXISTS', k) == 1 then
-  local d = redis.call('HMGET', k, 'i', 'a')
+  local d = redis.call('HMGET', k, 'i', 'a', 'n')
+  if d[3] == ARGV[3] then
+    return 1
+  end
   local i, a = tonumber(d[1]), tonumber(d[2])
   if not i or not a or tonumber(ARGV[1]) < math.min(i, a) then
     return 0
   end
   redis.call('DEL', k)
 end
-for j = 3, #ARGV, 2 do
+redis.call('HSET', k, 'n', ARGV[3])
+for j = 4, #ARGV, 2 do
   redis.call('HSET', k, ARGV[j], ARGV[j + 1])
 end
 redis.call('PEXPIRE', k, ARGV[2])
