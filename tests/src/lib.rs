@@ -72,3 +72,49 @@ pub fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
         (k == name).then(|| v.to_owned())
     })
 }
+
+/// A running example binary, killed when dropped.
+#[derive(Debug)]
+pub struct ExampleProcess {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl ExampleProcess {
+    /// Starts `bin` with `PORT=0` and `envs`, and waits (10 s at most) for
+    /// the `listening on http://...` line it prints on stderr.
+    pub fn start(bin: &str, envs: &[(&str, &str)]) -> Self {
+        use std::io::BufRead as _;
+        let mut cmd = std::process::Command::new(bin);
+        cmd.env("PORT", "0").stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("http://") {
+                    let _ = tx.send(line[i..].trim().to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{bin} did not print its URL"));
+        Self { child, url }
+    }
+
+    /// `{url}{path}`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+}
+
+impl Drop for ExampleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
