@@ -1052,3 +1052,166 @@ async fn signed_tokens_bind_to_the_pre_session_then_the_session() {
     assert_refused(resp, "csrf-token-mismatch").await;
     assert_eq!(calls.get(), 2);
 }
+
+// ---------------------------------------------------------------------------
+// Proxies and partners: the public origin and normalised trusted origins.
+
+#[tokio::test]
+async fn a_public_origin_replaces_host_and_trusted_origins_are_normalised() {
+    let calls = Arc::new(Calls::default());
+    let config = CsrfConfig::session()
+        .public_origin("HTTPS://App.Example:443")
+        .add_trusted_origin("https://Partner.Example:443");
+    let server = TestServer::start(echo_router(config, calls.clone())).await;
+    let (token, cookie) = token_and_cookie(&server).await;
+    let http = client();
+    let send = |headers: Vec<(&'static str, &'static str)>| {
+        let mut req = http
+            .post(server.url("/echo"))
+            .header("cookie", format!("{SESSION}={cookie}"))
+            .header("x-csrf-token", token.as_str());
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    // A proxy rewrote Host; Origin is the public origin: allowed.
+    let resp = send(vec![
+        ("host", "backend.internal:8080"),
+        ("origin", "https://app.example"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(calls.get(), 1);
+    let refused: [Vec<(&'static str, &'static str)>; 3] = [
+        // Scheme downgrade (tower-http's Host fallback ignores the scheme).
+        vec![("host", "app.example"), ("origin", "http://app.example")],
+        // A Host and X-Forwarded-Host chosen by the client never count.
+        vec![
+            ("host", "evil.example"),
+            ("x-forwarded-host", "evil.example"),
+            ("origin", "https://evil.example"),
+        ],
+        // The old Host fallback no longer applies.
+        vec![
+            ("host", "backend.internal:8080"),
+            ("origin", "http://backend.internal:8080"),
+        ],
+    ];
+    for headers in refused {
+        let resp = send(headers.clone()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{headers:?}");
+        assert_eq!(reason(&resp), Some("csrf-cross-origin"), "{headers:?}");
+    }
+    assert_eq!(calls.get(), 1);
+    // The partner, configured in another spelling, is recognised as browsers
+    // send it; it still needs the token.
+    let resp = send(vec![
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://partner.example"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(calls.get(), 2);
+    let resp = http
+        .post(server.url("/echo"))
+        .header("cookie", format!("{SESSION}={cookie}"))
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "https://partner.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reason(&resp), Some("csrf-token-missing"));
+    assert_eq!(calls.get(), 2);
+}
+
+#[tokio::test]
+async fn the_web_app_contract() {
+    let app = WebApp::start().await;
+    // GET /login: a form with a hidden csrf_token.
+    let page = app.get("/login", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("<input type=\"hidden\" name=\"csrf_token\" value=\"")
+    );
+    let anon = page.cookie.clone().unwrap();
+    // Anonymous /profile: 303 to /login.
+    let resp = app
+        .http
+        .get(app.server.url("/profile"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/login");
+    // Bad credentials with a valid token: 401 and the form again.
+    let resp = app
+        .post(
+            "/login",
+            Some(&anon),
+            &[
+                ("username", "alice"),
+                ("password", "nope"),
+                ("csrf_token", &page.token()),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(cookie_value(&resp, SESSION), None, "no login");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("name=\"csrf_token\""));
+    assert!(body.contains("wrong password"));
+    assert_eq!(app.state.logins(), 0);
+    // The profile page holds a token in each of its three forms, and escapes
+    // what users typed.
+    let cookie = app.login("bob", "builder").await;
+    let page = app.get("/profile", Some(&cookie)).await;
+    assert_eq!(page.body.matches("name=\"csrf_token\"").count(), 3);
+    for action in ["/profile", "/logout", "/logout-everywhere"] {
+        assert!(
+            page.body.contains(&format!("action=\"{action}\"")),
+            "{action}"
+        );
+    }
+    let resp = app
+        .post(
+            "/profile",
+            Some(&cookie),
+            &[
+                ("display_name", "<script>x</script>"),
+                ("csrf_token", &page.token()),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let page = app.get("/profile", Some(&cookie)).await;
+    assert!(page.body.contains("&lt;script&gt;x&lt;/script&gt;"));
+    assert!(!page.body.contains("<script>x"));
+    // Log out everywhere ends this and bob's other sessions.
+    let other = app.login("bob", "builder").await;
+    let resp = app
+        .post(
+            "/logout-everywhere",
+            Some(&cookie),
+            &[("csrf_token", &page.token())],
+            &[],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/login");
+    for c in [&cookie, &other] {
+        let resp = app
+            .http
+            .get(app.server.url("/profile"))
+            .header("cookie", format!("{SESSION}={c}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    }
+}
