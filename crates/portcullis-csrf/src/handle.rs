@@ -359,3 +359,28 @@ impl serde::Serialize for CsrfToken {
         serializer.serialize_str(&self.value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_is_redacted() {
+        let token = CsrfToken {
+            value: "c2VjcmV0LXRva2VuLXRleHQ".into(),
+            field: "csrf_token".into(),
+            header: HeaderName::from_static("x-csrf-token"),
+        };
+        let dbg = format!("{token:?}");
+        assert_eq!(dbg, "CsrfToken(REDACTED)");
+        assert_eq!(
+            token.hidden_input(),
+            "<input type=\"hidden\" name=\"csrf_token\" value=\"c2VjcmV0LXRva2VuLXRleHQ\">"
+        );
+        assert_eq!(
+            serde_json::to_string(&token).unwrap(),
+            "\"c2VjcmV0LXRva2VuLXRleHQ\"",
+            "serializes as the token string"
+        );
+    }
+}
