@@ -553,10 +553,10 @@ fn wycheproof_ecdsa_p256_p1363() {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+    let pairs = s.as_bytes().chunks_exact(2);
+    assert!(pairs.remainder().is_empty(), "odd hex length");
+    pairs
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).expect("ASCII"), 16).expect("hex"))
         .collect()
 }
 
