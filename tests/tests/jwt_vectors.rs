@@ -291,7 +291,8 @@ fn jws_deviations() -> Vec<Deviation> {
             tc_id,
             ours: Outcome::Verified,
             why: "byte for byte the token of tcId 357, which the same file marks valid: the padding the \
-                  comment names is not in the data. With `=` padding added we refuse it \
+                  comment names is not in the data (reported upstream as C2SP/wycheproof#236). With `=` \
+                  padding added we refuse it \
                   (`padded_base64_refused` asserts that)",
         });
     }
