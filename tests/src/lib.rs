@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 pub mod browser;
 pub mod jwt_app;
 pub mod redis_harness;
+pub mod refresh_app;
 pub mod session_app;
 
 /// A server listening on a free loopback port, stopped when dropped.
@@ -86,15 +87,22 @@ impl ExampleProcess {
     pub fn start(bin: &str, envs: &[(&str, &str)]) -> Self {
         use std::io::BufRead as _;
         let mut cmd = std::process::Command::new(bin);
-        cmd.env("PORT", "0").stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+        cmd.env("PORT", "0")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Some(i) = line.find("http://") {
                     let _ = tx.send(line[i..].trim().to_owned());
                 }

@@ -102,8 +102,13 @@ impl F {
 
 fn spki_der(pem: &[u8]) -> Vec<u8> {
     use base64::Engine as _;
-    let body: String = String::from_utf8_lossy(pem).lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+    let body: String = String::from_utf8_lossy(pem)
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
 }
 
 fn assert_uniform_401(body: &str) {
@@ -164,7 +169,10 @@ async fn hmac_signed_with_the_public_key_key_confusion() {
         // 24-byte SPKI header), the raw point for EC (the last 65 bytes).
         (Some("rsa"), spki_der(RSA_PUBLIC)[24..].to_vec()),
         (None, spki_der(RSA_PUBLIC)[24..].to_vec()),
-        (Some("ec"), spki_der(P256_PUBLIC)[spki_der(P256_PUBLIC).len() - 65..].to_vec()),
+        (
+            Some("ec"),
+            spki_der(P256_PUBLIC)[spki_der(P256_PUBLIC).len() - 65..].to_vec(),
+        ),
     ] {
         let input = signing_input(&header("HS256", kid).to_string(), &p);
         let token = format!("{input}.{}", b64(&hs256(&secret, input.as_bytes())));
@@ -507,7 +515,8 @@ async fn padding_whitespace_and_non_canonical_base64() {
     }
     // A space splits the credentials: a malformed request, not a token.
     let spaced = format!("{}. {}.{}", parts[0], parts[1], parts[2]);
-    f.refused(&spaced, StatusCode::BAD_REQUEST, "space inside").await;
+    f.refused(&spaced, StatusCode::BAD_REQUEST, "space inside")
+        .await;
     // Non-canonical: flip the unused low bits of the signature's last character.
     let sig = parts[2];
     let last = sig.chars().last().unwrap();

@@ -12,6 +12,7 @@
 //! | [`Forbidden`](RejectionKind::Forbidden) | 403 | 7 `PERMISSION_DENIED` |
 //! | [`Unavailable`](RejectionKind::Unavailable) | 503 + `Retry-After` | 14 `UNAVAILABLE` |
 //! | [`BadRequest`](RejectionKind::BadRequest) | 400 | 3 `INVALID_ARGUMENT` |
+//! | [`NotFound`](RejectionKind::NotFound) | 404 | 5 `NOT_FOUND` |
 //! | [`PayloadTooLarge`](RejectionKind::PayloadTooLarge) | 413 | 8 `RESOURCE_EXHAUSTED` |
 //! | [`Internal`](RejectionKind::Internal) | 500 | 13 `INTERNAL` |
 //!
@@ -46,6 +47,8 @@ pub enum RejectionKind {
     Unavailable,
     /// Malformed input (400).
     BadRequest,
+    /// The addressed resource does not exist for this caller (404).
+    NotFound,
     /// Input larger than the configured limit (413).
     PayloadTooLarge,
     /// A fault on the server's side (500).
@@ -61,6 +64,7 @@ impl RejectionKind {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -74,6 +78,7 @@ impl RejectionKind {
             Self::Forbidden => 7,
             Self::Unavailable => 14,
             Self::BadRequest => 3,
+            Self::NotFound => 5,
             Self::PayloadTooLarge => 8,
             Self::Internal => 13,
         }
@@ -85,6 +90,7 @@ impl RejectionKind {
             Self::Forbidden => "Forbidden",
             Self::Unavailable => "Service Unavailable",
             Self::BadRequest => "Bad Request",
+            Self::NotFound => "Not Found",
             Self::PayloadTooLarge => "Content Too Large",
             Self::Internal => "Internal Server Error",
         }
@@ -346,6 +352,7 @@ mod tests {
             (Rejection::forbidden("x"), 403, 7),
             (Rejection::unavailable(Duration::from_secs(2)), 503, 14),
             (Rejection::bad_request("x"), 400, 3),
+            (Rejection::new(RejectionKind::NotFound, "x"), 404, 5),
             (Rejection::payload_too_large("x"), 413, 8),
             (Rejection::internal("x"), 500, 13),
         ];

@@ -9,6 +9,7 @@
 //! | `file-store` | no | [`session`] | `FileStore` |
 //! | `jwt` | no | [`jwt`] | `JwtLayer`, `JwtIssuer`, key sets, revocation view |
 //! | `jwks-remote` | no | [`jwt`] | JWKS from an HTTPS URL |
+//! | `refresh` | no | [`refresh`] | `RefreshLayer`, `Refresher`: rotating refresh tokens |
 //! | `csrf` | no | [`csrf`] | `CsrfLayer`: Fetch Metadata, Origin and token checks |
 //! | `redis` | no | [`redis`] | Redis stores for every enabled layer |
 //! | `axum` | no | | extractors for every enabled layer |
@@ -30,6 +31,12 @@ pub mod session {
 #[cfg(feature = "jwt")]
 pub mod jwt {
     pub use portcullis_jwt::*;
+}
+
+/// Rotating refresh tokens and the hybrid pattern: see [`portcullis_refresh`].
+#[cfg(feature = "refresh")]
+pub mod refresh {
+    pub use portcullis_refresh::*;
 }
 
 /// CSRF protection: see [`portcullis_csrf`].

@@ -1,0 +1,220 @@
+//! Refresh configuration.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_core::cookie::CookiePrefix;
+use portcullis_core::{CookieConfig, CookieConfigError, SameSite};
+
+use crate::token::RotationKey;
+
+/// Where the refresh token travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshTransport {
+    /// An `HttpOnly` cookie scoped to the auth prefix (browsers).
+    Cookie,
+    /// The JSON body: `{"refresh_token": "..."}` (native clients).
+    Body,
+    /// Each request chooses: a refresh token in the cookie, or in the body,
+    /// never both (a request carrying both is refused). Logins answer with
+    /// a cookie unless the login request carries
+    /// `x-refresh-transport: body`.
+    Either,
+}
+
+/// A security event the application can subscribe to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecurityEvent {
+    /// A rotated refresh token was presented again outside the grace window:
+    /// the family has been revoked, its access tokens too.
+    RefreshTokenReuse {
+        /// The user.
+        user_id: String,
+        /// The revoked family (device).
+        family_id: String,
+    },
+}
+
+/// Reads the client address from a request (for device lists).
+pub type ClientIpFn = fn(&http::Extensions, &http::HeaderMap) -> Option<std::net::IpAddr>;
+
+/// A callback for [`SecurityEvent`]s.
+pub type EventHook = Arc<dyn Fn(&SecurityEvent) + Send + Sync>;
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshConfigError {
+    /// The cookie settings are refused by browsers.
+    #[error(transparent)]
+    Cookie(#[from] CookieConfigError),
+    /// The prefix is not an absolute path without a trailing slash.
+    #[error("the prefix must start with '/' and not end with '/'")]
+    Prefix,
+    /// Zero or inconsistent lifetimes, or a grace window above 60 s.
+    #[error("lifetimes must be non-zero, idle at most absolute, grace at most 60 s")]
+    Lifetimes,
+    /// A rotation key shorter than 32 bytes.
+    #[error("the rotation key needs at least 32 bytes")]
+    RotationKeyTooShort,
+    /// A trusted origin that is not `scheme://host[:port]`.
+    #[error("invalid trusted origin: {0}")]
+    Origin(String),
+}
+
+/// Configuration of the refresher and its layer.
+///
+/// Secure defaults: refresh idle timeout 7 days, absolute lifetime 30 days
+/// (never extended by a refresh), grace window 10 s; cookie
+/// `__Secure-refresh`, `HttpOnly`, `Secure`, `SameSite=Strict`,
+/// `Path=/auth`; endpoints under `/auth`; cookie transport.
+#[derive(Clone)]
+#[must_use]
+pub struct RefreshConfig {
+    pub(crate) prefix: String,
+    pub(crate) transport: RefreshTransport,
+    pub(crate) cookie: CookieConfig,
+    pub(crate) idle: Duration,
+    pub(crate) absolute: Duration,
+    pub(crate) grace: Duration,
+    pub(crate) history_limit: usize,
+    pub(crate) rotation_key: Option<RotationKey>,
+    pub(crate) retry_after: Duration,
+    pub(crate) max_body: usize,
+    pub(crate) on_event: Option<EventHook>,
+    pub(crate) trusted_origins: Vec<String>,
+    pub(crate) client_ip: Option<ClientIpFn>,
+}
+
+impl fmt::Debug for RefreshConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshConfig")
+            .field("prefix", &self.prefix)
+            .field("transport", &self.transport)
+            .field("cookie", &self.cookie)
+            .field("idle", &self.idle)
+            .field("absolute", &self.absolute)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "/auth".into(),
+            transport: RefreshTransport::Cookie,
+            cookie: CookieConfig::new("refresh").prefix(CookiePrefix::Secure).same_site(SameSite::Strict).path("/auth"),
+            idle: Duration::from_secs(7 * 24 * 3600),
+            absolute: Duration::from_secs(30 * 24 * 3600),
+            grace: Duration::from_secs(10),
+            history_limit: 64,
+            rotation_key: None,
+            retry_after: Duration::from_secs(1),
+            max_body: 4096,
+            on_event: None,
+            trusted_origins: Vec::new(),
+            client_ip: None,
+        }
+    }
+}
+
+impl RefreshConfig {
+    /// The path prefix of the endpoints (default `/auth`); the cookie path
+    /// follows it.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self.cookie = self.cookie.path(self.prefix.clone());
+        self
+    }
+
+    /// Where the refresh token travels.
+    pub const fn transport(mut self, transport: RefreshTransport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Replaces the cookie settings.
+    pub fn cookie(mut self, cookie: CookieConfig) -> Self {
+        self.cookie = cookie;
+        self
+    }
+
+    /// **Insecure.** Plain-http development cookies (no `Secure`, no
+    /// prefix); keeps `HttpOnly`, `SameSite=Strict` and the path.
+    pub fn insecure_dev_cookies(mut self) -> Self {
+        self.cookie = self.cookie.insecure_dev_cookies();
+        self
+    }
+
+    /// Idle timeout of a family (default 7 days).
+    pub const fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// Absolute lifetime of a family (default 30 days).
+    pub const fn absolute_timeout(mut self, absolute: Duration) -> Self {
+        self.absolute = absolute;
+        self
+    }
+
+    /// The grace window for the previous token (default 10 s, at most 60 s;
+    /// zero makes every repeat a reuse).
+    pub const fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The key deriving successor tokens. Instances sharing a store must
+    /// share it; without one, each process draws a random key.
+    pub fn rotation_key(mut self, key: RotationKey) -> Self {
+        self.rotation_key = Some(key);
+        self
+    }
+
+    /// Calls `hook` on every security event (also logged with `tracing`).
+    pub fn on_security_event(mut self, hook: impl Fn(&SecurityEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(hook));
+        self
+    }
+
+    /// Trusts cross-origin cookie-borne requests from `origin`
+    /// (`scheme://host[:port]`).
+    pub fn add_trusted_origin(mut self, origin: impl Into<String>) -> Self {
+        self.trusted_origins.push(origin.into());
+        self
+    }
+
+    /// Records the client address of devices with `f`.
+    pub fn client_ip(mut self, f: ClientIpFn) -> Self {
+        self.client_ip = Some(f);
+        self
+    }
+
+    /// `Retry-After` of 503 answers.
+    pub const fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    /// The refresh lifetime settings.
+    #[must_use]
+    pub const fn lifetimes(&self) -> (Duration, Duration, Duration) {
+        (self.idle, self.absolute, self.grace)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), RefreshConfigError> {
+        self.cookie.validate()?;
+        if !self.prefix.starts_with('/') || self.prefix.ends_with('/') {
+            return Err(RefreshConfigError::Prefix);
+        }
+        if self.idle.is_zero() || self.absolute.is_zero() || self.idle > self.absolute || self.grace > Duration::from_secs(60)
+        {
+            return Err(RefreshConfigError::Lifetimes);
+        }
+        Ok(())
+    }
+}

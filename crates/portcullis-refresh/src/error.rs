@@ -1,0 +1,107 @@
+//! Refresh errors and their responses.
+
+use std::fmt;
+use std::time::Duration;
+
+use portcullis_core::{BoxError, Rejection, StoreError};
+
+/// The class of a [`RefreshError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefreshErrorKind {
+    /// The refresh token is unknown, expired, revoked or reused (401; the
+    /// cookie is cleared). The client sees one uniform answer.
+    InvalidGrant,
+    /// The request needs a valid access token (401).
+    Unauthenticated,
+    /// The store is unavailable (503): nothing was consumed, retry with the
+    /// same token.
+    Unavailable,
+    /// Malformed request: no token, a token in both the cookie and the body,
+    /// a body that is not the expected JSON (400).
+    BadRequest,
+    /// The body is larger than the limit (413).
+    TooLarge,
+    /// A cookie-borne request that Fetch Metadata or `Origin` mark as
+    /// cross-site (403).
+    CrossSite,
+    /// No such device for this user (404).
+    NotFound,
+    /// Instances disagree on the rotation key (503, logged): configure one
+    /// shared key.
+    Conflict,
+    /// Signing or randomness failed (500).
+    Internal,
+}
+
+/// A failed refresh operation.
+pub struct RefreshError {
+    kind: RefreshErrorKind,
+    reason: &'static str,
+    source: Option<BoxError>,
+}
+
+impl RefreshError {
+    pub(crate) const fn new(kind: RefreshErrorKind, reason: &'static str) -> Self {
+        Self { kind, reason, source: None }
+    }
+
+    pub(crate) fn store(e: StoreError) -> Self {
+        Self { kind: RefreshErrorKind::Unavailable, reason: "store-unavailable", source: Some(Box::new(e)) }
+    }
+
+    pub(crate) fn internal(reason: &'static str, e: impl Into<BoxError>) -> Self {
+        Self { kind: RefreshErrorKind::Internal, reason, source: Some(e.into()) }
+    }
+
+    /// What went wrong.
+    #[must_use]
+    pub const fn kind(&self) -> RefreshErrorKind {
+        self.kind
+    }
+
+    /// A machine-readable reason (for logs; not shown to clients).
+    #[must_use]
+    pub const fn reason(&self) -> &'static str {
+        self.reason
+    }
+
+    /// The refusal (without cookie handling, which the layer adds).
+    pub fn rejection(&self, retry_after: Duration) -> Rejection {
+        let r = match self.kind {
+            RefreshErrorKind::InvalidGrant => Rejection::unauthenticated("the refresh token is invalid"),
+            RefreshErrorKind::Unauthenticated => Rejection::unauthenticated("an access token is required")
+                .with_challenge(http::HeaderValue::from_static("Bearer")),
+            RefreshErrorKind::Unavailable => Rejection::unavailable(retry_after),
+            RefreshErrorKind::BadRequest => Rejection::bad_request("the refresh request is malformed"),
+            RefreshErrorKind::TooLarge => Rejection::payload_too_large("the refresh request is too large"),
+            RefreshErrorKind::CrossSite => Rejection::forbidden("cross-site refresh requests are refused"),
+            RefreshErrorKind::NotFound => Rejection::new(portcullis_core::RejectionKind::NotFound, "no such device"),
+            RefreshErrorKind::Conflict => Rejection::unavailable(retry_after),
+            RefreshErrorKind::Internal => Rejection::internal("the token could not be issued"),
+        };
+        r.with_reason(self.reason)
+    }
+}
+
+impl fmt::Debug for RefreshError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshError")
+            .field("kind", &self.kind)
+            .field("reason", &self.reason)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for RefreshError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "refresh refused: {}", self.reason)
+    }
+}
+
+impl std::error::Error for RefreshError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,77 @@
+//! Rotating refresh tokens with reuse detection, and the hybrid pattern.
+//!
+//! Short-lived access JWTs (15 minutes) plus server-side, revocable,
+//! rotating refresh tokens: the pattern production systems converge on.
+//!
+//! - A **family** is one login on one device. Its refresh token is
+//!   `<family id>.<secret>`; the store keeps only SHA-256 digests.
+//! - **Every refresh rotates** atomically (compare-and-swap). Presenting the
+//!   previous token inside the grace window (default 10 s; several tabs, a
+//!   lost response, a retry after a store failure) gets the same successor:
+//!   successors are derived by HMAC under a server key, so repeats never
+//!   fork the chain. Presenting an older token, or the previous one after
+//!   the window, is **reuse**: the family is revoked at once, newest token
+//!   included, and a [`SecurityEvent`] is emitted.
+//! - Access tokens carry the family as `sid` and the user's token version
+//!   as `ver`. Logging a device out, a reuse, or logging out everywhere puts
+//!   the family or the user into the JWT revocation view, so **live access
+//!   tokens die at once** on every instance, with no store call per request.
+//! - Idle timeout 7 days, absolute lifetime 30 days (never extended by a
+//!   refresh).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Router, routing::get};
+//! use portcullis_jwt::revocation::{MemoryRevocationStore, RevocationStore};
+//! use portcullis_jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
+//! use portcullis_refresh::{MemoryRefreshStore, Refresher};
+//!
+//! let revocations = Arc::new(MemoryRevocationStore::new());
+//! let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+//!     .issuer("https://app.example.com").audience("app").build().unwrap();
+//! let jwt = JwtLayer::builder(issuer.keys())
+//!     .issuer("https://app.example.com").audience("app")
+//!     .revocation(revocations.view())
+//!     .build().unwrap();
+//! let refresher = Refresher::builder(MemoryRefreshStore::new(), issuer, revocations, jwt.clone())
+//!     .build().unwrap();
+//! let app: Router = Router::new()
+//!     .route("/api/me", get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }))
+//!     .layer(jwt)
+//!     .layer(refresher.layer()); // serves /auth/refresh, /auth/logout, ...
+//! ```
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `testing` | no | [`testing`]: the store conformance suite and fault injection |
+//! | `tracing` | no | events: reuse detections at warn, refusals at debug |
+
+mod config;
+mod error;
+mod family;
+mod layer;
+mod memory;
+mod refresher;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod token;
+
+pub use config::{ClientIpFn, EventHook, RefreshConfig, RefreshConfigError, RefreshTransport, SecurityEvent};
+pub use error::{RefreshError, RefreshErrorKind};
+pub use family::{DeviceInfo, Family, Presented, RotateOutcome, Rotated, Rotation};
+pub use layer::{RefreshLayer, RefreshService, ResponseFuture};
+pub use memory::MemoryRefreshStore;
+pub use refresher::{DeviceSession, Refresher, RefresherBuilder, TokenPair};
+pub use store::RefreshStore;
+pub use token::{FAMILY_ID_LEN, FamilyId, REFRESH_TOKEN_LEN, RefreshToken, RotationKey};
+
+/// Emits a `tracing` event when the `tracing` feature is on. Never pass a
+/// token.
+macro_rules! event {
+    ($level:ident, $($rest:tt)*) => {{
+        #[cfg(feature = "tracing")]
+        ::tracing::$level!($($rest)*);
+    }};
+}
+pub(crate) use event;

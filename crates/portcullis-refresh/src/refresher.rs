@@ -1,0 +1,433 @@
+//! `Refresher`: issues token pairs, rotates, revokes.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_core::{SharedClock, StoreErrorKind, SystemClock, Timestamp};
+use portcullis_jwt::revocation::RevocationStore;
+use portcullis_jwt::{AccessToken, JwtIssuer, JwtLayer};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::config::{RefreshConfig, RefreshConfigError, SecurityEvent};
+use crate::error::{RefreshError, RefreshErrorKind};
+use crate::family::{DeviceInfo, Family, RotateOutcome, Rotation};
+use crate::store::RefreshStore;
+use crate::token::{FamilyId, RefreshToken, RotationKey};
+
+/// An access token and its refresh token, as login and refresh return them.
+#[derive(Clone)]
+pub struct TokenPair {
+    /// The short-lived access JWT (carries `sid` and `ver`).
+    pub access: AccessToken,
+    /// The refresh token.
+    pub refresh: RefreshToken,
+    /// When the refresh family ends at the latest.
+    pub refresh_expires_at: Timestamp,
+}
+
+impl fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("access", &self.access)
+            .field("refresh", &self.refresh)
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .finish()
+    }
+}
+
+/// A device as device lists show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceSession {
+    /// The family id (the access tokens' `sid`); pass it to revoke this
+    /// device.
+    pub id: String,
+    /// Login time (ms since the epoch).
+    pub created_at: Timestamp,
+    /// Last refresh (ms since the epoch).
+    pub last_used_at: Timestamp,
+    /// When it ends unless refreshed (ms since the epoch).
+    pub expires_at: Timestamp,
+    /// User agent of the last login or refresh.
+    pub user_agent: Option<String>,
+    /// Address of the last login or refresh.
+    pub ip: Option<String>,
+    /// Whether this is the caller's device.
+    pub current: bool,
+}
+
+/// Issues access + refresh token pairs, rotates refresh tokens with reuse
+/// detection, and revokes families, pushing every revocation into the JWT
+/// revocation view so that live access tokens die at once.
+///
+/// The application's login handler checks credentials and calls
+/// [`Refresher::issue`] (or [`Refresher::login_response`]); the
+/// [`RefreshLayer`](crate::RefreshLayer) serves refresh, logout and device
+/// endpoints. Cheap to clone.
+#[derive(Clone)]
+pub struct Refresher {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn RefreshStore>,
+    pub(crate) issuer: JwtIssuer,
+    pub(crate) revocation: Arc<dyn RevocationStore>,
+    pub(crate) verifier: JwtLayer,
+    pub(crate) config: RefreshConfig,
+    pub(crate) key: RotationKey,
+    pub(crate) clock: SharedClock,
+    pub(crate) csrf: crate::layer::CsrfProbe,
+}
+
+impl fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refresher").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Refresher`].
+#[must_use]
+pub struct RefresherBuilder {
+    store: Arc<dyn RefreshStore>,
+    issuer: JwtIssuer,
+    revocation: Arc<dyn RevocationStore>,
+    verifier: JwtLayer,
+    config: RefreshConfig,
+    clock: SharedClock,
+}
+
+impl fmt::Debug for RefresherBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefresherBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl RefresherBuilder {
+    /// Replaces the configuration.
+    pub fn config(mut self, config: RefreshConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Reads the time from `clock` (give the issuer and the verifier the
+    /// same clock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The refresher.
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshConfigError`] for a configuration that cannot work.
+    pub fn build(self) -> Result<Refresher, RefreshConfigError> {
+        self.config.validate()?;
+        let key = match &self.config.rotation_key {
+            Some(k) => k.clone(),
+            None => RotationKey::generate().map_err(|_| RefreshConfigError::RotationKeyTooShort)?,
+        };
+        let csrf = crate::layer::CsrfProbe::new(&self.config.trusted_origins)?;
+        Ok(Refresher {
+            inner: Arc::new(Inner {
+                store: self.store,
+                issuer: self.issuer,
+                revocation: self.revocation,
+                verifier: self.verifier,
+                config: self.config,
+                key,
+                clock: self.clock,
+                csrf,
+            }),
+        })
+    }
+}
+
+/// Splits family claims into the builder's typed setters and the rest.
+fn mint(issuer: &JwtIssuer, family: &Family, ver: u64) -> Result<AccessToken, RefreshError> {
+    let mut t = issuer.token(family.user_id.clone()).sid(family.id.as_str()).ver(ver);
+    let mut rest = Map::new();
+    for (k, v) in &family.claims {
+        match (k.as_str(), v) {
+            ("roles", Value::Array(roles)) => t = t.roles(roles.iter().filter_map(Value::as_str).map(str::to_owned)),
+            ("scope", Value::String(scope)) => t = t.scope(scope.clone()),
+            _ => {
+                rest.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if !rest.is_empty() {
+        t = t.claims(&rest);
+    }
+    t.mint().map_err(|e| RefreshError::internal("mint", e))
+}
+
+impl Refresher {
+    /// Starts a builder. `issuer` mints access tokens; `revocation` is the
+    /// store whose view `verifier` (the app's `JwtLayer`) checks; `verifier`
+    /// also authenticates the device endpoints.
+    pub fn builder(
+        store: impl RefreshStore,
+        issuer: JwtIssuer,
+        revocation: Arc<dyn RevocationStore>,
+        verifier: JwtLayer,
+    ) -> RefresherBuilder {
+        RefresherBuilder {
+            store: Arc::new(store),
+            issuer,
+            revocation,
+            verifier,
+            config: RefreshConfig::default(),
+            clock: SystemClock::shared(),
+        }
+    }
+
+    /// Like [`Refresher::builder`] for a store already behind an `Arc`.
+    pub fn builder_arc(
+        store: Arc<dyn RefreshStore>,
+        issuer: JwtIssuer,
+        revocation: Arc<dyn RevocationStore>,
+        verifier: JwtLayer,
+    ) -> RefresherBuilder {
+        RefresherBuilder {
+            store,
+            issuer,
+            revocation,
+            verifier,
+            config: RefreshConfig::default(),
+            clock: SystemClock::shared(),
+        }
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &RefreshConfig {
+        &self.inner.config
+    }
+
+    /// The layer serving the refresh, logout and device endpoints.
+    #[must_use]
+    pub fn layer(&self) -> crate::RefreshLayer {
+        crate::RefreshLayer { refresher: self.clone() }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    fn ver(&self, user: &str) -> u64 {
+        self.inner.revocation.view().user_version(user)
+    }
+
+    /// Starts a family for `user_id` (after the app checked credentials):
+    /// a new refresh token and an access token carrying the family as `sid`.
+    /// `claims` (roles, scope, ...) go into every access token of the
+    /// family.
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshErrorKind::Unavailable`] when the store fails.
+    pub async fn issue(
+        &self,
+        user_id: &str,
+        claims: Map<String, Value>,
+        device: DeviceInfo,
+    ) -> Result<TokenPair, RefreshError> {
+        let c = &self.inner.config;
+        let now = self.now();
+        let mut attempts = 0;
+        loop {
+            let id = FamilyId::generate().map_err(|e| RefreshError::internal("random", e))?;
+            let token = RefreshToken::first(id.clone()).map_err(|e| RefreshError::internal("random", e))?;
+            let absolute = now + c.absolute;
+            let family = Family {
+                id,
+                user_id: user_id.to_owned(),
+                claims: claims.clone(),
+                device: device.clone(),
+                created_at: now,
+                last_used_at: now,
+                idle_deadline: (now + c.idle).min(absolute),
+                absolute_deadline: absolute,
+                current: token.digest(),
+                previous: None,
+                history: Vec::new(),
+                rotations: 0,
+            };
+            match self.inner.store.create(&family).await {
+                Ok(()) => {
+                    let access = mint(&self.inner.issuer, &family, self.ver(user_id))?;
+                    return Ok(TokenPair { access, refresh: token, refresh_expires_at: family.expires_at() });
+                }
+                Err(e) if e.kind() == StoreErrorKind::Conflict && attempts < 2 => attempts += 1,
+                Err(e) => return Err(RefreshError::store(e)),
+            }
+        }
+    }
+
+    /// Rotates `token`: a new pair, or an error. A repeat of the previous
+    /// token inside the grace window gets the same successor; anything
+    /// older, or later, revokes the family (and its access tokens) and
+    /// emits [`SecurityEvent::RefreshTokenReuse`].
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshErrorKind::InvalidGrant`] for an unknown, expired, revoked or
+    /// reused token; [`RefreshErrorKind::Unavailable`] when the store fails
+    /// (nothing consumed).
+    pub async fn refresh(&self, token: &RefreshToken, device: DeviceInfo) -> Result<TokenPair, RefreshError> {
+        let c = &self.inner.config;
+        let now = self.now();
+        let successor = token.successor(&self.inner.key);
+        let rotation = Rotation {
+            family: token.family().clone(),
+            presented: token.digest(),
+            successor: successor.digest(),
+            now,
+            grace: c.grace,
+            idle: c.idle,
+            history_limit: c.history_limit,
+            device,
+        };
+        match self.inner.store.rotate(&rotation).await.map_err(RefreshError::store)? {
+            RotateOutcome::Rotated(family) | RotateOutcome::Repeat(family) => {
+                let access = mint(&self.inner.issuer, &family, self.ver(&family.user_id))?;
+                Ok(TokenPair { access, refresh: successor, refresh_expires_at: family.expires_at() })
+            }
+            RotateOutcome::Reused(family) => {
+                self.kill_access_tokens(&family.id).await;
+                let event = SecurityEvent::RefreshTokenReuse {
+                    user_id: family.user_id.clone(),
+                    family_id: family.id.to_string(),
+                };
+                crate::event!(warn, family = %family.id, "refresh token reuse: family revoked");
+                if let Some(hook) = &c.on_event {
+                    hook(&event);
+                }
+                Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "reused"))
+            }
+            RotateOutcome::KeyMismatch => {
+                crate::event!(error, "refresh instances disagree on the rotation key");
+                Err(RefreshError::new(RefreshErrorKind::Conflict, "rotation-key-mismatch"))
+            }
+            _ => Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "invalid")),
+        }
+    }
+
+    /// Puts `sid` in the revocation view until every access token of the
+    /// family has expired. Best effort: logged on failure (the family itself
+    /// is already gone, so no new access token can be minted).
+    async fn kill_access_tokens(&self, sid: &FamilyId) {
+        let lifetime = self.inner.issuer.lifetime() + Duration::from_secs(10);
+        let until = i64::try_from((self.now() + lifetime).secs()).unwrap_or(i64::MAX);
+        if self.inner.revocation.revoke_session(sid.as_str(), until).await.is_err() {
+            crate::event!(error, family = %sid, "could not push the family's revocation to the view");
+        }
+    }
+
+    /// Ends the family of `token` (log out this device): its refresh token
+    /// and its live access tokens die at once. An unknown token is not an
+    /// error (logout is idempotent).
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshErrorKind::Unavailable`] when the store fails.
+    pub async fn logout(&self, token: &RefreshToken) -> Result<(), RefreshError> {
+        let fam = self.owned_family(token).await?;
+        if let Some(fam) = fam {
+            self.inner.store.revoke(&fam.id).await.map_err(RefreshError::store)?;
+            self.kill_access_tokens(&fam.id).await;
+        }
+        Ok(())
+    }
+
+    /// Ends every family of `token`'s user and bumps the user's token
+    /// version, so that every live access token of the user dies at once;
+    /// returns how many devices were logged out.
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshErrorKind::InvalidGrant`] for an invalid token;
+    /// [`RefreshErrorKind::Unavailable`] when a store fails.
+    pub async fn logout_everywhere(&self, token: &RefreshToken) -> Result<usize, RefreshError> {
+        let fam = self
+            .owned_family(token)
+            .await?
+            .ok_or_else(|| RefreshError::new(RefreshErrorKind::InvalidGrant, "invalid"))?;
+        self.revoke_user(&fam.user_id).await
+    }
+
+    /// Ends every family of `user_id` and bumps the user's token version
+    /// (an admin's "log this user out everywhere", or after a password
+    /// change).
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshErrorKind::Unavailable`] when a store fails.
+    pub async fn revoke_user(&self, user_id: &str) -> Result<usize, RefreshError> {
+        let gone = self.inner.store.revoke_user(user_id, None).await.map_err(RefreshError::store)?;
+        self.inner.revocation.revoke_user(user_id).await.map_err(RefreshError::store)?;
+        Ok(gone.len())
+    }
+
+    /// The family `token` belongs to, if the token is one of its live
+    /// tokens (current or previous inside the grace window).
+    async fn owned_family(&self, token: &RefreshToken) -> Result<Option<Family>, RefreshError> {
+        let now = self.now();
+        let Some(fam) = self.inner.store.get(token.family(), now).await.map_err(RefreshError::store)? else {
+            return Ok(None);
+        };
+        use crate::family::Presented;
+        Ok(match fam.classify(&token.digest(), now, self.inner.config.grace) {
+            Presented::Current | Presented::InGrace => Some(fam),
+            _ => None,
+        })
+    }
+
+    /// The user's devices; `current` marks the caller's.
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshErrorKind::Unavailable`] when the store fails.
+    pub async fn devices(&self, user_id: &str, current: Option<&str>) -> Result<Vec<DeviceSession>, RefreshError> {
+        let mut list: Vec<DeviceSession> = self
+            .inner
+            .store
+            .list_user(user_id, self.now())
+            .await
+            .map_err(RefreshError::store)?
+            .into_iter()
+            .map(|f| DeviceSession {
+                current: Some(f.id.as_str()) == current,
+                id: f.id.to_string(),
+                created_at: f.created_at,
+                last_used_at: f.last_used_at,
+                expires_at: f.expires_at(),
+                user_agent: f.device.user_agent,
+                ip: f.device.ip,
+            })
+            .collect();
+        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(list)
+    }
+
+    /// Ends one of `user_id`'s devices.
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshErrorKind::NotFound`] when the user has no such device (another
+    /// user's device is never touched); [`RefreshErrorKind::Unavailable`].
+    pub async fn revoke_device(&self, user_id: &str, family_id: &str) -> Result<(), RefreshError> {
+        let not_found = || RefreshError::new(RefreshErrorKind::NotFound, "no-such-device");
+        let id = FamilyId::parse(family_id).ok_or_else(not_found)?;
+        let fam = self.inner.store.get(&id, self.now()).await.map_err(RefreshError::store)?.ok_or_else(not_found)?;
+        if fam.user_id != user_id {
+            return Err(not_found());
+        }
+        self.inner.store.revoke(&id).await.map_err(RefreshError::store)?;
+        self.kill_access_tokens(&id).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,340 @@
+//! The refresh store conformance suite, and fault injection.
+//!
+//! Give the macro an async factory for a fresh, empty store (the suite
+//! passes explicit times, so stores need no clock here):
+//!
+//! ```
+//! # mod demo {
+//! use portcullis_refresh::MemoryRefreshStore;
+//!
+//! portcullis_refresh::refresh_store_conformance!(|| async { MemoryRefreshStore::new() });
+//! # }
+//! ```
+//!
+//! Each case is also a public `async fn` taking the same factory.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use portcullis_core::{StoreError, Timestamp, TokenDigest};
+use serde_json::Map;
+
+use crate::family::{DeviceInfo, Family, RotateOutcome, Rotation};
+use crate::store::RefreshStore;
+use crate::token::{FamilyId, RefreshToken, RotationKey};
+
+const T0: u64 = 1_700_000_000_000;
+const GRACE: Duration = Duration::from_secs(10);
+const IDLE: Duration = Duration::from_secs(3600);
+
+fn at(secs: u64) -> Timestamp {
+    Timestamp::from_millis(T0 + secs * 1000)
+}
+
+/// A family for `user` created at `at(secs)`, idle 1 h, absolute 1 day, and
+/// its first token.
+#[must_use]
+pub fn family(user: &str, secs: u64) -> (Family, RefreshToken) {
+    let id = FamilyId::generate().expect("random");
+    let token = RefreshToken::first(id.clone()).expect("random");
+    let now = at(secs);
+    let fam = Family {
+        id,
+        user_id: user.to_owned(),
+        claims: Map::new(),
+        device: DeviceInfo { user_agent: Some("conformance".into()), ip: None },
+        created_at: now,
+        last_used_at: now,
+        idle_deadline: now + IDLE,
+        absolute_deadline: now + Duration::from_secs(86_400),
+        current: token.digest(),
+        previous: None,
+        history: Vec::new(),
+        rotations: 0,
+    };
+    (fam, token)
+}
+
+fn rotation(token: &RefreshToken, key: &RotationKey, secs: u64) -> (Rotation, RefreshToken) {
+    let next = token.successor(key);
+    let r = Rotation {
+        family: token.family().clone(),
+        presented: token.digest(),
+        successor: next.digest(),
+        now: at(secs),
+        grace: GRACE,
+        idle: IDLE,
+        history_limit: 8,
+        device: DeviceInfo { user_agent: Some("rotator".into()), ip: Some("192.0.2.1".into()) },
+    };
+    (r, next)
+}
+
+fn digest_of(o: &RotateOutcome) -> Option<TokenDigest> {
+    match o {
+        RotateOutcome::Rotated(f) | RotateOutcome::Repeat(f) => Some(f.current),
+        _ => None,
+    }
+}
+
+/// Create, read back; a second create with the same id is a conflict.
+pub async fn create_and_get<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+    let store = factory().await;
+    let (fam, _) = family("alice", 0);
+    store.create(&fam).await.expect("create");
+    assert_eq!(store.get(&fam.id, at(1)).await.expect("get"), Some(fam.clone()));
+    let err = store.create(&fam).await.expect_err("id collision");
+    assert_eq!(err.kind(), portcullis_core::StoreErrorKind::Conflict);
+    assert_eq!(store.get(&FamilyId::generate().expect("random"), at(1)).await.expect("get"), None);
+}
+
+/// The chain: each rotation makes the old token the previous one; the idle
+/// deadline slides, the absolute one never moves; device info updates.
+pub async fn rotation_chain<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+    let store = factory().await;
+    let key = RotationKey::generate().expect("random");
+    let (fam, t0) = family("alice", 0);
+    store.create(&fam).await.expect("create");
+    let (r1, t1) = rotation(&t0, &key, 100);
+    let RotateOutcome::Rotated(f1) = store.rotate(&r1).await.expect("rotate") else { panic!("rotation expected") };
+    assert_eq!(f1.current, t1.digest());
+    assert_eq!(f1.previous.map(|p| p.digest), Some(t0.digest()));
+    assert_eq!(f1.idle_deadline, at(100) + IDLE);
+    assert_eq!(f1.absolute_deadline, fam.absolute_deadline);
+    assert_eq!(f1.device.ip.as_deref(), Some("192.0.2.1"));
+    assert_eq!(f1.rotations, 1);
+    let (r2, t2) = rotation(&t1, &key, 200);
+    assert!(matches!(store.rotate(&r2).await.expect("rotate"), RotateOutcome::Rotated(_)));
+    let stored = store.get(&fam.id, at(200)).await.expect("get").expect("live");
+    assert_eq!(stored.current, t2.digest());
+    assert_eq!(stored.history, vec![t0.digest()]);
+}
+
+/// A repeat of the previous token inside the grace window gets the same
+/// successor and writes nothing; after the window it is reuse.
+pub async fn grace_then_reuse<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+    let store = factory().await;
+    let key = RotationKey::generate().expect("random");
+    let (fam, t0) = family("alice", 0);
+    store.create(&fam).await.expect("create");
+    let (r1, t1) = rotation(&t0, &key, 100);
+    assert!(matches!(store.rotate(&r1).await.expect("rotate"), RotateOutcome::Rotated(_)));
+    let (repeat, _) = rotation(&t0, &key, 110);
+    let out = store.rotate(&repeat).await.expect("repeat");
+    assert!(matches!(out, RotateOutcome::Repeat(_)), "inside grace: {out:?}");
+    assert_eq!(digest_of(&out), Some(t1.digest()), "same successor");
+    let (late, _) = rotation(&t0, &key, 111);
+    assert!(matches!(store.rotate(&late).await.expect("late"), RotateOutcome::Reused(_)), "outside grace: reuse");
+    assert_eq!(store.get(&fam.id, at(111)).await.expect("get"), None, "family revoked");
+    let (newest, _) = rotation(&t1, &key, 112);
+    assert_eq!(store.rotate(&newest).await.expect("newest"), RotateOutcome::Invalid, "the newest token died too");
+}
+
+/// A grandparent is reuse even inside its grace window.
+pub async fn grandparent_is_reuse<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+    let store = factory().await;
+    let key = RotationKey::generate().expect("random");
+    let (fam, t0) = family("alice", 0);
+    store.create(&fam).await.expect("create");
+    let (r1, t1) = rotation(&t0, &key, 100);
+    store.rotate(&r1).await.expect("rotate");
+    let (r2, _) = rotation(&t1, &key, 101);
+    store.rotate(&r2).await.expect("rotate");
+    let (old, _) = rotation(&t0, &key, 102);
+    assert!(matches!(store.rotate(&old).await.expect("grandparent"), RotateOutcome::Reused(_)));
+    assert_eq!(store.get(&fam.id, at(102)).await.expect("get"), None);
+}
+
+/// A token the family never issued changes nothing; a repeat whose
+/// successor does not match is a key mismatch, not a revocation.
+pub async fn unknown_and_mismatched<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+    let store = factory().await;
+    let key = RotationKey::generate().expect("random");
+    let (fam, t0) = family("alice", 0);
+    store.create(&fam).await.expect("create");
+    let forged = RefreshToken::first(fam.id.clone()).expect("random");
+    let (r, _) = rotation(&forged, &key, 10);
+    assert_eq!(store.rotate(&r).await.expect("forged"), RotateOutcome::Invalid);
+    assert!(store.get(&fam.id, at(10)).await.expect("get").is_some(), "a forged token revokes nothing");
+    let (r1, _) = rotation(&t0, &key, 20);
+    store.rotate(&r1).await.expect("rotate");
+    let other_key = RotationKey::generate().expect("random");
+    let (mismatch, _) = rotation(&t0, &other_key, 21);
+    assert_eq!(store.rotate(&mismatch).await.expect("mismatch"), RotateOutcome::KeyMismatch);
+    assert!(store.get(&fam.id, at(21)).await.expect("get").is_some());
+}
+
+/// Idle and absolute expiry.
+pub async fn expiry<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+    let store = factory().await;
+    let key = RotationKey::generate().expect("random");
+    let (fam, t0) = family("alice", 0);
+    store.create(&fam).await.expect("create");
+    let (late, _) = rotation(&t0, &key, 3600);
+    assert_eq!(store.rotate(&late).await.expect("idle"), RotateOutcome::Invalid, "idle deadline passed");
+    assert_eq!(store.get(&fam.id, at(3600)).await.expect("get"), None);
+
+    // Refreshing every 50 min never passes the absolute deadline (1 day).
+    let (fam, mut token) = family("bob", 0);
+    store.create(&fam).await.expect("create");
+    let mut secs = 0;
+    loop {
+        secs += 3000;
+        let (r, next) = rotation(&token, &key, secs);
+        match store.rotate(&r).await.expect("rotate") {
+            RotateOutcome::Rotated(_) => token = next,
+            RotateOutcome::Invalid => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(secs, 87_000, "refused at the first refresh past 86 400 s");
+}
+
+/// Revoke one family, all of a user's families, or all but one; list only
+/// live families; purge expired ones.
+pub async fn per_user<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+    let store = factory().await;
+    let fams: Vec<Family> = (0..3).map(|_| family("alice", 0).0).collect();
+    for f in &fams {
+        store.create(f).await.expect("create");
+    }
+    let bob = family("bob", 0).0;
+    store.create(&bob).await.expect("create");
+    assert_eq!(store.list_user("alice", at(1)).await.expect("list").len(), 3);
+    assert_eq!(store.revoke(&fams[0].id).await.expect("revoke").map(|f| f.id), Some(fams[0].id.clone()));
+    assert_eq!(store.revoke(&fams[0].id).await.expect("revoke again"), None);
+    let gone = store.revoke_user("alice", Some(&fams[1].id)).await.expect("revoke others");
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].id, fams[2].id);
+    let left = store.list_user("alice", at(1)).await.expect("list");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, fams[1].id);
+    assert_eq!(store.revoke_user("alice", None).await.expect("revoke all").len(), 1);
+    assert!(store.list_user("alice", at(1)).await.expect("list").is_empty());
+    assert_eq!(store.list_user("bob", at(1)).await.expect("list").len(), 1, "bob untouched");
+    assert!(store.list_user("bob", at(3600)).await.expect("list").is_empty(), "expired families are not listed");
+    assert_eq!(store.purge_expired(at(3600)).await.expect("purge"), 1);
+}
+
+/// Two (or twenty) tasks rotating the same token: one rotation, everyone
+/// gets the same successor, one live token.
+pub async fn racing_rotations<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+    let store = Arc::new(factory().await);
+    let key = RotationKey::generate().expect("random");
+    let (fam, t0) = family("alice", 0);
+    store.create(&fam).await.expect("create");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let (r, _) = rotation(&t0, &key, 100);
+            tokio::spawn(async move { store.rotate(&r).await })
+        })
+        .collect();
+    let mut rotated = 0;
+    for t in tasks {
+        let out = t.await.expect("task").expect("rotate");
+        match out {
+            RotateOutcome::Rotated(_) => rotated += 1,
+            RotateOutcome::Repeat(_) => {}
+            other => panic!("a racer was refused: {other:?}"),
+        }
+    }
+    assert_eq!(rotated, 1, "exactly one rotation");
+    let stored = store.get(&fam.id, at(100)).await.expect("get").expect("live");
+    assert_eq!(stored.current, t0.successor(&key).digest());
+    assert_eq!(stored.rotations, 1);
+}
+
+/// Runs every case.
+pub async fn run_all<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+    create_and_get(&factory).await;
+    rotation_chain(&factory).await;
+    grace_then_reuse(&factory).await;
+    grandparent_is_reuse(&factory).await;
+    unknown_and_mismatched(&factory).await;
+    expiry(&factory).await;
+    per_user(&factory).await;
+    racing_rotations(&factory).await;
+}
+
+/// Expands to one `#[tokio::test]` per conformance case.
+#[macro_export]
+macro_rules! refresh_store_conformance {
+    ($factory:expr) => {
+        $crate::refresh_store_conformance!(@cases $factory;
+            create_and_get, rotation_chain, grace_then_reuse, grandparent_is_reuse,
+            unknown_and_mismatched, expiry, per_user, racing_rotations);
+    };
+    (@cases $factory:expr; $($case:ident),*) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::testing::$case($factory).await;
+            }
+        )*
+    };
+}
+
+/// Wraps a store; while the switch is on, every call fails with a backend
+/// error and reaches nothing.
+#[derive(Debug, Clone)]
+pub struct FaultyRefreshStore<S> {
+    inner: S,
+    failing: Arc<AtomicBool>,
+}
+
+impl<S> FaultyRefreshStore<S> {
+    /// Wraps `inner`, healthy.
+    pub fn new(inner: S) -> Self {
+        Self { inner, failing: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// The shared switch.
+    #[must_use]
+    pub fn switch(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.failing)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::backend(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "store is down (injected)")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl<S: RefreshStore> RefreshStore for FaultyRefreshStore<S> {
+    async fn create(&self, family: &Family) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.create(family).await
+    }
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        self.check()?;
+        self.inner.rotate(rotation).await
+    }
+    async fn get(&self, id: &FamilyId, now: Timestamp) -> Result<Option<Family>, StoreError> {
+        self.check()?;
+        self.inner.get(id, now).await
+    }
+    async fn revoke(&self, id: &FamilyId) -> Result<Option<Family>, StoreError> {
+        self.check()?;
+        self.inner.revoke(id).await
+    }
+    async fn revoke_user(&self, user_id: &str, except: Option<&FamilyId>) -> Result<Vec<Family>, StoreError> {
+        self.check()?;
+        self.inner.revoke_user(user_id, except).await
+    }
+    async fn list_user(&self, user_id: &str, now: Timestamp) -> Result<Vec<Family>, StoreError> {
+        self.check()?;
+        self.inner.list_user(user_id, now).await
+    }
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.purge_expired(now).await
+    }
+}

@@ -1,0 +1,142 @@
+//! The hybrid pattern as a test app: login, JwtLayer, RefreshLayer, on a
+//! manual clock, with a counting and fault-injecting refresh store.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use portcullis::core::{ManualClock, StoreError, Timestamp};
+use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
+use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
+use portcullis::refresh::testing::FaultyRefreshStore;
+use portcullis::refresh::{
+    Family, FamilyId, MemoryRefreshStore, RefreshConfig, RefreshStore, Refresher, RotateOutcome, Rotation, SecurityEvent,
+};
+use serde_json::json;
+
+use crate::TestServer;
+
+pub const ISS: &str = "https://hybrid.test";
+pub const AUD: &str = "hybrid";
+
+/// Counts calls to the wrapped store.
+#[derive(Clone)]
+pub struct Counting<S> {
+    pub inner: S,
+    pub calls: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl<S: RefreshStore> RefreshStore for Counting<S> {
+    async fn create(&self, f: &Family) -> Result<(), StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.create(f).await
+    }
+    async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.rotate(r).await
+    }
+    async fn get(&self, id: &FamilyId, now: Timestamp) -> Result<Option<Family>, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(id, now).await
+    }
+    async fn revoke(&self, id: &FamilyId) -> Result<Option<Family>, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.revoke(id).await
+    }
+    async fn revoke_user(&self, user: &str, except: Option<&FamilyId>) -> Result<Vec<Family>, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.revoke_user(user, except).await
+    }
+    async fn list_user(&self, user: &str, now: Timestamp) -> Result<Vec<Family>, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.list_user(user, now).await
+    }
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.purge_expired(now).await
+    }
+}
+
+pub struct HybridApp {
+    pub server: TestServer,
+    pub clock: Arc<ManualClock>,
+    pub store_calls: Arc<AtomicU64>,
+    pub down: Arc<std::sync::atomic::AtomicBool>,
+    pub events: Arc<Mutex<Vec<SecurityEvent>>>,
+    pub api_hits: Arc<AtomicUsize>,
+    pub refresher: Refresher,
+}
+
+/// Builds the app on `store` (memory when `None`), with `config` applied to
+/// the defaults, and `revocations` (memory when `None`).
+pub async fn start_with(
+    store: Option<Arc<dyn RefreshStore>>,
+    revocations: Option<Arc<dyn RevocationStore>>,
+    config: impl FnOnce(RefreshConfig) -> RefreshConfig,
+    clock: Arc<ManualClock>,
+) -> HybridApp {
+    let revocations: Arc<dyn RevocationStore> =
+        revocations.unwrap_or_else(|| Arc::new(MemoryRevocationStore::with_clock(clock.clone())));
+    let issuer = JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap())
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let jwt = JwtLayer::builder(issuer.keys())
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock.clone())
+        .revocation(revocations.view())
+        .build()
+        .unwrap();
+    let faulty = FaultyRefreshStore::new(store.unwrap_or_else(|| Arc::new(MemoryRefreshStore::new())));
+    let down = faulty.switch();
+    let store_calls = Arc::new(AtomicU64::new(0));
+    let counting = Counting { inner: faulty, calls: store_calls.clone() };
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let config = config(RefreshConfig::default().on_security_event(move |e| sink.lock().unwrap().push(e.clone())));
+    let refresher = Refresher::builder(counting, issuer, revocations, jwt.clone())
+        .config(config)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let api_hits = Arc::new(AtomicUsize::new(0));
+    let hits = api_hits.clone();
+    let app = Router::new()
+        .route(
+            "/api/me",
+            get(move |c: Claims| {
+                let hits = hits.clone();
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(json!({"user": c.subject(), "sid": c.registered().sid, "ver": c.registered().ver}))
+                }
+            }),
+        )
+        .layer(jwt)
+        .route("/auth/login/{user}", post(login))
+        .with_state(refresher.clone())
+        .layer(refresher.layer());
+    HybridApp {
+        server: TestServer::start(app).await,
+        clock,
+        store_calls,
+        down,
+        events,
+        api_hits,
+        refresher,
+    }
+}
+
+async fn login(State(refresher): State<Refresher>, Path(user): Path<String>, req: Request) -> impl IntoResponse {
+    let mut claims = serde_json::Map::new();
+    claims.insert("roles".into(), json!(["user"]));
+    refresher.login_reply(&user, claims, req.headers(), req.extensions()).await
+}

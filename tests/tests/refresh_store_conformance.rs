@@ -1,0 +1,5 @@
+//! The public refresh store conformance suite on the memory store.
+
+use portcullis::refresh::MemoryRefreshStore;
+
+portcullis::refresh::refresh_store_conformance!(|| async { MemoryRefreshStore::new() });
