@@ -148,7 +148,9 @@ impl CsrfHandle {
                 }
             }
             Mode::Signed { keys, .. } => {
-                let key = keys.first().map(|k| &*k.0).unwrap_or_default();
+                let Some(key) = keys.first() else {
+                    return Err(CsrfError::new(CsrfErrorKind::LayerMissing));
+                };
                 let raw = match self.session_binding().await? {
                     Some(b) => token::sign(key, Bound::Session(&b))?,
                     None => {
@@ -190,7 +192,6 @@ impl CsrfHandle {
                 if matches!(self.inner.binding, SyncBinding::Invalid) {
                     return err(CsrfErrorKind::Mismatch);
                 }
-                let keys = keys.iter().map(|k| &*k.0);
                 let ok = match self.session_binding().await? {
                     Some(b) => token::verify_signed(keys, Bound::Session(&b), &raw),
                     None => match &self.inner.pre_session {

@@ -19,10 +19,11 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{FormKind, RequestBody, buffer, find_field, form_kind};
-use crate::config::{self, BindingKind, CsrfConfig, SigningKey};
+use crate::config::{self, BindingKind, CsrfConfig};
 use crate::error::{ConfigError, CsrfError, CsrfErrorKind};
 use crate::handle::CsrfHandle;
 use crate::origin::HeaderCheck;
+use crate::token::MacKey;
 
 /// The token mode, resolved.
 pub(crate) enum Mode {
@@ -30,7 +31,7 @@ pub(crate) enum Mode {
     Session,
     Signed {
         /// The first key signs; all verify.
-        keys: Vec<SigningKey>,
+        keys: Vec<MacKey>,
         binding: BindingKind,
     },
     HeaderCheckOnly,
@@ -146,7 +147,11 @@ impl Shared {
                 }
                 config.pre_session_cookie.validate()?;
                 Mode::Signed {
-                    keys,
+                    keys: keys
+                        .iter()
+                        .map(|k| MacKey::new(&k.0))
+                        .collect::<Option<_>>()
+                        .ok_or(ConfigError::KeyTooShort)?,
                     binding: binding.0,
                 }
             }

@@ -94,15 +94,31 @@ pub(crate) fn same(a: &[u8; PART], b: &[u8; PART]) -> bool {
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn mac(key: &[u8], bound: Bound<'_>, nonce: &[u8]) -> [u8; PART] {
+/// A signing key with its HMAC state prepared once (the inner and outer
+/// pads are hashed when the layer is built, not per request). `Debug`
+/// prints `REDACTED`.
+#[derive(Clone)]
+pub(crate) struct MacKey(HmacSha256);
+
+impl MacKey {
+    /// `None` only if HMAC refused the key, which it never does.
+    pub(crate) fn new(key: &[u8]) -> Option<Self> {
+        HmacSha256::new_from_slice(key).ok().map(Self)
+    }
+}
+
+impl std::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("REDACTED")
+    }
+}
+
+fn mac(key: &MacKey, bound: Bound<'_>, nonce: &[u8]) -> [u8; PART] {
     let (tag, binding) = match bound {
         Bound::Session(b) => (b's', b),
         Bound::PreSession(b) => (b'p', b),
     };
-    // HMAC takes keys of any length; the layer requires at least 32 bytes.
-    let Ok(mut m) = HmacSha256::new_from_slice(key) else {
-        return [0; PART];
-    };
+    let mut m = key.0.clone();
     m.update(CONTEXT);
     m.update(&[tag]);
     m.update(
@@ -116,7 +132,7 @@ fn mac(key: &[u8], bound: Bound<'_>, nonce: &[u8]) -> [u8; PART] {
 }
 
 /// A fresh raw signed token: `nonce || MAC`.
-pub(crate) fn sign(key: &[u8], bound: Bound<'_>) -> Result<[u8; SIGNED_RAW], CsrfError> {
+pub(crate) fn sign(key: &MacKey, bound: Bound<'_>) -> Result<[u8; SIGNED_RAW], CsrfError> {
     let mut raw = [0u8; SIGNED_RAW];
     let (nonce, tag) = raw.split_at_mut(PART);
     fill_random(nonce).map_err(random_error)?;
@@ -127,7 +143,7 @@ pub(crate) fn sign(key: &[u8], bound: Bound<'_>) -> Result<[u8; SIGNED_RAW], Csr
 /// Whether `raw` carries a MAC by any of `keys` over `bound`. Every key is
 /// tried (no early exit), each comparison in constant time.
 pub(crate) fn verify_signed<'k>(
-    keys: impl IntoIterator<Item = &'k [u8]>,
+    keys: impl IntoIterator<Item = &'k MacKey>,
     bound: Bound<'_>,
     raw: &[u8; SIGNED_RAW],
 ) -> bool {
@@ -143,7 +159,9 @@ pub(crate) fn verify_signed<'k>(
 mod tests {
     use super::*;
 
-    const KEY: &[u8] = &[7; 32];
+    fn key(b: u8) -> MacKey {
+        MacKey::new(&[b; 32]).unwrap()
+    }
 
     #[test]
     fn encoded_lengths() {
@@ -233,32 +251,40 @@ mod tests {
 
     #[test]
     fn signed_tokens_bind_to_key_and_binding() {
-        let raw = sign(KEY, Bound::Session(b"session-a")).unwrap();
-        assert!(verify_signed([KEY], Bound::Session(b"session-a"), &raw));
-        assert!(!verify_signed([KEY], Bound::Session(b"session-b"), &raw));
-        assert!(!verify_signed([KEY], Bound::PreSession(b"session-a"), &raw));
+        let raw = sign(&key(7), Bound::Session(b"session-a")).unwrap();
+        assert!(verify_signed([&key(7)], Bound::Session(b"session-a"), &raw));
         assert!(!verify_signed(
-            [&[8u8; 32][..]],
+            [&key(7)],
+            Bound::Session(b"session-b"),
+            &raw
+        ));
+        assert!(!verify_signed(
+            [&key(7)],
+            Bound::PreSession(b"session-a"),
+            &raw
+        ));
+        assert!(!verify_signed(
+            [&key(8)],
             Bound::Session(b"session-a"),
             &raw
         ));
         // Rotation: an older key still verifies.
         assert!(verify_signed(
-            [&[8u8; 32][..], KEY],
+            [&key(8), &key(7)],
             Bound::Session(b"session-a"),
             &raw
         ));
         let mut altered = raw;
         altered[0] ^= 1;
         assert!(!verify_signed(
-            [KEY],
+            [&key(7)],
             Bound::Session(b"session-a"),
             &altered
         ));
         // Length prefix: ("ab", nonce) never collides with ("a", "b"||nonce).
         assert_ne!(
-            mac(KEY, Bound::Session(b"ab"), &[0; 32]),
-            mac(KEY, Bound::Session(b"a"), &[b'b'; 32])
+            mac(&key(7), Bound::Session(b"ab"), &[0; 32]),
+            mac(&key(7), Bound::Session(b"a"), &[b'b'; 32])
         );
     }
 }
