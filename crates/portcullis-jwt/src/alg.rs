@@ -97,7 +97,9 @@ impl Algorithm {
     pub const fn family(self) -> Family {
         match self {
             Self::HS256 | Self::HS384 | Self::HS512 => Family::Hmac,
-            Self::RS256 | Self::RS384 | Self::RS512 | Self::PS256 | Self::PS384 | Self::PS512 => Family::Rsa,
+            Self::RS256 | Self::RS384 | Self::RS512 | Self::PS256 | Self::PS384 | Self::PS512 => {
+                Family::Rsa
+            }
             Self::ES256 | Self::ES384 => Family::Ec,
             Self::EdDSA => Family::Ed,
         }
@@ -157,7 +159,9 @@ mod tests {
             assert_eq!(Algorithm::parse(a.as_str()), Some(a));
             assert_eq!(Algorithm::parse(&a.as_str().to_lowercase()), None);
         }
-        for bad in ["none", "None", "NONE", "nOnE", "", "HS256 ", "hs256", "ES256K", "RSA-OAEP"] {
+        for bad in [
+            "none", "None", "NONE", "nOnE", "", "HS256 ", "hs256", "ES256K", "RSA-OAEP",
+        ] {
             assert_eq!(Algorithm::parse(bad), None, "{bad}");
         }
     }

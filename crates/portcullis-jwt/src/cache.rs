@@ -24,8 +24,10 @@ struct Entry<T> {
     serve_until: i64,
 }
 
+type Shard<T> = RwLock<HashMap<u64, Entry<T>>>;
+
 pub(crate) struct TokenCache<T> {
-    shards: Box<[RwLock<HashMap<u64, Entry<T>>>]>,
+    shards: Box<[Shard<T>]>,
     per_shard: usize,
     hasher: RandomState,
 }
@@ -50,14 +52,18 @@ impl<T> TokenCache<T> {
 
     pub(crate) fn get(&self, token: &str, now: i64) -> Option<Claims<T>> {
         let (h, shard) = self.locate(token);
-        let map = self.shards[shard].read().unwrap_or_else(PoisonError::into_inner);
+        let map = self.shards[shard]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let e = map.get(&h)?;
         (e.token.as_ref() == token && now <= e.serve_until).then(|| e.claims.clone())
     }
 
     pub(crate) fn insert(&self, token: &str, claims: Claims<T>, serve_until: i64, now: i64) {
         let (h, shard) = self.locate(token);
-        let mut map = self.shards[shard].write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.shards[shard]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if map.len() >= self.per_shard {
             map.retain(|_, e| e.serve_until >= now);
             if map.len() >= self.per_shard {
@@ -67,12 +73,22 @@ impl<T> TokenCache<T> {
                 }
             }
         }
-        map.insert(h, Entry { token: token.into(), claims, serve_until });
+        map.insert(
+            h,
+            Entry {
+                token: token.into(),
+                claims,
+                serve_until,
+            },
+        );
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
     }
 }
 
@@ -91,7 +107,10 @@ mod tests {
         c.insert("h.p.sig", claims(), 100, 0);
         assert!(c.get("h.p.sig", 100).is_some());
         assert!(c.get("h.p.sig", 101).is_none(), "never past exp");
-        assert!(c.get("h.OTHER.sig", 50).is_none(), "same signature, other payload: miss");
+        assert!(
+            c.get("h.OTHER.sig", 50).is_none(),
+            "same signature, other payload: miss"
+        );
     }
 
     #[test]

@@ -65,7 +65,9 @@ fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error
             Ok(Some(v))
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            i64::try_from(v).map(Some).map_err(|_| E::custom("NumericDate out of range"))
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom("NumericDate out of range"))
         }
         #[allow(clippy::cast_possible_truncation)]
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
@@ -88,7 +90,12 @@ fn scopes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Err
             f.write_str("a space-separated string or an array of strings")
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(v.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()))
+            Ok(Some(
+                v.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ))
         }
         fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
@@ -161,13 +168,17 @@ impl RegisteredClaims {
     /// Whether the token grants `scope`.
     #[must_use]
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scope.as_ref().is_some_and(|s| s.iter().any(|x| x == scope))
+        self.scope
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|x| x == scope))
     }
 
     /// Whether the token carries `role`.
     #[must_use]
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles.as_ref().is_some_and(|r| r.iter().any(|x| x == role))
+        self.roles
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|x| x == role))
     }
 }
 
@@ -190,13 +201,17 @@ struct ClaimsInner<T> {
 
 impl<T> Clone for Claims<T> {
     fn clone(&self) -> Self {
-        Self { inner: Arc::clone(&self.inner) }
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
     }
 }
 
 impl<T> Claims<T> {
     pub(crate) fn new(registered: RegisteredClaims, custom: T) -> Self {
-        Self { inner: Arc::new(ClaimsInner { registered, custom }) }
+        Self {
+            inner: Arc::new(ClaimsInner { registered, custom }),
+        }
     }
 
     /// The registered claims.

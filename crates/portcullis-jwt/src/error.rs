@@ -71,11 +71,17 @@ pub struct JwtError {
 
 impl JwtError {
     pub(crate) const fn new(kind: JwtErrorKind) -> Self {
-        Self { kind, required: None }
+        Self {
+            kind,
+            required: None,
+        }
     }
 
     pub(crate) fn insufficient(required: String) -> Self {
-        Self { kind: JwtErrorKind::InsufficientScope, required: Some(required) }
+        Self {
+            kind: JwtErrorKind::InsufficientScope,
+            required: Some(required),
+        }
     }
 
     /// Why.
@@ -119,18 +125,30 @@ impl JwtError {
     /// credentials, 403 `insufficient_scope`, 503 when keys are
     /// unavailable.
     pub fn rejection(&self, realm: Option<&str>, retry_after: std::time::Duration) -> Rejection {
-        let realm = realm.map(|r| format!("realm=\"{r}\", ")).unwrap_or_default();
-        let challenge = |s: String| HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+        let realm = realm
+            .map(|r| format!("realm=\"{r}\", "))
+            .unwrap_or_default();
+        let challenge = |s: String| {
+            HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+        };
         match self.kind {
             JwtErrorKind::Missing => Rejection::unauthenticated("an access token is required")
-                .with_challenge(challenge(format!("Bearer {}", realm.trim_end_matches(", "))).clone()),
-            JwtErrorKind::InvalidRequest => Rejection::bad_request("the request's credentials are malformed")
-                .with_challenge(challenge(format!("Bearer {realm}error=\"invalid_request\""))),
+                .with_challenge(
+                    challenge(format!("Bearer {}", realm.trim_end_matches(", "))).clone(),
+                ),
+            JwtErrorKind::InvalidRequest => {
+                Rejection::bad_request("the request's credentials are malformed").with_challenge(
+                    challenge(format!("Bearer {realm}error=\"invalid_request\"")),
+                )
+            }
             JwtErrorKind::KeysUnavailable => Rejection::unavailable(retry_after),
             JwtErrorKind::InsufficientScope => {
                 let scope = self.required.as_deref().unwrap_or_default();
-                Rejection::forbidden("the access token does not grant this")
-                    .with_challenge(challenge(format!("Bearer {realm}error=\"insufficient_scope\", scope=\"{scope}\"")))
+                Rejection::forbidden("the access token does not grant this").with_challenge(
+                    challenge(format!(
+                        "Bearer {realm}error=\"insufficient_scope\", scope=\"{scope}\""
+                    )),
+                )
             }
             _ => Rejection::unauthenticated("the access token is invalid")
                 .with_challenge(challenge(format!("Bearer {realm}error=\"invalid_token\""))),
@@ -141,7 +159,9 @@ impl JwtError {
 
 impl fmt::Debug for JwtError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtError").field("kind", &self.kind).finish()
+        f.debug_struct("JwtError")
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 

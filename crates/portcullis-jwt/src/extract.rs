@@ -3,7 +3,7 @@
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
-use portcullis_core::{ProblemJson, RenderRejection as _, Rejection};
+use portcullis_core::{ProblemJson, Rejection, RenderRejection as _};
 
 use crate::claims::Claims;
 use crate::issuer::JwtIssuer;
@@ -28,7 +28,9 @@ impl IntoResponse for ClaimsRejection {
         let r = Rejection::unauthenticated("an access token is required")
             .with_challenge(http::HeaderValue::from_static("Bearer"))
             .with_reason("no-claims");
-        ProblemJson.render(&r, false).map(axum_core::body::Body::from)
+        ProblemJson
+            .render(&r, false)
+            .map(axum_core::body::Body::from)
     }
 }
 
@@ -36,7 +38,11 @@ impl<S: Send + Sync, T: Send + Sync + 'static> FromRequestParts<S> for Claims<T>
     type Rejection = ClaimsRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Self>().cloned().ok_or(ClaimsRejection)
+        parts
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .ok_or(ClaimsRejection)
     }
 }
 

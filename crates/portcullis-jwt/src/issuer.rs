@@ -166,7 +166,10 @@ impl JwtIssuerBuilder {
         let set = KeySet::new([self.key.verifying_key().clone()])?;
         Ok(JwtIssuer {
             inner: Arc::new(Inner {
-                keys: Mutex::new(Keys { current: self.key, retired: Vec::new() }),
+                keys: Mutex::new(Keys {
+                    current: self.key,
+                    retired: Vec::new(),
+                }),
                 shared: SharedKeys::new(set),
                 iss: self.iss,
                 aud: self.aud,
@@ -178,7 +181,9 @@ impl JwtIssuerBuilder {
     }
 }
 
-const REGISTERED: [&str; 11] = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "ver", "scope", "roles"];
+const REGISTERED: [&str; 11] = [
+    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "ver", "scope", "roles",
+];
 
 /// A token being minted; see [`JwtIssuer::token`].
 #[must_use]
@@ -192,7 +197,9 @@ pub struct TokenBuilder<'a> {
 
 impl fmt::Debug for TokenBuilder<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenBuilder").field("sub", &self.sub).finish_non_exhaustive()
+        f.debug_struct("TokenBuilder")
+            .field("sub", &self.sub)
+            .finish_non_exhaustive()
     }
 }
 
@@ -206,7 +213,8 @@ impl TokenBuilder<'_> {
 
     /// Sets `scope` (space separated).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.claims.insert("scope".into(), Value::String(scope.into()));
+        self.claims
+            .insert("scope".into(), Value::String(scope.into()));
         self
     }
 
@@ -261,7 +269,9 @@ impl TokenBuilder<'_> {
         let now = i64::try_from(inner.clock.now().secs()).unwrap_or(i64::MAX);
         let lifetime = self.lifetime.unwrap_or(inner.lifetime);
         let exp = now.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
-        let jti = OpaqueToken::generate().map_err(|_| IssueError::Random)?.to_encoded();
+        let jti = OpaqueToken::generate()
+            .map_err(|_| IssueError::Random)?
+            .to_encoded();
         let mut claims = self.claims;
         claims.insert("iss".into(), Value::String(inner.iss.clone()));
         claims.insert("sub".into(), Value::String(self.sub.clone()));
@@ -287,8 +297,14 @@ impl TokenBuilder<'_> {
         let mut header = jsonwebtoken::Header::new(key.alg().to_jsonwebtoken());
         header.typ = Some("at+jwt".into());
         header.kid = key.kid().map(str::to_owned);
-        let token = jsonwebtoken::encode(&header, &claims, key.encoding_key()).map_err(|_| IssueError::Sign)?;
-        Ok(AccessToken { token, jti, expires_at: exp, expires_in: lifetime.as_secs() })
+        let token = jsonwebtoken::encode(&header, &claims, key.encoding_key())
+            .map_err(|_| IssueError::Sign)?;
+        Ok(AccessToken {
+            token,
+            jti,
+            expires_at: exp,
+            expires_in: lifetime.as_secs(),
+        })
     }
 }
 
@@ -307,7 +323,13 @@ impl JwtIssuer {
 
     /// Starts a token for user `sub`.
     pub fn token(&self, sub: impl Into<String>) -> TokenBuilder<'_> {
-        TokenBuilder { issuer: self, sub: sub.into(), claims: Map::new(), error: None, lifetime: None }
+        TokenBuilder {
+            issuer: self,
+            sub: sub.into(),
+            claims: Map::new(),
+            error: None,
+            lifetime: None,
+        }
     }
 
     /// The verifying keys: the signing key and the retired ones whose tokens
@@ -343,12 +365,23 @@ impl JwtIssuer {
             return Err(IssueError::MissingKid);
         }
         let now = i64::try_from(self.inner.clock.now().secs()).unwrap_or(i64::MAX);
-        let until = now.saturating_add(i64::try_from(self.inner.lifetime.as_secs()).unwrap_or(0) + 5);
-        let mut keys = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut retired: Vec<(VerifyingKey, i64)> = keys.retired.iter().filter(|(_, u)| *u >= now).cloned().collect();
+        let until =
+            now.saturating_add(i64::try_from(self.inner.lifetime.as_secs()).unwrap_or(0) + 5);
+        let mut keys = self
+            .inner
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut retired: Vec<(VerifyingKey, i64)> = keys
+            .retired
+            .iter()
+            .filter(|(_, u)| *u >= now)
+            .cloned()
+            .collect();
         retired.push((keys.current.verifying_key().clone(), until));
         let set = KeySet::new(
-            std::iter::once(key.verifying_key().clone()).chain(retired.iter().map(|(k, _)| k.clone())),
+            std::iter::once(key.verifying_key().clone())
+                .chain(retired.iter().map(|(k, _)| k.clone())),
         )?;
         self.inner.shared.replace(set);
         keys.current = key;
@@ -360,10 +393,20 @@ impl JwtIssuer {
     #[must_use]
     pub fn jwks(&self) -> JwkSet {
         let now = i64::try_from(self.inner.clock.now().secs()).unwrap_or(i64::MAX);
-        let keys = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        let live = std::iter::once(keys.current.verifying_key())
-            .chain(keys.retired.iter().filter(|(_, u)| *u >= now).map(|(k, _)| k));
-        JwkSet { keys: live.filter_map(|k| k.public_jwk().cloned()).collect() }
+        let keys = self
+            .inner
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let live = std::iter::once(keys.current.verifying_key()).chain(
+            keys.retired
+                .iter()
+                .filter(|(_, u)| *u >= now)
+                .map(|(k, _)| k),
+        );
+        JwkSet {
+            keys: live.filter_map(|k| k.public_jwk().cloned()).collect(),
+        }
     }
 
     /// The JWKS document as JSON.

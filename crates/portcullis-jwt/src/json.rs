@@ -61,7 +61,7 @@ impl<'de> Visitor<'de> for Unique {
         // Objects in tokens are small: a linear scan beats hashing.
         let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
         while let Some(key) = map.next_key::<KeyStr<'de>>()? {
-            if seen.iter().any(|k| *k == key.0) {
+            if seen.contains(&key.0) {
                 return Err(de::Error::custom("duplicate key"));
             }
             seen.push(key.0);

@@ -41,7 +41,10 @@ pub enum JwksError {
 ///
 /// [`JwksError`] when the document does not parse, holds a symmetric key,
 /// or holds no usable key.
-pub fn key_set_from_json(json: &[u8], default_rsa_alg: Option<Algorithm>) -> Result<KeySet, JwksError> {
+pub fn key_set_from_json(
+    json: &[u8],
+    default_rsa_alg: Option<Algorithm>,
+) -> Result<KeySet, JwksError> {
     let set: JwkSet = serde_json::from_slice(json).map_err(|e| JwksError::Json(e.to_string()))?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
@@ -62,7 +65,10 @@ pub fn key_set_from_json(json: &[u8], default_rsa_alg: Option<Algorithm>) -> Res
 /// # Errors
 ///
 /// As [`key_set_from_json`], plus I/O errors.
-pub fn key_set_from_file(path: impl AsRef<Path>, default_rsa_alg: Option<Algorithm>) -> Result<KeySet, JwksError> {
+pub fn key_set_from_file(
+    path: impl AsRef<Path>,
+    default_rsa_alg: Option<Algorithm>,
+) -> Result<KeySet, JwksError> {
     let bytes = std::fs::read(path)?;
     key_set_from_json(&bytes, default_rsa_alg)
 }
@@ -83,13 +89,18 @@ pub use remote::{FetchedJwks, HttpFetcher, JwksFetcher, RemoteJwks, RemoteJwksBu
 /// ```
 #[must_use]
 pub fn url_allowed(url: &str) -> bool {
-    let Ok(uri) = url.parse::<http::Uri>() else { return false };
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
     let Some(host) = uri.host() else { return false };
     match uri.scheme_str() {
         Some("https") => true,
         Some("http") => {
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
         }
         _ => false,
     }
@@ -106,7 +117,12 @@ pub fn cache_control_max_age(value: &str) -> Option<std::time::Duration> {
         }
         if let Some((k, v)) = d.split_once('=') {
             if k.trim().eq_ignore_ascii_case("max-age") {
-                max_age = v.trim().trim_matches('"').parse::<u64>().ok().map(std::time::Duration::from_secs);
+                max_age = v
+                    .trim()
+                    .trim_matches('"')
+                    .parse::<u64>()
+                    .ok()
+                    .map(std::time::Duration::from_secs);
             }
         }
     }
@@ -165,7 +181,10 @@ mod remote {
 
     impl fmt::Debug for HttpFetcher {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("HttpFetcher").field("timeout", &self.timeout).field("max_body", &self.max_body).finish()
+            f.debug_struct("HttpFetcher")
+                .field("timeout", &self.timeout)
+                .field("max_body", &self.max_body)
+                .finish()
         }
     }
 
@@ -176,18 +195,31 @@ mod remote {
         ///
         /// The TLS configuration cannot be built.
         pub fn new() -> Result<Self, JwksError> {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| JwksError::Fetch(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| JwksError::Fetch(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
             // Plain http is only reachable for loopback URLs (checked before
             // any fetch by `url_allowed`).
-            let connector =
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
-            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-            Ok(Self { client, timeout: Duration::from_secs(5), max_body: 256 * 1024 })
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .build();
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build(connector);
+            Ok(Self {
+                client,
+                timeout: Duration::from_secs(5),
+                max_body: 256 * 1024,
+            })
         }
     }
 
@@ -200,7 +232,11 @@ mod remote {
             }
             let uri: http::Uri = url.parse().map_err(|_| JwksError::InsecureUrl)?;
             let work = async {
-                let resp = self.client.get(uri).await.map_err(|e| JwksError::Fetch(e.to_string()))?;
+                let resp = self
+                    .client
+                    .get(uri)
+                    .await
+                    .map_err(|e| JwksError::Fetch(e.to_string()))?;
                 if !resp.status().is_success() {
                     return Err(JwksError::Fetch(format!("status {}", resp.status())));
                 }
@@ -216,7 +252,9 @@ mod remote {
                     .to_bytes();
                 Ok(FetchedJwks { body, max_age })
             };
-            tokio::time::timeout(self.timeout, work).await.map_err(|_| JwksError::Fetch("timed out".into()))?
+            tokio::time::timeout(self.timeout, work)
+                .await
+                .map_err(|_| JwksError::Fetch("timed out".into()))?
         }
     }
 
@@ -302,7 +340,9 @@ mod remote {
 
     impl fmt::Debug for RemoteJwksBuilder {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("RemoteJwksBuilder").field("url", &self.url).finish_non_exhaustive()
+            f.debug_struct("RemoteJwksBuilder")
+                .field("url", &self.url)
+                .finish_non_exhaustive()
         }
     }
 
@@ -428,15 +468,24 @@ mod remote {
             self.last_attempt_ms.store(self.now_ms(), Ordering::Release);
             self.fetches.fetch_add(1, Ordering::Relaxed);
             let result = match self.fetcher.fetch(&self.url).await {
-                Ok(doc) => key_set_from_json(&doc.body, self.default_rsa_alg).map(|set| (set, doc.max_age)),
+                Ok(doc) => {
+                    key_set_from_json(&doc.body, self.default_rsa_alg).map(|set| (set, doc.max_age))
+                }
                 Err(e) => Err(e),
             };
             let next = match result {
                 Ok((set, max_age)) => {
                     self.keys.store(Some(Arc::new(set)));
-                    self.negative.lock().unwrap_or_else(PoisonError::into_inner).clear();
+                    self.negative
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clear();
                     self.loaded.notify_waiters();
-                    Some(max_age.unwrap_or(self.default_ttl).clamp(self.min_ttl, self.max_ttl))
+                    Some(
+                        max_age
+                            .unwrap_or(self.default_ttl)
+                            .clamp(self.min_ttl, self.max_ttl),
+                    )
                 }
                 Err(_e) => {
                     crate::event!(warn, error = %_e, "JWKS fetch failed; keeping the last good key set");
@@ -448,7 +497,9 @@ mod remote {
         }
 
         fn in_cooldown(&self) -> bool {
-            self.now_ms().saturating_sub(self.last_attempt_ms.load(Ordering::Acquire)) < self.cooldown_ms
+            self.now_ms()
+                .saturating_sub(self.last_attempt_ms.load(Ordering::Acquire))
+                < self.cooldown_ms
         }
 
         fn negatively_cached(&self, kid: &str) -> bool {
@@ -524,12 +575,18 @@ mod remote {
             let inner = &self.inner;
             let Some(set) = inner.keys.load_full() else {
                 // Nothing ever loaded: fetch now unless one just failed.
-                return if inner.in_cooldown() { KeyLookup::Unavailable } else { KeyLookup::Refresh(self.refresh_future()) };
+                return if inner.in_cooldown() {
+                    KeyLookup::Unavailable
+                } else {
+                    KeyLookup::Refresh(self.refresh_future())
+                };
             };
             if let Some(k) = set.find(kid) {
                 return KeyLookup::Found(Arc::clone(k));
             }
-            let Some(kid) = kid else { return KeyLookup::Unknown };
+            let Some(kid) = kid else {
+                return KeyLookup::Unknown;
+            };
             if inner.negatively_cached(kid) {
                 return KeyLookup::Unknown;
             }

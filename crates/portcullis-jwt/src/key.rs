@@ -85,7 +85,10 @@ pub struct VerifyingKey {
 
 impl fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -110,7 +113,9 @@ fn check_public(key: &DecodingKey, alg: Algorithm) -> Result<Jwk, KeyError> {
     let jwk = Jwk::from_decoding_key(key, Some(alg.to_jsonwebtoken())).map_err(parse_err)?;
     match (&jwk.algorithm, alg.family()) {
         (AlgorithmParameters::RSA(p), Family::Rsa) => {
-            let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&p.n).map_err(parse_err)?;
+            let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&p.n)
+                .map_err(parse_err)?;
             let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
             if bits < 2048 {
                 return Err(KeyError::RsaTooSmall);
@@ -120,19 +125,28 @@ fn check_public(key: &DecodingKey, alg: Algorithm) -> Result<Jwk, KeyError> {
             }
             // An even exponent is no RSA key, and with e = 1 every encoded
             // hash is its own signature.
-            let e = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&p.e).map_err(parse_err)?;
+            let e = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&p.e)
+                .map_err(parse_err)?;
             let e: Vec<u8> = e.into_iter().skip_while(|b| *b == 0).collect();
             if e.last().is_none_or(|b| b % 2 == 0) || e == [1] {
-                return Err(KeyError::Parse("the RSA public exponent must be odd and at least 3".into()));
+                return Err(KeyError::Parse(
+                    "the RSA public exponent must be odd and at least 3".into(),
+                ));
             }
         }
         (AlgorithmParameters::EllipticCurve(p), Family::Ec) => {
-            let want = if alg == Algorithm::ES256 { EllipticCurve::P256 } else { EllipticCurve::P384 };
+            let want = if alg == Algorithm::ES256 {
+                EllipticCurve::P256
+            } else {
+                EllipticCurve::P384
+            };
             if p.curve != want {
                 return Err(KeyError::WrongFamily(alg));
             }
         }
-        (AlgorithmParameters::OctetKeyPair(p), Family::Ed) if p.curve == EllipticCurve::Ed25519 => {}
+        (AlgorithmParameters::OctetKeyPair(p), Family::Ed) if p.curve == EllipticCurve::Ed25519 => {
+        }
         _ => return Err(KeyError::WrongFamily(alg)),
     }
     Ok(jwk)
@@ -145,8 +159,8 @@ fn check_public(key: &DecodingKey, alg: Algorithm) -> Result<Jwk, KeyError> {
 /// passes all 38 checks with negligible probability.
 fn has_roca_fingerprint(n: &[u8]) -> bool {
     const PRIMES: [u32; 38] = [
-        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101,
-        103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
+        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89,
+        97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
     ];
     PRIMES.iter().all(|&p| {
         let r = n.iter().fold(0, |acc, &b| (acc * 256 + u32::from(b)) % p);
@@ -196,7 +210,12 @@ impl VerifyingKey {
     pub fn hmac(kid: Option<&str>, alg: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
         crate::ensure_crypto_provider();
         check_secret(alg, secret)?;
-        Ok(Self { kid: kid.map(str::to_owned), alg, key: DecodingKey::from_secret(secret), public_jwk: None })
+        Ok(Self {
+            kid: kid.map(str::to_owned),
+            alg,
+            key: DecodingKey::from_secret(secret),
+            public_jwk: None,
+        })
     }
 
     /// A public key from PEM (`PUBLIC KEY`, or `RSA PUBLIC KEY` for RSA).
@@ -208,7 +227,12 @@ impl VerifyingKey {
         crate::ensure_crypto_provider();
         let key = public_from_pem(alg, pem)?;
         let jwk = check_public(&key, alg)?;
-        Ok(Self { kid: kid.map(str::to_owned), alg, key, public_jwk: Some(with_kid(jwk, kid, alg)) })
+        Ok(Self {
+            kid: kid.map(str::to_owned),
+            alg,
+            key,
+            public_jwk: Some(with_kid(jwk, kid, alg)),
+        })
     }
 
     /// A public key from DER (SubjectPublicKeyInfo).
@@ -229,7 +253,11 @@ impl VerifyingKey {
     /// # Errors
     ///
     /// [`KeyError`] says why the JWK cannot be used.
-    pub fn from_jwk(jwk: &Jwk, default_alg: Option<Algorithm>, allow_symmetric: bool) -> Result<Self, KeyError> {
+    pub fn from_jwk(
+        jwk: &Jwk,
+        default_alg: Option<Algorithm>,
+        allow_symmetric: bool,
+    ) -> Result<Self, KeyError> {
         crate::ensure_crypto_provider();
         if let Some(u) = &jwk.common.public_key_use {
             if *u != PublicKeyUse::Signature {
@@ -237,18 +265,30 @@ impl VerifyingKey {
             }
         }
         if let Some(ops) = &jwk.common.key_operations {
-            if !ops.iter().any(|o| *o == KeyOperations::Verify) {
+            if !ops.contains(&KeyOperations::Verify) {
                 return Err(KeyError::JwkNotForVerification("key_ops lacks verify"));
             }
         }
         let alg = match &jwk.common.key_algorithm {
-            Some(a) => jwk_alg(*a).ok_or(KeyError::JwkNotForVerification("alg is not a signature algorithm"))?,
+            Some(a) => jwk_alg(*a).ok_or(KeyError::JwkNotForVerification(
+                "alg is not a signature algorithm",
+            ))?,
             None => match (&jwk.algorithm, default_alg) {
-                (AlgorithmParameters::EllipticCurve(p), _) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
-                (AlgorithmParameters::EllipticCurve(p), _) if p.curve == EllipticCurve::P384 => Algorithm::ES384,
-                (AlgorithmParameters::OctetKeyPair(p), _) if p.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
+                (AlgorithmParameters::EllipticCurve(p), _) if p.curve == EllipticCurve::P256 => {
+                    Algorithm::ES256
+                }
+                (AlgorithmParameters::EllipticCurve(p), _) if p.curve == EllipticCurve::P384 => {
+                    Algorithm::ES384
+                }
+                (AlgorithmParameters::OctetKeyPair(p), _) if p.curve == EllipticCurve::Ed25519 => {
+                    Algorithm::EdDSA
+                }
                 (_, Some(a)) => a,
-                _ => return Err(KeyError::JwkNotForVerification("no alg, and the key type does not fix one")),
+                _ => {
+                    return Err(KeyError::JwkNotForVerification(
+                        "no alg, and the key type does not fix one",
+                    ));
+                }
             },
         };
         let kid = jwk.common.key_id.as_deref();
@@ -256,7 +296,9 @@ impl VerifyingKey {
             if !allow_symmetric {
                 return Err(KeyError::SymmetricInJwks);
             }
-            let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&p.value).map_err(parse_err)?;
+            let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&p.value)
+                .map_err(parse_err)?;
             return Self::hmac(kid, alg, &secret);
         }
         if alg.family() == Family::Hmac {
@@ -275,7 +317,12 @@ impl VerifyingKey {
         }
         let key = DecodingKey::from_jwk(jwk).map_err(parse_err)?;
         let public = check_public(&key, alg)?;
-        Ok(Self { kid: kid.map(str::to_owned), alg, key, public_jwk: Some(with_kid(public, kid, alg)) })
+        Ok(Self {
+            kid: kid.map(str::to_owned),
+            alg,
+            key,
+            public_jwk: Some(with_kid(public, kid, alg)),
+        })
     }
 
     /// The key id.
@@ -313,7 +360,11 @@ fn check_secret(alg: Algorithm, secret: &[u8]) -> Result<(), KeyError> {
         return Err(KeyError::WrongFamily(alg));
     }
     if secret.len() < alg.min_secret_len() {
-        return Err(KeyError::SecretTooShort { alg, min: alg.min_secret_len(), got: secret.len() });
+        return Err(KeyError::SecretTooShort {
+            alg,
+            min: alg.min_secret_len(),
+            got: secret.len(),
+        });
     }
     Ok(())
 }
@@ -373,8 +424,11 @@ impl fmt::Debug for SigningKey {
 /// Re-encodes an Ed25519 PKCS#8 key (v1 or v2) as v1 PEM.
 fn ed25519_pkcs8_v1(pem: &[u8]) -> Result<Vec<u8>, KeyError> {
     let der = pem_body(pem)?;
-    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(parse_err)?;
-    let v1 = pair.to_pkcs8v1().map_err(|_| KeyError::Parse("Ed25519 key cannot be re-encoded".into()))?;
+    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+        .map_err(parse_err)?;
+    let v1 = pair
+        .to_pkcs8v1()
+        .map_err(|_| KeyError::Parse("Ed25519 key cannot be re-encoded".into()))?;
     Ok(pem_wrap("PRIVATE KEY", v1.as_ref()))
 }
 
@@ -397,7 +451,10 @@ impl SigningKey {
     /// As [`VerifyingKey::hmac`].
     pub fn hmac(kid: Option<&str>, alg: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
         let verifying = VerifyingKey::hmac(kid, alg, secret)?;
-        Ok(Self { encoding: EncodingKey::from_secret(secret), verifying })
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            verifying,
+        })
     }
 
     /// A private key from PKCS#8 PEM, used with `alg`.
@@ -415,12 +472,20 @@ impl SigningKey {
             Family::Hmac => return Err(KeyError::WrongFamily(alg)),
         }
         .map_err(parse_err)?;
-        let jwk = Jwk::from_encoding_key(&encoding, alg.to_jsonwebtoken()).map_err(|_| KeyError::WrongFamily(alg))?;
+        let jwk = Jwk::from_encoding_key(&encoding, alg.to_jsonwebtoken())
+            .map_err(|_| KeyError::WrongFamily(alg))?;
         let decoding = DecodingKey::from_jwk(&jwk).map_err(parse_err)?;
         let public = check_public(&decoding, alg)?;
-        let verifying =
-            VerifyingKey { kid: kid.map(str::to_owned), alg, key: decoding, public_jwk: Some(with_kid(public, kid, alg)) };
-        Ok(Self { encoding, verifying })
+        let verifying = VerifyingKey {
+            kid: kid.map(str::to_owned),
+            alg,
+            key: decoding,
+            public_jwk: Some(with_kid(public, kid, alg)),
+        };
+        Ok(Self {
+            encoding,
+            verifying,
+        })
     }
 
     /// A private key from PKCS#8 PEM, its algorithm chosen by its type:
@@ -432,7 +497,8 @@ impl SigningKey {
     /// The PEM is not a PKCS#8 key of one of those types.
     pub fn from_pkcs8_pem_detect(kid: Option<&str>, pem: &[u8]) -> Result<Self, KeyError> {
         use aws_lc_rs::signature::{
-            ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair,
+            ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+            Ed25519KeyPair, RsaKeyPair,
         };
         let der = pem_body(pem)?;
         let alg = if RsaKeyPair::from_pkcs8(&der).is_ok() {
@@ -444,7 +510,9 @@ impl SigningKey {
         } else if Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).is_ok() {
             Algorithm::EdDSA
         } else {
-            return Err(KeyError::Parse("not a PKCS#8 RSA, P-256, P-384 or Ed25519 private key".into()));
+            return Err(KeyError::Parse(
+                "not a PKCS#8 RSA, P-256, P-384 or Ed25519 private key".into(),
+            ));
         };
         Self::from_pkcs8_pem(kid, alg, pem)
     }
@@ -493,7 +561,8 @@ impl SigningKey {
 pub fn generate_pkcs8_pem(alg: Algorithm) -> Result<Vec<u8>, KeyError> {
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{
-        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+        Ed25519KeyPair,
     };
     let rng = SystemRandom::new();
     let doc = match alg {
@@ -533,11 +602,10 @@ impl KeySet {
         let mut by_kid = HashMap::new();
         for k in &all {
             match &k.kid {
-                Some(kid) => {
-                    if by_kid.insert(kid.clone(), Arc::clone(k)).is_some() {
-                        return Err(KeyError::DuplicateKid(kid.clone()));
-                    }
+                Some(kid) if by_kid.insert(kid.clone(), Arc::clone(k)).is_some() => {
+                    return Err(KeyError::DuplicateKid(kid.clone()));
                 }
+                Some(_) => {}
                 None if all.len() > 1 => return Err(KeyError::MissingKid),
                 None => {}
             }
@@ -550,7 +618,10 @@ impl KeySet {
     #[must_use]
     pub fn find(&self, kid: Option<&str>) -> Option<&Arc<VerifyingKey>> {
         match kid {
-            Some(kid) => self.by_kid.get(kid).or_else(|| self.only.as_ref().filter(|k| k.kid.is_none())),
+            Some(kid) => self
+                .by_kid
+                .get(kid)
+                .or_else(|| self.only.as_ref().filter(|k| k.kid.is_none())),
             None => self.only.as_ref(),
         }
     }
@@ -579,11 +650,19 @@ mod tests {
 
     #[test]
     fn hmac_minimum_lengths() {
-        for (alg, min) in [(Algorithm::HS256, 32), (Algorithm::HS384, 48), (Algorithm::HS512, 64)] {
+        for (alg, min) in [
+            (Algorithm::HS256, 32),
+            (Algorithm::HS384, 48),
+            (Algorithm::HS512, 64),
+        ] {
             assert!(VerifyingKey::hmac(None, alg, &vec![1; min]).is_ok());
             assert_eq!(
                 VerifyingKey::hmac(None, alg, &vec![1; min - 1]).unwrap_err(),
-                KeyError::SecretTooShort { alg, min, got: min - 1 }
+                KeyError::SecretTooShort {
+                    alg,
+                    min,
+                    got: min - 1
+                }
             );
         }
         assert!(VerifyingKey::hmac(None, Algorithm::RS256, &[1; 64]).is_err());
@@ -598,8 +677,14 @@ mod tests {
             assert!(key.verifying_key().public_jwk().is_some());
         }
         let p256 = generate_pkcs8_pem(Algorithm::ES256).unwrap();
-        assert!(SigningKey::from_pkcs8_pem(None, Algorithm::ES384, &p256).is_err(), "curve mismatch");
-        assert!(SigningKey::from_pkcs8_pem(None, Algorithm::RS256, &p256).is_err(), "family mismatch");
+        assert!(
+            SigningKey::from_pkcs8_pem(None, Algorithm::ES384, &p256).is_err(),
+            "curve mismatch"
+        );
+        assert!(
+            SigningKey::from_pkcs8_pem(None, Algorithm::RS256, &p256).is_err(),
+            "family mismatch"
+        );
     }
 
     #[test]
@@ -616,7 +701,10 @@ mod tests {
         jwk.common.key_algorithm = Some(KeyAlgorithm::RSA_OAEP);
         assert!(VerifyingKey::from_jwk(&jwk, None, false).is_err());
         jwk.common.key_algorithm = Some(KeyAlgorithm::ES384);
-        assert_eq!(VerifyingKey::from_jwk(&jwk, None, false).unwrap_err(), KeyError::WrongFamily(Algorithm::ES384));
+        assert_eq!(
+            VerifyingKey::from_jwk(&jwk, None, false).unwrap_err(),
+            KeyError::WrongFamily(Algorithm::ES384)
+        );
     }
 
     #[test]
@@ -625,26 +713,35 @@ mod tests {
         // `alg: ES256`, but `crv: P-384`.
         let key = SigningKey::generate(Some("k"), Algorithm::ES256).unwrap();
         let mut jwk = key.verifying_key().public_jwk().unwrap().clone();
-        let AlgorithmParameters::EllipticCurve(p) = &mut jwk.algorithm else { panic!("an EC JWK") };
+        let AlgorithmParameters::EllipticCurve(p) = &mut jwk.algorithm else {
+            panic!("an EC JWK")
+        };
         p.curve = EllipticCurve::P384;
         let err = VerifyingKey::from_jwk(&jwk, None, false).unwrap_err();
         assert_eq!(err, KeyError::WrongFamily(Algorithm::ES256));
         let ed = SigningKey::generate(Some("e"), Algorithm::EdDSA).unwrap();
         let mut jwk = ed.verifying_key().public_jwk().unwrap().clone();
         assert!(VerifyingKey::from_jwk(&jwk, None, false).is_ok());
-        let AlgorithmParameters::OctetKeyPair(p) = &mut jwk.algorithm else { panic!("an OKP JWK") };
+        let AlgorithmParameters::OctetKeyPair(p) = &mut jwk.algorithm else {
+            panic!("an OKP JWK")
+        };
         p.curve = EllipticCurve::P256;
         let err = VerifyingKey::from_jwk(&jwk, None, false).unwrap_err();
         assert_eq!(err, KeyError::WrongFamily(Algorithm::EdDSA));
     }
 
     fn rsa_jwk(n: &str, e: &str) -> Jwk {
-        serde_json::from_value(serde_json::json!({ "kty": "RSA", "alg": "RS256", "n": n, "e": e })).unwrap()
+        serde_json::from_value(serde_json::json!({ "kty": "RSA", "alg": "RS256", "n": n, "e": e }))
+            .unwrap()
     }
 
     #[test]
     fn roca_moduli_refused() {
-        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap();
+        let b64 = |s: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .unwrap()
+        };
         // The ROCA modulus of Wycheproof json_web_key_test tcId 7.
         let roca = concat!(
             "AanFpofbj7KjD4Lf-N2hVMKR7yewSyXhhbirIMTGpfYEhZ_lnt5UoK98DnKIgArXGTu3MaW_HhFw16HGaTDUHqPrId7fe4r11CqRw09y",
@@ -681,7 +778,13 @@ mod tests {
     fn rsa_exponent_must_be_odd_and_above_one() {
         // Wycheproof json_web_key_test tcId 9 pairs a 2048-bit modulus with
         // e = 1.
-        for (e, ok) in [("AQ", false), ("Ag", false), ("AAE", false), ("Aw", true), ("AQAB", true)] {
+        for (e, ok) in [
+            ("AQ", false),
+            ("Ag", false),
+            ("AAE", false),
+            ("Aw", true),
+            ("AQAB", true),
+        ] {
             let got = VerifyingKey::from_jwk(&rsa_jwk(WYCHEPROOF_RS256_N, e), None, false);
             assert_eq!(got.is_ok(), ok, "e = {e}");
         }
@@ -691,8 +794,14 @@ mod tests {
     fn key_set_rules() {
         let k = |kid: Option<&str>| VerifyingKey::hmac(kid, Algorithm::HS256, &[7; 32]).unwrap();
         assert_eq!(KeySet::new([]).unwrap_err(), KeyError::Empty);
-        assert_eq!(KeySet::new([k(Some("a")), k(None)]).unwrap_err(), KeyError::MissingKid);
-        assert_eq!(KeySet::new([k(Some("a")), k(Some("a"))]).unwrap_err(), KeyError::DuplicateKid("a".into()));
+        assert_eq!(
+            KeySet::new([k(Some("a")), k(None)]).unwrap_err(),
+            KeyError::MissingKid
+        );
+        assert_eq!(
+            KeySet::new([k(Some("a")), k(Some("a"))]).unwrap_err(),
+            KeyError::DuplicateKid("a".into())
+        );
         let one = KeySet::new([k(None)]).unwrap();
         assert!(one.find(None).is_some());
         let one_kid = KeySet::new([k(Some("a"))]).unwrap();

@@ -250,7 +250,10 @@ pub struct JwtLayer<T = NoCustomClaims, R = ProblemJson> {
 
 impl<T, R: Clone> Clone for JwtLayer<T, R> {
     fn clone(&self) -> Self {
-        Self { shared: Arc::clone(&self.shared), renderer: self.renderer.clone() }
+        Self {
+            shared: Arc::clone(&self.shared),
+            renderer: self.renderer.clone(),
+        }
     }
 }
 
@@ -294,7 +297,10 @@ pub(crate) enum Check<T> {
 }
 
 /// Extracts the raw token per `source`.
-pub(crate) fn extract<'a>(source: &TokenSource, headers: &'a HeaderMap) -> Result<Option<&'a str>, JwtError> {
+pub(crate) fn extract<'a>(
+    source: &TokenSource,
+    headers: &'a HeaderMap,
+) -> Result<Option<&'a str>, JwtError> {
     let invalid = || JwtError::new(JwtErrorKind::InvalidRequest);
     let single = |name: &HeaderName| -> Result<Option<&'a str>, JwtError> {
         let mut it = headers.get_all(name).iter();
@@ -306,7 +312,9 @@ pub(crate) fn extract<'a>(source: &TokenSource, headers: &'a HeaderMap) -> Resul
     };
     match source {
         TokenSource::Bearer => {
-            let Some(value) = single(&AUTHORIZATION)? else { return Ok(None) };
+            let Some(value) = single(&AUTHORIZATION)? else {
+                return Ok(None);
+            };
             let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
             if !scheme.eq_ignore_ascii_case("bearer") {
                 // Other schemes are not our credentials.
@@ -329,7 +337,11 @@ fn now_secs(clock: &SharedClock) -> i64 {
 
 impl<T: DeserializeOwned + Send + Sync + 'static> Shared<T> {
     fn revoked(&self, claims: &Claims<T>) -> Result<(), JwtError> {
-        match self.revocation.as_ref().and_then(|v| v.check(claims.registered())) {
+        match self
+            .revocation
+            .as_ref()
+            .and_then(|v| v.check(claims.registered()))
+        {
             Some(_) => Err(JwtError::new(JwtErrorKind::Revoked)),
             None => Ok(()),
         }
@@ -382,7 +394,10 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Shared<T> {
 impl<T: DeserializeOwned + Send + Sync + 'static, R> JwtLayer<T, R> {
     /// Uses `renderer` for refusals.
     pub fn with_rejection<R2: RenderRejection>(self, renderer: R2) -> JwtLayer<T, R2> {
-        JwtLayer { shared: self.shared, renderer }
+        JwtLayer {
+            shared: self.shared,
+            renderer,
+        }
     }
 
     /// Verifies `token` as the layer would (for WebSocket handshakes,
@@ -412,7 +427,11 @@ impl<S, T, R: Clone> Layer<S> for JwtLayer<T, R> {
     type Service = Jwt<S, T, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Jwt { inner, shared: Arc::clone(&self.shared), renderer: self.renderer.clone() }
+        Jwt {
+            inner,
+            shared: Arc::clone(&self.shared),
+            renderer: self.renderer.clone(),
+        }
     }
 }
 
@@ -425,13 +444,19 @@ pub struct Jwt<S, T = NoCustomClaims, R = ProblemJson> {
 
 impl<S: Clone, T, R: Clone> Clone for Jwt<S, T, R> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), shared: Arc::clone(&self.shared), renderer: self.renderer.clone() }
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            renderer: self.renderer.clone(),
+        }
     }
 }
 
 impl<S: fmt::Debug, T, R> fmt::Debug for Jwt<S, T, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Jwt").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("Jwt")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -452,7 +477,8 @@ impl<S, T, R> Jwt<S, T, R> {
     }
 }
 
-type BoxedResponse<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
+type BoxedResponse<B, E> =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
 
 pin_project! {
     /// The response future of [`Jwt`] (and of
@@ -480,11 +506,15 @@ impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
 
 impl<F, B, E> ResponseFuture<F, B, E> {
     pub(crate) const fn inner(fut: F) -> Self {
-        Self { kind: Kind::Inner { fut } }
+        Self {
+            kind: Kind::Inner { fut },
+        }
     }
 
     pub(crate) const fn rejected(resp: Response<ResponseBody<B>>) -> Self {
-        Self { kind: Kind::Rejected { resp: Some(resp) } }
+        Self {
+            kind: Kind::Rejected { resp: Some(resp) },
+        }
     }
 }
 
@@ -496,10 +526,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { fut } => fut.poll(cx).map(|r| r.map(|resp| resp.map(ResponseBody::inner))),
-            KindProj::Rejected { resp } => {
-                Poll::Ready(Ok(resp.take().expect("ResponseFuture polled after completion")))
-            }
+            KindProj::Inner { fut } => fut
+                .poll(cx)
+                .map(|r| r.map(|resp| resp.map(ResponseBody::inner))),
+            KindProj::Rejected { resp } => Poll::Ready(Ok(resp
+                .take()
+                .expect("ResponseFuture polled after completion"))),
             KindProj::Waiting { fut } => fut.as_mut().poll(cx),
         }
     }
@@ -527,7 +559,8 @@ where
         let shared = &self.shared;
         let reject = |e: &JwtError, grpc: bool, renderer: &R| {
             Shared::<T>::log(e);
-            e.rejection(shared.realm.as_deref(), shared.retry_after).into_response(renderer, grpc)
+            e.rejection(shared.realm.as_deref(), shared.retry_after)
+                .into_response(renderer, grpc)
         };
         match shared.check(req.headers()) {
             Check::Pass(claims) => {
@@ -536,7 +569,9 @@ where
                 }
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Check::Reject(e) => ResponseFuture::rejected(reject(&e, is_grpc(req.headers()), &self.renderer)),
+            Check::Reject(e) => {
+                ResponseFuture::rejected(reject(&e, is_grpc(req.headers()), &self.renderer))
+            }
             Check::Wait(refresh, token) => {
                 // The ready service moves into the future and a fresh clone
                 // takes its place; see tower's "Be careful when cloning
@@ -557,15 +592,19 @@ where
                         }
                         Check::Reject(e) => {
                             Shared::<T>::log(&e);
-                            Ok(e.rejection(shared.realm.as_deref(), shared.retry_after).into_response(&renderer, grpc))
+                            Ok(e.rejection(shared.realm.as_deref(), shared.retry_after)
+                                .into_response(&renderer, grpc))
                         }
                         Check::Wait(..) => {
                             let e = JwtError::new(JwtErrorKind::UnknownKey);
-                            Ok(e.rejection(shared.realm.as_deref(), shared.retry_after).into_response(&renderer, grpc))
+                            Ok(e.rejection(shared.realm.as_deref(), shared.retry_after)
+                                .into_response(&renderer, grpc))
                         }
                     }
                 };
-                ResponseFuture { kind: Kind::Waiting { fut: Box::pin(fut) } }
+                ResponseFuture {
+                    kind: Kind::Waiting { fut: Box::pin(fut) },
+                }
             }
         }
     }

@@ -76,12 +76,16 @@ pub use claims::{Audience, Claims, NoCustomClaims, RegisteredClaims};
 pub use error::{JwtError, JwtErrorKind};
 #[cfg(feature = "axum")]
 pub use extract::{ClaimsRejection, JwksResponse, OptionalClaims};
-pub use issuer::{AccessToken, DEFAULT_ACCESS_LIFETIME, IssueError, JwtIssuer, JwtIssuerBuilder, TokenBuilder};
+pub use issuer::{
+    AccessToken, DEFAULT_ACCESS_LIFETIME, IssueError, JwtIssuer, JwtIssuerBuilder, TokenBuilder,
+};
 pub use key::{KeyError, KeySet, SigningKey, VerifyingKey, generate_pkcs8_pem};
 pub use layer::{Jwt, JwtConfigError, JwtLayer, JwtLayerBuilder, ResponseFuture, TokenSource};
 pub use require::{RequireClaims, RequireClaimsService};
 pub use source::{KeyLookup, KeySource, RefreshFuture, SharedKeys};
-pub use verify::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, REQUIRABLE_CLAIMS, Validation, verify_jws};
+pub use verify::{
+    DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, REQUIRABLE_CLAIMS, Validation, verify_jws,
+};
 
 /// Re-exported for JWK input ([`VerifyingKey::from_jwk`]).
 pub use jsonwebtoken::jwk;
@@ -93,7 +97,9 @@ pub use jsonwebtoken::jwk;
 pub fn ensure_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
+        let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
+            &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER,
+        );
     });
 }
 

@@ -41,13 +41,18 @@ pub struct RequireClaims<T = NoCustomClaims> {
 
 impl<T> Clone for RequireClaims<T> {
     fn clone(&self) -> Self {
-        Self { needs: Arc::clone(&self.needs), _claims: PhantomData }
+        Self {
+            needs: Arc::clone(&self.needs),
+            _claims: PhantomData,
+        }
     }
 }
 
 impl<T> fmt::Debug for RequireClaims<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequireClaims").field("needs", &self.needs).finish()
+        f.debug_struct("RequireClaims")
+            .field("needs", &self.needs)
+            .finish()
     }
 }
 
@@ -55,13 +60,19 @@ impl RequireClaims {
     /// Requires the scope `scope`.
     #[must_use]
     pub fn scope(scope: impl Into<String>) -> Self {
-        Self { needs: Arc::new(vec![Need::Scope(scope.into())]), _claims: PhantomData }
+        Self {
+            needs: Arc::new(vec![Need::Scope(scope.into())]),
+            _claims: PhantomData,
+        }
     }
 
     /// Requires the role `role`.
     #[must_use]
     pub fn role(role: impl Into<String>) -> Self {
-        Self { needs: Arc::new(vec![Need::Role(role.into())]), _claims: PhantomData }
+        Self {
+            needs: Arc::new(vec![Need::Role(role.into())]),
+            _claims: PhantomData,
+        }
     }
 }
 
@@ -71,7 +82,10 @@ impl<T> RequireClaims<T> {
     pub fn and_scope(self, scope: impl Into<String>) -> Self {
         let mut needs = (*self.needs).clone();
         needs.push(Need::Scope(scope.into()));
-        Self { needs: Arc::new(needs), _claims: PhantomData }
+        Self {
+            needs: Arc::new(needs),
+            _claims: PhantomData,
+        }
     }
 
     /// Also requires the role `role`.
@@ -79,21 +93,33 @@ impl<T> RequireClaims<T> {
     pub fn and_role(self, role: impl Into<String>) -> Self {
         let mut needs = (*self.needs).clone();
         needs.push(Need::Role(role.into()));
-        Self { needs: Arc::new(needs), _claims: PhantomData }
+        Self {
+            needs: Arc::new(needs),
+            _claims: PhantomData,
+        }
     }
 
     /// For layers that decode application claims as `U`.
     #[must_use]
     pub fn for_claims<U>(self) -> RequireClaims<U> {
-        RequireClaims { needs: self.needs, _claims: PhantomData }
+        RequireClaims {
+            needs: self.needs,
+            _claims: PhantomData,
+        }
     }
 
     fn decide(&self, claims: Option<&Claims<T>>) -> Result<(), JwtError> {
-        let Some(claims) = claims else { return Err(JwtError::new(JwtErrorKind::Missing)) };
+        let Some(claims) = claims else {
+            return Err(JwtError::new(JwtErrorKind::Missing));
+        };
         for need in self.needs.iter() {
             match need {
-                Need::Scope(s) if !claims.has_scope(s) => return Err(JwtError::insufficient(s.clone())),
-                Need::Role(r) if !claims.has_role(r) => return Err(JwtError::insufficient(r.clone())),
+                Need::Scope(s) if !claims.has_scope(s) => {
+                    return Err(JwtError::insufficient(s.clone()));
+                }
+                Need::Role(r) if !claims.has_role(r) => {
+                    return Err(JwtError::insufficient(r.clone()));
+                }
                 _ => {}
             }
         }
@@ -104,7 +130,10 @@ impl<T> RequireClaims<T> {
 impl<S, T> Layer<S> for RequireClaims<T> {
     type Service = RequireClaimsService<S, T>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequireClaimsService { inner, require: self.clone() }
+        RequireClaimsService {
+            inner,
+            require: self.clone(),
+        }
     }
 }
 
@@ -116,13 +145,19 @@ pub struct RequireClaimsService<S, T = NoCustomClaims> {
 
 impl<S: Clone, T> Clone for RequireClaimsService<S, T> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), require: self.require.clone() }
+        Self {
+            inner: self.inner.clone(),
+            require: self.require.clone(),
+        }
     }
 }
 
 impl<S: fmt::Debug, T> fmt::Debug for RequireClaimsService<S, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequireClaimsService").field("inner", &self.inner).field("require", &self.require).finish()
+        f.debug_struct("RequireClaimsService")
+            .field("inner", &self.inner)
+            .field("require", &self.require)
+            .finish()
     }
 }
 

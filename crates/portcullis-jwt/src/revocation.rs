@@ -81,14 +81,21 @@ struct Table<V> {
 
 impl<V: Copy> Table<V> {
     fn new() -> Self {
-        Self { map: RwLock::new(HashMap::new()), len: AtomicUsize::new(0) }
+        Self {
+            map: RwLock::new(HashMap::new()),
+            len: AtomicUsize::new(0),
+        }
     }
 
     fn get(&self, key: &str) -> Option<V> {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
-        self.map.read().unwrap_or_else(PoisonError::into_inner).get(key).copied()
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .copied()
     }
 
     fn update(&self, f: impl FnOnce(&mut HashMap<String, V>)) {
@@ -209,7 +216,11 @@ impl RevocationView {
     /// Number of entries (tokens, sessions, users).
     #[must_use]
     pub fn len(&self) -> (usize, usize, usize) {
-        (self.inner.tokens.len(), self.inner.sessions.len(), self.inner.users.len())
+        (
+            self.inner.tokens.len(),
+            self.inner.sessions.len(),
+            self.inner.users.len(),
+        )
     }
 
     /// Whether the view holds no entry.
@@ -265,25 +276,36 @@ impl MemoryRevocationStore {
     /// A store whose entries expire by `clock`.
     #[must_use]
     pub fn with_clock(clock: SharedClock) -> Self {
-        Self { view: RevocationView::new(clock) }
+        Self {
+            view: RevocationView::new(clock),
+        }
     }
 }
 
 #[async_trait]
 impl RevocationStore for MemoryRevocationStore {
     async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
-        self.view.apply(&RevocationEvent::Token { jti: jti.to_owned(), expires_at });
+        self.view.apply(&RevocationEvent::Token {
+            jti: jti.to_owned(),
+            expires_at,
+        });
         Ok(())
     }
 
     async fn revoke_session(&self, sid: &str, expires_at: i64) -> Result<(), StoreError> {
-        self.view.apply(&RevocationEvent::Session { sid: sid.to_owned(), expires_at });
+        self.view.apply(&RevocationEvent::Session {
+            sid: sid.to_owned(),
+            expires_at,
+        });
         Ok(())
     }
 
     async fn revoke_user(&self, user: &str) -> Result<u64, StoreError> {
         let version = self.view.user_version(user) + 1;
-        self.view.apply(&RevocationEvent::User { user: user.to_owned(), version });
+        self.view.apply(&RevocationEvent::User {
+            user: user.to_owned(),
+            version,
+        });
         Ok(version)
     }
 
@@ -319,11 +341,24 @@ mod tests {
         assert_eq!(view.check(&c), Some("token-revoked"));
         assert_eq!(view.check(&claims("j2", "s1", "alice", None)), None);
         store.revoke_session("s1", 1100).await.unwrap();
-        assert_eq!(view.check(&claims("j2", "s1", "alice", None)), Some("session-revoked"));
+        assert_eq!(
+            view.check(&claims("j2", "s1", "alice", None)),
+            Some("session-revoked")
+        );
         assert_eq!(store.revoke_user("bob").await.unwrap(), 1);
-        assert_eq!(view.check(&claims("j3", "s3", "bob", None)), Some("user-revoked"));
-        assert_eq!(view.check(&claims("j3", "s3", "bob", Some(0))), Some("user-revoked"));
-        assert_eq!(view.check(&claims("j3", "s3", "bob", Some(1))), None, "tokens minted after are fine");
+        assert_eq!(
+            view.check(&claims("j3", "s3", "bob", None)),
+            Some("user-revoked")
+        );
+        assert_eq!(
+            view.check(&claims("j3", "s3", "bob", Some(0))),
+            Some("user-revoked")
+        );
+        assert_eq!(
+            view.check(&claims("j3", "s3", "bob", Some(1))),
+            None,
+            "tokens minted after are fine"
+        );
         // Entries are forgotten once their tokens would have expired anyway.
         clock.advance(Duration::from_secs(200));
         store.revoke_token("other", 2000).await.unwrap();
@@ -334,8 +369,14 @@ mod tests {
     #[test]
     fn versions_only_move_forward() {
         let view = RevocationView::default();
-        view.apply(&RevocationEvent::User { user: "a".into(), version: 3 });
-        view.apply(&RevocationEvent::User { user: "a".into(), version: 2 });
+        view.apply(&RevocationEvent::User {
+            user: "a".into(),
+            version: 3,
+        });
+        view.apply(&RevocationEvent::User {
+            user: "a".into(),
+            version: 2,
+        });
         assert_eq!(view.user_version("a"), 3);
     }
 }

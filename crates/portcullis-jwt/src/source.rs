@@ -56,7 +56,8 @@ pub trait KeySource: Send + Sync + fmt::Debug + 'static {
 
 impl KeySource for KeySet {
     fn lookup(&self, kid: Option<&str>) -> KeyLookup {
-        self.find(kid).map_or(KeyLookup::Unknown, |k| KeyLookup::Found(Arc::clone(k)))
+        self.find(kid)
+            .map_or(KeyLookup::Unknown, |k| KeyLookup::Found(Arc::clone(k)))
     }
 }
 
@@ -69,7 +70,9 @@ pub struct SharedKeys {
 
 impl fmt::Debug for SharedKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedKeys").field("keys", &self.inner.load().len()).finish()
+        f.debug_struct("SharedKeys")
+            .field("keys", &self.inner.load().len())
+            .finish()
     }
 }
 
@@ -77,7 +80,9 @@ impl SharedKeys {
     /// Starts with `keys`.
     #[must_use]
     pub fn new(keys: KeySet) -> Self {
-        Self { inner: Arc::new(ArcSwap::from_pointee(keys)) }
+        Self {
+            inner: Arc::new(ArcSwap::from_pointee(keys)),
+        }
     }
 
     /// Replaces the set; lookups already under way finish with the old one.

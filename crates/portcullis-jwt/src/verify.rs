@@ -142,7 +142,11 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Segments<'_>, JwtErro
     if n != 2 {
         return Err(err(JwtErrorKind::Malformed));
     }
-    let (h, p, s) = (&token[..dots[0]], &token[dots[0] + 1..dots[1]], &token[dots[1] + 1..]);
+    let (h, p, s) = (
+        &token[..dots[0]],
+        &token[dots[0] + 1..dots[1]],
+        &token[dots[1] + 1..],
+    );
     if h.is_empty() || p.is_empty() || s.is_empty() {
         return Err(err(JwtErrorKind::Malformed));
     }
@@ -150,13 +154,20 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Segments<'_>, JwtErro
     if [h, p, s].iter().any(|x| x.len() % 4 == 1) {
         return Err(err(JwtErrorKind::Malformed));
     }
-    Ok(Segments { header: h, payload: p, signature: s, signed: &token[..dots[1]] })
+    Ok(Segments {
+        header: h,
+        payload: p,
+        signature: s,
+        signed: &token[..dots[1]],
+    })
 }
 
 /// Strict base64url: the engine refuses padding and non-canonical trailing
 /// bits.
 pub(crate) fn b64(segment: &str) -> Result<Vec<u8>, JwtError> {
-    URL_SAFE_NO_PAD.decode(segment).map_err(|_| err(JwtErrorKind::Malformed))
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| err(JwtErrorKind::Malformed))
 }
 
 #[derive(Deserialize)]
@@ -187,7 +198,9 @@ fn typ_matches(got: &str, allowed: &[String]) -> bool {
     let norm = |s: &str| {
         let s = s.trim();
         match (s.get(..12), s.get(12..)) {
-            (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("application/") => rest.to_ascii_lowercase(),
+            (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("application/") => {
+                rest.to_ascii_lowercase()
+            }
             _ => s.to_ascii_lowercase(),
         }
     };
@@ -201,7 +214,10 @@ pub(crate) fn parse_header(seg: &Segments<'_>, v: &Validation) -> Result<Header,
 
 /// Parses the protected header; `typ` is checked when `allowed` is given
 /// (access tokens), and optional otherwise (plain JWS).
-pub(crate) fn parse_header_typ(seg: &Segments<'_>, allowed: Option<&[String]>) -> Result<Header, JwtError> {
+pub(crate) fn parse_header_typ(
+    seg: &Segments<'_>,
+    allowed: Option<&[String]>,
+) -> Result<Header, JwtError> {
     let raw = b64(seg.header)?;
     check_object(&raw).map_err(|()| err(JwtErrorKind::BadJson))?;
     let h: RawHeader<'_> = serde_json::from_slice(&raw).map_err(|_| err(JwtErrorKind::BadJson))?;
@@ -209,7 +225,10 @@ pub(crate) fn parse_header_typ(seg: &Segments<'_>, allowed: Option<&[String]>) -
     if h.crit.is_some() || h.b64.is_some() {
         return Err(err(JwtErrorKind::UnsupportedHeader));
     }
-    if h.cty.as_deref().is_some_and(|c| typ_matches(c, &["JWT".to_owned()])) {
+    if h.cty
+        .as_deref()
+        .is_some_and(|c| typ_matches(c, &["JWT".to_owned()]))
+    {
         return Err(err(JwtErrorKind::UnsupportedHeader));
     }
     if let Some(allowed) = allowed {
@@ -221,12 +240,19 @@ pub(crate) fn parse_header_typ(seg: &Segments<'_>, allowed: Option<&[String]>) -
     if h.kid.as_ref().is_some_and(|k| k.len() > MAX_KID_LEN) {
         return Err(err(JwtErrorKind::UnknownKey));
     }
-    Ok(Header { alg, kid: h.kid.map(Cow::into_owned) })
+    Ok(Header {
+        alg,
+        kid: h.kid.map(Cow::into_owned),
+    })
 }
 
 /// Signature check with the key the source gave; the token's `alg` must
 /// equal the key's pinned algorithm.
-pub(crate) fn check_signature(seg: &Segments<'_>, header: &Header, key: &VerifyingKey) -> Result<(), JwtError> {
+pub(crate) fn check_signature(
+    seg: &Segments<'_>,
+    header: &Header,
+    key: &VerifyingKey,
+) -> Result<(), JwtError> {
     if key.alg() != header.alg {
         return Err(err(JwtErrorKind::AlgMismatch));
     }
@@ -251,25 +277,45 @@ pub(crate) fn check_claims<T: DeserializeOwned>(
 ) -> Result<(Claims<T>, i64), JwtError> {
     let raw = b64(seg.payload)?;
     check_object(&raw).map_err(|()| err(JwtErrorKind::BadJson))?;
-    let reg: RegisteredClaims = serde_json::from_slice(&raw).map_err(|_| err(JwtErrorKind::BadJson))?;
+    let reg: RegisteredClaims =
+        serde_json::from_slice(&raw).map_err(|_| err(JwtErrorKind::BadJson))?;
     let exp = reg.exp.ok_or_else(|| err(JwtErrorKind::MissingExp))?;
     if now > exp.saturating_add(v.leeway) {
         return Err(err(JwtErrorKind::Expired));
     }
-    if reg.nbf.is_some_and(|nbf| nbf > now.saturating_add(v.leeway)) {
+    if reg
+        .nbf
+        .is_some_and(|nbf| nbf > now.saturating_add(v.leeway))
+    {
         return Err(err(JwtErrorKind::NotYetValid));
     }
-    if reg.iat.is_some_and(|iat| iat > now.saturating_add(v.leeway)) {
+    if reg
+        .iat
+        .is_some_and(|iat| iat > now.saturating_add(v.leeway))
+    {
         return Err(err(JwtErrorKind::IssuedInFuture));
     }
-    if v.has_issuer() && !reg.iss.as_ref().is_some_and(|i| v.issuers.iter().any(|t| t == i)) {
+    if v.has_issuer()
+        && !reg
+            .iss
+            .as_ref()
+            .is_some_and(|i| v.issuers.iter().any(|t| t == i))
+    {
         return Err(err(JwtErrorKind::BadIssuer));
     }
-    if v.has_audience() && !reg.aud.as_ref().is_some_and(|a| v.audiences.iter().any(|t| a.contains(t))) {
+    if v.has_audience()
+        && !reg
+            .aud
+            .as_ref()
+            .is_some_and(|a| v.audiences.iter().any(|t| a.contains(t)))
+    {
         return Err(err(JwtErrorKind::BadAudience));
     }
     let not_access = reg.has_nonce
-        || reg.token_use.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case("access"))
+        || reg
+            .token_use
+            .as_deref()
+            .is_some_and(|u| !u.eq_ignore_ascii_case("access"))
         || reg
             .payload_typ
             .as_deref()
@@ -348,7 +394,11 @@ pub(crate) fn verify<T: DeserializeOwned>(
 /// # Errors
 ///
 /// [`JwtError`] says which rule the token broke.
-pub fn verify_jws(token: &str, keys: &dyn crate::source::KeySource, max_len: usize) -> Result<Vec<u8>, JwtError> {
+pub fn verify_jws(
+    token: &str,
+    keys: &dyn crate::source::KeySource,
+    max_len: usize,
+) -> Result<Vec<u8>, JwtError> {
     let seg = split(token, max_len)?;
     let header = parse_header_typ(&seg, None)?;
     let key = match keys.lookup(header.kid.as_deref()) {
@@ -382,7 +432,10 @@ mod tests {
         for (t, want) in cases {
             assert_eq!(split(t, 100).err().map(|e| e.kind()), *want, "{t:?}");
         }
-        assert_eq!(split(&"a".repeat(101), 100).err().map(|e| e.kind()), Some(JwtErrorKind::TooLarge));
+        assert_eq!(
+            split(&"a".repeat(101), 100).err().map(|e| e.kind()),
+            Some(JwtErrorKind::TooLarge)
+        );
     }
 
     #[test]
@@ -401,7 +454,10 @@ mod tests {
         assert!(!typ_matches("JWT", &allowed));
         assert!(!typ_matches("refresh+jwt", &allowed));
         assert!(!typ_matches("", &allowed));
-        assert!(!typ_matches("applicatioé/at+jwt", &allowed), "multibyte input near the prefix");
+        assert!(
+            !typ_matches("applicatioé/at+jwt", &allowed),
+            "multibyte input near the prefix"
+        );
     }
 
     proptest! {

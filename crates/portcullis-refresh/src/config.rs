@@ -106,7 +106,10 @@ impl Default for RefreshConfig {
         Self {
             prefix: "/auth".into(),
             transport: RefreshTransport::Cookie,
-            cookie: CookieConfig::new("refresh").prefix(CookiePrefix::Secure).same_site(SameSite::Strict).path("/auth"),
+            cookie: CookieConfig::new("refresh")
+                .prefix(CookiePrefix::Secure)
+                .same_site(SameSite::Strict)
+                .path("/auth"),
             idle: Duration::from_secs(7 * 24 * 3600),
             absolute: Duration::from_secs(30 * 24 * 3600),
             grace: Duration::from_secs(10),
@@ -176,7 +179,10 @@ impl RefreshConfig {
     }
 
     /// Calls `hook` on every security event (also logged with `tracing`).
-    pub fn on_security_event(mut self, hook: impl Fn(&SecurityEvent) + Send + Sync + 'static) -> Self {
+    pub fn on_security_event(
+        mut self,
+        hook: impl Fn(&SecurityEvent) + Send + Sync + 'static,
+    ) -> Self {
         self.on_event = Some(Arc::new(hook));
         self
     }
@@ -211,7 +217,10 @@ impl RefreshConfig {
         if !self.prefix.starts_with('/') || self.prefix.ends_with('/') {
             return Err(RefreshConfigError::Prefix);
         }
-        if self.idle.is_zero() || self.absolute.is_zero() || self.idle > self.absolute || self.grace > Duration::from_secs(60)
+        if self.idle.is_zero()
+            || self.absolute.is_zero()
+            || self.idle > self.absolute
+            || self.grace > Duration::from_secs(60)
         {
             return Err(RefreshConfigError::Lifetimes);
         }

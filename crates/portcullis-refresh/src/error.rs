@@ -43,15 +43,27 @@ pub struct RefreshError {
 
 impl RefreshError {
     pub(crate) const fn new(kind: RefreshErrorKind, reason: &'static str) -> Self {
-        Self { kind, reason, source: None }
+        Self {
+            kind,
+            reason,
+            source: None,
+        }
     }
 
     pub(crate) fn store(e: StoreError) -> Self {
-        Self { kind: RefreshErrorKind::Unavailable, reason: "store-unavailable", source: Some(Box::new(e)) }
+        Self {
+            kind: RefreshErrorKind::Unavailable,
+            reason: "store-unavailable",
+            source: Some(Box::new(e)),
+        }
     }
 
     pub(crate) fn internal(reason: &'static str, e: impl Into<BoxError>) -> Self {
-        Self { kind: RefreshErrorKind::Internal, reason, source: Some(e.into()) }
+        Self {
+            kind: RefreshErrorKind::Internal,
+            reason,
+            source: Some(e.into()),
+        }
     }
 
     /// What went wrong.
@@ -69,14 +81,26 @@ impl RefreshError {
     /// The refusal (without cookie handling, which the layer adds).
     pub fn rejection(&self, retry_after: Duration) -> Rejection {
         let r = match self.kind {
-            RefreshErrorKind::InvalidGrant => Rejection::unauthenticated("the refresh token is invalid"),
-            RefreshErrorKind::Unauthenticated => Rejection::unauthenticated("an access token is required")
-                .with_challenge(http::HeaderValue::from_static("Bearer")),
+            RefreshErrorKind::InvalidGrant => {
+                Rejection::unauthenticated("the refresh token is invalid")
+            }
+            RefreshErrorKind::Unauthenticated => {
+                Rejection::unauthenticated("an access token is required")
+                    .with_challenge(http::HeaderValue::from_static("Bearer"))
+            }
             RefreshErrorKind::Unavailable => Rejection::unavailable(retry_after),
-            RefreshErrorKind::BadRequest => Rejection::bad_request("the refresh request is malformed"),
-            RefreshErrorKind::TooLarge => Rejection::payload_too_large("the refresh request is too large"),
-            RefreshErrorKind::CrossSite => Rejection::forbidden("cross-site refresh requests are refused"),
-            RefreshErrorKind::NotFound => Rejection::new(portcullis_core::RejectionKind::NotFound, "no such device"),
+            RefreshErrorKind::BadRequest => {
+                Rejection::bad_request("the refresh request is malformed")
+            }
+            RefreshErrorKind::TooLarge => {
+                Rejection::payload_too_large("the refresh request is too large")
+            }
+            RefreshErrorKind::CrossSite => {
+                Rejection::forbidden("cross-site refresh requests are refused")
+            }
+            RefreshErrorKind::NotFound => {
+                Rejection::new(portcullis_core::RejectionKind::NotFound, "no such device")
+            }
             RefreshErrorKind::Conflict => Rejection::unavailable(retry_after),
             RefreshErrorKind::Internal => Rejection::internal("the token could not be issued"),
         };
@@ -102,6 +126,8 @@ impl fmt::Display for RefreshError {
 
 impl std::error::Error for RefreshError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }

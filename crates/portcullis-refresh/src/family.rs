@@ -89,7 +89,11 @@ impl Family {
         }
         if let Some(prev) = &self.previous {
             if eq(&prev.digest) {
-                return if now.saturating_since(prev.at) <= grace { Presented::InGrace } else { Presented::Reused };
+                return if now.saturating_since(prev.at) <= grace {
+                    Presented::InGrace
+                } else {
+                    Presented::Reused
+                };
             }
         }
         if self.history.iter().any(eq) {
@@ -101,7 +105,14 @@ impl Family {
     /// Rotates in place: the current token becomes the previous one,
     /// `successor` becomes current, the idle deadline slides (never past the
     /// absolute one).
-    pub fn rotate(&mut self, successor: TokenDigest, now: Timestamp, idle: Duration, history_limit: usize, device: &DeviceInfo) {
+    pub fn rotate(
+        &mut self,
+        successor: TokenDigest,
+        now: Timestamp,
+        idle: Duration,
+        history_limit: usize,
+        device: &DeviceInfo,
+    ) {
         if let Some(prev) = self.previous.take() {
             self.history.push(prev.digest);
             if self.history.len() > history_limit {
@@ -109,7 +120,10 @@ impl Family {
                 self.history.drain(..excess);
             }
         }
-        self.previous = Some(Rotated { digest: self.current, at: now });
+        self.previous = Some(Rotated {
+            digest: self.current,
+            at: now,
+        });
         self.current = successor;
         self.last_used_at = now;
         self.idle_deadline = (now + idle).min(self.absolute_deadline);
@@ -198,7 +212,9 @@ mod digest_hex_vec {
         s.collect_seq(d.iter().map(TokenDigest::to_hex))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TokenDigest>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<TokenDigest>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
             .map(|s| TokenDigest::from_hex(s).map_err(serde::de::Error::custom))

@@ -52,9 +52,13 @@ impl CsrfProbe {
     pub(crate) fn new(trusted: &[String]) -> Result<Self, RefreshConfigError> {
         let mut layer = tower_http::csrf::CsrfLayer::new();
         for origin in trusted {
-            layer = layer.add_trusted_origin(origin).map_err(|e| RefreshConfigError::Origin(e.to_string()))?;
+            layer = layer
+                .add_trusted_origin(origin)
+                .map_err(|e| RefreshConfigError::Origin(e.to_string()))?;
         }
-        Ok(Self { svc: layer.layer(Probe) })
+        Ok(Self {
+            svc: layer.layer(Probe),
+        })
     }
 
     /// Whether tower-http refuses the request as cross-origin.
@@ -65,7 +69,10 @@ impl CsrfProbe {
         *req.headers_mut() = parts.headers.clone();
         let mut svc = self.svc.clone();
         match svc.call(req).await {
-            Ok(resp) => resp.extensions().get::<tower_http::csrf::ProtectionError>().is_some(),
+            Ok(resp) => resp
+                .extensions()
+                .get::<tower_http::csrf::ProtectionError>()
+                .is_some(),
             Err(never) => match never {},
         }
     }
@@ -98,14 +105,19 @@ pub struct RefreshLayer {
 
 impl fmt::Debug for RefreshLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefreshLayer").field("refresher", &self.refresher).finish()
+        f.debug_struct("RefreshLayer")
+            .field("refresher", &self.refresher)
+            .finish()
     }
 }
 
 impl<S> Layer<S> for RefreshLayer {
     type Service = RefreshService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RefreshService { inner, refresher: self.refresher.clone() }
+        RefreshService {
+            inner,
+            refresher: self.refresher.clone(),
+        }
     }
 }
 
@@ -118,7 +130,9 @@ pub struct RefreshService<S> {
 
 impl<S: fmt::Debug> fmt::Debug for RefreshService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefreshService").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("RefreshService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,7 +163,11 @@ fn route<'a>(prefix: &str, method: &Method, path: &'a str) -> Option<(Endpoint, 
         Endpoint::Device => method == Method::DELETE,
         _ => method == Method::POST,
     };
-    Some(if allowed { (ep, id) } else { (Endpoint::WrongMethod, id) })
+    Some(if allowed {
+        (ep, id)
+    } else {
+        (Endpoint::WrongMethod, id)
+    })
 }
 
 /// How the refresh token came, and so how the answer carries the new one.
@@ -164,15 +182,18 @@ type Reply = Response<Full<Bytes>>;
 fn json_reply(status: StatusCode, body: &Value) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
 fn empty_reply(status: StatusCode) -> Reply {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = status;
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -183,18 +204,31 @@ impl Refresher {
                 .get(USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(|s| s.chars().take(256).collect()),
-            ip: self.inner.config.client_ip.and_then(|f| f(ext, parts_headers)).map(|ip| ip.to_string()),
+            ip: self
+                .inner
+                .config
+                .client_ip
+                .and_then(|f| f(ext, parts_headers))
+                .map(|ip| ip.to_string()),
         }
     }
 
     fn set_cookie(&self, reply: &mut Reply, pair: &TokenPair) {
-        let remaining = pair.refresh_expires_at.saturating_since(self.inner.clock.now());
-        let cookie = self.inner.config.cookie.set_cookie(&pair.refresh.to_encoded(), Some(remaining));
+        let remaining = pair
+            .refresh_expires_at
+            .saturating_since(self.inner.clock.now());
+        let cookie = self
+            .inner
+            .config
+            .cookie
+            .set_cookie(&pair.refresh.to_encoded(), Some(remaining));
         reply.headers_mut().append(SET_COOKIE, cookie);
     }
 
     fn clear_cookie(&self, reply: &mut Reply) {
-        reply.headers_mut().append(SET_COOKIE, self.inner.config.cookie.removal_cookie());
+        reply
+            .headers_mut()
+            .append(SET_COOKIE, self.inner.config.cookie.removal_cookie());
     }
 
     /// The answer to a login or refresh: the access token in JSON, and the
@@ -207,7 +241,11 @@ impl Refresher {
         });
         if mode == Mode::Body {
             body["refresh_token"] = Value::String(pair.refresh.to_encoded());
-            body["refresh_expires_in"] = json!(pair.refresh_expires_at.saturating_since(self.inner.clock.now()).as_secs());
+            body["refresh_expires_in"] = json!(
+                pair.refresh_expires_at
+                    .saturating_since(self.inner.clock.now())
+                    .as_secs()
+            );
         }
         let mut reply = json_reply(StatusCode::OK, &body);
         if mode == Mode::Cookie {
@@ -220,7 +258,11 @@ impl Refresher {
     /// the cookie (an outage never does).
     #[must_use]
     pub fn error_reply(&self, err: &RefreshError, clear_cookie: bool, grpc: bool) -> Reply {
-        crate::event!(debug, reason = err.reason(), "refresh endpoint refused the request");
+        crate::event!(
+            debug,
+            reason = err.reason(),
+            "refresh endpoint refused the request"
+        );
         let rejection = err.rejection(self.inner.config.retry_after);
         let mut reply = ProblemJson.render(&rejection, grpc).map(Full::new);
         if clear_cookie && err.kind() == RefreshErrorKind::InvalidGrant {
@@ -251,7 +293,10 @@ impl Refresher {
             RefreshTransport::Cookie => Mode::Cookie,
             RefreshTransport::Body => Mode::Body,
             RefreshTransport::Either => {
-                if headers.get("x-refresh-transport").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"body")) {
+                if headers
+                    .get("x-refresh-transport")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"body"))
+                {
                     Mode::Body
                 } else {
                     Mode::Cookie
@@ -265,7 +310,11 @@ impl Refresher {
     }
 
     /// Finds the refresh token per the transport: `Ok(None)` when absent.
-    async fn token_from<B>(&self, parts: &Parts, body: B) -> Result<Option<(RefreshToken, Mode)>, RefreshError>
+    async fn token_from<B>(
+        &self,
+        parts: &Parts,
+        body: B,
+    ) -> Result<Option<(RefreshToken, Mode)>, RefreshError>
     where
         B: Body + Send,
         B::Data: Send,
@@ -277,7 +326,8 @@ impl Refresher {
         let cookie = if transport == RefreshTransport::Body {
             None
         } else {
-            find_cookie(&parts.headers, self.inner.config.cookie.full_name()).map_err(|_| bad("duplicate-cookie"))?
+            find_cookie(&parts.headers, self.inner.config.cookie.full_name())
+                .map_err(|_| bad("duplicate-cookie"))?
         };
         let body_token = if transport == RefreshTransport::Cookie {
             None
@@ -308,16 +358,31 @@ impl Refresher {
             .headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
         if !is_json {
             return Ok(None);
         }
-        let bytes = match Limited::new(body, self.inner.config.max_body).collect().await {
+        let bytes = match Limited::new(body, self.inner.config.max_body)
+            .collect()
+            .await
+        {
             Ok(c) => c.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(RefreshError::new(RefreshErrorKind::TooLarge, "body-too-large"));
+                return Err(RefreshError::new(
+                    RefreshErrorKind::TooLarge,
+                    "body-too-large",
+                ));
             }
-            Err(_) => return Err(RefreshError::new(RefreshErrorKind::BadRequest, "body-unreadable")),
+            Err(_) => {
+                return Err(RefreshError::new(
+                    RefreshErrorKind::BadRequest,
+                    "body-unreadable",
+                ));
+            }
         };
         if bytes.is_empty() {
             return Ok(None);
@@ -326,15 +391,18 @@ impl Refresher {
         struct Wire {
             refresh_token: Option<String>,
         }
-        let wire: Wire =
-            serde_json::from_slice(&bytes).map_err(|_| RefreshError::new(RefreshErrorKind::BadRequest, "body-json"))?;
+        let wire: Wire = serde_json::from_slice(&bytes)
+            .map_err(|_| RefreshError::new(RefreshErrorKind::BadRequest, "body-json"))?;
         Ok(wire.refresh_token)
     }
 
     /// The bearer access token's claims (for the device endpoints).
     async fn bearer(&self, headers: &HeaderMap) -> Result<portcullis_jwt::Claims, RefreshError> {
         let unauth = || RefreshError::new(RefreshErrorKind::Unauthenticated, "no-access-token");
-        let value = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(unauth)?;
+        let value = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(unauth)?;
         let (scheme, token) = value.split_once(' ').ok_or_else(unauth)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(unauth());
@@ -361,15 +429,23 @@ impl Refresher {
             Endpoint::WrongMethod => {
                 let mut r = empty_reply(StatusCode::METHOD_NOT_ALLOWED);
                 let allow = if id.is_empty() { "POST, GET" } else { "DELETE" };
-                r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static(allow));
+                r.headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static(allow));
                 r
             }
             Endpoint::Refresh => match self.token_from(&parts, body).await {
-                Ok(Some((token, mode))) => match self.refresh(&token, self.device(&parts.headers, &parts.extensions)).await {
+                Ok(Some((token, mode))) => match self
+                    .refresh(&token, self.device(&parts.headers, &parts.extensions))
+                    .await
+                {
                     Ok(pair) => self.pair_reply(&pair, mode),
                     Err(e) => self.error_reply(&e, mode == Mode::Cookie, grpc),
                 },
-                Ok(None) => self.error_reply(&RefreshError::new(RefreshErrorKind::InvalidGrant, "missing"), cookie_transport, grpc),
+                Ok(None) => self.error_reply(
+                    &RefreshError::new(RefreshErrorKind::InvalidGrant, "missing"),
+                    cookie_transport,
+                    grpc,
+                ),
                 Err(e) => self.error_reply(&e, cookie_transport, grpc),
             },
             Endpoint::Logout => {
@@ -410,7 +486,10 @@ impl Refresher {
             Endpoint::Sessions => match self.bearer(&parts.headers).await {
                 Ok(claims) => {
                     let user = claims.subject().unwrap_or_default().to_owned();
-                    match self.devices(&user, claims.registered().sid.as_deref()).await {
+                    match self
+                        .devices(&user, claims.registered().sid.as_deref())
+                        .await
+                    {
                         Ok(list) => json_reply(StatusCode::OK, &json!({ "sessions": list })),
                         Err(e) => self.error_reply(&e, false, grpc),
                     }
@@ -418,7 +497,10 @@ impl Refresher {
                 Err(e) => self.error_reply(&e, false, grpc),
             },
             Endpoint::Device => match self.bearer(&parts.headers).await {
-                Ok(claims) => match self.revoke_device(claims.subject().unwrap_or_default(), &id).await {
+                Ok(claims) => match self
+                    .revoke_device(claims.subject().unwrap_or_default(), &id)
+                    .await
+                {
                     Ok(()) => empty_reply(StatusCode::NO_CONTENT),
                     Err(e) => self.error_reply(&e, false, grpc),
                 },
@@ -460,7 +542,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { fut } => fut.poll(cx).map(|r| r.map(|resp| resp.map(ResponseBody::inner))),
+            KindProj::Inner { fut } => fut
+                .poll(cx)
+                .map(|r| r.map(|resp| resp.map(ResponseBody::inner))),
             KindProj::Endpoint { fut } => fut.as_mut().poll(cx),
         }
     }
@@ -486,17 +570,27 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let prefix = &self.refresher.inner.config.prefix;
         let Some((ep, id)) = route(prefix, req.method(), req.uri().path()) else {
-            return ResponseFuture { kind: Kind::Inner { fut: self.inner.call(req) } };
+            return ResponseFuture {
+                kind: Kind::Inner {
+                    fut: self.inner.call(req),
+                },
+            };
         };
         let id = id.to_owned();
         let refresher = self.refresher.clone();
         let fut = async move {
             let reply = refresher.handle(ep, id, req).await;
             let (parts, body) = reply.into_parts();
-            let bytes = body.collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
+            let bytes = body
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .unwrap_or_default();
             Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
         };
-        ResponseFuture { kind: Kind::Endpoint { fut: Box::pin(fut) } }
+        ResponseFuture {
+            kind: Kind::Endpoint { fut: Box::pin(fut) },
+        }
     }
 }
 
@@ -507,14 +601,39 @@ mod tests {
     #[test]
     fn routing_table() {
         let p = "/auth";
-        assert_eq!(route(p, &Method::POST, "/auth/refresh"), Some((Endpoint::Refresh, "")));
-        assert_eq!(route(p, &Method::GET, "/auth/refresh"), Some((Endpoint::WrongMethod, "")));
-        assert_eq!(route(p, &Method::POST, "/auth/logout"), Some((Endpoint::Logout, "")));
-        assert_eq!(route(p, &Method::POST, "/auth/logout-everywhere"), Some((Endpoint::LogoutEverywhere, "")));
-        assert_eq!(route(p, &Method::GET, "/auth/sessions"), Some((Endpoint::Sessions, "")));
-        assert_eq!(route(p, &Method::DELETE, "/auth/sessions/abc"), Some((Endpoint::Device, "abc")));
-        assert_eq!(route(p, &Method::GET, "/auth/sessions/abc"), Some((Endpoint::WrongMethod, "abc")));
-        assert_eq!(route(p, &Method::POST, "/auth/login"), None, "the app's own route");
+        assert_eq!(
+            route(p, &Method::POST, "/auth/refresh"),
+            Some((Endpoint::Refresh, ""))
+        );
+        assert_eq!(
+            route(p, &Method::GET, "/auth/refresh"),
+            Some((Endpoint::WrongMethod, ""))
+        );
+        assert_eq!(
+            route(p, &Method::POST, "/auth/logout"),
+            Some((Endpoint::Logout, ""))
+        );
+        assert_eq!(
+            route(p, &Method::POST, "/auth/logout-everywhere"),
+            Some((Endpoint::LogoutEverywhere, ""))
+        );
+        assert_eq!(
+            route(p, &Method::GET, "/auth/sessions"),
+            Some((Endpoint::Sessions, ""))
+        );
+        assert_eq!(
+            route(p, &Method::DELETE, "/auth/sessions/abc"),
+            Some((Endpoint::Device, "abc"))
+        );
+        assert_eq!(
+            route(p, &Method::GET, "/auth/sessions/abc"),
+            Some((Endpoint::WrongMethod, "abc"))
+        );
+        assert_eq!(
+            route(p, &Method::POST, "/auth/login"),
+            None,
+            "the app's own route"
+        );
         assert_eq!(route(p, &Method::DELETE, "/auth/sessions/a/b"), None);
         assert_eq!(route(p, &Method::POST, "/authx/refresh"), None);
         assert_eq!(route(p, &Method::GET, "/api/me"), None);

@@ -57,7 +57,9 @@ mod store;
 pub mod testing;
 mod token;
 
-pub use config::{ClientIpFn, EventHook, RefreshConfig, RefreshConfigError, RefreshTransport, SecurityEvent};
+pub use config::{
+    ClientIpFn, EventHook, RefreshConfig, RefreshConfigError, RefreshTransport, SecurityEvent,
+};
 pub use error::{RefreshError, RefreshErrorKind};
 pub use family::{DeviceInfo, Family, Presented, RotateOutcome, Rotated, Rotation};
 pub use layer::{RefreshLayer, RefreshService, ResponseFuture};

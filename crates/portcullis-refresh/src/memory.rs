@@ -26,7 +26,9 @@ struct Inner {
 
 impl std::fmt::Debug for MemoryRefreshStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryRefreshStore").field("families", &self.lock().families.len()).finish()
+        f.debug_struct("MemoryRefreshStore")
+            .field("families", &self.lock().families.len())
+            .finish()
     }
 }
 
@@ -75,13 +77,19 @@ impl RefreshStore for MemoryRefreshStore {
             return Err(StoreError::conflict());
         }
         inner.families.insert(family.id.clone(), family.clone());
-        inner.users.entry(family.user_id.clone()).or_default().insert(family.id.clone());
+        inner
+            .users
+            .entry(family.user_id.clone())
+            .or_default()
+            .insert(family.id.clone());
         Ok(())
     }
 
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
         let mut inner = self.lock();
-        let Some(fam) = inner.families.get_mut(&r.family) else { return Ok(RotateOutcome::Invalid) };
+        let Some(fam) = inner.families.get_mut(&r.family) else {
+            return Ok(RotateOutcome::Invalid);
+        };
         if fam.is_expired(r.now) {
             inner.remove(&r.family);
             return Ok(RotateOutcome::Invalid);
@@ -91,22 +99,35 @@ impl RefreshStore for MemoryRefreshStore {
                 fam.rotate(r.successor, r.now, r.idle, r.history_limit, &r.device);
                 Ok(RotateOutcome::Rotated(fam.clone()))
             }
-            Presented::InGrace if fam.current == r.successor => Ok(RotateOutcome::Repeat(fam.clone())),
+            Presented::InGrace if fam.current == r.successor => {
+                Ok(RotateOutcome::Repeat(fam.clone()))
+            }
             Presented::InGrace => Ok(RotateOutcome::KeyMismatch),
-            Presented::Reused => Ok(inner.remove(&r.family).map_or(RotateOutcome::Invalid, RotateOutcome::Reused)),
+            Presented::Reused => Ok(inner
+                .remove(&r.family)
+                .map_or(RotateOutcome::Invalid, RotateOutcome::Reused)),
             Presented::Unknown => Ok(RotateOutcome::Invalid),
         }
     }
 
     async fn get(&self, id: &FamilyId, now: Timestamp) -> Result<Option<Family>, StoreError> {
-        Ok(self.lock().families.get(id).filter(|f| !f.is_expired(now)).cloned())
+        Ok(self
+            .lock()
+            .families
+            .get(id)
+            .filter(|f| !f.is_expired(now))
+            .cloned())
     }
 
     async fn revoke(&self, id: &FamilyId) -> Result<Option<Family>, StoreError> {
         Ok(self.lock().remove(id))
     }
 
-    async fn revoke_user(&self, user_id: &str, except: Option<&FamilyId>) -> Result<Vec<Family>, StoreError> {
+    async fn revoke_user(
+        &self,
+        user_id: &str,
+        except: Option<&FamilyId>,
+    ) -> Result<Vec<Family>, StoreError> {
         let mut inner = self.lock();
         let ids: Vec<FamilyId> = inner
             .users
@@ -131,7 +152,12 @@ impl RefreshStore for MemoryRefreshStore {
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
         let mut inner = self.lock();
-        let dead: Vec<FamilyId> = inner.families.values().filter(|f| f.is_expired(now)).map(|f| f.id.clone()).collect();
+        let dead: Vec<FamilyId> = inner
+            .families
+            .values()
+            .filter(|f| f.is_expired(now))
+            .map(|f| f.id.clone())
+            .collect();
         for id in &dead {
             inner.remove(id);
         }

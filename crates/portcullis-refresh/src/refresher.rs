@@ -62,7 +62,7 @@ pub struct DeviceSession {
 /// revocation view so that live access tokens die at once.
 ///
 /// The application's login handler checks credentials and calls
-/// [`Refresher::issue`] (or [`Refresher::login_response`]); the
+/// [`Refresher::issue`] (or [`Refresher::login_reply`]); the
 /// [`RefreshLayer`](crate::RefreshLayer) serves refresh, logout and device
 /// endpoints. Cheap to clone.
 #[derive(Clone)]
@@ -83,7 +83,9 @@ pub(crate) struct Inner {
 
 impl fmt::Debug for Refresher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Refresher").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Refresher")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +102,9 @@ pub struct RefresherBuilder {
 
 impl fmt::Debug for RefresherBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefresherBuilder").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("RefresherBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -147,11 +151,16 @@ impl RefresherBuilder {
 
 /// Splits family claims into the builder's typed setters and the rest.
 fn mint(issuer: &JwtIssuer, family: &Family, ver: u64) -> Result<AccessToken, RefreshError> {
-    let mut t = issuer.token(family.user_id.clone()).sid(family.id.as_str()).ver(ver);
+    let mut t = issuer
+        .token(family.user_id.clone())
+        .sid(family.id.as_str())
+        .ver(ver);
     let mut rest = Map::new();
     for (k, v) in &family.claims {
         match (k.as_str(), v) {
-            ("roles", Value::Array(roles)) => t = t.roles(roles.iter().filter_map(Value::as_str).map(str::to_owned)),
+            ("roles", Value::Array(roles)) => {
+                t = t.roles(roles.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
             ("scope", Value::String(scope)) => t = t.scope(scope.clone()),
             _ => {
                 rest.insert(k.clone(), v.clone());
@@ -202,7 +211,6 @@ impl Refresher {
     }
 
     /// The configuration.
-    #[must_use]
     pub fn config(&self) -> &RefreshConfig {
         &self.inner.config
     }
@@ -210,7 +218,9 @@ impl Refresher {
     /// The layer serving the refresh, logout and device endpoints.
     #[must_use]
     pub fn layer(&self) -> crate::RefreshLayer {
-        crate::RefreshLayer { refresher: self.clone() }
+        crate::RefreshLayer {
+            refresher: self.clone(),
+        }
     }
 
     fn now(&self) -> Timestamp {
@@ -240,7 +250,8 @@ impl Refresher {
         let mut attempts = 0;
         loop {
             let id = FamilyId::generate().map_err(|e| RefreshError::internal("random", e))?;
-            let token = RefreshToken::first(id.clone()).map_err(|e| RefreshError::internal("random", e))?;
+            let token =
+                RefreshToken::first(id.clone()).map_err(|e| RefreshError::internal("random", e))?;
             let absolute = now + c.absolute;
             let family = Family {
                 id,
@@ -259,7 +270,11 @@ impl Refresher {
             match self.inner.store.create(&family).await {
                 Ok(()) => {
                     let access = mint(&self.inner.issuer, &family, self.ver(user_id))?;
-                    return Ok(TokenPair { access, refresh: token, refresh_expires_at: family.expires_at() });
+                    return Ok(TokenPair {
+                        access,
+                        refresh: token,
+                        refresh_expires_at: family.expires_at(),
+                    });
                 }
                 Err(e) if e.kind() == StoreErrorKind::Conflict && attempts < 2 => attempts += 1,
                 Err(e) => return Err(RefreshError::store(e)),
@@ -277,7 +292,11 @@ impl Refresher {
     /// [`RefreshErrorKind::InvalidGrant`] for an unknown, expired, revoked or
     /// reused token; [`RefreshErrorKind::Unavailable`] when the store fails
     /// (nothing consumed).
-    pub async fn refresh(&self, token: &RefreshToken, device: DeviceInfo) -> Result<TokenPair, RefreshError> {
+    pub async fn refresh(
+        &self,
+        token: &RefreshToken,
+        device: DeviceInfo,
+    ) -> Result<TokenPair, RefreshError> {
         let c = &self.inner.config;
         let now = self.now();
         let successor = token.successor(&self.inner.key);
@@ -291,10 +310,20 @@ impl Refresher {
             history_limit: c.history_limit,
             device,
         };
-        match self.inner.store.rotate(&rotation).await.map_err(RefreshError::store)? {
+        match self
+            .inner
+            .store
+            .rotate(&rotation)
+            .await
+            .map_err(RefreshError::store)?
+        {
             RotateOutcome::Rotated(family) | RotateOutcome::Repeat(family) => {
                 let access = mint(&self.inner.issuer, &family, self.ver(&family.user_id))?;
-                Ok(TokenPair { access, refresh: successor, refresh_expires_at: family.expires_at() })
+                Ok(TokenPair {
+                    access,
+                    refresh: successor,
+                    refresh_expires_at: family.expires_at(),
+                })
             }
             RotateOutcome::Reused(family) => {
                 self.kill_access_tokens(&family.id).await;
@@ -310,7 +339,10 @@ impl Refresher {
             }
             RotateOutcome::KeyMismatch => {
                 crate::event!(error, "refresh instances disagree on the rotation key");
-                Err(RefreshError::new(RefreshErrorKind::Conflict, "rotation-key-mismatch"))
+                Err(RefreshError::new(
+                    RefreshErrorKind::Conflict,
+                    "rotation-key-mismatch",
+                ))
             }
             _ => Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "invalid")),
         }
@@ -322,7 +354,13 @@ impl Refresher {
     async fn kill_access_tokens(&self, sid: &FamilyId) {
         let lifetime = self.inner.issuer.lifetime() + Duration::from_secs(10);
         let until = i64::try_from((self.now() + lifetime).secs()).unwrap_or(i64::MAX);
-        if self.inner.revocation.revoke_session(sid.as_str(), until).await.is_err() {
+        if self
+            .inner
+            .revocation
+            .revoke_session(sid.as_str(), until)
+            .await
+            .is_err()
+        {
             crate::event!(error, family = %sid, "could not push the family's revocation to the view");
         }
     }
@@ -337,7 +375,11 @@ impl Refresher {
     pub async fn logout(&self, token: &RefreshToken) -> Result<(), RefreshError> {
         let fam = self.owned_family(token).await?;
         if let Some(fam) = fam {
-            self.inner.store.revoke(&fam.id).await.map_err(RefreshError::store)?;
+            self.inner
+                .store
+                .revoke(&fam.id)
+                .await
+                .map_err(RefreshError::store)?;
             self.kill_access_tokens(&fam.id).await;
         }
         Ok(())
@@ -367,8 +409,17 @@ impl Refresher {
     ///
     /// [`RefreshErrorKind::Unavailable`] when a store fails.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, RefreshError> {
-        let gone = self.inner.store.revoke_user(user_id, None).await.map_err(RefreshError::store)?;
-        self.inner.revocation.revoke_user(user_id).await.map_err(RefreshError::store)?;
+        let gone = self
+            .inner
+            .store
+            .revoke_user(user_id, None)
+            .await
+            .map_err(RefreshError::store)?;
+        self.inner
+            .revocation
+            .revoke_user(user_id)
+            .await
+            .map_err(RefreshError::store)?;
         Ok(gone.len())
     }
 
@@ -376,14 +427,22 @@ impl Refresher {
     /// tokens (current or previous inside the grace window).
     async fn owned_family(&self, token: &RefreshToken) -> Result<Option<Family>, RefreshError> {
         let now = self.now();
-        let Some(fam) = self.inner.store.get(token.family(), now).await.map_err(RefreshError::store)? else {
+        let Some(fam) = self
+            .inner
+            .store
+            .get(token.family(), now)
+            .await
+            .map_err(RefreshError::store)?
+        else {
             return Ok(None);
         };
         use crate::family::Presented;
-        Ok(match fam.classify(&token.digest(), now, self.inner.config.grace) {
-            Presented::Current | Presented::InGrace => Some(fam),
-            _ => None,
-        })
+        Ok(
+            match fam.classify(&token.digest(), now, self.inner.config.grace) {
+                Presented::Current | Presented::InGrace => Some(fam),
+                _ => None,
+            },
+        )
     }
 
     /// The user's devices; `current` marks the caller's.
@@ -391,7 +450,11 @@ impl Refresher {
     /// # Errors
     ///
     /// [`RefreshErrorKind::Unavailable`] when the store fails.
-    pub async fn devices(&self, user_id: &str, current: Option<&str>) -> Result<Vec<DeviceSession>, RefreshError> {
+    pub async fn devices(
+        &self,
+        user_id: &str,
+        current: Option<&str>,
+    ) -> Result<Vec<DeviceSession>, RefreshError> {
         let mut list: Vec<DeviceSession> = self
             .inner
             .store
@@ -409,7 +472,11 @@ impl Refresher {
                 ip: f.device.ip,
             })
             .collect();
-        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        list.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(list)
     }
 
@@ -422,11 +489,21 @@ impl Refresher {
     pub async fn revoke_device(&self, user_id: &str, family_id: &str) -> Result<(), RefreshError> {
         let not_found = || RefreshError::new(RefreshErrorKind::NotFound, "no-such-device");
         let id = FamilyId::parse(family_id).ok_or_else(not_found)?;
-        let fam = self.inner.store.get(&id, self.now()).await.map_err(RefreshError::store)?.ok_or_else(not_found)?;
+        let fam = self
+            .inner
+            .store
+            .get(&id, self.now())
+            .await
+            .map_err(RefreshError::store)?
+            .ok_or_else(not_found)?;
         if fam.user_id != user_id {
             return Err(not_found());
         }
-        self.inner.store.revoke(&id).await.map_err(RefreshError::store)?;
+        self.inner
+            .store
+            .revoke(&id)
+            .await
+            .map_err(RefreshError::store)?;
         self.kill_access_tokens(&id).await;
         Ok(())
     }

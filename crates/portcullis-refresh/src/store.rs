@@ -53,7 +53,11 @@ pub trait RefreshStore: Send + Sync + 'static {
 
     /// Deletes every family of a user except `except`; returns the deleted
     /// families.
-    async fn revoke_user(&self, user_id: &str, except: Option<&FamilyId>) -> Result<Vec<Family>, StoreError>;
+    async fn revoke_user(
+        &self,
+        user_id: &str,
+        except: Option<&FamilyId>,
+    ) -> Result<Vec<Family>, StoreError>;
 
     /// The user's live families.
     async fn list_user(&self, user_id: &str, now: Timestamp) -> Result<Vec<Family>, StoreError>;
@@ -76,7 +80,11 @@ impl<S: RefreshStore + ?Sized> RefreshStore for Arc<S> {
     async fn revoke(&self, id: &FamilyId) -> Result<Option<Family>, StoreError> {
         (**self).revoke(id).await
     }
-    async fn revoke_user(&self, user_id: &str, except: Option<&FamilyId>) -> Result<Vec<Family>, StoreError> {
+    async fn revoke_user(
+        &self,
+        user_id: &str,
+        except: Option<&FamilyId>,
+    ) -> Result<Vec<Family>, StoreError> {
         (**self).revoke_user(user_id, except).await
     }
     async fn list_user(&self, user_id: &str, now: Timestamp) -> Result<Vec<Family>, StoreError> {

@@ -45,7 +45,10 @@ pub fn family(user: &str, secs: u64) -> (Family, RefreshToken) {
         id,
         user_id: user.to_owned(),
         claims: Map::new(),
-        device: DeviceInfo { user_agent: Some("conformance".into()), ip: None },
+        device: DeviceInfo {
+            user_agent: Some("conformance".into()),
+            ip: None,
+        },
         created_at: now,
         last_used_at: now,
         idle_deadline: now + IDLE,
@@ -68,7 +71,10 @@ fn rotation(token: &RefreshToken, key: &RotationKey, secs: u64) -> (Rotation, Re
         grace: GRACE,
         idle: IDLE,
         history_limit: 8,
-        device: DeviceInfo { user_agent: Some("rotator".into()), ip: Some("192.0.2.1".into()) },
+        device: DeviceInfo {
+            user_agent: Some("rotator".into()),
+            ip: Some("192.0.2.1".into()),
+        },
     };
     (r, next)
 }
@@ -85,10 +91,19 @@ pub async fn create_and_get<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output 
     let store = factory().await;
     let (fam, _) = family("alice", 0);
     store.create(&fam).await.expect("create");
-    assert_eq!(store.get(&fam.id, at(1)).await.expect("get"), Some(fam.clone()));
+    assert_eq!(
+        store.get(&fam.id, at(1)).await.expect("get"),
+        Some(fam.clone())
+    );
     let err = store.create(&fam).await.expect_err("id collision");
     assert_eq!(err.kind(), portcullis_core::StoreErrorKind::Conflict);
-    assert_eq!(store.get(&FamilyId::generate().expect("random"), at(1)).await.expect("get"), None);
+    assert_eq!(
+        store
+            .get(&FamilyId::generate().expect("random"), at(1))
+            .await
+            .expect("get"),
+        None
+    );
 }
 
 /// The chain: each rotation makes the old token the previous one; the idle
@@ -99,7 +114,9 @@ pub async fn rotation_chain<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output 
     let (fam, t0) = family("alice", 0);
     store.create(&fam).await.expect("create");
     let (r1, t1) = rotation(&t0, &key, 100);
-    let RotateOutcome::Rotated(f1) = store.rotate(&r1).await.expect("rotate") else { panic!("rotation expected") };
+    let RotateOutcome::Rotated(f1) = store.rotate(&r1).await.expect("rotate") else {
+        panic!("rotation expected")
+    };
     assert_eq!(f1.current, t1.digest());
     assert_eq!(f1.previous.map(|p| p.digest), Some(t0.digest()));
     assert_eq!(f1.idle_deadline, at(100) + IDLE);
@@ -107,34 +124,65 @@ pub async fn rotation_chain<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output 
     assert_eq!(f1.device.ip.as_deref(), Some("192.0.2.1"));
     assert_eq!(f1.rotations, 1);
     let (r2, t2) = rotation(&t1, &key, 200);
-    assert!(matches!(store.rotate(&r2).await.expect("rotate"), RotateOutcome::Rotated(_)));
-    let stored = store.get(&fam.id, at(200)).await.expect("get").expect("live");
+    assert!(matches!(
+        store.rotate(&r2).await.expect("rotate"),
+        RotateOutcome::Rotated(_)
+    ));
+    let stored = store
+        .get(&fam.id, at(200))
+        .await
+        .expect("get")
+        .expect("live");
     assert_eq!(stored.current, t2.digest());
     assert_eq!(stored.history, vec![t0.digest()]);
 }
 
 /// A repeat of the previous token inside the grace window gets the same
 /// successor and writes nothing; after the window it is reuse.
-pub async fn grace_then_reuse<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+pub async fn grace_then_reuse<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(
+    factory: F,
+) {
     let store = factory().await;
     let key = RotationKey::generate().expect("random");
     let (fam, t0) = family("alice", 0);
     store.create(&fam).await.expect("create");
     let (r1, t1) = rotation(&t0, &key, 100);
-    assert!(matches!(store.rotate(&r1).await.expect("rotate"), RotateOutcome::Rotated(_)));
+    assert!(matches!(
+        store.rotate(&r1).await.expect("rotate"),
+        RotateOutcome::Rotated(_)
+    ));
     let (repeat, _) = rotation(&t0, &key, 110);
     let out = store.rotate(&repeat).await.expect("repeat");
-    assert!(matches!(out, RotateOutcome::Repeat(_)), "inside grace: {out:?}");
+    assert!(
+        matches!(out, RotateOutcome::Repeat(_)),
+        "inside grace: {out:?}"
+    );
     assert_eq!(digest_of(&out), Some(t1.digest()), "same successor");
     let (late, _) = rotation(&t0, &key, 111);
-    assert!(matches!(store.rotate(&late).await.expect("late"), RotateOutcome::Reused(_)), "outside grace: reuse");
-    assert_eq!(store.get(&fam.id, at(111)).await.expect("get"), None, "family revoked");
+    assert!(
+        matches!(
+            store.rotate(&late).await.expect("late"),
+            RotateOutcome::Reused(_)
+        ),
+        "outside grace: reuse"
+    );
+    assert_eq!(
+        store.get(&fam.id, at(111)).await.expect("get"),
+        None,
+        "family revoked"
+    );
     let (newest, _) = rotation(&t1, &key, 112);
-    assert_eq!(store.rotate(&newest).await.expect("newest"), RotateOutcome::Invalid, "the newest token died too");
+    assert_eq!(
+        store.rotate(&newest).await.expect("newest"),
+        RotateOutcome::Invalid,
+        "the newest token died too"
+    );
 }
 
 /// A grandparent is reuse even inside its grace window.
-pub async fn grandparent_is_reuse<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+pub async fn grandparent_is_reuse<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(
+    factory: F,
+) {
     let store = factory().await;
     let key = RotationKey::generate().expect("random");
     let (fam, t0) = family("alice", 0);
@@ -144,26 +192,40 @@ pub async fn grandparent_is_reuse<S: RefreshStore, F: Fn() -> Fut, Fut: Future<O
     let (r2, _) = rotation(&t1, &key, 101);
     store.rotate(&r2).await.expect("rotate");
     let (old, _) = rotation(&t0, &key, 102);
-    assert!(matches!(store.rotate(&old).await.expect("grandparent"), RotateOutcome::Reused(_)));
+    assert!(matches!(
+        store.rotate(&old).await.expect("grandparent"),
+        RotateOutcome::Reused(_)
+    ));
     assert_eq!(store.get(&fam.id, at(102)).await.expect("get"), None);
 }
 
 /// A token the family never issued changes nothing; a repeat whose
 /// successor does not match is a key mismatch, not a revocation.
-pub async fn unknown_and_mismatched<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+pub async fn unknown_and_mismatched<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(
+    factory: F,
+) {
     let store = factory().await;
     let key = RotationKey::generate().expect("random");
     let (fam, t0) = family("alice", 0);
     store.create(&fam).await.expect("create");
     let forged = RefreshToken::first(fam.id.clone()).expect("random");
     let (r, _) = rotation(&forged, &key, 10);
-    assert_eq!(store.rotate(&r).await.expect("forged"), RotateOutcome::Invalid);
-    assert!(store.get(&fam.id, at(10)).await.expect("get").is_some(), "a forged token revokes nothing");
+    assert_eq!(
+        store.rotate(&r).await.expect("forged"),
+        RotateOutcome::Invalid
+    );
+    assert!(
+        store.get(&fam.id, at(10)).await.expect("get").is_some(),
+        "a forged token revokes nothing"
+    );
     let (r1, _) = rotation(&t0, &key, 20);
     store.rotate(&r1).await.expect("rotate");
     let other_key = RotationKey::generate().expect("random");
     let (mismatch, _) = rotation(&t0, &other_key, 21);
-    assert_eq!(store.rotate(&mismatch).await.expect("mismatch"), RotateOutcome::KeyMismatch);
+    assert_eq!(
+        store.rotate(&mismatch).await.expect("mismatch"),
+        RotateOutcome::KeyMismatch
+    );
     assert!(store.get(&fam.id, at(21)).await.expect("get").is_some());
 }
 
@@ -174,7 +236,11 @@ pub async fn expiry<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(fa
     let (fam, t0) = family("alice", 0);
     store.create(&fam).await.expect("create");
     let (late, _) = rotation(&t0, &key, 3600);
-    assert_eq!(store.rotate(&late).await.expect("idle"), RotateOutcome::Invalid, "idle deadline passed");
+    assert_eq!(
+        store.rotate(&late).await.expect("idle"),
+        RotateOutcome::Invalid,
+        "idle deadline passed"
+    );
     assert_eq!(store.get(&fam.id, at(3600)).await.expect("get"), None);
 
     // Refreshing every 50 min never passes the absolute deadline (1 day).
@@ -203,25 +269,64 @@ pub async fn per_user<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(
     }
     let bob = family("bob", 0).0;
     store.create(&bob).await.expect("create");
-    assert_eq!(store.list_user("alice", at(1)).await.expect("list").len(), 3);
-    assert_eq!(store.revoke(&fams[0].id).await.expect("revoke").map(|f| f.id), Some(fams[0].id.clone()));
+    assert_eq!(
+        store.list_user("alice", at(1)).await.expect("list").len(),
+        3
+    );
+    assert_eq!(
+        store
+            .revoke(&fams[0].id)
+            .await
+            .expect("revoke")
+            .map(|f| f.id),
+        Some(fams[0].id.clone())
+    );
     assert_eq!(store.revoke(&fams[0].id).await.expect("revoke again"), None);
-    let gone = store.revoke_user("alice", Some(&fams[1].id)).await.expect("revoke others");
+    let gone = store
+        .revoke_user("alice", Some(&fams[1].id))
+        .await
+        .expect("revoke others");
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].id, fams[2].id);
     let left = store.list_user("alice", at(1)).await.expect("list");
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].id, fams[1].id);
-    assert_eq!(store.revoke_user("alice", None).await.expect("revoke all").len(), 1);
-    assert!(store.list_user("alice", at(1)).await.expect("list").is_empty());
-    assert_eq!(store.list_user("bob", at(1)).await.expect("list").len(), 1, "bob untouched");
-    assert!(store.list_user("bob", at(3600)).await.expect("list").is_empty(), "expired families are not listed");
+    assert_eq!(
+        store
+            .revoke_user("alice", None)
+            .await
+            .expect("revoke all")
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .list_user("alice", at(1))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        store.list_user("bob", at(1)).await.expect("list").len(),
+        1,
+        "bob untouched"
+    );
+    assert!(
+        store
+            .list_user("bob", at(3600))
+            .await
+            .expect("list")
+            .is_empty(),
+        "expired families are not listed"
+    );
     assert_eq!(store.purge_expired(at(3600)).await.expect("purge"), 1);
 }
 
 /// Two (or twenty) tasks rotating the same token: one rotation, everyone
 /// gets the same successor, one live token.
-pub async fn racing_rotations<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+pub async fn racing_rotations<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(
+    factory: F,
+) {
     let store = Arc::new(factory().await);
     let key = RotationKey::generate().expect("random");
     let (fam, t0) = family("alice", 0);
@@ -243,7 +348,11 @@ pub async fn racing_rotations<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Outpu
         }
     }
     assert_eq!(rotated, 1, "exactly one rotation");
-    let stored = store.get(&fam.id, at(100)).await.expect("get").expect("live");
+    let stored = store
+        .get(&fam.id, at(100))
+        .await
+        .expect("get")
+        .expect("live");
     assert_eq!(stored.current, t0.successor(&key).digest());
     assert_eq!(stored.rotations, 1);
 }
@@ -289,7 +398,10 @@ pub struct FaultyRefreshStore<S> {
 impl<S> FaultyRefreshStore<S> {
     /// Wraps `inner`, healthy.
     pub fn new(inner: S) -> Self {
-        Self { inner, failing: Arc::new(AtomicBool::new(false)) }
+        Self {
+            inner,
+            failing: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// The shared switch.
@@ -300,7 +412,10 @@ impl<S> FaultyRefreshStore<S> {
 
     fn check(&self) -> Result<(), StoreError> {
         if self.failing.load(Ordering::SeqCst) {
-            Err(StoreError::backend(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "store is down (injected)")))
+            Err(StoreError::backend(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "store is down (injected)",
+            )))
         } else {
             Ok(())
         }
@@ -325,7 +440,11 @@ impl<S: RefreshStore> RefreshStore for FaultyRefreshStore<S> {
         self.check()?;
         self.inner.revoke(id).await
     }
-    async fn revoke_user(&self, user_id: &str, except: Option<&FamilyId>) -> Result<Vec<Family>, StoreError> {
+    async fn revoke_user(
+        &self,
+        user_id: &str,
+        except: Option<&FamilyId>,
+    ) -> Result<Vec<Family>, StoreError> {
         self.check()?;
         self.inner.revoke_user(user_id, except).await
     }

@@ -70,7 +70,10 @@ pub struct RefreshToken {
 
 impl fmt::Debug for RefreshToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefreshToken").field("family", &self.family).field("secret", &"REDACTED").finish()
+        f.debug_struct("RefreshToken")
+            .field("family", &self.family)
+            .field("secret", &"REDACTED")
+            .finish()
     }
 }
 
@@ -81,7 +84,10 @@ impl RefreshToken {
     ///
     /// The OS random source failed.
     pub fn first(family: FamilyId) -> Result<Self, RandomError> {
-        Ok(Self { family, secret: OpaqueToken::generate()? })
+        Ok(Self {
+            family,
+            secret: OpaqueToken::generate()?,
+        })
     }
 
     /// Parses the wire form strictly: exactly `<22 chars>.<43 chars>` of
@@ -93,7 +99,10 @@ impl RefreshToken {
         }
         let (fam, secret) = s.split_at(FAMILY_ID_LEN);
         let secret = secret.strip_prefix('.')?;
-        Some(Self { family: FamilyId::parse(fam)?, secret: OpaqueToken::parse(secret).ok()? })
+        Some(Self {
+            family: FamilyId::parse(fam)?,
+            secret: OpaqueToken::parse(secret).ok()?,
+        })
     }
 
     /// The wire form.
@@ -122,13 +131,17 @@ impl RefreshToken {
     /// compute it, and the store never sees it.
     #[must_use]
     pub fn successor(&self, key: &RotationKey) -> Self {
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key.0).expect("HMAC accepts keys of any length");
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&key.0).expect("HMAC accepts keys of any length");
         mac.update(b"portcullis-refresh-v1\0");
         mac.update(self.family.as_str().as_bytes());
         mac.update(b"\0");
         mac.update(self.secret.as_bytes());
         let bytes: [u8; 32] = mac.finalize().into_bytes().into();
-        Self { family: self.family.clone(), secret: OpaqueToken::from_bytes(bytes) }
+        Self {
+            family: self.family.clone(),
+            secret: OpaqueToken::from_bytes(bytes),
+        }
     }
 }
 
@@ -191,13 +204,19 @@ mod tests {
         assert_eq!(next, t.successor(&key), "deterministic");
         assert_ne!(next, t);
         assert_eq!(next.family(), t.family());
-        assert_ne!(next, t.successor(&RotationKey::generate().unwrap()), "keyed");
+        assert_ne!(
+            next,
+            t.successor(&RotationKey::generate().unwrap()),
+            "keyed"
+        );
         assert!(!format!("{t:?}").contains(&s[23..]));
     }
 
     #[test]
     fn strict_parse() {
-        let t = RefreshToken::first(FamilyId::generate().unwrap()).unwrap().to_encoded();
+        let t = RefreshToken::first(FamilyId::generate().unwrap())
+            .unwrap()
+            .to_encoded();
         for bad in [
             String::new(),
             t.replace('.', "_"),
