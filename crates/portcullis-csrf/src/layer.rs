@@ -925,6 +925,94 @@ mod tests {
 
         type Req = Request<RequestBody<Full<Bytes>>>;
 
+        /// Renders a token with the given cookies, then checks it with
+        /// others; returns the verdicts.
+        fn bound_verdicts(
+            binding: crate::SignedBinding,
+            render_cookie: &str,
+            check_cookies: &[&str],
+        ) -> Vec<Result<(), CsrfErrorKind>> {
+            let inner = tower::service_fn(|req: Req| async move {
+                let token = match req.extensions().get::<CsrfHandle>() {
+                    Some(h) => h
+                        .token()
+                        .await
+                        .map(|t| t.as_str().to_owned())
+                        .unwrap_or_default(),
+                    None => String::new(),
+                };
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(token))))
+            });
+            let layer = CsrfLayer::new(CsrfConfig::signed([9u8; 32], binding)).unwrap();
+            let mut svc = layer.layer(inner);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let get = Request::get("/").header("cookie", render_cookie);
+                let resp = svc
+                    .ready()
+                    .await
+                    .unwrap()
+                    .call(get.body(Full::default()).unwrap());
+                let resp = resp.await.unwrap();
+                assert!(
+                    resp.headers().get("set-cookie").is_none(),
+                    "bound: no pre-session"
+                );
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                let token = String::from_utf8(body.to_vec()).unwrap();
+                let mut out = Vec::new();
+                for cookie in check_cookies {
+                    let mut post = Request::post("/").header("x-csrf-token", &token);
+                    for c in cookie.split(" | ") {
+                        post = post.header("cookie", c);
+                    }
+                    let resp = svc
+                        .ready()
+                        .await
+                        .unwrap()
+                        .call(post.body(Full::default()).unwrap());
+                    let resp = resp.await.unwrap();
+                    out.push(match resp.extensions().get::<CsrfError>() {
+                        None => Ok(()),
+                        Some(e) => Err(e.kind()),
+                    });
+                }
+                out
+            })
+        }
+
+        #[test]
+        fn cookie_and_custom_bindings() {
+            use CsrfErrorKind as K;
+            let got = bound_verdicts(
+                crate::SignedBinding::cookie("auth"),
+                "auth=alice-jwt",
+                &[
+                    "auth=alice-jwt",
+                    "auth=bob-jwt",
+                    "other=1",
+                    "auth=alice-jwt | auth=alice-jwt",
+                ],
+            );
+            // Same cookie: ok; another: mismatch; none (and no pre-session
+            // cookie): expired; the cookie twice (tossing): refused.
+            assert_eq!(
+                got,
+                vec![Ok(()), Err(K::Mismatch), Err(K::Expired), Err(K::Mismatch)]
+            );
+            let by_header = crate::SignedBinding::from_fn(|headers, _| {
+                headers
+                    .get("cookie")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("sid="))
+                    .map(|v| v.as_bytes().to_vec())
+            });
+            let got = bound_verdicts(by_header, "sid=1", &["sid=1", "sid=2"]);
+            assert_eq!(got, vec![Ok(()), Err(K::Mismatch)]);
+        }
+
         #[test]
         fn reasons_are_typed_and_traced_and_tokens_never_logged() {
             let capture = Capture::default();
