@@ -12,6 +12,7 @@
 //! | [`cookie`] | secure cookie settings and a strict `Cookie` reader |
 //! | [`rejection`] | the one mapping from auth failures to responses |
 //! | [`body`] | the response body every layer returns |
+//! | [`future`] | the response future every layer returns |
 //! | [`store`] | [`StoreError`] |
 //!
 //! This crate has no cargo features.
@@ -19,6 +20,7 @@
 pub mod body;
 pub mod clock;
 pub mod cookie;
+pub mod future;
 pub mod rejection;
 pub mod store;
 pub mod token;
@@ -26,6 +28,7 @@ pub mod token;
 pub use body::ResponseBody;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
 pub use cookie::{CookieConfig, CookieConfigError, SameSite};
+pub use future::LayerFuture;
 pub use rejection::{ProblemJson, Rejection, RejectionKind, RenderRejection};
 pub use store::{BoxError, StoreError, StoreErrorKind};
 pub use token::{OpaqueToken, TokenDigest, TokenFormatError};

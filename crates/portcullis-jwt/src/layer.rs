@@ -1,16 +1,13 @@
 //! `JwtLayer`: verifies an access token before the inner service runs.
 
 use std::fmt;
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, Request, Response};
-use pin_project_lite::pin_project;
 use portcullis_core::cookie::find_cookie;
 use portcullis_core::rejection::is_grpc;
 use portcullis_core::{ProblemJson, RenderRejection, ResponseBody, SharedClock, SystemClock};
@@ -477,65 +474,10 @@ impl<S, T, R> Jwt<S, T, R> {
     }
 }
 
-type BoxedResponse<B, E> =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
-
-pin_project! {
-    /// The response future of [`Jwt`] (and of
-    /// [`RequireClaims`](crate::RequireClaims)).
-    pub struct ResponseFuture<F, B, E> {
-        #[pin]
-        kind: Kind<F, B, E>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B, E> {
-        Inner { #[pin] fut: F },
-        Rejected { resp: Option<Response<ResponseBody<B>>> },
-        Waiting { fut: BoxedResponse<B, E> },
-    }
-}
-
-impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> ResponseFuture<F, B, E> {
-    pub(crate) const fn inner(fut: F) -> Self {
-        Self {
-            kind: Kind::Inner { fut },
-        }
-    }
-
-    pub(crate) const fn rejected(resp: Response<ResponseBody<B>>) -> Self {
-        Self {
-            kind: Kind::Rejected { resp: Some(resp) },
-        }
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { fut } => fut
-                .poll(cx)
-                .map(|r| r.map(|resp| resp.map(ResponseBody::inner))),
-            KindProj::Rejected { resp } => Poll::Ready(Ok(resp
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            KindProj::Waiting { fut } => fut.as_mut().poll(cx),
-        }
-    }
-}
+/// The response future of [`Jwt`] (and of
+/// [`RequireClaims`](crate::RequireClaims)): the inner future, a refusal,
+/// or the boxed wait for a JWKS refresh.
+pub type ResponseFuture<F, B, E> = portcullis_core::LayerFuture<F, B, E>;
 
 impl<S, T, R, ReqBody, ResBody> Service<Request<ReqBody>> for Jwt<S, T, R>
 where
@@ -570,7 +512,7 @@ where
                 ResponseFuture::inner(self.inner.call(req))
             }
             Check::Reject(e) => {
-                ResponseFuture::rejected(reject(&e, is_grpc(req.headers()), &self.renderer))
+                ResponseFuture::ready(reject(&e, is_grpc(req.headers()), &self.renderer))
             }
             Check::Wait(refresh, token) => {
                 // The ready service moves into the future and a fresh clone
@@ -602,9 +544,7 @@ where
                         }
                     }
                 };
-                ResponseFuture {
-                    kind: Kind::Waiting { fut: Box::pin(fut) },
-                }
+                ResponseFuture::boxed(Box::pin(fut))
             }
         }
     }

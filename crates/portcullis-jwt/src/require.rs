@@ -180,7 +180,7 @@ where
             Err(e) => {
                 let grpc = is_grpc(req.headers());
                 let rejection = e.rejection(None, std::time::Duration::from_secs(1));
-                ResponseFuture::rejected(rejection.into_response(&ProblemJson, grpc))
+                ResponseFuture::ready(rejection.into_response(&ProblemJson, grpc))
             }
         }
     }

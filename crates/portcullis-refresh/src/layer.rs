@@ -2,8 +2,6 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -12,7 +10,6 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt as _, Full, Limited};
-use pin_project_lite::pin_project;
 use portcullis_core::cookie::find_cookie;
 use portcullis_core::rejection::is_grpc;
 use portcullis_core::{BoxError, ProblemJson, RenderRejection as _, ResponseBody};
@@ -510,45 +507,9 @@ impl Refresher {
     }
 }
 
-type Boxed<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
-
-pin_project! {
-    /// The response future of [`RefreshService`].
-    pub struct ResponseFuture<F, B, E> {
-        #[pin]
-        kind: Kind<F, B, E>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B, E> {
-        Inner { #[pin] fut: F },
-        Endpoint { fut: Boxed<B, E> },
-    }
-}
-
-impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { fut } => fut
-                .poll(cx)
-                .map(|r| r.map(|resp| resp.map(ResponseBody::inner))),
-            KindProj::Endpoint { fut } => fut.as_mut().poll(cx),
-        }
-    }
-}
+/// The response future of [`RefreshService`]: the inner future for other
+/// routes, a boxed one for the endpoints (they await the store).
+pub type ResponseFuture<F, B, E> = portcullis_core::LayerFuture<F, B, E>;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RefreshService<S>
 where
@@ -570,11 +531,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let prefix = &self.refresher.inner.config.prefix;
         let Some((ep, id)) = route(prefix, req.method(), req.uri().path()) else {
-            return ResponseFuture {
-                kind: Kind::Inner {
-                    fut: self.inner.call(req),
-                },
-            };
+            return ResponseFuture::inner(self.inner.call(req));
         };
         let id = id.to_owned();
         let refresher = self.refresher.clone();
@@ -588,9 +545,7 @@ where
                 .unwrap_or_default();
             Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
         };
-        ResponseFuture {
-            kind: Kind::Endpoint { fut: Box::pin(fut) },
-        }
+        ResponseFuture::boxed(Box::pin(fut))
     }
 }
 
