@@ -18,7 +18,8 @@ use portcullis_tests::browser::{ChromeDriver, output_dir, screenshot};
 use thirtyfour::prelude::*;
 use web_app::{AppConfig, AppState};
 
-const WAIT: Duration = Duration::from_secs(10);
+// Generous: the suite runs in parallel on small machines.
+const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 
 /// The attacker's site: a page that posts a form to the app at once.
@@ -57,14 +58,18 @@ async fn text_of(driver: &WebDriver, id: &str) -> String {
 /// Waits until the page body contains `needle`.
 async fn wait_for_body(driver: &WebDriver, needle: &str) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = String::new();
     loop {
-        let body = driver.source().await.unwrap();
-        if body.contains(needle) {
-            return body;
+        // Reading the page can fail while a navigation is under way.
+        if let Ok(body) = driver.source().await {
+            if body.contains(needle) {
+                return body;
+            }
+            last = body;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {needle:?}; page: {body}"
+            "timed out waiting for {needle:?}; page: {last}"
         );
         tokio::time::sleep(POLL).await;
     }
@@ -154,17 +159,9 @@ async fn scenario(dir: &std::path::Path) {
         .click()
         .await
         .unwrap();
-    driver
-        .query(By::Id("display-name"))
-        .wait(WAIT, POLL)
-        .first()
-        .await
-        .unwrap()
-        .wait_until()
-        .wait(WAIT, POLL)
-        .has_text("Alice the Brave")
-        .await
-        .unwrap();
+    // Wait on the new page's markup: an element found on the old page would
+    // go stale during the navigation.
+    wait_for_body(&driver, "<span id=\"display-name\">Alice the Brave</span>").await;
     assert_eq!(
         state.display_name("alice").as_deref(),
         Some("Alice the Brave")
@@ -238,7 +235,7 @@ async fn csrf_in_a_real_browser() {
     let dir = output_dir("csrf-browser");
     // Bounded, so a hung browser fails the test (and drops chromedriver)
     // instead of hanging the suite.
-    tokio::time::timeout(Duration::from_secs(120), scenario(&dir))
+    tokio::time::timeout(Duration::from_secs(240), scenario(&dir))
         .await
         .expect("the browser scenario finished in time");
     for shot in [
