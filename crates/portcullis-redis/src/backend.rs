@@ -548,28 +548,51 @@ impl RedisBackend {
     ) -> Result<T, Failure> {
         let inner = &*self.inner;
         let mut lease = match &inner.source {
-            Source::Shared(shared) => {
-                match timeout_at(deadline, shared.get(inner.reconnect_backoff)).await {
+            // The usual case takes the current connection without waiting
+            // (and without arming a timer).
+            Source::Shared(shared) => match shared.current(inner.reconnect_backoff) {
+                Some(Ok((generation, conn))) => Lease::Shared(generation, conn),
+                Some(Err(e)) => return Err(Failure::Final(e)),
+                None => match timeout_at(deadline, shared.get(inner.reconnect_backoff)).await {
                     Ok(Ok((generation, conn))) => Lease::Shared(generation, conn),
                     Ok(Err(e)) => return Err(Failure::Final(e)),
                     Err(_) => return Err(Failure::Final(StoreError::timeout())),
-                }
-            }
+                },
+            },
             Source::Pool(pool) => match timeout_at(deadline, pool.get()).await {
                 Ok(Ok(conn)) => Lease::Pooled(conn),
                 Ok(Err(e)) => return Err(Failure::Final(StoreError::backend(e))),
                 Err(_) => return Err(Failure::Final(StoreError::timeout())),
             },
         };
-        let result = timeout_at(deadline, async {
-            match op {
-                Op::Cmd(cmd) => cmd.query_async(&mut lease).await,
-                Op::Script(script) => script.invoke_async(&mut lease).await,
+        let result = match (op, &mut lease) {
+            // One command on the multiplexed connection: its own response
+            // timeout, set to what is left, bounds it (one timer, not two).
+            (Op::Cmd(cmd), Lease::Shared(_, Conn::Multiplexed(conn))) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    Err(())
+                } else {
+                    conn.set_response_timeout(left);
+                    Ok(cmd.query_async(conn).await)
+                }
             }
-        })
-        .await;
+            _ => timeout_at(deadline, async {
+                match op {
+                    Op::Cmd(cmd) => cmd.query_async(&mut lease).await,
+                    Op::Script(script) => script.invoke_async(&mut lease).await,
+                }
+            })
+            .await
+            .map_err(|_| ()),
+        };
         match result {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if e.is_timeout() => {
+                crate::event!(debug, reason = "redis-timeout", "Redis call timed out");
+                self.discard(lease);
+                Err(Failure::Final(StoreError::timeout()))
+            }
             Ok(Err(e)) if breaks_connection(&e) => {
                 self.discard(lease);
                 Err(Failure::Broken(unavailable(e)))

@@ -34,7 +34,7 @@
 //! Redis is fastest). There is no per-call checkout and so no per-call
 //! health check: a `deadpool-redis` pool sends `UNWATCH` + `PING` on every
 //! checkout, a second round trip per call (measured: 3 commands, 2 round
-//! trips per session load through a pool, 1 command, 1 round trip through
+//! trips per session load through a pool; 1 command, 1 round trip through
 //! the multiplexed connection; [`RedisConfig::from_pool`] remains for
 //! applications that must share their pool).
 //!
@@ -45,8 +45,11 @@
 //!
 //! A call that fails on the connection (I/O error, timeout) drops it; the
 //! next call connects again (one attempt at a time, the others wait for
-//! it), so service resumes by itself when Redis returns. Nothing panics on
-//! any reply: unexpected ones are errors.
+//! it), so service resumes by itself when Redis returns. A call that is
+//! safe to repeat (every one but `delete`) and failed on a broken
+//! connection, such as the one a restarted Redis closed, is sent once more
+//! on a new connection within the same time bound. Nothing panics on any
+//! reply: unexpected ones are errors.
 //!
 //! # Key layout
 //!
@@ -56,8 +59,17 @@
 //!
 //! | key | type | holds | native expiry |
 //! |---|---|---|---|
-//! | `<prefix>:s:<hex>` | hash | one session: `u` user id, `c` created, `l` last seen, `i` idle deadline, `a` absolute deadline (ms since the epoch), `m` metadata (JSON), `d:<key>` one data key each (JSON), `n` the nonce of the create call | the session's end + 60 s ([`EXPIRY_GRACE`]) |
+//! | `<prefix>:s:<hex>` | string | one session, as JSON: `u` user id, `c` created, `l` last seen, `i` idle deadline, `a` absolute deadline (ms since the epoch, as strings), `m` metadata, `n` the nonce of the create call, `d` the data (key -> the value's JSON) | the session's end + 60 s ([`EXPIRY_GRACE`]) |
 //! | `<prefix>:u:<SHA-256 hex of the user id>` | hash | one user's sessions: field = session `<hex>`, value = `created:absolute_deadline` | the latest absolute deadline + 60 s |
+//!
+//! A session is one string so that loading it is one `GET`, the cheapest
+//! read Redis has (measured on Redis 7 for a 180-byte session: 0.11 µs of
+//! server time per `GET`, 1.36 µs per `HGETALL` of the same record as a
+//! 10-field hash). Updates stay key-level: a script decodes the record
+//! (Redis' `cjson`), sets or removes only the keys the request changed and
+//! writes it back, atomically, so concurrent requests changing different
+//! keys both survive, and a record deleted meanwhile is never written
+//! again.
 //!
 //! Expiry is judged by the store's clock, passed to every script as `now`
 //! and compared with the stored deadlines; the native TTL only cleans up.
@@ -82,7 +94,7 @@
 //!
 //! | operation | round trips |
 //! |---|---|
-//! | `load` (the one store call of an authenticated request) | **1**: `HGETALL` |
+//! | `load` (the one store call of an authenticated request) | **1**: `GET` |
 //! | `update`, `touch` | 1: one script |
 //! | `create` anonymous / with a user / with a cap | 1 / 2 / 4 (+2 with victims) |
 //! | `delete` | 1, +1 to unindex a user's session |
@@ -92,8 +104,8 @@
 //! share one round trip on a single server. The first script call after
 //! Redis lost its script cache (a restart) costs two more (`NOSCRIPT`, then
 //! `SCRIPT LOAD`). The `redis_round_trips` test asserts the load figure
-//! from `INFO commandstats`: one `HGETALL` and no other command per
-//! authenticated request.
+//! from `INFO commandstats`, one `GET` and no other command per
+//! authenticated request, and from a proxy counting exchanges on the wire.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -13,7 +13,7 @@
 //! let before = CommandStats::snapshot(&backend).await?;
 //! // ... serve 100 authenticated requests ...
 //! let delta = CommandStats::snapshot(&backend).await?.since(&before);
-//! assert_eq!(delta.calls("hgetall"), 100);
+//! assert_eq!(delta.calls("get"), 100);
 //! # Ok(()) }
 //! ```
 

@@ -66,7 +66,7 @@ fn ttl_ms(until: Timestamp, now: Timestamp) -> u64 {
 /// Every instance of an application built on the same Redis and key prefix
 /// sees the same sessions: a session created on one works on all, and a
 /// logout on one is refused on the others at once (there is no cache).
-/// Loading a session is one `HGETALL`: one round trip.
+/// Loading a session is one `GET`: one round trip.
 ///
 /// Expiry is judged by the clock the store was built with (give it the
 /// layer's clock); the keys also carry a native TTL, [`EXPIRY_GRACE`] past
@@ -217,10 +217,10 @@ impl RedisSessionStore {
                 let Ok(digest) = TokenDigest::from_hex(&member) else {
                     return Ok(Entry::Dead(member));
                 };
-                let mut get = redis::cmd("HGETALL");
+                let mut get = redis::cmd("GET");
                 get.arg(self.session_key_hex(&member));
-                let value: Value = self.cmd(&get).await?;
-                match codec::decode(value) {
+                let value: Option<Vec<u8>> = self.cmd(&get).await?;
+                match codec::decode(value.as_deref()) {
                     Ok(Some(rec))
                         if !rec.is_expired(now) && rec.user_id.as_deref() == Some(user_id) =>
                     {
@@ -371,15 +371,14 @@ impl SessionStore for RedisSessionStore {
         cap: Option<SessionCap>,
     ) -> Result<CreateOutcome, StoreError> {
         let now = self.clock.now();
-        let fields = codec::encode(record)?;
+        let nonce = nonce();
+        let value = codec::encode(record, &nonce)?;
         let mut inv = CREATE.prepare_invoke();
         inv.key(self.session_key(key))
             .arg(now.millis())
             .arg(ttl_ms(record.expires_at(), now))
-            .arg(nonce());
-        for (field, value) in &fields {
-            inv.arg(field).arg(value);
-        }
+            .arg(&nonce)
+            .arg(value);
         let stored: i64 = self.backend.run(Op::Script(&inv), Idempotent::Yes).await?;
         if stored != 1 {
             return Err(StoreError::conflict());
@@ -400,10 +399,10 @@ impl SessionStore for RedisSessionStore {
 
     async fn load(&self, key: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
         let now = self.clock.now();
-        let mut cmd = redis::cmd("HGETALL");
+        let mut cmd = redis::cmd("GET");
         cmd.arg(self.session_key(key));
-        let value: Value = self.cmd(&cmd).await?;
-        Ok(codec::decode(value)?.filter(|rec| !rec.is_expired(now)))
+        let value: Option<Vec<u8>> = self.cmd(&cmd).await?;
+        Ok(codec::decode(value.as_deref())?.filter(|rec| !rec.is_expired(now)))
     }
 
     async fn update(&self, key: &TokenDigest, update: &SessionUpdate) -> Result<(), StoreError> {
@@ -416,10 +415,10 @@ impl SessionStore for RedisSessionStore {
             .arg(EXPIRY_GRACE.as_millis().to_string())
             .arg(update.remove.len());
         for removed in &update.remove {
-            inv.arg(codec::data_field(removed));
+            inv.arg(removed);
         }
         for (k, value) in &update.set {
-            inv.arg(codec::data_field(k)).arg(value.to_string());
+            inv.arg(k).arg(value.to_string());
         }
         let applied: i64 = self.backend.run(Op::Script(&inv), Idempotent::Yes).await?;
         if applied == 1 {
