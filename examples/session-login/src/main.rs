@@ -1,10 +1,14 @@
 //! Template: server-side sessions with portcullis.
 //!
 //! Run it with `cargo run -p session-login` (listens on
-//! `127.0.0.1:$PORT`, default 3000). See this crate's README for the JSON
-//! contract.
+//! `127.0.0.1:$PORT`, default 3000). With `REDIS_URL` set (for example
+//! `REDIS_URL=redis://127.0.0.1:6379/ cargo run -p session-login`) sessions
+//! live in Redis and every instance started on the same Redis shares them;
+//! unset, they live in this process' memory. See this crate's README for
+//! the JSON contract and for running several instances.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
@@ -12,8 +16,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis::session::{
-    CurrentUser, MemoryStore, Session, SessionConfig, SessionError, SessionLayer,
+    CurrentUser, MemoryStore, Session, SessionConfig, SessionError, SessionLayer, SessionStore,
 };
+use portcullis_redis::{RedisConfig, RedisSessionStore};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
@@ -72,13 +77,37 @@ fn peer_ip(ext: &axum::http::Extensions, _: &axum::http::HeaderMap) -> Option<st
     ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
-/// The app, on the given store configuration.
-fn app() -> Router {
+/// The session store: Redis when `REDIS_URL` is set (shared by every
+/// instance on that Redis; keys under `$REDIS_KEY_PREFIX`, default
+/// `session-login`), the in-process memory store otherwise.
+async fn store() -> std::io::Result<Arc<dyn SessionStore>> {
+    let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("sessions: in memory (set REDIS_URL to share them between instances)");
+        return Ok(Arc::new(MemoryStore::new()));
+    };
+    let prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_else(|_| "session-login".into());
+    let backend = RedisConfig::new(url)
+        .key_prefix(prefix)
+        .build()
+        .map_err(std::io::Error::other)?;
+    // The store connects lazily; this only tells the operator early.
+    match backend.ping().await {
+        Ok(()) => eprintln!("sessions: in Redis ({backend:?})"),
+        Err(e) => eprintln!(
+            "sessions: in Redis, which does not answer yet ({e}); \
+             requests that need a session get 503 until it does"
+        ),
+    }
+    Ok(Arc::new(RedisSessionStore::new(backend)))
+}
+
+/// The app, on the given store.
+fn app(store: Arc<dyn SessionStore>) -> Router {
     let mut config = SessionConfig::default().client_ip(peer_ip);
     if std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some() {
         config = config.insecure_dev_cookies();
     }
-    let layer = SessionLayer::new(MemoryStore::new(), config).expect("valid session configuration");
+    let layer = SessionLayer::from_arc(store, config).expect("valid session configuration");
     Router::new()
         .route("/", get(|| async { Html(include_str!("login.html")) }))
         .route("/login", post(login))
@@ -95,12 +124,13 @@ async fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
+    let store = store().await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     eprintln!("session-login listening on http://{addr}");
     axum::serve(
         listener,
-        app().into_make_service_with_connect_info::<SocketAddr>(),
+        app(store).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await
 }
