@@ -47,6 +47,7 @@
 //! | `tracing` | no | events: reuse detections at warn, refusals at debug |
 
 mod config;
+mod counting;
 mod error;
 mod family;
 mod layer;
@@ -60,6 +61,7 @@ mod token;
 pub use config::{
     ClientIpFn, EventHook, RefreshConfig, RefreshConfigError, RefreshTransport, SecurityEvent,
 };
+pub use counting::{CountingRefreshStore, RefreshOpCounter};
 pub use error::{RefreshError, RefreshErrorKind};
 pub use family::{DeviceInfo, Family, Presented, RotateOutcome, Rotated, Rotation};
 pub use layer::{RefreshLayer, RefreshService, ResponseFuture};
