@@ -146,7 +146,8 @@ async fn key_layout_and_nothing_secret_in_redis() {
             format!("app:u:{}", TokenDigest::of(b"alice").to_hex()),
         ]
     );
-    let dump = format!("{:?}", server.command(&["HGETALL", &store.session_key(&k)]));
+    let dump = server.command(&["GET", &store.session_key(&k)]).text();
+    assert!(dump.contains("\"u\":\"alice\""), "{dump}");
     assert!(
         !dump.contains(&token.to_encoded()),
         "the id never reaches Redis"
@@ -271,9 +272,16 @@ async fn unreadable_keys_are_corrupt_for_that_session_only() {
         store.load(&wrong_type).await.unwrap_err().kind(),
         StoreErrorKind::Corrupt
     );
-    // A hash without its deadlines.
+    // A hash, not our string.
+    let wrong_hash = digest();
+    server.command(&["HSET", &store.session_key(&wrong_hash), "u", "alice"]);
+    assert_eq!(
+        store.load(&wrong_hash).await.unwrap_err().kind(),
+        StoreErrorKind::Corrupt
+    );
+    // JSON without its deadlines.
     let partial = digest();
-    server.command(&["HSET", &store.session_key(&partial), "u", "alice"]);
+    server.command(&["SET", &store.session_key(&partial), r#"{"u":"alice"}"#]);
     assert_eq!(
         store.load(&partial).await.unwrap_err().kind(),
         StoreErrorKind::Corrupt
@@ -284,18 +292,31 @@ async fn unreadable_keys_are_corrupt_for_that_session_only() {
         .create(&bad_json, &record(Some("alice"), clock.now()), None)
         .await
         .unwrap();
-    server.command(&["HSET", &store.session_key(&bad_json), "d:k", "{nope"]);
+    let text = server
+        .command(&["GET", &store.session_key(&bad_json)])
+        .text();
+    let broken = text.replace(r#""d":{"#, r#""d":{"x":"{nope","#);
+    assert_ne!(text, broken);
+    server.command(&["SET", &store.session_key(&bad_json), &broken]);
     assert_eq!(
         store.load(&bad_json).await.unwrap_err().kind(),
         StoreErrorKind::Corrupt
     );
     // Never writable, never counted; other sessions unaffected.
-    let err = store
-        .touch(&partial, clock.now(), clock.now())
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), StoreErrorKind::NotFound);
+    for unreadable in [&wrong_type, &wrong_hash, &partial] {
+        let err = store
+            .touch(unreadable, clock.now(), clock.now())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::NotFound);
+        let err = store
+            .create(unreadable, &record(None, clock.now()), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Conflict);
+    }
     assert!(store.load(&good).await.unwrap().is_some());
     assert_eq!(store.count_for_user("alice").await.unwrap(), 1);
     assert!(store.delete(&bad_json).await.unwrap());
+    assert!(store.delete(&wrong_hash).await.unwrap());
 }

@@ -448,6 +448,7 @@ impl ConnectionLike for Lease {
 /// Whether sending a call twice has the effect (and the answer) of sending
 /// it once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "session"), allow(dead_code))]
 pub(crate) enum Idempotent {
     Yes,
     No,

@@ -19,9 +19,9 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `session` | yes | [`RedisSessionStore`], a `portcullis_session::SessionStore` |
-//! | `cluster` | no | [`RedisConfig::cluster`]: Redis Cluster targets |
-//! | `testing` | no | [`testing::CommandStats`]: count the commands a request costs |
+//! | `session` | yes | `RedisSessionStore`, a `portcullis_session::SessionStore` |
+//! | `cluster` | no | `RedisConfig::cluster`: Redis Cluster targets |
+//! | `testing` | no | `testing::CommandStats`: count the commands a request costs |
 //! | `tracing` | no | debug/warn events on connection loss and timeouts (never a key, token or session data) |
 //!
 //! (The JWT revocation and refresh-token stores will join as the `jwt` and
@@ -59,7 +59,7 @@
 //!
 //! | key | type | holds | native expiry |
 //! |---|---|---|---|
-//! | `<prefix>:s:<hex>` | string | one session, as JSON: `u` user id, `c` created, `l` last seen, `i` idle deadline, `a` absolute deadline (ms since the epoch, as strings), `m` metadata, `n` the nonce of the create call, `d` the data (key -> the value's JSON) | the session's end + 60 s ([`EXPIRY_GRACE`]) |
+//! | `<prefix>:s:<hex>` | string | one session, as JSON: `u` user id, `c` created, `l` last seen, `i` idle deadline, `a` absolute deadline (ms since the epoch, as strings), `m` metadata, `n` the nonce of the create call, `d` the data (key -> the value's JSON) | the session's end + 60 s (`EXPIRY_GRACE`) |
 //! | `<prefix>:u:<SHA-256 hex of the user id>` | hash | one user's sessions: field = session `<hex>`, value = `created:absolute_deadline` | the latest absolute deadline + 60 s |
 //!
 //! A session is one string so that loading it is one `GET`, the cheapest
