@@ -13,7 +13,7 @@
 //! let (router, state) = app(MemoryStore::new(), AppConfig::default())?;
 //! assert_eq!(state.display_name("alice").as_deref(), Some("Alice Liddell"));
 //! # let _: axum::Router = router;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 //! ```
 
 use std::collections::HashMap;
