@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::{
     self, AsyncConnectionConfig, Client, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError,
-    RedisFuture, ScriptInvocation, Value,
+    RedisFuture, ScriptInvocation, ServerErrorKind, Value,
 };
 use portcullis_core::StoreError;
 use tokio::time::{Instant, timeout_at};
@@ -487,12 +487,15 @@ fn unavailable(e: RedisError) -> StoreError {
 }
 
 /// Whether an error leaves the connection in doubt (so it is replaced):
-/// everything but an answer from the server.
+/// everything but an answer from the server, and `READONLY`: the server is
+/// now a replica (after a failover), so a new connection, which resolves
+/// the address again, should reach the new primary.
 fn breaks_connection(e: &RedisError) -> bool {
-    !matches!(
-        e.kind(),
-        ErrorKind::Server(_) | ErrorKind::Extension | ErrorKind::UnexpectedReturnType
-    )
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::ReadOnly) => true,
+        ErrorKind::Server(_) | ErrorKind::Extension | ErrorKind::UnexpectedReturnType => false,
+        _ => true,
+    }
 }
 
 impl RedisBackend {
@@ -670,6 +673,33 @@ mod tests {
                 .key_prefix("app{1}")
                 .build()
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn which_errors_replace_the_connection() {
+        let io = |kind| RedisError::from(std::io::Error::from(kind));
+        assert!(breaks_connection(&io(std::io::ErrorKind::BrokenPipe)));
+        assert!(breaks_connection(&io(std::io::ErrorKind::TimedOut)));
+        assert!(breaks_connection(&RedisError::from((
+            ErrorKind::Parse,
+            "bad"
+        ))));
+        assert!(breaks_connection(&RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ReadOnly),
+            "replica"
+        ))));
+        assert!(!breaks_connection(&RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "script error"
+        ))));
+        assert!(!breaks_connection(&RedisError::from((
+            ErrorKind::Extension,
+            "WRONGTYPE"
+        ))));
+        assert!(
+            unavailable(io(std::io::ErrorKind::TimedOut)).kind()
+                == portcullis_core::StoreErrorKind::Timeout
         );
     }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, Value};
-use futures_util::future::join_all;
+use futures_util::future::{join, join_all};
 use portcullis_core::{SharedClock, StoreError, SystemClock, Timestamp, TokenDigest};
 use portcullis_session::{
     CapPolicy, CreateOutcome, SessionCap, SessionRecord, SessionStore, SessionUpdate,
@@ -347,13 +347,14 @@ impl RedisSessionStore {
         Ok(CreateOutcome::Created { evicted })
     }
 
-    /// Best-effort removal of a session whose creation failed half-way.
+    /// Best-effort removal of a session whose creation failed half-way
+    /// (both at once: one time bound, not two).
     async fn abandon(&self, key: &TokenDigest, user_id: &str) {
         let mut del = redis::cmd("DEL");
         del.arg(self.session_key(key));
-        let _ = self.cmd::<i64>(&del).await;
-        self.unindex(&self.user_index_key(user_id), &[key.to_hex()])
-            .await;
+        let index_key = self.user_index_key(user_id);
+        let member = [key.to_hex()];
+        let (_, ()) = join(self.cmd::<i64>(&del), self.unindex(&index_key, &member)).await;
     }
 }
 
