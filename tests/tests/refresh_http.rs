@@ -25,12 +25,22 @@ struct Login {
 }
 
 async fn login(app: &HybridApp, user: &str) -> Login {
-    let resp = client().post(app.server.url(&format!("/auth/login/{user}"))).send().await.unwrap();
+    let resp = client()
+        .post(app.server.url(&format!("/auth/login/{user}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let refresh = cookie_value(&resp, COOKIE).expect("refresh cookie");
     let body: Value = resp.json().await.unwrap();
-    assert!(body.get("refresh_token").is_none(), "cookie mode never puts the refresh token in the body");
-    Login { access: body["access_token"].as_str().unwrap().to_owned(), refresh }
+    assert!(
+        body.get("refresh_token").is_none(),
+        "cookie mode never puts the refresh token in the body"
+    );
+    Login {
+        access: body["access_token"].as_str().unwrap().to_owned(),
+        refresh,
+    }
 }
 
 async fn refresh(app: &HybridApp, token: &str) -> reqwest::Response {
@@ -47,30 +57,57 @@ async fn refreshed(app: &HybridApp, token: &str) -> Login {
     assert_eq!(resp.status(), StatusCode::OK);
     let refresh = cookie_value(&resp, COOKIE).expect("rotated cookie");
     let body: Value = resp.json().await.unwrap();
-    Login { access: body["access_token"].as_str().unwrap().to_owned(), refresh }
+    Login {
+        access: body["access_token"].as_str().unwrap().to_owned(),
+        refresh,
+    }
 }
 
 async fn api(app: &HybridApp, access: &str) -> StatusCode {
-    client().get(app.server.url("/api/me")).bearer_auth(access).send().await.unwrap().status()
+    client()
+        .get(app.server.url("/api/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }
 
 #[tokio::test]
 async fn login_sets_the_cookie_with_exact_attributes() {
     let app = app().await;
-    let resp = client().post(app.server.url("/auth/login/alice")).send().await.unwrap();
+    let resp = client()
+        .post(app.server.url("/auth/login/alice"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let token = cookie_value(&resp, COOKIE).unwrap();
     assert_eq!(
         set_cookies(&resp),
-        vec![format!("{COOKIE}={token}; Max-Age=604800; Path=/auth; Secure; HttpOnly; SameSite=Strict")]
+        vec![format!(
+            "{COOKIE}={token}; Max-Age=604800; Path=/auth; Secure; HttpOnly; SameSite=Strict"
+        )]
     );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 900);
     let access = body["access_token"].as_str().unwrap();
-    let me: Value = client().get(app.server.url("/api/me")).bearer_auth(access).send().await.unwrap().json().await.unwrap();
+    let me: Value = client()
+        .get(app.server.url("/api/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["user"], "alice");
-    assert_eq!(me["sid"], token.split('.').next().unwrap(), "the access token carries the family as sid");
+    assert_eq!(
+        me["sid"],
+        token.split('.').next().unwrap(),
+        "the access token carries the family as sid"
+    );
     assert_eq!(me["ver"], 0);
 }
 
@@ -86,13 +123,22 @@ async fn rotation_and_the_old_token_dies_outside_grace() {
     // r1 is the previous token, 11 s after its rotation: reuse.
     let resp = refresh(&app, &r1.refresh).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert!(set_cookies(&resp).iter().any(|c| c.starts_with(&format!("{COOKIE}=;")) && c.contains("Path=/auth")));
+    assert!(
+        set_cookies(&resp)
+            .iter()
+            .any(|c| c.starts_with(&format!("{COOKIE}=;")) && c.contains("Path=/auth"))
+    );
     // Reuse revoked the family: the newest token and the live access token die too.
-    assert_eq!(refresh(&app, &r2.refresh).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refresh(&app, &r2.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(api(&app, &r2.access).await, StatusCode::UNAUTHORIZED);
     let events = app.events.lock().unwrap().clone();
     assert_eq!(events.len(), 1);
-    assert!(matches!(&events[0], SecurityEvent::RefreshTokenReuse { user_id, .. } if user_id == "alice"));
+    assert!(
+        matches!(&events[0], SecurityEvent::RefreshTokenReuse { user_id, .. } if user_id == "alice")
+    );
 }
 
 #[tokio::test]
@@ -103,9 +149,21 @@ async fn reuse_by_an_attacker_first_kills_the_victim_too() {
     let attacker = refreshed(&app, &stolen).await;
     app.clock.advance(Duration::from_secs(30));
     let resp = refresh(&app, &victim.refresh).await;
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "the victim's token is now a reuse");
-    assert_eq!(refresh(&app, &attacker.refresh).await.status(), StatusCode::UNAUTHORIZED, "attacker's chain revoked");
-    assert_eq!(api(&app, &attacker.access).await, StatusCode::UNAUTHORIZED, "attacker's access token dead at once");
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "the victim's token is now a reuse"
+    );
+    assert_eq!(
+        refresh(&app, &attacker.refresh).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "attacker's chain revoked"
+    );
+    assert_eq!(
+        api(&app, &attacker.access).await,
+        StatusCode::UNAUTHORIZED,
+        "attacker's access token dead at once"
+    );
 }
 
 #[tokio::test]
@@ -128,7 +186,11 @@ async fn twenty_concurrent_refreshes_in_grace_all_succeed_with_one_successor() {
         assert_eq!(status, StatusCode::OK);
         successors.insert(cookie.unwrap());
     }
-    assert_eq!(successors.len(), 1, "every racer got the same successor: no fork, no logout");
+    assert_eq!(
+        successors.len(),
+        1,
+        "every racer got the same successor: no fork, no logout"
+    );
     let successor = successors.into_iter().next().unwrap();
     let next = refreshed(&app, &successor).await;
     assert_eq!(api(&app, &next.access).await, StatusCode::OK);
@@ -143,7 +205,10 @@ async fn a_lost_response_then_a_retry_succeeds() {
     let first = refreshed(&app, &l.refresh).await; // the client never saw this answer
     app.clock.advance(Duration::from_secs(3));
     let retry = refreshed(&app, &l.refresh).await;
-    assert_eq!(retry.refresh, first.refresh, "the retry gets the same successor");
+    assert_eq!(
+        retry.refresh, first.refresh,
+        "the retry gets the same successor"
+    );
     assert_eq!(api(&app, &retry.access).await, StatusCode::OK);
     assert!(app.events.lock().unwrap().is_empty(), "no reuse alarm");
 }
@@ -153,7 +218,11 @@ async fn idle_and_absolute_expiry() {
     let app = app().await;
     let l = login(&app, "alice").await;
     app.clock.advance(Duration::from_secs(7 * 24 * 3600));
-    assert_eq!(refresh(&app, &l.refresh).await.status(), StatusCode::UNAUTHORIZED, "idle 7 days");
+    assert_eq!(
+        refresh(&app, &l.refresh).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "idle 7 days"
+    );
 
     let mut token = login(&app, "bob").await.refresh;
     let mut refreshed_for = 0u64;
@@ -166,11 +235,22 @@ async fn idle_and_absolute_expiry() {
             break;
         }
         let set = set_cookies(&resp).join("");
-        let max_age: u64 = set.split("Max-Age=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+        let max_age: u64 = set
+            .split("Max-Age=")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(max_age <= 30 * 24 * 3600 - refreshed_for * 24 * 3600 + 7 * 24 * 3600);
         token = cookie_value(&resp, COOKIE).unwrap();
     }
-    assert_eq!(refreshed_for, 30, "refused at the first refresh past the 30-day absolute lifetime");
+    assert_eq!(
+        refreshed_for, 30,
+        "refused at the first refresh past the 30-day absolute lifetime"
+    );
 }
 
 #[tokio::test]
@@ -187,12 +267,28 @@ async fn logout_this_device_kills_its_access_token_but_not_another_devices() {
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         set_cookies(&resp),
-        vec![format!("{COOKIE}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/auth; Secure; HttpOnly; SameSite=Strict")]
+        vec![format!(
+            "{COOKIE}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/auth; Secure; HttpOnly; SameSite=Strict"
+        )]
     );
-    assert_eq!(api(&app, &phone.access).await, StatusCode::UNAUTHORIZED, "the phone's access token died at once");
-    assert_eq!(refresh(&app, &phone.refresh).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(api(&app, &laptop.access).await, StatusCode::OK, "the laptop is untouched");
-    assert_eq!(refresh(&app, &laptop.refresh).await.status(), StatusCode::OK);
+    assert_eq!(
+        api(&app, &phone.access).await,
+        StatusCode::UNAUTHORIZED,
+        "the phone's access token died at once"
+    );
+    assert_eq!(
+        refresh(&app, &phone.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api(&app, &laptop.access).await,
+        StatusCode::OK,
+        "the laptop is untouched"
+    );
+    assert_eq!(
+        refresh(&app, &laptop.refresh).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -211,11 +307,22 @@ async fn logout_everywhere_kills_every_device() {
     assert_eq!(resp.json::<Value>().await.unwrap(), json!({"ended": 2}));
     for l in [&a, &b] {
         assert_eq!(api(&app, &l.access).await, StatusCode::UNAUTHORIZED);
-        assert_eq!(refresh(&app, &l.refresh).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            refresh(&app, &l.refresh).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
-    assert_eq!(api(&app, &bob.access).await, StatusCode::OK, "bob untouched");
+    assert_eq!(
+        api(&app, &bob.access).await,
+        StatusCode::OK,
+        "bob untouched"
+    );
     let again = login(&app, "alice").await;
-    assert_eq!(api(&app, &again.access).await, StatusCode::OK, "a new login works (new ver)");
+    assert_eq!(
+        api(&app, &again.access).await,
+        StatusCode::OK,
+        "a new login works (new ver)"
+    );
 }
 
 #[tokio::test]
@@ -223,7 +330,11 @@ async fn cross_site_cookie_requests_are_refused_before_any_store_call() {
     let app = app().await;
     let l = login(&app, "alice").await;
     let before = app.store_calls.load(Ordering::SeqCst);
-    for (name, value) in [("sec-fetch-site", "cross-site"), ("sec-fetch-site", "same-site"), ("origin", "https://evil.example")] {
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "https://evil.example"),
+    ] {
         for path in ["/auth/refresh", "/auth/logout", "/auth/logout-everywhere"] {
             let resp = client()
                 .post(app.server.url(path))
@@ -232,12 +343,27 @@ async fn cross_site_cookie_requests_are_refused_before_any_store_call() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path} with {name}: {value}");
-            assert!(set_cookies(&resp).is_empty(), "a refused cross-site request never touches the cookie");
+            assert_eq!(
+                resp.status(),
+                StatusCode::FORBIDDEN,
+                "{path} with {name}: {value}"
+            );
+            assert!(
+                set_cookies(&resp).is_empty(),
+                "a refused cross-site request never touches the cookie"
+            );
         }
     }
-    assert_eq!(app.store_calls.load(Ordering::SeqCst), before, "refused before the store");
-    assert_eq!(refresh(&app, &l.refresh).await.status(), StatusCode::OK, "the token still works");
+    assert_eq!(
+        app.store_calls.load(Ordering::SeqCst),
+        before,
+        "refused before the store"
+    );
+    assert_eq!(
+        refresh(&app, &l.refresh).await.status(),
+        StatusCode::OK,
+        "the token still works"
+    );
 }
 
 #[tokio::test]
@@ -250,16 +376,39 @@ async fn malformed_oversized_duplicated_cookies_cost_no_store_call() {
         (format!("{COOKIE}=garbage"), StatusCode::UNAUTHORIZED),
         (format!("{COOKIE}={long}"), StatusCode::UNAUTHORIZED),
         (format!("{COOKIE}={}x", l.refresh), StatusCode::UNAUTHORIZED),
-        (format!("{COOKIE}={}", l.refresh.replace('.', "-")), StatusCode::UNAUTHORIZED),
-        (format!("{COOKIE}={0}; {COOKIE}={0}", l.refresh), StatusCode::BAD_REQUEST),
+        (
+            format!("{COOKIE}={}", l.refresh.replace('.', "-")),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            format!("{COOKIE}={0}; {COOKIE}={0}", l.refresh),
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
-        let resp = client().post(app.server.url("/auth/refresh")).header("cookie", cookie.clone()).send().await.unwrap();
+        let resp = client()
+            .post(app.server.url("/auth/refresh"))
+            .header("cookie", cookie.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), status, "{}", &cookie[..cookie.len().min(60)]);
     }
-    let resp = client().post(app.server.url("/auth/refresh")).send().await.unwrap();
+    let resp = client()
+        .post(app.server.url("/auth/refresh"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "no token at all");
-    assert_eq!(app.store_calls.load(Ordering::SeqCst), before, "no store call for any of them");
-    let resp = client().get(app.server.url("/auth/refresh")).send().await.unwrap();
+    assert_eq!(
+        app.store_calls.load(Ordering::SeqCst),
+        before,
+        "no store call for any of them"
+    );
+    let resp = client()
+        .get(app.server.url("/auth/refresh"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
@@ -271,28 +420,57 @@ async fn a_failing_store_gives_503_and_the_token_survives() {
     let resp = refresh(&app, &l.refresh).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()["retry-after"], "1");
-    assert!(set_cookies(&resp).is_empty(), "an outage never clears the cookie");
-    let resp = client().post(app.server.url("/auth/login/bob")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "login during an outage");
+    assert!(
+        set_cookies(&resp).is_empty(),
+        "an outage never clears the cookie"
+    );
+    let resp = client()
+        .post(app.server.url("/auth/login/bob"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "login during an outage"
+    );
     app.clock.advance(Duration::from_secs(60));
     app.down.store(false, Ordering::SeqCst);
     let r = refreshed(&app, &l.refresh).await;
-    assert_eq!(api(&app, &r.access).await, StatusCode::OK, "the token survived the outage");
+    assert_eq!(
+        api(&app, &r.access).await,
+        StatusCode::OK,
+        "the token survived the outage"
+    );
 }
 
 #[tokio::test]
 async fn body_transport_for_native_clients() {
-    let app = start_with(None, None, |c| c.transport(RefreshTransport::Either), Arc::new(ManualClock::starting_now())).await;
+    let app = start_with(
+        None,
+        None,
+        |c| c.transport(RefreshTransport::Either),
+        Arc::new(ManualClock::starting_now()),
+    )
+    .await;
     let resp = client()
         .post(app.server.url("/auth/login/alice"))
         .header("x-refresh-transport", "body")
         .send()
         .await
         .unwrap();
-    assert!(set_cookies(&resp).is_empty(), "body mode never sets a cookie");
+    assert!(
+        set_cookies(&resp).is_empty(),
+        "body mode never sets a cookie"
+    );
     let body: Value = resp.json().await.unwrap();
     let token = body["refresh_token"].as_str().unwrap().to_owned();
-    let resp = client().post(app.server.url("/auth/refresh")).json(&json!({"refresh_token": token})).send().await.unwrap();
+    let resp = client()
+        .post(app.server.url("/auth/refresh"))
+        .json(&json!({"refresh_token": token}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(set_cookies(&resp).is_empty());
     let next: Value = resp.json().await.unwrap();
@@ -318,7 +496,23 @@ async fn body_transport_for_native_clients() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     // Never from the query string.
-    let resp = client().post(format!("{}?refresh_token={last_token}", app.server.url("/auth/refresh"))).send().await.unwrap();
+    let resp = client()
+        .post(format!(
+            "{}?refresh_token={last_token}",
+            app.server.url("/auth/refresh")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // A multibyte character where the token splits: refused, never a panic.
+    let straddle = format!("{}é{}", "A".repeat(21), "B".repeat(43));
+    let resp = client()
+        .post(app.server.url("/auth/refresh"))
+        .json(&json!({"refresh_token": straddle}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     // An oversized body is 413.
     let resp = client()
@@ -348,17 +542,47 @@ async fn device_list_and_revoking_one_device() {
         .unwrap();
     let sessions = list["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2);
-    assert_eq!(sessions[0]["current"], true, "newest first: the laptop, the caller");
+    assert_eq!(
+        sessions[0]["current"], true,
+        "newest first: the laptop, the caller"
+    );
     assert_eq!(sessions[1]["current"], false);
     assert_eq!(sessions[0]["user_agent"], "portcullis-tests");
     let phone_id = sessions[1]["id"].as_str().unwrap().to_owned();
-    let delete = |token: &str, id: &str| client().delete(app.server.url(&format!("/auth/sessions/{id}"))).bearer_auth(token).send();
-    assert_eq!(delete(&bob.access, &phone_id).await.unwrap().status(), StatusCode::NOT_FOUND, "not bob's device");
+    let delete = |token: &str, id: &str| {
+        client()
+            .delete(app.server.url(&format!("/auth/sessions/{id}")))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        delete(&bob.access, &phone_id).await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "not bob's device"
+    );
     assert_eq!(api(&app, &phone.access).await, StatusCode::OK);
-    assert_eq!(delete(&laptop.access, &phone_id).await.unwrap().status(), StatusCode::NO_CONTENT);
-    assert_eq!(api(&app, &phone.access).await, StatusCode::UNAUTHORIZED, "the phone's access token died at once");
-    assert_eq!(refresh(&app, &phone.refresh).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        delete(&laptop.access, &phone_id).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api(&app, &phone.access).await,
+        StatusCode::UNAUTHORIZED,
+        "the phone's access token died at once"
+    );
+    assert_eq!(
+        refresh(&app, &phone.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(api(&app, &laptop.access).await, StatusCode::OK);
-    let resp = client().get(app.server.url("/auth/sessions")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "the device list needs an access token");
+    let resp = client()
+        .get(app.server.url("/auth/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "the device list needs an access token"
+    );
 }

@@ -94,7 +94,9 @@ impl RefreshToken {
     /// canonical base64url.
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() != REFRESH_TOKEN_LEN {
+        // ASCII first: the split below must fall on a character boundary
+        // whatever the client sent.
+        if s.len() != REFRESH_TOKEN_LEN || !s.is_ascii() {
             return None;
         }
         let (fam, secret) = s.split_at(FAMILY_ID_LEN);
@@ -228,6 +230,14 @@ mod tests {
             assert!(RefreshToken::parse(&bad).is_none(), "{bad:?}");
         }
         assert!(RotationKey::from_bytes(&[1; 31]).is_err());
+    }
+
+    #[test]
+    fn multibyte_input_at_the_split_point_is_refused() {
+        // 21 ASCII bytes, then a two-byte character straddling byte 22.
+        let s = format!("{}é{}", "A".repeat(21), "B".repeat(REFRESH_TOKEN_LEN - 23));
+        assert_eq!(s.len(), REFRESH_TOKEN_LEN);
+        assert!(RefreshToken::parse(&s).is_none());
     }
 
     proptest! {
