@@ -114,6 +114,7 @@ pub use config::{BindingFn, CsrfConfig, DEFAULT_MAX_BODY_BYTES, SignedBinding};
 pub use error::{ConfigError, CsrfError, CsrfErrorKind};
 pub use handle::{CsrfHandle, CsrfToken, SESSION_SECRET_KEY};
 pub use layer::{CsrfLayer, CsrfService, ResponseFuture};
+pub use origin::HeaderCheck;
 pub use tower_http::csrf::ProtectionErrorKind;
 
 /// Emits a `tracing` event when the `tracing` feature is on; nothing

@@ -99,9 +99,23 @@ pub(crate) fn normalize_origin(input: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// Runs tower-http's check on the parts of a request it reads.
+/// tower-http's Fetch Metadata / `Origin` check, usable on its own (the
+/// refresh layer runs it on cookie-borne requests): trusted origins and the
+/// public origin are normalised and validated when it is built, and the
+/// verdict is tower-http's own.
+///
+/// ```
+/// use http::{HeaderMap, Method, Uri};
+/// use portcullis_csrf::HeaderCheck;
+///
+/// let check = HeaderCheck::new(&[], None).unwrap();
+/// let mut headers = HeaderMap::new();
+/// headers.insert("sec-fetch-site", "cross-site".parse().unwrap());
+/// let uri: Uri = "/auth/refresh".parse().unwrap();
+/// assert!(check.check(&Method::POST, &uri, &headers, false).is_err());
+/// ```
 #[derive(Clone)]
-pub(crate) struct HeaderCheck {
+pub struct HeaderCheck {
     tower: Csrf<Probe, RejectFn>,
     trusted: Vec<String>,
     public_origin: Option<String>,
@@ -118,10 +132,11 @@ impl fmt::Debug for HeaderCheck {
 
 impl HeaderCheck {
     /// Builds the check; origins are normalised and validated here.
-    pub(crate) fn new(
-        trusted: &[String],
-        public_origin: Option<&str>,
-    ) -> Result<Self, ConfigError> {
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for an origin that is not `scheme://host[:port]`.
+    pub fn new(trusted: &[String], public_origin: Option<&str>) -> Result<Self, ConfigError> {
         let trusted = trusted
             .iter()
             .map(|o| normalize_origin(o))
@@ -156,7 +171,11 @@ impl HeaderCheck {
     /// tower-http's verdict on a request with this method, target and
     /// headers. `as_unsafe` asks as a `POST` (for WebSocket upgrades, which
     /// are `GET`s that tower-http would let through).
-    pub(crate) fn check(
+    ///
+    /// # Errors
+    ///
+    /// tower-http's [`ProtectionErrorKind`] when it refuses the request.
+    pub fn check(
         &self,
         method: &Method,
         uri: &Uri,

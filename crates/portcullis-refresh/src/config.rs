@@ -86,6 +86,7 @@ pub struct RefreshConfig {
     pub(crate) on_event: Option<EventHook>,
     pub(crate) trusted_origins: Vec<String>,
     pub(crate) client_ip: Option<ClientIpFn>,
+    pub(crate) public_origin: Option<String>,
 }
 
 impl fmt::Debug for RefreshConfig {
@@ -120,6 +121,7 @@ impl Default for RefreshConfig {
             on_event: None,
             trusted_origins: Vec::new(),
             client_ip: None,
+            public_origin: None,
         }
     }
 }
@@ -191,6 +193,14 @@ impl RefreshConfig {
     /// (`scheme://host[:port]`).
     pub fn add_trusted_origin(mut self, origin: impl Into<String>) -> Self {
         self.trusted_origins.push(origin.into());
+        self
+    }
+
+    /// The site's public origin (`https://example.com`), compared with
+    /// `Origin` instead of the `Host` fallback behind proxies that rewrite
+    /// `Host`.
+    pub fn public_origin(mut self, origin: impl Into<String>) -> Self {
+        self.public_origin = Some(origin.into());
         self
     }
 

@@ -1,6 +1,5 @@
 //! `RefreshLayer`: the refresh, logout and device endpoints.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::task::{Context, Poll};
 
@@ -23,55 +22,28 @@ use crate::family::DeviceInfo;
 use crate::refresher::{Refresher, TokenPair};
 use crate::token::RefreshToken;
 
-/// tower-http's Fetch Metadata / `Origin` check, run on a body-less copy of
-/// a request (its decision function is private; its service is not).
-#[derive(Clone)]
-pub(crate) struct CsrfProbe {
-    svc: tower_http::csrf::Csrf<Probe>,
-}
-
+/// Cross-site check for cookie-borne requests: portcullis-csrf's wrapper
+/// of tower-http's Fetch Metadata / `Origin` check.
 #[derive(Clone, Debug)]
-struct Probe;
-
-impl Service<Request<()>> for Probe {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        std::future::ready(Ok(Response::new(())))
-    }
+pub(crate) struct CsrfProbe {
+    check: portcullis_csrf::HeaderCheck,
 }
 
 impl CsrfProbe {
-    pub(crate) fn new(trusted: &[String]) -> Result<Self, RefreshConfigError> {
-        let mut layer = tower_http::csrf::CsrfLayer::new();
-        for origin in trusted {
-            layer = layer
-                .add_trusted_origin(origin)
-                .map_err(|e| RefreshConfigError::Origin(e.to_string()))?;
-        }
-        Ok(Self {
-            svc: layer.layer(Probe),
-        })
+    pub(crate) fn new(
+        trusted: &[String],
+        public_origin: Option<&str>,
+    ) -> Result<Self, RefreshConfigError> {
+        let check = portcullis_csrf::HeaderCheck::new(trusted, public_origin)
+            .map_err(|e| RefreshConfigError::Origin(e.to_string()))?;
+        Ok(Self { check })
     }
 
-    /// Whether tower-http refuses the request as cross-origin.
-    async fn cross_site(&self, parts: &Parts) -> bool {
-        let mut req = Request::new(());
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = parts.uri.clone();
-        *req.headers_mut() = parts.headers.clone();
-        let mut svc = self.svc.clone();
-        match svc.call(req).await {
-            Ok(resp) => resp
-                .extensions()
-                .get::<tower_http::csrf::ProtectionError>()
-                .is_some(),
-            Err(never) => match never {},
-        }
+    /// Whether the request is refused as cross-origin.
+    fn cross_site(&self, parts: &Parts) -> bool {
+        self.check
+            .check(&parts.method, &parts.uri, &parts.headers, true)
+            .is_err()
     }
 }
 
@@ -337,7 +309,7 @@ impl Refresher {
             (None, Some(b)) => (b, Mode::Body),
             (None, None) => return Ok(None),
         };
-        if mode == Mode::Cookie && self.inner.csrf.cross_site(parts).await {
+        if mode == Mode::Cookie && self.inner.csrf.cross_site(parts) {
             return Err(RefreshError::new(RefreshErrorKind::CrossSite, "cross-site"));
         }
         let token = RefreshToken::parse(&raw).ok_or_else(invalid)?;

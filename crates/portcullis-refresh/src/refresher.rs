@@ -133,7 +133,10 @@ impl RefresherBuilder {
             Some(k) => k.clone(),
             None => RotationKey::generate().map_err(|_| RefreshConfigError::RotationKeyTooShort)?,
         };
-        let csrf = crate::layer::CsrfProbe::new(&self.config.trusted_origins)?;
+        let csrf = crate::layer::CsrfProbe::new(
+            &self.config.trusted_origins,
+            self.config.public_origin.as_deref(),
+        )?;
         Ok(Refresher {
             inner: Arc::new(Inner {
                 store: self.store,
