@@ -124,12 +124,12 @@ fn record_size(redis: &RedisServer) -> usize {
     }
 }
 
-/// Requests per second over `for_` of back-to-back batches.
-fn rate<F: std::future::Future<Output = ()>>(
+/// Runs `batch` back to back for `for_`; returns (requests, seconds).
+fn run_for<F: std::future::Future<Output = ()>>(
     rt: &tokio::runtime::Runtime,
     for_: Duration,
     mut batch: impl FnMut() -> F,
-) -> f64 {
+) -> (usize, f64) {
     rt.block_on(async {
         let started = Instant::now();
         let mut n = 0usize;
@@ -137,7 +137,7 @@ fn rate<F: std::future::Future<Output = ()>>(
             batch().await;
             n += CONCURRENCY;
         }
-        n as f64 / started.elapsed().as_secs_f64()
+        (n, started.elapsed().as_secs_f64())
     })
 }
 
@@ -228,11 +228,23 @@ fn bench(c: &mut Criterion) {
             delta.iter().collect::<Vec<_>>()
         );
     }
-    let window = Duration::from_secs(2);
-    let floor_rate = rate(&rt, window, || floor_batch(&floor));
-    let layer_rate = rate(&rt, window, || layer_batch(&multiplexed, &cookie));
-    let pool_rate = rate(&rt, window, || layer_batch(&pooled, &cookie));
-    let memory_rate = rate(&rt, window, || layer_batch(&memory, &memory_cookie));
+    // Throughput ratios, the four lines interleaved in 100 ms slices so
+    // that a drifting machine load weighs on all of them alike.
+    let slice = Duration::from_millis(100);
+    let mut totals = [(0usize, 0f64); 4];
+    for _ in 0..20 {
+        let runs = [
+            run_for(&rt, slice, || floor_batch(&floor)),
+            run_for(&rt, slice, || layer_batch(&multiplexed, &cookie)),
+            run_for(&rt, slice, || layer_batch(&pooled, &cookie)),
+            run_for(&rt, slice, || layer_batch(&memory, &memory_cookie)),
+        ];
+        for (total, (n, secs)) in totals.iter_mut().zip(runs) {
+            total.0 += n;
+            total.1 += secs;
+        }
+    }
+    let [floor_rate, layer_rate, pool_rate, memory_rate] = totals.map(|(n, s)| n as f64 / s);
     eprintln!(
         "record {size} bytes, concurrency {CONCURRENCY}: GET floor {floor_rate:.0}/s; \
          layer on Redis {layer_rate:.0}/s ({:.2} of the floor); \
