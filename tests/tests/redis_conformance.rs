@@ -13,6 +13,7 @@ use portcullis::session::testing::{T0, record};
 use portcullis::session::{
     CapPolicy, CreateOutcome, SessionCap, SessionStore as _, SessionUpdate, eviction_victims,
 };
+use portcullis_redis::testing::CommandStats;
 use portcullis_redis::{RedisConfig, RedisSessionStore};
 use portcullis_tests::redis_harness::{Owned, RedisCluster, RedisServer, Reply};
 use serde_json::json;
@@ -97,6 +98,16 @@ async fn cluster_conformance() {
     assert_eq!(store.list_for_user("alice").await.unwrap().len(), 1);
     assert!(store.load(&keys[0]).await.unwrap().is_some());
     assert!(store.load(&keys[1]).await.unwrap().is_none());
+
+    // Command statistics add up over the nodes.
+    let stats = CommandStats::snapshot(store.backend()).await.unwrap();
+    let by_node: u64 = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.command_stats().calls("get"))
+        .sum();
+    assert!(stats.calls("get") >= 32, "{stats:?}");
+    assert_eq!(stats.calls("get"), by_node);
 }
 
 fn digest() -> TokenDigest {
