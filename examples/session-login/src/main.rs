@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use portcullis::session::{
     CurrentUser, MemoryStore, Session, SessionConfig, SessionError, SessionLayer, SessionStore,
 };
-use portcullis_redis::{RedisConfig, RedisSessionStore};
+use portcullis::redis::{RedisConfig, RedisSessionStore};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
