@@ -12,6 +12,12 @@ pub mod redis_harness;
 pub mod refresh_app;
 pub mod session_app;
 
+/// The README's Rust code blocks, compiled (and run unless `no_run`) as doc
+/// tests of this crate, which has axum, tokio and every portcullis feature.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// A server listening on a free loopback port, stopped when dropped.
 #[derive(Debug)]
 pub struct TestServer {
