@@ -91,18 +91,40 @@ impl OpaqueToken {
     ///
     /// [`TokenFormatError`] says which rule the value broke.
     pub fn parse(s: &str) -> Result<Self, TokenFormatError> {
-        let raw = s.as_bytes();
-        if raw.len() != TOKEN_ENCODED_LEN {
-            return Err(TokenFormatError::Length);
+        let raw: &[u8; TOKEN_ENCODED_LEN] = s
+            .as_bytes()
+            .try_into()
+            .map_err(|_| TokenFormatError::Length)?;
+        // A fixed-size decoder (this runs on every request that carries a
+        // session cookie): one table lookup per character, then 10 groups
+        // of 4 characters to 3 bytes and a last group of 3 characters to 2
+        // bytes whose 2 spare bits must be zero (canonical encoding).
+        let mut sextets = [0u8; TOKEN_ENCODED_LEN];
+        let mut invalid = 0u8;
+        for (v, &b) in sextets.iter_mut().zip(raw) {
+            *v = BASE64URL_VALUES[usize::from(b)];
+            invalid |= *v;
         }
-        if !raw.iter().all(|&b| is_base64url(b)) {
+        if invalid & INVALID != 0 {
             return Err(TokenFormatError::Alphabet);
         }
         let mut bytes = [0u8; TOKEN_BYTES];
-        match URL_SAFE_NO_PAD.decode_slice(raw, &mut bytes) {
-            Ok(TOKEN_BYTES) => Ok(Self { bytes }),
-            _ => Err(TokenFormatError::NonCanonical),
+        for (out, quad) in bytes.chunks_exact_mut(3).zip(sextets.chunks_exact(4)) {
+            let n = (u32::from(quad[0]) << 18)
+                | (u32::from(quad[1]) << 12)
+                | (u32::from(quad[2]) << 6)
+                | u32::from(quad[3]);
+            out.copy_from_slice(&n.to_be_bytes()[1..]);
         }
+        let n =
+            (u32::from(sextets[40]) << 12) | (u32::from(sextets[41]) << 6) | u32::from(sextets[42]);
+        if n & 0b11 != 0 {
+            return Err(TokenFormatError::NonCanonical);
+        }
+        let [_, _, hi, lo] = (n >> 2).to_be_bytes();
+        bytes[30] = hi;
+        bytes[31] = lo;
+        Ok(Self { bytes })
     }
 
     /// Builds a token from raw bytes (for stores and tests that hold them).
@@ -144,10 +166,29 @@ impl PartialEq for OpaqueToken {
 
 impl Eq for OpaqueToken {}
 
+/// Marks a byte outside the base64url alphabet in [`BASE64URL_VALUES`].
+const INVALID: u8 = 0x80;
+
+/// The value of each base64url character (RFC 4648 section 5), [`INVALID`]
+/// for every other byte.
+const BASE64URL_VALUES: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut i = 0;
+    while i < 64 {
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            t[alphabet[i] as usize] = i as u8;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// Whether `b` belongs to the base64url alphabet (RFC 4648 section 5).
 #[must_use]
 pub const fn is_base64url(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+    BASE64URL_VALUES[b as usize] & INVALID == 0
 }
 
 /// SHA-256 of an [`OpaqueToken`]: what stores use as a key.
