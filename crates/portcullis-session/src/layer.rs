@@ -197,13 +197,14 @@ where
             ip,
         );
         req.extensions_mut().insert(session.clone());
-        // The ready service moves into the future and a fresh clone takes
-        // its place; see tower's "Be careful when cloning inner services".
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // The inner service is ready (poll_ready) and is called now: no
+        // clone of it per request.
+        let fut = self.inner.call(req);
         Box::pin(async move {
-            let response = inner.call(req).await?;
-            if session.untouched() {
+            let response = fut.await?;
+            // A handler that never used the session, or only read it with
+            // nothing to write back: no commit, no store call, no headers.
+            if session.untouched() || session.nothing_to_commit() {
                 return Ok(response.map(ResponseBody::inner));
             }
             let commit = session.commit().await;

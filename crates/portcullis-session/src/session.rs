@@ -602,6 +602,23 @@ impl Session {
         commit
     }
 
+    /// Whether [`Session::commit`] would do nothing: no store call, no
+    /// cookie, no header (a session only read, with no idle extension due).
+    /// `false` when the state is locked elsewhere (then commit decides).
+    pub(crate) fn nothing_to_commit(&self) -> bool {
+        if matches!(self.shared.incoming, Incoming::Invalid) {
+            return false;
+        }
+        self.shared.state.try_lock().is_ok_and(|st| {
+            st.leftover.is_none()
+                && !st.clear_site_data
+                && matches!(st.cookie, CookieAction::Keep)
+                && st.current.as_ref().is_none_or(|cur| {
+                    cur.persisted && cur.set.is_empty() && cur.remove.is_empty() && !cur.touch_due
+                })
+        })
+    }
+
     /// Whether the handler never used the session (no state to commit).
     pub(crate) fn untouched(&self) -> bool {
         matches!(self.shared.incoming, Incoming::None | Incoming::Token(_))
