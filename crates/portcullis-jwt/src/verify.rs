@@ -1,7 +1,11 @@
 //! The verification decision, as plain functions (the layer stays thin).
 
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
+
+use aws_lc_rs::hmac;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::alg::Algorithm;
-use crate::claims::{Claims, RegisteredClaims};
+use crate::claims::{Claims, NoCustomClaims, RegisteredClaims};
 use crate::error::{JwtError, JwtErrorKind};
 use crate::json::check_object;
 use crate::key::VerifyingKey;
@@ -125,28 +129,14 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Segments<'_>, JwtErro
     if token.len() > max_len {
         return Err(err(JwtErrorKind::TooLarge));
     }
-    let bytes = token.as_bytes();
-    let mut dots = [0usize; 2];
-    let mut n = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'.' {
-            if n == 2 {
-                return Err(err(JwtErrorKind::Malformed));
-            }
-            dots[n] = i;
-            n += 1;
-        } else if !portcullis_core::token::is_base64url(b) {
-            return Err(err(JwtErrorKind::Malformed));
-        }
+    // Exactly two dots (found with the standard library's fast search),
+    // and nothing but base64url between them (a table lookup per byte).
+    let malformed = || err(JwtErrorKind::Malformed);
+    let (h, rest) = token.split_once('.').ok_or_else(malformed)?;
+    let (p, s) = rest.split_once('.').ok_or_else(malformed)?;
+    if !(all_base64url(h) && all_base64url(p) && all_base64url(s)) {
+        return Err(malformed());
     }
-    if n != 2 {
-        return Err(err(JwtErrorKind::Malformed));
-    }
-    let (h, p, s) = (
-        &token[..dots[0]],
-        &token[dots[0] + 1..dots[1]],
-        &token[dots[1] + 1..],
-    );
     if h.is_empty() || p.is_empty() || s.is_empty() {
         return Err(err(JwtErrorKind::Malformed));
     }
@@ -158,7 +148,17 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Segments<'_>, JwtErro
         header: h,
         payload: p,
         signature: s,
-        signed: &token[..dots[1]],
+        signed: &token[..h.len() + 1 + p.len()],
+    })
+}
+
+/// Whether every byte is in the base64url alphabet. Branch-free, so the
+/// compiler checks many bytes per instruction (a token is hundreds of
+/// bytes, checked on every request).
+fn all_base64url(x: &str) -> bool {
+    x.bytes().fold(true, |ok, b| {
+        let lower = b | 0x20;
+        ok & (lower.is_ascii_lowercase() | b.is_ascii_digit() | (b == b'-') | (b == b'_'))
     })
 }
 
@@ -246,18 +246,75 @@ pub(crate) fn parse_header_typ(
     })
 }
 
+/// HMAC keys with their key schedule computed once, per verifying key.
+///
+/// `jsonwebtoken::crypto::verify` builds a fresh HMAC key (two SHA-2 block
+/// compressions and an allocation) on every call; a layer keeps the
+/// prepared key of each HMAC verifying key it has seen instead. An entry
+/// holds its `Arc<VerifyingKey>`, so a pointer match is the same key (the
+/// allocation cannot be reused while the entry lives). Bounded: the oldest
+/// entry goes when a rotation brings more keys than it holds.
+#[derive(Default)]
+pub(crate) struct HmacKeys {
+    keys: RwLock<Vec<(Arc<VerifyingKey>, hmac::Key)>>,
+}
+
+const MAX_PREPARED_HMAC_KEYS: usize = 16;
+
+impl HmacKeys {
+    /// Verifies `tag` over `msg` with `key` in constant time; `None` when
+    /// `key` is not an HMAC key.
+    fn verify(&self, key: &Arc<VerifyingKey>, msg: &[u8], tag: &[u8]) -> Option<bool> {
+        let alg = match key.alg() {
+            Algorithm::HS256 => hmac::HMAC_SHA256,
+            Algorithm::HS384 => hmac::HMAC_SHA384,
+            Algorithm::HS512 => hmac::HMAC_SHA512,
+            _ => return None,
+        };
+        {
+            let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, k)) = keys.iter().find(|(v, _)| Arc::ptr_eq(v, key)) {
+                return Some(hmac::verify(k, msg, tag).is_ok());
+            }
+        }
+        let jsonwebtoken::DecodingKeyKind::SecretOrDer(secret) = key.decoding_key().kind() else {
+            return None;
+        };
+        let prepared = hmac::Key::new(alg, secret);
+        let ok = hmac::verify(&prepared, msg, tag).is_ok();
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        if !keys.iter().any(|(v, _)| Arc::ptr_eq(v, key)) {
+            if keys.len() >= MAX_PREPARED_HMAC_KEYS {
+                keys.remove(0);
+            }
+            keys.push((Arc::clone(key), prepared));
+        }
+        Some(ok)
+    }
+}
+
 /// Signature check with the key the source gave; the token's `alg` must
-/// equal the key's pinned algorithm.
+/// equal the key's pinned algorithm. HMAC keys go through `prepared` when
+/// given (same check, the key schedule computed once).
 pub(crate) fn check_signature(
     seg: &Segments<'_>,
     header: &Header,
-    key: &VerifyingKey,
+    key: &Arc<VerifyingKey>,
+    prepared: Option<&HmacKeys>,
 ) -> Result<(), JwtError> {
     if key.alg() != header.alg {
         return Err(err(JwtErrorKind::AlgMismatch));
     }
-    // Canonical base64url is checked here; jsonwebtoken decodes it again.
-    let _ = b64(seg.signature)?;
+    // Canonical base64url is checked here.
+    let tag = b64(seg.signature)?;
+    if let Some(ok) = prepared.and_then(|p| p.verify(key, seg.signed.as_bytes(), &tag)) {
+        return if ok {
+            Ok(())
+        } else {
+            Err(err(JwtErrorKind::BadSignature))
+        };
+    }
+    // jsonwebtoken decodes the signature again.
     match jsonwebtoken::crypto::verify(
         seg.signature,
         seg.signed.as_bytes(),
@@ -270,7 +327,7 @@ pub(crate) fn check_signature(
 }
 
 /// Decodes the payload and checks every claim rule; returns the claims.
-pub(crate) fn check_claims<T: DeserializeOwned>(
+pub(crate) fn check_claims<T: DeserializeOwned + 'static>(
     seg: &Segments<'_>,
     v: &Validation,
     now: i64,
@@ -337,8 +394,21 @@ pub(crate) fn check_claims<T: DeserializeOwned>(
             return Err(err(JwtErrorKind::MissingClaim));
         }
     }
-    let custom: T = serde_json::from_slice(&raw).map_err(|_| err(JwtErrorKind::BadClaims))?;
+    let custom: T = custom_claims(&raw)?;
     Ok((Claims::new(reg, custom), exp.saturating_add(v.leeway)))
+}
+
+/// The application's claims. [`NoCustomClaims`] (the default) reads
+/// nothing: it deserializes from any JSON object, and `raw` was checked to
+/// be one, so the second pass over the payload is skipped.
+fn custom_claims<T: DeserializeOwned + 'static>(raw: &[u8]) -> Result<T, JwtError> {
+    if TypeId::of::<T>() == TypeId::of::<NoCustomClaims>() {
+        let none: Box<dyn Any> = Box::new(NoCustomClaims {});
+        if let Ok(t) = none.downcast::<T>() {
+            return Ok(*t);
+        }
+    }
+    serde_json::from_slice(raw).map_err(|_| err(JwtErrorKind::BadClaims))
 }
 
 /// One verification attempt: done, or wait for a key refresh and retry.
@@ -349,10 +419,11 @@ pub(crate) enum Step<T> {
     Wait(crate::source::RefreshFuture),
 }
 
-pub(crate) fn verify<T: DeserializeOwned>(
+pub(crate) fn verify<T: DeserializeOwned + 'static>(
     token: &str,
     v: &Validation,
     lookup: impl FnOnce(Option<&str>) -> KeyLookup,
+    prepared: Option<&HmacKeys>,
     now: i64,
 ) -> Step<T> {
     type Verified<T> = (Claims<T>, i64, bool);
@@ -365,7 +436,7 @@ pub(crate) fn verify<T: DeserializeOwned>(
             KeyLookup::Unavailable => return Err(err(JwtErrorKind::KeysUnavailable)),
             KeyLookup::Refresh(f) => return Ok(Err(f)),
         };
-        check_signature(&seg, &header, &key)?;
+        check_signature(&seg, &header, &key, prepared)?;
         let (claims, until) = check_claims(&seg, v, now)?;
         Ok(Ok((claims, until, key.alg().is_asymmetric())))
     };
@@ -406,7 +477,7 @@ pub fn verify_jws(
         KeyLookup::Unavailable => return Err(err(JwtErrorKind::KeysUnavailable)),
         KeyLookup::Unknown | KeyLookup::Refresh(_) => return Err(err(JwtErrorKind::UnknownKey)),
     };
-    check_signature(&seg, &header, &key)?;
+    check_signature(&seg, &header, &key, None)?;
     b64(seg.payload)
 }
 
@@ -436,6 +507,20 @@ mod tests {
             split(&"a".repeat(101), 100).err().map(|e| e.kind()),
             Some(JwtErrorKind::TooLarge)
         );
+    }
+
+    #[test]
+    fn alphabet_check_matches_core() {
+        for b in 0..=255u8 {
+            let s = [b'A', b, b'z'];
+            if let Ok(s) = std::str::from_utf8(&s) {
+                assert_eq!(
+                    all_base64url(s),
+                    portcullis_core::token::is_base64url(b),
+                    "{b}"
+                );
+            }
+        }
     }
 
     #[test]
