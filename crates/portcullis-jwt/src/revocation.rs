@@ -24,7 +24,8 @@
 //! # }) }
 //! ```
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -73,16 +74,29 @@ struct ViewInner {
     clock: SharedClock,
 }
 
-/// A map that readers skip entirely while it is empty.
+/// A map that readers skip entirely while it is empty. Tables of expiring
+/// entries also keep their expiries in a min-heap, so forgetting expired
+/// entries costs O(log n) per entry forgotten, not a scan of the table on
+/// every change (which made building a view of n entries O(n²)).
 struct Table<V> {
-    map: RwLock<HashMap<String, V>>,
+    map: RwLock<TableInner<V>>,
     len: AtomicUsize,
+}
+
+struct TableInner<V> {
+    map: HashMap<Arc<str>, V>,
+    /// (expiry, key) of every entry inserted with an expiry; an element
+    /// whose key now maps to another expiry is stale and skipped.
+    expiries: BinaryHeap<Reverse<(i64, Arc<str>)>>,
 }
 
 impl<V: Copy> Table<V> {
     fn new() -> Self {
         Self {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(TableInner {
+                map: HashMap::new(),
+                expiries: BinaryHeap::new(),
+            }),
             len: AtomicUsize::new(0),
         }
     }
@@ -94,18 +108,54 @@ impl<V: Copy> Table<V> {
         self.map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .map
             .get(key)
             .copied()
     }
 
-    fn update(&self, f: impl FnOnce(&mut HashMap<String, V>)) {
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        f(&mut map);
-        self.len.store(map.len(), Ordering::Release);
+    fn update(&self, f: impl FnOnce(&mut TableInner<V>)) {
+        let mut t = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        f(&mut t);
+        self.len.store(t.map.len(), Ordering::Release);
+    }
+
+    fn clear(&self) {
+        self.update(|t| {
+            t.map.clear();
+            t.expiries.clear();
+        });
     }
 
     fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
+    }
+}
+
+impl TableInner<i64> {
+    /// Forgets every entry whose expiry is `now` or earlier.
+    fn forget_expired(&mut self, now: i64) {
+        while let Some(Reverse((exp, _))) = self.expiries.peek() {
+            if *exp > now {
+                break;
+            }
+            let Some(Reverse((exp, key))) = self.expiries.pop() else {
+                break;
+            };
+            if self.map.get(&key) == Some(&exp) {
+                self.map.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets the expired entries, then denies `key` until `expires_at`
+    /// (when that is still ahead).
+    fn deny(&mut self, key: &str, expires_at: i64, now: i64) {
+        self.forget_expired(now);
+        if expires_at > now {
+            let key: Arc<str> = Arc::from(key);
+            self.map.insert(Arc::clone(&key), expires_at);
+            self.expiries.push(Reverse((expires_at, key)));
+        }
     }
 }
 
@@ -183,21 +233,20 @@ impl RevocationView {
         let now = self.inner.clock.now().secs();
         let now = i64::try_from(now).unwrap_or(i64::MAX);
         match event {
-            RevocationEvent::Token { jti, expires_at } => self.inner.tokens.update(|m| {
-                m.retain(|_, exp| *exp > now);
-                if *expires_at > now {
-                    m.insert(jti.clone(), *expires_at);
+            RevocationEvent::Token { jti, expires_at } => {
+                self.inner.tokens.update(|t| t.deny(jti, *expires_at, now));
+            }
+            RevocationEvent::Session { sid, expires_at } => {
+                self.inner
+                    .sessions
+                    .update(|t| t.deny(sid, *expires_at, now));
+            }
+            RevocationEvent::User { user, version } => self.inner.users.update(|t| {
+                if let Some(v) = t.map.get_mut(user.as_str()) {
+                    *v = (*v).max(*version);
+                } else {
+                    t.map.insert(Arc::from(user.as_str()), *version);
                 }
-            }),
-            RevocationEvent::Session { sid, expires_at } => self.inner.sessions.update(|m| {
-                m.retain(|_, exp| *exp > now);
-                if *expires_at > now {
-                    m.insert(sid.clone(), *expires_at);
-                }
-            }),
-            RevocationEvent::User { user, version } => self.inner.users.update(|m| {
-                let v = m.entry(user.clone()).or_insert(0);
-                *v = (*v).max(*version);
             }),
         }
     }
@@ -205,9 +254,9 @@ impl RevocationView {
     /// Replaces the whole state with a snapshot (a store's view after a
     /// (re)connect).
     pub fn replace_all(&self, events: &[RevocationEvent]) {
-        self.inner.tokens.update(HashMap::clear);
-        self.inner.sessions.update(HashMap::clear);
-        self.inner.users.update(HashMap::clear);
+        self.inner.tokens.clear();
+        self.inner.sessions.clear();
+        self.inner.users.clear();
         for e in events {
             self.apply(e);
         }
