@@ -586,9 +586,10 @@ function scaleExplain(variant, action, r) {
       : `${at} found the session in the shared store.`;
   }
   if (variant === 'session-local') {
-    return r.received && r.received.cookie_bytes
-      ? `${at}'s own store has never seen this session (it lives on the other instance): 401, and ${at.toLowerCase()} told the browser to drop the cookie. The user is logged out.`
-      : `${at} got no cookie: the session is lost, although the other instance still holds it.`;
+    const sent = r.received && r.received.cookies.some((c) => ownCookie(variant, c) && !c.endsWith('-csrf'));
+    return sent
+      ? `${at}'s own store has never seen this session (it lives on the other instance): 401, and instance ${r.instance} told the browser to drop the cookie. The user is logged out.`
+      : `${at} got no session cookie (the other instance had it deleted): the session is lost, although the instance that created it still holds it.`;
   }
   return `${at} refused (${r.status}).`;
 }

@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use portcullis::core::CookieConfig;
 use portcullis::core::cookie::find_cookie;
+use portcullis::csrf::{CsrfConfig, CsrfLayer};
 use portcullis::jwt::DEFAULT_ACCESS_LIFETIME;
 use serde_json::json;
 
@@ -130,5 +131,8 @@ pub(crate) fn app(settings: &Arc<Settings>) -> Result<Router, BuildError> {
         let scaled = Scaled::new(variant, Arc::clone(settings))?;
         router = router.nest_service(&format!("/scale/{}", variant.slug()), scaled.router());
     }
-    Ok(router)
+    // Another site must not drive the simulator (its admin controls take
+    // no credential): tower-http's Fetch Metadata / Origin check on every
+    // state-changing request. The session strategy adds its tokens inside.
+    Ok(router.layer(CsrfLayer::new(CsrfConfig::header_check_only())?))
 }

@@ -26,7 +26,7 @@ mod users;
 
 use std::sync::Arc;
 
-use portcullis_redis::RedisConfig;
+use portcullis::redis::RedisConfig;
 
 use crate::strategy::{BuildError, Settings};
 

@@ -26,9 +26,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use portcullis::core::cookie::CookiePrefix;
 use portcullis::core::{CookieConfig, OpaqueToken, SystemClock};
+use portcullis::csrf::{CsrfConfig, CsrfLayer, SignedBinding};
 use portcullis::jwt::{JwtIssuer, JwtLayer};
 use portcullis::session::{CountingStore, MemoryStore, SessionConfig, SessionLayer, SessionStore};
-use portcullis_csrf::{CsrfConfig, CsrfLayer, SignedBinding};
 use serde_json::json;
 use tower::ServiceExt as _;
 

@@ -23,15 +23,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis::core::cookie::CookiePrefix;
 use portcullis::core::{Clock as _, CookieConfig, ManualClock, SameSite, SharedClock, Timestamp};
+use portcullis::csrf::{CsrfConfig, CsrfLayer, CsrfToken};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
+use portcullis::redis::{RedisBackend, RedisSessionStore};
 use portcullis::refresh::{CountingRefreshStore, MemoryRefreshStore, RefreshConfig, Refresher};
 use portcullis::session::{
     CountingStore, CurrentUser, MemoryStore, Session, SessionConfig, SessionError, SessionLayer,
     SessionStore,
 };
-use portcullis_csrf::{CsrfConfig, CsrfLayer, CsrfToken};
-use portcullis_redis::{RedisBackend, RedisSessionStore};
 use serde_json::{Map, Value, json};
 use tower::ServiceExt as _;
 

@@ -512,6 +512,45 @@ async fn scale_out_per_instance_store_loses_the_session() {
     }
 }
 
+/// Another site cannot drive the simulator: its cross-site POSTs are
+/// refused before they reach a strategy.
+#[tokio::test]
+async fn other_sites_cannot_drive_the_controls() {
+    let app = start(&[]);
+    let token = jwt_login(&app, "/jwt-revocation").await;
+    for path in [
+        "/jwt-revocation/admin/revoke",
+        "/jwt-revocation/admin/expire",
+        "/jwt-revocation/admin/reset",
+        "/jwt/login",
+    ] {
+        let resp = client()
+            .post(app.at(path))
+            .header("sec-fetch-site", "cross-site")
+            .header("origin", "http://evil.example")
+            .header("content-type", "application/json")
+            .body(ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    let r = profile(&app, "/jwt-revocation", &token).await;
+    assert_eq!(
+        (r.status, r.clock),
+        (StatusCode::OK, Some(0)),
+        "nothing changed"
+    );
+    // The page's own requests are same-origin.
+    let resp = client()
+        .post(app.at("/jwt-revocation/admin/expire"))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn insecure_dev_cookie_mode_says_what_it_is() {
     let app = start(&[("PORTCULLIS_INSECURE_DEV_COOKIES", "1")]);

@@ -390,6 +390,8 @@ async fn scale_out(driver: &WebDriver, dir: &Path) {
         "{local:?}"
     );
     assert_eq!(local[1].0, "401", "the session is lost: {local:?}");
+    assert!(local[1].1.contains("instance B"), "{local:?}");
+    assert!(local[1].1.contains("got no session cookie"), "{local:?}");
     for (status, text) in shared.iter().chain(&jwt) {
         assert_eq!(status, "200", "{text}");
     }
