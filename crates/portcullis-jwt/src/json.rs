@@ -11,8 +11,17 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Checks that `bytes` is one JSON object with no duplicate keys anywhere.
+#[cfg(test)]
 pub(crate) fn check_object(bytes: &[u8]) -> Result<(), ()> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_map(Unique).map_err(|_| ())?;
+    de.end().map_err(|_| ())
+}
+
+/// [`check_object`] for text already known to be UTF-8 (the parser then
+/// skips validating every string again).
+pub(crate) fn check_object_str(text: &str) -> Result<(), ()> {
+    let mut de = serde_json::Deserializer::from_str(text);
     de.deserialize_map(Unique).map_err(|_| ())?;
     de.end().map_err(|_| ())
 }
@@ -130,6 +139,15 @@ mod tests {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = check_object(&bytes);
+        }
+
+        #[test]
+        fn str_and_bytes_agree(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                prop_assert_eq!(check_object_str(text), check_object(&bytes));
+            } else {
+                prop_assert!(check_object(&bytes).is_err());
+            }
         }
     }
 }

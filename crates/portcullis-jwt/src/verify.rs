@@ -15,7 +15,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use crate::alg::Algorithm;
 use crate::claims::{Claims, NoCustomClaims, RegisteredClaims};
 use crate::error::{JwtError, JwtErrorKind};
-use crate::json::check_object;
+use crate::json::check_object_str;
 use crate::key::VerifyingKey;
 use crate::source::KeyLookup;
 
@@ -219,8 +219,10 @@ pub(crate) fn parse_header_typ(
     allowed: Option<&[String]>,
 ) -> Result<Header, JwtError> {
     let raw = b64(seg.header)?;
-    check_object(&raw).map_err(|()| err(JwtErrorKind::BadJson))?;
-    let h: RawHeader<'_> = serde_json::from_slice(&raw).map_err(|_| err(JwtErrorKind::BadJson))?;
+    // UTF-8 once for the whole header, not again inside every string.
+    let text = std::str::from_utf8(&raw).map_err(|_| err(JwtErrorKind::BadJson))?;
+    check_object_str(text).map_err(|()| err(JwtErrorKind::BadJson))?;
+    let h: RawHeader<'_> = serde_json::from_str(text).map_err(|_| err(JwtErrorKind::BadJson))?;
     let alg = Algorithm::parse(&h.alg).ok_or_else(|| err(JwtErrorKind::UnsupportedAlg))?;
     if h.crit.is_some() || h.b64.is_some() {
         return Err(err(JwtErrorKind::UnsupportedHeader));
@@ -333,9 +335,10 @@ pub(crate) fn check_claims<T: DeserializeOwned + 'static>(
     now: i64,
 ) -> Result<(Claims<T>, i64), JwtError> {
     let raw = b64(seg.payload)?;
-    check_object(&raw).map_err(|()| err(JwtErrorKind::BadJson))?;
+    let text = std::str::from_utf8(&raw).map_err(|_| err(JwtErrorKind::BadJson))?;
+    check_object_str(text).map_err(|()| err(JwtErrorKind::BadJson))?;
     let reg: RegisteredClaims =
-        serde_json::from_slice(&raw).map_err(|_| err(JwtErrorKind::BadJson))?;
+        serde_json::from_str(text).map_err(|_| err(JwtErrorKind::BadJson))?;
     let exp = reg.exp.ok_or_else(|| err(JwtErrorKind::MissingExp))?;
     if now > exp.saturating_add(v.leeway) {
         return Err(err(JwtErrorKind::Expired));
@@ -394,21 +397,21 @@ pub(crate) fn check_claims<T: DeserializeOwned + 'static>(
             return Err(err(JwtErrorKind::MissingClaim));
         }
     }
-    let custom: T = custom_claims(&raw)?;
+    let custom: T = custom_claims(text)?;
     Ok((Claims::new(reg, custom), exp.saturating_add(v.leeway)))
 }
 
 /// The application's claims. [`NoCustomClaims`] (the default) reads
 /// nothing: it deserializes from any JSON object, and `raw` was checked to
 /// be one, so the second pass over the payload is skipped.
-fn custom_claims<T: DeserializeOwned + 'static>(raw: &[u8]) -> Result<T, JwtError> {
+fn custom_claims<T: DeserializeOwned + 'static>(raw: &str) -> Result<T, JwtError> {
     if TypeId::of::<T>() == TypeId::of::<NoCustomClaims>() {
         let none: Box<dyn Any> = Box::new(NoCustomClaims {});
         if let Ok(t) = none.downcast::<T>() {
             return Ok(*t);
         }
     }
-    serde_json::from_slice(raw).map_err(|_| err(JwtErrorKind::BadClaims))
+    serde_json::from_str(raw).map_err(|_| err(JwtErrorKind::BadClaims))
 }
 
 /// One verification attempt: done, or wait for a key refresh and retry.
