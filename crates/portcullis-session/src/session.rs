@@ -156,6 +156,13 @@ impl Session {
         }
     }
 
+    /// The store as a trait object: calls go straight to its methods.
+    /// (Through the `Arc`, method resolution would pick the blanket
+    /// `impl SessionStore for Arc<S>`, boxing every store future twice.)
+    fn store(&self) -> &dyn SessionStore {
+        &*self.shared.store
+    }
+
     fn unavailable(&self, e: StoreError) -> SessionError {
         SessionError::unavailable(e, self.shared.config.retry_after)
     }
@@ -172,7 +179,7 @@ impl Session {
         };
         let key = token.digest();
         let config = &self.shared.config;
-        match self.shared.store.load(&key).await {
+        match self.store().load(&key).await {
             Ok(Some(record)) => {
                 let now = config.clock.now();
                 if record.is_expired(now) {
@@ -374,7 +381,7 @@ impl Session {
         user_id: Option<String>,
     ) -> Result<(), SessionError> {
         let config = &self.shared.config;
-        let store = &self.shared.store;
+        let store = self.store();
         let (old_key, mut data) = match &st.current {
             Some(cur) => (cur.persisted.then_some(cur.key), cur.record.data.clone()),
             None => (None, BTreeMap::new()),
@@ -430,8 +437,7 @@ impl Session {
         let mut st = self.loaded().await?;
         if let Some(cur) = &st.current {
             if cur.persisted {
-                self.shared
-                    .store
+                self.store()
                     .delete(&cur.key)
                     .await
                     .map_err(|e| self.unavailable(e))?;
@@ -454,8 +460,7 @@ impl Session {
         let mut st = self.loaded().await?;
         let user = current_user(&st)?;
         let n = self
-            .shared
-            .store
+            .store()
             .delete_for_user(&user, None)
             .await
             .map_err(|e| self.unavailable(e))?;
@@ -476,8 +481,7 @@ impl Session {
         let st = self.loaded().await?;
         let user = current_user(&st)?;
         let keep = st.current.as_ref().map(|c| c.key);
-        self.shared
-            .store
+        self.store()
             .delete_for_user(&user, keep.as_ref())
             .await
             .map_err(|e| self.unavailable(e))
@@ -494,8 +498,7 @@ impl Session {
         let user = current_user(&st)?;
         let me = st.current.as_ref().map(|c| c.key);
         let mut list: Vec<SessionInfo> = self
-            .shared
-            .store
+            .store()
             .list_for_user(&user)
             .await
             .map_err(|e| self.unavailable(e))?
@@ -524,7 +527,7 @@ impl Session {
         let Ok(key) = TokenDigest::from_hex(id) else {
             return Ok(false);
         };
-        let store = &self.shared.store;
+        let store = self.store();
         let Some(rec) = store.load(&key).await.map_err(|e| self.unavailable(e))? else {
             return Ok(false);
         };
@@ -545,7 +548,7 @@ impl Session {
         let mut st = self.shared.state.lock().await;
         let mut commit = Commit::default();
         if let Some(old) = st.leftover.take() {
-            let _ = self.shared.store.delete(&old).await;
+            let _ = self.store().delete(&old).await;
         }
         if matches!(self.shared.incoming, Incoming::Invalid) {
             commit.remove = true;
@@ -554,7 +557,7 @@ impl Session {
         let idle_deadline = now + self.shared.config.idle_timeout;
         let mut gone = false;
         if let Some(cur) = st.current.as_mut() {
-            let store = &self.shared.store;
+            let store = self.store();
             if !cur.persisted {
                 match store.create(&cur.key, &cur.record, None).await {
                     Ok(_) => cur.persisted = true,
