@@ -554,7 +554,7 @@ async function storageLesson() {
 
     // The attacker replays the stolen token from elsewhere: no cookies at all.
     const replay = await call('GET', '/jwt/api/profile', { token: stolen, credentials: 'omit' });
-    lessonLine('storage-replay', 'The attacker replays the stolen JWT from their own machine →',
+    lessonLine('storage-replay', 'The attacker replays the stolen JWT in a request without any cookie, as from their own machine →',
       `${replay.status} ${STATUS_TEXT[replay.status] || ''}: a bearer token works for whoever holds it, until it expires.`,
       replay.status === 200 ? 'danger' : 'safe');
     lessonLine('storage-note', 'What HttpOnly does and does not do:',
