@@ -221,13 +221,16 @@ impl TokenDigest {
     /// Lower-case hex, 64 characters.
     #[must_use]
     pub fn to_hex(&self) -> String {
+        // Store keys are built from this on every request (Redis): fill a
+        // byte buffer, then one allocation.
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(64);
-        for b in self.0 {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        let mut out = [0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0x0f)];
         }
-        out
+        // ASCII hex digits only: always UTF-8.
+        std::str::from_utf8(&out).unwrap_or_default().to_owned()
     }
 
     /// Parses 64 lower-case hex digits.
