@@ -29,6 +29,8 @@ pub struct Outcome {
     pub samples: Vec<Sample>,
     pub errors: u64,
     pub window: Duration,
+    /// Every response received, warm-up included.
+    pub total: u64,
 }
 
 /// A serialized request.
@@ -138,12 +140,13 @@ async fn connection(
     req: Arc<[u8]>,
     measure_from: Instant,
     end: Instant,
-) -> std::io::Result<(Vec<Sample>, u64)> {
+) -> std::io::Result<(Vec<Sample>, u64, u64)> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(4096);
     let mut samples = Vec::with_capacity(1 << 16);
     let mut errors = 0;
+    let mut total = 0;
     loop {
         let t0 = Instant::now();
         if t0 >= end {
@@ -153,6 +156,7 @@ async fn connection(
         stream.write_all(&req).await?;
         let (status, _) = read_response(&mut stream, &mut buf, false).await?;
         let t1 = Instant::now();
+        total += 1;
         if t0 >= measure_from && t1 <= end {
             if (200..300).contains(&status) {
                 samples.push(Sample {
@@ -164,7 +168,7 @@ async fn connection(
             }
         }
     }
-    Ok((samples, errors))
+    Ok((samples, errors, total))
 }
 
 /// Runs `conns` connections for `warmup + secs`; `at_start` and `at_end` run
@@ -192,15 +196,18 @@ pub async fn run(
     at_end();
     let mut samples = Vec::new();
     let mut errors = 0;
+    let mut total = 0;
     for t in tasks {
-        let (s, e) = t.await.map_err(std::io::Error::other)??;
+        let (s, e, n) = t.await.map_err(std::io::Error::other)??;
         samples.extend_from_slice(&s);
         errors += e;
+        total += n;
     }
     Ok(Outcome {
         samples,
         errors,
         window,
+        total,
     })
 }
 

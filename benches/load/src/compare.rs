@@ -90,9 +90,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(name: &str, cpu: &str, extra: &[String]) -> Self {
+        Self::start_wrapped(name, cpu, extra, &[])
+    }
+
+    /// Like [`Server::start`], the server's command prefixed by `wrap`
+    /// (valgrind).
+    pub fn start_wrapped(name: &str, cpu: &str, extra: &[String], wrap: &[String]) -> Self {
         let exe = std::env::current_exe().expect("current exe");
         let mut child = Command::new("taskset")
             .args(["-c", cpu])
+            .args(wrap)
             .arg(exe)
             .args(["serve", name])
             .args(extra)
@@ -118,6 +125,14 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGTERM, then wait (valgrind writes its profile on the way out).
+    pub fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 }
 
@@ -155,6 +170,8 @@ pub struct Measured {
     pub errors: u64,
     pub redis_cmds_per_req: Option<f64>,
     pub samples: Vec<client::Sample>,
+    /// Responses received, warm-up included.
+    pub total: u64,
 }
 
 pub struct LoadOpts {
@@ -237,10 +254,95 @@ pub async fn measure(
         errors: out.errors,
         redis_cmds_per_req,
         samples: out.samples,
+        total: out.total,
     }
 }
 
+/// Total instructions in a callgrind profile.
+fn callgrind_total(path: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// `compare --callgrind DIR`: each server once under callgrind, collecting
+/// only inside tokio's task polls (the connections: parsing, the layers,
+/// the handler, writing the response; not start-up), divided by the
+/// responses the client received. Userland instructions per request,
+/// repeatable whatever else the machine runs.
+fn callgrind(flags: &Flags, dir: &str) {
+    let secs: u64 = flags.num("secs", 4);
+    let server_cpu = flags.get("server-cpu").unwrap_or("0").to_owned();
+    let other_cpu = flags.get("client-cpu").unwrap_or("1").to_owned();
+    let out_dir = PathBuf::from(flags.get("out").unwrap_or("benches/results"));
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    std::fs::create_dir_all(dir).expect("callgrind dir");
+    let only: Option<Vec<&str>> = flags.get("only").map(|s| s.split(',').collect());
+    let redis = Redis::start(Some(&other_cpu));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let opts = LoadOpts {
+        conns: flags.num("conns", 64),
+        warmup: Duration::from_millis(500),
+        window: Duration::from_secs(secs),
+    };
+    let mut rows = Vec::new();
+    for c in CONTENDERS
+        .iter()
+        .filter(|c| {
+            only.as_ref()
+                .is_none_or(|o| o.contains(&c.name) || c.name == "baseline")
+        })
+        .filter(|c| !c.needs_redis || redis.is_some())
+    {
+        let file = PathBuf::from(dir).join(format!("{}.out", c.name));
+        let wrap = vec![
+            "valgrind".to_owned(),
+            "--tool=callgrind".to_owned(),
+            "--toggle-collect=*run_task*".to_owned(),
+            format!("--callgrind-out-file={}", file.display()),
+        ];
+        let mut extra = Vec::new();
+        if let (true, Some(r)) = (c.needs_redis, &redis) {
+            extra = vec!["--redis".to_owned(), r.url()];
+        }
+        let server = Server::start_wrapped(c.name, &server_cpu, &extra, &wrap);
+        let m = rt.block_on(async {
+            let headers = login(server.addr).await;
+            measure(&server, c.path, &headers, &opts, None).await
+        });
+        server.terminate();
+        let total = callgrind_total(&file).unwrap_or(0);
+        // The login and the checked first request are inside too.
+        #[allow(clippy::cast_precision_loss)]
+        let per = total as f64 / (m.total + 2) as f64;
+        eprintln!(
+            "callgrind {:38} {per:>9.0} instructions/request ({} requests)",
+            c.name,
+            m.total + 2
+        );
+        rows.push(json!({ "contender": c.name, "instructions_per_request": per, "requests": m.total + 2 }));
+    }
+    let path = out_dir.join("callgrind.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&json!({ "rows": rows })).expect("json"),
+    )
+    .expect("write");
+    eprintln!("wrote {}", path.display());
+}
+
 pub fn run(flags: &Flags) {
+    if let Some(dir) = flags.get("callgrind") {
+        callgrind(flags, dir);
+        return;
+    }
     let runs: usize = flags.num("runs", 3);
     let opts = LoadOpts {
         conns: flags.num("conns", 64),
