@@ -104,9 +104,12 @@ fn cookie_model(values: &[String], name: &str) -> Result<Option<String>, CookieE
 fn cookie_pair() -> impl Strategy<Value = String> {
     let name = prop_oneof![
         Just("sid".to_owned()),
+        Just("a".to_owned()),
         "[a-z]{1,4}",
         Just("sid ".to_owned()),
-        Just(" sid".to_owned())
+        Just(" sid".to_owned()),
+        Just("\tsid\t".to_owned()),
+        Just(String::new())
     ];
     let value = prop_oneof![
         "[ -:<-~]{0,12}",
@@ -124,13 +127,16 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn find_cookie_matches_its_model(values in proptest::collection::vec(cookie_header(), 0..3)) {
+    fn find_cookie_matches_its_model(
+        values in proptest::collection::vec(cookie_header(), 0..3),
+        name in proptest::sample::select(vec!["sid", "sid ", " sid", "a=b", "", "s"]),
+    ) {
         let mut headers = HeaderMap::new();
         for v in &values {
             headers.append(COOKIE, HeaderValue::from_str(v).unwrap());
         }
-        let got = find_cookie(&headers, "sid").map(|o| o.map(str::to_owned));
-        prop_assert_eq!(got, cookie_model(&values, "sid"));
+        let got = find_cookie(&headers, name).map(|o| o.map(str::to_owned));
+        prop_assert_eq!(got, cookie_model(&values, name));
     }
 
     #[test]
