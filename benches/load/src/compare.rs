@@ -373,61 +373,76 @@ pub fn run(flags: &Flags) {
         .expect("runtime");
     let machine = machine();
     let mut rows = Vec::new();
+    let base = CONTENDERS
+        .iter()
+        .find(|c| c.name == "baseline")
+        .expect("baseline");
     for run in 0..runs {
         // Rotate the order so that slow drift of the machine does not
         // always fall on the same contenders.
-        let mut order = contenders.clone();
+        let mut order: Vec<&Contender> = contenders
+            .iter()
+            .copied()
+            .filter(|c| c.name != "baseline")
+            .collect();
         let k = run * order.len() / runs.max(1);
         order.rotate_left(k);
         for c in order {
-            let mut extra = Vec::new();
-            if c.needs_redis {
-                if let Some(r) = &redis {
+            // Each contender is measured right next to its own baseline
+            // (alternating which goes first), so a burst of load from
+            // elsewhere on the machine skews one pair, not every ratio.
+            let pair = if run % 2 == 0 { [base, c] } else { [c, base] };
+            for who in pair {
+                let mut extra = Vec::new();
+                if who.needs_redis
+                    && let Some(r) = &redis
+                {
                     extra = vec!["--redis".to_owned(), r.url()];
                 }
+                let server = Server::start(who.name, &server_cpu, &extra);
+                let m = rt.block_on(async {
+                    let headers = login(server.addr).await;
+                    measure(
+                        &server,
+                        who.path,
+                        &headers,
+                        &opts,
+                        redis.as_ref().filter(|_| who.needs_redis),
+                    )
+                    .await
+                });
+                drop(server);
+                eprintln!(
+                    "run {} {:38} {:>9.0} req/s  p50 {:>7.1} us  p99 {:>7.1} us  cpu {:>6.2} us/req{}",
+                    run + 1,
+                    who.name,
+                    m.rps,
+                    m.p50_us,
+                    m.p99_us,
+                    m.cpu_us_per_req,
+                    m.redis_cmds_per_req
+                        .map(|x| format!("  redis cmds/req {x:.3}"))
+                        .unwrap_or_default()
+                );
+                if m.errors > 0 {
+                    eprintln!("  !! {} non-2xx answers", m.errors);
+                }
+                rows.push(json!({
+                    "run": run + 1,
+                    "pair": c.name,
+                    "contender": who.name,
+                    "family": who.family,
+                    "about": who.about,
+                    "rps": m.rps,
+                    "p50_us": m.p50_us,
+                    "p99_us": m.p99_us,
+                    "p999_us": m.p999_us,
+                    "cpu_us_per_req": m.cpu_us_per_req,
+                    "requests": m.requests,
+                    "errors": m.errors,
+                    "redis_cmds_per_req": m.redis_cmds_per_req,
+                }));
             }
-            let server = Server::start(c.name, &server_cpu, &extra);
-            let m = rt.block_on(async {
-                let headers = login(server.addr).await;
-                measure(
-                    &server,
-                    c.path,
-                    &headers,
-                    &opts,
-                    redis.as_ref().filter(|_| c.needs_redis),
-                )
-                .await
-            });
-            drop(server);
-            eprintln!(
-                "run {} {:38} {:>9.0} req/s  p50 {:>7.1} us  p99 {:>7.1} us  cpu {:>6.2} us/req{}",
-                run + 1,
-                c.name,
-                m.rps,
-                m.p50_us,
-                m.p99_us,
-                m.cpu_us_per_req,
-                m.redis_cmds_per_req
-                    .map(|x| format!("  redis cmds/req {x:.3}"))
-                    .unwrap_or_default()
-            );
-            if m.errors > 0 {
-                eprintln!("  !! {} non-2xx answers", m.errors);
-            }
-            rows.push(json!({
-                "run": run + 1,
-                "contender": c.name,
-                "family": c.family,
-                "about": c.about,
-                "rps": m.rps,
-                "p50_us": m.p50_us,
-                "p99_us": m.p99_us,
-                "p999_us": m.p999_us,
-                "cpu_us_per_req": m.cpu_us_per_req,
-                "requests": m.requests,
-                "errors": m.errors,
-                "redis_cmds_per_req": m.redis_cmds_per_req,
-            }));
         }
     }
     let doc = json!({

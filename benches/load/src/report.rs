@@ -60,9 +60,15 @@ pub fn summarize(doc: &Value) -> Vec<Summary> {
         r.dedup();
         r
     };
+    // A contender's row, and the baseline measured next to it (its pair).
     let find = |run: u64, name: &str| {
         rows.iter()
             .find(|r| r["run"].as_u64() == Some(run) && r["contender"] == name)
+    };
+    let base_of = |run: u64, name: &str| {
+        rows.iter().find(|r| {
+            r["run"].as_u64() == Some(run) && r["contender"] == "baseline" && r["pair"] == name
+        })
     };
     let mut out = Vec::new();
     for c in CONTENDERS {
@@ -82,7 +88,30 @@ pub fn summarize(doc: &Value) -> Vec<Summary> {
             errors: 0,
         };
         for &run in &runs {
-            let (Some(r), Some(b)) = (find(run, c.name), find(run, "baseline")) else {
+            if c.name == "baseline" {
+                // The baseline's own spread: every baseline of the run
+                // against the run's median baseline.
+                let all: Vec<&Value> = rows
+                    .iter()
+                    .filter(|r| r["run"].as_u64() == Some(run) && r["contender"] == "baseline")
+                    .collect();
+                let med = |k: &str| median(all.iter().map(|r| f(r, k)).collect());
+                for r in &all {
+                    s.rps.push(f(r, "rps"));
+                    s.rps_ratio.push(f(r, "rps") / med("rps"));
+                    s.cpu.push(f(r, "cpu_us_per_req"));
+                    s.cpu_ratio
+                        .push(f(r, "cpu_us_per_req") / med("cpu_us_per_req"));
+                    s.cpu_over
+                        .push(f(r, "cpu_us_per_req") - med("cpu_us_per_req"));
+                    s.p50.push(f(r, "p50_us"));
+                    s.p50_ratio.push(f(r, "p50_us") / med("p50_us"));
+                    s.p99.push(f(r, "p99_us"));
+                    s.p99_ratio.push(f(r, "p99_us") / med("p99_us"));
+                }
+                continue;
+            }
+            let (Some(r), Some(b)) = (find(run, c.name), base_of(run, c.name)) else {
                 continue;
             };
             s.rps.push(f(r, "rps"));
@@ -117,10 +146,18 @@ fn by<'a>(s: &'a [Summary], name: &str) -> Option<&'a Summary> {
     s.iter().find(|x| x.name == name)
 }
 
-/// Per-run ratio of two contenders' throughput (same run), as `a / b`.
+/// Per-run ratio of two contenders' throughput, `a / b`, each first taken
+/// relative to the baseline measured next to it (so a burst of load from
+/// elsewhere during one of them does not decide the ratio).
 fn pair(s: &[Summary], a: &str, b: &str) -> Option<Vec<f64>> {
     let (a, b) = (by(s, a)?, by(s, b)?);
-    Some(a.rps.iter().zip(&b.rps).map(|(x, y)| x / y).collect())
+    Some(
+        a.rps_ratio
+            .iter()
+            .zip(&b.rps_ratio)
+            .map(|(x, y)| x / y)
+            .collect(),
+    )
 }
 
 fn targets(s: &[Summary]) -> String {
@@ -173,28 +210,28 @@ fn targets(s: &[Summary]) -> String {
         pair(s, "portcullis-jwt-es256-cache", "portcullis-jwt-hs256"),
         &|m| m >= 0.9,
     );
-    if let Some(r) = by(s, "portcullis-session-redis") {
-        if !r.redis_cmds.is_empty() {
-            let _ = writeln!(
-                out,
-                "| one Redis round trip per session request | {} commands/request | {} |",
-                spread(&r.redis_cmds),
-                if median(r.redis_cmds.clone()) <= 1.05 {
-                    "yes"
-                } else {
-                    "**no**"
-                }
-            );
-        }
+    if let Some(r) = by(s, "portcullis-session-redis")
+        && !r.redis_cmds.is_empty()
+    {
+        let _ = writeln!(
+            out,
+            "| one Redis round trip per session request | {} commands/request | {} |",
+            spread(&r.redis_cmds),
+            if median(r.redis_cmds.clone()) <= 1.05 {
+                "yes"
+            } else {
+                "**no**"
+            }
+        );
     }
-    if let Some(r) = by(s, "tower-sessions-redis") {
-        if !r.redis_cmds.is_empty() {
-            let _ = writeln!(
-                out,
-                "| (tower-sessions' Redis store, for comparison) | {} commands/request | |",
-                spread(&r.redis_cmds)
-            );
-        }
+    if let Some(r) = by(s, "tower-sessions-redis")
+        && !r.redis_cmds.is_empty()
+    {
+        let _ = writeln!(
+            out,
+            "| (tower-sessions' Redis store, for comparison) | {} commands/request | |",
+            spread(&r.redis_cmds)
+        );
     }
     out
 }
@@ -496,7 +533,7 @@ pub fn run(flags: &Flags) {
         let st = &doc["settings"];
         let _ = writeln!(
             md,
-            "Machine: {machine}.\n\nSettings: {} runs, {} connections, {} s warm-up + {} s measured per contender; server on CPU {}, load generator (and Redis) on CPU {}. Ratios are to the baseline of the same run: median [min–max] over the runs.\n",
+            "Machine: {machine}.\n\nSettings: {} runs, {} connections, {} s warm-up + {} s measured per server; server on CPU {}, load generator (and Redis) on CPU {}. In every run each contender is measured right next to a baseline of its own, and its ratios are to that baseline: median [min–max] over the runs (baseline row: each baseline against the run's median baseline).\n",
             st["runs"],
             st["connections"],
             st["warmup_s"],
