@@ -209,13 +209,21 @@ impl RedisConfig {
                 if urls.is_empty() {
                     return Err(RedisConfigError::NoNodes);
                 }
+                // Plain clients for the nodes given: the revocation
+                // store's subscriber connects to one of them (a message
+                // published on any node of a cluster reaches every node).
+                let nodes = urls
+                    .iter()
+                    .map(|url| Client::open(url.as_str()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(RedisConfigError::Url)?;
                 let client = redis::cluster::ClusterClientBuilder::new(urls)
                     .connection_timeout(self.timeout)
                     .response_timeout(self.timeout)
                     .retries(2)
                     .build()
                     .map_err(RedisConfigError::Url)?;
-                Source::Shared(Box::new(Shared::new(Factory::Cluster(client))))
+                Source::Shared(Box::new(Shared::new(Factory::Cluster(client, nodes))))
             }
             Target::Pool(pool) => Source::Pool(pool),
         };
@@ -255,7 +263,7 @@ impl fmt::Debug for RedisBackend {
             Source::Shared(shared) => match shared.factory {
                 Factory::Single(..) => "multiplexed",
                 #[cfg(feature = "cluster")]
-                Factory::Cluster(_) => "cluster",
+                Factory::Cluster(..) => "cluster",
             },
             Source::Pool(_) => "pool",
         };
@@ -275,8 +283,9 @@ enum Source {
 /// Builds connections that many calls share at once.
 enum Factory {
     Single(Client, AsyncConnectionConfig),
+    /// The cluster, and plain clients for the node URLs configured.
     #[cfg(feature = "cluster")]
-    Cluster(redis::cluster::ClusterClient),
+    Cluster(redis::cluster::ClusterClient, Vec<Client>),
 }
 
 /// One shared (multiplexed) connection, replaced when it fails.
@@ -342,7 +351,7 @@ impl Shared {
                 .await
                 .map(Conn::Multiplexed),
             #[cfg(feature = "cluster")]
-            Factory::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+            Factory::Cluster(client, _) => client.get_async_connection().await.map(Conn::Cluster),
         }
         .map_err(unavailable)?;
         attempt.done = true;
@@ -476,6 +485,10 @@ impl Failure {
 pub(crate) enum Op<'a> {
     Cmd(&'a Cmd),
     Script(&'a ScriptInvocation<'a>),
+    /// A command sent where `routing` says on a cluster (a plain command
+    /// elsewhere).
+    #[cfg(feature = "cluster")]
+    Routed(&'a Cmd, &'a redis::cluster_routing::RoutingInfo),
 }
 
 fn unavailable(e: RedisError) -> StoreError {
@@ -511,6 +524,12 @@ impl RedisBackend {
         self.inner.timeout
     }
 
+    /// The pause after a failed connection attempt.
+    #[must_use]
+    pub fn reconnect_backoff(&self) -> Duration {
+        self.inner.reconnect_backoff
+    }
+
     /// Sends `PING`: checks that Redis answers (for a readiness probe, or to
     /// connect eagerly at start).
     ///
@@ -523,6 +542,93 @@ impl RedisBackend {
             .run(Op::Cmd(&redis::cmd("PING")), Idempotent::Yes)
             .await?;
         Ok(())
+    }
+
+    /// Plain clients for a dedicated connection (the revocation store's
+    /// pub/sub subscriber): the server's, or each configured cluster
+    /// node's. None for a pool, which does not say where it connects.
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
+    pub(crate) fn subscriber_clients(&self) -> Vec<Client> {
+        match &self.inner.source {
+            Source::Shared(shared) => match &shared.factory {
+                Factory::Single(client, _) => vec![client.clone()],
+                #[cfg(feature = "cluster")]
+                Factory::Cluster(_, nodes) => nodes.clone(),
+            },
+            Source::Pool(_) => Vec::new(),
+        }
+    }
+
+    /// The names of the keys matching `pattern` (a `SCAN MATCH` glob), on
+    /// every primary of a cluster. A key present from start to end is
+    /// listed once; keys created or deleted meanwhile may or may not be.
+    /// Each `SCAN` call has its own time bound.
+    #[cfg_attr(not(feature = "refresh"), allow(dead_code))]
+    pub(crate) async fn scan_match(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        #[cfg(feature = "cluster")]
+        if let Source::Shared(shared) = &self.inner.source {
+            if matches!(shared.factory, Factory::Cluster(..)) {
+                return self.scan_cluster(pattern).await;
+            }
+        }
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let cmd = scan_cmd(cursor, pattern);
+            let (next, batch): (u64, Vec<Vec<u8>>) =
+                self.run(Op::Cmd(&cmd), Idempotent::Yes).await?;
+            keys.extend(batch.into_iter().filter_map(|k| String::from_utf8(k).ok()));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// `SCAN` on every primary: the first call fans out to all of them,
+    /// then each node's cursor is followed on that node.
+    #[cfg(feature = "cluster")]
+    async fn scan_cluster(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
+
+        let mut keys = Vec::new();
+        let first = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let reply: Value = self
+            .run(Op::Routed(&scan_cmd(0, pattern), &first), Idempotent::Yes)
+            .await?;
+        let Value::Map(nodes) = reply else {
+            return Err(StoreError::backend(UnexpectedScanReply));
+        };
+        for (addr, page) in nodes {
+            let addr: String = redis::from_redis_value(addr)
+                .map_err(|_| StoreError::backend(UnexpectedScanReply))?;
+            let (host, port) = addr
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| StoreError::backend(UnexpectedScanReply))?;
+            let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            let mut page = page;
+            loop {
+                if let Value::ServerError(e) = page {
+                    return Err(StoreError::backend(RedisError::from(e)));
+                }
+                let (next, batch): (u64, Vec<Vec<u8>>) = redis::from_redis_value(page)
+                    .map_err(|_| StoreError::backend(UnexpectedScanReply))?;
+                keys.extend(batch.into_iter().filter_map(|k| String::from_utf8(k).ok()));
+                if next == 0 {
+                    break;
+                }
+                page = self
+                    .run(Op::Routed(&scan_cmd(next, pattern), &node), Idempotent::Yes)
+                    .await?;
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
     }
 
     /// Runs one command or script under the timeout; replaces the
@@ -585,6 +691,14 @@ impl RedisBackend {
                 match op {
                     Op::Cmd(cmd) => cmd.query_async(&mut lease).await,
                     Op::Script(script) => script.invoke_async(&mut lease).await,
+                    #[cfg(feature = "cluster")]
+                    Op::Routed(cmd, routing) => match &mut lease {
+                        Lease::Shared(_, Conn::Cluster(c)) => c
+                            .route_command(cmd.clone(), routing.clone())
+                            .await
+                            .and_then(|v| redis::from_redis_value(v).map_err(RedisError::from)),
+                        _ => cmd.query_async(&mut lease).await,
+                    },
                 }
             })
             .await
@@ -619,6 +733,38 @@ impl RedisBackend {
             (Source::Pool(_), Lease::Shared(..)) => {}
         }
     }
+}
+
+/// `SCAN <cursor> MATCH <pattern> COUNT 1000`.
+#[cfg_attr(not(feature = "refresh"), allow(dead_code))]
+fn scan_cmd(cursor: u64, pattern: &str) -> Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(1000);
+    cmd
+}
+
+/// A `SCAN` reply of an unexpected shape.
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected reply to SCAN")]
+#[cfg_attr(not(all(feature = "refresh", feature = "cluster")), allow(dead_code))]
+struct UnexpectedScanReply;
+
+/// `pattern` with the glob characters of `SCAN MATCH` escaped: matches
+/// exactly `literal`.
+#[cfg_attr(not(feature = "refresh"), allow(dead_code))]
+pub(crate) fn glob_escape(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len() + 8);
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// An error the server answered with. `WRONGTYPE` means a key of ours holds

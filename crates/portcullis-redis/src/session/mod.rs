@@ -17,9 +17,6 @@ mod codec;
 mod scripts;
 
 use std::fmt;
-use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, Value};
@@ -30,29 +27,11 @@ use portcullis_session::{
 };
 
 use crate::backend::{Idempotent, Op, RedisBackend};
+use crate::{EXPIRY_GRACE, nonce::nonce};
 use scripts::{CREATE, DELETE, INDEX_ADD, UPDATE};
-
-/// How long Redis keeps a record after the store's clock says it ended:
-/// room for clock skew between instances. Expiry itself is judged by the
-/// store's clock; Redis' own expiry only cleans up.
-pub const EXPIRY_GRACE: Duration = Duration::from_secs(60);
 
 /// The longest native TTL set (about 35 years).
 const MAX_TTL_MS: u64 = 1 << 40;
-
-/// A value unique to one `create` call (this process' random tag and a
-/// counter), so that a resent create recognises its own record.
-fn nonce() -> String {
-    static TAG: LazyLock<String> = LazyLock::new(|| {
-        let mut bytes = [0u8; 8];
-        // Not a secret: on failure, distinct counters still tell calls apart
-        // within this process.
-        let _ = portcullis_core::token::fill_random(&mut bytes);
-        TokenDigest::of(&bytes).to_hex()[..16].to_owned()
-    });
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!("{}{:x}", *TAG, COUNTER.fetch_add(1, Ordering::Relaxed))
-}
 
 /// The native TTL of something that ends at `until`, seen at `now`.
 fn ttl_ms(until: Timestamp, now: Timestamp) -> u64 {

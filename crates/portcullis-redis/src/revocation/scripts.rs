@@ -1,0 +1,63 @@
+//! The Lua scripts of the revocation store. Each touches one key (so each
+//! runs on one Cluster node), writes, and only then publishes the change:
+//! a subscriber that misses the message finds the change in the snapshot
+//! it loads when it reconnects.
+//!
+//! Times are the store's clock in seconds, passed as `now`.
+
+use std::sync::LazyLock;
+
+use deadpool_redis::redis::Script;
+
+/// Denies a token id or a session id until it expires.
+///
+/// `KEYS[1]` the sorted set of the kind (member: the id, score: expiry in
+/// seconds). `ARGV[1]` now, `ARGV[2]` the entry's expiry, `ARGV[3]` the
+/// id, `ARGV[4]` the channel, `ARGV[5]` the message, `ARGV[6]` seconds the
+/// set outlives its latest entry. Forgets expired entries first; an entry
+/// already expired is not stored (returns 0, publishes nothing). A second
+/// revocation of the same id keeps the later expiry. The set's native TTL
+/// follows its latest entry. Returns 1 when stored and published. Safe to
+/// run twice.
+pub(super) static REVOKE_ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local k = KEYS[1]
+local now, exp = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[1])
+if exp <= now then
+  return 0
+end
+redis.call('ZADD', k, 'GT', ARGV[2], ARGV[3])
+local last = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
+local ttl = math.min(tonumber(last[2]) - now + tonumber(ARGV[6]), 1000000000)
+redis.call('EXPIRE', k, string.format('%d', ttl))
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+",
+    )
+});
+
+/// Bumps a user's token version.
+///
+/// `KEYS[1]` the hash of versions (field: the user, value: the version).
+/// `ARGV[1]` the user, `ARGV[2]` the version this instance's view holds
+/// (the new version is above it even if Redis lost its data), `ARGV[3]`
+/// the channel. Versions never decrease and never expire. Returns the new
+/// version. Not safe to run twice (it would bump twice).
+pub(super) static REVOKE_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local k = KEYS[1]
+local v = tonumber(redis.call('HGET', k, ARGV[1]) or '0') or 0
+local floor = tonumber(ARGV[2]) or 0
+if floor > v then
+  v = floor
+end
+local s = string.format('%d', v + 1)
+redis.call('HSET', k, ARGV[1], s)
+redis.call('PUBLISH', ARGV[3], 'u ' .. s .. ' ' .. ARGV[1])
+return s
+",
+    )
+});
