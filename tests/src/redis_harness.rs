@@ -6,6 +6,8 @@
 //! - [`RedisCluster`]: a local three-master Redis Cluster (no replicas).
 //! - [`RoundTripProxy`]: a TCP proxy that counts request/reply exchanges,
 //!   to measure round trips directly.
+//! - [`CutProxy`]: a TCP proxy that can cut one instance off Redis (every
+//!   connection through it closed, new ones refused) and let it back.
 //! - [`Fleet`]: several app servers sharing one Redis (scale-out).
 //! - [`redis_command`]: a tiny RESP client, independent of the code under
 //!   test, for `INFO` and the like.
@@ -650,6 +652,119 @@ mod owned_store {
         }
         async fn count_for_user(&self, user_id: &str) -> Result<usize, StoreError> {
             self.store.count_for_user(user_id).await
+        }
+    }
+}
+
+/// A TCP proxy in front of a Redis that can cut every connection through
+/// it and refuse new ones (one instance's network path to Redis fails while
+/// Redis itself stays up), then let connections through again.
+#[derive(Debug)]
+pub struct CutProxy {
+    addr: SocketAddr,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    relays: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// Listens on a free loopback port, forwarding to `127.0.0.1:upstream`.
+    pub async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let relays = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (gate, list) = (Arc::clone(&open), Arc::clone(&relays));
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !gate.load(Ordering::SeqCst) {
+                    // Closed at once: the client's handshake fails.
+                    drop(client);
+                    continue;
+                }
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                list.lock().unwrap().push(relay);
+            }
+        });
+        Self {
+            addr,
+            open,
+            relays,
+            task,
+        }
+    }
+
+    /// `redis://<proxy address>/`.
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for relay in self.relays.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        for relay in self.relays.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+}
+
+/// A refresh store that keeps its Redis alive (see [`Owned`]).
+mod owned_refresh_store {
+    use portcullis::core::{StoreError, Timestamp};
+    use portcullis::refresh::{Family, FamilyId, RefreshStore, RotateOutcome, Rotation};
+
+    use super::Owned;
+
+    #[async_trait::async_trait]
+    impl<S: RefreshStore> RefreshStore for Owned<S> {
+        async fn create(&self, family: &Family) -> Result<(), StoreError> {
+            self.store.create(family).await
+        }
+        async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+            self.store.rotate(rotation).await
+        }
+        async fn get(&self, id: &FamilyId, now: Timestamp) -> Result<Option<Family>, StoreError> {
+            self.store.get(id, now).await
+        }
+        async fn revoke(&self, id: &FamilyId) -> Result<Option<Family>, StoreError> {
+            self.store.revoke(id).await
+        }
+        async fn revoke_user(
+            &self,
+            user_id: &str,
+            except: Option<&FamilyId>,
+        ) -> Result<Vec<Family>, StoreError> {
+            self.store.revoke_user(user_id, except).await
+        }
+        async fn list_user(
+            &self,
+            user_id: &str,
+            now: Timestamp,
+        ) -> Result<Vec<Family>, StoreError> {
+            self.store.list_user(user_id, now).await
+        }
+        async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+            self.store.purge_expired(now).await
         }
     }
 }
