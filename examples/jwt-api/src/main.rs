@@ -1,10 +1,15 @@
 //! Template: a JSON API with bearer JWTs.
 //!
 //! Run it with `cargo run -p jwt-api` (listens on `127.0.0.1:$PORT`,
-//! default 3001). See this crate's README for the contract and the
-//! environment variables.
+//! default 3001). With `REDIS_URL` set (for example
+//! `REDIS_URL=redis://127.0.0.1:6379/ cargo run -p jwt-api`) revocations
+//! live in Redis and reach every instance on that Redis within
+//! milliseconds (each instance still checks tokens without a Redis call);
+//! unset, they are per process. See this crate's README for the contract,
+//! the environment variables and running several instances.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,12 +18,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
 use portcullis::jwt::{Claims, JwksResponse, JwtIssuer, JwtLayer, RequireClaims, SigningKey};
+use portcullis::redis::{RedisConfig, RedisRevocationStore};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
 
 /// Demo users and their roles. A real app checks a slow password hash.
-const USERS: &[(&str, &str, &[&str])] = &[("alice", "wonderland", &["admin"]), ("bob", "builder", &[])];
+const USERS: &[(&str, &str, &[&str])] =
+    &[("alice", "wonderland", &["admin"]), ("bob", "builder", &[])];
 
 #[derive(Clone)]
 struct AppState {
@@ -34,18 +41,26 @@ struct Credentials {
 
 fn problem(status: StatusCode, detail: &str) -> Response {
     let body = json!({"type": "about:blank", "title": status.canonical_reason(), "status": status.as_u16(), "detail": detail});
-    (status, [("content-type", "application/problem+json")], body.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn login(State(app): State<AppState>, Json(creds): Json<Credentials>) -> Response {
-    let user = USERS
-        .iter()
-        .find(|(u, p, _)| *u == creds.username && bool::from(p.as_bytes().ct_eq(creds.password.as_bytes())));
+    let user = USERS.iter().find(|(u, p, _)| {
+        *u == creds.username && bool::from(p.as_bytes().ct_eq(creds.password.as_bytes()))
+    });
     let Some((name, _, roles)) = user else {
         return problem(StatusCode::UNAUTHORIZED, "bad credentials");
     };
     match app.issuer.token(*name).roles(roles.iter().copied()).mint() {
-        Ok(t) => Json(json!({"access_token": t.token, "token_type": "Bearer", "expires_in": t.expires_in})).into_response(),
+        Ok(t) => Json(
+            json!({"access_token": t.token, "token_type": "Bearer", "expires_in": t.expires_in}),
+        )
+        .into_response(),
         Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "could not issue a token"),
     }
 }
@@ -66,7 +81,10 @@ struct Revoke {
 async fn revoke(State(app): State<AppState>, Json(body): Json<Revoke>) -> Response {
     match app.revocations.revoke_user(&body.user).await {
         Ok(version) => Json(json!({"revoked": body.user, "version": version})).into_response(),
-        Err(_) => problem(StatusCode::SERVICE_UNAVAILABLE, "revocation store unavailable"),
+        Err(_) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "revocation store unavailable",
+        ),
     }
 }
 
@@ -75,17 +93,47 @@ fn signing_key() -> Result<SigningKey, String> {
     match std::env::var_os("JWT_KEY_FILE") {
         Some(path) => {
             let pem = std::fs::read(&path).map_err(|e| format!("cannot read JWT_KEY_FILE: {e}"))?;
-            SigningKey::from_pkcs8_pem_detect(Some(&kid), &pem).map_err(|e| format!("JWT_KEY_FILE: {e}"))
+            SigningKey::from_pkcs8_pem_detect(Some(&kid), &pem)
+                .map_err(|e| format!("JWT_KEY_FILE: {e}"))
         }
-        None => SigningKey::generate(Some(&kid), portcullis::jwt::Algorithm::ES256).map_err(|e| e.to_string()),
+        None => SigningKey::generate(Some(&kid), portcullis::jwt::Algorithm::ES256)
+            .map_err(|e| e.to_string()),
     }
 }
 
-/// The app; `port` only sets the default issuer.
-fn app(port: u16) -> Result<Router, String> {
+/// The revocation store: Redis when `REDIS_URL` is set (keys under
+/// `$REDIS_KEY_PREFIX`, default `jwt-api`), this process' memory otherwise.
+async fn revocations() -> Result<Arc<dyn RevocationStore>, String> {
+    let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("revocations: in memory (set REDIS_URL to share them between instances)");
+        return Ok(Arc::new(MemoryRevocationStore::new()));
+    };
+    let prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_else(|_| "jwt-api".into());
+    let backend = RedisConfig::new(url)
+        .key_prefix(prefix)
+        .build()
+        .map_err(|e| format!("REDIS_URL: {e}"))?;
+    let store = RedisRevocationStore::new(backend).map_err(|e| e.to_string())?;
+    // Fail closed: until its first snapshot has loaded, this instance's
+    // view misses the revocations made elsewhere and would accept those
+    // tokens. Later outages are fine: the view keeps what it has.
+    if !store.wait_synced(Duration::from_secs(10)).await {
+        return Err(format!(
+            "Redis ({:?}) did not answer within 10 s; not serving without the revocations made by other instances",
+            store.backend()
+        ));
+    }
+    eprintln!(
+        "revocations: in Redis ({:?}), pushed to this instance as they happen",
+        store.backend()
+    );
+    Ok(Arc::new(store))
+}
+
+/// The app on `revocations`; `port` only sets the default issuer.
+fn app(port: u16, revocations: Arc<dyn RevocationStore>) -> Result<Router, String> {
     let iss = std::env::var("JWT_ISSUER").unwrap_or_else(|_| format!("http://127.0.0.1:{port}"));
     let aud = std::env::var("JWT_AUDIENCE").unwrap_or_else(|_| "jwt-api".into());
-    let revocations = Arc::new(MemoryRevocationStore::new());
     let issuer = JwtIssuer::builder(signing_key()?)
         .issuer(&iss)
         .audience(&aud)
@@ -99,7 +147,10 @@ fn app(port: u16) -> Result<Router, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let jwks_issuer = issuer.clone();
-    let state = AppState { issuer, revocations };
+    let state = AppState {
+        issuer,
+        revocations,
+    };
     let protected = Router::new()
         .route("/admin", get(admin))
         .route("/admin/revoke", post(revoke))
@@ -108,16 +159,29 @@ fn app(port: u16) -> Result<Router, String> {
         .layer(jwt);
     Ok(Router::new()
         .route("/login", post(login))
-        .route("/.well-known/jwks.json", get(move || async move { JwksResponse::from(&jwks_issuer) }))
+        .route(
+            "/.well-known/jwks.json",
+            get(move || async move { JwksResponse::from(&jwks_issuer) }),
+        )
         .merge(protected)
         .with_state(state))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3001);
-    let router = app(port)?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-    eprintln!("jwt-api listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-    axum::serve(listener, router).await.map_err(|e| e.to_string())
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3001);
+    let router = app(port, revocations().await?)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "jwt-api listening on http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    axum::serve(listener, router)
+        .await
+        .map_err(|e| e.to_string())
 }

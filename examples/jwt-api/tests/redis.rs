@@ -1,0 +1,87 @@
+//! `REDIS_URL`: revocations shared by every instance, against a throwaway
+//! redis-server and the real binary.
+
+use std::time::{Duration, Instant};
+
+use portcullis_tests::redis_harness::{RedisServer, Reply};
+use portcullis_tests::{ExampleProcess, client};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn token(app: &ExampleProcess, user: &str, password: &str) -> String {
+    let resp = client()
+        .post(app.at("/login"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn me(app: &ExampleProcess, token: &str) -> StatusCode {
+    client()
+        .get(app.at("/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_instance_reaches_the_others() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("es256.pem");
+    std::fs::write(
+        &key,
+        portcullis::jwt::generate_pkcs8_pem(portcullis::jwt::Algorithm::ES256).unwrap(),
+    )
+    .unwrap();
+    let url = redis.url();
+    let key = key.to_string_lossy().into_owned();
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("JWT_KEY_FILE", key.as_str()),
+        ("JWT_ISSUER", "https://shared.test"),
+        ("JWT_AUDIENCE", "shared"),
+    ];
+    let a = ExampleProcess::start(env!("CARGO_BIN_EXE_jwt-api"), &env);
+    let b = ExampleProcess::start(env!("CARGO_BIN_EXE_jwt-api"), &env);
+    let alice = token(&a, "alice", "wonderland").await;
+    let bob = token(&b, "bob", "builder").await;
+    assert_eq!(me(&a, &bob).await, StatusCode::OK);
+
+    // Alice (admin) revokes bob on A: B refuses his token within 100 ms.
+    let resp = client()
+        .post(a.at("/admin/revoke"))
+        .bearer_auth(&alice)
+        .json(&json!({"user": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let started = Instant::now();
+    while me(&b, &bob).await != StatusCode::UNAUTHORIZED {
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "B still accepts bob"
+        );
+    }
+    assert_eq!(me(&a, &bob).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        redis.command(&["HGET", "jwt-api:rv:u", "bob"]),
+        Reply::Bulk(Some(b"1".to_vec())),
+        "the version lives in Redis, under the default prefix"
+    );
+    // An instance started later loads the revocation at start.
+    let c = ExampleProcess::start(env!("CARGO_BIN_EXE_jwt-api"), &env);
+    assert_eq!(me(&c, &bob).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&c, &alice).await, StatusCode::OK);
+    // A new login of bob's, on any instance, works everywhere.
+    let bob_again = token(&c, "bob", "builder").await;
+    assert_eq!(me(&a, &bob_again).await, StatusCode::OK);
+    assert_eq!(me(&b, &bob_again).await, StatusCode::OK);
+}
