@@ -1,10 +1,15 @@
 //! Template: the hybrid pattern for single-page apps.
 //!
 //! Run it with `cargo run -p hybrid-spa` (listens on `127.0.0.1:$PORT`,
-//! default 3002). See this crate's README.
+//! default 3002). With `REDIS_URL` set (for example
+//! `REDIS_URL=redis://127.0.0.1:6379/ cargo run -p hybrid-spa`) refresh
+//! families and revocations live in Redis, shared by every instance on it
+//! (which must also share `REFRESH_ROTATION_KEY` and `JWT_KEY_FILE`);
+//! unset, in this process' memory. See this crate's README.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -13,12 +18,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
-use portcullis::refresh::{MemoryRefreshStore, RefreshConfig, Refresher, RotationKey};
+use portcullis::redis::{RedisConfig, RedisRefreshStore, RedisRevocationStore};
+use portcullis::refresh::{
+    MemoryRefreshStore, RefreshConfig, RefreshStore, Refresher, RotationKey,
+};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
 
-const USERS: &[(&str, &str, &[&str])] = &[("alice", "wonderland", &["admin"]), ("bob", "builder", &[])];
+const USERS: &[(&str, &str, &[&str])] =
+    &[("alice", "wonderland", &["admin"]), ("bob", "builder", &[])];
 const ISS: &str = "hybrid-spa";
 const AUD: &str = "hybrid-spa";
 
@@ -34,19 +43,30 @@ async fn login(State(refresher): State<Refresher>, req: Request) -> Response {
         return (StatusCode::PAYLOAD_TOO_LARGE, "too large").into_response();
     };
     let Ok(creds) = serde_json::from_slice::<Credentials>(&bytes) else {
-        return (StatusCode::BAD_REQUEST, "expected {\"username\",\"password\"}").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected {\"username\",\"password\"}",
+        )
+            .into_response();
     };
-    let user = USERS
-        .iter()
-        .find(|(u, p, _)| *u == creds.username && bool::from(p.as_bytes().ct_eq(creds.password.as_bytes())));
+    let user = USERS.iter().find(|(u, p, _)| {
+        *u == creds.username && bool::from(p.as_bytes().ct_eq(creds.password.as_bytes()))
+    });
     let Some((name, _, roles)) = user else {
         let body = json!({"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": "bad credentials"});
-        return (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string())
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
             .into_response();
     };
     let mut claims = serde_json::Map::new();
     claims.insert("roles".into(), json!(roles));
-    refresher.login_reply(name, claims, &parts.headers, &parts.extensions).await.into_response()
+    refresher
+        .login_reply(name, claims, &parts.headers, &parts.extensions)
+        .await
+        .into_response()
 }
 
 async fn me(claims: Claims) -> Json<serde_json::Value> {
@@ -57,9 +77,69 @@ fn peer_ip(ext: &axum::http::Extensions, _: &HeaderMap) -> Option<std::net::IpAd
     ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
-fn app() -> Result<Router, String> {
-    let revocations = Arc::new(MemoryRevocationStore::new());
-    let issuer = JwtIssuer::builder(SigningKey::generate(Some("spa-1"), Algorithm::EdDSA).map_err(|e| e.to_string())?)
+/// The access tokens' signing key: `JWT_KEY_FILE` (PKCS#8 PEM; RSA gives
+/// RS256, P-256 ES256, Ed25519 EdDSA) with kid `$JWT_KID` (default
+/// `spa-1`), or a fresh Ed25519 key.
+fn signing_key() -> Result<SigningKey, String> {
+    let kid = std::env::var("JWT_KID").unwrap_or_else(|_| "spa-1".into());
+    match std::env::var_os("JWT_KEY_FILE") {
+        Some(path) => {
+            let pem = std::fs::read(&path).map_err(|e| format!("cannot read JWT_KEY_FILE: {e}"))?;
+            SigningKey::from_pkcs8_pem_detect(Some(&kid), &pem)
+                .map_err(|e| format!("JWT_KEY_FILE: {e}"))
+        }
+        None => SigningKey::generate(Some(&kid), Algorithm::EdDSA).map_err(|e| e.to_string()),
+    }
+}
+
+/// Where refresh families and revocations live.
+struct Stores {
+    refresh: Arc<dyn RefreshStore>,
+    revocations: Arc<dyn RevocationStore>,
+}
+
+/// Redis when `REDIS_URL` is set (keys under `$REDIS_KEY_PREFIX`, default
+/// `hybrid-spa`), this process' memory otherwise.
+async fn stores() -> Result<Stores, String> {
+    let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("refresh families and revocations: in memory (set REDIS_URL to share them)");
+        return Ok(Stores {
+            refresh: Arc::new(MemoryRefreshStore::new()),
+            revocations: Arc::new(MemoryRevocationStore::new()),
+        });
+    };
+    for shared in ["REFRESH_ROTATION_KEY", "JWT_KEY_FILE"] {
+        if std::env::var_os(shared).is_none() {
+            eprintln!(
+                "warning: REDIS_URL is set but {shared} is not: instances sharing this Redis \
+                 must share it (set the same value on each), or refreshes and tokens made on \
+                 one instance fail on the others"
+            );
+        }
+    }
+    let prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_else(|_| "hybrid-spa".into());
+    let backend = RedisConfig::new(url)
+        .key_prefix(prefix)
+        .build()
+        .map_err(|e| format!("REDIS_URL: {e}"))?;
+    let revocations = RedisRevocationStore::new(backend.clone()).map_err(|e| e.to_string())?;
+    // Fail closed: until its first snapshot has loaded, this instance's
+    // revocation view misses the logouts made elsewhere.
+    if !revocations.wait_synced(Duration::from_secs(10)).await {
+        return Err(format!(
+            "Redis ({backend:?}) did not answer within 10 s; not serving without the revocations made by other instances"
+        ));
+    }
+    eprintln!("refresh families and revocations: in Redis ({backend:?})");
+    Ok(Stores {
+        refresh: Arc::new(RedisRefreshStore::new(backend)),
+        revocations: Arc::new(revocations),
+    })
+}
+
+fn app(stores: Stores) -> Result<Router, String> {
+    let revocations = stores.revocations;
+    let issuer = JwtIssuer::builder(signing_key()?)
         .issuer(ISS)
         .audience(AUD)
         .build()
@@ -72,13 +152,13 @@ fn app() -> Result<Router, String> {
         .map_err(|e| e.to_string())?;
     let mut config = RefreshConfig::default().client_ip(peer_ip);
     if let Ok(key) = std::env::var("REFRESH_ROTATION_KEY") {
-        config = config.rotation_key(RotationKey::from_bytes(key.as_bytes()).map_err(|e| e.to_string())?);
+        config = config
+            .rotation_key(RotationKey::from_bytes(key.as_bytes()).map_err(|e| e.to_string())?);
     }
     if std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some() {
         config = config.insecure_dev_cookies();
     }
-    let revocations: Arc<dyn RevocationStore> = revocations;
-    let refresher = Refresher::builder(MemoryRefreshStore::new(), issuer, revocations, jwt.clone())
+    let refresher = Refresher::builder_arc(stores.refresh, issuer, revocations, jwt.clone())
         .config(config)
         .build()
         .map_err(|e| e.to_string())?;
@@ -93,9 +173,22 @@ fn app() -> Result<Router, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3002);
-    let router = app()?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-    eprintln!("hybrid-spa listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.map_err(|e| e.to_string())
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3002);
+    let router = app(stores().await?)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "hybrid-spa listening on http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }

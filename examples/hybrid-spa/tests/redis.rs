@@ -1,0 +1,144 @@
+//! `REDIS_URL`: two instances of the real binary sharing a throwaway
+//! redis-server, the rotation key and the signing key.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use portcullis_tests::redis_harness::RedisServer;
+use portcullis_tests::{ExampleProcess, client, cookie_value};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const COOKIE: &str = "__Secure-refresh";
+
+struct Pair {
+    access: String,
+    refresh: String,
+}
+
+async fn pair(resp: reqwest::Response) -> Pair {
+    assert_eq!(resp.status(), StatusCode::OK);
+    let refresh = cookie_value(&resp, COOKIE).expect("refresh cookie");
+    let body: Value = resp.json().await.unwrap();
+    Pair {
+        access: body["access_token"].as_str().unwrap().to_owned(),
+        refresh,
+    }
+}
+
+async fn login(app: &ExampleProcess) -> Pair {
+    let resp = client()
+        .post(app.at("/auth/login"))
+        .json(&json!({"username": "alice", "password": "wonderland"}))
+        .send()
+        .await
+        .unwrap();
+    pair(resp).await
+}
+
+async fn post(app: &ExampleProcess, path: &str, refresh: &str) -> reqwest::Response {
+    client()
+        .post(app.at(path))
+        .header("cookie", format!("{COOKIE}={refresh}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn me(app: &ExampleProcess, access: &str) -> StatusCode {
+    client()
+        .get(app.at("/api/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn two_instances_share_families_and_revocations() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ed25519.pem");
+    std::fs::write(
+        &key,
+        portcullis::jwt::generate_pkcs8_pem(portcullis::jwt::Algorithm::EdDSA).unwrap(),
+    )
+    .unwrap();
+    let url = redis.url();
+    let key = key.to_string_lossy().into_owned();
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("JWT_KEY_FILE", key.as_str()),
+        ("REFRESH_ROTATION_KEY", "0123456789abcdef0123456789abcdef"),
+    ];
+    let a = ExampleProcess::start(env!("CARGO_BIN_EXE_hybrid-spa"), &env);
+    let b = ExampleProcess::start(env!("CARGO_BIN_EXE_hybrid-spa"), &env);
+
+    // A login on A; its tokens work on B.
+    let phone = login(&a).await;
+    assert_eq!(me(&b, &phone.access).await, StatusCode::OK);
+    let laptop = login(&b).await;
+
+    // Twenty refreshes of one token, split across both instances: all
+    // succeed with the same successor.
+    let responses = join_all((0..20).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        post(app, "/auth/refresh", &phone.refresh)
+    }))
+    .await;
+    let mut successors = std::collections::BTreeSet::new();
+    for resp in responses {
+        assert_eq!(resp.status(), StatusCode::OK);
+        successors.insert(cookie_value(&resp, COOKIE).unwrap());
+    }
+    assert_eq!(successors.len(), 1, "{successors:?}");
+    let phone = pair(post(&b, "/auth/refresh", successors.first().unwrap()).await).await;
+
+    // The device list, read on A, holds both devices.
+    let list: Value = client()
+        .get(a.at("/auth/sessions"))
+        .bearer_auth(&laptop.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"].as_array().map(Vec::len), Some(2), "{list}");
+
+    // The phone logs out on B: its access token is refused on A at once.
+    assert!(
+        post(&b, "/auth/logout", &phone.refresh)
+            .await
+            .status()
+            .is_success()
+    );
+    let started = Instant::now();
+    while me(&a, &phone.access).await != StatusCode::UNAUTHORIZED {
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "A still accepts"
+        );
+    }
+    assert_eq!(
+        post(&a, "/auth/refresh", &phone.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(me(&a, &laptop.access).await, StatusCode::OK);
+
+    // Log out everywhere on A: the laptop's access token dies on B.
+    assert!(
+        post(&a, "/auth/logout-everywhere", &laptop.refresh)
+            .await
+            .status()
+            .is_success()
+    );
+    let started = Instant::now();
+    while me(&b, &laptop.access).await != StatusCode::UNAUTHORIZED {
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "B still accepts"
+        );
+    }
+}
