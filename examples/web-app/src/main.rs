@@ -9,19 +9,19 @@
 //!   (`https://example.com`); `Origin` is then compared with it, not `Host`.
 //! - `PORTCULLIS_INSECURE_DEV_COOKIES=1`: cookies without `Secure` and
 //!   `__Host-`, for browsers that refuse secure cookies over plain http.
-//! - `REDIS_URL`: not supported by this template yet; it refuses to start
-//!   rather than silently keeping sessions in memory.
+//! - `REDIS_URL` (for example `redis://127.0.0.1:6379/`): sessions live in
+//!   Redis, shared by every instance started on it (keys under
+//!   `$REDIS_KEY_PREFIX`, default `web-app`); unset, in this process'
+//!   memory.
 
 use std::net::SocketAddr;
 
+use portcullis::redis::{RedisConfig, RedisSessionStore};
 use portcullis::session::MemoryStore;
 use web_app::{AppConfig, app};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    if std::env::var_os("REDIS_URL").is_some() {
-        return Err("REDIS_URL is set, but this template has no Redis store yet; unset it to use the memory store".into());
-    }
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p
             .parse()
@@ -32,7 +32,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         public_origin: std::env::var("PUBLIC_ORIGIN").ok(),
         insecure_dev_cookies: std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some(),
     };
-    let (router, _state) = app(MemoryStore::new(), config)?;
+    let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
+    let (router, _state) = match redis_url {
+        Some(url) => {
+            let prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_else(|_| "web-app".into());
+            let backend = RedisConfig::new(url).key_prefix(prefix).build()?;
+            // The store connects lazily; this only tells the operator early.
+            match backend.ping().await {
+                Ok(()) => eprintln!("sessions: in Redis ({backend:?})"),
+                Err(e) => eprintln!(
+                    "sessions: in Redis, which does not answer yet ({e}); \
+                     requests that need a session get 503 until it does"
+                ),
+            }
+            app(RedisSessionStore::new(backend), config)?
+        }
+        None => {
+            eprintln!("sessions: in memory (set REDIS_URL to share them between instances)");
+            app(MemoryStore::new(), config)?
+        }
+    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     eprintln!("web-app listening on http://{addr} (demo users: alice/wonderland, bob/builder)");
