@@ -34,6 +34,9 @@ use crate::store::SessionStore;
 
 const SHARDS: usize = 32;
 
+/// Expired records removed per hold of a shard's write lock by a purge.
+const PURGE_CHUNK: usize = 256;
+
 /// A hasher for keys that are already uniformly random (`TokenDigest`
 /// writes one `u64`).
 #[derive(Default)]
@@ -166,29 +169,46 @@ impl Inner {
     }
 
     /// Removes expired records from one shard and from the user index.
+    ///
+    /// The shard is scanned under its read lock (requests reading it go on),
+    /// then the expired records are removed under the write lock a chunk at
+    /// a time and dropped after it is released, so a request never waits
+    /// for more than one chunk, however large the shard.
     fn purge_shard(&self, index: usize) -> usize {
         let now = self.now();
-        let mut dead: Vec<(TokenDigest, String)> = Vec::new();
+        let shard = &self.shards[index];
+        let expired: Vec<TokenDigest> = read(shard)
+            .iter()
+            .filter(|(_, rec)| rec.is_expired(now))
+            .map(|(key, _)| *key)
+            .collect();
         let mut removed = 0;
-        {
-            let mut shard = write(&self.shards[index]);
-            shard.retain(|key, rec| {
-                if rec.is_expired(now) {
-                    removed += 1;
+        for chunk in expired.chunks(PURGE_CHUNK) {
+            let gone: Vec<(TokenDigest, SessionRecord)> = {
+                let mut map = write(shard);
+                chunk
+                    .iter()
+                    .filter_map(|key| {
+                        // Still there and still expired (`now` as above).
+                        if map.get(key).is_some_and(|rec| rec.is_expired(now)) {
+                            map.remove(key).map(|rec| (*key, rec))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect()
+            };
+            removed += gone.len();
+            if gone.iter().any(|(_, rec)| rec.user_id.is_some()) {
+                let mut users = lock(&self.users);
+                for (key, rec) in &gone {
                     if let Some(user) = &rec.user_id {
-                        dead.push((*key, user.clone()));
+                        unindex(&mut users, user, key);
                     }
-                    false
-                } else {
-                    true
                 }
-            });
-        }
-        if !dead.is_empty() {
-            let mut users = lock(&self.users);
-            for (key, user) in dead {
-                unindex(&mut users, &user, &key);
             }
+            // The records are freed here, with no lock held.
+            drop(gone);
         }
         removed
     }
