@@ -305,6 +305,7 @@ fn callgrind(flags: &Flags, dir: &str) {
         let wrap = vec![
             "valgrind".to_owned(),
             "--tool=callgrind".to_owned(),
+            "-q".to_owned(),
             "--toggle-collect=*run_task*".to_owned(),
             format!("--callgrind-out-file={}", file.display()),
         ];

@@ -416,6 +416,79 @@ fn purge(flags: &Flags, server_cpu: &str) -> Value {
     res
 }
 
+/// Reader stalls while `purge_expired` runs, with the reader and the purge
+/// on different cores (run unpinned): what a request waits for a shard's
+/// write lock. One thread loads random live sessions in a loop; the main
+/// thread purges 1M expired sessions meanwhile.
+fn purge_lock(flags: &Flags) -> Value {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let live: usize = flags.num("purge-live", 1_000_000);
+    let expired: usize = flags.num("purge-expired", 1_000_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let store = MemoryStore::new();
+    let mut rng = Rng(7);
+    let live_tokens: Vec<OpaqueToken> = (0..live).map(|_| rng.token()).collect();
+    rt.block_on(fill(&store, &live_tokens, 0, false, 1));
+    let dead: Vec<OpaqueToken> = (0..expired).map(|_| rng.token()).collect();
+    rt.block_on(fill(&store, &dead, live, true, 1));
+    drop(dead);
+    let keys: Vec<_> = (0..65_536)
+        .map(|_| live_tokens[rng.below(live)].digest())
+        .collect();
+    drop(live_tokens);
+    let stop = Arc::new(AtomicBool::new(false));
+    let purging = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, stop, purging) = (store.clone(), Arc::clone(&stop), Arc::clone(&purging));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let (mut during, mut outside) = (Vec::new(), Vec::new());
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let key = &keys[i % keys.len()];
+                i += 1;
+                let p = purging.load(Ordering::Relaxed);
+                let t = Instant::now();
+                let rec = rt.block_on(store.load(key)).expect("load");
+                let ns = u32::try_from(t.elapsed().as_nanos()).unwrap_or(u32::MAX);
+                assert!(rec.is_some());
+                if p && purging.load(Ordering::Relaxed) {
+                    during.push(ns);
+                } else {
+                    outside.push(ns);
+                }
+            }
+            (during, outside)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    purging.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    let removed = store.purge_expired();
+    let purge = t.elapsed();
+    purging.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (during, outside) = reader.join().expect("reader");
+    let res = json!({
+        "removed": removed,
+        "purge_ms": purge.as_secs_f64() * 1000.0,
+        "loads_during": during.len(),
+        "load_p50_during_us": percentile(during.clone(), 0.5),
+        "load_p99_during_us": percentile(during.clone(), 0.99),
+        "load_p999_during_us": percentile(during.clone(), 0.999),
+        "load_max_during_us": percentile(during, 1.0),
+        "load_p99_outside_us": percentile(outside.clone(), 0.99),
+        "load_max_outside_us": percentile(outside, 1.0),
+    });
+    eprintln!("purge-lock: {res}");
+    res
+}
+
 fn list(flags: &Flags, key: &str, default: &str) -> Vec<usize> {
     flags
         .get(key)
@@ -464,7 +537,22 @@ pub fn run(flags: &Flags) {
     if has("purge") {
         doc["purge"] = purge(flags, &server_cpu);
     }
+    if has("purge-lock") {
+        doc["purge_lock"] = purge_lock(flags);
+    }
+    // Parts run by separate invocations (purge-lock runs unpinned) add to
+    // the same file.
     let path = out_dir.join("scaling.json");
+    if let Some(old) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .filter(|_| flags.get("merge").is_some())
+        && let (Some(old), Some(new)) = (old.as_object(), doc.as_object_mut())
+    {
+        for (k, v) in old {
+            new.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
     std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
     eprintln!("wrote {}", path.display());
 }
