@@ -44,7 +44,7 @@ pub const CONTENDERS: &[Contender] = &[
         family: "baseline",
         path: "/me",
         needs_redis: false,
-        about: "no auth: the same router, /me returns a constant",
+        about: "no auth: the same routes return constants; sent the same requests as the contender it is paired with",
     },
     Contender {
         name: "portcullis-session-memory",

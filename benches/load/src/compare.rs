@@ -301,34 +301,53 @@ fn callgrind(flags: &Flags, dir: &str) {
         })
         .filter(|c| !c.needs_redis || redis.is_some())
     {
-        let file = PathBuf::from(dir).join(format!("{}.out", c.name));
-        let wrap = vec![
-            "valgrind".to_owned(),
-            "--tool=callgrind".to_owned(),
-            "-q".to_owned(),
-            "--toggle-collect=*run_task*".to_owned(),
-            format!("--callgrind-out-file={}", file.display()),
-        ];
+        if c.name == "baseline" {
+            continue;
+        }
+        let wrap = |file: &PathBuf| {
+            vec![
+                "valgrind".to_owned(),
+                "--tool=callgrind".to_owned(),
+                "-q".to_owned(),
+                "--toggle-collect=*run_task*".to_owned(),
+                format!("--callgrind-out-file={}", file.display()),
+            ]
+        };
         let mut extra = Vec::new();
         if let (true, Some(r)) = (c.needs_redis, &redis) {
             extra = vec!["--redis".to_owned(), r.url()];
         }
-        let server = Server::start_wrapped(c.name, &server_cpu, &extra, &wrap);
-        let m = rt.block_on(async {
+        // The contender, then the baseline with the very same requests.
+        let file = PathBuf::from(dir).join(format!("{}.out", c.name));
+        let server = Server::start_wrapped(c.name, &server_cpu, &extra, &wrap(&file));
+        let (headers, m) = rt.block_on(async {
             let headers = login(server.addr).await;
+            let m = measure(&server, c.path, &headers, &opts, None).await;
+            (headers, m)
+        });
+        server.terminate();
+        let base_file = PathBuf::from(dir).join(format!("baseline-for-{}.out", c.name));
+        let server = Server::start_wrapped("baseline", &server_cpu, &[], &wrap(&base_file));
+        let b = rt.block_on(async {
+            let _ = login(server.addr).await;
             measure(&server, c.path, &headers, &opts, None).await
         });
         server.terminate();
-        let total = callgrind_total(&file).unwrap_or(0);
         // The login and the checked first request are inside too.
         #[allow(clippy::cast_precision_loss)]
-        let per = total as f64 / (m.total + 2) as f64;
+        let per =
+            |file: &PathBuf, n: u64| callgrind_total(file).unwrap_or(0) as f64 / (n + 2) as f64;
+        let (mine, base) = (per(&file, m.total), per(&base_file, b.total));
         eprintln!(
-            "callgrind {:38} {per:>9.0} instructions/request ({} requests)",
-            c.name,
-            m.total + 2
+            "callgrind {:38} {mine:>9.0} instructions/request, baseline with the same requests {base:>7.0}",
+            c.name
         );
-        rows.push(json!({ "contender": c.name, "instructions_per_request": per, "requests": m.total + 2 }));
+        rows.push(json!({
+            "contender": c.name,
+            "instructions_per_request": mine,
+            "baseline_instructions_per_request": base,
+            "requests": m.total + 2,
+        }));
     }
     let path = out_dir.join("callgrind.json");
     std::fs::write(
@@ -393,25 +412,31 @@ pub fn run(flags: &Flags) {
             // (alternating which goes first), so a burst of load from
             // elsewhere on the machine skews one pair, not every ratio.
             let pair = if run % 2 == 0 { [base, c] } else { [c, base] };
+            // The contender's server first, for its credential: the
+            // baseline then gets the very same request bytes (a header it
+            // ignores), so the difference is the auth layer's work, not
+            // HTTP parsing of a longer request.
+            let mut extra = Vec::new();
+            if c.needs_redis
+                && let Some(r) = &redis
+            {
+                extra = vec!["--redis".to_owned(), r.url()];
+            }
+            let mut contender = Some(Server::start(c.name, &server_cpu, &extra));
+            let headers = rt.block_on(login(contender.as_ref().expect("server").addr));
             for who in pair {
-                let mut extra = Vec::new();
-                if who.needs_redis
-                    && let Some(r) = &redis
-                {
-                    extra = vec!["--redis".to_owned(), r.url()];
-                }
-                let server = Server::start(who.name, &server_cpu, &extra);
-                let m = rt.block_on(async {
-                    let headers = login(server.addr).await;
-                    measure(
-                        &server,
-                        who.path,
-                        &headers,
-                        &opts,
-                        redis.as_ref().filter(|_| who.needs_redis),
-                    )
-                    .await
-                });
+                let server = if who.name == "baseline" {
+                    Server::start(who.name, &server_cpu, &[])
+                } else {
+                    contender.take().expect("contender server")
+                };
+                let m = rt.block_on(measure(
+                    &server,
+                    c.path,
+                    &headers,
+                    &opts,
+                    redis.as_ref().filter(|_| who.needs_redis),
+                ));
                 drop(server);
                 eprintln!(
                     "run {} {:38} {:>9.0} req/s  p50 {:>7.1} us  p99 {:>7.1} us  cpu {:>6.2} us/req{}",
