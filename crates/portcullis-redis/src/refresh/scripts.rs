@@ -51,7 +51,8 @@ return 1
 /// - `{0}` Invalid: no family, a tombstone, an expired family (deleted
 ///   here), or a digest the family never issued;
 /// - `{1, fields}` Rotated: the presented digest was current; the fields
-///   after the rotation;
+///   before the rotation (the caller applies `Family::rotate` to them,
+///   which is what the script wrote: one read of the record, not two);
 /// - `{2, fields}` Repeat: the previous digest inside the grace window
 ///   (now - rotated at <= grace) and the current one is the successor;
 ///   nothing written;
@@ -115,7 +116,7 @@ if f.cur == me then
   end
   local ttl = math.min(math.min(idle, a) - now + tonumber(ARGV[8]), 1099511627776)
   redis.call('PEXPIRE', k, string.format('%d', ttl))
-  return {1, redis.call('HGETALL', k)}
+  return {1, h}
 end
 local reused = false
 if f.p == me then
