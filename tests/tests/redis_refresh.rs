@@ -710,3 +710,59 @@ async fn a_failing_redis_gives_503_and_the_token_survives() {
         "the token survived the restart"
     );
 }
+
+async fn post_cookie(app: &HybridApp, path: &str, token: &str) -> reqwest::Response {
+    client()
+        .post(app.server.url(path))
+        .header("cookie", format!("{COOKIE}={token}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Log out this device on A: its access token is refused on B within
+/// 100 ms, another device's is not. Log out everywhere on B: every access
+/// token of the user is refused on A, another user's is not, and a new
+/// login (minted with the new version, on either instance) works on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logouts_on_one_instance_kill_access_tokens_on_the_other() {
+    let server = RedisServer::start();
+    let (apps, _revs) = instances(&server.url(), "logout").await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let phone = login(a, "alice").await;
+    let laptop = login(b, "alice").await;
+    let bob = login(a, "bob").await;
+    let resp = post_cookie(a, "/auth/logout", &phone.refresh).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let took = refused_within(b, &phone.access, Duration::from_millis(100)).await;
+    eprintln!("logout on A: the device's access token refused on B after {took:?}");
+    assert_eq!(
+        refresh(b, &phone.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(api(b, &laptop.access).await, StatusCode::OK);
+    assert_eq!(api(a, &laptop.access).await, StatusCode::OK);
+
+    let second = login(a, "alice").await;
+    let resp = post_cookie(b, "/auth/logout-everywhere", &laptop.refresh).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        serde_json::json!({"ended": 2})
+    );
+    for access in [&laptop.access, &second.access] {
+        refused_within(a, access, Duration::from_millis(100)).await;
+        assert_eq!(api(b, access).await, StatusCode::UNAUTHORIZED);
+    }
+    for token in [&laptop.refresh, &second.refresh] {
+        assert_eq!(refresh(a, token).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(api(a, &bob.access).await, StatusCode::OK, "bob untouched");
+    let again = login(b, "alice").await;
+    assert_eq!(
+        api(a, &again.access).await,
+        StatusCode::OK,
+        "new version known on A"
+    );
+    assert_eq!(api(b, &again.access).await, StatusCode::OK);
+}
