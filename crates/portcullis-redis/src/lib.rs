@@ -159,6 +159,9 @@
 //!   connection (`SUBSCRIBE <prefix>:rv`); every message is applied to the
 //!   view as it arrives. On a cluster the subscriber connects to one of the
 //!   configured nodes: a message published on any node reaches every node.
+//!   Pub/sub channels are not per database: applications sharing one
+//!   Redis must use distinct key prefixes, not only distinct database
+//!   numbers (with Redis ACLs, the user needs the `<prefix>:rv` channel).
 //! - **Snapshot** at start and after every reconnect of the subscriber:
 //!   it subscribes first, then reads the two sets and the hash (`ZSCAN`,
 //!   `HSCAN`, 1000 entries a call, the three at once) and merges every live
