@@ -110,7 +110,8 @@ impl ExampleProcess {
                 .map_while(Result::ok)
             {
                 if let Some(i) = line.find("http://") {
-                    let _ = tx.send(line[i..].trim().to_owned());
+                    let url = line[i..].split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(url.trim_end_matches(['.', ',', ')']).to_owned());
                 }
             }
         });

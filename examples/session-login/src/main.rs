@@ -15,10 +15,10 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use portcullis::redis::{RedisConfig, RedisSessionStore};
 use portcullis::session::{
     CurrentUser, MemoryStore, Session, SessionConfig, SessionError, SessionLayer, SessionStore,
 };
-use portcullis::redis::{RedisConfig, RedisSessionStore};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
