@@ -537,3 +537,30 @@ async fn jwks_with_a_symmetric_key_is_refused() {
     let doc = json!({"keys": [{"kty": "oct", "k": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY", "alg": "HS256", "kid": "s"}]});
     assert!(portcullis::jwt::jwks::key_set_from_json(doc.to_string().as_bytes(), None).is_err());
 }
+
+#[tokio::test]
+async fn a_revocation_view_not_yet_loaded_fails_closed() {
+    use portcullis::jwt::revocation::RevocationView;
+    let clock = Arc::new(ManualClock::starting_now());
+    let iss = issuer(Algorithm::HS256, "hs", clock.clone());
+    let view = RevocationView::pending(clock.clone());
+    let layer = JwtLayer::builder(iss.keys())
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock)
+        .revocation(view.clone())
+        .build()
+        .unwrap();
+    let f = F::start(layer).await;
+    let t = iss.token("alice").mint().unwrap();
+    let resp = f.get("/me", &t.token).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not a pass while revocations are unknown"
+    );
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(f.hits.load(Ordering::SeqCst), 0);
+    view.mark_ready();
+    assert_eq!(f.me(&t.token).await, StatusCode::OK);
+}

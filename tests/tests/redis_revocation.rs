@@ -460,3 +460,27 @@ async fn redis_down_then_back_empty() {
     let va = a.view();
     eventually("a at 3", || va.user_version("alice") == 3).await;
 }
+
+#[tokio::test]
+async fn the_view_is_not_ready_until_the_first_snapshot() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    redis.kill();
+    let s = RedisRevocationStore::builder(RedisConfig::new(url).build().unwrap())
+        .ping_interval(Duration::from_millis(200))
+        .max_backoff(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let view = s.view();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !view.is_ready(),
+        "Redis down at start: the view cannot be trusted yet"
+    );
+    redis.restart();
+    assert!(
+        s.wait_synced(SYNC).await,
+        "first snapshot after Redis came up"
+    );
+    assert!(view.is_ready());
+}

@@ -57,6 +57,9 @@ pub enum JwtErrorKind {
     /// The keys cannot be obtained right now (JWKS endpoint down before
     /// any key was ever loaded): 503.
     KeysUnavailable,
+    /// The revocation view has not loaded yet (its store is still
+    /// fetching its first snapshot): 503, never a pass.
+    RevocationUnavailable,
     /// A valid token without the required scope or role: 403.
     InsufficientScope,
 }
@@ -115,6 +118,7 @@ impl JwtError {
             JwtErrorKind::BadClaims => "bad-claims",
             JwtErrorKind::Revoked => "revoked",
             JwtErrorKind::KeysUnavailable => "keys-unavailable",
+            JwtErrorKind::RevocationUnavailable => "revocation-unavailable",
             JwtErrorKind::InsufficientScope => "insufficient-scope",
         }
     }
@@ -141,7 +145,9 @@ impl JwtError {
                     challenge(format!("Bearer {realm}error=\"invalid_request\"")),
                 )
             }
-            JwtErrorKind::KeysUnavailable => Rejection::unavailable(retry_after),
+            JwtErrorKind::KeysUnavailable | JwtErrorKind::RevocationUnavailable => {
+                Rejection::unavailable(retry_after)
+            }
             JwtErrorKind::InsufficientScope => {
                 let scope = self.required.as_deref().unwrap_or_default();
                 Rejection::forbidden("the access token does not grant this").with_challenge(

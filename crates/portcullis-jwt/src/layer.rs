@@ -336,11 +336,13 @@ fn now_secs(clock: &SharedClock) -> i64 {
 
 impl<T: DeserializeOwned + Send + Sync + 'static> Shared<T> {
     fn revoked(&self, claims: &Claims<T>) -> Result<(), JwtError> {
-        match self
-            .revocation
-            .as_ref()
-            .and_then(|v| v.check(claims.registered()))
-        {
+        let Some(view) = &self.revocation else {
+            return Ok(());
+        };
+        if !view.is_ready() {
+            return Err(JwtError::new(JwtErrorKind::RevocationUnavailable));
+        }
+        match view.check(claims.registered()) {
             Some(_) => Err(JwtError::new(JwtErrorKind::Revoked)),
             None => Ok(()),
         }

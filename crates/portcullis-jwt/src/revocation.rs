@@ -68,6 +68,9 @@ pub struct RevocationView {
 }
 
 struct ViewInner {
+    /// False until the store has loaded its first snapshot: a layer then
+    /// answers 503 rather than accept tokens it may not know are revoked.
+    ready: std::sync::atomic::AtomicBool,
     tokens: Table<i64>,
     sessions: Table<i64>,
     users: Table<u64>,
@@ -176,17 +179,45 @@ impl Default for RevocationView {
 }
 
 impl RevocationView {
-    /// An empty view; `clock` decides when entries may be forgotten.
+    /// An empty view, ready at once (a single-process store is the view);
+    /// `clock` decides when entries may be forgotten.
     #[must_use]
     pub fn new(clock: SharedClock) -> Self {
+        Self::with_readiness(clock, true)
+    }
+
+    /// An empty view that is not ready until [`mark_ready`](Self::mark_ready):
+    /// for stores that must load a snapshot first (Redis). Until then a
+    /// layer checking this view answers 503, since it cannot know what
+    /// other instances revoked.
+    #[must_use]
+    pub fn pending(clock: SharedClock) -> Self {
+        Self::with_readiness(clock, false)
+    }
+
+    fn with_readiness(clock: SharedClock, ready: bool) -> Self {
         Self {
             inner: Arc::new(ViewInner {
+                ready: std::sync::atomic::AtomicBool::new(ready),
                 tokens: Table::new(),
                 sessions: Table::new(),
                 users: Table::new(),
                 clock,
             }),
         }
+    }
+
+    /// Marks the view current (its store loaded a first snapshot). A view
+    /// stays ready afterwards: while a store's push channel reconnects the
+    /// view may lag by the reconnect time, which stores document.
+    pub fn mark_ready(&self) {
+        self.inner.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether the view is ready to be trusted.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
     }
 
     /// Why the token is revoked, if it is. Costs no I/O: a few hash lookups,
@@ -413,6 +444,15 @@ mod tests {
         store.revoke_token("other", 2000).await.unwrap();
         store.revoke_session("other", 2000).await.unwrap();
         assert_eq!(view.len(), (1, 1, 1));
+    }
+
+    #[test]
+    fn pending_views_become_ready_once() {
+        let view = RevocationView::pending(SystemClock::shared());
+        assert!(!view.is_ready());
+        view.clone().mark_ready();
+        assert!(view.is_ready(), "clones share readiness");
+        assert!(RevocationView::default().is_ready());
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl RedisRevocationStoreBuilder {
             tokio::runtime::Handle::try_current().map_err(|_| RevocationStartError::NoRuntime)?;
         let shared = Arc::new(Shared {
             keys: Keys::new(self.backend.key_prefix()),
-            view: RevocationView::new(self.clock.clone()),
+            view: RevocationView::pending(self.clock.clone()),
             backend: self.backend,
             clock: self.clock,
             sync: watch::Sender::new(SyncState::default()),

@@ -112,6 +112,8 @@ async fn subscription(shared: &Shared, client: &Client, ping_interval: Duration)
             snapshots: s.snapshots + 1,
         };
     });
+    // From the first snapshot on, layers may trust the view.
+    shared.view.mark_ready();
     crate::event!(
         debug,
         reason = "revocation-subscriber-synced",
