@@ -32,7 +32,10 @@ fn signing_key(alg: Algorithm) -> SigningKey {
 
 /// The equivalent `jsonwebtoken::decode` call: same key, same checks it
 /// can express (exp, iss, aud).
-fn decoding(alg: Algorithm, issuer: &JwtIssuer) -> (jsonwebtoken::DecodingKey, jsonwebtoken::Validation) {
+fn decoding(
+    alg: Algorithm,
+    issuer: &JwtIssuer,
+) -> (jsonwebtoken::DecodingKey, jsonwebtoken::Validation) {
     let key = match alg {
         Algorithm::HS256 => jsonwebtoken::DecodingKey::from_secret(HS_SECRET),
         _ => {
@@ -58,36 +61,80 @@ async fn me(claims: Claims) -> String {
 
 fn bench(c: &mut Criterion) {
     portcullis::jwt::ensure_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let baseline = Router::new().route("/me", get(|| async { String::from("alice") }));
     let mut group = c.benchmark_group("jwt");
-    let req = |token: &str| Request::get("/me").header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
+    let req = |token: &str| {
+        Request::get("/me")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
     let token_hs = {
-        let issuer = JwtIssuer::builder(signing_key(Algorithm::HS256)).issuer(ISS).audience(AUD).build().unwrap();
-        issuer.token("alice").lifetime(std::time::Duration::from_secs(3600)).mint().unwrap().token
+        let issuer = JwtIssuer::builder(signing_key(Algorithm::HS256))
+            .issuer(ISS)
+            .audience(AUD)
+            .build()
+            .unwrap();
+        issuer
+            .token("alice")
+            .lifetime(std::time::Duration::from_secs(3600))
+            .mint()
+            .unwrap()
+            .token
     };
     group.bench_function("router_baseline", |b| {
-        b.to_async(&rt).iter(|| async { black_box(call(&baseline, req(&token_hs)).await) });
+        b.to_async(&rt)
+            .iter(|| async { black_box(call(&baseline, req(&token_hs)).await) });
     });
-    for alg in [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
-        let issuer = JwtIssuer::builder(signing_key(alg)).issuer(ISS).audience(AUD).build().unwrap();
-        let token = issuer.token("alice").lifetime(std::time::Duration::from_secs(3600)).mint().unwrap().token;
+    for alg in [
+        Algorithm::HS256,
+        Algorithm::RS256,
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+    ] {
+        let issuer = JwtIssuer::builder(signing_key(alg))
+            .issuer(ISS)
+            .audience(AUD)
+            .build()
+            .unwrap();
+        let token = issuer
+            .token("alice")
+            .lifetime(std::time::Duration::from_secs(3600))
+            .mint()
+            .unwrap()
+            .token;
         let (key, validation) = decoding(alg, &issuer);
         group.bench_function(format!("jsonwebtoken_decode/{alg}"), |b| {
-            b.iter(|| black_box(jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &key, &validation).unwrap()));
+            b.iter(|| {
+                black_box(
+                    jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &key, &validation)
+                        .unwrap(),
+                )
+            });
         });
         let layer = |cache: usize| {
-            let jwt = JwtLayer::builder(issuer.keys()).issuer(ISS).audience(AUD).cache(cache).build().unwrap();
+            let jwt = JwtLayer::builder(issuer.keys())
+                .issuer(ISS)
+                .audience(AUD)
+                .cache(cache)
+                .build()
+                .unwrap();
             Router::new().route("/me", get(me)).layer(jwt)
         };
         let uncached = layer(0);
         group.bench_function(format!("layer_nocache/{alg}"), |b| {
-            b.to_async(&rt).iter(|| async { black_box(call(&uncached, req(&token)).await) });
+            b.to_async(&rt)
+                .iter(|| async { black_box(call(&uncached, req(&token)).await) });
         });
         if alg.is_asymmetric() {
             let cached = layer(10_000);
             group.bench_function(format!("layer_cache/{alg}"), |b| {
-                b.to_async(&rt).iter(|| async { black_box(call(&cached, req(&token)).await) });
+                b.to_async(&rt)
+                    .iter(|| async { black_box(call(&cached, req(&token)).await) });
             });
         }
     }

@@ -14,7 +14,8 @@ use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
 use portcullis::refresh::testing::FaultyRefreshStore;
 use portcullis::refresh::{
-    Family, FamilyId, MemoryRefreshStore, RefreshConfig, RefreshStore, Refresher, RotateOutcome, Rotation, SecurityEvent,
+    Family, FamilyId, MemoryRefreshStore, RefreshConfig, RefreshStore, Refresher, RotateOutcome,
+    Rotation, SecurityEvent,
 };
 use serde_json::json;
 
@@ -48,7 +49,11 @@ impl<S: RefreshStore> RefreshStore for Counting<S> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.revoke(id).await
     }
-    async fn revoke_user(&self, user: &str, except: Option<&FamilyId>) -> Result<Vec<Family>, StoreError> {
+    async fn revoke_user(
+        &self,
+        user: &str,
+        except: Option<&FamilyId>,
+    ) -> Result<Vec<Family>, StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.revoke_user(user, except).await
     }
@@ -82,12 +87,13 @@ pub async fn start_with(
 ) -> HybridApp {
     let revocations: Arc<dyn RevocationStore> =
         revocations.unwrap_or_else(|| Arc::new(MemoryRevocationStore::with_clock(clock.clone())));
-    let issuer = JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let issuer =
+        JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap())
+            .issuer(ISS)
+            .audience(AUD)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
     let jwt = JwtLayer::builder(issuer.keys())
         .issuer(ISS)
         .audience(AUD)
@@ -95,13 +101,19 @@ pub async fn start_with(
         .revocation(revocations.view())
         .build()
         .unwrap();
-    let faulty = FaultyRefreshStore::new(store.unwrap_or_else(|| Arc::new(MemoryRefreshStore::new())));
+    let faulty =
+        FaultyRefreshStore::new(store.unwrap_or_else(|| Arc::new(MemoryRefreshStore::new())));
     let down = faulty.switch();
     let store_calls = Arc::new(AtomicU64::new(0));
-    let counting = Counting { inner: faulty, calls: store_calls.clone() };
+    let counting = Counting {
+        inner: faulty,
+        calls: store_calls.clone(),
+    };
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    let config = config(RefreshConfig::default().on_security_event(move |e| sink.lock().unwrap().push(e.clone())));
+    let config = config(
+        RefreshConfig::default().on_security_event(move |e| sink.lock().unwrap().push(e.clone())),
+    );
     let refresher = Refresher::builder(counting, issuer, revocations, jwt.clone())
         .config(config)
         .clock(clock.clone())
@@ -135,8 +147,14 @@ pub async fn start_with(
     }
 }
 
-async fn login(State(refresher): State<Refresher>, Path(user): Path<String>, req: Request) -> impl IntoResponse {
+async fn login(
+    State(refresher): State<Refresher>,
+    Path(user): Path<String>,
+    req: Request,
+) -> impl IntoResponse {
     let mut claims = serde_json::Map::new();
     claims.insert("roles".into(), json!(["user"]));
-    refresher.login_reply(&user, claims, req.headers(), req.extensions()).await
+    refresher
+        .login_reply(&user, claims, req.headers(), req.extensions())
+        .await
 }

@@ -12,13 +12,25 @@ async fn contract() {
     let http = client();
     let page = http.get(app.at("/")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    assert!(page.text().await.unwrap().contains("let accessToken = null"));
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("let accessToken = null")
+    );
 
-    let bad = http.post(app.at("/auth/login")).json(&json!({"username": "alice", "password": "x"})).send().await.unwrap();
+    let bad = http
+        .post(app.at("/auth/login"))
+        .json(&json!({"username": "alice", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
 
     let login = |user: &'static str, pw: &'static str| {
-        http.post(app.at("/auth/login")).json(&json!({"username": user, "password": pw})).send()
+        http.post(app.at("/auth/login"))
+            .json(&json!({"username": user, "password": pw}))
+            .send()
     };
     let resp = login("alice", "wonderland").await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -28,35 +40,87 @@ async fn contract() {
     assert_eq!(body["expires_in"], 900);
     let access = body["access_token"].as_str().unwrap().to_owned();
 
-    let me: Value = http.get(app.at("/api/me")).bearer_auth(&access).send().await.unwrap().json().await.unwrap();
+    let me: Value = http
+        .get(app.at("/api/me"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["user"], "alice");
-    assert_eq!(http.get(app.at("/api/me")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        http.get(app.at("/api/me")).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
 
-    let resp = http.post(app.at("/auth/refresh")).header("cookie", format!("{COOKIE}={cookie}")).send().await.unwrap();
+    let resp = http
+        .post(app.at("/auth/refresh"))
+        .header("cookie", format!("{COOKIE}={cookie}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let rotated = cookie_value(&resp, COOKIE).unwrap();
     assert_ne!(rotated, cookie);
-    let access2 = resp.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let access2 = resp.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let second = login("alice", "wonderland").await.unwrap();
-    let second_access = second.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
-    let devices: Value =
-        http.get(app.at("/auth/sessions")).bearer_auth(&access2).send().await.unwrap().json().await.unwrap();
+    let second_access = second.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let devices: Value = http
+        .get(app.at("/auth/sessions"))
+        .bearer_auth(&access2)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let list = devices["sessions"].as_array().unwrap();
     assert_eq!(list.len(), 2);
-    let other = list.iter().find(|d| d["current"] == false).unwrap()["id"].as_str().unwrap().to_owned();
-    let resp = http.delete(app.at(&format!("/auth/sessions/{other}"))).bearer_auth(&access2).send().await.unwrap();
+    let other = list.iter().find(|d| d["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = http
+        .delete(app.at(&format!("/auth/sessions/{other}")))
+        .bearer_auth(&access2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        http.get(app.at("/api/me")).bearer_auth(&second_access).send().await.unwrap().status(),
+        http.get(app.at("/api/me"))
+            .bearer_auth(&second_access)
+            .send()
+            .await
+            .unwrap()
+            .status(),
         StatusCode::UNAUTHORIZED,
         "the other device's access token died at once"
     );
 
-    let resp = http.post(app.at("/auth/logout")).header("cookie", format!("{COOKIE}={rotated}")).send().await.unwrap();
+    let resp = http
+        .post(app.at("/auth/logout"))
+        .header("cookie", format!("{COOKIE}={rotated}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        http.get(app.at("/api/me")).bearer_auth(&access2).send().await.unwrap().status(),
+        http.get(app.at("/api/me"))
+            .bearer_auth(&access2)
+            .send()
+            .await
+            .unwrap()
+            .status(),
         StatusCode::UNAUTHORIZED
     );
 

@@ -5,7 +5,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 async fn login(app: &ExampleProcess, user: &str, password: &str) -> reqwest::Response {
-    client().post(app.at("/login")).json(&json!({"username": user, "password": password})).send().await.unwrap()
+    client()
+        .post(app.at("/login"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn token(app: &ExampleProcess, user: &str, password: &str) -> String {
@@ -28,46 +33,103 @@ async fn get(app: &ExampleProcess, path: &str, token: Option<&str>) -> reqwest::
 #[tokio::test]
 async fn contract() {
     let app = ExampleProcess::start(env!("CARGO_BIN_EXE_jwt-api"), &[]);
-    assert_eq!(login(&app, "alice", "nope").await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(login(&app, "mallory", "wonderland").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login(&app, "alice", "nope").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&app, "mallory", "wonderland").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     let alice = token(&app, "alice", "wonderland").await;
     let bob = token(&app, "bob", "builder").await;
 
     let me: Value = get(&app, "/me", Some(&alice)).await.json().await.unwrap();
     assert_eq!(me, json!({"user": "alice"}));
-    assert_eq!(get(&app, "/me", None).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(get(&app, "/admin", Some(&alice)).await.status(), StatusCode::OK);
-    assert_eq!(get(&app, "/admin", Some(&bob)).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        get(&app, "/me", None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&app, "/admin", Some(&alice)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&app, "/admin", Some(&bob)).await.status(),
+        StatusCode::FORBIDDEN
+    );
 
-    let jwks: Value = get(&app, "/.well-known/jwks.json", None).await.json().await.unwrap();
+    let jwks: Value = get(&app, "/.well-known/jwks.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(jwks["keys"][0]["kid"], "jwt-api-1");
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
 
     // Bob cannot revoke; Alice (admin) revokes Bob: his token dies at once.
-    let revoke = |t: &str| client().post(app.at("/admin/revoke")).bearer_auth(t).json(&json!({"user": "bob"})).send();
+    let revoke = |t: &str| {
+        client()
+            .post(app.at("/admin/revoke"))
+            .bearer_auth(t)
+            .json(&json!({"user": "bob"}))
+            .send()
+    };
     assert_eq!(revoke(&bob).await.unwrap().status(), StatusCode::FORBIDDEN);
     assert_eq!(revoke(&alice).await.unwrap().status(), StatusCode::OK);
-    assert_eq!(get(&app, "/me", Some(&bob)).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(get(&app, "/me", Some(&alice)).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&app, "/me", Some(&bob)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&app, "/me", Some(&alice)).await.status(),
+        StatusCode::OK
+    );
     let bob_again = token(&app, "bob", "builder").await;
-    assert_eq!(get(&app, "/me", Some(&bob_again)).await.status(), StatusCode::OK, "a new login works");
+    assert_eq!(
+        get(&app, "/me", Some(&bob_again)).await.status(),
+        StatusCode::OK,
+        "a new login works"
+    );
 }
 
 #[tokio::test]
 async fn key_file_picks_the_algorithm_and_instances_share_keys() {
     let dir = std::env::temp_dir().join(format!("jwt-api-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let rsa = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/rsa2048-private.pem");
+    let rsa = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/rsa2048-private.pem"
+    );
     let ed = dir.join("ed25519.pem");
-    std::fs::write(&ed, portcullis::jwt::generate_pkcs8_pem(portcullis::jwt::Algorithm::EdDSA).unwrap()).unwrap();
-    for (file, alg) in [(rsa.to_owned(), "RS256"), (ed.to_string_lossy().into_owned(), "EdDSA")] {
-        let env = [("JWT_KEY_FILE", file.as_str()), ("JWT_ISSUER", "https://shared.test"), ("JWT_AUDIENCE", "shared")];
+    std::fs::write(
+        &ed,
+        portcullis::jwt::generate_pkcs8_pem(portcullis::jwt::Algorithm::EdDSA).unwrap(),
+    )
+    .unwrap();
+    for (file, alg) in [
+        (rsa.to_owned(), "RS256"),
+        (ed.to_string_lossy().into_owned(), "EdDSA"),
+    ] {
+        let env = [
+            ("JWT_KEY_FILE", file.as_str()),
+            ("JWT_ISSUER", "https://shared.test"),
+            ("JWT_AUDIENCE", "shared"),
+        ];
         let a = ExampleProcess::start(env!("CARGO_BIN_EXE_jwt-api"), &env);
         let b = ExampleProcess::start(env!("CARGO_BIN_EXE_jwt-api"), &env);
-        let jwks: Value = get(&a, "/.well-known/jwks.json", None).await.json().await.unwrap();
+        let jwks: Value = get(&a, "/.well-known/jwks.json", None)
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(jwks["keys"][0]["alg"], alg);
         let t = token(&a, "alice", "wonderland").await;
-        assert_eq!(get(&b, "/me", Some(&t)).await.status(), StatusCode::OK, "{alg}: B accepts A's token");
+        assert_eq!(
+            get(&b, "/me", Some(&t)).await.status(),
+            StatusCode::OK,
+            "{alg}: B accepts A's token"
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }
