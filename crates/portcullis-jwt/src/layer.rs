@@ -20,7 +20,7 @@ use crate::claims::{Claims, NoCustomClaims};
 use crate::error::{JwtError, JwtErrorKind};
 use crate::revocation::RevocationView;
 use crate::source::KeySource;
-use crate::verify::{HmacKeys, Step, Validation, verify};
+use crate::verify::{Prepared, Step, Validation, verify};
 
 /// Where the layer reads the token. Never from the query string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub(crate) struct Shared<T> {
     optional: bool,
     revocation: Option<RevocationView>,
     cache: Option<TokenCache<T>>,
-    hmac: HmacKeys,
+    prepared: Prepared,
     clock: SharedClock,
     realm: Option<String>,
     retry_after: Duration,
@@ -208,7 +208,7 @@ impl<T> JwtLayerBuilder<T> {
                 optional: self.optional,
                 revocation: self.revocation,
                 cache: (self.cache > 0).then(|| TokenCache::new(self.cache)),
-                hmac: HmacKeys::default(),
+                prepared: Prepared::default(),
                 clock: self.clock,
                 realm: self.realm,
                 retry_after: self.retry_after,
@@ -364,7 +364,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Shared<T> {
             token,
             &self.validation,
             |kid| keys.lookup(kid),
-            Some(&self.hmac),
+            Some(&self.prepared),
             now,
         ) {
             Step::Done(Ok((claims, serve_until, asymmetric))) => {

@@ -189,9 +189,10 @@ struct RawHeader<'a> {
 }
 
 /// The parsed header: what the key lookup needs.
+#[derive(Clone)]
 pub(crate) struct Header {
     pub(crate) alg: Algorithm,
-    pub(crate) kid: Option<String>,
+    pub(crate) kid: Option<Arc<str>>,
 }
 
 fn typ_matches(got: &str, allowed: &[String]) -> bool {
@@ -244,7 +245,7 @@ pub(crate) fn parse_header_typ(
     }
     Ok(Header {
         alg,
-        kid: h.kid.map(Cow::into_owned),
+        kid: h.kid.map(|k| Arc::from(k.as_ref())),
     })
 }
 
@@ -293,6 +294,49 @@ impl HmacKeys {
         }
         Some(ok)
     }
+}
+
+/// Parsed protected headers by their exact base64url segment.
+///
+/// An issuer puts the same header on every token it mints, and what
+/// [`parse_header`] returns is a function of the segment's bytes and of the
+/// layer's fixed [`Validation`] alone; so a layer keeps the headers it has
+/// already parsed successfully, compared byte for byte, and skips decoding
+/// and parsing them again (two JSON passes). Refused headers are never
+/// kept. Bounded: the oldest entry goes when it is full.
+#[derive(Default)]
+pub(crate) struct HeaderCache {
+    entries: RwLock<Vec<(Box<str>, Header)>>,
+}
+
+const MAX_CACHED_HEADERS: usize = 16;
+
+impl HeaderCache {
+    fn parse(&self, seg: &Segments<'_>, v: &Validation) -> Result<Header, JwtError> {
+        {
+            let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, h)) = entries.iter().find(|(s, _)| **s == *seg.header) {
+                return Ok(h.clone());
+            }
+        }
+        let header = parse_header(seg, v)?;
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        if !entries.iter().any(|(s, _)| **s == *seg.header) {
+            if entries.len() >= MAX_CACHED_HEADERS {
+                entries.remove(0);
+            }
+            entries.push((seg.header.into(), header.clone()));
+        }
+        Ok(header)
+    }
+}
+
+/// What a layer prepares once and reuses for every token: HMAC key
+/// schedules and parsed headers.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    pub(crate) hmac: HmacKeys,
+    pub(crate) headers: HeaderCache,
 }
 
 /// Signature check with the key the source gave; the token's `alg` must
@@ -426,20 +470,23 @@ pub(crate) fn verify<T: DeserializeOwned + 'static>(
     token: &str,
     v: &Validation,
     lookup: impl FnOnce(Option<&str>) -> KeyLookup,
-    prepared: Option<&HmacKeys>,
+    prepared: Option<&Prepared>,
     now: i64,
 ) -> Step<T> {
     type Verified<T> = (Claims<T>, i64, bool);
     let run = || -> Result<Result<Verified<T>, crate::source::RefreshFuture>, JwtError> {
         let seg = split(token, v.max_len)?;
-        let header = parse_header(&seg, v)?;
+        let header = match prepared {
+            Some(p) => p.headers.parse(&seg, v)?,
+            None => parse_header(&seg, v)?,
+        };
         let key = match lookup(header.kid.as_deref()) {
             KeyLookup::Found(k) => k,
             KeyLookup::Unknown => return Err(err(JwtErrorKind::UnknownKey)),
             KeyLookup::Unavailable => return Err(err(JwtErrorKind::KeysUnavailable)),
             KeyLookup::Refresh(f) => return Ok(Err(f)),
         };
-        check_signature(&seg, &header, &key, prepared)?;
+        check_signature(&seg, &header, &key, prepared.map(|p| &p.hmac))?;
         let (claims, until) = check_claims(&seg, v, now)?;
         Ok(Ok((claims, until, key.alg().is_asymmetric())))
     };
