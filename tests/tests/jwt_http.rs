@@ -9,7 +9,9 @@ use std::time::Duration;
 use portcullis::core::{Clock, ManualClock};
 use portcullis::jwt::jwks::RemoteJwks;
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
-use portcullis::jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey, TokenSource};
+use portcullis::jwt::{
+    Algorithm, JwtIssuer, JwtLayer, KeySet, SharedKeys, SigningKey, TokenSource,
+};
 use portcullis_tests::jwt_app::{AUD, ISS, JwksServer, app};
 use portcullis_tests::{TestServer, client};
 use reqwest::StatusCode;
@@ -148,6 +150,61 @@ async fn cache_never_serves_past_exp() {
         StatusCode::UNAUTHORIZED,
         "past exp + leeway: never from the cache"
     );
+}
+
+/// The verified-token cache serves a token only while the key source
+/// still returns the key that verified it: a key taken out of the set (a
+/// compromised key, dropped by the operator) ends its tokens at once, even
+/// those the cache has already seen. HMAC tokens are cached too.
+#[tokio::test]
+async fn removing_a_key_ends_its_cached_tokens_at_once() {
+    for alg in [Algorithm::HS256, Algorithm::ES256] {
+        let clock = Arc::new(ManualClock::starting_now());
+        let old = issuer(alg, "old", clock.clone());
+        let new = if alg == Algorithm::HS256 {
+            SigningKey::hmac(Some("new"), alg, b"fedcba9876543210fedcba9876543210").unwrap()
+        } else {
+            SigningKey::generate(Some("new"), alg).unwrap()
+        };
+        let keys = SharedKeys::new(
+            KeySet::new([
+                old.keys().current().iter().next().unwrap().as_ref().clone(),
+                new.verifying_key().clone(),
+            ])
+            .unwrap(),
+        );
+        let layer = JwtLayer::builder(keys.clone())
+            .issuer(ISS)
+            .audience(AUD)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let f = F::start(layer).await;
+        let t = old.token("alice").mint().unwrap();
+        assert_eq!(f.me(&t.token).await, StatusCode::OK, "{alg:?}");
+        assert_eq!(f.me(&t.token).await, StatusCode::OK, "{alg:?}: cached");
+        // The operator drops the old key.
+        keys.replace(KeySet::new([new.verifying_key().clone()]).unwrap());
+        assert_eq!(
+            f.me(&t.token).await,
+            StatusCode::UNAUTHORIZED,
+            "{alg:?}: a cached token whose key is gone"
+        );
+        // The same kid now naming another key does not revive it either.
+        let other = if alg == Algorithm::HS256 {
+            SigningKey::hmac(Some("old"), alg, b"a different secret, 32 bytes long").unwrap()
+        } else {
+            SigningKey::generate(Some("old"), alg).unwrap()
+        };
+        keys.replace(
+            KeySet::new([other.verifying_key().clone(), new.verifying_key().clone()]).unwrap(),
+        );
+        assert_eq!(
+            f.me(&t.token).await,
+            StatusCode::UNAUTHORIZED,
+            "{alg:?}: same kid, other key"
+        );
+    }
 }
 
 #[tokio::test]

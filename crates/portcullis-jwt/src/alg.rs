@@ -105,8 +105,8 @@ impl Algorithm {
         }
     }
 
-    /// Whether verification is expensive enough to be worth caching
-    /// (everything but HMAC).
+    /// Whether the algorithm verifies with a public key (everything but
+    /// HMAC).
     #[must_use]
     pub const fn is_asymmetric(self) -> bool {
         !matches!(self.family(), Family::Hmac)

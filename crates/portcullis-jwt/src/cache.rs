@@ -1,19 +1,25 @@
-//! A bounded cache of verified asymmetric tokens.
+//! A bounded cache of verified tokens.
 //!
-//! Verifying RS256, ES256 or EdDSA costs tens of microseconds; a client
-//! sends the same token on every request until it expires. The cache maps a
-//! token to its verified claims. It is keyed by a keyed (SipHash) hash of
-//! the signature segment, and a hit compares the whole token byte for byte,
-//! so a collision can only cause a miss, never accept a token that was not
-//! verified. An entry is never served past the token's `exp`; revocation
-//! is checked on every request after the cache, so a revoked token is
-//! refused even while cached.
+//! Verifying RS256, ES256 or EdDSA costs tens of microseconds, and even
+//! HMAC with the strict claim checks costs a few; a client sends the same
+//! token on every request until it expires. The cache maps a token to its
+//! verified claims. It is keyed by a keyed (SipHash) hash of the signature
+//! segment, and a hit compares the whole token byte for byte, so a
+//! collision can only cause a miss, never accept a token that was not
+//! verified. An entry is never served past the token's `exp`, and only
+//! while the key source still returns the very key that verified it (a key
+//! removed by rotation or from a JWKS ends its cached tokens at once).
+//! Revocation is checked on every request after the cache, so a revoked
+//! token is refused even while cached.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::claims::Claims;
+use crate::key::VerifyingKey;
+use crate::source::{KeyLookup, KeySource};
+use crate::verify::Verified;
 
 const SHARDS: usize = 16;
 
@@ -22,6 +28,8 @@ struct Entry<T> {
     claims: Claims<T>,
     /// `exp` plus leeway: the last second the token may be served.
     serve_until: i64,
+    kid: Option<Arc<str>>,
+    key: Arc<VerifyingKey>,
 }
 
 type Shard<T> = RwLock<HashMap<u64, Entry<T>>>;
@@ -50,16 +58,28 @@ impl<T> TokenCache<T> {
         (h, shard)
     }
 
-    pub(crate) fn get(&self, token: &str, now: i64) -> Option<Claims<T>> {
+    /// The claims of `token` if it was verified, is not past its `exp`,
+    /// and `keys` still returns the key that verified it.
+    pub(crate) fn get(&self, token: &str, now: i64, keys: &dyn KeySource) -> Option<Claims<T>> {
         let (h, shard) = self.locate(token);
-        let map = self.shards[shard]
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let e = map.get(&h)?;
-        (e.token.as_ref() == token && now <= e.serve_until).then(|| e.claims.clone())
+        let (claims, kid, key) = {
+            let map = self.shards[shard]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let e = map.get(&h)?;
+            if e.token.as_ref() != token || now > e.serve_until {
+                return None;
+            }
+            (e.claims.clone(), e.kid.clone(), Arc::clone(&e.key))
+        };
+        match keys.lookup(kid.as_deref()) {
+            KeyLookup::Found(k) if Arc::ptr_eq(&k, &key) => Some(claims),
+            // Another key (or none) under that kid now: verify again.
+            _ => None,
+        }
     }
 
-    pub(crate) fn insert(&self, token: &str, claims: Claims<T>, serve_until: i64, now: i64) {
+    pub(crate) fn insert(&self, token: &str, v: &Verified<T>, now: i64) {
         let (h, shard) = self.locate(token);
         let mut map = self.shards[shard]
             .write()
@@ -77,8 +97,10 @@ impl<T> TokenCache<T> {
             h,
             Entry {
                 token: token.into(),
-                claims,
-                serve_until,
+                claims: v.claims.clone(),
+                serve_until: v.serve_until,
+                kid: v.kid.clone(),
+                key: Arc::clone(&v.key),
             },
         );
     }
@@ -95,29 +117,54 @@ impl<T> TokenCache<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alg::Algorithm;
     use crate::claims::{NoCustomClaims, RegisteredClaims};
+    use crate::key::KeySet;
 
-    fn claims() -> Claims<NoCustomClaims> {
-        Claims::new(RegisteredClaims::default(), NoCustomClaims {})
+    fn keys(kid: &str, secret: u8) -> KeySet {
+        let key = VerifyingKey::hmac(Some(kid), Algorithm::HS256, &[secret; 32]).unwrap();
+        KeySet::new([key]).unwrap()
+    }
+
+    fn verified(keys: &KeySet, kid: &str, serve_until: i64) -> Verified<NoCustomClaims> {
+        Verified {
+            claims: Claims::new(RegisteredClaims::default(), NoCustomClaims {}),
+            serve_until,
+            kid: Some(Arc::from(kid)),
+            key: Arc::clone(keys.find(Some(kid)).unwrap()),
+        }
     }
 
     #[test]
     fn hit_needs_the_whole_token_and_a_live_exp() {
+        let ks = keys("a", 1);
         let c = TokenCache::new(100);
-        c.insert("h.p.sig", claims(), 100, 0);
-        assert!(c.get("h.p.sig", 100).is_some());
-        assert!(c.get("h.p.sig", 101).is_none(), "never past exp");
+        c.insert("h.p.sig", &verified(&ks, "a", 100), 0);
+        assert!(c.get("h.p.sig", 100, &ks).is_some());
+        assert!(c.get("h.p.sig", 101, &ks).is_none(), "never past exp");
         assert!(
-            c.get("h.OTHER.sig", 50).is_none(),
+            c.get("h.OTHER.sig", 50, &ks).is_none(),
             "same signature, other payload: miss"
         );
     }
 
     #[test]
+    fn hit_needs_the_key_that_verified_it() {
+        let ks = keys("a", 1);
+        let c = TokenCache::new(100);
+        c.insert("h.p.sig", &verified(&ks, "a", 100), 0);
+        assert!(c.get("h.p.sig", 10, &ks).is_some());
+        // The kid removed, or the same kid now naming another key: miss.
+        assert!(c.get("h.p.sig", 10, &keys("b", 1)).is_none());
+        assert!(c.get("h.p.sig", 10, &keys("a", 2)).is_none());
+    }
+
+    #[test]
     fn bounded() {
+        let ks = keys("a", 1);
         let c = TokenCache::new(32);
         for i in 0..1000 {
-            c.insert(&format!("h.p.{i}"), claims(), 1_000_000, 0);
+            c.insert(&format!("h.p.{i}"), &verified(&ks, "a", 1_000_000), 0);
         }
         assert!(c.len() <= 32);
     }

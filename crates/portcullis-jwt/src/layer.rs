@@ -141,8 +141,14 @@ impl<T> JwtLayerBuilder<T> {
         self
     }
 
-    /// Caches up to `capacity` verified asymmetric tokens (default 10 000;
-    /// 0 turns the cache off).
+    /// Caches up to `capacity` verified tokens (default 10 000; 0 turns
+    /// the cache off).
+    ///
+    /// A client sends the same token on every request until it expires; a
+    /// hit compares the whole token byte for byte, is never served past
+    /// the token's `exp`, and only while the key source still returns the
+    /// key that verified it (removing a key ends its cached tokens at
+    /// once). Revocation is checked on every request, hit or miss.
     pub const fn cache(mut self, capacity: usize) -> Self {
         self.cache = capacity;
         self
@@ -352,7 +358,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Shared<T> {
     fn decide(&self, token: &str, allow_wait: bool) -> Check<T> {
         let now = now_secs(&self.clock);
         if let Some(cache) = &self.cache {
-            if let Some(claims) = cache.get(token, now) {
+            if let Some(claims) = cache.get(token, now, &*self.keys) {
                 return match self.revoked(&claims) {
                     Ok(()) => Check::Pass(Some(claims)),
                     Err(e) => Check::Reject(e),
@@ -367,12 +373,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Shared<T> {
             Some(&self.prepared),
             now,
         ) {
-            Step::Done(Ok((claims, serve_until, asymmetric))) => {
-                if let (Some(cache), true) = (&self.cache, asymmetric) {
-                    cache.insert(token, claims.clone(), serve_until, now);
+            Step::Done(Ok(verified)) => {
+                if let Some(cache) = &self.cache {
+                    cache.insert(token, &verified, now);
                 }
-                match self.revoked(&claims) {
-                    Ok(()) => Check::Pass(Some(claims)),
+                match self.revoked(&verified.claims) {
+                    Ok(()) => Check::Pass(Some(verified.claims)),
                     Err(e) => Check::Reject(e),
                 }
             }

@@ -458,11 +458,20 @@ fn custom_claims<T: DeserializeOwned + 'static>(raw: &str) -> Result<T, JwtError
     serde_json::from_str(raw).map_err(|_| err(JwtErrorKind::BadClaims))
 }
 
+/// A token that passed every check.
+pub(crate) struct Verified<T> {
+    pub(crate) claims: Claims<T>,
+    /// `exp` plus leeway: the last second the token may be served.
+    pub(crate) serve_until: i64,
+    /// The header's `kid`, and the key it found: a cached token is served
+    /// only while its key source still returns this very key.
+    pub(crate) kid: Option<Arc<str>>,
+    pub(crate) key: Arc<VerifyingKey>,
+}
+
 /// One verification attempt: done, or wait for a key refresh and retry.
 pub(crate) enum Step<T> {
-    /// The claims, the last second they may be served, and whether the
-    /// key is asymmetric (worth caching).
-    Done(Result<(Claims<T>, i64, bool), JwtError>),
+    Done(Result<Verified<T>, JwtError>),
     Wait(crate::source::RefreshFuture),
 }
 
@@ -473,7 +482,6 @@ pub(crate) fn verify<T: DeserializeOwned + 'static>(
     prepared: Option<&Prepared>,
     now: i64,
 ) -> Step<T> {
-    type Verified<T> = (Claims<T>, i64, bool);
     let run = || -> Result<Result<Verified<T>, crate::source::RefreshFuture>, JwtError> {
         let seg = split(token, v.max_len)?;
         let header = match prepared {
@@ -487,8 +495,13 @@ pub(crate) fn verify<T: DeserializeOwned + 'static>(
             KeyLookup::Refresh(f) => return Ok(Err(f)),
         };
         check_signature(&seg, &header, &key, prepared.map(|p| &p.hmac))?;
-        let (claims, until) = check_claims(&seg, v, now)?;
-        Ok(Ok((claims, until, key.alg().is_asymmetric())))
+        let (claims, serve_until) = check_claims(&seg, v, now)?;
+        Ok(Ok(Verified {
+            claims,
+            serve_until,
+            kid: header.kid,
+            key,
+        }))
     };
     match run() {
         Ok(Ok(done)) => Step::Done(Ok(done)),
