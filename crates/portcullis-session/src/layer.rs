@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use http::header::{CACHE_CONTROL, SET_COOKIE, USER_AGENT};
 use http::{HeaderName, HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
 use portcullis_core::cookie::find_cookie;
 use portcullis_core::rejection::is_grpc;
 use portcullis_core::{OpaqueToken, ProblemJson, ResponseBody};
@@ -34,11 +35,11 @@ use crate::store::SessionStore;
 /// let app: Router = Router::new().route("/", get(visits)).layer(layer);
 /// ```
 ///
-/// The service's future is boxed: it awaits the store after the inner
-/// service (to write what the handler changed), which a hand-written future
-/// would gain little from. When the write fails because the store is
-/// unavailable, the handler's response is replaced by a 503 (the change
-/// would otherwise be silently lost).
+/// The service's future ([`ResponseFuture`]) polls the inner service's in
+/// place and boxes only the store write, when the handler left something to
+/// write. When the write fails because the store is unavailable, the
+/// handler's response is replaced by a 503 (the change would otherwise be
+/// silently lost).
 #[derive(Clone)]
 pub struct SessionLayer {
     shared: Arc<LayerShared>,
@@ -175,14 +176,14 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send + 'static>>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let shared = Arc::clone(&self.shared);
+        let shared = &self.shared;
         let config = &shared.config;
         let incoming = incoming(config, &req);
         let ip = config
@@ -199,56 +200,144 @@ where
         req.extensions_mut().insert(session.clone());
         // The inner service is ready (poll_ready) and is called now: no
         // clone of it per request.
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let response = fut.await?;
-            // A handler that never used the session, or only read it with
-            // nothing to write back: no commit, no store call, no headers.
-            if session.untouched() || session.nothing_to_commit() {
-                return Ok(response.map(ResponseBody::inner));
-            }
-            let commit = session.commit().await;
-            if let Some(err) = commit.error {
-                crate::event!(
-                    warn,
-                    reason = "session-write-failed",
-                    "session store unavailable; answering 503"
-                );
-                return Ok(err.rejection().into_response(&ProblemJson, grpc));
-            }
-            let mut response = response.map(ResponseBody::inner);
-            let config = &shared.config;
-            let headers = response.headers_mut();
-            let wrote = commit.set_token.is_some() || commit.remove;
-            match (&config.transport, commit.set_token) {
-                (Transport::Cookie, Some(token)) => {
-                    headers.append(
-                        SET_COOKIE,
-                        config
-                            .cookie
-                            .set_cookie(&token.to_encoded(), Some(config.absolute_timeout)),
-                    );
-                }
-                (Transport::Cookie, None) if commit.remove => {
-                    headers.append(SET_COOKIE, config.cookie.removal_cookie());
-                }
-                (Transport::Header(name), Some(token)) => {
-                    if let Ok(v) = HeaderValue::try_from(token.to_encoded()) {
-                        headers.insert(name.clone(), v);
-                    }
-                }
-                _ => {}
-            }
-            if wrote {
-                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            }
-            if commit.clear_site_data {
-                headers.insert(
-                    HeaderName::from_static("clear-site-data"),
-                    shared.clear_site_data.clone(),
-                );
-            }
-            Ok(response)
-        })
+        let future = self.inner.call(req);
+        ResponseFuture {
+            kind: Kind::Inner {
+                future,
+                post: Some(Post {
+                    session,
+                    shared: Arc::clone(shared),
+                    grpc,
+                }),
+            },
+        }
     }
+}
+
+/// What the layer needs once the inner service has answered.
+struct Post {
+    session: Session,
+    shared: Arc<LayerShared>,
+    grpc: bool,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+pin_project! {
+    /// The response future of [`SessionService`].
+    ///
+    /// Polls the inner service's future in place. Only when the handler
+    /// left something to write (a changed key, a new id, a logout, an idle
+    /// extension, an invalid cookie to clear) does it box the store write;
+    /// an untouched or merely read session costs no allocation here.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        kind: Kind<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B> {
+        Inner {
+            #[pin]
+            future: F,
+            post: Option<Post>,
+        },
+        Committing {
+            future: BoxFuture<Response<ResponseBody<B>>>,
+        },
+    }
+}
+
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Send + 'static,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut kind = self.project().kind;
+        loop {
+            match kind.as_mut().project() {
+                KindProj::Inner { future, post } => {
+                    let response = std::task::ready!(future.poll(cx))?;
+                    let Some(mut post) = post.take() else {
+                        // Polled again after completion: the contract of
+                        // `Future` is broken; answer as if untouched.
+                        return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                    };
+                    // A handler that never used the session, or only read
+                    // it with nothing to write back: no commit, no store
+                    // call, no headers, no allocation.
+                    if post.session.nothing_to_commit() {
+                        return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                    }
+                    kind.set(Kind::Committing {
+                        future: Box::pin(commit(post, response)),
+                    });
+                }
+                KindProj::Committing { future } => return future.as_mut().poll(cx).map(Ok),
+            }
+        }
+    }
+}
+
+/// Writes what the request changed and adds the headers saying so; a 503
+/// in place of the handler's response when the store cannot be written.
+async fn commit<B>(post: Post, response: Response<B>) -> Response<ResponseBody<B>> {
+    let Post {
+        session,
+        shared,
+        grpc,
+    } = post;
+    let commit = session.commit().await;
+    if let Some(err) = commit.error {
+        crate::event!(
+            warn,
+            reason = "session-write-failed",
+            "session store unavailable; answering 503"
+        );
+        return err.rejection().into_response(&ProblemJson, grpc);
+    }
+    let mut response = response.map(ResponseBody::inner);
+    let config = &shared.config;
+    let headers = response.headers_mut();
+    let wrote = commit.set_token.is_some() || commit.remove;
+    match (&config.transport, commit.set_token) {
+        (Transport::Cookie, Some(token)) => {
+            headers.append(
+                SET_COOKIE,
+                config
+                    .cookie
+                    .set_cookie(&token.to_encoded(), Some(config.absolute_timeout)),
+            );
+        }
+        (Transport::Cookie, None) if commit.remove => {
+            headers.append(SET_COOKIE, config.cookie.removal_cookie());
+        }
+        (Transport::Header(name), Some(token)) => {
+            if let Ok(v) = HeaderValue::try_from(token.to_encoded()) {
+                headers.insert(name.clone(), v);
+            }
+        }
+        _ => {}
+    }
+    if wrote {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if commit.clear_site_data {
+        headers.insert(
+            HeaderName::from_static("clear-site-data"),
+            shared.clear_site_data.clone(),
+        );
+    }
+    response
 }

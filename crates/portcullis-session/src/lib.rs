@@ -67,7 +67,7 @@ pub use error::{SessionError, SessionErrorKind};
 pub use extract::CurrentUser;
 #[cfg(feature = "file-store")]
 pub use file::FileStore;
-pub use layer::{SessionLayer, SessionService};
+pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use memory::MemoryStore;
 pub use record::{
     CapPolicy, CreateOutcome, SessionCap, SessionMetadata, SessionRecord, SessionUpdate,

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::HeaderValue;
 use portcullis_core::{OpaqueToken, StoreError, StoreErrorKind, Timestamp, TokenDigest};
@@ -54,6 +55,10 @@ pub(crate) struct Shared {
     incoming: Incoming,
     user_agent: Option<HeaderValue>,
     ip: Option<std::net::IpAddr>,
+    /// Set before the state is first locked by a handler's call: while it
+    /// is false the state is the default one and the layer skips the
+    /// commit without locking anything.
+    used: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -151,6 +156,7 @@ impl Session {
                 incoming,
                 user_agent,
                 ip,
+                used: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -169,6 +175,9 @@ impl Session {
 
     /// Locks the state, loading the record first if needed.
     async fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
+        // Before locking: a lock held elsewhere (another clone in a task
+        // still loading) is never taken for an untouched session.
+        self.shared.used.store(true, Ordering::Release);
         let mut st = self.shared.state.lock().await;
         if st.loaded {
             return Ok(st);
@@ -606,27 +615,39 @@ impl Session {
     }
 
     /// Whether [`Session::commit`] would do nothing: no store call, no
-    /// cookie, no header (a session only read, with no idle extension due).
-    /// `false` when the state is locked elsewhere (then commit decides).
-    pub(crate) fn nothing_to_commit(&self) -> bool {
+    /// cookie, no header (a session never used, or only read with no idle
+    /// extension due). `false` when the state is locked elsewhere (then
+    /// commit decides).
+    ///
+    /// Takes the handle: when it is the last one (the request and the
+    /// handler's clones are gone, as they normally are once the response
+    /// exists) the state is read without locking.
+    pub(crate) fn nothing_to_commit(&mut self) -> bool {
         if matches!(self.shared.incoming, Incoming::Invalid) {
             return false;
         }
-        self.shared.state.try_lock().is_ok_and(|st| {
-            st.leftover.is_none()
-                && !st.clear_site_data
-                && matches!(st.cookie, CookieAction::Keep)
-                && st.current.as_ref().is_none_or(|cur| {
-                    cur.persisted && cur.set.is_empty() && cur.remove.is_empty() && !cur.touch_due
-                })
-        })
+        // Never used: the state is the default one, nothing to write.
+        if !self.shared.used.load(Ordering::Acquire) {
+            return true;
+        }
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => nothing_to_commit(shared.state.get_mut()),
+            None => self
+                .shared
+                .state
+                .try_lock()
+                .is_ok_and(|st| nothing_to_commit(&st)),
+        }
     }
+}
 
-    /// Whether the handler never used the session (no state to commit).
-    pub(crate) fn untouched(&self) -> bool {
-        matches!(self.shared.incoming, Incoming::None | Incoming::Token(_))
-            && self.shared.state.try_lock().is_ok_and(|st| !st.loaded)
-    }
+fn nothing_to_commit(st: &State) -> bool {
+    st.leftover.is_none()
+        && !st.clear_site_data
+        && matches!(st.cookie, CookieAction::Keep)
+        && st.current.as_ref().is_none_or(|cur| {
+            cur.persisted && cur.set.is_empty() && cur.remove.is_empty() && !cur.touch_due
+        })
 }
 
 fn current_user(st: &State) -> Result<String, SessionError> {
