@@ -46,6 +46,7 @@
 //! `req.extensions().get::<Session>()`.
 
 mod config;
+mod cookie;
 mod counting;
 mod error;
 #[cfg(feature = "axum")]
