@@ -73,7 +73,9 @@ pub(crate) enum Incoming {
 #[derive(Default)]
 struct State {
     loaded: bool,
-    current: Option<Current>,
+    /// Boxed: most requests never load a record, and a small state keeps
+    /// the per-request handle cheap to build.
+    current: Option<Box<Current>>,
     cookie: CookieAction,
     clear_site_data: bool,
     /// The old id's record, when deleting it after a login failed: retried
@@ -196,14 +198,14 @@ impl Session {
                 } else {
                     let touch_due =
                         now.saturating_since(record.last_seen) >= config.effective_touch_interval();
-                    st.current = Some(Current {
+                    st.current = Some(Box::new(Current {
                         key,
                         record,
                         set: BTreeMap::new(),
                         remove: BTreeSet::new(),
                         persisted: true,
                         touch_due,
-                    });
+                    }));
                 }
             }
             // Unknown or expired id: strict mode, never adopt it; clear it.
@@ -291,14 +293,14 @@ impl Session {
         if st.current.is_none() {
             let token = OpaqueToken::generate()
                 .map_err(|e| SessionError::with_source(SessionErrorKind::Random, e))?;
-            st.current = Some(Current {
+            st.current = Some(Box::new(Current {
                 key: token.digest(),
                 record: self.fresh_record(None, BTreeMap::new()),
                 set: BTreeMap::new(),
                 remove: BTreeSet::new(),
                 persisted: false,
                 touch_due: false,
-            });
+            }));
             st.cookie = CookieAction::Set(token);
         }
         let Some(cur) = st.current.as_mut() else {
@@ -423,14 +425,14 @@ impl Session {
                 st.leftover = Some(old);
             }
         }
-        st.current = Some(Current {
+        st.current = Some(Box::new(Current {
             key: token.digest(),
             record,
             set: BTreeMap::new(),
             remove: BTreeSet::new(),
             persisted: true,
             touch_due: false,
-        });
+        }));
         st.cookie = CookieAction::Set(token);
         Ok(())
     }
