@@ -180,7 +180,11 @@ impl Session {
         // Before locking: a lock held elsewhere (another clone in a task
         // still loading) is never taken for an untouched session.
         self.shared.used.store(true, Ordering::Release);
-        let mut st = self.shared.state.lock().await;
+        // Uncontended (the usual case): no lock future to build and poll.
+        let mut st = match self.shared.state.try_lock() {
+            Ok(st) => st,
+            Err(_) => self.shared.state.lock().await,
+        };
         if st.loaded {
             return Ok(st);
         }
