@@ -45,9 +45,10 @@ pub struct SessionLayer {
     shared: Arc<LayerShared>,
 }
 
-struct LayerShared {
-    store: Arc<dyn SessionStore>,
-    config: Arc<SessionConfig>,
+/// What a layer shares with its services and every session it creates.
+pub(crate) struct LayerShared {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) config: Arc<SessionConfig>,
     clear_site_data: HeaderValue,
     /// Whether the cookie's name holds a `=` (it then never matches).
     cookie_name_has_eq: bool,
@@ -200,8 +201,7 @@ where
             .and_then(|f| f(req.extensions(), req.headers()));
         let grpc = is_grpc(req.headers());
         let session = Session::new(
-            Arc::clone(&shared.store),
-            Arc::clone(config),
+            Arc::clone(shared),
             incoming,
             req.headers().get(USER_AGENT).cloned(),
             ip,
@@ -213,11 +213,7 @@ where
         ResponseFuture {
             kind: Kind::Inner {
                 future,
-                post: Some(Post {
-                    session,
-                    shared: Arc::clone(shared),
-                    grpc,
-                }),
+                post: Some(Post { session, grpc }),
             },
         }
     }
@@ -226,7 +222,6 @@ where
 /// What the layer needs once the inner service has answered.
 struct Post {
     session: Session,
-    shared: Arc<LayerShared>,
     grpc: bool,
 }
 
@@ -302,11 +297,7 @@ where
 /// Writes what the request changed and adds the headers saying so; a 503
 /// in place of the handler's response when the store cannot be written.
 async fn commit<B>(post: Post, response: Response<B>) -> Response<ResponseBody<B>> {
-    let Post {
-        session,
-        shared,
-        grpc,
-    } = post;
+    let Post { session, grpc } = post;
     let commit = session.commit().await;
     if let Some(err) = commit.error {
         crate::event!(
@@ -317,6 +308,7 @@ async fn commit<B>(post: Post, response: Response<B>) -> Response<ResponseBody<B
         return err.rejection().into_response(&ProblemJson, grpc);
     }
     let mut response = response.map(ResponseBody::inner);
+    let shared = session.layer();
     let config = &shared.config;
     let headers = response.headers_mut();
     let wrote = commit.set_token.is_some() || commit.remove;

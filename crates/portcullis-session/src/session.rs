@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::config::SessionConfig;
 use crate::error::{SessionError, SessionErrorKind};
+use crate::layer::LayerShared;
 use crate::record::{CreateOutcome, SessionCap, SessionMetadata, SessionRecord, SessionUpdate};
 use crate::store::SessionStore;
 
@@ -50,8 +50,8 @@ pub struct Session {
 }
 
 pub(crate) struct Shared {
-    store: Arc<dyn SessionStore>,
-    config: Arc<SessionConfig>,
+    /// The store and the configuration, shared by the layer's sessions.
+    layer: Arc<LayerShared>,
     incoming: Incoming,
     user_agent: Option<HeaderValue>,
     ip: Option<std::net::IpAddr>,
@@ -145,16 +145,14 @@ impl fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(
-        store: Arc<dyn SessionStore>,
-        config: Arc<SessionConfig>,
+        layer: Arc<LayerShared>,
         incoming: Incoming,
         user_agent: Option<HeaderValue>,
         ip: Option<std::net::IpAddr>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                store,
-                config,
+                layer,
                 incoming,
                 user_agent,
                 ip,
@@ -168,11 +166,16 @@ impl Session {
     /// (Through the `Arc`, method resolution would pick the blanket
     /// `impl SessionStore for Arc<S>`, boxing every store future twice.)
     fn store(&self) -> &dyn SessionStore {
-        &*self.shared.store
+        &*self.shared.layer.store
+    }
+
+    /// What the layer shares with its sessions.
+    pub(crate) fn layer(&self) -> &LayerShared {
+        &self.shared.layer
     }
 
     fn unavailable(&self, e: StoreError) -> SessionError {
-        SessionError::unavailable(e, self.shared.config.retry_after)
+        SessionError::unavailable(e, self.shared.layer.config.retry_after)
     }
 
     /// Locks the state, loading the record first if needed.
@@ -193,7 +196,7 @@ impl Session {
             return Ok(st);
         };
         let key = token.digest();
-        let config = &self.shared.config;
+        let config = &self.shared.layer.config;
         match self.store().load(&key).await {
             Ok(Some(record)) => {
                 let now = config.clock.now();
@@ -233,7 +236,7 @@ impl Session {
         user_id: Option<String>,
         data: BTreeMap<String, Value>,
     ) -> SessionRecord {
-        let config = &self.shared.config;
+        let config = &self.shared.layer.config;
         let now = config.clock.now();
         let absolute = now + config.absolute_timeout;
         SessionRecord {
@@ -395,7 +398,7 @@ impl Session {
         st: &mut State,
         user_id: Option<String>,
     ) -> Result<(), SessionError> {
-        let config = &self.shared.config;
+        let config = &self.shared.layer.config;
         let store = self.store();
         let (old_key, mut data) = match &st.current {
             Some(cur) => (cur.persisted.then_some(cur.key), cur.record.data.clone()),
@@ -568,8 +571,8 @@ impl Session {
         if matches!(self.shared.incoming, Incoming::Invalid) {
             commit.remove = true;
         }
-        let now = self.shared.config.clock.now();
-        let idle_deadline = now + self.shared.config.idle_timeout;
+        let now = self.shared.layer.config.clock.now();
+        let idle_deadline = now + self.shared.layer.config.idle_timeout;
         let mut gone = false;
         if let Some(cur) = st.current.as_mut() {
             let store = self.store();
