@@ -9,13 +9,13 @@ use std::task::{Context, Poll};
 use http::header::{CACHE_CONTROL, SET_COOKIE, USER_AGENT};
 use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
+use portcullis_core::cookie::find_cookie;
 use portcullis_core::rejection::is_grpc;
 use portcullis_core::{OpaqueToken, ProblemJson, ResponseBody};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::{SessionConfig, SessionConfigError, Transport};
-use crate::cookie::find_cookie;
 use crate::session::{Incoming, Session};
 use crate::store::SessionStore;
 
@@ -50,8 +50,6 @@ pub(crate) struct LayerShared {
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) config: Arc<SessionConfig>,
     clear_site_data: HeaderValue,
-    /// Whether the cookie's name holds a `=` (it then never matches).
-    cookie_name_has_eq: bool,
 }
 
 impl fmt::Debug for SessionLayer {
@@ -86,10 +84,8 @@ impl SessionLayer {
         config: SessionConfig,
     ) -> Result<Self, SessionConfigError> {
         config.validate()?;
-        let cookie_name_has_eq = config.cookie.full_name().contains('=');
         Ok(Self {
             shared: Arc::new(LayerShared {
-                cookie_name_has_eq,
                 store,
                 config: Arc::new(config),
                 clear_site_data: HeaderValue::from_static("\"cookies\""),
@@ -151,11 +147,7 @@ const SESSION_HEADER_MAX: usize = 128;
 fn incoming<B>(shared: &LayerShared, req: &Request<B>) -> Incoming {
     let config = &*shared.config;
     let raw = match &config.transport {
-        Transport::Cookie => match find_cookie(
-            req.headers(),
-            config.cookie.full_name(),
-            shared.cookie_name_has_eq,
-        ) {
+        Transport::Cookie => match find_cookie(req.headers(), config.cookie.full_name()) {
             Ok(v) => v,
             Err(_) => return Incoming::Invalid,
         },

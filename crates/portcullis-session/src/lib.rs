@@ -46,7 +46,6 @@
 //! `req.extensions().get::<Session>()`.
 
 mod config;
-mod cookie;
 mod counting;
 mod error;
 #[cfg(feature = "axum")]
