@@ -1,6 +1,8 @@
 //! The error every store returns.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A boxed error from a store's backend.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -117,6 +119,53 @@ impl std::error::Error for StoreError {
         self.source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// A shared on/off switch for fault injection: the test wrappers around
+/// stores (`FaultyStore`, `FaultyRefreshStore`) fail every call with a
+/// backend error while it is on, to show what an outage does.
+///
+/// ```
+/// use portcullis_core::store::FaultSwitch;
+///
+/// let switch = FaultSwitch::new();
+/// assert!(switch.check().is_ok());
+/// switch.shared().store(true, std::sync::atomic::Ordering::SeqCst);
+/// assert!(switch.check().unwrap_err().is_unavailable());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct FaultSwitch {
+    failing: Arc<AtomicBool>,
+}
+
+impl FaultSwitch {
+    /// A switch, off.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The flag itself, shared with every clone: `true` makes calls fail.
+    #[must_use]
+    pub fn shared(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.failing)
+    }
+
+    /// `Err` (a backend error, "connection refused") while the switch is on.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreErrorKind::Backend`] error while the switch is on.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::backend(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "store is down (injected)",
+            )))
+        } else {
+            Ok(())
+        }
     }
 }
 

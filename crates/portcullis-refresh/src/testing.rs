@@ -15,10 +15,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use portcullis_core::store::FaultSwitch;
 use portcullis_core::{StoreError, Timestamp, TokenDigest};
 use serde_json::Map;
 
@@ -392,7 +393,7 @@ macro_rules! refresh_store_conformance {
 #[derive(Debug, Clone)]
 pub struct FaultyRefreshStore<S> {
     inner: S,
-    failing: Arc<AtomicBool>,
+    failing: FaultSwitch,
 }
 
 impl<S> FaultyRefreshStore<S> {
@@ -400,25 +401,18 @@ impl<S> FaultyRefreshStore<S> {
     pub fn new(inner: S) -> Self {
         Self {
             inner,
-            failing: Arc::new(AtomicBool::new(false)),
+            failing: FaultSwitch::new(),
         }
     }
 
     /// The shared switch.
     #[must_use]
     pub fn switch(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.failing)
+        self.failing.shared()
     }
 
     fn check(&self) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            Err(StoreError::backend(std::io::Error::new(
-                std::io::ErrorKind::ConnectionRefused,
-                "store is down (injected)",
-            )))
-        } else {
-            Ok(())
-        }
+        self.failing.check()
     }
 }
 

@@ -31,10 +31,11 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use portcullis_core::store::FaultSwitch;
 use portcullis_core::{
     Clock, ManualClock, OpaqueToken, SharedClock, StoreError, StoreErrorKind, Timestamp,
     TokenDigest,
@@ -554,7 +555,7 @@ macro_rules! session_store_conformance {
 #[derive(Debug, Clone)]
 pub struct FaultyStore<S> {
     inner: S,
-    failing: Arc<AtomicBool>,
+    failing: FaultSwitch,
 }
 
 impl<S> FaultyStore<S> {
@@ -562,25 +563,18 @@ impl<S> FaultyStore<S> {
     pub fn new(inner: S) -> Self {
         Self {
             inner,
-            failing: Arc::new(AtomicBool::new(false)),
+            failing: FaultSwitch::new(),
         }
     }
 
     /// A switch shared with every clone: `true` makes every call fail.
     #[must_use]
     pub fn switch(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.failing)
+        self.failing.shared()
     }
 
     fn check(&self) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            Err(StoreError::backend(std::io::Error::new(
-                std::io::ErrorKind::ConnectionRefused,
-                "store is down (injected)",
-            )))
-        } else {
-            Ok(())
-        }
+        self.failing.check()
     }
 }
 
