@@ -263,7 +263,7 @@
 //!   rotation and one HS256 access token each): memory stores 78 000 to
 //!   126 000 refreshes/s, Redis 8 600 to 13 700/s, 0.08 to 0.11 of memory.
 //!   A refresh is **one** Redis call (`EVALSHA`, one round trip); the
-//!   script costs Redis 28 to 29 µs of server time for a family carrying a
+//!   script costs Redis 28 to 33 µs of server time for a family carrying a
 //!   full 64-digest history (the default history limit), and Redis shares
 //!   the two cores with the application here.
 //! - **The revocation view's cost** on a bearer request carrying `sid`,
