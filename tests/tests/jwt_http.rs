@@ -10,7 +10,7 @@ use portcullis::core::{Clock, ManualClock};
 use portcullis::jwt::jwks::RemoteJwks;
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
 use portcullis::jwt::{
-    Algorithm, JwtIssuer, JwtLayer, KeySet, SharedKeys, SigningKey, TokenSource,
+    Algorithm, JwtIssuer, JwtLayer, KeySet, KeySource, SharedKeys, SigningKey, TokenSource,
 };
 use portcullis_tests::jwt_app::{AUD, ISS, JwksServer, app};
 use portcullis_tests::{TestServer, client};
@@ -27,6 +27,17 @@ fn issuer(alg: Algorithm, kid: &str, clock: Arc<ManualClock>) -> JwtIssuer {
         .issuer(ISS)
         .audience(AUD)
         .clock(clock)
+        .build()
+        .unwrap()
+}
+
+/// The layer with this suite's issuer, audience and clock, defaults
+/// otherwise (the verified-token cache on).
+fn strict_layer(keys: impl KeySource, clock: &Arc<ManualClock>) -> JwtLayer {
+    JwtLayer::builder(keys)
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock.clone())
         .build()
         .unwrap()
 }
@@ -124,12 +135,7 @@ async fn revocation_by_jti_session_and_user_version() {
 async fn cache_never_serves_past_exp() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer(Algorithm::EdDSA, "ed", clock.clone());
-    let layer = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let layer = strict_layer(iss.keys(), &clock);
     let f = F::start(layer).await;
     let t = iss
         .token("alice")
@@ -173,12 +179,7 @@ async fn removing_a_key_ends_its_cached_tokens_at_once() {
             ])
             .unwrap(),
         );
-        let layer = JwtLayer::builder(keys.clone())
-            .issuer(ISS)
-            .audience(AUD)
-            .clock(clock.clone())
-            .build()
-            .unwrap();
+        let layer = strict_layer(keys.clone(), &clock);
         let f = F::start(layer).await;
         let t = old.token("alice").mint().unwrap();
         assert_eq!(f.me(&t.token).await, StatusCode::OK, "{alg:?}");
@@ -457,12 +458,7 @@ async fn remote() -> Remote {
 }
 
 fn layer_for(r: &Remote) -> JwtLayer {
-    JwtLayer::builder(r.source.clone())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(r.clock.clone())
-        .build()
-        .unwrap()
+    strict_layer(r.source.clone(), &r.clock)
 }
 
 #[tokio::test]
@@ -536,12 +532,7 @@ async fn jwks_outage_is_503_before_any_key_and_last_good_set_kept_after() {
         .retry(Duration::from_millis(50))
         .build()
         .unwrap();
-    let layer = JwtLayer::builder(source.clone())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let layer = strict_layer(source.clone(), &clock);
     let f = F::start(layer).await;
     let t = iss.token("alice").mint().unwrap();
     // Wait for the first (failing) attempt.
