@@ -4,8 +4,10 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+
+use crate::json::{KeyStr, Unique};
 
 /// The `aud` claim: one audience or several.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -182,6 +184,114 @@ impl RegisteredClaims {
     }
 }
 
+/// The registered claims of a payload, in one pass that also refuses
+/// duplicate object keys at any depth.
+///
+/// Accepts exactly the texts that `json::check_object_str` and then the
+/// derived `Deserialize` both accept, with the same result, in one parse
+/// instead of two: the known claims are typed as the derive types them
+/// (`scope` and `scp` are one claim, so both together are refused, as the
+/// derive refuses them); every other value, `nonce`'s included, goes
+/// through [`Unique`]. The typed claims cannot hold an object, so no
+/// duplicate key can hide in them.
+pub(crate) fn registered_unique(text: &str) -> Result<RegisteredClaims, ()> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let claims = de.deserialize_map(RegisteredUnique).map_err(|_| ())?;
+    de.end().map_err(|_| ())?;
+    Ok(claims)
+}
+
+struct RegisteredUnique;
+
+/// [`numeric_date`] as a seed.
+struct Date;
+
+impl<'de> DeserializeSeed<'de> for Date {
+    type Value = Option<i64>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+        numeric_date(d)
+    }
+}
+
+/// [`scopes`] as a seed.
+struct Scopes;
+
+impl<'de> DeserializeSeed<'de> for Scopes {
+    type Value = Option<Vec<String>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Vec<String>>, D::Error> {
+        scopes(d)
+    }
+}
+
+impl<'de> Visitor<'de> for RegisteredUnique {
+    type Value = RegisteredClaims;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JWT claims set without duplicate keys")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RegisteredClaims, A::Error> {
+        let mut c = RegisteredClaims::default();
+        // Known claims: one bit each (a known name never equals another
+        // key, so the two sets are checked apart). Other keys: a linear
+        // scan, as in `Unique` (claim sets are small).
+        let mut seen: u16 = 0;
+        let mut others: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        while let Some(KeyStr(key)) = map.next_key::<KeyStr<'de>>()? {
+            let bit: u16 = match &*key {
+                "iss" => 0,
+                "sub" => 1,
+                "aud" => 2,
+                "exp" => 3,
+                "nbf" => 4,
+                "iat" => 5,
+                "jti" => 6,
+                "sid" => 7,
+                "ver" => 8,
+                "client_id" => 9,
+                "scope" | "scp" => 10,
+                "roles" => 11,
+                "token_use" => 12,
+                "typ" => 13,
+                "nonce" => 14,
+                _ => {
+                    if others.contains(&key) {
+                        return Err(de::Error::custom("duplicate key"));
+                    }
+                    others.push(key);
+                    map.next_value_seed(Unique)?;
+                    continue;
+                }
+            };
+            if seen & (1 << bit) != 0 {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            seen |= 1 << bit;
+            match bit {
+                0 => c.iss = map.next_value()?,
+                1 => c.sub = map.next_value()?,
+                2 => c.aud = map.next_value()?,
+                3 => c.exp = map.next_value_seed(Date)?,
+                4 => c.nbf = map.next_value_seed(Date)?,
+                5 => c.iat = map.next_value_seed(Date)?,
+                6 => c.jti = map.next_value()?,
+                7 => c.sid = map.next_value()?,
+                8 => c.ver = map.next_value()?,
+                9 => c.client_id = map.next_value()?,
+                10 => c.scope = map.next_value_seed(Scopes)?,
+                11 => c.roles = map.next_value()?,
+                12 => c.token_use = map.next_value()?,
+                13 => c.payload_typ = map.next_value()?,
+                _ => {
+                    map.next_value_seed(Unique)?;
+                    c.has_nonce = true;
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
 /// No application claims: the default `T` of [`Claims`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct NoCustomClaims {}
@@ -264,6 +374,110 @@ impl<T: fmt::Debug> fmt::Debug for Claims<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The two passes `registered_unique` replaces.
+    fn two_passes(text: &str) -> Result<RegisteredClaims, ()> {
+        crate::json::check_object_str(text)?;
+        serde_json::from_str(text).map_err(|_| ())
+    }
+
+    #[test]
+    fn one_pass_matches_two_passes() {
+        let cases = [
+            r#"{"sub":"a","aud":["x","y"],"exp":10.9,"iat":5,"scope":"read  write","roles":["admin"],"nonce":"n"}"#,
+            r#"{"sub":"a","sub":"b"}"#,
+            r#"{"sub":"a","\u0073ub":"b"}"#,
+            r#"{"scope":"a","scp":["b"]}"#,
+            r#"{"x":1,"x":2}"#,
+            r#"{"x":{"y":1,"y":2}}"#,
+            r#"{"x":[{"y":1},{"y":1,"y":2}]}"#,
+            r#"{"nonce":{"y":1,"y":2}}"#,
+            r#"{"nonce":null,"iss":null,"ver":null}"#,
+            r#"{"exp":null}"#,
+            r#"{"aud":{"a":1}}"#,
+            r#"[1]"#,
+            r#"{"exp":1} x"#,
+            r#"{"client_id":"c","token_use":"access","typ":"Bearer","jti":"j","sid":"s","ver":3,"nbf":1}"#,
+        ];
+        for text in cases {
+            assert_eq!(registered_unique(text), two_passes(text), "{text}");
+        }
+        assert!(registered_unique(cases[0]).is_ok_and(|c| c.has_nonce && c.exp == Some(10)));
+        assert!(registered_unique(cases[13]).is_ok_and(|c| c.ver == Some(3) && c.nbf == Some(1)));
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "nbf",
+                "iat",
+                "jti",
+                "sid",
+                "ver",
+                "client_id",
+                "scope",
+                "scp",
+                "roles",
+                "token_use",
+                "typ",
+                "nonce",
+                "x",
+                "y",
+                "\\u0078",
+                "\\u0073ub",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z]{0,3}",
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        let leaf = prop::sample::select(vec![
+            "null",
+            "true",
+            "1",
+            "-1",
+            "1.5",
+            "1e300",
+            "18446744073709551615",
+            "\"a b\"",
+            "\"\"",
+            "[]",
+            "[\"a\"]",
+            "[1]",
+            "{}",
+        ])
+        .prop_map(str::to_owned);
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((key(), inner), 0..4).prop_map(|kv| {
+                    let kv: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    format!("{{{}}}", kv.join(","))
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn one_pass_agrees_with_two(kv in prop::collection::vec((key(), value()), 0..8)) {
+            let kv: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let text = format!("{{{}}}", kv.join(","));
+            prop_assert_eq!(registered_unique(&text), two_passes(&text), "{}", text);
+        }
+
+        #[test]
+        fn one_pass_never_panics(s in "\\PC{0,200}") {
+            prop_assert_eq!(registered_unique(&s), two_passes(&s));
+        }
+    }
 
     #[test]
     fn registered_parsing() {

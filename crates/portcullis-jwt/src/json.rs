@@ -26,7 +26,9 @@ pub(crate) fn check_object_str(text: &str) -> Result<(), ()> {
     de.end().map_err(|_| ())
 }
 
-struct Unique;
+/// A seed that accepts any JSON value and refuses duplicate object keys in
+/// it, at any depth.
+pub(crate) struct Unique;
 
 impl<'de> DeserializeSeed<'de> for Unique {
     type Value = ();
@@ -81,7 +83,7 @@ impl<'de> Visitor<'de> for Unique {
 }
 
 /// A map key, borrowed when it has no escapes.
-struct KeyStr<'de>(std::borrow::Cow<'de, str>);
+pub(crate) struct KeyStr<'de>(pub(crate) std::borrow::Cow<'de, str>);
 
 impl<'de> de::Deserialize<'de> for KeyStr<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

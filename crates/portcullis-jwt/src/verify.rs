@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::alg::Algorithm;
-use crate::claims::{Claims, NoCustomClaims, RegisteredClaims};
+use crate::claims::{Claims, NoCustomClaims, RegisteredClaims, registered_unique};
 use crate::error::{JwtError, JwtErrorKind};
 use crate::json::check_object_str;
 use crate::key::VerifyingKey;
@@ -129,11 +129,13 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Segments<'_>, JwtErro
     if token.len() > max_len {
         return Err(err(JwtErrorKind::TooLarge));
     }
-    // Exactly two dots (found with the standard library's fast search),
-    // and nothing but base64url between them (a table lookup per byte).
+    // The first dot searched from the start and the last from the end (so
+    // the search runs over the short header and signature, not the long
+    // payload), and nothing but base64url around and between them (a
+    // branch-free pass; a third dot is not base64url).
     let malformed = || err(JwtErrorKind::Malformed);
     let (h, rest) = token.split_once('.').ok_or_else(malformed)?;
-    let (p, s) = rest.split_once('.').ok_or_else(malformed)?;
+    let (p, s) = rest.rsplit_once('.').ok_or_else(malformed)?;
     if !(all_base64url(h) && all_base64url(p) && all_base64url(s)) {
         return Err(malformed());
     }
@@ -169,6 +171,32 @@ pub(crate) fn b64(segment: &str) -> Result<Vec<u8>, JwtError> {
         .decode(segment)
         .map_err(|_| err(JwtErrorKind::Malformed))
 }
+
+/// [`b64`], handing the bytes to `f`: decoded into a stack buffer of `N`
+/// bytes when they are sure to fit (no allocation on the hot path), into
+/// a vector otherwise. The same engine, so the same strictness.
+fn with_b64<const N: usize, R>(
+    segment: &str,
+    f: impl FnOnce(&[u8]) -> Result<R, JwtError>,
+) -> Result<R, JwtError> {
+    // At most 3 bytes per 4 characters, plus 2 for a partial last group.
+    if segment.len() / 4 * 3 + 2 <= N {
+        let mut buf = [0u8; N];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(segment, &mut buf)
+            .map_err(|_| err(JwtErrorKind::Malformed))?;
+        f(buf.get(..n).ok_or_else(|| err(JwtErrorKind::Malformed))?)
+    } else {
+        f(&b64(segment)?)
+    }
+}
+
+/// Stack room for a decoded payload (a typical access token's is a few
+/// hundred bytes; larger ones are decoded into a vector).
+const PAYLOAD_STACK: usize = 1024;
+/// Stack room for a decoded signature: HMAC and ECDSA ones fit (RSA ones
+/// are decoded into a vector).
+const SIGNATURE_STACK: usize = 160;
 
 #[derive(Deserialize)]
 struct RawHeader<'a> {
@@ -352,8 +380,10 @@ pub(crate) fn check_signature(
         return Err(err(JwtErrorKind::AlgMismatch));
     }
     // Canonical base64url is checked here.
-    let tag = b64(seg.signature)?;
-    if let Some(ok) = prepared.and_then(|p| p.verify(key, seg.signed.as_bytes(), &tag)) {
+    let prepared_ok = with_b64::<SIGNATURE_STACK, _>(seg.signature, |tag| {
+        Ok(prepared.and_then(|p| p.verify(key, seg.signed.as_bytes(), tag)))
+    })?;
+    if let Some(ok) = prepared_ok {
         return if ok {
             Ok(())
         } else {
@@ -378,11 +408,19 @@ pub(crate) fn check_claims<T: DeserializeOwned + 'static>(
     v: &Validation,
     now: i64,
 ) -> Result<(Claims<T>, i64), JwtError> {
-    let raw = b64(seg.payload)?;
-    let text = std::str::from_utf8(&raw).map_err(|_| err(JwtErrorKind::BadJson))?;
-    check_object_str(text).map_err(|()| err(JwtErrorKind::BadJson))?;
-    let reg: RegisteredClaims =
-        serde_json::from_str(text).map_err(|_| err(JwtErrorKind::BadJson))?;
+    with_b64::<PAYLOAD_STACK, _>(seg.payload, |raw| {
+        let text = std::str::from_utf8(raw).map_err(|_| err(JwtErrorKind::BadJson))?;
+        // Duplicate keys (at any depth) and the registered claims, in one
+        // pass.
+        let reg = registered_unique(text).map_err(|()| err(JwtErrorKind::BadJson))?;
+        let serve_until = check_registered(&reg, v, now)?;
+        let custom: T = custom_claims(text)?;
+        Ok((Claims::new(reg, custom), serve_until))
+    })
+}
+
+/// Every claim rule on the registered claims; returns `exp` plus leeway.
+fn check_registered(reg: &RegisteredClaims, v: &Validation, now: i64) -> Result<i64, JwtError> {
     let exp = reg.exp.ok_or_else(|| err(JwtErrorKind::MissingExp))?;
     if now > exp.saturating_add(v.leeway) {
         return Err(err(JwtErrorKind::Expired));
@@ -441,8 +479,7 @@ pub(crate) fn check_claims<T: DeserializeOwned + 'static>(
             return Err(err(JwtErrorKind::MissingClaim));
         }
     }
-    let custom: T = custom_claims(text)?;
-    Ok((Claims::new(reg, custom), exp.saturating_add(v.leeway)))
+    Ok(exp.saturating_add(v.leeway))
 }
 
 /// The application's claims. [`NoCustomClaims`] (the default) reads
@@ -626,8 +663,13 @@ mod tests {
         #[test]
         fn accepted_segments_are_canonical(s in "[A-Za-z0-9_-]{1,40}") {
             if let Ok(bytes) = b64(&s) {
-                prop_assert_eq!(URL_SAFE_NO_PAD.encode(bytes), s);
+                prop_assert_eq!(URL_SAFE_NO_PAD.encode(bytes), s.as_str());
             }
+            // The stack path (large N) and the vector path (small N)
+            // accept and produce the same.
+            let want = b64(&s).ok();
+            prop_assert_eq!(&with_b64::<64, _>(&s, |b| Ok(b.to_vec())).ok(), &want);
+            prop_assert_eq!(&with_b64::<4, _>(&s, |b| Ok(b.to_vec())).ok(), &want);
         }
     }
 }
