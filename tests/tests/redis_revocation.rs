@@ -426,7 +426,11 @@ async fn redis_down_then_back_empty() {
     a.revoke_user("alice").await.unwrap();
     a.revoke_token("jti-1", now + 600).await.unwrap();
     let vb = b.view();
-    eventually("b has it", || vb.user_version("alice") == 2).await;
+    // Both messages: the jti is published after the versions.
+    eventually("b has it", || {
+        vb.user_version("alice") == 2 && vb.check(&claims(Some("jti-1"), None, "x", 0)).is_some()
+    })
+    .await;
 
     let (sa, sb) = (a.snapshots(), b.snapshots());
     redis.kill();
