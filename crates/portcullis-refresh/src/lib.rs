@@ -41,6 +41,12 @@
 //!     .layer(refresher.layer()); // serves /auth/refresh, /auth/logout, ...
 //! ```
 //!
+//! Not included: a rate limit on the refresh and login endpoints, and a
+//! cap on how many families (devices) one user may hold. Put a rate
+//! limiter in front of `/auth/*` (in the proxy, or a tower layer such as
+//! `tower::limit`), and list or revoke a user's families with
+//! [`RefreshStore`] when you need a cap.
+//!
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `testing` | no | [`testing`]: the store conformance suite and fault injection |
