@@ -17,13 +17,13 @@
 //! instance served it (`x-instance: A` or `B`); the first request after a
 //! reset goes to A.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 
+use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::http::{HeaderValue, Method};
+use axum::response::Response;
 use portcullis::core::cookie::CookiePrefix;
 use portcullis::core::{CookieConfig, OpaqueToken, SystemClock};
 use portcullis::csrf::{CsrfConfig, CsrfLayer, SignedBinding};
@@ -33,7 +33,7 @@ use serde_json::json;
 use tower::ServiceExt as _;
 
 use crate::ops::{Counters, measured};
-use crate::strategy::{AUD, BuildError, ISS, Settings, jwt_routes, session_routes};
+use crate::strategy::{AUD, BuildError, ISS, Settings, Slot, jwt_routes, session_routes};
 
 /// The three variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,8 +151,7 @@ fn pair(routers: Vec<Router>) -> Result<[Router; 2], BuildError> {
 pub(crate) struct Scaled {
     variant: Variant,
     settings: Arc<Settings>,
-    current: RwLock<Arc<Pair>>,
-    turn: tokio::sync::Mutex<()>,
+    slot: Slot<Pair>,
 }
 
 impl Scaled {
@@ -161,8 +160,7 @@ impl Scaled {
         Ok(Arc::new(Self {
             variant,
             settings,
-            current: RwLock::new(Arc::new(pair)),
-            turn: tokio::sync::Mutex::new(()),
+            slot: Slot::new(pair),
         }))
     }
 
@@ -171,38 +169,18 @@ impl Scaled {
         Router::new().fallback(balance).with_state(self)
     }
 
-    fn pair(&self) -> Arc<Pair> {
-        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
     fn reset(&self) -> Response {
-        let fresh = match Pair::build(self.variant, &self.settings) {
-            Ok(p) => Arc::new(p),
-            Err(e) => {
-                return (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Json(json!({"detail": e.to_string()})),
-                )
-                    .into_response();
-            }
-        };
-        let old = std::mem::replace(
-            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
-            fresh,
-        );
-        let mut response = Json(json!({"reset": true})).into_response();
-        for cookie in &old.cookies {
-            response
-                .headers_mut()
-                .append(header::SET_COOKIE, cookie.removal_cookie());
-        }
-        response
+        self.slot.reset(
+            Pair::build(self.variant, &self.settings),
+            |old| &old.cookies,
+            json!({"reset": true}),
+        )
     }
 }
 
 async fn balance(State(scaled): State<Arc<Scaled>>, req: Request) -> Response {
-    let _turn = scaled.turn.lock().await;
-    let pair = scaled.pair();
+    let _turn = scaled.slot.turn.lock().await;
+    let pair = scaled.slot.get();
     let headers = req.headers().clone();
     if req.method() == Method::POST && req.uri().path() == "/admin/reset" {
         return measured(&pair.counters, &headers, async { scaled.reset() }).await;

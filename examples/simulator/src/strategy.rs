@@ -334,40 +334,36 @@ impl Instance {
     }
 }
 
-/// One strategy: its current instance, and a turn lock so that requests
-/// run one at a time and each counter difference belongs to one request.
-pub(crate) struct Strategy {
-    kind: Kind,
-    settings: Arc<Settings>,
-    current: RwLock<Arc<Instance>>,
-    turn: tokio::sync::Mutex<()>,
+/// The live instance of a strategy (or of a scaled pair), swapped whole on
+/// reset, and a turn lock so that requests run one at a time and each
+/// counter difference belongs to one request.
+pub(crate) struct Slot<T> {
+    current: RwLock<Arc<T>>,
+    pub(crate) turn: tokio::sync::Mutex<()>,
 }
 
-impl Strategy {
-    pub(crate) fn new(kind: Kind, settings: Arc<Settings>) -> Result<Arc<Self>, BuildError> {
-        let instance = Instance::build(kind, &settings)?;
-        Ok(Arc::new(Self {
-            kind,
-            settings,
-            current: RwLock::new(Arc::new(instance)),
+impl<T> Slot<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(value)),
             turn: tokio::sync::Mutex::new(()),
-        }))
+        }
     }
 
-    fn instance(&self) -> Arc<Instance> {
+    pub(crate) fn get(&self) -> Arc<T> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The router to mount under `/{slug}`.
-    pub(crate) fn router(self: Arc<Self>) -> Router {
-        Router::new().fallback(dispatch).with_state(self)
-    }
-
-    /// New stores, keys and clock; the browser is told to drop the old
-    /// cookies.
-    fn reset(&self) -> Response {
-        let fresh = match Instance::build(self.kind, &self.settings) {
-            Ok(i) => Arc::new(i),
+    /// Puts `fresh` in place and answers `body`, telling the browser to
+    /// drop the old instance's `cookies`; a 500 when it could not be built.
+    pub(crate) fn reset(
+        &self,
+        fresh: Result<T, BuildError>,
+        cookies: impl FnOnce(&T) -> &[CookieConfig],
+        body: Value,
+    ) -> Response {
+        let fresh = match fresh {
+            Ok(v) => Arc::new(v),
             Err(e) => {
                 return (
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -380,8 +376,8 @@ impl Strategy {
             &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
             fresh,
         );
-        let mut response = Json(json!({"reset": true, "clock_offset_secs": 0})).into_response();
-        for cookie in &old.cookies {
+        let mut response = Json(body).into_response();
+        for cookie in cookies(&old) {
             response
                 .headers_mut()
                 .append(header::SET_COOKIE, cookie.removal_cookie());
@@ -390,8 +386,45 @@ impl Strategy {
     }
 }
 
+/// One strategy and its current instance.
+pub(crate) struct Strategy {
+    kind: Kind,
+    settings: Arc<Settings>,
+    slot: Slot<Instance>,
+}
+
+impl Strategy {
+    pub(crate) fn new(kind: Kind, settings: Arc<Settings>) -> Result<Arc<Self>, BuildError> {
+        let instance = Instance::build(kind, &settings)?;
+        Ok(Arc::new(Self {
+            kind,
+            settings,
+            slot: Slot::new(instance),
+        }))
+    }
+
+    fn instance(&self) -> Arc<Instance> {
+        self.slot.get()
+    }
+
+    /// The router to mount under `/{slug}`.
+    pub(crate) fn router(self: Arc<Self>) -> Router {
+        Router::new().fallback(dispatch).with_state(self)
+    }
+
+    /// New stores, keys and clock; the browser is told to drop the old
+    /// cookies.
+    fn reset(&self) -> Response {
+        self.slot.reset(
+            Instance::build(self.kind, &self.settings),
+            |old| &old.cookies,
+            json!({"reset": true, "clock_offset_secs": 0}),
+        )
+    }
+}
+
 async fn dispatch(State(strategy): State<Arc<Strategy>>, req: Request) -> Response {
-    let _turn = strategy.turn.lock().await;
+    let _turn = strategy.slot.turn.lock().await;
     let instance = strategy.instance();
     let control = (req.method() == Method::POST)
         .then(|| req.uri().path().strip_prefix("/admin/").map(str::to_owned))
