@@ -91,18 +91,27 @@ async fn get_with(app: &ExampleProcess, path: &str, name: &str, value: &str) -> 
         .unwrap()
 }
 
+/// `POST /session/login` as alice, with `cookies` and, when given, the CSRF
+/// token.
+async fn post_session_login(
+    app: &ExampleProcess,
+    cookies: &[String],
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut req = client()
+        .post(app.at("/session/login"))
+        .header("content-type", "application/json")
+        .header("cookie", cookies.join("; "));
+    if let Some(token) = token {
+        req = req.header("x-csrf-token", token);
+    }
+    req.body(ALICE).send().await.unwrap()
+}
+
 /// Logs in to the session strategy; returns the `Cookie` header to send.
 async fn session_login(app: &ExampleProcess) -> String {
     let (token, cookies) = csrf(app, "/session", None).await;
-    let resp = client()
-        .post(app.at("/session/login"))
-        .header("content-type", "application/json")
-        .header("cookie", cookies.join("; "))
-        .header("x-csrf-token", token)
-        .body(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_session_login(app, &cookies, Some(&token)).await;
     let r = report(&resp);
     assert_eq!(r.status, StatusCode::OK);
     // The anonymous session that held the CSRF secret is read, then the
@@ -216,14 +225,7 @@ async fn session_is_one_lookup_per_request_and_revocation_is_instant() {
     // The CSRF layer is real: a login without the token is refused before
     // the handler runs.
     let (_, anon) = csrf(&app, "/session", None).await;
-    let resp = client()
-        .post(app.at("/session/login"))
-        .header("content-type", "application/json")
-        .header("cookie", anon.join("; "))
-        .body(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_session_login(&app, &anon, None).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 
     let cookie = session_login(&app).await;
@@ -566,15 +568,7 @@ async fn insecure_dev_cookie_mode_says_what_it_is() {
     assert_eq!(config["cookies"]["session"], "session");
     let (token, cookies) = csrf(&app, "/session", None).await;
     assert!(cookies[0].starts_with("session="), "{cookies:?}");
-    let resp = client()
-        .post(app.at("/session/login"))
-        .header("content-type", "application/json")
-        .header("cookie", cookies.join("; "))
-        .header("x-csrf-token", token)
-        .body(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_session_login(&app, &cookies, Some(&token)).await;
     let set = set_cookies(&resp);
     assert!(
         set[0].starts_with("session=") && !set[0].contains("Secure"),
