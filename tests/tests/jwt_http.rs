@@ -267,12 +267,7 @@ async fn hmac_keys_are_never_published() {
 async fn roles_and_scopes() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer(Algorithm::HS256, "hs", clock.clone());
-    let layer = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock)
-        .build()
-        .unwrap();
+    let layer = strict_layer(iss.keys(), &clock);
     let f = F::start(layer).await;
     let admin = iss.token("alice").roles(["admin"]).mint().unwrap();
     let user = iss.token("bob").roles(["user"]).mint().unwrap();
@@ -368,12 +363,7 @@ async fn cookie_and_header_sources_never_bearer_or_query() {
 async fn grpc_requests_get_grpc_statuses() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer(Algorithm::HS256, "hs", clock.clone());
-    let layer = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock)
-        .build()
-        .unwrap();
+    let layer = strict_layer(iss.keys(), &clock);
     let f = F::start(layer).await;
     let resp = f
         .http
