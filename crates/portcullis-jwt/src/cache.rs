@@ -62,18 +62,17 @@ impl<T> TokenCache<T> {
     /// and `keys` still returns the key that verified it.
     pub(crate) fn get(&self, token: &str, now: i64, keys: &dyn KeySource) -> Option<Claims<T>> {
         let (h, shard) = self.locate(token);
-        let (claims, kid, key) = {
-            let map = self.shards[shard]
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            let e = map.get(&h)?;
-            if e.token.as_ref() != token || now > e.serve_until {
-                return None;
-            }
-            (e.claims.clone(), e.kid.clone(), Arc::clone(&e.key))
-        };
-        match keys.lookup(kid.as_deref()) {
-            KeyLookup::Found(k) if Arc::ptr_eq(&k, &key) => Some(claims),
+        let map = self.shards[shard]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let e = map.get(&h)?;
+        if e.token.as_ref() != token || now > e.serve_until {
+            return None;
+        }
+        // Key lookups never block (lock-free sets, no I/O): asked under
+        // the read lock, nothing but the claims is cloned on a hit.
+        match keys.lookup(e.kid.as_deref()) {
+            KeyLookup::Found(k) if Arc::ptr_eq(&k, &e.key) => Some(e.claims.clone()),
             // Another key (or none) under that kid now: verify again.
             _ => None,
         }
