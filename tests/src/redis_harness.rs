@@ -737,8 +737,12 @@ mod owned_refresh_store {
 
     #[async_trait::async_trait]
     impl<S: RefreshStore> RefreshStore for Owned<S> {
-        async fn create(&self, family: &Family) -> Result<(), StoreError> {
-            self.store.create(family).await
+        async fn create(
+            &self,
+            family: &Family,
+            max_per_user: Option<usize>,
+        ) -> Result<Vec<Family>, StoreError> {
+            self.store.create(family, max_per_user).await
         }
         async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
             self.store.rotate(rotation).await

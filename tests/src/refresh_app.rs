@@ -33,9 +33,13 @@ pub struct Counting<S> {
 
 #[async_trait]
 impl<S: RefreshStore> RefreshStore for Counting<S> {
-    async fn create(&self, f: &Family) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        f: &Family,
+        max_per_user: Option<usize>,
+    ) -> Result<Vec<Family>, StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.create(f).await
+        self.inner.create(f, max_per_user).await
     }
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);

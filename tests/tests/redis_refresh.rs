@@ -73,7 +73,7 @@ async fn cluster_conformance() {
     let mut fams = Vec::new();
     for _ in 0..30 {
         let (f, _) = family("alice", 0);
-        store.create(&f).await.unwrap();
+        store.create(&f, None).await.unwrap();
         fams.push(f);
     }
     let after = cluster.dbsizes();
@@ -146,8 +146,8 @@ async fn the_script_matches_the_memory_store_in_lockstep() {
         fam.absolute_deadline =
             fam.created_at + Duration::from_millis(rng.pick(&[30_000, 7_200_000, 86_400_000]));
         fam.idle_deadline = fam.idle_deadline.min(fam.absolute_deadline);
-        redis.create(&fam).await.unwrap();
-        memory.create(&fam).await.unwrap();
+        redis.create(&fam, None).await.unwrap();
+        memory.create(&fam, None).await.unwrap();
         let mut chain: Vec<RefreshToken> = vec![t0];
         let mut now = fam.created_at;
         for _ in 0..40 {
@@ -255,7 +255,7 @@ async fn key_layout_native_expiry_and_nothing_secret_in_redis() {
     let server = RedisServer::start();
     let store = RedisRefreshStore::new(config(server.url(), "app").build().unwrap());
     let (fam, t0) = family("alice", 0);
-    store.create(&fam).await.unwrap();
+    store.create(&fam, None).await.unwrap();
     let family_key = format!("app:rf:{{{}}}", fam.id);
     assert_eq!(store.family_key(&fam.id), family_key);
     assert_eq!(
@@ -298,10 +298,10 @@ async fn resent_rotations_answer_as_the_first_did() {
     let store = RedisRefreshStore::new(config(server.url(), "resend").build().unwrap());
     let key = RotationKey::generate().unwrap();
     let (fam, t0) = family("alice", 0);
-    store.create(&fam).await.unwrap();
+    store.create(&fam, None).await.unwrap();
     // A resent create recognises its own record... and only its own.
     assert_eq!(
-        store.create(&fam).await.unwrap_err().kind(),
+        store.create(&fam, None).await.unwrap_err().kind(),
         StoreErrorKind::Conflict
     );
     let t = |s| fam.created_at + Duration::from_secs(s);
@@ -337,7 +337,7 @@ async fn resent_rotations_answer_as_the_first_did() {
         Reply::Int(0)
     );
     let (fam2, t0) = family("bob", 0);
-    store.create(&fam2).await.unwrap();
+    store.create(&fam2, None).await.unwrap();
     let (r, _) = rotation(&t0, &key, t(1));
     store.rotate(&r).await.unwrap();
     let (r2, _) = rotation(&t0, &key, t(100));
@@ -355,7 +355,7 @@ async fn unreadable_records_are_corrupt_never_rotated() {
     let store = RedisRefreshStore::new(config(server.url(), "bad").build().unwrap());
     let key = RotationKey::generate().unwrap();
     let (good, _) = family("alice", 0);
-    store.create(&good).await.unwrap();
+    store.create(&good, None).await.unwrap();
     let now = good.created_at;
     // Not a hash; a hash without deadlines.
     let (wrong_type, t1) = family("alice", 0);
@@ -381,7 +381,7 @@ async fn unreadable_records_are_corrupt_never_rotated() {
             StoreErrorKind::Corrupt
         );
         assert_eq!(
-            store.create(f).await.unwrap_err().kind(),
+            store.create(f, None).await.unwrap_err().kind(),
             StoreErrorKind::Conflict
         );
     }
@@ -423,10 +423,10 @@ async fn the_user_index_follows_the_families() {
     let store = RedisRefreshStore::new(config(server.url(), "idx").build().unwrap());
     let fams: Vec<Family> = (0..4).map(|_| family("alice", 0).0).collect();
     for f in &fams {
-        store.create(f).await.unwrap();
+        store.create(f, None).await.unwrap();
     }
     let bob = family("bob", 0).0;
-    store.create(&bob).await.unwrap();
+    store.create(&bob, None).await.unwrap();
     let now = fams[0].created_at;
     server.command(&["DEL", &store.family_key(&fams[0].id)]);
     server.command(&[
@@ -467,7 +467,7 @@ async fn the_user_index_follows_the_families() {
         "AAAAAAAAAAAAAAAAAAAAAA",
         "1",
     ]);
-    store.create(&family("alice", 0).0).await.unwrap();
+    store.create(&family("alice", 0).0, None).await.unwrap();
     assert_eq!(
         server.command(&["HLEN", &store.user_index_key("alice")]),
         Reply::Int(2)

@@ -84,7 +84,7 @@ pub use layer::{Jwt, JwtConfigError, JwtLayer, JwtLayerBuilder, ResponseFuture, 
 pub use require::{RequireClaims, RequireClaimsService};
 pub use source::{KeyLookup, KeySource, RefreshFuture, SharedKeys};
 pub use verify::{
-    DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, REQUIRABLE_CLAIMS, Validation, verify_jws,
+    DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, MAX_LEEWAY, REQUIRABLE_CLAIMS, Validation, verify_jws,
 };
 
 /// Re-exported for JWK input ([`VerifyingKey::from_jwk`]).

@@ -214,6 +214,14 @@ impl RevocationView {
         self.inner.ready.store(true, Ordering::Release);
     }
 
+    /// Marks the view stale: layers answer 503 until the store marks it
+    /// ready again (after a fresh snapshot). Stores call this when they
+    /// have been cut off from their push channel for longer than their
+    /// staleness bound.
+    pub fn mark_stale(&self) {
+        self.inner.ready.store(false, Ordering::Release);
+    }
+
     /// Whether the view is ready to be trusted.
     #[must_use]
     pub fn is_ready(&self) -> bool {

@@ -23,6 +23,10 @@ use crate::source::KeyLookup;
 pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Default clock leeway.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
+/// The largest clock leeway [`Validation::leeway`] accepts. Revocation
+/// entries outlive a token's `exp` by this much, so a revoked token cannot
+/// come back while any layer would still accept it.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 const MAX_KID_LEN: usize = 256;
 
 /// What a token must satisfy besides its signature.
@@ -75,7 +79,7 @@ impl Validation {
 
     /// Clock leeway for `exp`, `nbf` and `iat` (default 5 s; at most 5 min).
     pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = i64::try_from(leeway.min(Duration::from_secs(300)).as_secs()).unwrap_or(300);
+        self.leeway = i64::try_from(leeway.min(MAX_LEEWAY).as_secs()).unwrap_or(300);
         self
     }
 

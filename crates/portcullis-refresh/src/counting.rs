@@ -96,9 +96,13 @@ impl<S> CountingRefreshStore<S> {
 
 #[async_trait]
 impl<S: RefreshStore> RefreshStore for CountingRefreshStore<S> {
-    async fn create(&self, family: &Family) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        family: &Family,
+        max_per_user: Option<usize>,
+    ) -> Result<Vec<Family>, StoreError> {
         RefreshOpCounter::bump(&self.counter.create);
-        self.inner.create(family).await
+        self.inner.create(family, max_per_user).await
     }
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         RefreshOpCounter::bump(&self.counter.rotate);
@@ -171,7 +175,7 @@ mod tests {
         let now = Timestamp::from_secs(1_700_000_000);
         let (fam, token) = family("alice", now);
 
-        store.create(&fam).await.unwrap();
+        store.create(&fam, None).await.unwrap();
         assert_eq!(store.get(&fam.id, now).await.unwrap(), Some(fam.clone()));
         let key = RotationKey::generate().unwrap();
         let next = token.successor(&key);

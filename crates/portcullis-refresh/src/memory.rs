@@ -71,10 +71,34 @@ impl MemoryRefreshStore {
 
 #[async_trait]
 impl RefreshStore for MemoryRefreshStore {
-    async fn create(&self, family: &Family) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        family: &Family,
+        max_per_user: Option<usize>,
+    ) -> Result<Vec<Family>, StoreError> {
         let mut inner = self.lock();
         if inner.families.contains_key(&family.id) {
             return Err(StoreError::conflict());
+        }
+        let mut evicted = Vec::new();
+        if let Some(max) = max_per_user {
+            let now = family.created_at;
+            let mut live: Vec<(Timestamp, FamilyId)> = Vec::new();
+            let mut dead: Vec<FamilyId> = Vec::new();
+            for id in inner.users.get(&family.user_id).into_iter().flatten() {
+                match inner.families.get(id) {
+                    Some(f) if !f.is_expired(now) => live.push((f.created_at, id.clone())),
+                    _ => dead.push(id.clone()),
+                }
+            }
+            for id in &dead {
+                inner.remove(id);
+            }
+            live.sort();
+            let excess = (live.len() + 1).saturating_sub(max.max(1));
+            for (_, id) in live.into_iter().take(excess) {
+                evicted.extend(inner.remove(&id));
+            }
         }
         inner.families.insert(family.id.clone(), family.clone());
         inner
@@ -82,7 +106,7 @@ impl RefreshStore for MemoryRefreshStore {
             .entry(family.user_id.clone())
             .or_default()
             .insert(family.id.clone());
-        Ok(())
+        Ok(evicted)
     }
 
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {

@@ -270,8 +270,8 @@ impl Refresher {
                 history: Vec::new(),
                 rotations: 0,
             };
-            match self.inner.store.create(&family).await {
-                Ok(()) => {
+            match self.inner.store.create(&family, None).await {
+                Ok(_evicted) => {
                     let access = mint(&self.inner.issuer, &family, self.ver(user_id))?;
                     return Ok(TokenPair {
                         access,

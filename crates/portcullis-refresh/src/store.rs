@@ -24,7 +24,19 @@ use crate::token::FamilyId;
 pub trait RefreshStore: Send + Sync + 'static {
     /// Stores a new family. Fails with [`StoreError::conflict`] when the id
     /// exists.
-    async fn create(&self, family: &Family) -> Result<(), StoreError>;
+    ///
+    /// With `max_per_user = Some(n)`, atomically with the insert, the
+    /// user's oldest live families (by `created_at`, then id) are deleted
+    /// so that at most `n` remain counting the new one, and the deleted
+    /// families are returned (the caller revokes their access tokens).
+    /// Expired families never count against the cap and may be pruned on
+    /// the way. The work per call must not grow with the size of the
+    /// user's index beyond O(log n) per family touched.
+    async fn create(
+        &self,
+        family: &Family,
+        max_per_user: Option<usize>,
+    ) -> Result<Vec<Family>, StoreError>;
 
     /// Rotates atomically (compare-and-swap on the presented digest), with
     /// exactly the semantics of [`Family::classify`] and [`Family::rotate`]:
@@ -68,8 +80,12 @@ pub trait RefreshStore: Send + Sync + 'static {
 
 #[async_trait]
 impl<S: RefreshStore + ?Sized> RefreshStore for Arc<S> {
-    async fn create(&self, family: &Family) -> Result<(), StoreError> {
-        (**self).create(family).await
+    async fn create(
+        &self,
+        family: &Family,
+        max_per_user: Option<usize>,
+    ) -> Result<Vec<Family>, StoreError> {
+        (**self).create(family, max_per_user).await
     }
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         (**self).rotate(rotation).await

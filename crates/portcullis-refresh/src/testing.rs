@@ -91,12 +91,12 @@ fn digest_of(o: &RotateOutcome) -> Option<TokenDigest> {
 pub async fn create_and_get<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
     let store = factory().await;
     let (fam, _) = family("alice", 0);
-    store.create(&fam).await.expect("create");
+    store.create(&fam, None).await.expect("create");
     assert_eq!(
         store.get(&fam.id, at(1)).await.expect("get"),
         Some(fam.clone())
     );
-    let err = store.create(&fam).await.expect_err("id collision");
+    let err = store.create(&fam, None).await.expect_err("id collision");
     assert_eq!(err.kind(), portcullis_core::StoreErrorKind::Conflict);
     assert_eq!(
         store
@@ -113,7 +113,7 @@ pub async fn rotation_chain<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output 
     let store = factory().await;
     let key = RotationKey::generate().expect("random");
     let (fam, t0) = family("alice", 0);
-    store.create(&fam).await.expect("create");
+    store.create(&fam, None).await.expect("create");
     let (r1, t1) = rotation(&t0, &key, 100);
     let RotateOutcome::Rotated(f1) = store.rotate(&r1).await.expect("rotate") else {
         panic!("rotation expected")
@@ -146,7 +146,7 @@ pub async fn grace_then_reuse<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Outpu
     let store = factory().await;
     let key = RotationKey::generate().expect("random");
     let (fam, t0) = family("alice", 0);
-    store.create(&fam).await.expect("create");
+    store.create(&fam, None).await.expect("create");
     let (r1, t1) = rotation(&t0, &key, 100);
     assert!(matches!(
         store.rotate(&r1).await.expect("rotate"),
@@ -187,7 +187,7 @@ pub async fn grandparent_is_reuse<S: RefreshStore, F: Fn() -> Fut, Fut: Future<O
     let store = factory().await;
     let key = RotationKey::generate().expect("random");
     let (fam, t0) = family("alice", 0);
-    store.create(&fam).await.expect("create");
+    store.create(&fam, None).await.expect("create");
     let (r1, t1) = rotation(&t0, &key, 100);
     store.rotate(&r1).await.expect("rotate");
     let (r2, _) = rotation(&t1, &key, 101);
@@ -208,7 +208,7 @@ pub async fn unknown_and_mismatched<S: RefreshStore, F: Fn() -> Fut, Fut: Future
     let store = factory().await;
     let key = RotationKey::generate().expect("random");
     let (fam, t0) = family("alice", 0);
-    store.create(&fam).await.expect("create");
+    store.create(&fam, None).await.expect("create");
     let forged = RefreshToken::first(fam.id.clone()).expect("random");
     let (r, _) = rotation(&forged, &key, 10);
     assert_eq!(
@@ -235,7 +235,7 @@ pub async fn expiry<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(fa
     let store = factory().await;
     let key = RotationKey::generate().expect("random");
     let (fam, t0) = family("alice", 0);
-    store.create(&fam).await.expect("create");
+    store.create(&fam, None).await.expect("create");
     let (late, _) = rotation(&t0, &key, 3600);
     assert_eq!(
         store.rotate(&late).await.expect("idle"),
@@ -246,7 +246,7 @@ pub async fn expiry<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(fa
 
     // Refreshing every 50 min never passes the absolute deadline (1 day).
     let (fam, mut token) = family("bob", 0);
-    store.create(&fam).await.expect("create");
+    store.create(&fam, None).await.expect("create");
     let mut secs = 0;
     loop {
         secs += 3000;
@@ -266,10 +266,10 @@ pub async fn per_user<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(
     let store = factory().await;
     let fams: Vec<Family> = (0..3).map(|_| family("alice", 0).0).collect();
     for f in &fams {
-        store.create(f).await.expect("create");
+        store.create(f, None).await.expect("create");
     }
     let bob = family("bob", 0).0;
-    store.create(&bob).await.expect("create");
+    store.create(&bob, None).await.expect("create");
     assert_eq!(
         store.list_user("alice", at(1)).await.expect("list").len(),
         3
@@ -331,7 +331,7 @@ pub async fn racing_rotations<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Outpu
     let store = Arc::new(factory().await);
     let key = RotationKey::generate().expect("random");
     let (fam, t0) = family("alice", 0);
-    store.create(&fam).await.expect("create");
+    store.create(&fam, None).await.expect("create");
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let store = Arc::clone(&store);
@@ -418,9 +418,13 @@ impl<S> FaultyRefreshStore<S> {
 
 #[async_trait]
 impl<S: RefreshStore> RefreshStore for FaultyRefreshStore<S> {
-    async fn create(&self, family: &Family) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        family: &Family,
+        max_per_user: Option<usize>,
+    ) -> Result<Vec<Family>, StoreError> {
         self.check()?;
-        self.inner.create(family).await
+        self.inner.create(family, max_per_user).await
     }
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         self.check()?;

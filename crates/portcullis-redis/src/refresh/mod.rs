@@ -227,7 +227,11 @@ impl RedisRefreshStore {
 
 #[async_trait]
 impl RefreshStore for RedisRefreshStore {
-    async fn create(&self, family: &Family) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        family: &Family,
+        _max_per_user: Option<usize>,
+    ) -> Result<Vec<Family>, StoreError> {
         let nonce = crate::nonce::nonce();
         let fields = codec::encode(family, &nonce)?;
         let mut inv = CREATE.prepare_invoke();
@@ -263,7 +267,7 @@ impl RefreshStore for RedisRefreshStore {
             let _ = self.cmd::<i64>(&del).await;
             return Err(e);
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
