@@ -338,35 +338,51 @@ pub enum CookieError {
     /// The cookie appears more than once.
     #[error("the cookie appears more than once")]
     Duplicate,
-    /// A `Cookie` header is not visible ASCII.
-    #[error("a Cookie header is not visible ASCII")]
+    /// The cookie's value is not visible ASCII.
+    #[error("the cookie's value is not visible ASCII")]
     NotAscii,
 }
 
 /// Finds the value of the cookie `name` across every `Cookie` header.
 ///
 /// Returns `Ok(None)` when it is absent. Values are returned as sent (with
-/// surrounding double quotes removed); callers parse them strictly.
+/// surrounding double quotes removed); callers parse them strictly. Only
+/// pairs named `name` can change the outcome: another cookie holding bytes
+/// that are not visible ASCII (a UTF-8 value set by some other app of the
+/// site) is skipped like any other.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::COOKIE};
+/// use portcullis_core::cookie::{CookieError, find_cookie};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.append(COOKIE, HeaderValue::from_bytes(b"lang=fran\xc3\xa7ais; sid=abc").unwrap());
+/// assert_eq!(find_cookie(&headers, "sid"), Ok(Some("abc")));
+/// headers.append(COOKIE, HeaderValue::from_static("sid=planted"));
+/// assert_eq!(find_cookie(&headers, "sid"), Err(CookieError::Duplicate));
+/// ```
 ///
 /// # Errors
 ///
 /// [`CookieError::Duplicate`] when the name appears more than once (browsers
 /// send both cookies when a second one was planted with another path or
-/// domain; neither can be trusted), [`CookieError::NotAscii`] for a header
-/// that is not visible ASCII.
+/// domain; neither can be trusted), [`CookieError::NotAscii`] when the
+/// value of the cookie `name` is not visible ASCII.
 pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, CookieError> {
     // A pair's name ends at its first `=`: a name holding one never matches.
-    let name_has_eq = name.contains('=');
+    if name.contains('=') {
+        return Ok(None);
+    }
+    let name = name.as_bytes();
     let mut found = None;
     for header in headers.get_all(COOKIE) {
-        let Ok(mut rest) = header.to_str() else {
-            return Err(CookieError::NotAscii);
-        };
+        // Bytes, not `to_str`: a foreign pair's bytes never matter, and the
+        // whole header is not scanned twice.
+        let mut rest = header.as_bytes();
         loop {
-            let end = semicolon(rest.as_bytes());
-            // `;` is ASCII: both slices fall on character boundaries.
+            let end = semicolon(rest);
             let pair = rest.get(..end).unwrap_or_default();
-            if let Some(value) = value_of(pair, name).filter(|_| !name_has_eq) {
+            if let Some(value) = value_of(pair, name) {
                 if found.is_some() {
                     return Err(CookieError::Duplicate);
                 }
@@ -378,18 +394,33 @@ pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a 
             }
         }
     }
-    Ok(found)
+    match found {
+        None => Ok(None),
+        // Visible ASCII (and tab, as `HeaderValue::to_str` allows) is UTF-8.
+        Some(v) if v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) => {
+            std::str::from_utf8(v)
+                .map(Some)
+                .map_err(|_| CookieError::NotAscii)
+        }
+        Some(_) => Err(CookieError::NotAscii),
+    }
 }
 
 /// The value of `pair` (one `;`-separated part of a `Cookie` header) when
 /// its name is `name`: spaces and tabs trimmed around the pair, split at
 /// the first `=`, double quotes around the value removed.
-fn value_of<'a>(pair: &'a str, name: &str) -> Option<&'a str> {
-    let pair = pair.trim_matches(|c| c == ' ' || c == '\t');
-    let rest = pair.strip_prefix(name)?.strip_prefix('=')?;
+fn value_of<'a>(pair: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = pair.iter().position(|b| !blank(b))?;
+    let end = pair
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |e| e + 1);
+    let pair = pair.get(start..end)?;
+    let rest = pair.strip_prefix(name)?.strip_prefix(b"=")?;
     Some(
-        rest.strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
+        rest.strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
             .unwrap_or(rest),
     )
 }
@@ -423,32 +454,40 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The plain implementation `find_cookie` must agree with.
+    /// The plain implementation `find_cookie` must agree with: every
+    /// `;`-separated pair of every header, trimmed of spaces and tabs,
+    /// split at the first `=`; only the matched value must be visible
+    /// ASCII.
     fn reference<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, CookieError> {
-        let mut found = None;
+        let mut found: Option<&[u8]> = None;
         for header in headers.get_all(COOKIE) {
-            let Ok(text) = header.to_str() else {
-                return Err(CookieError::NotAscii);
-            };
-            for pair in text.split(';') {
-                let pair = pair.trim_matches(|c| c == ' ' || c == '\t');
-                let Some((k, v)) = pair.split_once('=') else {
+            for pair in header.as_bytes().split(|&b| b == b';') {
+                let pair = pair.trim_ascii();
+                let Some(eq) = pair.iter().position(|&b| b == b'=') else {
                     continue;
                 };
-                if k != name {
+                let (k, v) = (&pair[..eq], &pair[eq + 1..]);
+                if k != name.as_bytes() {
                     continue;
                 }
                 if found.is_some() {
                     return Err(CookieError::Duplicate);
                 }
                 found = Some(
-                    v.strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
+                    v.strip_prefix(b"\"")
+                        .and_then(|v| v.strip_suffix(b"\""))
                         .unwrap_or(v),
                 );
             }
         }
-        Ok(found)
+        match found {
+            None => Ok(None),
+            Some(v) => HeaderValue::from_bytes(v)
+                .ok()
+                .and_then(|h| h.to_str().ok().map(str::len))
+                .map(|_| Some(std::str::from_utf8(v).unwrap_or_default()))
+                .ok_or(CookieError::NotAscii),
+        }
     }
 
     fn core(headers: &HeaderMap, name: &str) -> Result<Option<String>, CookieError> {
@@ -665,6 +704,41 @@ mod tests {
                 *want,
                 "input {input:?}"
             );
+        }
+    }
+
+    /// Bytes that are not visible ASCII count only in the matched pair's
+    /// value; duplicates of the name are refused wherever they sit.
+    #[test]
+    fn find_cookie_non_ascii_table() {
+        type Case<'a> = (&'a [&'a [u8]], Result<Option<&'a str>, CookieError>);
+        let cases: &[Case<'_>] = &[
+            (&[b"lang=fran\xc3\xa7ais; sid=x"], Ok(Some("x"))),
+            (&[b"sid=x; lang=fran\xc3\xa7ais"], Ok(Some("x"))),
+            (&[b"\xff\xfe=\x80; sid=x"], Ok(Some("x"))),
+            (&[b"sid=x", b"caf\xc3\xa9=1"], Ok(Some("x"))),
+            (&[b"caf\xc3\xa9=1", b"sid=x"], Ok(Some("x"))),
+            (&[b"caf\xc3\xa9=1"], Ok(None)),
+            (&[b"sid\xc3\xa9=1; sid=x"], Ok(Some("x"))),
+            (&[b"sid=caf\xc3\xa9"], Err(CookieError::NotAscii)),
+            (&[b"a=1; sid=\x80"], Err(CookieError::NotAscii)),
+            (
+                &[b"lang=\xc3\xa7; sid=x; sid=y"],
+                Err(CookieError::Duplicate),
+            ),
+            (
+                &[b"sid=x; lang=\xc3\xa7", b"sid=y"],
+                Err(CookieError::Duplicate),
+            ),
+            (&[b"sid=\x80; sid=x"], Err(CookieError::Duplicate)),
+        ];
+        for (input, want) in cases {
+            let mut h = HeaderMap::new();
+            for v in *input {
+                h.append(COOKIE, HeaderValue::from_bytes(v).unwrap());
+            }
+            assert_eq!(find_cookie(&h, "sid"), *want, "input {input:?}");
+            assert_eq!(mine(&h, "sid"), core(&h, "sid"), "input {input:?}");
         }
     }
 
