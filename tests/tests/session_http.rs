@@ -177,7 +177,8 @@ async fn logout_kills_the_old_cookie_at_once() {
             "{COOKIE}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/; Secure; HttpOnly; SameSite=Lax"
         )]
     );
-    assert_eq!(resp.headers()["clear-site-data"], "\"cookies\"");
+    // Off by default: SessionConfig::clear_site_data_on_logout turns it on.
+    assert!(resp.headers().get("clear-site-data").is_none());
     assert_eq!(resp.headers()["cache-control"], "no-store");
     assert_eq!(
         f.me(&cookie).await,

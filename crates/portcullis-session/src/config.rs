@@ -28,7 +28,7 @@ pub type ClientIpFn = fn(&Extensions, &HeaderMap) -> Option<IpAddr>;
 /// Defaults: cookie `__Host-session` (`Secure`, `HttpOnly`, `SameSite=Lax`,
 /// `Path=/`), idle timeout 30 minutes, absolute lifetime 12 hours, idle
 /// extension written at most once a minute, no per-user cap, `Retry-After:
-/// 1` on 503, the system clock.
+/// 1` on 503, the system clock, no `Clear-Site-Data` on logout.
 ///
 /// ```
 /// use std::time::Duration;
@@ -52,6 +52,7 @@ pub struct SessionConfig {
     pub(crate) retry_after: Duration,
     pub(crate) clock: SharedClock,
     pub(crate) client_ip: Option<ClientIpFn>,
+    pub(crate) clear_site_data: bool,
 }
 
 impl Default for SessionConfig {
@@ -66,6 +67,7 @@ impl Default for SessionConfig {
             retry_after: Duration::from_secs(1),
             clock: SystemClock::shared(),
             client_ip: None,
+            clear_site_data: false,
         }
     }
 }
@@ -80,6 +82,7 @@ impl fmt::Debug for SessionConfig {
             .field("touch_interval", &self.effective_touch_interval())
             .field("cap", &self.cap)
             .field("clock", &self.clock)
+            .field("clear_site_data_on_logout", &self.clear_site_data)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +163,22 @@ impl SessionConfig {
     /// from axum's `ConnectInfo`).
     pub fn client_ip(mut self, f: ClientIpFn) -> Self {
         self.client_ip = Some(f);
+        self
+    }
+
+    /// Adds `Clear-Site-Data: "cookies"` to the responses of
+    /// [`Session::logout`](crate::Session::logout) and
+    /// [`Session::logout_everywhere`](crate::Session::logout_everywhere).
+    ///
+    /// Off by default. Browsers apply the header to the whole registrable
+    /// domain: a logout on `app.example.com` also deletes every cookie of
+    /// `example.com` and of **every sibling sub-domain** (another app's
+    /// session on `admin.example.com`, a consent cookie on `www`). Turn it
+    /// on only when this app owns its registrable domain. Without it, the
+    /// logout still deletes the session on the server and removes the
+    /// session cookie.
+    pub const fn clear_site_data_on_logout(mut self) -> Self {
+        self.clear_site_data = true;
         self
     }
 

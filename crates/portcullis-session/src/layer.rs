@@ -326,7 +326,7 @@ async fn commit<B>(post: Post, response: Response<B>) -> Response<ResponseBody<B
     if wrote {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if commit.clear_site_data {
+    if commit.clear_site_data && config.clear_site_data {
         headers.insert(
             HeaderName::from_static("clear-site-data"),
             shared.clear_site_data.clone(),

@@ -362,11 +362,20 @@ impl Session {
 
     /// Logs `user_id` in, under a new session id.
     ///
-    /// The new record (carrying this session's data, minus keys under
-    /// [`RENEW_SCOPED_PREFIX`]) is stored first, then the old one deleted;
-    /// if storing fails the old session stays as it was. Whatever id the
-    /// client sent is never the id after login (session fixation). The
-    /// per-user cap applies.
+    /// The new record is stored first, then the old one deleted; if storing
+    /// fails the old session stays as it was. Whatever id the client sent
+    /// is never the id after login (session fixation). The per-user cap
+    /// applies.
+    ///
+    /// What the new record carries:
+    ///
+    /// - from an anonymous session, or from a session of the same user: its
+    ///   data, minus keys under [`RENEW_SCOPED_PREFIX`] (a cart filled
+    ///   before logging in survives the login);
+    /// - from a session of **another** user: nothing. The new session
+    ///   starts from empty data, so nothing the previous user stored (an
+    ///   `mfa_verified` flag, a cart, a pending action) is ever seen by the
+    ///   next one in the same browser.
     ///
     /// # Errors
     ///
@@ -375,7 +384,13 @@ impl Session {
     pub async fn login(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
         let user_id = user_id.into();
         let mut st = self.loaded().await?;
-        self.renew_locked(&mut st, Some(user_id)).await
+        let other_user = st.current.as_ref().is_some_and(|c| {
+            c.record
+                .user_id
+                .as_deref()
+                .is_some_and(|u| u != user_id.as_str())
+        });
+        self.renew_locked(&mut st, Some(user_id), !other_user).await
     }
 
     /// Moves this session to a new id (for example after a privilege
@@ -390,18 +405,20 @@ impl Session {
             return Ok(());
         };
         let user = cur.record.user_id.clone();
-        self.renew_locked(&mut st, user).await
+        self.renew_locked(&mut st, user, true).await
     }
 
     async fn renew_locked(
         &self,
         st: &mut State,
         user_id: Option<String>,
+        keep_data: bool,
     ) -> Result<(), SessionError> {
         let config = &self.shared.layer.config;
         let store = self.store();
         let (old_key, mut data) = match &st.current {
-            Some(cur) => (cur.persisted.then_some(cur.key), cur.record.data.clone()),
+            Some(cur) if keep_data => (cur.persisted.then_some(cur.key), cur.record.data.clone()),
+            Some(cur) => (cur.persisted.then_some(cur.key), BTreeMap::new()),
             None => (None, BTreeMap::new()),
         };
         data.retain(|k, _| !k.starts_with(RENEW_SCOPED_PREFIX));
@@ -445,7 +462,9 @@ impl Session {
     }
 
     /// Ends this session: deletes it from the store, and the response
-    /// removes the cookie and carries `Clear-Site-Data: "cookies"`.
+    /// removes the cookie (and carries `Clear-Site-Data: "cookies"` when
+    /// [`SessionConfig::clear_site_data_on_logout`](crate::SessionConfig::clear_site_data_on_logout)
+    /// is on).
     ///
     /// # Errors
     ///
