@@ -3,8 +3,10 @@
 //! that are not ASCII, the stores' bounds.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use portcullis::session::{MemoryStore, SessionConfig, SessionStore};
+use portcullis::core::ManualClock;
+use portcullis::session::{FileStore, MemoryStore, SessionConfig, SessionStore};
 use portcullis_tests::{TestServer, client, cookie_value, session_app, set_cookies};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -148,4 +150,103 @@ async fn a_foreign_non_ascii_cookie_does_not_log_anyone_out() {
             .iter()
             .any(|c| c.starts_with(&format!("{COOKIE}=;")))
     );
+}
+
+async fn me(server: &TestServer, cookie: &str) -> StatusCode {
+    client()
+        .get(server.url("/me"))
+        .header("cookie", format!("{COOKIE}={cookie}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_full_memory_store_refuses_new_sessions_and_keeps_live_ones() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = MemoryStore::with_clock(clock.clone()).max_sessions(10);
+    let config = SessionConfig::default().clock(clock.clone());
+    let s = server(Arc::new(store.clone()), config).await;
+    let alice = login(&s, "alice", None).await;
+    // Anonymous sessions fill 90% of the bound, then are refused with 503.
+    for i in 0..8 {
+        let resp = post(&s, "/set/a/b", None).await;
+        assert_eq!(resp.status(), StatusCode::OK, "anonymous {i}");
+    }
+    assert_eq!(store.len(), 9);
+    let resp = post(&s, "/set/a/b", None).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(cookie_value(&resp, COOKIE).is_none());
+    // The last tenth is kept for logins; then logins are refused too.
+    let bob = login(&s, "bob", None).await;
+    assert_eq!(store.len(), 10);
+    let resp = post(&s, "/login/carol", None).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Nobody was evicted to make room.
+    assert_eq!(me(&s, &alice).await, StatusCode::OK);
+    assert_eq!(me(&s, &bob).await, StatusCode::OK);
+    assert_eq!(store.len(), 10);
+    // Expired records are purged first when the store is full.
+    clock.advance(Duration::from_secs(31 * 60));
+    let carol = login(&s, "carol", None).await;
+    assert_eq!(store.len(), 1);
+    assert_eq!(me(&s, &carol).await, StatusCode::OK);
+}
+
+fn session_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("sessions"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".json")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn file_store_purges_expired_files_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = FileStore::open_with_clock(dir.path(), clock.clone()).unwrap();
+    let config = SessionConfig::default().clock(clock.clone());
+    let s = server(Arc::new(store), config).await;
+    for _ in 0..5 {
+        assert_eq!(post(&s, "/set/a/b", None).await.status(), StatusCode::OK);
+    }
+    let alice = login(&s, "alice", None).await;
+    assert_eq!(session_files(dir.path()), 6);
+    // Past the idle timeout, with nobody calling purge_expired: the next
+    // create sweeps (the sweep runs at most once per interval, 60 s).
+    clock.advance(Duration::from_secs(31 * 60));
+    let bob = login(&s, "bob", None).await;
+    assert_eq!(session_files(dir.path()), 1);
+    assert_eq!(me(&s, &alice).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&s, &bob).await, StatusCode::OK);
+}
+
+/// Create, update and delete each sync the directory (on Unix) and still
+/// answer as before; the logout's removal is on disk when it returns.
+#[tokio::test]
+async fn file_store_create_update_logout_with_directory_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let s = server(Arc::new(store), SessionConfig::default()).await;
+    let alice = login(&s, "alice", None).await;
+    assert_eq!(
+        post(&s, "/set/theme/dark", Some(&alice)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(value(&s, "theme", &alice).await, "dark");
+    assert_eq!(session_files(dir.path()), 1);
+    assert_eq!(
+        post(&s, "/logout", Some(&alice)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(session_files(dir.path()), 0);
+    assert_eq!(me(&s, &alice).await, StatusCode::UNAUTHORIZED);
 }

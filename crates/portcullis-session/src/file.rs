@@ -20,14 +20,30 @@
 //! over the old file (update). A reader sees the old record or the new one,
 //! never half of one, and a crash leaves at most a stray temporary file. A
 //! file that does not decode is [`StoreError::corrupt`] for that session
-//! only. Mutations are serialized by a lock inside the store, so the store
+//! only.
+//!
+//! Durability (on Unix): the record's data is synced before it is linked
+//! or renamed into place, and the `sessions` directory is synced after
+//! every link, rename and removal, before the call returns. A session
+//! whose create, update or delete (logout) returned `Ok` is therefore still
+//! created, updated or deleted after a power loss; a call that fails may
+//! or may not have taken effect. (The per-user index is rebuilt from the
+//! records it names and is not synced.)
+//!
+//! Expired files are removed by the store itself: at most once per
+//! [`FileStore::purge_interval`] (default 60 s), a `create` sweeps the
+//! directory after its own write, so the directory stays bounded by the
+//! sessions alive in one idle timeout plus one interval, without a
+//! background task. [`FileStore::purge_expired`] sweeps at once. Mutations are serialized by a lock inside the store, so the store
 //! is safe for one process; do not point two processes at one directory.
 //! File I/O runs on tokio's blocking pool.
 
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use portcullis_core::{OpaqueToken, SharedClock, StoreError, SystemClock, Timestamp, TokenDigest};
@@ -48,6 +64,8 @@ struct Inner {
     /// Serializes every mutation (read-modify-write must not interleave
     /// with a delete, or a deleted session could come back).
     write_lock: Mutex<()>,
+    purge_interval_ms: u64,
+    last_purge: AtomicU64,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -75,19 +93,42 @@ impl FileStore {
     ///
     /// The directories cannot be created.
     pub fn open_with_clock(dir: impl AsRef<Path>, clock: SharedClock) -> io::Result<Self> {
+        Self::open_with_clock_and_purge_interval(dir, clock, Duration::from_secs(60))
+    }
+
+    /// Like [`FileStore::open_with_clock`], removing expired files by itself
+    /// at most once per `interval` (default 60 s; see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// The directories cannot be created.
+    pub fn open_with_clock_and_purge_interval(
+        dir: impl AsRef<Path>,
+        clock: SharedClock,
+        interval: Duration,
+    ) -> io::Result<Self> {
         let root = dir.as_ref();
         let sessions = root.join("sessions");
         let users = root.join("users");
         fs::create_dir_all(&sessions)?;
         fs::create_dir_all(&users)?;
+        let now = clock.now().millis();
         Ok(Self {
             inner: Arc::new(Inner {
                 sessions,
                 users,
                 clock,
                 write_lock: Mutex::new(()),
+                purge_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+                last_purge: AtomicU64::new(now),
             }),
         })
+    }
+
+    /// The interval of the store's own sweep for expired files.
+    #[must_use]
+    pub fn purge_interval(&self) -> Duration {
+        Duration::from_millis(self.inner.purge_interval_ms)
     }
 
     /// Removes every expired session file now; returns how many.
@@ -96,26 +137,7 @@ impl FileStore {
     ///
     /// The directory cannot be read.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
-        self.blocking(|inner| {
-            let _guard = inner.lock();
-            let now = inner.clock.now();
-            let mut removed = 0;
-            for entry in fs::read_dir(&inner.sessions).map_err(StoreError::backend)? {
-                let path = entry.map_err(StoreError::backend)?.path();
-                let Some(key) = key_of_path(&path) else {
-                    continue;
-                };
-                match inner.read(&key) {
-                    Ok(Some(rec)) if rec.is_expired(now) => {
-                        inner.remove(&key, rec.user_id.as_deref())?;
-                        removed += 1;
-                    }
-                    _ => {}
-                }
-            }
-            Ok(removed)
-        })
-        .await
+        self.blocking(Inner::purge).await
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -136,6 +158,67 @@ fn key_of_path(path: &Path) -> Option<TokenDigest> {
 }
 
 impl Inner {
+    /// Removes every expired session file. The directory is read without
+    /// the write lock; each removal takes it (and checks the record again),
+    /// so requests are never held up for a whole sweep.
+    fn purge(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.sessions).map_err(StoreError::backend)? {
+            let path = entry.map_err(StoreError::backend)?.path();
+            let Some(key) = key_of_path(&path) else {
+                continue;
+            };
+            let now = self.clock.now();
+            if !matches!(self.read(&key), Ok(Some(rec)) if rec.is_expired(now)) {
+                continue;
+            }
+            let _guard = self.lock();
+            if let Ok(Some(rec)) = self.read(&key) {
+                if rec.is_expired(self.clock.now()) {
+                    self.remove(&key, rec.user_id.as_deref())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Sweeps if the interval has passed since the last sweep (one caller
+    /// wins the race; the others go on).
+    fn maybe_purge(&self) {
+        let now = self.clock.now().millis();
+        let last = self.last_purge.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < self.purge_interval_ms {
+            return;
+        }
+        if self
+            .last_purge
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            // Best effort: a failed sweep is retried after the next interval.
+            if self.purge().is_err() {
+                crate::event!(debug, reason = "purge-failed", "file store sweep failed");
+            }
+        }
+    }
+
+    /// Syncs the `sessions` directory, so that a link, rename or removal in
+    /// it survives a power loss.
+    #[cfg(unix)]
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        fs::File::open(&self.sessions)
+            .and_then(|d| d.sync_all())
+            .map_err(StoreError::backend)
+    }
+
+    /// Directories cannot be opened and synced this way off Unix.
+    #[cfg(not(unix))]
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.write_lock
             .lock()
@@ -196,12 +279,13 @@ impl Inner {
         fs::rename(&tmp, self.path(key)).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             StoreError::backend(e)
-        })
+        })?;
+        self.sync_dir()
     }
 
     fn remove(&self, key: &TokenDigest, user: Option<&str>) -> Result<(), StoreError> {
         match fs::remove_file(self.path(key)) {
-            Ok(()) => {}
+            Ok(()) => self.sync_dir()?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::backend(e)),
         }
@@ -209,6 +293,60 @@ impl Inner {
             let _ = fs::remove_file(self.user_dir(user).join(key.to_hex()));
         }
         Ok(())
+    }
+
+    /// `create` under the write lock.
+    fn create(
+        &self,
+        key: &TokenDigest,
+        record: &SessionRecord,
+        cap: Option<SessionCap>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let _guard = self.lock();
+        let path = self.path(key);
+        match self.read(key) {
+            Ok(Some(old)) if !old.is_expired(self.clock.now()) => {
+                return Err(StoreError::conflict());
+            }
+            Ok(Some(old)) => self.remove(key, old.user_id.as_deref())?,
+            Ok(None) => {}
+            Err(e) if e.kind() == portcullis_core::StoreErrorKind::Corrupt => {
+                self.remove(key, None)?;
+            }
+            Err(e) => return Err(e),
+        }
+        let mut evicted = Vec::new();
+        if let Some(user) = &record.user_id {
+            if let Some(cap) = cap {
+                let live = self
+                    .live_for_user(user)?
+                    .into_iter()
+                    .filter(|(k, _)| Some(*k) != cap.replacing)
+                    .map(|(k, r)| (k, r.created_at))
+                    .collect();
+                let Some(victims) = eviction_victims(live, &cap) else {
+                    return Ok(CreateOutcome::LimitReached);
+                };
+                for victim in victims {
+                    self.remove(&victim, Some(user))?;
+                    evicted.push(victim);
+                }
+            }
+            let dir = self.user_dir(user);
+            fs::create_dir_all(&dir).map_err(StoreError::backend)?;
+            fs::write(dir.join(key.to_hex()), b"").map_err(StoreError::backend)?;
+        }
+        let tmp = self.write_temp(record)?;
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                self.sync_dir()?;
+                Ok(CreateOutcome::Created { evicted })
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StoreError::conflict()),
+            Err(e) => Err(StoreError::backend(e)),
+        }
     }
 
     /// The user's live sessions; prunes markers of dead ones.
@@ -253,48 +391,12 @@ impl SessionStore for FileStore {
     ) -> Result<CreateOutcome, StoreError> {
         let (key, record) = (*key, record.clone());
         self.blocking(move |inner| {
-            let _guard = inner.lock();
-            let path = inner.path(&key);
-            match inner.read(&key) {
-                Ok(Some(old)) if !old.is_expired(inner.clock.now()) => {
-                    return Err(StoreError::conflict());
-                }
-                Ok(Some(old)) => inner.remove(&key, old.user_id.as_deref())?,
-                Ok(None) => {}
-                Err(e) if e.kind() == portcullis_core::StoreErrorKind::Corrupt => {
-                    inner.remove(&key, None)?;
-                }
-                Err(e) => return Err(e),
+            let created = inner.create(&key, &record, cap);
+            if created.is_ok() {
+                // After this create's own write, with the lock released.
+                inner.maybe_purge();
             }
-            let mut evicted = Vec::new();
-            if let Some(user) = &record.user_id {
-                if let Some(cap) = cap {
-                    let live = inner
-                        .live_for_user(user)?
-                        .into_iter()
-                        .filter(|(k, _)| Some(*k) != cap.replacing)
-                        .map(|(k, r)| (k, r.created_at))
-                        .collect();
-                    let Some(victims) = eviction_victims(live, &cap) else {
-                        return Ok(CreateOutcome::LimitReached);
-                    };
-                    for victim in victims {
-                        inner.remove(&victim, Some(user))?;
-                        evicted.push(victim);
-                    }
-                }
-                let dir = inner.user_dir(user);
-                fs::create_dir_all(&dir).map_err(StoreError::backend)?;
-                fs::write(dir.join(key.to_hex()), b"").map_err(StoreError::backend)?;
-            }
-            let tmp = inner.write_temp(&record)?;
-            let linked = fs::hard_link(&tmp, &path);
-            let _ = fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => Ok(CreateOutcome::Created { evicted }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StoreError::conflict()),
-                Err(e) => Err(StoreError::backend(e)),
-            }
+            created
         })
         .await
     }

@@ -68,7 +68,7 @@ pub use extract::CurrentUser;
 #[cfg(feature = "file-store")]
 pub use file::FileStore;
 pub use layer::{ResponseFuture, SessionLayer, SessionService};
-pub use memory::MemoryStore;
+pub use memory::{DEFAULT_MAX_SESSIONS, MemoryStore};
 pub use record::{
     CapPolicy, CreateOutcome, SessionCap, SessionMetadata, SessionRecord, SessionUpdate,
     eviction_victims,

@@ -16,6 +16,22 @@
 //! bounded without a background task), or all at once with
 //! [`MemoryStore::purge_expired`].
 //!
+//! # Bounded
+//!
+//! The store holds at most [`DEFAULT_MAX_SESSIONS`] records (change it with
+//! [`MemoryStore::max_sessions`]), so that no flood of requests can grow it
+//! without limit. When a new record would pass the bound, expired records
+//! are purged first (at most once a second); if the store is still full:
+//!
+//! - a new **anonymous** session is refused once the store holds 90% of the
+//!   bound, so the last tenth is kept for logins;
+//! - a **login** is refused once it holds the bound.
+//!
+//! A refusal is a [`StoreError::backend`]: the session layer answers `503`
+//! with `Retry-After`. Live sessions are never evicted to make room (a
+//! logged-in user is never silently logged out); records leave the store
+//! only when they expire, are deleted, or are evicted by the per-user cap.
+//!
 //! It is a single-process store: sessions vanish on restart and are not
 //! shared between instances. Use the file store for durability on one node,
 //! or the Redis store for several instances.
@@ -36,6 +52,21 @@ const SHARDS: usize = 32;
 
 /// Expired records removed per hold of a shard's write lock by a purge.
 const PURGE_CHUNK: usize = 256;
+
+/// The default bound on the records a [`MemoryStore`] holds: one million
+/// (on the order of a gigabyte with typical records).
+pub const DEFAULT_MAX_SESSIONS: usize = 1_000_000;
+
+/// The least time between two full purges forced by a full store.
+const FULL_PURGE_INTERVAL_MS: u64 = 1000;
+
+/// Why a full [`MemoryStore`] refused a new record.
+#[derive(Debug, thiserror::Error)]
+#[error("the memory session store is full ({held} records, bound {bound})")]
+struct StoreFull {
+    held: usize,
+    bound: usize,
+}
 
 /// A hasher for keys that are already uniformly random (`TokenDigest`
 /// writes one `u64`).
@@ -73,6 +104,11 @@ struct Inner {
     purge_interval_ms: u64,
     last_purge: AtomicU64,
     purge_cursor: AtomicUsize,
+    /// Records held, live or not yet purged (kept with every insert and
+    /// removal, so the bound costs no scan).
+    count: AtomicUsize,
+    max_sessions: AtomicUsize,
+    last_full_purge: AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -130,8 +166,20 @@ impl MemoryStore {
                 purge_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
                 last_purge: AtomicU64::new(now),
                 purge_cursor: AtomicUsize::new(0),
+                count: AtomicUsize::new(0),
+                max_sessions: AtomicUsize::new(DEFAULT_MAX_SESSIONS),
+                last_full_purge: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Bounds the number of records held (default
+    /// [`DEFAULT_MAX_SESSIONS`]; see the [module docs](self) for what
+    /// happens at the bound). Applies to every clone of this store.
+    #[must_use]
+    pub fn max_sessions(self, max: usize) -> Self {
+        self.inner.max_sessions.store(max.max(1), Ordering::Relaxed);
+        self
     }
 
     /// The incremental sweep's interval.
@@ -143,7 +191,7 @@ impl MemoryStore {
     /// Number of records held, live or not yet purged.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| read(s).len()).sum()
+        self.inner.count.load(Ordering::Relaxed)
     }
 
     /// Whether the store holds no record.
@@ -199,6 +247,7 @@ impl Inner {
                     .collect()
             };
             removed += gone.len();
+            self.count.fetch_sub(gone.len(), Ordering::Relaxed);
             if gone.iter().any(|(_, rec)| rec.user_id.is_some()) {
                 let mut users = lock(&self.users);
                 for (key, rec) in &gone {
@@ -211,6 +260,46 @@ impl Inner {
             drop(gone);
         }
         removed
+    }
+
+    /// Refuses a new record when the store is full (after purging expired
+    /// records, at most once a second). Anonymous records may fill 90% of
+    /// the bound; logins the whole of it.
+    fn admit(&self, authenticated: bool) -> Result<(), StoreError> {
+        let bound = self.max_sessions.load(Ordering::Relaxed);
+        let limit = if authenticated {
+            bound
+        } else {
+            (bound - bound / 10).max(1)
+        };
+        if self.count.load(Ordering::Relaxed) < limit {
+            return Ok(());
+        }
+        let now = self.now().millis();
+        let last = self.last_full_purge.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= FULL_PURGE_INTERVAL_MS
+            && self
+                .last_full_purge
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            for i in 0..SHARDS {
+                self.purge_shard(i);
+            }
+        }
+        let held = self.count.load(Ordering::Relaxed);
+        if held < limit {
+            return Ok(());
+        }
+        crate::event!(
+            warn,
+            reason = "store-full",
+            held,
+            bound,
+            authenticated,
+            "memory session store full; new session refused"
+        );
+        Err(StoreError::backend(StoreFull { held, bound }))
     }
 
     /// Sweeps one shard if the interval has passed since the last sweep.
@@ -279,12 +368,15 @@ impl SessionStore for MemoryStore {
         let inner = &*self.inner;
         inner.maybe_purge();
         let now = inner.now();
+        inner.admit(record.user_id.is_some())?;
         let Some(user) = &record.user_id else {
             let mut shard = write(inner.shard(key));
             if shard.get(key).is_some_and(|r| !r.is_expired(now)) {
                 return Err(StoreError::conflict());
             }
-            shard.insert(*key, record.clone());
+            if shard.insert(*key, record.clone()).is_none() {
+                inner.count.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(CreateOutcome::Created {
                 evicted: Vec::new(),
             });
@@ -307,12 +399,19 @@ impl SessionStore for MemoryStore {
                 return Ok(CreateOutcome::LimitReached);
             };
             for victim in victims {
-                write(inner.shard(&victim)).remove(&victim);
+                if write(inner.shard(&victim)).remove(&victim).is_some() {
+                    inner.count.fetch_sub(1, Ordering::Relaxed);
+                }
                 unindex(&mut users, user, &victim);
                 evicted.push(victim);
             }
         }
-        write(inner.shard(key)).insert(*key, record.clone());
+        if write(inner.shard(key))
+            .insert(*key, record.clone())
+            .is_none()
+        {
+            inner.count.fetch_add(1, Ordering::Relaxed);
+        }
         users.entry(user.clone()).or_default().insert(*key);
         Ok(CreateOutcome::Created { evicted })
     }
@@ -336,6 +435,9 @@ impl SessionStore for MemoryStore {
                 _ => None,
             }
         };
+        if removed.is_some() {
+            inner.count.fetch_sub(1, Ordering::Relaxed);
+        }
         if let Some(user) = removed.and_then(|r| r.user_id) {
             unindex(&mut lock(&inner.users), &user, key);
         }
@@ -375,6 +477,7 @@ impl SessionStore for MemoryStore {
         let now = self.inner.now();
         let removed = write(self.inner.shard(key)).remove(key);
         let Some(rec) = removed else { return Ok(false) };
+        self.inner.count.fetch_sub(1, Ordering::Relaxed);
         if let Some(user) = &rec.user_id {
             unindex(&mut lock(&self.inner.users), user, key);
         }
@@ -407,7 +510,9 @@ impl SessionStore for MemoryStore {
             if Some(&key) == except {
                 continue;
             }
-            write(inner.shard(&key)).remove(&key);
+            if write(inner.shard(&key)).remove(&key).is_some() {
+                inner.count.fetch_sub(1, Ordering::Relaxed);
+            }
             unindex(&mut users, user_id, &key);
             deleted += 1;
         }
