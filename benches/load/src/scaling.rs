@@ -162,7 +162,7 @@ fn memory_store(counts: &[usize], iters: usize) -> Vec<Value> {
         let cookies: Vec<String> = (0..8192)
             .map(|_| format!("{cookie_name}={}", tokens[rng.below(n)].to_encoded()))
             .collect();
-        let store = MemoryStore::new();
+        let store = MemoryStore::new().max_sessions(usize::MAX);
         let before = rss_bytes();
         let t = Instant::now();
         rt.block_on(fill(&store, &tokens, 0, false, 1));
@@ -320,7 +320,7 @@ fn revocation(counts: &[usize], iters: usize) -> Vec<Value> {
 pub async fn purge_server(flags: &Flags) -> Router {
     let live: usize = flags.num("live", 1_000_000);
     let expired: usize = flags.num("expired", 1_000_000);
-    let store = MemoryStore::new();
+    let store = MemoryStore::new().max_sessions(usize::MAX);
     let mut rng = Rng(42);
     let tokens: Vec<OpaqueToken> = (0..live).map(|_| rng.token()).collect();
     fill(&store, &tokens, 0, false, 1).await;
@@ -427,7 +427,7 @@ fn purge_lock(flags: &Flags) -> Value {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let store = MemoryStore::new();
+    let store = MemoryStore::new().max_sessions(usize::MAX);
     let mut rng = Rng(7);
     let live_tokens: Vec<OpaqueToken> = (0..live).map(|_| rng.token()).collect();
     rt.block_on(fill(&store, &live_tokens, 0, false, 1));
