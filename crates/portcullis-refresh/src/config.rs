@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_core::cookie::CookiePrefix;
 use portcullis_core::{CookieConfig, CookieConfigError, SameSite};
 
 use crate::token::RotationKey;
@@ -62,14 +61,39 @@ pub enum RefreshConfigError {
     /// A trusted origin that is not `scheme://host[:port]`.
     #[error("invalid trusted origin: {0}")]
     Origin(String),
+    /// A per-user family cap of zero.
+    #[error("the per-user family cap must be at least 1")]
+    FamilyCap,
 }
+
+/// The default per-user family cap: [`RefreshConfig::max_families_per_user`].
+pub const DEFAULT_MAX_FAMILIES_PER_USER: usize = 20;
 
 /// Configuration of the refresher and its layer.
 ///
 /// Secure defaults: refresh idle timeout 7 days, absolute lifetime 30 days
-/// (never extended by a refresh), grace window 10 s; cookie
-/// `__Secure-refresh`, `HttpOnly`, `Secure`, `SameSite=Strict`,
-/// `Path=/auth`; endpoints under `/auth`; cookie transport.
+/// (never extended by a refresh), grace window 10 s; at most
+/// [`DEFAULT_MAX_FAMILIES_PER_USER`] families (devices) per user, the
+/// oldest logged out first; cookie `__Host-refresh`, `HttpOnly`, `Secure`,
+/// `SameSite=Strict`, `Path=/`; endpoints under `/auth`; cookie transport.
+///
+/// # Why `__Host-refresh` with `Path=/`
+///
+/// A cookie without the `__Host-` prefix can be shadowed ("tossed") by a
+/// sibling sub-domain: `evil.example.com` sets `refresh` with
+/// `Domain=example.com` and a longer path, the browser then sends two
+/// values under one name and the endpoints cannot tell which is genuine.
+/// Browsers refuse to store a `__Host-` cookie that has a `Domain`
+/// attribute, a path other than `/` or no `Secure`, so every value sent
+/// under the name `__Host-refresh` was set by this host. The price of
+/// `Path=/` is that the (`HttpOnly`, `SameSite=Strict`) cookie travels
+/// with every request to the host, not only to `/auth`: keep `Cookie`
+/// headers out of access logs. To scope the cookie to the endpoints
+/// instead, set `CookieConfig::new("refresh").prefix(CookiePrefix::Secure)
+/// .path("/auth")` with [`RefreshConfig::cookie`] and accept that a
+/// sibling sub-domain can shadow it (the endpoints then refuse requests
+/// carrying two copies with 400, and log out revokes every copy it can
+/// verify).
 #[derive(Clone)]
 #[must_use]
 pub struct RefreshConfig {
@@ -87,6 +111,7 @@ pub struct RefreshConfig {
     pub(crate) trusted_origins: Vec<String>,
     pub(crate) client_ip: Option<ClientIpFn>,
     pub(crate) public_origin: Option<String>,
+    pub(crate) max_families: Option<usize>,
 }
 
 impl fmt::Debug for RefreshConfig {
@@ -98,6 +123,7 @@ impl fmt::Debug for RefreshConfig {
             .field("idle", &self.idle)
             .field("absolute", &self.absolute)
             .field("grace", &self.grace)
+            .field("max_families_per_user", &self.max_families)
             .finish_non_exhaustive()
     }
 }
@@ -107,10 +133,7 @@ impl Default for RefreshConfig {
         Self {
             prefix: "/auth".into(),
             transport: RefreshTransport::Cookie,
-            cookie: CookieConfig::new("refresh")
-                .prefix(CookiePrefix::Secure)
-                .same_site(SameSite::Strict)
-                .path("/auth"),
+            cookie: CookieConfig::new("refresh").same_site(SameSite::Strict),
             idle: Duration::from_secs(7 * 24 * 3600),
             absolute: Duration::from_secs(30 * 24 * 3600),
             grace: Duration::from_secs(10),
@@ -122,16 +145,33 @@ impl Default for RefreshConfig {
             trusted_origins: Vec::new(),
             client_ip: None,
             public_origin: None,
+            max_families: Some(DEFAULT_MAX_FAMILIES_PER_USER),
         }
     }
 }
 
 impl RefreshConfig {
-    /// The path prefix of the endpoints (default `/auth`); the cookie path
-    /// follows it.
+    /// The path prefix of the endpoints (default `/auth`). The cookie keeps
+    /// its own path (`/` by default, which the `__Host-` prefix requires).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
-        self.cookie = self.cookie.path(self.prefix.clone());
+        self
+    }
+
+    /// Caps the families (logged-in devices) of one user at `max` (default
+    /// [`DEFAULT_MAX_FAMILIES_PER_USER`], at least 1): a login beyond it
+    /// logs the user's oldest devices out, their access tokens included.
+    /// Expired families do not count.
+    pub const fn max_families_per_user(mut self, max: usize) -> Self {
+        self.max_families = Some(max);
+        self
+    }
+
+    /// **Unbounded.** No per-user family cap: every login adds a family
+    /// until it expires, so a leaked password (or a script) can pile up
+    /// families without end. Prefer [`RefreshConfig::max_families_per_user`].
+    pub const fn unbounded_families_per_user(mut self) -> Self {
+        self.max_families = None;
         self
     }
 
@@ -233,6 +273,9 @@ impl RefreshConfig {
             || self.grace > Duration::from_secs(60)
         {
             return Err(RefreshConfigError::Lifetimes);
+        }
+        if self.max_families == Some(0) {
+            return Err(RefreshConfigError::FamilyCap);
         }
         Ok(())
     }

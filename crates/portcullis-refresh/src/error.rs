@@ -22,8 +22,8 @@ pub enum RefreshErrorKind {
     BadRequest,
     /// The body is larger than the limit (413).
     TooLarge,
-    /// A cookie-borne request that Fetch Metadata or `Origin` mark as
-    /// cross-site (403).
+    /// A cookie-borne request, or a login that would set the cookie, that
+    /// Fetch Metadata or `Origin` mark as cross-site (403).
     CrossSite,
     /// No such device for this user (404).
     NotFound,
@@ -95,9 +95,9 @@ impl RefreshError {
             RefreshErrorKind::TooLarge => {
                 Rejection::payload_too_large("the refresh request is too large")
             }
-            RefreshErrorKind::CrossSite => {
-                Rejection::forbidden("cross-site refresh requests are refused")
-            }
+            RefreshErrorKind::CrossSite => Rejection::forbidden(
+                "cross-site requests to the login and refresh endpoints are refused",
+            ),
             RefreshErrorKind::NotFound => {
                 Rejection::new(portcullis_core::RejectionKind::NotFound, "no such device")
             }

@@ -4,9 +4,10 @@ use std::fmt;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::header::COOKIE;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE, USER_AGENT};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt as _, Full, Limited};
 use portcullis_core::cookie::find_cookie;
@@ -41,9 +42,13 @@ impl CsrfProbe {
 
     /// Whether the request is refused as cross-origin.
     fn cross_site(&self, parts: &Parts) -> bool {
-        self.check
-            .check(&parts.method, &parts.uri, &parts.headers, true)
-            .is_err()
+        self.cross_site_headers(&parts.uri, &parts.headers)
+    }
+
+    /// Whether a cookie-borne request to `uri` with `headers` is refused
+    /// as cross-origin (judged as a `POST` whatever its method).
+    fn cross_site_headers(&self, uri: &Uri, headers: &HeaderMap) -> bool {
+        self.check.check(&Method::POST, uri, headers, true).is_err()
     }
 }
 
@@ -148,6 +153,41 @@ enum Mode {
 
 type Reply = Response<Full<Bytes>>;
 
+/// The most copies of the refresh cookie a logout looks at; a request with
+/// more is refused before any store call.
+const MAX_COOKIE_COPIES: usize = 8;
+
+/// Every value of the cookie `name` across the `Cookie` headers, double
+/// quotes removed (values that are not visible ASCII are skipped: they
+/// cannot be refresh tokens). Stops after `limit + 1` values.
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &str, limit: usize) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    for header in headers.get_all(COOKIE) {
+        for pair in header.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(value) = pair
+                .strip_prefix(name.as_bytes())
+                .and_then(|r| r.strip_prefix(b"="))
+            else {
+                continue;
+            };
+            let value = value
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(value);
+            if let Ok(v) = std::str::from_utf8(value) {
+                if v.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+                    out.push(v);
+                }
+            }
+            if out.len() > limit {
+                return out;
+            }
+        }
+    }
+    out
+}
+
 fn json_reply(status: StatusCode, body: &Value) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
@@ -245,6 +285,19 @@ impl Refresher {
     /// the refresh token per the transport). In `Either` mode the login
     /// request chooses the body with `x-refresh-transport: body`.
     ///
+    /// A login that would answer with the refresh cookie passes the same
+    /// cross-site check as the refresh endpoint first (Fetch Metadata, then
+    /// `Origin` against `Host` or the configured public origin): a
+    /// cross-site request gets 403 and no family is started. Without it, a
+    /// form on another site could log the visitor's browser into the
+    /// attacker's account (login CSRF), and the single-page app would then
+    /// refresh into it. The check reads only `headers`, so behind a proxy
+    /// that rewrites `Host`, or on HTTP/2 without a `Host` header, set
+    /// [`RefreshConfig::public_origin`](crate::RefreshConfig::public_origin).
+    /// Parse the credentials with a handler that insists on
+    /// `Content-Type: application/json` (axum's `Json`): a cross-site form
+    /// can send `text/plain` whose body happens to be JSON.
+    ///
     /// ```no_run
     /// # async fn login(refresher: portcullis_refresh::Refresher, headers: http::HeaderMap, ext: http::Extensions) {
     /// // ... credentials checked ...
@@ -272,6 +325,13 @@ impl Refresher {
                 }
             }
         };
+        if mode == Mode::Cookie && self.inner.csrf.cross_site_headers(&Uri::default(), headers) {
+            return self.error_reply(
+                &RefreshError::new(RefreshErrorKind::CrossSite, "cross-site-login"),
+                false,
+                is_grpc(headers),
+            );
+        }
         match self.issue(user_id, claims, self.device(headers, ext)).await {
             Ok(pair) => self.pair_reply(&pair, mode),
             Err(e) => self.error_reply(&e, false, is_grpc(headers)),
@@ -314,6 +374,57 @@ impl Refresher {
         }
         let token = RefreshToken::parse(&raw).ok_or_else(invalid)?;
         Ok(Some((token, mode)))
+    }
+
+    /// The refresh tokens a logout acts on. Usually what
+    /// [`token_from`](Self::token_from) finds; when the cookie arrives more
+    /// than once (a copy planted under the same name by a sibling
+    /// sub-domain, possible with a cookie name without the `__Host-`
+    /// prefix), every copy that parses as a refresh token, up to
+    /// [`MAX_COOKIE_COPIES`]: each one only reaches a family it is a token
+    /// of, so the genuine one is ended and a planted one ends at most the
+    /// planter's own family.
+    async fn logout_tokens<B>(
+        &self,
+        parts: &Parts,
+        body: B,
+    ) -> Result<Vec<RefreshToken>, RefreshError>
+    where
+        B: Body + Send,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        if self.inner.config.transport != RefreshTransport::Body {
+            let copies = cookie_values(
+                &parts.headers,
+                self.inner.config.cookie.full_name(),
+                MAX_COOKIE_COPIES,
+            );
+            if copies.len() > MAX_COOKIE_COPIES {
+                return Err(RefreshError::new(
+                    RefreshErrorKind::BadRequest,
+                    "too-many-cookies",
+                ));
+            }
+            if copies.len() > 1 {
+                if self.inner.csrf.cross_site(parts) {
+                    return Err(RefreshError::new(RefreshErrorKind::CrossSite, "cross-site"));
+                }
+                let mut tokens: Vec<RefreshToken> = Vec::new();
+                for t in copies.into_iter().filter_map(RefreshToken::parse) {
+                    if !tokens.contains(&t) {
+                        tokens.push(t);
+                    }
+                }
+                return Ok(tokens);
+            }
+        }
+        Ok(self
+            .token_from(parts, body)
+            .await?
+            .map(|(t, _)| t)
+            .into_iter()
+            .collect())
     }
 
     /// `{"refresh_token": "..."}` from a JSON body, read up to the limit.
@@ -363,6 +474,21 @@ impl Refresher {
         let wire: Wire = serde_json::from_slice(&bytes)
             .map_err(|_| RefreshError::new(RefreshErrorKind::BadRequest, "body-json"))?;
         Ok(wire.refresh_token)
+    }
+
+    /// Logs out everywhere for each of `tokens` (one, or the copies of a
+    /// duplicated cookie): the number of devices ended, or the first
+    /// outage; invalid tokens are skipped unless all of them are.
+    async fn logout_everywhere_all(&self, tokens: &[RefreshToken]) -> Result<usize, RefreshError> {
+        let mut ended = None;
+        for token in tokens {
+            match self.logout_everywhere(token).await {
+                Ok(n) => ended = Some(ended.unwrap_or(0) + n),
+                Err(e) if e.kind() == RefreshErrorKind::InvalidGrant => {}
+                Err(e) => return Err(e),
+            }
+        }
+        ended.ok_or_else(|| RefreshError::new(RefreshErrorKind::InvalidGrant, "missing"))
     }
 
     /// The bearer access token's claims (for the device endpoints).
@@ -418,9 +544,17 @@ impl Refresher {
                 Err(e) => self.error_reply(&e, cookie_transport, grpc),
             },
             Endpoint::Logout => {
-                let outcome = match self.token_from(&parts, body).await {
-                    Ok(Some((token, _))) => self.logout(&token).await,
-                    Ok(None) => Ok(()),
+                let outcome = match self.logout_tokens(&parts, body).await {
+                    Ok(tokens) => {
+                        let mut done = Ok(());
+                        for token in &tokens {
+                            done = self.logout(token).await;
+                            if done.is_err() {
+                                break;
+                            }
+                        }
+                        done
+                    }
                     Err(e) if e.kind() == RefreshErrorKind::InvalidGrant => Ok(()),
                     Err(e) => Err(e),
                 };
@@ -436,9 +570,8 @@ impl Refresher {
                 }
             }
             Endpoint::LogoutEverywhere => {
-                let outcome = match self.token_from(&parts, body).await {
-                    Ok(Some((token, _))) => self.logout_everywhere(&token).await,
-                    Ok(None) => Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "missing")),
+                let outcome = match self.logout_tokens(&parts, body).await {
+                    Ok(tokens) => self.logout_everywhere_all(&tokens).await,
                     Err(e) => Err(e),
                 };
                 match outcome {

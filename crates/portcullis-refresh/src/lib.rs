@@ -18,6 +18,9 @@
 //!   tokens die at once** on every instance, with no store call per request.
 //! - Idle timeout 7 days, absolute lifetime 30 days (never extended by a
 //!   refresh).
+//! - At most 20 families (devices) per user by default
+//!   ([`RefreshConfig::max_families_per_user`]): a login beyond the cap
+//!   logs the user's oldest device out, its access tokens included.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -41,11 +44,9 @@
 //!     .layer(refresher.layer()); // serves /auth/refresh, /auth/logout, ...
 //! ```
 //!
-//! Not included: a rate limit on the refresh and login endpoints, and a
-//! cap on how many families (devices) one user may hold. Put a rate
-//! limiter in front of `/auth/*` (in the proxy, or a tower layer such as
-//! `tower::limit`), and list or revoke a user's families with
-//! [`RefreshStore`] when you need a cap.
+//! Not included: a rate limit on the refresh and login endpoints. Put a
+//! rate limiter in front of `/auth/*` (in the proxy, or a tower layer such
+//! as `tower::limit`).
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
@@ -65,7 +66,8 @@ pub mod testing;
 mod token;
 
 pub use config::{
-    ClientIpFn, EventHook, RefreshConfig, RefreshConfigError, RefreshTransport, SecurityEvent,
+    ClientIpFn, DEFAULT_MAX_FAMILIES_PER_USER, EventHook, RefreshConfig, RefreshConfigError,
+    RefreshTransport, SecurityEvent,
 };
 pub use counting::{CountingRefreshStore, RefreshOpCounter};
 pub use error::{RefreshError, RefreshErrorKind};

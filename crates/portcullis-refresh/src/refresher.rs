@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use portcullis_core::{SharedClock, StoreErrorKind, SystemClock, Timestamp};
 use portcullis_jwt::revocation::RevocationStore;
-use portcullis_jwt::{AccessToken, JwtIssuer, JwtLayer};
+use portcullis_jwt::{AccessToken, JwtIssuer, JwtLayer, MAX_LEEWAY};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::{RefreshConfig, RefreshConfigError, SecurityEvent};
 use crate::error::{RefreshError, RefreshErrorKind};
-use crate::family::{DeviceInfo, Family, RotateOutcome, Rotation};
+use crate::family::{DeviceInfo, Family, Presented, RotateOutcome, Rotation};
 use crate::store::RefreshStore;
 use crate::token::{FamilyId, RefreshToken, RotationKey};
 
@@ -270,8 +270,14 @@ impl Refresher {
                 history: Vec::new(),
                 rotations: 0,
             };
-            match self.inner.store.create(&family, None).await {
-                Ok(_evicted) => {
+            match self.inner.store.create(&family, c.max_families).await {
+                Ok(evicted) => {
+                    for gone in &evicted {
+                        crate::event!(debug, family = %gone.id, "family cap: oldest family logged out");
+                        // The login itself succeeded; on failure (logged) an
+                        // evicted device's access token lives until its `exp`.
+                        let _ = self.kill_access_tokens(&gone.id).await;
+                    }
                     let access = mint(&self.inner.issuer, &family, self.ver(user_id))?;
                     return Ok(TokenPair {
                         access,
@@ -329,15 +335,10 @@ impl Refresher {
                 })
             }
             RotateOutcome::Reused(family) => {
-                self.kill_access_tokens(&family.id).await;
-                let event = SecurityEvent::RefreshTokenReuse {
-                    user_id: family.user_id.clone(),
-                    family_id: family.id.to_string(),
-                };
-                crate::event!(warn, family = %family.id, "refresh token reuse: family revoked");
-                if let Some(hook) = &c.on_event {
-                    hook(&event);
-                }
+                // The store has deleted the family: no retry could push the
+                // revocation again, so a failure is only logged.
+                let _ = self.kill_access_tokens(&family.id).await;
+                self.reuse_event(&family);
                 Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "reused"))
             }
             RotateOutcome::KeyMismatch => {
@@ -351,101 +352,158 @@ impl Refresher {
         }
     }
 
-    /// Puts `sid` in the revocation view until every access token of the
-    /// family has expired. Best effort: logged on failure (the family itself
-    /// is already gone, so no new access token can be minted).
-    async fn kill_access_tokens(&self, sid: &FamilyId) {
-        let lifetime = self.inner.issuer.lifetime() + Duration::from_secs(10);
-        let until = i64::try_from((self.now() + lifetime).secs()).unwrap_or(i64::MAX);
-        if self
-            .inner
-            .revocation
-            .revoke_session(sid.as_str(), until)
-            .await
-            .is_err()
-        {
-            crate::event!(error, family = %sid, "could not push the family's revocation to the view");
+    /// Emits [`SecurityEvent::RefreshTokenReuse`] for `family`.
+    fn reuse_event(&self, family: &Family) {
+        let event = SecurityEvent::RefreshTokenReuse {
+            user_id: family.user_id.clone(),
+            family_id: family.id.to_string(),
+        };
+        crate::event!(warn, family = %family.id, "refresh token reuse: family revoked");
+        if let Some(hook) = &self.inner.config.on_event {
+            hook(&event);
         }
+    }
+
+    /// Until when (seconds) a revoked family's entry must stay in the
+    /// revocation view: past the `exp` of any access token minted for it so
+    /// far (at most now + the issuer's lifetime), plus the largest leeway a
+    /// verifier may grant ([`MAX_LEEWAY`]), plus one second for the
+    /// rounding of `exp` to whole seconds.
+    fn revocation_until(&self) -> i64 {
+        let now = i64::try_from(self.now().secs()).unwrap_or(i64::MAX);
+        let margin = self.inner.issuer.lifetime() + MAX_LEEWAY + Duration::from_secs(1);
+        now.saturating_add(i64::try_from(margin.as_secs()).unwrap_or(i64::MAX))
+    }
+
+    /// Puts `sid` in the revocation view until every access token of the
+    /// family has expired, leeway included. Logs a failure.
+    async fn kill_access_tokens(&self, sid: &FamilyId) -> Result<(), RefreshError> {
+        self.inner
+            .revocation
+            .revoke_session(sid.as_str(), self.revocation_until())
+            .await
+            .map_err(|e| {
+                crate::event!(error, family = %sid, "could not push the family's revocation to the view");
+                RefreshError::store(e)
+            })
+    }
+
+    /// Ends `family`: its access tokens are revoked first, then the family
+    /// is deleted, so that a failure at either step leaves the family in
+    /// place and a retry with the same token does the whole job again.
+    async fn end_family(&self, family: &Family) -> Result<(), RefreshError> {
+        self.kill_access_tokens(&family.id).await?;
+        self.inner
+            .store
+            .revoke(&family.id)
+            .await
+            .map_err(RefreshError::store)?;
+        Ok(())
     }
 
     /// Ends the family of `token` (log out this device): its refresh token
     /// and its live access tokens die at once. An unknown token is not an
     /// error (logout is idempotent).
     ///
+    /// A token that was already rotated (outside the grace window) is
+    /// reuse, wherever it is presented: the family is ended all the same
+    /// (the newest token too, which a thief may hold) and
+    /// [`SecurityEvent::RefreshTokenReuse`] is emitted.
+    ///
     /// # Errors
     ///
-    /// [`RefreshErrorKind::Unavailable`] when the store fails.
+    /// [`RefreshErrorKind::Unavailable`] when the refresh store or the
+    /// revocation store fails: nothing is reported done that was not, and
+    /// a retry with the same token finishes the job.
     pub async fn logout(&self, token: &RefreshToken) -> Result<(), RefreshError> {
-        let fam = self.owned_family(token).await?;
-        if let Some(fam) = fam {
-            self.inner
-                .store
-                .revoke(&fam.id)
-                .await
-                .map_err(RefreshError::store)?;
-            self.kill_access_tokens(&fam.id).await;
+        match self.classify(token).await? {
+            Some((fam, Presented::Current | Presented::InGrace)) => self.end_family(&fam).await,
+            Some((fam, Presented::Reused)) => {
+                self.end_family(&fam).await?;
+                self.reuse_event(&fam);
+                Ok(())
+            }
+            Some((_, Presented::Unknown)) | None => Ok(()),
         }
-        Ok(())
     }
 
     /// Ends every family of `token`'s user and bumps the user's token
     /// version, so that every live access token of the user dies at once;
     /// returns how many devices were logged out.
     ///
+    /// A token that was already rotated (outside the grace window) is
+    /// reuse: the user is logged out everywhere all the same and
+    /// [`SecurityEvent::RefreshTokenReuse`] is emitted.
+    ///
     /// # Errors
     ///
     /// [`RefreshErrorKind::InvalidGrant`] for an invalid token;
-    /// [`RefreshErrorKind::Unavailable`] when a store fails.
+    /// [`RefreshErrorKind::Unavailable`] when a store fails (a retry with
+    /// the same token finishes the job).
     pub async fn logout_everywhere(&self, token: &RefreshToken) -> Result<usize, RefreshError> {
-        let fam = self
-            .owned_family(token)
-            .await?
-            .ok_or_else(|| RefreshError::new(RefreshErrorKind::InvalidGrant, "invalid"))?;
-        self.revoke_user(&fam.user_id).await
+        match self.classify(token).await? {
+            Some((fam, Presented::Current | Presented::InGrace)) => {
+                self.revoke_user(&fam.user_id).await
+            }
+            Some((fam, Presented::Reused)) => {
+                let n = self.revoke_user(&fam.user_id).await?;
+                self.reuse_event(&fam);
+                Ok(n)
+            }
+            Some((_, Presented::Unknown)) | None => {
+                Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "invalid"))
+            }
+        }
     }
 
     /// Ends every family of `user_id` and bumps the user's token version
     /// (an admin's "log this user out everywhere", or after a password
     /// change).
     ///
+    /// The version is bumped first, so that a failure of the refresh store
+    /// leaves the families in place for a retry; the families' `sid`s are
+    /// then revoked too, which covers an access token minted by a refresh
+    /// racing with this call.
+    ///
     /// # Errors
     ///
     /// [`RefreshErrorKind::Unavailable`] when a store fails.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, RefreshError> {
+        self.inner
+            .revocation
+            .revoke_user(user_id)
+            .await
+            .map_err(RefreshError::store)?;
         let gone = self
             .inner
             .store
             .revoke_user(user_id, None)
             .await
             .map_err(RefreshError::store)?;
-        self.inner
-            .revocation
-            .revoke_user(user_id)
-            .await
-            .map_err(RefreshError::store)?;
+        for fam in &gone {
+            // Every token minted before the version bump is dead already;
+            // a failure here is logged.
+            let _ = self.kill_access_tokens(&fam.id).await;
+        }
         Ok(gone.len())
     }
 
-    /// The family `token` belongs to, if the token is one of its live
-    /// tokens (current or previous inside the grace window).
-    async fn owned_family(&self, token: &RefreshToken) -> Result<Option<Family>, RefreshError> {
+    /// The live family of `token` and what the token is to it.
+    async fn classify(
+        &self,
+        token: &RefreshToken,
+    ) -> Result<Option<(Family, Presented)>, RefreshError> {
         let now = self.now();
-        let Some(fam) = self
+        let fam = self
             .inner
             .store
             .get(token.family(), now)
             .await
-            .map_err(RefreshError::store)?
-        else {
-            return Ok(None);
-        };
-        use crate::family::Presented;
-        Ok(
-            match fam.classify(&token.digest(), now, self.inner.config.grace) {
-                Presented::Current | Presented::InGrace => Some(fam),
-                _ => None,
-            },
-        )
+            .map_err(RefreshError::store)?;
+        Ok(fam.map(|fam| {
+            let presented = fam.classify(&token.digest(), now, self.inner.config.grace);
+            (fam, presented)
+        }))
     }
 
     /// The user's devices; `current` marks the caller's.
@@ -488,7 +546,8 @@ impl Refresher {
     /// # Errors
     ///
     /// [`RefreshErrorKind::NotFound`] when the user has no such device (another
-    /// user's device is never touched); [`RefreshErrorKind::Unavailable`].
+    /// user's device is never touched); [`RefreshErrorKind::Unavailable`]
+    /// when a store fails (the device is then still there: retry).
     pub async fn revoke_device(&self, user_id: &str, family_id: &str) -> Result<(), RefreshError> {
         let not_found = || RefreshError::new(RefreshErrorKind::NotFound, "no-such-device");
         let id = FamilyId::parse(family_id).ok_or_else(not_found)?;
@@ -502,12 +561,6 @@ impl Refresher {
         if fam.user_id != user_id {
             return Err(not_found());
         }
-        self.inner
-            .store
-            .revoke(&id)
-            .await
-            .map_err(RefreshError::store)?;
-        self.kill_access_tokens(&id).await;
-        Ok(())
+        self.end_family(&fam).await
     }
 }

@@ -11,7 +11,10 @@
 //! # }
 //! ```
 //!
-//! Each case is also a public `async fn` taking the same factory.
+//! Each case is also a public `async fn` taking the same factory. The
+//! per-user family cap has its own cases
+//! ([`refresh_store_family_cap_conformance!`](crate::refresh_store_family_cap_conformance),
+//! [`run_family_cap`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -358,6 +361,143 @@ pub async fn racing_rotations<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Outpu
     assert_eq!(stored.rotations, 1);
 }
 
+fn ids(families: &[Family]) -> Vec<FamilyId> {
+    let mut ids: Vec<FamilyId> = families.iter().map(|f| f.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+/// The per-user family cap: a create beyond it deletes and returns the
+/// user's oldest families (by `created_at`, then id); other users and
+/// `None` are untouched.
+pub async fn family_cap_evicts_oldest<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(
+    factory: F,
+) {
+    let store = factory().await;
+    let bob = family("bob", 0).0;
+    store.create(&bob, Some(1)).await.expect("create");
+    let fams: Vec<Family> = (0..3).map(|i| family("alice", i).0).collect();
+    for f in &fams {
+        assert!(
+            store.create(f, Some(3)).await.expect("create").is_empty(),
+            "under the cap nothing is evicted"
+        );
+    }
+    let fourth = family("alice", 3).0;
+    let evicted = store.create(&fourth, Some(3)).await.expect("create");
+    assert_eq!(ids(&evicted), vec![fams[0].id.clone()], "the oldest goes");
+    assert_eq!(evicted[0], fams[0], "returned as it was stored");
+    assert_eq!(store.get(&fams[0].id, at(4)).await.expect("get"), None);
+    let left = store.list_user("alice", at(4)).await.expect("list");
+    assert_eq!(
+        ids(&left),
+        ids(&[fams[1].clone(), fams[2].clone(), fourth.clone()])
+    );
+    // A lower cap evicts several at once, oldest first.
+    let fifth = family("alice", 4).0;
+    let evicted = store.create(&fifth, Some(2)).await.expect("create");
+    assert_eq!(ids(&evicted), ids(&[fams[1].clone(), fams[2].clone()]));
+    let left = store.list_user("alice", at(5)).await.expect("list");
+    assert_eq!(ids(&left), ids(&[fourth.clone(), fifth.clone()]));
+    // Same creation time: the smaller id is the older.
+    let twins: Vec<Family> = (0..2).map(|_| family("carol", 10).0).collect();
+    for f in &twins {
+        store.create(f, Some(2)).await.expect("create");
+    }
+    let evicted = store
+        .create(&family("carol", 10).0, Some(2))
+        .await
+        .expect("create");
+    let smaller = twins.iter().map(|f| f.id.clone()).min().expect("two");
+    assert_eq!(ids(&evicted), vec![smaller]);
+    // Without a cap, nothing is evicted.
+    let sixth = family("alice", 6).0;
+    assert!(store.create(&sixth, None).await.expect("create").is_empty());
+    assert_eq!(
+        store.list_user("alice", at(7)).await.expect("list").len(),
+        3
+    );
+    assert_eq!(
+        store.list_user("bob", at(7)).await.expect("list").len(),
+        1,
+        "bob untouched"
+    );
+}
+
+/// Expired families do not count against the cap and are never returned
+/// as evicted.
+pub async fn family_cap_ignores_expired<
+    S: RefreshStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+>(
+    factory: F,
+) {
+    let store = factory().await;
+    // Idle 1 h: the first two have ended at 4000 s, the third has not.
+    let old: Vec<Family> = (0..2).map(|_| family("alice", 0).0).collect();
+    for f in &old {
+        store.create(f, Some(2)).await.expect("create");
+    }
+    let live = family("alice", 3000).0;
+    store.create(&live, Some(2)).await.expect("create");
+    let new = family("alice", 4000).0;
+    let evicted = store.create(&new, Some(2)).await.expect("create");
+    assert!(
+        evicted.is_empty(),
+        "expired families neither count nor are returned: {evicted:?}"
+    );
+    let left = store.list_user("alice", at(4000)).await.expect("list");
+    assert_eq!(ids(&left), ids(&[live, new]));
+}
+
+/// Concurrent creates for one user never leave more than the cap, and
+/// every family is either live or returned as evicted exactly once.
+pub async fn family_cap_concurrent_creates<
+    S: RefreshStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+>(
+    factory: F,
+) {
+    const CAP: usize = 5;
+    let store = Arc::new(factory().await);
+    let fams: Vec<Family> = (0..24).map(|i| family("alice", i % 3).0).collect();
+    let tasks: Vec<_> = fams
+        .iter()
+        .cloned()
+        .map(|f| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.create(&f, Some(CAP)).await })
+        })
+        .collect();
+    let mut evicted = Vec::new();
+    for t in tasks {
+        evicted.extend(t.await.expect("task").expect("create"));
+    }
+    let left = store.list_user("alice", at(10)).await.expect("list");
+    assert_eq!(left.len(), CAP, "exactly the cap remains");
+    let mut all = ids(&evicted);
+    all.extend(ids(&left));
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(
+        before,
+        all.len(),
+        "no family evicted twice or both kept and evicted"
+    );
+    assert_eq!(all, ids(&fams), "every family accounted for");
+}
+
+/// Runs the per-user family cap cases
+/// ([`RefreshStore::create`] with `Some(max)`).
+pub async fn run_family_cap<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
+    family_cap_evicts_oldest(&factory).await;
+    family_cap_ignores_expired(&factory).await;
+    family_cap_concurrent_creates(&factory).await;
+}
+
 /// Runs every case.
 pub async fn run_all<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output = S>>(factory: F) {
     create_and_get(&factory).await;
@@ -385,6 +525,25 @@ macro_rules! refresh_store_conformance {
                 $crate::testing::$case($factory).await;
             }
         )*
+    };
+}
+
+/// Expands to one `#[tokio::test]` per case of the per-user family cap
+/// ([`RefreshStore::create`] with `Some(max)`), like
+/// [`refresh_store_conformance!`](crate::refresh_store_conformance).
+///
+/// ```
+/// # mod demo {
+/// use portcullis_refresh::MemoryRefreshStore;
+///
+/// portcullis_refresh::refresh_store_family_cap_conformance!(|| async { MemoryRefreshStore::new() });
+/// # }
+/// ```
+#[macro_export]
+macro_rules! refresh_store_family_cap_conformance {
+    ($factory:expr) => {
+        $crate::refresh_store_conformance!(@cases $factory;
+            family_cap_evicts_oldest, family_cap_ignores_expired, family_cap_concurrent_creates);
     };
 }
 
