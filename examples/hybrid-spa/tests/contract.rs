@@ -4,7 +4,7 @@ use portcullis_tests::{ExampleProcess, client, cookie_value};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const COOKIE: &str = "__Secure-refresh";
+const COOKIE: &str = "__Host-refresh";
 
 #[tokio::test]
 async fn contract() {
@@ -26,6 +26,17 @@ async fn contract() {
         .await
         .unwrap();
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+
+    // A cross-site form can post `text/plain` that parses as JSON: refused.
+    let form = http
+        .post(app.at("/auth/login"))
+        .header("content-type", "text/plain")
+        .body(r#"{"username":"alice","password":"wonderland","x":"="}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(cookie_value(&form, COOKIE).is_none());
 
     let login = |user: &'static str, pw: &'static str| {
         http.post(app.at("/auth/login"))

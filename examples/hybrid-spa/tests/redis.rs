@@ -9,7 +9,7 @@ use portcullis_tests::{ExampleProcess, client, cookie_value};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const COOKIE: &str = "__Secure-refresh";
+const COOKIE: &str = "__Host-refresh";
 
 struct Pair {
     access: String,
