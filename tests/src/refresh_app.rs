@@ -9,9 +9,12 @@ use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use portcullis::core::store::FaultSwitch;
 use portcullis::core::{ManualClock, StoreError, Timestamp};
-use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
-use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
+use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore, RevocationView};
+use portcullis::jwt::{
+    Algorithm, Claims, DEFAULT_LEEWAY, JwtIssuer, JwtLayer, SigningKey, Validation,
+};
 use portcullis::refresh::testing::FaultyRefreshStore;
 use portcullis::refresh::{
     Family, FamilyId, MemoryRefreshStore, RefreshConfig, RefreshStore, Refresher, RotateOutcome,
@@ -71,6 +74,43 @@ impl<S: RefreshStore> RefreshStore for Counting<S> {
     }
 }
 
+/// A revocation store that fails every write while its switch is on (the
+/// view keeps what it has, as a Redis view does during an outage).
+#[derive(Clone)]
+pub struct FaultyRevocations {
+    pub inner: Arc<dyn RevocationStore>,
+    pub failing: FaultSwitch,
+}
+
+impl FaultyRevocations {
+    /// Wraps a memory store on `clock`, healthy.
+    pub fn memory(clock: Arc<ManualClock>) -> Self {
+        Self {
+            inner: Arc::new(MemoryRevocationStore::with_clock(clock)),
+            failing: FaultSwitch::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl RevocationStore for FaultyRevocations {
+    async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
+        self.failing.check()?;
+        self.inner.revoke_token(jti, expires_at).await
+    }
+    async fn revoke_session(&self, sid: &str, expires_at: i64) -> Result<(), StoreError> {
+        self.failing.check()?;
+        self.inner.revoke_session(sid, expires_at).await
+    }
+    async fn revoke_user(&self, user: &str) -> Result<u64, StoreError> {
+        self.failing.check()?;
+        self.inner.revoke_user(user).await
+    }
+    fn view(&self) -> RevocationView {
+        self.inner.view()
+    }
+}
+
 pub struct HybridApp {
     pub server: TestServer,
     pub clock: Arc<ManualClock>,
@@ -89,6 +129,17 @@ pub async fn start_with(
     config: impl FnOnce(RefreshConfig) -> RefreshConfig,
     clock: Arc<ManualClock>,
 ) -> HybridApp {
+    start_with_leeway(store, revocations, config, clock, DEFAULT_LEEWAY).await
+}
+
+/// [`start_with`], the `JwtLayer` granting `leeway` on `exp`.
+pub async fn start_with_leeway(
+    store: Option<Arc<dyn RefreshStore>>,
+    revocations: Option<Arc<dyn RevocationStore>>,
+    config: impl FnOnce(RefreshConfig) -> RefreshConfig,
+    clock: Arc<ManualClock>,
+    leeway: std::time::Duration,
+) -> HybridApp {
     let revocations: Arc<dyn RevocationStore> =
         revocations.unwrap_or_else(|| Arc::new(MemoryRevocationStore::with_clock(clock.clone())));
     let issuer =
@@ -99,6 +150,7 @@ pub async fn start_with(
             .build()
             .unwrap();
     let jwt = JwtLayer::builder(issuer.keys())
+        .validation(Validation::default().leeway(leeway))
         .issuer(ISS)
         .audience(AUD)
         .clock(clock.clone())

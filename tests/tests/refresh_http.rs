@@ -13,7 +13,7 @@ use portcullis_tests::{client, cookie_value, set_cookies};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const COOKIE: &str = "__Secure-refresh";
+const COOKIE: &str = "__Host-refresh";
 
 async fn app() -> HybridApp {
     start_with(None, None, |c| c, Arc::new(ManualClock::starting_now())).await
@@ -86,7 +86,7 @@ async fn login_sets_the_cookie_with_exact_attributes() {
     assert_eq!(
         set_cookies(&resp),
         vec![format!(
-            "{COOKIE}={token}; Max-Age=604800; Path=/auth; Secure; HttpOnly; SameSite=Strict"
+            "{COOKIE}={token}; Max-Age=604800; Path=/; Secure; HttpOnly; SameSite=Strict"
         )]
     );
     let body: Value = resp.json().await.unwrap();
@@ -126,7 +126,7 @@ async fn rotation_and_the_old_token_dies_outside_grace() {
     assert!(
         set_cookies(&resp)
             .iter()
-            .any(|c| c.starts_with(&format!("{COOKIE}=;")) && c.contains("Path=/auth"))
+            .any(|c| c.starts_with(&format!("{COOKIE}=;")) && c.contains("Path=/;"))
     );
     // Reuse revoked the family: the newest token and the live access token die too.
     assert_eq!(
@@ -268,7 +268,7 @@ async fn logout_this_device_kills_its_access_token_but_not_another_devices() {
     assert_eq!(
         set_cookies(&resp),
         vec![format!(
-            "{COOKIE}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/auth; Secure; HttpOnly; SameSite=Strict"
+            "{COOKIE}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/; Secure; HttpOnly; SameSite=Strict"
         )]
     );
     assert_eq!(
