@@ -1,5 +1,5 @@
-//! CSRF end to end: the web-app template (sessions + `CsrfLayer` in session
-//! mode) and small routers for signed mode, exemptions and body handling,
+//! CSRF end to end: the web-app template (sessions + `CsrfLayer` in signed
+//! mode, bound to the session or the pre-session cookie) and small routers for signed mode, exemptions and body handling,
 //! each on a real socket. Every refusal is checked for its status, for the
 //! typed reason the layer attached, and for the state it must not have
 //! changed (the handler never ran).
@@ -21,6 +21,7 @@ use serde_json::Value;
 use web_app::{AppConfig, AppState};
 
 const SESSION: &str = "__Host-session";
+const PRE_SESSION: &str = "__Host-csrf";
 const REASON: &str = "x-test-csrf-reason";
 
 /// Copies the typed reason from the response extensions into a header, so
@@ -42,6 +43,8 @@ struct WebApp {
     server: TestServer,
     state: Arc<AppState>,
     http: reqwest::Client,
+    /// The pre-session cookie the app set, sent back as a browser would.
+    pre: std::sync::Mutex<Option<String>>,
 }
 
 /// A page: status, session cookie it set, body.
@@ -71,7 +74,20 @@ impl WebApp {
             server: TestServer::start(with_reason(router)).await,
             state,
             http: client(),
+            pre: std::sync::Mutex::default(),
         }
+    }
+
+    /// The `Cookie` header: the session cookie (if any) and the
+    /// pre-session cookie (if the app set one).
+    fn cookies(&self, session: Option<&str>) -> Option<String> {
+        let pre = self.pre.lock().unwrap().clone();
+        let parts: Vec<String> = session
+            .map(|c| format!("{SESSION}={c}"))
+            .into_iter()
+            .chain(pre.map(|p| format!("{PRE_SESSION}={p}")))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     fn origin(&self) -> String {
@@ -80,11 +96,14 @@ impl WebApp {
 
     async fn get(&self, path: &str, cookie: Option<&str>) -> Page {
         let mut req = self.http.get(self.server.url(path));
-        if let Some(c) = cookie {
-            req = req.header("cookie", format!("{SESSION}={c}"));
+        if let Some(c) = self.cookies(cookie) {
+            req = req.header("cookie", c);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status();
+        if let Some(pre) = cookie_value(&resp, PRE_SESSION) {
+            *self.pre.lock().unwrap() = Some(pre);
+        }
         let cookie = cookie_value(&resp, SESSION);
         Page {
             status,
@@ -107,8 +126,8 @@ impl WebApp {
             .header("sec-fetch-site", "same-origin")
             .header("origin", self.origin())
             .form(form);
-        if let Some(c) = cookie {
-            req = req.header("cookie", format!("{SESSION}={c}"));
+        if let Some(c) = self.cookies(cookie) {
+            req = req.header("cookie", c);
         }
         // Cases override the browser-like defaults.
         let mut built = req.build().unwrap();
@@ -124,14 +143,11 @@ impl WebApp {
     /// Logs `user` in through the forms; returns the session cookie.
     async fn login(&self, user: &str, password: &str) -> String {
         let page = self.get("/login", None).await;
-        let anon = page
-            .cookie
-            .clone()
-            .expect("the login form starts a session");
+        assert_eq!(page.cookie, None, "the login form starts no session");
         let resp = self
             .post(
                 "/login",
-                Some(&anon),
+                None,
                 &[
                     ("username", user),
                     ("password", password),
@@ -381,12 +397,12 @@ async fn a_token_from_another_session_is_refused() {
 async fn a_token_from_before_login_is_dead_after_login() {
     let app = WebApp::start().await;
     let page = app.get("/login", None).await;
-    let anon = page.cookie.clone().unwrap();
+    assert_eq!(page.cookie, None, "the login form starts no session");
     let before = page.token();
     let resp = app
         .post(
             "/login",
-            Some(&anon),
+            None,
             &[
                 ("username", "alice"),
                 ("password", "wonderland"),
@@ -397,8 +413,8 @@ async fn a_token_from_before_login_is_dead_after_login() {
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let cookie = cookie_value(&resp, SESSION).unwrap();
-    assert_ne!(cookie, anon, "login renews the session id");
-    // Before any page renders a new secret: expired.
+    // Before any page renders a new token: bound to the pre-session
+    // cookie, not to the session: mismatch.
     let resp = app
         .post(
             "/profile",
@@ -407,8 +423,8 @@ async fn a_token_from_before_login_is_dead_after_login() {
             &[],
         )
         .await;
-    assert_refused(resp, "csrf-token-expired").await;
-    // After the profile page rendered a new secret: mismatch.
+    assert_refused(resp, "csrf-token-mismatch").await;
+    // After the profile page rendered a new token: still mismatch.
     let fresh = app.get("/profile", Some(&cookie)).await.token();
     let resp = app
         .post(
@@ -442,7 +458,8 @@ async fn a_token_after_logout_is_refused() {
         .post("/logout", Some(&cookie), &[("csrf_token", &token)], &[])
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    // Replaying the old cookie and token: the session and its secret are gone.
+    // Replaying the old cookie and token: the session is gone, and the
+    // token was bound to it, not to the pre-session cookie.
     let resp = app
         .post(
             "/profile",
@@ -451,7 +468,7 @@ async fn a_token_after_logout_is_refused() {
             &[],
         )
         .await;
-    assert_refused(resp, "csrf-token-expired").await;
+    assert_refused(resp, "csrf-token-mismatch").await;
     // And the token does not open a login either.
     let resp = app
         .post(
@@ -465,7 +482,7 @@ async fn a_token_after_logout_is_refused() {
             &[],
         )
         .await;
-    assert_refused(resp, "csrf-token-expired").await;
+    assert_refused(resp, "csrf-token-mismatch").await;
     assert_eq!(app.alice(), "Alice Liddell");
     assert_eq!(app.state.profile_updates(), 0);
     assert_eq!(app.state.logins(), 1);
@@ -478,12 +495,14 @@ async fn truncated_altered_and_unmasked_tokens_are_refused() {
     let app = WebApp::start().await;
     let cookie = app.login("alice", "wonderland").await;
     let token = app.get("/profile", Some(&cookie)).await.token();
-    assert_eq!(token.len(), 86);
-    // The real secret, unmasked: the right bytes in the wrong form.
+    // A signed token: a 64-byte pad, then nonce and MAC masked by it.
+    assert_eq!(token.len(), 171);
+    // The real token, unmasked: the right bytes in the wrong form.
     let raw = engine.decode(&token).unwrap();
-    let secret: Vec<u8> = raw[32..]
+    let half = raw.len() / 2;
+    let secret: Vec<u8> = raw[half..]
         .iter()
-        .zip(&raw[..32])
+        .zip(&raw[..half])
         .map(|(m, p)| m ^ p)
         .collect();
     let unmasked = engine.encode(&secret);
@@ -496,7 +515,7 @@ async fn truncated_altered_and_unmasked_tokens_are_refused() {
     altered[50] = if altered[50] == b'x' { b'y' } else { b'x' };
     let altered = String::from_utf8(altered).unwrap();
     let cases = [
-        (token[..85].to_owned(), "csrf-token-malformed"),
+        (token[..token.len() - 1].to_owned(), "csrf-token-malformed"),
         (token[..43].to_owned(), "csrf-token-malformed"),
         (format!("{token}A"), "csrf-token-malformed"),
         (unmasked, "csrf-token-malformed"),
@@ -1137,7 +1156,7 @@ async fn the_web_app_contract() {
         page.body
             .contains("<input type=\"hidden\" name=\"csrf_token\" value=\"")
     );
-    let anon = page.cookie.clone().unwrap();
+    assert_eq!(page.cookie, None, "the login form starts no session");
     // Anonymous /profile: 303 to /login.
     let resp = app
         .http
@@ -1151,7 +1170,7 @@ async fn the_web_app_contract() {
     let resp = app
         .post(
             "/login",
-            Some(&anon),
+            None,
             &[
                 ("username", "alice"),
                 ("password", "nope"),

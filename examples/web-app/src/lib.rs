@@ -3,8 +3,15 @@
 //! Plain HTML forms, no JavaScript. Every form carries a hidden
 //! `csrf_token` field rendered by the [`CsrfToken`] extractor; `CsrfLayer`
 //! checks it (and tower-http's Fetch Metadata / `Origin` check) before any
-//! handler runs. The token lives in the session (synchronizer mode), so
-//! logging in renews it together with the session id.
+//! handler runs.
+//!
+//! Tokens are signed (`CsrfConfig::signed` with `SignedBinding::session`):
+//! an anonymous visitor's token is bound to the `__Host-csrf` pre-session
+//! cookie, a logged-in user's to the session id, so logging in renews it
+//! together with the session id. Anonymous pages (the login form) create no
+//! server state at all: a flood of `GET /login` costs no memory. (The
+//! synchronizer mode, `CsrfConfig::session`, would store an anonymous
+//! session for every visitor who sees the form.)
 //!
 //! ```
 //! use portcullis::session::MemoryStore;
@@ -17,6 +24,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +35,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use portcullis::session::{Session, SessionConfig, SessionError, SessionLayer, SessionStore};
-use portcullis_csrf::{CsrfConfig, CsrfLayer, CsrfToken};
+use portcullis_csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
@@ -47,7 +55,7 @@ fn check_password(username: &str, password: &str) -> bool {
 }
 
 /// How the app is deployed.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AppConfig {
     /// The origin users reach the app at (`https://example.com`) when it
     /// runs behind a proxy; `None` compares `Origin` with `Host`.
@@ -55,6 +63,21 @@ pub struct AppConfig {
     /// **Insecure.** Cookies without `Secure` and `__Host-`, for plain-http
     /// development on localhost only.
     pub insecure_dev_cookies: bool,
+    /// The key that signs CSRF tokens (at least 32 random bytes). Every
+    /// instance of the app must share it; `None` draws a random key when
+    /// the app is built, so tokens die with the process and are not
+    /// accepted by other instances.
+    pub csrf_key: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppConfig")
+            .field("public_origin", &self.public_origin)
+            .field("insecure_dev_cookies", &self.insecure_dev_cookies)
+            .field("csrf_key", &self.csrf_key.as_ref().map(|_| "REDACTED"))
+            .finish()
+    }
 }
 
 /// The app's own state: display names, and how often each state-changing
@@ -165,7 +188,7 @@ async fn login(
         let page = login_page(&token, Some("Unknown user or wrong password."));
         return Ok((StatusCode::UNAUTHORIZED, page).into_response());
     }
-    // Renews the session id, and with it the CSRF secret: tokens rendered
+    // Renews the session id, and with it the CSRF binding: tokens rendered
     // before the login are dead now.
     session.login(creds.username).await?;
     state.logins.fetch_add(1, Ordering::SeqCst);
@@ -266,7 +289,8 @@ fn peer_ip(ext: &axum::http::Extensions, _: &axum::http::HeaderMap) -> Option<st
 /// # Errors
 ///
 /// When the session or CSRF configuration is invalid (for example a
-/// malformed public origin).
+/// malformed public origin, or a CSRF key shorter than 32 bytes), or when
+/// no random key can be drawn.
 pub fn app(
     store: impl SessionStore,
     config: AppConfig,
@@ -275,7 +299,16 @@ pub fn app(
     if config.insecure_dev_cookies {
         session_config = session_config.insecure_dev_cookies();
     }
-    let mut csrf = CsrfConfig::session();
+    let key = match config.csrf_key {
+        Some(key) => key,
+        None => portcullis::core::OpaqueToken::generate()?
+            .as_bytes()
+            .to_vec(),
+    };
+    let mut csrf = CsrfConfig::signed(key, SignedBinding::session());
+    if config.insecure_dev_cookies {
+        csrf = csrf.insecure_dev_cookies();
+    }
     if let Some(origin) = config.public_origin {
         csrf = csrf.public_origin(origin);
     }

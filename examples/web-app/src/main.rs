@@ -9,6 +9,9 @@
 //!   (`https://example.com`); `Origin` is then compared with it, not `Host`.
 //! - `PORTCULLIS_INSECURE_DEV_COOKIES=1`: cookies without `Secure` and
 //!   `__Host-`, for browsers that refuse secure cookies over plain http.
+//! - `CSRF_KEY`: the key that signs CSRF tokens, as hex (at least 64 hex
+//!   digits: 32 bytes; `openssl rand -hex 32`). Give every instance the
+//!   same one; unset, each process draws its own.
 //! - `REDIS_URL` (for example `redis://127.0.0.1:6379/`): sessions live in
 //!   Redis, shared by every instance started on it (keys under
 //!   `$REDIS_KEY_PREFIX`, default `web-app`); unset, in this process'
@@ -28,9 +31,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .map_err(|_| format!("PORT={p:?} is not a port number"))?,
         Err(_) => 3003,
     };
+    let csrf_key = match std::env::var("CSRF_KEY") {
+        Ok(hex) => Some(from_hex(&hex).ok_or("CSRF_KEY is not hex")?),
+        Err(_) => {
+            eprintln!(
+                "CSRF_KEY unset: a random key; tokens die on restart and other instances refuse them"
+            );
+            None
+        }
+    };
     let config = AppConfig {
         public_origin: std::env::var("PUBLIC_ORIGIN").ok(),
         insecure_dev_cookies: std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some(),
+        csrf_key,
     };
     let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
     let (router, _state) = match redis_url {
@@ -64,4 +77,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     })
     .await?;
     Ok(())
+}
+
+/// Decodes hex (either case); `None` on an odd length or a non-hex digit.
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let digit = |b: u8| char::from(b).to_digit(16);
+            Some(u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?)
+        })
+        .collect()
 }

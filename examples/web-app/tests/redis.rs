@@ -1,5 +1,6 @@
-//! `REDIS_URL`: two instances of the real binary share sessions (and the
-//! session-bound CSRF tokens) through a throwaway redis-server.
+//! `REDIS_URL`: two instances of the real binary share sessions through a
+//! throwaway redis-server, and, with one `CSRF_KEY`, each other's CSRF
+//! tokens.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use portcullis_tests::redis_harness::RedisServer;
@@ -7,24 +8,27 @@ use portcullis_tests::{ExampleProcess, client, cookie_value};
 use reqwest::StatusCode;
 
 const SESSION: &str = "__Host-session";
+const PRE_SESSION: &str = "__Host-csrf";
 
-/// `GET path`: status, the session cookie set (if any), the body.
+/// `GET path` with a `Cookie` header (if any): status, the session cookie
+/// set (if any), the pre-session cookie set (if any), the body.
 async fn get(
     app: &ExampleProcess,
     path: &str,
     cookie: Option<&str>,
-) -> (StatusCode, Option<String>, String) {
+) -> (StatusCode, Option<String>, Option<String>, String) {
     let mut req = client().get(format!("{}{path}", base(app)));
     if let Some(c) = cookie {
-        req = req.header("cookie", format!("{SESSION}={c}"));
+        req = req.header("cookie", c);
     }
     let resp = req.send().await.unwrap();
     let status = resp.status();
-    let set = cookie_value(&resp, SESSION);
-    (status, set, resp.text().await.unwrap())
+    let session = cookie_value(&resp, SESSION);
+    let pre = cookie_value(&resp, PRE_SESSION);
+    (status, session, pre, resp.text().await.unwrap())
 }
 
-/// A same-origin form `POST`, as a browser sends it.
+/// A same-origin form `POST` with a `Cookie` header, as a browser sends it.
 async fn post(
     app: &ExampleProcess,
     path: &str,
@@ -35,7 +39,7 @@ async fn post(
         .post(format!("{}{path}", base(app)))
         .header("sec-fetch-site", "same-origin")
         .header("origin", base(app))
-        .header("cookie", format!("{SESSION}={cookie}"))
+        .header("cookie", cookie)
         .form(form)
         .send()
         .await
@@ -59,18 +63,22 @@ fn token_in(body: &str) -> String {
 async fn sessions_and_their_csrf_tokens_are_shared_through_redis() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let env = [("REDIS_URL", url.as_str())];
+    let key = "6a".repeat(32);
+    let env = [("REDIS_URL", url.as_str()), ("CSRF_KEY", key.as_str())];
     let a = ExampleProcess::start(env!("CARGO_BIN_EXE_web-app"), &env);
     let b = ExampleProcess::start(env!("CARGO_BIN_EXE_web-app"), &env);
 
-    // The login form on A; the login itself on B (same session, same token).
-    let (status, anon, body) = get(&a, "/login", None).await;
+    // The login form on A (no session: a pre-session cookie); the login
+    // itself on B (same key, same token).
+    let (status, anon, pre, body) = get(&a, "/login", None).await;
     assert_eq!(status, StatusCode::OK);
-    let anon = anon.expect("the form starts a session");
+    assert!(anon.is_none(), "the form starts no session");
+    assert_eq!(redis.dbsize(), 0, "nothing stored for an anonymous visitor");
+    let pre = format!("{PRE_SESSION}={}", pre.expect("a pre-session cookie"));
     let resp = post(
         &b,
         "/login",
-        &anon,
+        &pre,
         &[
             ("username", "alice"),
             ("password", "wonderland"),
@@ -81,9 +89,10 @@ async fn sessions_and_their_csrf_tokens_are_shared_through_redis() {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let session = cookie_value(&resp, SESSION).expect("a new session id");
     assert!(redis.dbsize() > 0, "the session lives in Redis");
+    let session = format!("{SESSION}={session}; {pre}");
 
     // Logged in on A too; log out on A, and B refuses the session.
-    let (status, _, profile) = get(&a, "/profile", Some(&session)).await;
+    let (status, _, _, profile) = get(&a, "/profile", Some(&session)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(profile.contains("Alice Liddell"));
     let resp = post(
@@ -94,7 +103,7 @@ async fn sessions_and_their_csrf_tokens_are_shared_through_redis() {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let (status, _, _) = get(&b, "/profile", Some(&session)).await;
+    let (status, _, _, _) = get(&b, "/profile", Some(&session)).await;
     assert_eq!(
         status,
         StatusCode::SEE_OTHER,
