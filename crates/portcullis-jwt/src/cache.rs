@@ -6,9 +6,13 @@
 //! verified claims. It is keyed by a keyed (SipHash) hash of the signature
 //! segment, and a hit compares the whole token byte for byte, so a
 //! collision can only cause a miss, never accept a token that was not
-//! verified. An entry is never served past the token's `exp`, and only
-//! while the key source still returns the very key that verified it (a key
-//! removed by rotation or from a JWKS ends its cached tokens at once).
+//! verified. An entry is served only inside the token's time window (never
+//! past `exp` plus leeway, and never before `nbf`/`iat` minus leeway when
+//! the clock is set back), and only while the key source still returns the
+//! very key that verified it: a key removed from a set or a JWKS, retired
+//! by [`JwtIssuer::retire`](crate::JwtIssuer::retire) or past its
+//! retirement deadline ends its cached tokens at once, and the first
+//! request that finds such an entry drops it.
 //! Revocation is checked on every request after the cache, so a revoked
 //! token is refused even while cached.
 
@@ -19,15 +23,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 use crate::claims::Claims;
 use crate::key::VerifyingKey;
 use crate::source::{KeyLookup, KeySource};
-use crate::verify::Verified;
+use crate::verify::{Verified, Window};
 
 const SHARDS: usize = 16;
 
 struct Entry<T> {
     token: Box<str>,
     claims: Claims<T>,
-    /// `exp` plus leeway: the last second the token may be served.
-    serve_until: i64,
+    /// The seconds the token may be served in.
+    window: Window,
     kid: Option<Arc<str>>,
     key: Arc<VerifyingKey>,
 }
@@ -58,24 +62,36 @@ impl<T> TokenCache<T> {
         (h, shard)
     }
 
-    /// The claims of `token` if it was verified, is not past its `exp`,
-    /// and `keys` still returns the key that verified it.
+    /// The claims of `token` if it was verified, `now` is inside its time
+    /// window, and `keys` still returns the key that verified it.
     pub(crate) fn get(&self, token: &str, now: i64, keys: &dyn KeySource) -> Option<Claims<T>> {
         let (h, shard) = self.locate(token);
-        let map = self.shards[shard]
-            .read()
+        {
+            let map = self.shards[shard]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let e = map.get(&h)?;
+            if e.token.as_ref() != token || !e.window.contains(now) {
+                return None;
+            }
+            // Key lookups never block (lock-free sets, no I/O): asked under
+            // the read lock, nothing but the claims is cloned on a hit.
+            match keys.lookup(e.kid.as_deref()) {
+                KeyLookup::Found(k) if Arc::ptr_eq(&k, &e.key) => return Some(e.claims.clone()),
+                // A refresh under way: the key may come back.
+                KeyLookup::Refresh(_) => return None,
+                // Another key (or none) under that kid now: the entry can
+                // never be served again.
+                _ => {}
+            }
+        }
+        let mut map = self.shards[shard]
+            .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let e = map.get(&h)?;
-        if e.token.as_ref() != token || now > e.serve_until {
-            return None;
+        if map.get(&h).is_some_and(|e| e.token.as_ref() == token) {
+            map.remove(&h);
         }
-        // Key lookups never block (lock-free sets, no I/O): asked under
-        // the read lock, nothing but the claims is cloned on a hit.
-        match keys.lookup(e.kid.as_deref()) {
-            KeyLookup::Found(k) if Arc::ptr_eq(&k, &e.key) => Some(e.claims.clone()),
-            // Another key (or none) under that kid now: verify again.
-            _ => None,
-        }
+        None
     }
 
     pub(crate) fn insert(&self, token: &str, v: &Verified<T>, now: i64) {
@@ -84,7 +100,7 @@ impl<T> TokenCache<T> {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if map.len() >= self.per_shard {
-            map.retain(|_, e| e.serve_until >= now);
+            map.retain(|_, e| e.window.until >= now);
             if map.len() >= self.per_shard {
                 // Still full of live entries: drop an arbitrary one.
                 if let Some(k) = map.keys().next().copied() {
@@ -97,7 +113,7 @@ impl<T> TokenCache<T> {
             Entry {
                 token: token.into(),
                 claims: v.claims.clone(),
-                serve_until: v.serve_until,
+                window: v.window,
                 kid: v.kid.clone(),
                 key: Arc::clone(&v.key),
             },
@@ -128,7 +144,10 @@ mod tests {
     fn verified(keys: &KeySet, kid: &str, serve_until: i64) -> Verified<NoCustomClaims> {
         Verified {
             claims: Claims::new(RegisteredClaims::default(), NoCustomClaims {}),
-            serve_until,
+            window: Window {
+                from: 0,
+                until: serve_until,
+            },
             kid: Some(Arc::from(kid)),
             key: Arc::clone(keys.find(Some(kid)).unwrap()),
         }
@@ -141,6 +160,7 @@ mod tests {
         c.insert("h.p.sig", &verified(&ks, "a", 100), 0);
         assert!(c.get("h.p.sig", 100, &ks).is_some());
         assert!(c.get("h.p.sig", 101, &ks).is_none(), "never past exp");
+        assert!(c.get("h.p.sig", -1, &ks).is_none(), "never before iat");
         assert!(
             c.get("h.OTHER.sig", 50, &ks).is_none(),
             "same signature, other payload: miss"
@@ -153,9 +173,12 @@ mod tests {
         let c = TokenCache::new(100);
         c.insert("h.p.sig", &verified(&ks, "a", 100), 0);
         assert!(c.get("h.p.sig", 10, &ks).is_some());
-        // The kid removed, or the same kid now naming another key: miss.
+        // The kid removed, or the same kid now naming another key: miss,
+        // and the entry is dropped.
         assert!(c.get("h.p.sig", 10, &keys("b", 1)).is_none());
         assert!(c.get("h.p.sig", 10, &keys("a", 2)).is_none());
+        assert_eq!(c.len(), 0, "dropped");
+        assert!(c.get("h.p.sig", 10, &ks).is_none(), "gone for good");
     }
 
     #[test]

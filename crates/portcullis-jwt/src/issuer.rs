@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::key::{KeyError, KeySet, SigningKey, VerifyingKey};
 use crate::revocation::RevocationView;
-use crate::source::SharedKeys;
+use crate::source::{SharedKeys, Update};
 
 /// Default access token lifetime: 15 minutes.
 pub const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -37,6 +37,10 @@ pub enum IssueError {
     /// The OS random source failed.
     #[error("random source failed")]
     Random,
+    /// [`JwtIssuer::retire`] was asked to retire the key that signs: rotate
+    /// to a new key first.
+    #[error("the signing key cannot be retired; rotate to a new key first")]
+    SigningKeyInUse,
 }
 
 /// A freshly minted access token.
@@ -62,10 +66,15 @@ impl fmt::Debug for AccessToken {
     }
 }
 
+/// The leeway a retired key's deadline allows past the last `exp` it
+/// signed: the layer's default.
+const RETIRE_LEEWAY: i64 = 5;
+
 struct Keys {
     current: SigningKey,
-    /// Retired keys and the second until which their tokens may live.
-    retired: Vec<(VerifyingKey, i64)>,
+    /// The latest `exp` the current key has signed (`i64::MIN` before its
+    /// first token).
+    last_exp: i64,
 }
 
 /// Mints access tokens (`typ: at+jwt`, `kid`, `jti`, `iat`, `exp`, `iss`,
@@ -168,9 +177,9 @@ impl JwtIssuerBuilder {
             inner: Arc::new(Inner {
                 keys: Mutex::new(Keys {
                     current: self.key,
-                    retired: Vec::new(),
+                    last_exp: i64::MIN,
                 }),
-                shared: SharedKeys::new(set),
+                shared: SharedKeys::with_clock(set, Arc::clone(&self.clock)),
                 iss: self.iss,
                 aud: self.aud,
                 lifetime: self.lifetime,
@@ -292,7 +301,9 @@ impl TokenBuilder<'_> {
                 claims.insert("ver".into(), Value::from(view.user_version(&self.sub)));
             }
         }
-        let keys = inner.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut keys = inner.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        // A later rotation retires this key no earlier than this `exp`.
+        keys.last_exp = keys.last_exp.max(exp);
         let key = &keys.current;
         let mut header = jsonwebtoken::Header::new(key.alg().to_jsonwebtoken());
         header.typ = Some("at+jwt".into());
@@ -334,7 +345,9 @@ impl JwtIssuer {
 
     /// The verifying keys: the signing key and the retired ones whose tokens
     /// may still be live. Give it to [`JwtLayer::builder`](crate::JwtLayer::builder);
-    /// rotation reaches the layer at once.
+    /// rotation and retirement reach the layer at once. A retired key is
+    /// refused from its deadline on (see [`rotate`](Self::rotate)), judged
+    /// by this issuer's clock.
     #[must_use]
     pub fn keys(&self) -> SharedKeys {
         self.inner.shared.clone()
@@ -352,60 +365,137 @@ impl JwtIssuer {
         self.inner.lifetime
     }
 
-    /// Makes `key` the signing key. The old one keeps verifying until every
-    /// token it signed has expired (lifetime plus 5 s leeway), then leaves
-    /// the key set and the JWKS.
+    /// Makes `key` the signing key. The old one keeps verifying the tokens
+    /// it signed until they have all expired, then stops.
+    ///
+    /// Its deadline is the later of "now plus the issuer's lifetime" and
+    /// the latest `exp` it signed, plus 5 s (the layer's default leeway).
+    /// While the issuer's clock is at or before that second, the old key
+    /// is in [`keys`](Self::keys) and [`jwks`](Self::jwks); from the next
+    /// second on, every lookup through [`keys`](Self::keys) refuses it
+    /// (401, unknown key; cached tokens it signed are no longer served),
+    /// and [`jwks`](Self::jwks) no longer lists it. Nothing needs to call
+    /// the issuer for that to happen. A layer with a leeway above 5 s
+    /// refuses old tokens from that deadline on, although their own
+    /// leeway would still run.
+    ///
+    /// For a compromised key, do not wait: [`retire`](Self::retire) it
+    /// after the rotation.
     ///
     /// # Errors
     ///
     /// [`IssueError::MissingKid`], or [`KeyError::DuplicateKid`] when the
     /// `kid` is still in use.
     pub fn rotate(&self, key: SigningKey) -> Result<(), IssueError> {
-        if key.kid().is_none() {
+        let Some(kid) = key.kid().map(str::to_owned) else {
             return Err(IssueError::MissingKid);
-        }
+        };
         let now = i64::try_from(self.inner.clock.now().secs()).unwrap_or(i64::MAX);
-        let until =
-            now.saturating_add(i64::try_from(self.inner.lifetime.as_secs()).unwrap_or(0) + 5);
+        let lifetime = i64::try_from(self.inner.lifetime.as_secs()).unwrap_or(i64::MAX);
         let mut keys = self
             .inner
             .keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut retired: Vec<(VerifyingKey, i64)> = keys
-            .retired
-            .iter()
-            .filter(|(_, u)| *u >= now)
-            .cloned()
-            .collect();
-        retired.push((keys.current.verifying_key().clone(), until));
-        let set = KeySet::new(
-            std::iter::once(key.verifying_key().clone())
-                .chain(retired.iter().map(|(k, _)| k.clone())),
-        )?;
-        self.inner.shared.replace(set);
+        let until = now
+            .saturating_add(lifetime)
+            .max(keys.last_exp)
+            .saturating_add(RETIRE_LEEWAY);
+        let old_kid = keys.current.kid();
+        self.inner.shared.update(|set, retiring| {
+            // The keys still live, the same allocations (so the layers'
+            // caches keep serving their tokens), the old signing key last.
+            let mut next: Vec<(Arc<VerifyingKey>, i64)> = retiring
+                .iter()
+                .filter(|(_, u)| now <= *u)
+                .cloned()
+                .collect();
+            if next.iter().any(|(k, _)| k.kid() == Some(kid.as_str())) {
+                return Err(IssueError::Key(KeyError::DuplicateKid(kid.clone())));
+            }
+            if let Some(old) = set.find(old_kid) {
+                next.push((Arc::clone(old), until));
+            }
+            let all = std::iter::once(Arc::new(key.verifying_key().clone()))
+                .chain(next.iter().map(|(k, _)| Arc::clone(k)))
+                .collect();
+            let set = KeySet::from_arcs(all)?;
+            Ok(Update::Replace(set, next))
+        })?;
         keys.current = key;
-        keys.retired = retired;
+        keys.last_exp = i64::MIN;
         Ok(())
     }
 
-    /// The public keys as a JWKS (HMAC keys are never published).
-    #[must_use]
-    pub fn jwks(&self) -> JwkSet {
-        let now = i64::try_from(self.inner.clock.now().secs()).unwrap_or(i64::MAX);
+    /// Retires the key `kid` now, for a compromised key: from the moment
+    /// this returns, no lookup through [`keys`](Self::keys) finds it (every
+    /// token it signed gets a 401, cached ones included, on every layer
+    /// built from [`keys`](Self::keys)) and [`jwks`](Self::jwks) no longer
+    /// lists it. The signing key cannot be retired: [`rotate`](Self::rotate)
+    /// first. Returns whether the key was still in the set.
+    ///
+    /// ```
+    /// use portcullis_jwt::{Algorithm, JwtIssuer, SigningKey};
+    ///
+    /// let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+    ///     .issuer("https://auth.example.com")
+    ///     .audience("api")
+    ///     .build()
+    ///     .unwrap();
+    /// // k1 leaked: sign with k2 from now on, and refuse k1's tokens at once.
+    /// issuer.rotate(SigningKey::generate(Some("k2"), Algorithm::ES256).unwrap()).unwrap();
+    /// assert!(issuer.retire("k1").unwrap());
+    /// assert_eq!(issuer.jwks().keys.len(), 1);
+    /// assert!(issuer.retire("k2").is_err(), "the signing key");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`IssueError::SigningKeyInUse`] for the signing key's `kid`.
+    pub fn retire(&self, kid: &str) -> Result<bool, IssueError> {
         let keys = self
             .inner
             .keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let live = std::iter::once(keys.current.verifying_key()).chain(
-            keys.retired
+        if keys.current.kid() == Some(kid) {
+            return Err(IssueError::SigningKeyInUse);
+        }
+        let mut removed = false;
+        self.inner.shared.update(|set, retiring| {
+            let Some(gone) = set.iter().find(|k| k.kid() == Some(kid)) else {
+                return Ok(Update::Keep);
+            };
+            removed = true;
+            let all = set
                 .iter()
-                .filter(|(_, u)| *u >= now)
-                .map(|(k, _)| k),
-        );
+                .filter(|k| !Arc::ptr_eq(k, gone))
+                .cloned()
+                .collect();
+            let retiring = retiring
+                .iter()
+                .filter(|(k, _)| !Arc::ptr_eq(k, gone))
+                .cloned()
+                .collect();
+            Ok::<_, IssueError>(Update::Replace(KeySet::from_arcs(all)?, retiring))
+        })?;
+        Ok(removed)
+    }
+
+    /// The public keys as a JWKS (HMAC keys are never published): exactly
+    /// the keys a lookup through [`keys`](Self::keys) accepts at this
+    /// instant, the signing key first.
+    #[must_use]
+    pub fn jwks(&self) -> JwkSet {
+        let now = i64::try_from(self.inner.clock.now().secs()).unwrap_or(i64::MAX);
         JwkSet {
-            keys: live.filter_map(|k| k.public_jwk().cloned()).collect(),
+            keys: self
+                .inner
+                .shared
+                .live_at(now)
+                .iter()
+                .filter_map(|k| k.public_jwk().cloned())
+                .collect(),
         }
     }
 

@@ -595,7 +595,13 @@ impl KeySet {
     /// [`KeyError::Empty`], [`KeyError::DuplicateKid`], or
     /// [`KeyError::MissingKid`] when one of several keys has no `kid`.
     pub fn new(keys: impl IntoIterator<Item = VerifyingKey>) -> Result<Self, KeyError> {
-        let all: Vec<Arc<VerifyingKey>> = keys.into_iter().map(Arc::new).collect();
+        Self::from_arcs(keys.into_iter().map(Arc::new).collect())
+    }
+
+    /// A set of keys already shared: a key kept from one set into the next
+    /// stays the same allocation, so the verified-token cache keeps
+    /// serving the tokens it verified.
+    pub(crate) fn from_arcs(all: Vec<Arc<VerifyingKey>>) -> Result<Self, KeyError> {
         if all.is_empty() {
             return Err(KeyError::Empty);
         }

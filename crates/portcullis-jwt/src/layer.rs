@@ -145,10 +145,14 @@ impl<T> JwtLayerBuilder<T> {
     /// the cache off).
     ///
     /// A client sends the same token on every request until it expires; a
-    /// hit compares the whole token byte for byte, is never served past
-    /// the token's `exp`, and only while the key source still returns the
-    /// key that verified it (removing a key ends its cached tokens at
-    /// once). Revocation is checked on every request, hit or miss.
+    /// hit compares the whole token byte for byte, is served only inside
+    /// the window a fresh verification would accept (never past `exp` plus
+    /// leeway, never before `iat`/`nbf` minus leeway when the clock is set
+    /// back), and only while the key source still returns the key that
+    /// verified it (removing a key, retiring it with
+    /// [`JwtIssuer::retire`](crate::JwtIssuer::retire) or passing its
+    /// retirement deadline ends its cached tokens at once). Revocation is
+    /// checked on every request, hit or miss.
     pub const fn cache(mut self, capacity: usize) -> Self {
         self.cache = capacity;
         self

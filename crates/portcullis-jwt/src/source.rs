@@ -3,9 +3,10 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
+use portcullis_core::{SharedClock, SystemClock};
 
 use crate::key::{KeySet, VerifyingKey};
 
@@ -63,43 +64,200 @@ impl KeySource for KeySet {
 
 /// A key set that can be replaced while readers keep reading, without
 /// locks (what a [`JwtIssuer`](crate::JwtIssuer) rotates).
+///
+/// The keys of a [`JwtIssuer`](crate::JwtIssuer) retired by
+/// [`rotate`](crate::JwtIssuer::rotate) carry a deadline: a lookup refuses
+/// such a key once the issuer's clock is past it, and the first lookup
+/// that sees it refused takes it out of the set (so a clock set back later
+/// does not bring it back). Lookups read the clock only for a key with a
+/// deadline.
 #[derive(Clone)]
 pub struct SharedKeys {
-    inner: Arc<ArcSwap<KeySet>>,
+    inner: Arc<SharedInner>,
+}
+
+struct SharedInner {
+    snapshot: ArcSwap<Snapshot>,
+    /// Serializes writers (a replacement never loses a concurrent one);
+    /// readers never take it.
+    writer: Mutex<()>,
+    clock: SharedClock,
+}
+
+/// One consistent state: the keys and the deadlines of the retiring ones.
+struct Snapshot {
+    set: Arc<KeySet>,
+    /// Keys that verify only until a second (since the epoch), by pointer.
+    retiring: Box<[(Arc<VerifyingKey>, i64)]>,
+}
+
+impl Snapshot {
+    fn plain(set: KeySet) -> Self {
+        Self {
+            set: Arc::new(set),
+            retiring: Box::default(),
+        }
+    }
+
+    fn deadline(&self, key: &Arc<VerifyingKey>) -> Option<i64> {
+        self.retiring
+            .iter()
+            .find(|(k, _)| Arc::ptr_eq(k, key))
+            .map(|(_, until)| *until)
+    }
+
+    fn live(&self, key: &Arc<VerifyingKey>, now: i64) -> bool {
+        self.deadline(key).is_none_or(|until| now <= until)
+    }
+
+    /// This state without the keys whose deadline is before `now` (`None`
+    /// when there is none, or when nothing would be left).
+    fn without_expired(&self, now: i64) -> Option<Self> {
+        if self.retiring.iter().all(|(_, until)| now <= *until) {
+            return None;
+        }
+        let keep: Vec<Arc<VerifyingKey>> = self
+            .set
+            .iter()
+            .filter(|k| self.live(k, now))
+            .cloned()
+            .collect();
+        let set = KeySet::from_arcs(keep).ok()?;
+        Some(Self {
+            set: Arc::new(set),
+            retiring: self
+                .retiring
+                .iter()
+                .filter(|(_, until)| now <= *until)
+                .cloned()
+                .collect(),
+        })
+    }
 }
 
 impl fmt::Debug for SharedKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let snapshot = self.inner.snapshot.load();
         f.debug_struct("SharedKeys")
-            .field("keys", &self.inner.load().len())
+            .field("keys", &snapshot.set.len())
+            .field("retiring", &snapshot.retiring.len())
             .finish()
     }
+}
+
+fn now_secs(clock: &SharedClock) -> i64 {
+    i64::try_from(clock.now().secs()).unwrap_or(i64::MAX)
 }
 
 impl SharedKeys {
     /// Starts with `keys`.
     #[must_use]
     pub fn new(keys: KeySet) -> Self {
+        Self::with_clock(keys, SystemClock::shared())
+    }
+
+    /// Starts with `keys`; deadlines of retiring keys are judged by `clock`.
+    pub(crate) fn with_clock(keys: KeySet, clock: SharedClock) -> Self {
         Self {
-            inner: Arc::new(ArcSwap::from_pointee(keys)),
+            inner: Arc::new(SharedInner {
+                snapshot: ArcSwap::from_pointee(Snapshot::plain(keys)),
+                writer: Mutex::new(()),
+                clock,
+            }),
         }
     }
 
-    /// Replaces the set; lookups already under way finish with the old one.
-    pub fn replace(&self, keys: KeySet) {
-        self.inner.store(Arc::new(keys));
+    fn write(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The current set.
+    /// Replaces the set (no key of it has a deadline); lookups already
+    /// under way finish with the old one.
+    pub fn replace(&self, keys: KeySet) {
+        let _w = self.write();
+        self.inner.snapshot.store(Arc::new(Snapshot::plain(keys)));
+    }
+
+    /// Replaces the state with the one `f` makes of the current set and
+    /// deadlines, atomically for readers; `f` runs with writers excluded.
+    pub(crate) fn update<E>(
+        &self,
+        f: impl FnOnce(&KeySet, &[(Arc<VerifyingKey>, i64)]) -> Result<Update, E>,
+    ) -> Result<(), E> {
+        let _w = self.write();
+        let old = self.inner.snapshot.load_full();
+        match f(&old.set, &old.retiring)? {
+            Update::Keep => {}
+            Update::Replace(set, retiring) => {
+                self.inner.snapshot.store(Arc::new(Snapshot {
+                    set: Arc::new(set),
+                    retiring: retiring.into_boxed_slice(),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys lookups accept now.
     #[must_use]
     pub fn current(&self) -> Arc<KeySet> {
-        self.inner.load_full()
+        let snapshot = self.inner.snapshot.load();
+        match snapshot.without_expired(now_secs(&self.inner.clock)) {
+            Some(live) => live.set,
+            None => Arc::clone(&snapshot.set),
+        }
     }
+
+    /// The keys lookups accept at `now`, in set order.
+    pub(crate) fn live_at(&self, now: i64) -> Vec<Arc<VerifyingKey>> {
+        let snapshot = self.inner.snapshot.load();
+        snapshot
+            .set
+            .iter()
+            .filter(|k| snapshot.live(k, now))
+            .cloned()
+            .collect()
+    }
+
+    /// Takes the keys past their deadline out of the set (once a lookup
+    /// has refused one).
+    fn prune(&self, now: i64) {
+        let Ok(_w) = self.inner.writer.try_lock() else {
+            // A writer is busy; the deadline check refuses the key anyway.
+            return;
+        };
+        if let Some(pruned) = self.inner.snapshot.load().without_expired(now) {
+            self.inner.snapshot.store(Arc::new(pruned));
+        }
+    }
+}
+
+/// What [`SharedKeys::update`] does with the state.
+pub(crate) enum Update {
+    /// Leaves it.
+    Keep,
+    /// Replaces it with a set and the deadlines of its retiring keys.
+    Replace(KeySet, Vec<(Arc<VerifyingKey>, i64)>),
 }
 
 impl KeySource for SharedKeys {
     fn lookup(&self, kid: Option<&str>) -> KeyLookup {
-        self.inner.load().lookup(kid)
+        let snapshot = self.inner.snapshot.load();
+        let Some(key) = snapshot.set.find(kid) else {
+            return KeyLookup::Unknown;
+        };
+        if let Some(until) = snapshot.deadline(key) {
+            let now = now_secs(&self.inner.clock);
+            if now > until {
+                drop(snapshot);
+                self.prune(now);
+                return KeyLookup::Unknown;
+            }
+        }
+        KeyLookup::Found(Arc::clone(key))
     }
 }
 

@@ -411,20 +411,38 @@ pub(crate) fn check_claims<T: DeserializeOwned + 'static>(
     seg: &Segments<'_>,
     v: &Validation,
     now: i64,
-) -> Result<(Claims<T>, i64), JwtError> {
+) -> Result<(Claims<T>, Window), JwtError> {
     with_b64::<PAYLOAD_STACK, _>(seg.payload, |raw| {
         let text = std::str::from_utf8(raw).map_err(|_| err(JwtErrorKind::BadJson))?;
         // Duplicate keys (at any depth) and the registered claims, in one
         // pass.
         let reg = registered_unique(text).map_err(|()| err(JwtErrorKind::BadJson))?;
-        let serve_until = check_registered(&reg, v, now)?;
+        let window = check_registered(&reg, v, now)?;
         let custom: T = custom_claims(text)?;
-        Ok((Claims::new(reg, custom), serve_until))
+        Ok((Claims::new(reg, custom), window))
     })
 }
 
-/// Every claim rule on the registered claims; returns `exp` plus leeway.
-fn check_registered(reg: &RegisteredClaims, v: &Validation, now: i64) -> Result<i64, JwtError> {
+/// The seconds during which a token passes the time rules (`nbf`, `iat`,
+/// `exp`, each with the leeway): what the verified-token cache may serve
+/// it in, whichever way the clock moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// The first second: the later of `nbf` and `iat`, minus the leeway.
+    pub(crate) from: i64,
+    /// The last second: `exp` plus the leeway.
+    pub(crate) until: i64,
+}
+
+impl Window {
+    pub(crate) const fn contains(self, now: i64) -> bool {
+        self.from <= now && now <= self.until
+    }
+}
+
+/// Every claim rule on the registered claims; returns the seconds the
+/// token passes the time rules in.
+fn check_registered(reg: &RegisteredClaims, v: &Validation, now: i64) -> Result<Window, JwtError> {
     let exp = reg.exp.ok_or_else(|| err(JwtErrorKind::MissingExp))?;
     if now > exp.saturating_add(v.leeway) {
         return Err(err(JwtErrorKind::Expired));
@@ -483,7 +501,11 @@ fn check_registered(reg: &RegisteredClaims, v: &Validation, now: i64) -> Result<
             return Err(err(JwtErrorKind::MissingClaim));
         }
     }
-    Ok(exp.saturating_add(v.leeway))
+    let start = reg.nbf.max(reg.iat).unwrap_or(i64::MIN);
+    Ok(Window {
+        from: start.saturating_sub(v.leeway),
+        until: exp.saturating_add(v.leeway),
+    })
 }
 
 /// The application's claims. [`NoCustomClaims`] (the default) reads
@@ -502,8 +524,9 @@ fn custom_claims<T: DeserializeOwned + 'static>(raw: &str) -> Result<T, JwtError
 /// A token that passed every check.
 pub(crate) struct Verified<T> {
     pub(crate) claims: Claims<T>,
-    /// `exp` plus leeway: the last second the token may be served.
-    pub(crate) serve_until: i64,
+    /// The seconds the token may be served in (`nbf`/`iat` to `exp`, with
+    /// the leeway).
+    pub(crate) window: Window,
     /// The header's `kid`, and the key it found: a cached token is served
     /// only while its key source still returns this very key.
     pub(crate) kid: Option<Arc<str>>,
@@ -536,10 +559,10 @@ pub(crate) fn verify<T: DeserializeOwned + 'static>(
             KeyLookup::Refresh(f) => return Ok(Err(f)),
         };
         check_signature(&seg, &header, &key, prepared.map(|p| &p.hmac))?;
-        let (claims, serve_until) = check_claims(&seg, v, now)?;
+        let (claims, window) = check_claims(&seg, v, now)?;
         Ok(Ok(Verified {
             claims,
-            serve_until,
+            window,
             kid: header.kid,
             key,
         }))
