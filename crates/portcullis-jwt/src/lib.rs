@@ -16,11 +16,17 @@
 //! - the token is at most 8 KiB and its character set is checked before any
 //!   decoding;
 //! - an unknown `kid` is a 401, never a guess and never a 500; a JWKS
-//!   outage is a 503.
+//!   outage is a 503;
+//! - a key rotated out by [`JwtIssuer::rotate`] verifies only until the
+//!   tokens it signed have expired (plus 5 s) and is refused from then on;
+//!   [`JwtIssuer::retire`] refuses a compromised key at once, tokens
+//!   already in the verified-token cache included.
 //!
 //! Revocation reaches every instance without a store call per request:
 //! the layer checks an in-process [`RevocationView`](revocation::RevocationView)
 //! that a [`RevocationStore`](revocation::RevocationStore) keeps current.
+//! An entry lasts until its tokens have expired plus [`MAX_LEEWAY`], so no
+//! layer's leeway lets a revoked token back in.
 //!
 //! ```
 //! use axum::{Router, routing::get};

@@ -8,6 +8,9 @@
 //! - a token id (`jti`) on the denylist, until the token would have expired;
 //! - a session or refresh family (`sid`), until its last access token would
 //!   have expired (log out this device);
+//!
+//!   both kept [`MAX_LEEWAY`] past that expiry, since a layer accepts a
+//!   token up to its leeway after `exp`;
 //! - a user's token version: a token whose `ver` is below the user's
 //!   current version is refused (log out everywhere, password change).
 //!
@@ -28,28 +31,33 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use portcullis_core::{SharedClock, StoreError, SystemClock};
 
 use crate::claims::RegisteredClaims;
+use crate::verify::MAX_LEEWAY;
 
 /// One change to the revocation state, as stores push it to views.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationEvent {
-    /// Deny the token with this `jti` until `expires_at` (seconds).
+    /// Deny the token with this `jti`; it expires at `expires_at`
+    /// (seconds), and the view keeps the entry [`MAX_LEEWAY`] longer.
     Token {
         /// The token id.
         jti: String,
-        /// When the entry may be forgotten (the token's `exp`).
+        /// The token's `exp`.
         expires_at: i64,
     },
-    /// Deny every token with this `sid` until `expires_at` (seconds).
+    /// Deny every token with this `sid`; the last of them expires at
+    /// `expires_at` (seconds), and the view keeps the entry [`MAX_LEEWAY`]
+    /// longer.
     Session {
         /// The session or family id.
         sid: String,
-        /// When the entry may be forgotten.
+        /// When the session's last access token expires.
         expires_at: i64,
     },
     /// The user's token version is now `version`.
@@ -68,14 +76,61 @@ pub struct RevocationView {
 }
 
 struct ViewInner {
-    /// False until the store has loaded its first snapshot: a layer then
-    /// answers 503 rather than accept tokens it may not know are revoked.
+    /// False until the store has loaded its first snapshot, and while the
+    /// store has marked it stale: a layer then answers 503 rather than
+    /// accept tokens it may not know are revoked.
     ready: std::sync::atomic::AtomicBool,
+    /// The tables, swapped whole by [`RevocationView::replace_all`], so a
+    /// reader sees either the old state or the new one, never a state
+    /// being rebuilt.
+    state: ArcSwap<Tables>,
+    /// Serializes writers (`apply`, `replace_all`), so a change is never
+    /// applied to tables being replaced and lost; readers never take it.
+    writer: Mutex<()>,
+    clock: SharedClock,
+}
+
+/// The whole revocation state.
+struct Tables {
     tokens: Table<i64>,
     sessions: Table<i64>,
     users: Table<u64>,
-    clock: SharedClock,
 }
+
+impl Tables {
+    fn new() -> Self {
+        Self {
+            tokens: Table::new(),
+            sessions: Table::new(),
+            users: Table::new(),
+        }
+    }
+
+    fn apply(&self, event: &RevocationEvent, now: i64) {
+        match event {
+            RevocationEvent::Token { jti, expires_at } => {
+                self.tokens.update(|t| t.deny(jti, *expires_at, now));
+            }
+            RevocationEvent::Session { sid, expires_at } => {
+                self.sessions.update(|t| t.deny(sid, *expires_at, now));
+            }
+            RevocationEvent::User { user, version } => self.users.update(|t| {
+                if let Some(v) = t.map.get_mut(user.as_str()) {
+                    *v = (*v).max(*version);
+                } else {
+                    t.map.insert(Arc::from(user.as_str()), *version);
+                }
+            }),
+        }
+    }
+}
+
+/// How long entries outlive the expiry they were given, in seconds.
+const KEEP_PAST_EXPIRY: i64 = {
+    let secs = MAX_LEEWAY.as_secs();
+    assert!(secs <= i64::MAX as u64);
+    secs as i64
+};
 
 /// A map that readers skip entirely while it is empty. Tables of expiring
 /// entries also keep their expiries in a min-heap, so forgetting expired
@@ -122,23 +177,17 @@ impl<V: Copy> Table<V> {
         self.len.store(t.map.len(), Ordering::Release);
     }
 
-    fn clear(&self) {
-        self.update(|t| {
-            t.map.clear();
-            t.expiries.clear();
-        });
-    }
-
     fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
     }
 }
 
 impl TableInner<i64> {
-    /// Forgets every entry whose expiry is `now` or earlier.
+    /// Forgets every entry kept until before `now` (an entry kept until
+    /// `now` still denies: a layer accepts a token at `exp` plus leeway).
     fn forget_expired(&mut self, now: i64) {
         while let Some(Reverse((exp, _))) = self.expiries.peek() {
-            if *exp > now {
+            if *exp >= now {
                 break;
             }
             let Some(Reverse((exp, key))) = self.expiries.pop() else {
@@ -150,24 +199,34 @@ impl TableInner<i64> {
         }
     }
 
-    /// Forgets the expired entries, then denies `key` until `expires_at`
-    /// (when that is still ahead).
+    /// Forgets the expired entries, then denies `key` until
+    /// [`MAX_LEEWAY`] past `expires_at` (when that is still ahead): a layer
+    /// accepts a token up to its leeway past `exp`, so the entry must
+    /// outlive `exp` by the largest leeway.
     fn deny(&mut self, key: &str, expires_at: i64, now: i64) {
         self.forget_expired(now);
-        if expires_at > now {
+        let keep_until = expires_at.saturating_add(KEEP_PAST_EXPIRY);
+        if keep_until >= now {
             let key: Arc<str> = Arc::from(key);
-            self.map.insert(Arc::clone(&key), expires_at);
-            self.expiries.push(Reverse((expires_at, key)));
+            // A second revocation of the same key never shortens it.
+            let keep_until = self
+                .map
+                .get(&key)
+                .map_or(keep_until, |old| (*old).max(keep_until));
+            self.map.insert(Arc::clone(&key), keep_until);
+            self.expiries.push(Reverse((keep_until, key)));
         }
     }
 }
 
 impl fmt::Debug for RevocationView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (tokens, sessions, users) = self.len();
         f.debug_struct("RevocationView")
-            .field("tokens", &self.inner.tokens.len())
-            .field("sessions", &self.inner.sessions.len())
-            .field("users", &self.inner.users.len())
+            .field("tokens", &tokens)
+            .field("sessions", &sessions)
+            .field("users", &users)
+            .field("ready", &self.is_ready())
             .finish()
     }
 }
@@ -199,17 +258,20 @@ impl RevocationView {
         Self {
             inner: Arc::new(ViewInner {
                 ready: std::sync::atomic::AtomicBool::new(ready),
-                tokens: Table::new(),
-                sessions: Table::new(),
-                users: Table::new(),
+                state: ArcSwap::from_pointee(Tables::new()),
+                writer: Mutex::new(()),
                 clock,
             }),
         }
     }
 
-    /// Marks the view current (its store loaded a first snapshot). A view
-    /// stays ready afterwards: while a store's push channel reconnects the
-    /// view may lag by the reconnect time, which stores document.
+    /// Marks the view current: its store loaded a snapshot (the first one,
+    /// or a fresh one after [`mark_stale`](Self::mark_stale)). The view
+    /// stays ready until its store marks it stale: a store cut off from its
+    /// push channel may keep it ready for up to its staleness bound (the
+    /// view then lags by at most that long, which stores document), and
+    /// marks it stale past that bound, so layers answer 503 until the next
+    /// snapshot.
     pub fn mark_ready(&self) {
         self.inner.ready.store(true, Ordering::Release);
     }
@@ -232,7 +294,7 @@ impl RevocationView {
     /// skipped while the tables are empty.
     #[must_use]
     pub fn check(&self, claims: &RegisteredClaims) -> Option<&'static str> {
-        let v = &self.inner;
+        let v = self.inner.state.load();
         if let Some(jti) = &claims.jti {
             if v.tokens.get(jti).is_some() {
                 return Some("token-revoked");
@@ -257,58 +319,53 @@ impl RevocationView {
     /// new tokens must carry.
     #[must_use]
     pub fn user_version(&self, user: &str) -> u64 {
-        self.inner.users.get(user).unwrap_or(0)
+        self.inner.state.load().users.get(user).unwrap_or(0)
     }
 
     /// Whether the session or family `sid` is revoked.
     #[must_use]
     pub fn is_session_revoked(&self, sid: &str) -> bool {
-        self.inner.sessions.get(sid).is_some()
+        self.inner.state.load().sessions.get(sid).is_some()
     }
 
     /// Applies one change (stores call this; so does a pub/sub listener).
     /// User versions only move forward.
     pub fn apply(&self, event: &RevocationEvent) {
-        let now = self.inner.clock.now().secs();
-        let now = i64::try_from(now).unwrap_or(i64::MAX);
-        match event {
-            RevocationEvent::Token { jti, expires_at } => {
-                self.inner.tokens.update(|t| t.deny(jti, *expires_at, now));
-            }
-            RevocationEvent::Session { sid, expires_at } => {
-                self.inner
-                    .sessions
-                    .update(|t| t.deny(sid, *expires_at, now));
-            }
-            RevocationEvent::User { user, version } => self.inner.users.update(|t| {
-                if let Some(v) = t.map.get_mut(user.as_str()) {
-                    *v = (*v).max(*version);
-                } else {
-                    t.map.insert(Arc::from(user.as_str()), *version);
-                }
-            }),
-        }
+        let _w = self.write();
+        let now = self.now();
+        self.inner.state.load().apply(event, now);
     }
 
     /// Replaces the whole state with a snapshot (a store's view after a
-    /// (re)connect).
+    /// (re)connect). The new state is built aside and swapped in at once:
+    /// a concurrent [`check`](Self::check) sees the old state or the new
+    /// one, never a partial one (an entry in both is never missed).
     pub fn replace_all(&self, events: &[RevocationEvent]) {
-        self.inner.tokens.clear();
-        self.inner.sessions.clear();
-        self.inner.users.clear();
+        let _w = self.write();
+        let now = self.now();
+        let next = Tables::new();
         for e in events {
-            self.apply(e);
+            next.apply(e, now);
         }
+        self.inner.state.store(Arc::new(next));
+    }
+
+    fn write(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.inner.clock.now().secs()).unwrap_or(i64::MAX)
     }
 
     /// Number of entries (tokens, sessions, users).
     #[must_use]
     pub fn len(&self) -> (usize, usize, usize) {
-        (
-            self.inner.tokens.len(),
-            self.inner.sessions.len(),
-            self.inner.users.len(),
-        )
+        let t = self.inner.state.load();
+        (t.tokens.len(), t.sessions.len(), t.users.len())
     }
 
     /// Whether the view holds no entry.
@@ -447,20 +504,102 @@ mod tests {
             None,
             "tokens minted after are fine"
         );
-        // Entries are forgotten once their tokens would have expired anyway.
-        clock.advance(Duration::from_secs(200));
+        // Entries outlive `exp` by the largest leeway a layer may allow...
+        clock.advance(Duration::from_secs(100 + MAX_LEEWAY.as_secs()));
         store.revoke_token("other", 2000).await.unwrap();
         store.revoke_session("other", 2000).await.unwrap();
-        assert_eq!(view.len(), (1, 1, 1));
+        assert_eq!(view.len(), (2, 2, 1));
+        assert_eq!(view.check(&c), Some("token-revoked"));
+        // ...and are forgotten once every layer would refuse their tokens.
+        clock.advance(Duration::from_secs(1));
+        store.revoke_token("other2", 2000).await.unwrap();
+        store.revoke_session("other2", 2000).await.unwrap();
+        assert_eq!(view.len(), (2, 2, 1));
+        assert_eq!(view.check(&c), None);
     }
 
     #[test]
-    fn pending_views_become_ready_once() {
+    fn a_second_revocation_never_shortens_the_first() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let view = RevocationView::new(clock.clone());
+        let deny = |jti: &str, expires_at| {
+            view.apply(&RevocationEvent::Token {
+                jti: jti.into(),
+                expires_at,
+            });
+        };
+        deny("j", 5000);
+        deny("j", 1100);
+        clock.advance(Duration::from_secs(1000));
+        deny("other", 9000);
+        assert_eq!(
+            view.check(&claims("j", "s", "u", None)),
+            Some("token-revoked")
+        );
+    }
+
+    /// `replace_all` swaps a state built aside: a reader hammering `check`
+    /// for a token revoked in both the old state and the snapshot never
+    /// sees it as not revoked. (Clearing the live tables and refilling
+    /// them opens a window of thousands of inserts on every replacement.)
+    #[test]
+    fn replace_all_is_atomic_for_readers() {
+        use std::sync::atomic::AtomicBool;
+        let view = RevocationView::default();
+        let far = i64::MAX / 2;
+        // The revoked token comes last, after many other entries.
+        let mut snapshot: Vec<RevocationEvent> = (0..5_000)
+            .map(|i| RevocationEvent::Token {
+                jti: format!("other-{i}"),
+                expires_at: far,
+            })
+            .collect();
+        snapshot.push(RevocationEvent::Token {
+            jti: "revoked".into(),
+            expires_at: far,
+        });
+        view.replace_all(&snapshot);
+        let revoked = claims("revoked", "s", "u", None);
+        assert_eq!(view.check(&revoked), Some("token-revoked"));
+        let stop = AtomicBool::new(false);
+        let checks = AtomicUsize::new(0);
+        let misses = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Acquire) {
+                    if view.check(&revoked).is_none() {
+                        misses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    checks.fetch_add(1, Ordering::Release);
+                }
+            });
+            // Enough replacements that the reader runs during many of them
+            // (whatever the scheduler does), then stop.
+            let mut replaced = 0;
+            while replaced < 50 || checks.load(Ordering::Acquire) < 200_000 {
+                view.replace_all(&snapshot);
+                replaced += 1;
+            }
+            stop.store(true, Ordering::Release);
+        });
+        assert_eq!(
+            misses.load(Ordering::Relaxed),
+            0,
+            "a revoked token read as not revoked during replace_all"
+        );
+    }
+
+    #[test]
+    fn pending_views_become_ready_and_stale_views_not_ready() {
         let view = RevocationView::pending(SystemClock::shared());
         assert!(!view.is_ready());
         view.clone().mark_ready();
         assert!(view.is_ready(), "clones share readiness");
         assert!(RevocationView::default().is_ready());
+        view.clone().mark_stale();
+        assert!(!view.is_ready(), "clones share staleness");
+        view.mark_ready();
+        assert!(view.is_ready());
     }
 
     #[test]
