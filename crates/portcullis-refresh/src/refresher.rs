@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use portcullis_core::{SharedClock, StoreErrorKind, SystemClock, Timestamp};
 use portcullis_jwt::revocation::RevocationStore;
-use portcullis_jwt::{AccessToken, JwtIssuer, JwtLayer, MAX_LEEWAY};
+use portcullis_jwt::{AccessToken, JwtIssuer, JwtLayer};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -15,6 +15,10 @@ use crate::error::{RefreshError, RefreshErrorKind};
 use crate::family::{DeviceInfo, Family, Presented, RotateOutcome, Rotation};
 use crate::store::RefreshStore;
 use crate::token::{FamilyId, RefreshToken, RotationKey};
+
+/// Added to the `exp` bound of a revoked family's access tokens: a refresh
+/// in flight when the family is revoked, and other instances' clocks.
+const EXP_MARGIN: Duration = Duration::from_secs(30);
 
 /// An access token and its refresh token, as login and refresh return them.
 #[derive(Clone)]
@@ -364,14 +368,16 @@ impl Refresher {
         }
     }
 
-    /// Until when (seconds) a revoked family's entry must stay in the
-    /// revocation view: past the `exp` of any access token minted for it so
-    /// far (at most now + the issuer's lifetime), plus the largest leeway a
-    /// verifier may grant ([`MAX_LEEWAY`]), plus one second for the
-    /// rounding of `exp` to whole seconds.
+    /// The `expires_at` of a revoked family's entry in the revocation
+    /// store: a bound on the `exp` of every access token minted for the
+    /// family, now + the issuer's lifetime, plus [`EXP_MARGIN`] for a
+    /// refresh still in flight and for clocks of other instances running
+    /// ahead. Revocation stores keep entries
+    /// [`MAX_LEEWAY`](portcullis_jwt::MAX_LEEWAY) past `expires_at`, the
+    /// most leeway a verifier grants after `exp`.
     fn revocation_until(&self) -> i64 {
         let now = i64::try_from(self.now().secs()).unwrap_or(i64::MAX);
-        let margin = self.inner.issuer.lifetime() + MAX_LEEWAY + Duration::from_secs(1);
+        let margin = self.inner.issuer.lifetime() + EXP_MARGIN;
         now.saturating_add(i64::try_from(margin.as_secs()).unwrap_or(i64::MAX))
     }
 
