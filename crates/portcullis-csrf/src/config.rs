@@ -122,8 +122,9 @@ pub(crate) enum Mode {
 ///
 /// Defaults: token header `x-csrf-token`, form field `csrf_token`, form
 /// bodies buffered up to 1 MiB (more is 413), no trusted origins, no public
-/// origin (tower-http's `Host` fallback), no exemptions, pre-session cookie
-/// `__Host-csrf` (`Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`).
+/// origin (tower-http's `Host` fallback, plus the scheme: the site is
+/// `https`), no exemptions, pre-session cookie `__Host-csrf` (`Secure`,
+/// `HttpOnly`, `SameSite=Lax`, `Path=/`).
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct CsrfConfig {
@@ -137,6 +138,7 @@ pub struct CsrfConfig {
     pub(crate) pre_session_cookie: CookieConfig,
     pub(crate) previous_keys: Vec<SigningKey>,
     pub(crate) signed_only_option: Option<&'static str>,
+    pub(crate) http_site: bool,
 }
 
 /// The default form body limit: 1 MiB.
@@ -155,6 +157,7 @@ impl CsrfConfig {
             pre_session_cookie: CookieConfig::new("csrf"),
             previous_keys: Vec::new(),
             signed_only_option: None,
+            http_site: false,
         }
     }
 
@@ -208,6 +211,20 @@ impl CsrfConfig {
         self
     }
 
+    /// **Insecure.** The site is served over plain `http` (development on
+    /// `localhost`). Without a [public origin](CsrfConfig::public_origin),
+    /// a request without `Sec-Fetch-Site` passes the `Origin`/`Host` check
+    /// only when `Origin` names the same host **and the site's scheme**:
+    /// `https` by default, `http` with this option (or with
+    /// [`insecure_dev_cookies`](CsrfConfig::insecure_dev_cookies), whose
+    /// cookies only work over plain http anyway). Never in production: an
+    /// `https` site that sets it accepts forms from `http://` pages of its
+    /// own host, which any network attacker can write.
+    pub const fn insecure_http_site(mut self) -> Self {
+        self.http_site = true;
+        self
+    }
+
     /// The request header carrying the token (default `x-csrf-token`).
     pub fn header_name(mut self, name: HeaderName) -> Self {
         self.header_name = name;
@@ -250,6 +267,7 @@ impl CsrfConfig {
     pub fn insecure_dev_cookies(mut self) -> Self {
         self.note_signed_only("insecure_dev_cookies");
         self.pre_session_cookie = self.pre_session_cookie.insecure_dev_cookies();
+        self.http_site = true;
         self
     }
 

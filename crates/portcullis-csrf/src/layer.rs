@@ -64,6 +64,7 @@ impl fmt::Debug for Shared {
             .field("mode", &mode)
             .field("trusted_origins", &self.check.trusted())
             .field("public_origin", &self.check.public_origin())
+            .field("site_scheme", &self.check.site_scheme())
             .field("exempt", &self.exempt)
             .field("header_name", &self.header_name)
             .field("field_name", &self.field_name)
@@ -113,7 +114,10 @@ impl Shared {
         if let Some(option) = config.signed_only_option {
             return Err(ConfigError::SignedOnly(option));
         }
-        let check = HeaderCheck::new(&config.trusted_origins, config.public_origin.as_deref())?;
+        let mut check = HeaderCheck::new(&config.trusted_origins, config.public_origin.as_deref())?;
+        if config.http_site {
+            check = check.insecure_http_site();
+        }
         let field_ok = !config.field_name.is_empty()
             && config
                 .field_name

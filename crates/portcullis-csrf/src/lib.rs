@@ -46,9 +46,12 @@
 //!      (tower-http matches them byte for byte, so `https://Example.com:443`
 //!      would silently never match);
 //!    - [`CsrfConfig::public_origin`]: behind a proxy that rewrites `Host`,
-//!      `Origin` is compared with the configured origin, scheme included
-//!      (tower-http's `Host` fallback ignores the scheme); `X-Forwarded-Host`
-//!      is never read;
+//!      `Origin` is compared with the configured origin, scheme included;
+//!      `X-Forwarded-Host` is never read;
+//!    - without a public origin, tower-http's `Host` fallback compares the
+//!      host only: the layer also wants the site's scheme, `https` unless
+//!      [`CsrfConfig::insecure_http_site`], so an `http://` page of the same
+//!      host is another origin;
 //!    - WebSocket upgrades (a `GET`, which tower-http lets through) are
 //!      checked as if they were unsafe, so cross-site WebSocket hijacking is
 //!      refused;

@@ -16,7 +16,16 @@
 //! - with a public origin, tower-http is asked without `Host` or authority
 //!   and with the public origin as a trusted origin, so `Origin` must equal
 //!   it exactly, scheme and port included (a client-sent `Host` or
-//!   `X-Forwarded-Host` never matters).
+//!   `X-Forwarded-Host` never matters);
+//! - without one, tower-http's `Host` fallback compares hosts only; after
+//!   it agreed, an `Origin` that is not a trusted origin must also have the
+//!   site's scheme: `https` unless configured otherwise
+//!   ([`HeaderCheck::insecure_http_site`]). So `http://app.example` (a page
+//!   an active network attacker can write) is not same-origin for
+//!   `https://app.example`. The scheme is configured, never read from the
+//!   request: behind a proxy that terminates TLS the request says `http`
+//!   for an `https` site, and an absolute request-target's scheme is
+//!   whatever the client wrote.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -119,6 +128,7 @@ pub struct HeaderCheck {
     tower: Csrf<Probe, RejectFn>,
     trusted: Vec<String>,
     public_origin: Option<String>,
+    site_scheme: &'static str,
 }
 
 impl fmt::Debug for HeaderCheck {
@@ -126,12 +136,15 @@ impl fmt::Debug for HeaderCheck {
         f.debug_struct("HeaderCheck")
             .field("trusted_origins", &self.trusted)
             .field("public_origin", &self.public_origin)
+            .field("site_scheme", &self.site_scheme)
             .finish()
     }
 }
 
 impl HeaderCheck {
-    /// Builds the check; origins are normalised and validated here.
+    /// Builds the check; origins are normalised and validated here. The
+    /// site is taken to be served over `https` (see
+    /// [`HeaderCheck::insecure_http_site`]).
     ///
     /// # Errors
     ///
@@ -155,7 +168,24 @@ impl HeaderCheck {
             tower: layer.layer(Probe),
             trusted,
             public_origin,
+            site_scheme: "https",
         })
+    }
+
+    /// **Insecure.** The site is served over plain `http` (development on
+    /// `localhost`): the `Origin`/`Host` fallback then wants an `http`
+    /// origin instead of an `https` one. Never in production. (Ignored when
+    /// a public origin is configured: its scheme is the site's.)
+    #[must_use]
+    pub const fn insecure_http_site(mut self) -> Self {
+        self.site_scheme = "http";
+        self
+    }
+
+    /// The scheme an `Origin` must have to match through the `Host`
+    /// fallback.
+    pub(crate) const fn site_scheme(&self) -> &'static str {
+        self.site_scheme
     }
 
     /// The normalised trusted origins.
@@ -209,6 +239,7 @@ impl HeaderCheck {
             .poll(&mut Context::from_waker(Waker::noop()))
         {
             Poll::Ready(Ok(response)) => match response.extensions().get::<ProtectionError>() {
+                None if self.public_origin.is_none() => self.check_scheme(headers),
                 None => Ok(()),
                 Some(e) => Err(e.kind()),
             },
@@ -216,6 +247,34 @@ impl HeaderCheck {
             // fails closed.
             Poll::Ready(Err(never)) => match never {},
             Poll::Pending => Err(ProtectionErrorKind::CrossOriginRequest),
+        }
+    }
+}
+
+impl HeaderCheck {
+    /// After tower-http let a request through: when its verdict can only
+    /// have come from the `Host` fallback (no `Sec-Fetch-Site`, an `Origin`
+    /// that is not a trusted origin), the `Origin` must have the site's
+    /// scheme.
+    fn check_scheme(&self, headers: &HeaderMap) -> Result<(), ProtectionErrorKind> {
+        if headers.contains_key(SEC_FETCH_SITE) {
+            return Ok(());
+        }
+        let Some(origin) = headers.get(ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.as_bytes();
+        if self.trusted.iter().any(|t| t.as_bytes() == origin) {
+            return Ok(());
+        }
+        let scheme = self.site_scheme.as_bytes();
+        let same = origin.len() > scheme.len() + 3
+            && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
+            && origin[scheme.len()..].starts_with(b"://");
+        if same {
+            Ok(())
+        } else {
+            Err(ProtectionErrorKind::CrossOriginRequestFromOldBrowser)
         }
     }
 }
@@ -306,6 +365,129 @@ mod tests {
             check.check(&get, &uri, &h, true),
             Err(ProtectionErrorKind::CrossOriginRequest)
         );
+    }
+
+    /// The `Host` fallback with the scheme: the site's scheme is
+    /// configured (https by default), never read from the request.
+    #[test]
+    fn host_fallback_compares_the_scheme_table() {
+        use ProtectionErrorKind::{CrossOriginRequest, CrossOriginRequestFromOldBrowser};
+        let https = HeaderCheck::new(&["http://legacy.example".to_owned()], None).unwrap();
+        let http = HeaderCheck::new(&[], None).unwrap().insecure_http_site();
+        let post = Method::POST;
+        type Case = (
+            &'static str,
+            &'static str,
+            Vec<(&'static str, &'static str)>,
+            Result<(), ProtectionErrorKind>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "https",
+                "/x",
+                vec![("host", "app.example"), ("origin", "https://app.example")],
+                Ok(()),
+            ),
+            (
+                "https",
+                "/x",
+                vec![("host", "app.example"), ("origin", "HTTPS://app.example")],
+                Ok(()),
+            ),
+            // The downgrade: an http page of the same host.
+            (
+                "https",
+                "/x",
+                vec![("host", "app.example"), ("origin", "http://app.example")],
+                Err(CrossOriginRequestFromOldBrowser),
+            ),
+            (
+                "https",
+                "/x",
+                vec![
+                    ("host", "app.example:8080"),
+                    ("origin", "http://app.example:8080"),
+                ],
+                Err(CrossOriginRequestFromOldBrowser),
+            ),
+            // The request's own scheme is not believed.
+            (
+                "https",
+                "http://app.example/x",
+                vec![("host", "app.example"), ("origin", "http://app.example")],
+                Err(CrossOriginRequestFromOldBrowser),
+            ),
+            (
+                "https",
+                "/x",
+                vec![("host", "app.example"), ("origin", "ws://app.example")],
+                Err(CrossOriginRequestFromOldBrowser),
+            ),
+            // A trusted origin keeps its own scheme.
+            (
+                "https",
+                "/x",
+                vec![("host", "app.example"), ("origin", "http://legacy.example")],
+                Ok(()),
+            ),
+            // Sec-Fetch-Site decides when present; no Origin: a non-browser.
+            (
+                "https",
+                "/x",
+                vec![
+                    ("sec-fetch-site", "same-origin"),
+                    ("origin", "http://app.example"),
+                    ("host", "app.example"),
+                ],
+                Ok(()),
+            ),
+            (
+                "https",
+                "/x",
+                vec![
+                    ("sec-fetch-site", "cross-site"),
+                    ("origin", "https://app.example"),
+                    ("host", "app.example"),
+                ],
+                Err(CrossOriginRequest),
+            ),
+            ("https", "/x", vec![("host", "app.example")], Ok(())),
+            // Another host is refused by tower-http, whatever the scheme.
+            (
+                "https",
+                "/x",
+                vec![("host", "app.example"), ("origin", "https://evil.example")],
+                Err(CrossOriginRequestFromOldBrowser),
+            ),
+            // A plain-http development site wants http.
+            (
+                "http",
+                "/x",
+                vec![
+                    ("host", "127.0.0.1:3003"),
+                    ("origin", "http://127.0.0.1:3003"),
+                ],
+                Ok(()),
+            ),
+            (
+                "http",
+                "/x",
+                vec![
+                    ("host", "127.0.0.1:3003"),
+                    ("origin", "https://127.0.0.1:3003"),
+                ],
+                Err(CrossOriginRequestFromOldBrowser),
+            ),
+        ];
+        for (site, uri, h, want) in cases {
+            let check = if site == "https" { &https } else { &http };
+            let uri: Uri = uri.parse().unwrap();
+            assert_eq!(
+                check.check(&post, &uri, &headers(&h), false),
+                want,
+                "{site} {uri} {h:?}"
+            );
+        }
     }
 
     #[test]
