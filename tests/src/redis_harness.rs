@@ -294,6 +294,39 @@ impl RedisServer {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+    /// Logs every command from now on in `SLOWLOG` (threshold 0 µs), with
+    /// room for `len` entries, and empties the log.
+    pub fn slowlog_everything(&self, len: usize) {
+        self.command(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+        self.command(&["CONFIG", "SET", "slowlog-max-len", &len.to_string()]);
+        self.command(&["SLOWLOG", "RESET"]);
+    }
+
+    /// The `SLOWLOG` entries since the last reset, oldest first, as
+    /// (server time in µs, the command's arguments), then empties the log.
+    /// The time is the one Redis spent executing the command: a script
+    /// with everything it called.
+    pub fn slowlog_take(&self) -> Vec<(u64, Vec<String>)> {
+        let Reply::Array(Some(entries)) = self.command(&["SLOWLOG", "GET", "-1"]) else {
+            panic!("SLOWLOG GET");
+        };
+        self.command(&["SLOWLOG", "RESET"]);
+        let mut out: Vec<(u64, Vec<String>)> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Reply::Array(Some(f)) => match (f.get(2), f.get(3)) {
+                    (Some(Reply::Int(us)), Some(Reply::Array(Some(args)))) => Some((
+                        u64::try_from(*us).unwrap_or(0),
+                        args.iter().map(Reply::text).collect(),
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        out.reverse();
+        out
+    }
 }
 
 impl Drop for RedisServer {

@@ -154,7 +154,8 @@ async fn key_layout_and_nothing_secret_in_redis() {
         keys,
         vec![
             format!("app:s:{}", k.to_hex()),
-            format!("app:u:{}", TokenDigest::of(b"alice").to_hex()),
+            format!("app:ua:{{{}}}", TokenDigest::of(b"alice").to_hex()),
+            format!("app:uc:{{{}}}", TokenDigest::of(b"alice").to_hex()),
         ]
     );
     let dump = server.command(&["GET", &store.session_key(&k)]).text();

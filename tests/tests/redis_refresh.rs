@@ -250,6 +250,30 @@ fn rotation(token: &RefreshToken, key: &RotationKey, now: Timestamp) -> (Rotatio
     (r, next)
 }
 
+/// Writes an entry into a user's index directly (both sorted sets), with
+/// `deadline` as its absolute deadline and its creation time.
+fn index_entry(
+    server: &RedisServer,
+    store: &RedisRefreshStore,
+    user: &str,
+    id: &str,
+    deadline: &str,
+) {
+    for key in [store.user_index_key(user), store.user_created_key(user)] {
+        server.command(&["ZADD", &key, deadline, id]);
+    }
+}
+
+/// The number of entries in a user's index (both sets agree).
+fn index_len(server: &RedisServer, store: &RedisRefreshStore, user: &str) -> Reply {
+    let by_created = server.command(&["ZCARD", &store.user_created_key(user)]);
+    assert_eq!(
+        server.command(&["ZCARD", &store.user_index_key(user)]),
+        by_created
+    );
+    by_created
+}
+
 #[tokio::test]
 async fn key_layout_native_expiry_and_nothing_secret_in_redis() {
     let server = RedisServer::start();
@@ -260,9 +284,14 @@ async fn key_layout_native_expiry_and_nothing_secret_in_redis() {
     assert_eq!(store.family_key(&fam.id), family_key);
     assert_eq!(
         keys(&server),
-        vec![family_key.clone(), store.user_index_key("alice")]
+        vec![
+            family_key.clone(),
+            store.user_index_key("alice"),
+            store.user_created_key("alice")
+        ]
     );
-    assert!(store.user_index_key("alice").starts_with("app:ru:{"));
+    assert!(store.user_index_key("alice").starts_with("app:rua:{"));
+    assert!(store.user_created_key("alice").starts_with("app:ruc:{"));
     // Idle 1 h + 60 s grace; the index: absolute 1 day + 60 s.
     let ttl = pttl(&server, &family_key);
     assert!((3_655_000..=3_660_000).contains(&ttl), "family TTL {ttl}");
@@ -386,23 +415,16 @@ async fn unreadable_records_are_corrupt_never_rotated() {
         );
     }
     // Listed as dead in alice's index (pruned), never as hers.
-    server.command(&[
-        "HSET",
-        &store.user_index_key("alice"),
-        wrong_type.id.as_str(),
-        "1",
-        partial.id.as_str(),
-        "1",
-        "junk",
-        "1",
-    ]);
+    for id in [wrong_type.id.as_str(), partial.id.as_str(), "junk"] {
+        index_entry(&server, &store, "alice", id, "99999999999999");
+    }
     let list = store.list_user("alice", now).await.unwrap();
     assert_eq!(
         list.iter().map(|f| &f.id).collect::<Vec<_>>(),
         vec![&good.id]
     );
     assert_eq!(
-        server.command(&["HLEN", &store.user_index_key("alice")]),
+        index_len(&server, &store, "alice"),
         Reply::Int(1),
         "dead entries pruned"
     );
@@ -429,23 +451,10 @@ async fn the_user_index_follows_the_families() {
     store.create(&bob, None).await.unwrap();
     let now = fams[0].created_at;
     server.command(&["DEL", &store.family_key(&fams[0].id)]);
-    server.command(&[
-        "HSET",
-        &store.user_index_key("alice"),
-        bob.id.as_str(),
-        "99999999999999",
-    ]);
+    index_entry(&server, &store, "alice", bob.id.as_str(), "99999999999999");
     assert_eq!(store.list_user("alice", now).await.unwrap().len(), 3);
-    assert_eq!(
-        server.command(&["HLEN", &store.user_index_key("alice")]),
-        Reply::Int(3)
-    );
-    server.command(&[
-        "HSET",
-        &store.user_index_key("alice"),
-        bob.id.as_str(),
-        "99999999999999",
-    ]);
+    assert_eq!(index_len(&server, &store, "alice"), Reply::Int(3));
+    index_entry(&server, &store, "alice", bob.id.as_str(), "99999999999999");
     let gone = store.revoke_user("alice", Some(&fams[1].id)).await.unwrap();
     assert_eq!(gone.len(), 2);
     assert!(
@@ -454,30 +463,22 @@ async fn the_user_index_follows_the_families() {
     );
     assert!(store.get(&fams[1].id, now).await.unwrap().is_some());
     assert_eq!(
-        server.command(&["HKEYS", &store.user_index_key("alice")]),
+        server.command(&["ZRANGE", &store.user_created_key("alice"), "0", "-1"]),
         Reply::Array(Some(vec![Reply::Bulk(Some(
             fams[1].id.as_str().as_bytes().to_vec()
         ))]))
     );
     // A new login on a full index drops the entries past their absolute
     // deadline (+ grace).
-    server.command(&[
-        "HSET",
-        &store.user_index_key("alice"),
-        "AAAAAAAAAAAAAAAAAAAAAA",
-        "1",
-    ]);
+    index_entry(&server, &store, "alice", "AAAAAAAAAAAAAAAAAAAAAA", "1");
     store.create(&family("alice", 0).0, None).await.unwrap();
-    assert_eq!(
-        server.command(&["HLEN", &store.user_index_key("alice")]),
-        Reply::Int(2)
-    );
+    assert_eq!(index_len(&server, &store, "alice"), Reply::Int(2));
 }
 
 // ---------------------------------------------------------------------
 // The hybrid pattern over HTTP, on Redis, two instances.
 
-const COOKIE: &str = "__Secure-refresh";
+const COOKIE: &str = "__Host-refresh";
 
 /// Two app instances (own stores, own connections, own subscribers) on
 /// one Redis, sharing the clock, the signing key (the test app's) and the

@@ -278,6 +278,8 @@
 
 mod backend;
 #[cfg(any(feature = "session", feature = "refresh"))]
+mod index;
+#[cfg(any(feature = "session", feature = "refresh"))]
 mod nonce;
 #[cfg(feature = "refresh")]
 pub mod refresh;

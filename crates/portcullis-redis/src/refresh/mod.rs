@@ -40,8 +40,9 @@ use portcullis_refresh::{Family, FamilyId, RefreshStore, RotateOutcome, Rotation
 
 use crate::EXPIRY_GRACE;
 use crate::backend::{Idempotent, Op, RedisBackend, glob_escape};
+use crate::index::{self, Added, Cap, NewEntry, UserIndex};
 use codec::Fields;
-use scripts::{CREATE, INDEX_ADD, PURGE, REVOKE, ROTATE};
+use scripts::{CREATE, PURGE, REVOKE, ROTATE};
 
 /// The longest native TTL set (about 35 years).
 const MAX_TTL_MS: u64 = 1 << 40;
@@ -83,7 +84,8 @@ struct UnexpectedReply;
 pub struct RedisRefreshStore {
     backend: RedisBackend,
     families: String,
-    users: String,
+    users_by_deadline: String,
+    users_by_created: String,
 }
 
 impl fmt::Debug for RedisRefreshStore {
@@ -120,7 +122,8 @@ impl RedisRefreshStore {
         let prefix = backend.key_prefix();
         Self {
             families: format!("{prefix}:rf:"),
-            users: format!("{prefix}:ru:"),
+            users_by_deadline: format!("{prefix}:rua:"),
+            users_by_created: format!("{prefix}:ruc:"),
             backend,
         }
     }
@@ -137,14 +140,29 @@ impl RedisRefreshStore {
         format!("{}{{{}}}", self.families, id.as_str())
     }
 
-    /// The Redis key of a user's index: `<prefix>:ru:{<hex of SHA-256 of
-    /// the user id>}`.
+    /// The Redis key of a user's index by absolute deadline:
+    /// `<prefix>:rua:{<hex of SHA-256 of the user id>}`, a sorted set
+    /// (member: family id, score: absolute deadline in ms). Its twin by
+    /// creation time is [`user_created_key`](Self::user_created_key).
     #[must_use]
     pub fn user_index_key(&self, user_id: &str) -> String {
-        format!(
-            "{}{{{}}}",
-            self.users,
-            TokenDigest::of(user_id.as_bytes()).to_hex()
+        self.index(user_id).by_deadline
+    }
+
+    /// The Redis key of a user's index by creation time:
+    /// `<prefix>:ruc:{<hex of SHA-256 of the user id>}`, a sorted set
+    /// (member: family id, score: created at in ms), in the same Cluster
+    /// slot as [`user_index_key`](Self::user_index_key).
+    #[must_use]
+    pub fn user_created_key(&self, user_id: &str) -> String {
+        self.index(user_id).by_created
+    }
+
+    fn index(&self, user_id: &str) -> UserIndex {
+        UserIndex::new(
+            &self.users_by_deadline,
+            &self.users_by_created,
+            &TokenDigest::of(user_id.as_bytes()).to_hex(),
         )
     }
 
@@ -167,9 +185,10 @@ impl RedisRefreshStore {
         if ids.is_empty() {
             return;
         }
-        let mut cmd = redis::cmd("HDEL");
-        cmd.arg(self.user_index_key(user_id)).arg(ids);
-        if self.cmd::<i64>(&cmd).await.is_err() {
+        if index::remove(&self.backend, &self.index(user_id), ids)
+            .await
+            .is_err()
+        {
             crate::event!(
                 debug,
                 reason = "unindex-failed",
@@ -180,9 +199,7 @@ impl RedisRefreshStore {
 
     /// The family ids a user's index lists (unparsable ones separately).
     async fn indexed(&self, user_id: &str) -> Result<(Vec<FamilyId>, Vec<String>), StoreError> {
-        let mut hkeys = redis::cmd("HKEYS");
-        hkeys.arg(self.user_index_key(user_id));
-        let members: Vec<String> = self.cmd(&hkeys).await?;
+        let members = index::members(&self.backend, &self.index(user_id)).await?;
         let mut ids = Vec::new();
         let mut junk = Vec::new();
         for m in members {
@@ -199,6 +216,75 @@ impl RedisRefreshStore {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.family_key(id));
         self.cmd(&cmd).await
+    }
+
+    /// Adds a freshly stored family to its user's index under the cap;
+    /// ends the victims and returns those that were live.
+    async fn index_new(
+        &self,
+        family: &Family,
+        max_per_user: Option<usize>,
+    ) -> Result<Vec<Family>, StoreError> {
+        let user_id = family.user_id.as_str();
+        let now = family.created_at;
+        let index = self.index(user_id);
+        let entry = NewEntry {
+            member: family.id.as_str(),
+            created_at: family.created_at,
+            absolute_deadline: family.absolute_deadline,
+            ttl_ms: ttl_ms(family.absolute_deadline, now),
+        };
+        let cap = max_per_user.map(|max| Cap {
+            max,
+            refuse: false,
+            replacing: None,
+        });
+        // At the cap: the oldest entries are read; those whose family is
+        // gone leave the index, ended ones stop counting but stay listed
+        // until their key goes (another instance's clock may still see
+        // them live).
+        let check = |members: Vec<String>| async move {
+            let reads = join_all(members.into_iter().map(|m| async move {
+                let Some(id) = FamilyId::parse(&m) else {
+                    return Ok(Some(m));
+                };
+                let fields = match self.fields(&id).await {
+                    Ok(f) => f,
+                    Err(e) if e.is_unavailable() => return Err(e),
+                    Err(_) => return Ok(Some(m)),
+                };
+                if fields.is_empty() || codec::is_tombstone(&fields) {
+                    return Ok(Some(m));
+                }
+                Ok(match codec::decode(&id, &fields) {
+                    Ok(f) if f.user_id != user_id => Some(m),
+                    Ok(f) if f.is_expired(now) => Some(format!("~{m}")),
+                    Ok(_) => None,
+                    Err(_) => Some(m),
+                })
+            }))
+            .await;
+            reads
+                .into_iter()
+                .filter_map(Result::transpose)
+                .collect::<Result<Vec<String>, StoreError>>()
+        };
+        let prune = Timestamp::from_millis(now.millis().saturating_sub(duration_ms(EXPIRY_GRACE)));
+        let victims = match index::add(&self.backend, &index, now, prune, entry, cap, check).await?
+        {
+            Added::Yes { victims } => victims,
+            Added::Refused => return Err(StoreError::backend(UnexpectedReply)),
+        };
+        // End the victims first, then drop them from the index: a failure
+        // in between leaves them indexed, never live and unlisted.
+        let ids: Vec<FamilyId> = victims.iter().filter_map(|v| FamilyId::parse(v)).collect();
+        let ends = join_all(ids.iter().map(|id| self.revoke_one(id, Some(user_id)))).await;
+        let mut evicted = Vec::new();
+        for end in ends {
+            evicted.extend(end?.filter(|f| !f.is_expired(now)));
+        }
+        self.unindex(user_id, &victims).await;
+        Ok(evicted)
     }
 
     /// Runs [`REVOKE`]; the family deleted, if there was one (an unreadable
@@ -230,7 +316,7 @@ impl RefreshStore for RedisRefreshStore {
     async fn create(
         &self,
         family: &Family,
-        _max_per_user: Option<usize>,
+        max_per_user: Option<usize>,
     ) -> Result<Vec<Family>, StoreError> {
         let nonce = crate::nonce::nonce();
         let fields = codec::encode(family, &nonce)?;
@@ -249,25 +335,18 @@ impl RefreshStore for RedisRefreshStore {
         }
         // Then the index: a live family is always listed once its creation
         // has returned (log out everywhere finds it).
-        let mut inv = INDEX_ADD.prepare_invoke();
-        inv.key(self.user_index_key(&family.user_id))
-            .arg(family.last_used_at.millis())
-            .arg(family.id.as_str())
-            .arg(family.absolute_deadline.millis())
-            .arg(ttl_ms(family.absolute_deadline, family.last_used_at))
-            .arg(duration_ms(EXPIRY_GRACE));
-        if let Err(e) = self
-            .backend
-            .run::<i64>(Op::Script(&inv), Idempotent::Yes)
-            .await
-        {
-            // The family's token was never handed out: take it back.
-            let mut del = redis::cmd("DEL");
-            del.arg(self.family_key(&family.id));
-            let _ = self.cmd::<i64>(&del).await;
-            return Err(e);
+        match self.index_new(family, max_per_user).await {
+            Ok(evicted) => Ok(evicted),
+            Err(e) => {
+                // The family's token was never handed out: take it back.
+                let mut del = redis::cmd("DEL");
+                del.arg(self.family_key(&family.id));
+                let _ = self.cmd::<i64>(&del).await;
+                self.unindex(&family.user_id, &[family.id.to_string()])
+                    .await;
+                Err(e)
+            }
         }
-        Ok(Vec::new())
     }
 
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
@@ -440,9 +519,11 @@ mod tests {
         let store = RedisRefreshStore::new(backend);
         let id = FamilyId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap();
         assert_eq!(store.family_key(&id), "app:rf:{AAAAAAAAAAAAAAAAAAAAAA}");
+        let hex = TokenDigest::of(b"alice").to_hex();
+        assert_eq!(store.user_index_key("alice"), format!("app:rua:{{{hex}}}"));
         assert_eq!(
-            store.user_index_key("alice"),
-            format!("app:ru:{{{}}}", TokenDigest::of(b"alice").to_hex())
+            store.user_created_key("alice"),
+            format!("app:ruc:{{{hex}}}")
         );
         assert_eq!(store.id_of_key(&store.family_key(&id)), Some(id));
         assert_eq!(store.id_of_key("app:rf:{short}"), None);

@@ -209,33 +209,3 @@ return {0}
 ",
     )
 });
-
-/// Adds a family to its user's index.
-///
-/// `KEYS[1]` the index hash (field: family id, value: its absolute
-/// deadline). `ARGV[1]` now, `ARGV[2]` the family id, `ARGV[3]` its
-/// absolute deadline, `ARGV[4]` the index' native TTL (ms), `ARGV[5]` the
-/// grace (ms): entries whose absolute deadline is more than that in the
-/// past are removed (no refresh can reach a family past its absolute
-/// deadline; the grace covers clock skew between instances). The native
-/// TTL only grows, so the index outlives each family it lists. Returns 1.
-pub(super) static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local k = KEYS[1]
-local now, grace = tonumber(ARGV[1]), tonumber(ARGV[5])
-local e = redis.call('HGETALL', k)
-for j = 1, #e, 2 do
-  local a = tonumber(e[j + 1])
-  if not a or now >= a + grace then
-    redis.call('HDEL', k, e[j])
-  end
-end
-redis.call('HSET', k, ARGV[2], ARGV[3])
-if redis.call('PTTL', k) < tonumber(ARGV[4]) then
-  redis.call('PEXPIRE', k, ARGV[4])
-end
-return 1
-",
-    )
-});

@@ -27,8 +27,9 @@ use portcullis_session::{
 };
 
 use crate::backend::{Idempotent, Op, RedisBackend};
+use crate::index::{self, Added, Cap, NewEntry, UserIndex};
 use crate::{EXPIRY_GRACE, nonce::nonce};
-use scripts::{CREATE, DELETE, INDEX_ADD, UPDATE};
+use scripts::{CREATE, DELETE, UPDATE};
 
 /// The longest native TTL set (about 35 years).
 const MAX_TTL_MS: u64 = 1 << 40;
@@ -55,7 +56,8 @@ pub struct RedisSessionStore {
     backend: RedisBackend,
     clock: SharedClock,
     sessions: String,
-    users: String,
+    users_by_deadline: String,
+    users_by_created: String,
 }
 
 impl fmt::Debug for RedisSessionStore {
@@ -87,7 +89,8 @@ impl RedisSessionStore {
         let prefix = backend.key_prefix();
         Self {
             sessions: format!("{prefix}:s:"),
-            users: format!("{prefix}:u:"),
+            users_by_deadline: format!("{prefix}:ua:"),
+            users_by_created: format!("{prefix}:uc:"),
             backend,
             clock,
         }
@@ -112,14 +115,30 @@ impl RedisSessionStore {
         k
     }
 
-    /// The Redis key of a user's index: `<prefix>:u:<hex of SHA-256 of the
-    /// user id>`.
+    /// The Redis key of a user's index by absolute deadline:
+    /// `<prefix>:ua:{<hex of SHA-256 of the user id>}`, a sorted set
+    /// (member: session digest in hex, score: absolute deadline in ms). Its
+    /// twin by creation time is [`user_created_key`](Self::user_created_key).
     #[must_use]
     pub fn user_index_key(&self, user_id: &str) -> String {
-        let mut k = String::with_capacity(self.users.len() + 64);
-        k.push_str(&self.users);
-        k.push_str(&TokenDigest::of(user_id.as_bytes()).to_hex());
-        k
+        self.index(user_id).by_deadline
+    }
+
+    /// The Redis key of a user's index by creation time:
+    /// `<prefix>:uc:{<hex of SHA-256 of the user id>}`, a sorted set
+    /// (member: session digest in hex, score: created at in ms), in the
+    /// same Cluster slot as [`user_index_key`](Self::user_index_key).
+    #[must_use]
+    pub fn user_created_key(&self, user_id: &str) -> String {
+        self.index(user_id).by_created
+    }
+
+    fn index(&self, user_id: &str) -> UserIndex {
+        UserIndex::new(
+            &self.users_by_deadline,
+            &self.users_by_created,
+            &TokenDigest::of(user_id.as_bytes()).to_hex(),
+        )
     }
 
     async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
@@ -160,13 +179,11 @@ impl RedisSessionStore {
 
     /// Removes `members` from a user's index; failures only leave dead
     /// entries, which later reads prune.
-    async fn unindex(&self, index_key: &str, members: &[String]) {
+    async fn unindex(&self, index: &UserIndex, members: &[String]) {
         if members.is_empty() {
             return;
         }
-        let mut cmd = redis::cmd("HDEL");
-        cmd.arg(index_key).arg(members);
-        if self.cmd::<i64>(&cmd).await.is_err() {
+        if index::remove(&self.backend, index, members).await.is_err() {
             crate::event!(
                 debug,
                 reason = "unindex-failed",
@@ -175,41 +192,33 @@ impl RedisSessionStore {
         }
     }
 
-    /// Reads a user's index and each session it names: the live ones, and
-    /// the entries that are dead (absent, expired, another user's,
-    /// unreadable). `skip` is left out.
-    async fn scan_user(
+    /// Reads each session that index entries name: the live ones, and the
+    /// entries that are dead (absent, expired, another user's,
+    /// unreadable).
+    async fn check_entries(
         &self,
         user_id: &str,
-        index_key: &str,
-        skip: Option<&TokenDigest>,
+        members: Vec<String>,
         now: Timestamp,
     ) -> Result<Vec<Entry>, StoreError> {
-        let mut hkeys = redis::cmd("HKEYS");
-        hkeys.arg(index_key);
-        let members: Vec<String> = self.cmd(&hkeys).await?;
-        let skip = skip.map(TokenDigest::to_hex);
-        let reads = members
-            .into_iter()
-            .filter(|m| Some(m) != skip.as_ref())
-            .map(|member| async move {
-                let Ok(digest) = TokenDigest::from_hex(&member) else {
-                    return Ok(Entry::Dead(member));
-                };
-                let mut get = redis::cmd("GET");
-                get.arg(self.session_key_hex(&member));
-                let value: Option<Vec<u8>> = self.cmd(&get).await?;
-                match codec::decode(value.as_deref()) {
-                    Ok(Some(rec))
-                        if !rec.is_expired(now) && rec.user_id.as_deref() == Some(user_id) =>
-                    {
-                        Ok(Entry::Live(digest, rec))
-                    }
-                    Ok(_) => Ok(Entry::Dead(member)),
-                    Err(e) if e.is_unavailable() => Err(e),
-                    Err(_) => Ok(Entry::Dead(member)),
+        let reads = members.into_iter().map(|member| async move {
+            let Ok(digest) = TokenDigest::from_hex(&member) else {
+                return Ok(Entry::Dead(member));
+            };
+            let mut get = redis::cmd("GET");
+            get.arg(self.session_key_hex(&member));
+            let value: Option<Vec<u8>> = self.cmd(&get).await?;
+            match codec::decode(value.as_deref()) {
+                Ok(Some(rec))
+                    if !rec.is_expired(now) && rec.user_id.as_deref() == Some(user_id) =>
+                {
+                    Ok(Entry::Live(digest, rec))
                 }
-            });
+                Ok(_) => Ok(Entry::Dead(member)),
+                Err(e) if e.is_unavailable() => Err(e),
+                Err(_) => Ok(Entry::Dead(member)),
+            }
+        });
         join_all(reads).await.into_iter().collect()
     }
 
@@ -219,8 +228,9 @@ impl RedisSessionStore {
         user_id: &str,
     ) -> Result<Vec<(TokenDigest, SessionRecord)>, StoreError> {
         let now = self.clock.now();
-        let index_key = self.user_index_key(user_id);
-        let entries = self.scan_user(user_id, &index_key, None, now).await?;
+        let index = self.index(user_id);
+        let members = index::members(&self.backend, &index).await?;
+        let entries = self.check_entries(user_id, members, now).await?;
         let mut live = Vec::new();
         let mut dead = Vec::new();
         for entry in entries {
@@ -229,7 +239,7 @@ impl RedisSessionStore {
                 Entry::Dead(m) => dead.push(m),
             }
         }
-        self.unindex(&index_key, &dead).await;
+        self.unindex(&index, &dead).await;
         Ok(live)
     }
 
@@ -243,67 +253,40 @@ impl RedisSessionStore {
         cap: Option<SessionCap>,
         now: Timestamp,
     ) -> Result<CreateOutcome, StoreError> {
-        let index_key = self.user_index_key(user_id);
+        let index = self.index(user_id);
         let hex = key.to_hex();
-        let dead: Vec<String> = match cap {
-            Some(_) => self
-                .scan_user(user_id, &index_key, Some(key), now)
-                .await?
+        let replacing = cap.and_then(|c| c.replacing).map(|r| r.to_hex());
+        let entry = NewEntry {
+            member: &hex,
+            created_at: record.created_at,
+            absolute_deadline: record.absolute_deadline,
+            ttl_ms: ttl_ms(record.absolute_deadline, now),
+        };
+        let cap = cap.map(|cap| Cap {
+            max: cap.max,
+            refuse: cap.policy == CapPolicy::Refuse,
+            replacing: replacing.as_deref(),
+        });
+        let check = |members: Vec<String>| async move {
+            let entries = self.check_entries(user_id, members, now).await?;
+            Ok(entries
                 .into_iter()
                 .filter_map(|e| match e {
                     Entry::Dead(m) => Some(m),
                     Entry::Live(..) => None,
                 })
-                .collect(),
-            None => Vec::new(),
+                .collect())
         };
-        let (max, policy, replacing) = match cap {
-            Some(cap) => (
-                cap.max.max(1),
-                if cap.policy == CapPolicy::Refuse {
-                    "r"
-                } else {
-                    "e"
-                },
-                cap.replacing.map(|r| r.to_hex()).unwrap_or_default(),
-            ),
-            None => (0, "e", String::new()),
-        };
-        let mut inv = INDEX_ADD.prepare_invoke();
-        inv.key(&index_key)
-            .arg(now.millis())
-            .arg(&hex)
-            .arg(record.created_at.millis())
-            .arg(record.absolute_deadline.millis())
-            .arg(ttl_ms(record.absolute_deadline, now))
-            .arg(max)
-            .arg(policy)
-            .arg(&replacing);
-        for member in &dead {
-            inv.arg(member);
-        }
-        let reply: Value = self.backend.run(Op::Script(&inv), Idempotent::Yes).await?;
-        let Value::Array(items) = reply else {
-            return Err(StoreError::backend(UnexpectedReply));
-        };
-        let mut items = items.into_iter();
-        match items.next() {
-            Some(Value::Int(1)) => {}
-            Some(Value::Int(0)) => {
+        let victims = match index::add(&self.backend, &index, now, now, entry, cap, check).await? {
+            Added::Yes { victims } => victims,
+            Added::Refused => {
                 // Refused: take back the record stored a moment ago.
                 let mut del = redis::cmd("DEL");
                 del.arg(self.session_key(key));
                 self.cmd::<i64>(&del).await?;
                 return Ok(CreateOutcome::LimitReached);
             }
-            _ => return Err(StoreError::backend(UnexpectedReply)),
-        }
-        let victims: Vec<String> = items
-            .filter_map(|v| match v {
-                Value::BulkString(b) => String::from_utf8(b).ok(),
-                _ => None,
-            })
-            .collect();
+        };
         // End the victims' records first, then drop them from the index: a
         // failure in between leaves them indexed, never live and unlisted.
         let ends = victims.iter().map(|member| async move {
@@ -318,7 +301,7 @@ impl RedisSessionStore {
             .await
             .into_iter()
             .collect::<Result<Vec<()>, StoreError>>()?;
-        self.unindex(&index_key, &victims).await;
+        self.unindex(&index, &victims).await;
         let evicted = victims
             .iter()
             .filter_map(|m| TokenDigest::from_hex(m).ok())
@@ -331,9 +314,9 @@ impl RedisSessionStore {
     async fn abandon(&self, key: &TokenDigest, user_id: &str) {
         let mut del = redis::cmd("DEL");
         del.arg(self.session_key(key));
-        let index_key = self.user_index_key(user_id);
+        let index = self.index(user_id);
         let member = [key.to_hex()];
-        let (_, ()) = join(self.cmd::<i64>(&del), self.unindex(&index_key, &member)).await;
+        let (_, ()) = join(self.cmd::<i64>(&del), self.unindex(&index, &member)).await;
     }
 }
 
@@ -431,8 +414,7 @@ impl SessionStore for RedisSessionStore {
             .delete_record(&self.session_key(key), None, now)
             .await?;
         if let Some(user) = user {
-            self.unindex(&self.user_index_key(&user), &[key.to_hex()])
-                .await;
+            self.unindex(&self.index(&user), &[key.to_hex()]).await;
         }
         Ok(live)
     }
@@ -450,10 +432,8 @@ impl SessionStore for RedisSessionStore {
         except: Option<&TokenDigest>,
     ) -> Result<u64, StoreError> {
         let now = self.clock.now();
-        let index_key = self.user_index_key(user_id);
-        let mut hkeys = redis::cmd("HKEYS");
-        hkeys.arg(&index_key);
-        let members: Vec<String> = self.cmd(&hkeys).await?;
+        let index = self.index(user_id);
+        let members = index::members(&self.backend, &index).await?;
         let except = except.map(TokenDigest::to_hex);
         let members: Vec<String> = members
             .into_iter()
@@ -473,7 +453,7 @@ impl SessionStore for RedisSessionStore {
                 deleted += 1;
             }
         }
-        self.unindex(&index_key, &members).await;
+        self.unindex(&index, &members).await;
         Ok(deleted)
     }
 
@@ -507,9 +487,8 @@ mod tests {
             store.session_key(&digest),
             format!("app:s:{}", "ab".repeat(32))
         );
-        assert_eq!(
-            store.user_index_key("alice"),
-            format!("app:u:{}", TokenDigest::of(b"alice").to_hex())
-        );
+        let hex = TokenDigest::of(b"alice").to_hex();
+        assert_eq!(store.user_index_key("alice"), format!("app:ua:{{{hex}}}"));
+        assert_eq!(store.user_created_key("alice"), format!("app:uc:{{{hex}}}"));
     }
 }
