@@ -22,14 +22,15 @@ mod scripts;
 mod subscriber;
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use portcullis_core::{SharedClock, StoreError, SystemClock};
 use portcullis_jwt::revocation::{RevocationEvent, RevocationStore, RevocationView};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::backend::{Idempotent, Op, RedisBackend};
 use scripts::{REVOKE_ENTRY, REVOKE_USER};
@@ -43,9 +44,20 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
 /// doubles).
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// How long the token and session sets outlive their latest entry, in
-/// seconds (room for clock skew between instances).
-const SET_GRACE_SECS: i64 = 60;
+/// How long the token and session sets outlive their latest entry's
+/// expiry, in seconds: the largest leeway a layer accepts a token with past
+/// its `exp`, plus 60 s of room for clock skew between instances.
+const SET_GRACE_SECS: i64 = LEEWAY_SECS + 60;
+
+/// `portcullis_jwt::MAX_LEEWAY` in seconds: how long a denylist entry
+/// outlives the expiry it was given, in Redis and in snapshots (the view
+/// keeps it as long).
+#[allow(clippy::cast_possible_wrap)] // 300
+const LEEWAY_SECS: i64 = portcullis_jwt::MAX_LEEWAY.as_secs() as i64;
+
+/// The default staleness bound is this many ping intervals (or the ping
+/// interval plus two call timeouts, if that is longer).
+const STALENESS_PINGS: u32 = 4;
 
 /// A [`RevocationStore`] on Redis (or Redis Cluster) whose
 /// [`RevocationView`] every instance keeps current by Redis pub/sub.
@@ -79,11 +91,15 @@ pub struct RedisRevocationStore {
 struct Inner {
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(w) = &self.watchdog {
+            w.abort();
+        }
     }
 }
 
@@ -95,6 +111,38 @@ struct Shared {
     keys: Keys,
     sync: watch::Sender<SyncState>,
     messages: AtomicU64,
+    health: Mutex<Health>,
+}
+
+/// When the subscriber's connection was last verified alive, and whether
+/// the watchdog has marked the view stale since.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    alive_at: Instant,
+    stale: bool,
+}
+
+impl Shared {
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection answered (a ping, a message): it is alive now.
+    /// Returns whether the view is stale (then the subscriber loads a
+    /// fresh snapshot before trusting it again).
+    fn alive(&self) -> bool {
+        let mut h = self.health();
+        h.alive_at = Instant::now();
+        h.stale
+    }
+
+    /// A fresh snapshot has loaded: the view is current and trusted.
+    fn fresh(&self) {
+        let mut h = self.health();
+        h.alive_at = Instant::now();
+        h.stale = false;
+        self.view.mark_ready();
+    }
 }
 
 /// The keys and the channel (see the crate docs' key layout).
@@ -135,6 +183,7 @@ impl fmt::Debug for RedisRevocationStore {
             .field("view", &shared.view)
             .field("connected", &state.connected)
             .field("snapshots", &state.snapshots)
+            .field("stale", &shared.health().stale)
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +204,11 @@ pub enum RevocationStartError {
     /// The ping interval or the backoff is zero.
     #[error("the ping interval and the maximum backoff must be non-zero")]
     Interval,
+    /// The staleness bound is not longer than the ping interval plus the
+    /// backend's timeout: a healthy connection would be reported stale
+    /// between two pings.
+    #[error("max_staleness must be longer than the ping interval plus the backend's timeout")]
+    Staleness,
 }
 
 /// Builds a [`RedisRevocationStore`].
@@ -165,6 +219,15 @@ pub struct RedisRevocationStoreBuilder {
     clock: SharedClock,
     ping_interval: Duration,
     max_backoff: Duration,
+    max_staleness: Staleness,
+}
+
+/// The staleness bound a builder was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Staleness {
+    Default,
+    Bound(Duration),
+    Unbounded,
 }
 
 impl RedisRevocationStoreBuilder {
@@ -189,6 +252,47 @@ impl RedisRevocationStoreBuilder {
         self
     }
 
+    /// How long the view may go without a verified connection to Redis
+    /// before layers answer 503 (default: 4 ping intervals, or the ping
+    /// interval plus two backend timeouts if that is longer; 4 s with the
+    /// defaults).
+    ///
+    /// "Verified" means the subscriber's connection answered: a ping, a
+    /// message, or a snapshot. An instance cut off from Redis (Redis down,
+    /// the network path broken, or the server frozen while its socket
+    /// stays open) cannot learn of revocations made elsewhere; past this
+    /// bound its view is marked stale and every JWT request is refused
+    /// (503) until the subscriber has reconnected and loaded a fresh
+    /// snapshot. A timer of its own enforces the bound, whatever the
+    /// subscriber is doing (reconnecting, waiting out its backoff).
+    ///
+    /// `None` turns the bound off: the instance keeps accepting tokens
+    /// while cut off, for as long as the cut lasts, including tokens
+    /// revoked elsewhere meanwhile. That trades revocation for
+    /// availability; choose it knowingly.
+    ///
+    /// The bound must be longer than the ping interval plus the backend's
+    /// timeout ([`RevocationStartError::Staleness`] otherwise).
+    pub const fn max_staleness(mut self, bound: Option<Duration>) -> Self {
+        self.max_staleness = match bound {
+            Some(d) => Staleness::Bound(d),
+            None => Staleness::Unbounded,
+        };
+        self
+    }
+
+    /// The staleness bound in force: the one given, or the default.
+    fn staleness(&self) -> Option<Duration> {
+        match self.max_staleness {
+            Staleness::Default => Some(
+                (self.ping_interval * STALENESS_PINGS)
+                    .max(self.ping_interval + self.backend.timeout() * 2),
+            ),
+            Staleness::Bound(d) => Some(d),
+            Staleness::Unbounded => None,
+        }
+    }
+
     /// Starts the store: spawns the subscriber task, which connects,
     /// subscribes and loads the first snapshot in the background (see
     /// [`RedisRevocationStore::wait_synced`]).
@@ -196,10 +300,14 @@ impl RedisRevocationStoreBuilder {
     /// # Errors
     ///
     /// [`RevocationStartError`] outside a Tokio runtime, for a pool-backed
-    /// backend, or for a zero interval.
+    /// backend, for a zero interval, or for a staleness bound too short.
     pub fn start(self) -> Result<RedisRevocationStore, RevocationStartError> {
         if self.ping_interval.is_zero() || self.max_backoff.is_zero() {
             return Err(RevocationStartError::Interval);
+        }
+        let staleness = self.staleness();
+        if staleness.is_some_and(|s| s <= self.ping_interval + self.backend.timeout()) {
+            return Err(RevocationStartError::Staleness);
         }
         let clients = self.backend.subscriber_clients();
         if clients.is_empty() {
@@ -214,6 +322,10 @@ impl RedisRevocationStoreBuilder {
             clock: self.clock,
             sync: watch::Sender::new(SyncState::default()),
             messages: AtomicU64::new(0),
+            health: Mutex::new(Health {
+                alive_at: Instant::now(),
+                stale: false,
+            }),
         });
         let min_backoff = shared.backend.reconnect_backoff().min(self.max_backoff);
         let task = runtime.spawn(subscriber::run(
@@ -225,15 +337,22 @@ impl RedisRevocationStoreBuilder {
                 max_backoff: self.max_backoff,
             },
         ));
+        let watchdog =
+            staleness.map(|bound| runtime.spawn(subscriber::watchdog(Arc::clone(&shared), bound)));
         Ok(RedisRevocationStore {
-            inner: Arc::new(Inner { shared, task }),
+            inner: Arc::new(Inner {
+                shared,
+                task,
+                watchdog,
+            }),
         })
     }
 }
 
 impl RedisRevocationStore {
     /// Starts a store on `backend` with the defaults (system clock, ping
-    /// every second, reconnect backoff up to 2 s).
+    /// every second, reconnect backoff up to 2 s, the view marked stale
+    /// after 4 s without a verified connection).
     ///
     /// # Errors
     ///
@@ -242,14 +361,24 @@ impl RedisRevocationStore {
         Self::builder(backend).start()
     }
 
-    /// A builder, to set the clock or the subscriber's timing.
+    /// A builder, to set the clock, the subscriber's timing or the
+    /// staleness bound.
     pub fn builder(backend: RedisBackend) -> RedisRevocationStoreBuilder {
         RedisRevocationStoreBuilder {
             backend,
             clock: SystemClock::shared(),
             ping_interval: DEFAULT_PING_INTERVAL,
             max_backoff: DEFAULT_MAX_BACKOFF,
+            max_staleness: Staleness::Default,
         }
+    }
+
+    /// Whether the view is marked stale: cut off from Redis for longer
+    /// than [`max_staleness`](RedisRevocationStoreBuilder::max_staleness),
+    /// with no fresh snapshot since (layers answer 503 meanwhile).
+    #[must_use]
+    pub fn is_stale(&self) -> bool {
+        self.inner.shared.health().stale
     }
 
     /// The backend.
@@ -334,7 +463,8 @@ impl RedisRevocationStore {
             .arg(id)
             .arg(&shared.keys.channel)
             .arg(format!("{kind} {expires_at} {id}"))
-            .arg(SET_GRACE_SECS);
+            .arg(SET_GRACE_SECS)
+            .arg(LEEWAY_SECS);
         // Resent after a broken connection: storing twice keeps one entry,
         // publishing twice applies one change.
         let _: i64 = shared

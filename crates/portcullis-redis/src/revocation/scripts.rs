@@ -9,23 +9,27 @@ use std::sync::LazyLock;
 
 use deadpool_redis::redis::Script;
 
-/// Denies a token id or a session id until it expires.
+/// Denies a token id or a session id until it expires, and keeps the entry
+/// `portcullis_jwt::MAX_LEEWAY` longer (a layer accepts a token up to its
+/// leeway past `exp`).
 ///
 /// `KEYS[1]` the sorted set of the kind (member: the id, score: expiry in
 /// seconds). `ARGV[1]` now, `ARGV[2]` the entry's expiry, `ARGV[3]` the
 /// id, `ARGV[4]` the channel, `ARGV[5]` the message, `ARGV[6]` seconds the
-/// set outlives its latest entry. Forgets expired entries first; an entry
-/// already expired is not stored (returns 0, publishes nothing). A second
-/// revocation of the same id keeps the later expiry. The set's native TTL
-/// follows its latest entry. Returns 1 when stored and published. Safe to
-/// run twice.
+/// set outlives its latest entry's expiry (the leeway plus room for clock
+/// skew), `ARGV[7]` the leeway (seconds). Forgets entries more than the
+/// leeway past their expiry first (`ZREMRANGEBYSCORE`: `O(log n)` plus the
+/// entries removed); an entry already more than the leeway past its expiry
+/// is not stored (returns 0, publishes nothing). A second revocation of the
+/// same id keeps the later expiry. The set's native TTL follows its latest
+/// entry. Returns 1 when stored and published. Safe to run twice.
 pub(super) static REVOKE_ENTRY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local k = KEYS[1]
-local now, exp = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[1])
-if exp <= now then
+local now, exp, leeway = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[7])
+redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', now - leeway))
+if exp + leeway <= now then
   return 0
 end
 redis.call('ZADD', k, 'GT', ARGV[2], ARGV[3])

@@ -112,8 +112,9 @@ async fn subscription(shared: &Shared, client: &Client, ping_interval: Duration)
             snapshots: s.snapshots + 1,
         };
     });
-    // From the first snapshot on, layers may trust the view.
-    shared.view.mark_ready();
+    // From the first snapshot on, layers may trust the view (again, if the
+    // watchdog had marked it stale).
+    shared.fresh();
     crate::event!(
         debug,
         reason = "revocation-subscriber-synced",
@@ -137,12 +138,62 @@ async fn subscription(shared: &Shared, client: &Client, ping_interval: Duration)
                 };
                 shared.view.apply(&event);
                 shared.messages.fetch_add(1, Ordering::Relaxed);
+                if shared.alive() && refresh(shared).await.is_err() {
+                    return Ended::Lost;
+                }
             }
             _ = ping.tick() => {
                 if !matches!(timeout(bound, sink.ping::<Value>()).await, Ok(Ok(_))) {
                     return Ended::Lost;
                 }
+                // Answered: the connection is verified alive. Stale (the
+                // pings were late: a busy runtime, a slow server), a fresh
+                // snapshot makes the view current again.
+                if shared.alive() && refresh(shared).await.is_err() {
+                    return Ended::Lost;
+                }
             }
+        }
+    }
+}
+
+/// Loads a fresh snapshot on a connection that is alive, for a view the
+/// watchdog marked stale; the view is trusted again once it has loaded.
+async fn refresh(shared: &Shared) -> Result<(), StoreError> {
+    load_snapshot(shared).await?;
+    shared.fresh();
+    Ok(())
+}
+
+/// Marks the view stale once the subscriber's connection has gone
+/// `bound` without being verified alive (no ping answered, no message, no
+/// snapshot). A task of its own: the bound holds whatever the subscriber
+/// is waiting on (a connection attempt, its backoff, a reply that never
+/// comes from a frozen server). The subscriber marks the view ready again
+/// after a fresh snapshot.
+pub(super) async fn watchdog(shared: Arc<Shared>, bound: Duration) {
+    loop {
+        let deadline = {
+            let mut h = shared.health();
+            let deadline = h.alive_at + bound;
+            if !h.stale && Instant::now() >= deadline {
+                h.stale = true;
+                shared.view.mark_stale();
+                crate::event!(
+                    warn,
+                    reason = "revocation-view-stale",
+                    bound_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
+                    "revocation view cut off from Redis past its staleness bound; JWT requests answer 503"
+                );
+            }
+            deadline
+        };
+        let now = Instant::now();
+        if deadline > now {
+            tokio::time::sleep_until(deadline).await;
+        } else {
+            // Stale: look again soon for the next deadline.
+            tokio::time::sleep(bound / 4).await;
         }
     }
 }
@@ -152,7 +203,9 @@ async fn subscription(shared: &Shared, client: &Client, ping_interval: Duration)
 /// has the backend's time bound. Not atomic, and need not be: merging is
 /// idempotent and every change made meanwhile also arrives as a message.
 pub(super) async fn load_snapshot(shared: &Shared) -> Result<usize, StoreError> {
-    let now = shared.now_secs();
+    // Entries stay MAX_LEEWAY past their expiry (a layer accepts a token
+    // up to its leeway past `exp`), as in Redis and in the view.
+    let now = shared.now_secs().saturating_sub(super::LEEWAY_SECS);
     let (tokens, sessions, users) = futures_util::future::join3(
         scan_all(shared, "ZSCAN", &shared.keys.tokens),
         scan_all(shared, "ZSCAN", &shared.keys.sessions),
