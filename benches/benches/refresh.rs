@@ -41,7 +41,7 @@ use tower::ServiceExt as _;
 const CONCURRENCY: usize = 16;
 const ISS: &str = "https://bench.test";
 const AUD: &str = "bench";
-const COOKIE: &str = "__Secure-refresh";
+const COOKIE: &str = "__Host-refresh";
 
 fn issuer() -> JwtIssuer {
     JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap())
