@@ -70,6 +70,16 @@ impl CsrfProbe {
 /// still works once the store is back). Other requests go to the inner
 /// service untouched; the application's login route is its own.
 ///
+/// Logout and log out everywhere present a refresh token like a refresh
+/// does: a token already rotated out (outside the grace window) is reuse
+/// there too, which ends the family (or, for log out everywhere, every
+/// family of the user) and emits the security event. They answer success
+/// only once the revocation of the access tokens has landed in the
+/// revocation store (503 otherwise; a retry with the same token finishes
+/// the job). A logout that receives the cookie more than once acts on every
+/// copy that is a refresh token (at most 8), then clears the cookie; a
+/// refresh with two copies is refused with 400.
+///
 /// Requests to the endpoints are handled in a boxed future (they await the
 /// store); others go through in a named future.
 #[derive(Clone)]

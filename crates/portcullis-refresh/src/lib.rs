@@ -10,8 +10,9 @@
 //!   lost response, a retry after a store failure) gets the same successor:
 //!   successors are derived by HMAC under a server key, so repeats never
 //!   fork the chain. Presenting an older token, or the previous one after
-//!   the window, is **reuse**: the family is revoked at once, newest token
-//!   included, and a [`SecurityEvent`] is emitted.
+//!   the window, to any endpoint (refresh, logout, log out everywhere) is
+//!   **reuse**: the family is revoked at once, newest token included, and a
+//!   [`SecurityEvent`] is emitted.
 //! - Access tokens carry the family as `sid` and the user's token version
 //!   as `ver`. Logging a device out, a reuse, or logging out everywhere puts
 //!   the family or the user into the JWT revocation view, so **live access
