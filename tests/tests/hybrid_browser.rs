@@ -72,13 +72,13 @@ async fn wait_for_text(driver: &WebDriver, id: &str, want: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut last = String::new();
     loop {
-        if let Ok(el) = driver.find(By::Id(id)).await {
-            if let Ok(text) = el.text().await {
-                if text == want {
-                    return;
-                }
-                last = text;
+        if let Ok(el) = driver.find(By::Id(id)).await
+            && let Ok(text) = el.text().await
+        {
+            if text == want {
+                return;
             }
+            last = text;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
