@@ -168,8 +168,9 @@ type Reply = Response<Full<Bytes>>;
 const MAX_COOKIE_COPIES: usize = 8;
 
 /// Every value of the cookie `name` across the `Cookie` headers, double
-/// quotes removed (values that are not visible ASCII are skipped: they
-/// cannot be refresh tokens). Stops after `limit + 1` values.
+/// quotes removed (empty values, and values that are not visible ASCII,
+/// are skipped: they cannot be refresh tokens). Stops after `limit + 1`
+/// values.
 fn cookie_values<'a>(headers: &'a HeaderMap, name: &str, limit: usize) -> Vec<&'a str> {
     let mut out = Vec::new();
     for header in headers.get_all(COOKIE) {
@@ -186,7 +187,7 @@ fn cookie_values<'a>(headers: &'a HeaderMap, name: &str, limit: usize) -> Vec<&'
                 .and_then(|v| v.strip_suffix(b"\""))
                 .unwrap_or(value);
             if let Ok(v) = std::str::from_utf8(value) {
-                if v.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+                if !v.is_empty() && v.bytes().all(|b| (0x21..0x7f).contains(&b)) {
                     out.push(v);
                 }
             }
@@ -667,6 +668,43 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookie_values_table() {
+        let n = "__Host-refresh";
+        let cases: &[(&[&[u8]], &[&str])] = &[
+            (&[], &[]),
+            (&[b"a=1"], &[]),
+            (&[b"__Host-refresh=a"], &["a"]),
+            (&[b"__Host-refresh=a; __Host-refresh=b"], &["a", "b"]),
+            (
+                &[b"__Host-refresh=a", b" __Host-refresh=\"b\" "],
+                &["a", "b"],
+            ),
+            (&[b"x=1;__Host-refresh=a;;__Host-refreshx=c"], &["a"]),
+            (&[b"__host-refresh=a; x__Host-refresh=b"], &[]),
+            (&[b"__Host-refresh=caf\xc3\xa9; __Host-refresh=b"], &["b"]),
+            (&[b"__Host-refresh=; __Host-refresh=a b"], &[]),
+            (&[b"__Host-refresh==a"], &["=a"]),
+        ];
+        for (headers, want) in cases {
+            let mut map = HeaderMap::new();
+            for h in *headers {
+                map.append(COOKIE, HeaderValue::from_bytes(h).unwrap());
+            }
+            assert_eq!(cookie_values(&map, n, 8), *want, "{headers:?}");
+        }
+        let mut many = HeaderMap::new();
+        many.append(
+            COOKIE,
+            HeaderValue::from_static("__Host-refresh=a; __Host-refresh=b; __Host-refresh=c"),
+        );
+        assert_eq!(
+            cookie_values(&many, n, 1),
+            ["a", "b"],
+            "stops after limit + 1"
+        );
+    }
 
     #[test]
     fn routing_table() {
