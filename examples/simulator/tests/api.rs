@@ -407,11 +407,16 @@ async fn hybrid_refreshes_rotate_and_revocation_kills_both_tokens() {
         StatusCode::OK
     );
 
-    // The admin: the user's families deleted and the version bumped.
+    // The admin: the version bumped, the user's families deleted, and each
+    // deleted family's `sid` pushed (an access token minted by a refresh
+    // racing the revocation dies too).
     let resp = post(&app, "/hybrid/admin/revoke", r#"{"user":"alice"}"#).await;
     let r = report(&resp);
-    assert_eq!(r.ops, 2);
-    assert_eq!(r.detail, "refresh.revoke_user=1,revocation.revoke_user=1");
+    assert_eq!(r.ops, 3);
+    assert_eq!(
+        r.detail,
+        "refresh.revoke_user=1,revocation.revoke_session=1,revocation.revoke_user=1"
+    );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
         (

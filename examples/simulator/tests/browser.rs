@@ -251,11 +251,12 @@ async fn revocation_test(driver: &WebDriver, dir: &Path) {
         }
     }
     // What revoking cost: a delete in the session store; nothing for the
-    // plain JWT; one pushed write; the families and the version.
+    // plain JWT; one pushed write; the version, the families and the one
+    // family's `sid`.
     assert_eq!(ops_of(&cell(driver, "session", 2).await.1), 1);
     assert_eq!(ops_of(&cell(driver, "jwt", 2).await.1), 0);
     assert_eq!(ops_of(&cell(driver, "jwt-revocation", 2).await.1), 1);
-    assert_eq!(ops_of(&cell(driver, "hybrid", 2).await.1), 2);
+    assert_eq!(ops_of(&cell(driver, "hybrid", 2).await.1), 3);
     let verdict = text_of(driver, "summary-verdict").await;
     assert!(
         verdict.contains(
