@@ -267,6 +267,11 @@ mod remote {
     ///   to [`min_ttl`, `max_ttl`] (default 1 min to 1 day; 5 min without
     ///   the header); after a failure it retries every `retry` (30 s).
     /// - A failed fetch keeps the last good key set.
+    /// - A key the document no longer lists stops verifying at the next
+    ///   successful fetch, and the tokens the layer cached with it are no
+    ///   longer served. Until then (at most the refresh interval, longer
+    ///   while fetches fail) it still verifies: an issuer retiring a
+    ///   compromised key should serve its JWKS with a short `max-age`.
     /// - An unknown `kid` triggers at most one fetch per `cooldown` (10 s);
     ///   concurrent requests share it; kids still unknown afterwards are
     ///   remembered for `negative_ttl` (1 min), so a flood of random kids

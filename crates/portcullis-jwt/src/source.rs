@@ -201,7 +201,8 @@ impl SharedKeys {
         Ok(())
     }
 
-    /// The keys lookups accept now.
+    /// The keys lookups accept now (a key past its deadline is left out;
+    /// the signing key of an issuer has none, so the set is never empty).
     #[must_use]
     pub fn current(&self) -> Arc<KeySet> {
         let snapshot = self.inner.snapshot.load();
