@@ -1,6 +1,7 @@
 //! Per-request cost of `JwtLayer` for HS256, RS256, ES256 and EdDSA, with
 //! the verified-token cache off and on, against `jsonwebtoken::decode`
-//! alone and against the same router without the layer, in one run.
+//! alone and against the same router without the layer, in one run; for
+//! HS256 also with a populated revocation view (its read path).
 //!
 //! `cargo bench -p portcullis-benches --bench jwt`
 //!
@@ -14,6 +15,7 @@ use axum::body::Body;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
+use portcullis::jwt::revocation::{RevocationEvent, RevocationView};
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
 use portcullis_benches::call;
 
@@ -135,6 +137,36 @@ fn bench(c: &mut Criterion) {
             b.to_async(&rt)
                 .iter(|| async { black_box(call(&cached, req(&token)).await) });
         });
+        if alg == Algorithm::HS256 {
+            // The cached path plus the revocation view's check, its tables
+            // not empty (1 000 entries of each kind, none for this token).
+            let view = RevocationView::default();
+            for i in 0..1_000 {
+                view.apply(&RevocationEvent::Token {
+                    jti: format!("jti-{i}"),
+                    expires_at: i64::MAX / 2,
+                });
+                view.apply(&RevocationEvent::Session {
+                    sid: format!("sid-{i}"),
+                    expires_at: i64::MAX / 2,
+                });
+                view.apply(&RevocationEvent::User {
+                    user: format!("user-{i}"),
+                    version: 1,
+                });
+            }
+            let jwt = JwtLayer::builder(issuer.keys())
+                .issuer(ISS)
+                .audience(AUD)
+                .revocation(view)
+                .build()
+                .unwrap();
+            let revocable = Router::new().route("/me", get(me)).layer(jwt);
+            group.bench_function(format!("layer_cache_revocation/{alg}"), |b| {
+                b.to_async(&rt)
+                    .iter(|| async { black_box(call(&revocable, req(&token)).await) });
+            });
+        }
     }
     group.finish();
 }
