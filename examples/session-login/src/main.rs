@@ -6,6 +6,13 @@
 //! live in Redis and every instance started on the same Redis shares them;
 //! unset, they live in this process' memory. See this crate's README for
 //! the JSON contract and for running several instances.
+//!
+//! Every `POST` goes through `CsrfLayer` (signed tokens, bound to the
+//! session, or before login to the `__Host-csrf` pre-session cookie):
+//! `GET /csrf` returns a token, sent back in the `x-csrf-token` header.
+//! `CSRF_KEY` (hex, at least 32 bytes: `openssl rand -hex 32`) is the key
+//! that signs them; give every instance the same one (unset, each process
+//! draws its own).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +26,7 @@ use portcullis::redis::{RedisConfig, RedisSessionStore};
 use portcullis::session::{
     CurrentUser, MemoryStore, Session, SessionConfig, SessionError, SessionLayer, SessionStore,
 };
+use portcullis_csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
@@ -51,6 +59,12 @@ async fn login(session: Session, Json(creds): Json<Credentials>) -> Result<Respo
     // Renews the session id: whatever id the browser had before is dead now.
     session.login(creds.username.clone()).await?;
     Ok(Json(json!({ "user": creds.username })).into_response())
+}
+
+/// A CSRF token for the `x-csrf-token` header of the next `POST`. Fetch a
+/// new one after logging in: tokens are bound to the session.
+async fn csrf_token(token: CsrfToken) -> Json<serde_json::Value> {
+    Json(json!({ "header": token.header_name().as_str(), "token": token.as_str() }))
 }
 
 async fn me(CurrentUser(user): CurrentUser) -> Json<serde_json::Value> {
@@ -101,20 +115,53 @@ async fn store() -> std::io::Result<Arc<dyn SessionStore>> {
     Ok(Arc::new(RedisSessionStore::new(backend)))
 }
 
-/// The app, on the given store.
-fn app(store: Arc<dyn SessionStore>) -> Router {
+/// The key that signs CSRF tokens: `CSRF_KEY` (hex), else a random one.
+fn csrf_key() -> std::io::Result<Vec<u8>> {
+    let invalid = || std::io::Error::other("CSRF_KEY must be hex, at least 64 digits");
+    let Ok(hex) = std::env::var("CSRF_KEY") else {
+        eprintln!(
+            "CSRF_KEY unset: a random key; tokens die on restart and other instances refuse them"
+        );
+        let key = portcullis::core::OpaqueToken::generate().map_err(std::io::Error::other)?;
+        return Ok(key.as_bytes().to_vec());
+    };
+    let hex = hex.trim();
+    if hex.len() < 64 || hex.len() % 2 != 0 {
+        return Err(invalid());
+    }
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let digit = |b: u8| char::from(b).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(hi), Some(lo)) => u8::try_from(hi * 16 + lo).map_err(|_| invalid()),
+                _ => Err(invalid()),
+            }
+        })
+        .collect()
+}
+
+/// The app, on the given store, its CSRF tokens signed with `csrf_key`.
+fn app(store: Arc<dyn SessionStore>, csrf_key: Vec<u8>) -> Router {
     let mut config = SessionConfig::default().client_ip(peer_ip);
+    let mut csrf = CsrfConfig::signed(csrf_key, SignedBinding::session());
     if std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some() {
         config = config.insecure_dev_cookies();
+        csrf = csrf.insecure_dev_cookies();
     }
     let layer = SessionLayer::from_arc(store, config).expect("valid session configuration");
+    let csrf = CsrfLayer::new(csrf).expect("valid CSRF configuration");
     Router::new()
         .route("/", get(|| async { Html(include_str!("login.html")) }))
+        .route("/csrf", get(csrf_token))
         .route("/login", post(login))
         .route("/me", get(me))
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
         .route("/sessions", get(sessions))
+        // Inner: the checks run after the session is installed, before any
+        // handler.
+        .layer(csrf)
         .layer(layer)
 }
 
@@ -125,12 +172,13 @@ async fn main() -> std::io::Result<()> {
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
     let store = store().await?;
+    let key = csrf_key()?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     eprintln!("session-login listening on http://{addr}");
     axum::serve(
         listener,
-        app(store).into_make_service_with_connect_info::<SocketAddr>(),
+        app(store, key).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await
 }

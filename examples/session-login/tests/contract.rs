@@ -1,5 +1,5 @@
 //! The example's JSON contract, against the real binary: on the memory
-//! store, and on Redis with two instances sharing it.
+//! store, on Redis with two instances sharing it, and its CSRF protection.
 
 use portcullis_tests::redis_harness::RedisServer;
 use portcullis_tests::{ExampleProcess, client, cookie_value};
@@ -7,10 +7,29 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const COOKIE: &str = "__Host-session";
+const PRE_SESSION: &str = "__Host-csrf";
+
+/// `GET /csrf` with `cookie` (a whole `Cookie` header, if any): the token,
+/// and the pre-session cookie the app set (if it did).
+async fn csrf(app: &ExampleProcess, cookie: Option<&str>) -> (String, Option<String>) {
+    let mut req = client().get(app.at("/csrf"));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let pre = cookie_value(&resp, PRE_SESSION).map(|v| format!("{PRE_SESSION}={v}"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["header"], "x-csrf-token");
+    (body["token"].as_str().unwrap().to_owned(), pre)
+}
 
 async fn login(app: &ExampleProcess, user: &str, password: &str) -> reqwest::Response {
+    let (token, pre) = csrf(app, None).await;
     client()
         .post(app.at("/login"))
+        .header("cookie", pre.expect("a pre-session cookie"))
+        .header("x-csrf-token", token)
         .json(&json!({"username": user, "password": password}))
         .send()
         .await
@@ -29,12 +48,15 @@ async fn send(
     path: &str,
     cookie: &str,
 ) -> reqwest::Response {
-    client()
-        .request(method, app.at(path))
-        .header("cookie", format!("{COOKIE}={cookie}"))
-        .send()
-        .await
-        .unwrap()
+    let cookie = format!("{COOKIE}={cookie}");
+    let mut req = client()
+        .request(method.clone(), app.at(path))
+        .header("cookie", &cookie);
+    if method != reqwest::Method::GET {
+        // A token bound to this session, from the instance posted to.
+        req = req.header("x-csrf-token", csrf(app, Some(&cookie)).await.0);
+    }
+    req.send().await.unwrap()
 }
 
 async fn me(app: &ExampleProcess, cookie: &str) -> StatusCode {
@@ -121,4 +143,60 @@ async fn two_instances_share_sessions_on_redis() {
         StatusCode::UNAUTHORIZED,
         "logout on B is refused on A at once"
     );
+}
+
+#[tokio::test]
+async fn cross_site_and_tokenless_posts_are_refused() {
+    let app = ExampleProcess::start(env!("CARGO_BIN_EXE_session-login"), &[]);
+    let creds = json!({"username": "bob", "password": "builder"});
+    // An attacker's page logs the victim in as the attacker (login CSRF).
+    let (token, pre) = csrf(&app, None).await;
+    let pre = pre.unwrap();
+    let resp = client()
+        .post(app.at("/login"))
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "https://evil.example")
+        .header("cookie", &pre)
+        .header("x-csrf-token", &token)
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    assert_eq!(cookie_value(&resp, COOKIE), None, "no session made");
+    // Without a token (a browser that sends neither header): refused too.
+    let resp = client()
+        .post(app.at("/login"))
+        .header("cookie", &pre)
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(cookie_value(&resp, COOKIE), None);
+    // A cross-site logout leaves the session alone.
+    let alice = session(&app, "alice", "wonderland").await;
+    let token = csrf(&app, Some(&format!("{COOKIE}={alice}"))).await.0;
+    let resp = client()
+        .post(app.at("/logout"))
+        .header("sec-fetch-site", "cross-site")
+        .header("cookie", format!("{COOKIE}={alice}"))
+        .header("x-csrf-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(me(&app, &alice).await, StatusCode::OK);
+    // The same request from the page itself passes.
+    let resp = client()
+        .post(app.at("/logout"))
+        .header("sec-fetch-site", "same-origin")
+        .header("cookie", format!("{COOKIE}={alice}"))
+        .header("x-csrf-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me(&app, &alice).await, StatusCode::UNAUTHORIZED);
 }
