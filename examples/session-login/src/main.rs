@@ -126,7 +126,7 @@ fn csrf_key() -> std::io::Result<Vec<u8>> {
         return Ok(key.as_bytes().to_vec());
     };
     let hex = hex.trim();
-    if hex.len() < 64 || hex.len() % 2 != 0 {
+    if hex.len() < 64 || !hex.len().is_multiple_of(2) {
         return Err(invalid());
     }
     hex.as_bytes()

@@ -82,14 +82,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// Decodes hex (either case); `None` on an odd length or a non-hex digit.
 fn from_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.as_bytes()
         .chunks(2)
         .map(|pair| {
             let digit = |b: u8| char::from(b).to_digit(16);
-            Some(u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?)
+            u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()
         })
         .collect()
 }
