@@ -20,21 +20,7 @@
 //! over the old file (update). A reader sees the old record or the new one,
 //! never half of one, and a crash leaves at most a stray temporary file. A
 //! file that does not decode is [`StoreError::corrupt`] for that session
-//! only.
-//!
-//! Durability (on Unix): the record's data is synced before it is linked
-//! or renamed into place, and the `sessions` directory is synced after
-//! every link, rename and removal, before the call returns. A session
-//! whose create, update or delete (logout) returned `Ok` is therefore still
-//! created, updated or deleted after a power loss; a call that fails may
-//! or may not have taken effect. (The per-user index is rebuilt from the
-//! records it names and is not synced.)
-//!
-//! Expired files are removed by the store itself: at most once per
-//! [`FileStore::purge_interval`] (default 60 s), a `create` sweeps the
-//! directory after its own write, so the directory stays bounded by the
-//! sessions alive in one idle timeout plus one interval, without a
-//! background task. [`FileStore::purge_expired`] sweeps at once. Mutations are serialized by a lock inside the store, so the store
+//! only. Mutations are serialized by a lock inside the store, so the store
 //! is safe for one process; do not point two processes at one directory.
 //! File I/O runs on tokio's blocking pool.
 
@@ -52,6 +38,22 @@ use crate::record::{CreateOutcome, SessionCap, SessionRecord, SessionUpdate, evi
 use crate::store::SessionStore;
 
 /// Sessions as files in a directory. Cheap to clone.
+///
+/// Durability (on Unix): the record's data is synced before it is linked
+/// or renamed into place, and the `sessions` directory is synced after
+/// every link, rename and removal, before the call returns. A session
+/// whose create, update or delete (logout) returned `Ok` is therefore still
+/// created, updated or deleted after a power loss; a call that fails may
+/// or may not have taken effect. A user's index marker is synced when it is
+/// written (so "log out everywhere" finds every session after a power
+/// loss); its removal is not (a marker of a dead session is pruned when
+/// read).
+///
+/// Expired files are removed by the store itself: at most once per
+/// [`FileStore::purge_interval`] (default 60 s), a `create` sweeps the
+/// directory after its own write, so the directory stays bounded by the
+/// sessions alive in one idle timeout plus one interval, without a
+/// background task. [`FileStore::purge_expired`] sweeps at once.
 #[derive(Clone)]
 pub struct FileStore {
     inner: Arc<Inner>,
@@ -97,7 +99,7 @@ impl FileStore {
     }
 
     /// Like [`FileStore::open_with_clock`], removing expired files by itself
-    /// at most once per `interval` (default 60 s; see the module docs).
+    /// at most once per `interval` (default 60 s; see [`FileStore`]).
     ///
     /// # Errors
     ///
@@ -150,6 +152,21 @@ impl FileStore {
             .await
             .map_err(StoreError::backend)?
     }
+}
+
+/// Syncs directory `dir` (its entries: names created, renamed, removed).
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::backend)
+}
+
+/// Directories cannot be opened and synced this way off Unix.
+#[cfg(not(unix))]
+#[allow(clippy::unnecessary_wraps)]
+fn sync_dir(_: &Path) -> Result<(), StoreError> {
+    Ok(())
 }
 
 fn key_of_path(path: &Path) -> Option<TokenDigest> {
@@ -205,18 +222,8 @@ impl Inner {
 
     /// Syncs the `sessions` directory, so that a link, rename or removal in
     /// it survives a power loss.
-    #[cfg(unix)]
     fn sync_dir(&self) -> Result<(), StoreError> {
-        fs::File::open(&self.sessions)
-            .and_then(|d| d.sync_all())
-            .map_err(StoreError::backend)
-    }
-
-    /// Directories cannot be opened and synced this way off Unix.
-    #[cfg(not(unix))]
-    #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
-    fn sync_dir(&self) -> Result<(), StoreError> {
-        Ok(())
+        sync_dir(&self.sessions)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -333,8 +340,13 @@ impl Inner {
                 }
             }
             let dir = self.user_dir(user);
+            let new_dir = !dir.is_dir();
             fs::create_dir_all(&dir).map_err(StoreError::backend)?;
+            if new_dir {
+                sync_dir(&self.users)?;
+            }
             fs::write(dir.join(key.to_hex()), b"").map_err(StoreError::backend)?;
+            sync_dir(&dir)?;
         }
         let tmp = self.write_temp(record)?;
         let linked = fs::hard_link(&tmp, &path);

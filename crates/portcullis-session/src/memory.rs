@@ -16,22 +16,6 @@
 //! bounded without a background task), or all at once with
 //! [`MemoryStore::purge_expired`].
 //!
-//! # Bounded
-//!
-//! The store holds at most [`DEFAULT_MAX_SESSIONS`] records (change it with
-//! [`MemoryStore::max_sessions`]), so that no flood of requests can grow it
-//! without limit. When a new record would pass the bound, expired records
-//! are purged first (at most once a second); if the store is still full:
-//!
-//! - a new **anonymous** session is refused once the store holds 90% of the
-//!   bound, so the last tenth is kept for logins;
-//! - a **login** is refused once it holds the bound.
-//!
-//! A refusal is a [`StoreError::backend`]: the session layer answers `503`
-//! with `Retry-After`. Live sessions are never evicted to make room (a
-//! logged-in user is never silently logged out); records leave the store
-//! only when they expire, are deleted, or are evicted by the per-user cap.
-//!
 //! It is a single-process store: sessions vanish on restart and are not
 //! shared between instances. Use the file store for durability on one node,
 //! or the Redis store for several instances.
@@ -90,6 +74,22 @@ impl Hasher for DigestHasher {
 type Shard = RwLock<HashMap<TokenDigest, SessionRecord, BuildHasherDefault<DigestHasher>>>;
 
 /// The in-process session store. Cheap to clone (clones share the data).
+///
+/// # Bounded
+///
+/// The store holds at most [`DEFAULT_MAX_SESSIONS`] records (change it with
+/// [`MemoryStore::max_sessions`]), so that no flood of requests can grow it
+/// without limit. When a new record would pass the bound, expired records
+/// are purged first (at most once a second); if the store is still full:
+///
+/// - a new **anonymous** session is refused once the store holds 90% of the
+///   bound, so the last tenth is kept for logins;
+/// - a **login** is refused once it holds the bound.
+///
+/// A refusal is a [`StoreError::backend`]: the session layer answers `503`
+/// with `Retry-After`. Live sessions are never evicted to make room (a
+/// logged-in user is never silently logged out); records leave the store
+/// only when they expire, are deleted, or are evicted by the per-user cap.
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -174,8 +174,8 @@ impl MemoryStore {
     }
 
     /// Bounds the number of records held (default
-    /// [`DEFAULT_MAX_SESSIONS`]; see the [module docs](self) for what
-    /// happens at the bound). Applies to every clone of this store.
+    /// [`DEFAULT_MAX_SESSIONS`]; see [`MemoryStore`] for what happens
+    /// at the bound). Applies to every clone of this store.
     #[must_use]
     pub fn max_sessions(self, max: usize) -> Self {
         self.inner.max_sessions.store(max.max(1), Ordering::Relaxed);
