@@ -166,6 +166,12 @@ impl CsrfConfig {
     /// key, so login and every id renewal replace it). Rendering a token for
     /// a visitor without a session starts an anonymous one, which protects
     /// the login form. Needs `SessionLayer` outside `CsrfLayer`.
+    ///
+    /// That anonymous session is server state for every visitor who is
+    /// shown a form, logged in or not: a flood of requests for a login page
+    /// fills the store. For public pages prefer
+    /// [`CsrfConfig::signed`] with [`SignedBinding::session`], which binds
+    /// anonymous visitors to a cookie and stores nothing.
     #[cfg(feature = "session")]
     pub fn session() -> Self {
         Self::with_mode(Mode::Session)
