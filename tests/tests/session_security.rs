@@ -188,11 +188,17 @@ async fn a_full_memory_store_refuses_new_sessions_and_keeps_live_ones() {
     assert_eq!(me(&s, &alice).await, StatusCode::OK);
     assert_eq!(me(&s, &bob).await, StatusCode::OK);
     assert_eq!(store.len(), 10);
-    // Expired records are purged first when the store is full.
+    // Expired records make room: the store purges them (by its sweep or,
+    // when full, all at once) before it refuses anyone.
     clock.advance(Duration::from_secs(31 * 60));
     let carol = login(&s, "carol", None).await;
-    assert_eq!(store.len(), 1);
     assert_eq!(me(&s, &carol).await, StatusCode::OK);
+    for i in 0..8 {
+        let resp = post(&s, "/set/a/b", None).await;
+        assert_eq!(resp.status(), StatusCode::OK, "anonymous {i} after expiry");
+    }
+    assert_eq!(store.len(), 9);
+    assert_eq!(me(&s, &alice).await, StatusCode::UNAUTHORIZED, "expired");
 }
 
 fn session_files(dir: &std::path::Path) -> usize {
