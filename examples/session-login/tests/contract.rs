@@ -118,26 +118,26 @@ async fn contract_on_the_memory_store() {
 async fn two_instances_share_sessions_on_redis() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let a = ExampleProcess::start(
-        env!("CARGO_BIN_EXE_session-login"),
-        &[("REDIS_URL", url.as_str())],
-    );
-    let b = ExampleProcess::start(
-        env!("CARGO_BIN_EXE_session-login"),
-        &[("REDIS_URL", url.as_str())],
-    );
+    let key = "5c".repeat(32);
+    let env = [("REDIS_URL", url.as_str()), ("CSRF_KEY", key.as_str())];
+    let a = ExampleProcess::start(env!("CARGO_BIN_EXE_session-login"), &env);
+    let b = ExampleProcess::start(env!("CARGO_BIN_EXE_session-login"), &env);
     let cookie = session(&a, "alice", "wonderland").await;
     assert_eq!(
         me(&b, &cookie).await,
         StatusCode::OK,
         "a session created on A works on B"
     );
-    assert_eq!(
-        send(&b, reqwest::Method::POST, "/logout", &cookie)
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    // A token from A, accepted by B: one CSRF_KEY.
+    let token = csrf(&a, Some(&format!("{COOKIE}={cookie}"))).await.0;
+    let resp = client()
+        .post(b.at("/logout"))
+        .header("cookie", format!("{COOKIE}={cookie}"))
+        .header("x-csrf-token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         me(&a, &cookie).await,
         StatusCode::UNAUTHORIZED,
