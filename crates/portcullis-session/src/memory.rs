@@ -173,7 +173,7 @@ impl MemoryStore {
         }
     }
 
-    /// Bounds the number of records held (default
+    /// Bounds the number of records held (at least 1; default
     /// [`DEFAULT_MAX_SESSIONS`]; see [`MemoryStore`] for what happens
     /// at the bound). Applies to every clone of this store.
     #[must_use]
