@@ -45,6 +45,27 @@ mod standalone {
     portcullis::refresh::refresh_store_conformance!(super::standalone);
 }
 
+/// The per-user family cap cases of the conformance suite, on a standalone
+/// server and on a cluster (each case under its own prefix): the cap is
+/// enforced in the index script, atomically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn family_cap_conformance() {
+    portcullis::refresh::testing::run_family_cap(standalone).await;
+    let cluster = RedisCluster::start();
+    let cases = std::sync::atomic::AtomicU32::new(0);
+    portcullis::refresh::testing::run_family_cap(|| {
+        let n = cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let backend = RedisConfig::cluster(cluster.urls())
+            .key_prefix(format!("cap{n}"))
+            .timeout(TIMEOUT)
+            .build()
+            .unwrap();
+        async move { RedisRefreshStore::new(backend) }
+    })
+    .await;
+    assert_eq!(cases.load(std::sync::atomic::Ordering::Relaxed), 3);
+}
+
 /// The whole suite on one cluster, each case under its own prefix; then
 /// families spread over every node, and a purge that finds them on all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

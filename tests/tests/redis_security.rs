@@ -602,3 +602,16 @@ async fn snapshots_and_messages_carry_entries_inside_the_leeway() {
     }
     assert!(vc.is_session_revoked("fam-expiring"));
 }
+
+/// `RedisBackend::clock_skew` measures this host's clock against Redis':
+/// here both run on one machine, so it is within a second of zero.
+#[tokio::test]
+async fn the_clock_skew_against_redis_is_measured() {
+    let redis = RedisServer::start();
+    let backend = RedisConfig::new(redis.url()).build().unwrap();
+    let skew = backend.clock_skew().await.unwrap();
+    eprintln!("clock skew against Redis: {skew} ms");
+    assert!(skew.abs() < 1000, "{skew} ms");
+    let down = RedisConfig::new("redis://127.0.0.1:1/").build().unwrap();
+    assert!(down.clock_skew().await.unwrap_err().is_unavailable());
+}

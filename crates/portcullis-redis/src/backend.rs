@@ -530,6 +530,34 @@ impl RedisBackend {
         self.inner.reconnect_backoff
     }
 
+    /// This host's clock minus Redis' (`TIME`), in milliseconds: positive
+    /// when this host is ahead. Measured against the middle of one call, so
+    /// it is exact to about half a round trip.
+    ///
+    /// The stores judge expiry by the application's clock (see the [crate
+    /// docs](crate#clocks)) and tolerate a skew between instances below
+    /// [`EXPIRY_GRACE`](crate::EXPIRY_GRACE); every instance measuring
+    /// its skew against the one Redis bounds the skew between any two (at
+    /// most the sum of theirs). Use it in a health check.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when Redis does not answer (or answers nonsense).
+    pub async fn clock_skew(&self) -> Result<i64, StoreError> {
+        let before = std::time::SystemTime::now();
+        let (secs, micros): (u64, u64) = self
+            .run(Op::Cmd(&redis::cmd("TIME")), Idempotent::Yes)
+            .await?;
+        let after = std::time::SystemTime::now();
+        let since_epoch = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i128::try_from(d.as_micros()).unwrap_or(i128::MAX))
+        };
+        let here = (since_epoch(before) + since_epoch(after)) / 2;
+        let redis = i128::from(secs) * 1_000_000 + i128::from(micros);
+        i64::try_from((here - redis) / 1000).map_err(|_| StoreError::backend(UnexpectedTime))
+    }
+
     /// Sends `PING`: checks that Redis answers (for a readiness probe, or to
     /// connect eagerly at start).
     ///
@@ -746,6 +774,11 @@ fn scan_cmd(cursor: u64, pattern: &str) -> Cmd {
         .arg(1000);
     cmd
 }
+
+/// A `TIME` reply far outside any clock.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis answered TIME with an impossible time")]
+struct UnexpectedTime;
 
 /// A `SCAN` reply of an unexpected shape.
 #[derive(Debug, thiserror::Error)]
