@@ -266,9 +266,11 @@
 //!   answers 503 until the subscriber has reconnected and loaded a fresh
 //!   snapshot. A half-open connection (a frozen server, a dead path whose
 //!   socket stays open) trips it too: pings go unanswered. Measured over
-//!   HTTP with a 1 s bound: 503 after 1.0 to 1.1 s (path cut or server
-//!   frozen); 200 again, and the user revoked meanwhile refused, within
-//!   about 0.3 s of Redis returning. `max_staleness(None)` turns it off:
+//!   HTTP (the `redis_security` tests) with a 1 s bound: 503 after 1.00
+//!   to 1.02 s, path cut or server frozen; once Redis is reachable again,
+//!   200 again, and the user revoked meanwhile refused, as soon as the
+//!   subscriber has reconnected (within its backoff) and loaded its
+//!   snapshot. `max_staleness(None)` turns it off:
 //!   the instance then keeps accepting tokens for as long as the cut lasts,
 //!   revoked ones included (availability over revocation).
 //!

@@ -69,8 +69,10 @@ struct UnexpectedReply;
 
 /// A [`RefreshStore`] on Redis (or Redis Cluster).
 ///
-/// One hash per family, `<prefix>:rf:{<family id>}`, and one hash per user
-/// listing the user's families. Rotation is one Lua script that reproduces
+/// One hash per family, `<prefix>:rf:{<family id>}`, and two sorted sets
+/// per user listing the user's families (by absolute deadline and by
+/// creation; a login touches a bounded part of them, and enforces the
+/// per-user cap in one script). Rotation is one Lua script that reproduces
 /// [`Family::classify`] and [`Family::rotate`] exactly (compare-and-swap on
 /// the presented digest), so racing rotations of one token end with one
 /// rotation on every instance. Expiry is judged by the `now` the caller

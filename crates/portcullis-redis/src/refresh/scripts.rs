@@ -1,6 +1,7 @@
-//! The Lua scripts of the refresh store. Each touches exactly one key (a
-//! family, or a user's index), so each runs on one Cluster node, and
-//! judges expiry by the `now` the caller passes, never by Redis' clock.
+//! The Lua scripts of the refresh store (the user index has its own, in
+//! `crate::index`). Each touches exactly one key, a family, so each runs
+//! on one Cluster node, and judges expiry by the `now` the caller passes,
+//! never by Redis' clock.
 //!
 //! Timestamps are milliseconds since the Unix epoch, kept as strings; Lua
 //! numbers (doubles) hold them exactly for comparisons. Values written back

@@ -79,6 +79,13 @@ const STALENESS_PINGS: u32 = 4;
 /// - Redis down: revoke calls fail with a [`StoreError`] (503 upstream)
 ///   within the backend's timeout; the view keeps its state and requests
 ///   keep being checked against it.
+/// - Cut off from Redis for longer than
+///   [`max_staleness`](RedisRevocationStoreBuilder::max_staleness) (4 s by
+///   default), the view is marked stale and layers answer 503 until a
+///   fresh snapshot has loaded: an instance that cannot hear of
+///   revocations stops accepting tokens rather than accept revoked ones.
+/// - Denylist entries are kept `portcullis_jwt::MAX_LEEWAY` past the
+///   expiry they were given, in Redis and in snapshots, as in the view.
 ///
 /// Until the first snapshot has loaded, the view holds only what this
 /// instance revoked itself: wait for [`wait_synced`](Self::wait_synced)
