@@ -178,7 +178,7 @@ function explain(kind, action, r) {
     if (s === 403) return 'Refused by the CSRF check: the token was missing or did not match.';
     if (s !== 200) return `Unexpected answer ${s}.`;
     if (kind === 'session') return 'Logged in: the store holds a new session, and the browser keeps its id in an HttpOnly cookie. The id changed at login (no session fixation).';
-    if (kind === 'hybrid') return 'Logged in: a 15-minute access token for the page\'s memory, and a refresh token in an HttpOnly cookie sent only to /hybrid/auth. The store keeps the refresh family.';
+    if (kind === 'hybrid') return 'Logged in: a 15-minute access token for the page\'s memory, and a refresh token in an HttpOnly, SameSite=Strict, host-only cookie. The store keeps the refresh family.';
     return 'Logged in: the server signed a token and forgot it. The page keeps it in memory and sends it in the Authorization header.';
   }
   if (action === 'profile') {

@@ -89,14 +89,14 @@ impl Settings {
         }
     }
 
-    /// The hybrid's refresh cookie: `__Secure-refresh`, `HttpOnly`,
-    /// `SameSite=Strict`, scoped to the refresh endpoints.
+    /// The hybrid's refresh cookie, the library's default: `__Host-refresh`,
+    /// `Path=/`, `HttpOnly`, `SameSite=Strict` (a sibling sub-domain cannot
+    /// shadow it).
     pub(crate) fn refresh_cookie(&self) -> CookieConfig {
         self.cookie(
             CookieConfig::new("refresh")
-                .prefix(CookiePrefix::Secure)
-                .same_site(SameSite::Strict)
-                .path("/hybrid/auth"),
+                .prefix(CookiePrefix::Host)
+                .same_site(SameSite::Strict),
         )
     }
 }

@@ -215,8 +215,8 @@ async fn page_assets_and_settings() {
     assert_eq!(config["cookie_mode"], "secure");
     assert_eq!(config["session_store"], "memory");
     assert_eq!(config["cookies"]["session"], "__Host-session");
-    assert_eq!(config["cookies"]["refresh"], "__Secure-refresh");
-    assert_eq!(config["cookies"]["refresh_path"], "/hybrid/auth");
+    assert_eq!(config["cookies"]["refresh"], "__Host-refresh");
+    assert_eq!(config["cookies"]["refresh_path"], "/");
 }
 
 #[tokio::test]
@@ -361,13 +361,13 @@ async fn hybrid_refreshes_rotate_and_revocation_kills_both_tokens() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!((r.ops, r.detail.as_str()), (1, "refresh.create=1"));
     let set = set_cookies(&resp);
-    assert!(set[0].starts_with("__Secure-refresh="), "{set:?}");
-    for attr in ["Path=/hybrid/auth", "Secure", "HttpOnly", "SameSite=Strict"] {
-        assert!(set[0].contains(attr), "{attr} in {set:?}");
+    assert!(set[0].starts_with("__Host-refresh="), "{set:?}");
+    for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(set[0].split("; ").any(|a| a == attr), "{attr} in {set:?}");
     }
     let refresh = format!(
-        "__Secure-refresh={}",
-        cookie_value(&resp, "__Secure-refresh").unwrap()
+        "__Host-refresh={}",
+        cookie_value(&resp, "__Host-refresh").unwrap()
     );
     let access = resp.json::<Value>().await.unwrap()["access_token"]
         .as_str()
@@ -396,8 +396,8 @@ async fn hybrid_refreshes_rotate_and_revocation_kills_both_tokens() {
     let r = report(&resp);
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!((r.ops, r.detail.as_str()), (1, "refresh.rotate=1"));
-    let rotated = cookie_value(&resp, "__Secure-refresh").unwrap();
-    assert_ne!(format!("__Secure-refresh={rotated}"), refresh);
+    let rotated = cookie_value(&resp, "__Host-refresh").unwrap();
+    assert_ne!(format!("__Host-refresh={rotated}"), refresh);
     let access = resp.json::<Value>().await.unwrap()["access_token"]
         .as_str()
         .unwrap()
@@ -428,9 +428,9 @@ async fn hybrid_refreshes_rotate_and_revocation_kills_both_tokens() {
     let r = profile(&app, "/hybrid", &access).await;
     assert_eq!((r.status, r.ops), (StatusCode::UNAUTHORIZED, 0));
     assert_eq!(r.reason.as_deref(), Some("revoked"));
-    let resp = refresh_once(format!("__Secure-refresh={rotated}")).await;
+    let resp = refresh_once(format!("__Host-refresh={rotated}")).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert!(set_cookies(&resp)[0].starts_with("__Secure-refresh=; Max-Age=0"));
+    assert!(set_cookies(&resp)[0].starts_with("__Host-refresh=; Max-Age=0"));
 }
 
 /// Concurrent requests to one strategy each report their own operations.
@@ -590,7 +590,7 @@ async fn insecure_dev_cookie_mode_says_what_it_is() {
         "{set:?}"
     );
     assert!(
-        set[0].contains("Path=/hybrid/auth") && set[0].contains("HttpOnly"),
+        set[0].split("; ").any(|a| a == "Path=/") && set[0].contains("HttpOnly"),
         "{set:?}"
     );
 }
