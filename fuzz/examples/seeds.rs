@@ -71,7 +71,10 @@ fn main() {
             format!("\x01session\n\n\n__Host-session={token}; theme=dark"),
         ),
         ("quoted", format!("\x11sid\n/\n\nsid=\"{token}\"")),
-        ("duplicate", "\x01id\n\n\n__Host-id=a; __Host-id=b".to_owned()),
+        (
+            "duplicate",
+            "\x01id\n\n\n__Host-id=a; __Host-id=b".to_owned(),
+        ),
         (
             "two-headers",
             format!("\x05id\n/app\nexample.com\na=1\n__Secure-id={token};b=2"),

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use portcullis_jwt::jwk::{AlgorithmParameters, Jwk, JwkSet};
+use portcullis_jwt::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyOperations, PublicKeyUse};
 use portcullis_jwt::jwks::{JwksError, cache_control_max_age, key_set_from_json, url_allowed};
 use portcullis_jwt::{Algorithm, Family, KeyError, VerifyingKey};
 use serde_json::Value;
@@ -22,16 +22,27 @@ fn verification_secret(k: &Value) -> bool {
         "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
         "ES384", "EdDSA", "ES512",
     ];
-    let field = |name| k.get(name);
-    field("kty").and_then(Value::as_str) == Some("oct")
-        && field("use").is_none_or(|u| u.as_str() == Some("sig"))
-        && field("key_ops").is_none_or(|o| {
-            o.as_array()
-                .is_some_and(|a| a.iter().any(|x| x == "verify"))
-        })
-        && field("alg")
-            .and_then(Value::as_str)
-            .is_some_and(|a| JWS.contains(&a))
+    // What the JWKS parser sees: an entry it cannot read is no key.
+    let Ok(jwk) = serde_json::from_value::<Jwk>(k.clone()) else {
+        return false;
+    };
+    let alg = jwk
+        .common
+        .key_algorithm
+        .and_then(|a| serde_json::to_value(a).ok())
+        .and_then(|a| a.as_str().map(str::to_owned));
+    matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_))
+        && jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_none_or(|u| *u == PublicKeyUse::Signature)
+        && jwk
+            .common
+            .key_operations
+            .as_ref()
+            .is_none_or(|o| o.contains(&KeyOperations::Verify))
+        && alg.is_some_and(|a| JWS.contains(&a.as_str()))
 }
 
 /// Checks one case.
