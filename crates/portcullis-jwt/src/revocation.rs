@@ -30,8 +30,9 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -88,6 +89,11 @@ struct ViewInner {
     /// applied to tables being replaced and lost; readers never take it.
     writer: Mutex<()>,
     clock: SharedClock,
+    /// The clock's reading (seconds) when the view was built, and the
+    /// monotonic instant it was read at: together, an estimate of the
+    /// time that no step of the clock can move forward.
+    anchor_secs: AtomicI64,
+    anchor: Instant,
 }
 
 /// The whole revocation state.
@@ -185,6 +191,8 @@ impl<V: Copy> Table<V> {
 impl TableInner<i64> {
     /// Forgets every entry kept until before `now` (an entry kept until
     /// `now` still denies: a layer accepts a token at `exp` plus leeway).
+    /// `now` is the view's [`forget_before`](RevocationView::forget_before)
+    /// time, never the clock alone.
     fn forget_expired(&mut self, now: i64) {
         while let Some(Reverse((exp, _))) = self.expiries.peek() {
             if *exp >= now {
@@ -239,7 +247,8 @@ impl Default for RevocationView {
 
 impl RevocationView {
     /// An empty view, ready at once (a single-process store is the view);
-    /// `clock` decides when entries may be forgotten.
+    /// entries are forgotten once `clock` and the monotonic time elapsed
+    /// since now both say they expired (see [`apply`](Self::apply)).
     #[must_use]
     pub fn new(clock: SharedClock) -> Self {
         Self::with_readiness(clock, true)
@@ -255,12 +264,16 @@ impl RevocationView {
     }
 
     fn with_readiness(clock: SharedClock, ready: bool) -> Self {
+        let anchor = Instant::now();
+        let anchor_secs = clock_secs(&clock);
         Self {
             inner: Arc::new(ViewInner {
                 ready: std::sync::atomic::AtomicBool::new(ready),
                 state: ArcSwap::from_pointee(Tables::new()),
                 writer: Mutex::new(()),
                 clock,
+                anchor_secs: AtomicI64::new(anchor_secs),
+                anchor,
             }),
         }
     }
@@ -330,9 +343,14 @@ impl RevocationView {
 
     /// Applies one change (stores call this; so does a pub/sub listener).
     /// User versions only move forward.
+    ///
+    /// Entries are forgotten (here and in [`replace_all`](Self::replace_all))
+    /// only once both the clock and the monotonic time elapsed since the
+    /// view was built say they have expired: a clock stepped forward and
+    /// back again never brings a revoked token back.
     pub fn apply(&self, event: &RevocationEvent) {
         let _w = self.write();
-        let now = self.now();
+        let now = self.forget_before();
         self.inner.state.load().apply(event, now);
     }
 
@@ -342,7 +360,7 @@ impl RevocationView {
     /// one, never a partial one (an entry in both is never missed).
     pub fn replace_all(&self, events: &[RevocationEvent]) {
         let _w = self.write();
-        let now = self.now();
+        let now = self.forget_before();
         let next = Tables::new();
         for e in events {
             next.apply(e, now);
@@ -357,8 +375,29 @@ impl RevocationView {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn now(&self) -> i64 {
-        i64::try_from(self.inner.clock.now().secs()).unwrap_or(i64::MAX)
+    /// The time (seconds) before which entries may be forgotten: the
+    /// earlier of the clock and the monotonic estimate (the clock's
+    /// reading when the view was built plus the monotonic time elapsed
+    /// since). Keeping an entry longer is always safe (it denies a token
+    /// the layer would refuse as expired anyway); forgetting it early
+    /// would accept a revoked token once a clock that ran ahead is set
+    /// back.
+    fn forget_before(&self) -> i64 {
+        let elapsed = i64::try_from(self.inner.anchor.elapsed().as_secs()).unwrap_or(i64::MAX);
+        let monotonic = self
+            .inner
+            .anchor_secs
+            .load(Ordering::Relaxed)
+            .saturating_add(elapsed);
+        clock_secs(&self.inner.clock).min(monotonic)
+    }
+
+    /// Moves the monotonic estimate forward by `by`, as if that much time
+    /// had passed (tests on a manual clock).
+    #[cfg(test)]
+    fn pass_monotonic(&self, by: std::time::Duration) {
+        let secs = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
+        self.inner.anchor_secs.fetch_add(secs, Ordering::Relaxed);
     }
 
     /// Number of entries (tokens, sessions, users).
@@ -373,6 +412,11 @@ impl RevocationView {
     pub fn is_empty(&self) -> bool {
         self.len() == (0, 0, 0)
     }
+}
+
+/// The clock's reading in whole seconds.
+fn clock_secs(clock: &SharedClock) -> i64 {
+    i64::try_from(clock.now().secs()).unwrap_or(i64::MAX)
 }
 
 /// The source of truth for revocations, which keeps a [`RevocationView`]
@@ -505,13 +549,17 @@ mod tests {
             "tokens minted after are fine"
         );
         // Entries outlive `exp` by the largest leeway a layer may allow...
-        clock.advance(Duration::from_secs(100 + MAX_LEEWAY.as_secs()));
+        let pass = |secs| {
+            clock.advance(Duration::from_secs(secs));
+            view.pass_monotonic(Duration::from_secs(secs));
+        };
+        pass(100 + MAX_LEEWAY.as_secs());
         store.revoke_token("other", 2000).await.unwrap();
         store.revoke_session("other", 2000).await.unwrap();
         assert_eq!(view.len(), (2, 2, 1));
         assert_eq!(view.check(&c), Some("token-revoked"));
         // ...and are forgotten once every layer would refuse their tokens.
-        clock.advance(Duration::from_secs(1));
+        pass(1);
         store.revoke_token("other2", 2000).await.unwrap();
         store.revoke_session("other2", 2000).await.unwrap();
         assert_eq!(view.len(), (2, 2, 1));
@@ -531,6 +579,7 @@ mod tests {
         deny("j", 5000);
         deny("j", 1100);
         clock.advance(Duration::from_secs(1000));
+        view.pass_monotonic(Duration::from_secs(1000));
         deny("other", 9000);
         assert_eq!(
             view.check(&claims("j", "s", "u", None)),
@@ -600,6 +649,43 @@ mod tests {
         assert!(!view.is_ready(), "clones share staleness");
         view.mark_ready();
         assert!(view.is_ready());
+    }
+
+    /// Entries are forgotten only when the clock and the monotonic time
+    /// both say they expired: a clock that ran ahead forgets nothing (and
+    /// a revoked token stays revoked once the clock is set back), and a
+    /// clock behind the monotonic estimate keeps them too.
+    #[test]
+    fn forgetting_needs_the_clock_and_the_monotonic_time() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let view = RevocationView::new(clock.clone());
+        let deny = |jti: &str| {
+            view.apply(&RevocationEvent::Token {
+                jti: jti.into(),
+                expires_at: 1100,
+            });
+        };
+        let revoked = claims("j", "s", "u", None);
+        deny("j");
+        let past = Duration::from_secs(100 + MAX_LEEWAY.as_secs() + 1);
+        // The clock alone runs past the entry's end: kept.
+        clock.advance(past);
+        deny("a");
+        assert_eq!(view.check(&revoked), Some("token-revoked"));
+        // The monotonic time alone runs past it (the clock set back): kept.
+        clock.set(portcullis_core::Timestamp::from_secs(1000));
+        view.pass_monotonic(past);
+        deny("b");
+        assert_eq!(view.check(&revoked), Some("token-revoked"));
+        view.replace_all(&[RevocationEvent::Token {
+            jti: "j".into(),
+            expires_at: 1100,
+        }]);
+        assert_eq!(view.check(&revoked), Some("token-revoked"));
+        // Both past it: forgotten.
+        clock.advance(past);
+        deny("c");
+        assert_eq!(view.check(&revoked), None);
     }
 
     #[test]
