@@ -628,3 +628,47 @@ async fn the_memory_store_drops_expired_families_without_purge_calls() {
     login(&app, "late").await;
     assert_eq!(store.len(), 1, "no app code called purge_expired");
 }
+
+#[tokio::test]
+async fn the_origin_scheme_follows_the_cookie_mode() {
+    // Secure cookies: the site is https, so an `Origin` of the same host
+    // over http (a page a network attacker can write) is another origin.
+    let app = app().await;
+    let http_origin = app.server.url("");
+    assert!(http_origin.starts_with("http://"), "{http_origin}");
+    let resp = client()
+        .post(app.server.url("/auth/login/mallory"))
+        .header("origin", &http_origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookies(&resp).is_empty());
+
+    // Plain-http development cookies: that same `Origin` is the site's own
+    // (a browser without Fetch Metadata still logs in), and another host
+    // is still refused.
+    let dev = start_with(
+        None,
+        None,
+        RefreshConfig::insecure_dev_cookies,
+        Arc::new(ManualClock::starting_now()),
+    )
+    .await;
+    let dev_origin = dev.server.url("");
+    let resp = client()
+        .post(dev.server.url("/auth/login/alice"))
+        .header("origin", &dev_origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(cookie_value(&resp, "refresh").is_some());
+    let resp = client()
+        .post(dev.server.url("/auth/login/alice"))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}

@@ -31,12 +31,19 @@ pub(crate) struct CsrfProbe {
 }
 
 impl CsrfProbe {
+    /// The site is `https` unless the refresh cookie is not `Secure`
+    /// (`insecure_dev_cookies`, plain-http development): then an `Origin`
+    /// with the `http` scheme is the site's own.
     pub(crate) fn new(
         trusted: &[String],
         public_origin: Option<&str>,
+        secure_site: bool,
     ) -> Result<Self, RefreshConfigError> {
-        let check = portcullis_csrf::HeaderCheck::new(trusted, public_origin)
+        let mut check = portcullis_csrf::HeaderCheck::new(trusted, public_origin)
             .map_err(|e| RefreshConfigError::Origin(e.to_string()))?;
+        if !secure_site {
+            check = check.insecure_http_site();
+        }
         Ok(Self { check })
     }
 

@@ -140,6 +140,7 @@ impl RefresherBuilder {
         let csrf = crate::layer::CsrfProbe::new(
             &self.config.trusted_origins,
             self.config.public_origin.as_deref(),
+            self.config.cookie.is_secure(),
         )?;
         Ok(Refresher {
             inner: Arc::new(Inner {
