@@ -84,9 +84,10 @@ async fn behaviour(
     eventually("version 2 on a", || va.user_version("alice") == 2).await;
     assert_eq!(a.revoke_user("bob").await.unwrap(), 1);
 
-    // Expired more than MAX_LEEWAY (300 s) ago: no layer accepts it any
-    // more, so nothing is stored and nothing published.
-    a.revoke_token("stale", now - 301).await.unwrap();
+    // Expired more than MAX_LEEWAY (300 s) plus 60 s for clock skew ago,
+    // by this clock and Redis' both: no layer accepts it any more, so
+    // nothing is stored and nothing published.
+    a.revoke_token("stale", now - 361).await.unwrap();
     // A second revocation of the same id keeps the later expiry.
     a.revoke_token("jti-1", now + 60).await.unwrap();
 
@@ -311,7 +312,13 @@ async fn scale_out_revocation_reaches_every_instance_without_a_call_per_request(
         from_call.push(called.elapsed());
         if i % 20 == 0 {
             assert_eq!(me(&apps[1], &token.token).await, StatusCode::UNAUTHORIZED);
-            assert_eq!(me(&apps[2], &token.token).await, StatusCode::UNAUTHORIZED);
+            // C hears of it on its own connection, not necessarily before B.
+            while me(&apps[2], &token.token).await != StatusCode::UNAUTHORIZED {
+                assert!(
+                    returned.elapsed() < Duration::from_secs(1),
+                    "never propagated to C"
+                );
+            }
         }
     }
     let summary = |mut t: Vec<Duration>| {

@@ -558,6 +558,14 @@ impl RedisBackend {
         i64::try_from((here - redis) / 1000).map_err(|_| StoreError::backend(UnexpectedTime))
     }
 
+    /// Redis' clock (`TIME`) in whole seconds since the epoch.
+    pub(crate) async fn server_secs(&self) -> Result<i64, StoreError> {
+        let (secs, _micros): (u64, u64) = self
+            .run(Op::Cmd(&redis::cmd("TIME")), Idempotent::Yes)
+            .await?;
+        i64::try_from(secs).map_err(|_| StoreError::backend(UnexpectedTime))
+    }
+
     /// Sends `PING`: checks that Redis answers (for a readiness probe, or to
     /// connect eagerly at start).
     ///

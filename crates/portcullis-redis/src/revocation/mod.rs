@@ -44,14 +44,20 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
 /// doubles).
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// How long the token and session sets outlive their latest entry's
-/// expiry, in seconds: the largest leeway a layer accepts a token with past
-/// its `exp`, plus 60 s of room for clock skew between instances.
-const SET_GRACE_SECS: i64 = LEEWAY_SECS + 60;
+/// Room for clock skew, in seconds, on top of the leeway: entries stay in
+/// Redis (and in snapshots) this much longer.
+const SKEW_MARGIN_SECS: i64 = 60;
 
-/// `portcullis_jwt::MAX_LEEWAY` in seconds: how long a denylist entry
-/// outlives the expiry it was given, in Redis and in snapshots (the view
-/// keeps it as long).
+/// How long past its expiry an entry is kept in Redis, and how long the
+/// token and session sets outlive their latest entry's expiry, in seconds:
+/// the largest leeway a layer accepts a token with past its `exp`, plus
+/// [`SKEW_MARGIN_SECS`]. Counted from the earlier of the caller's clock and
+/// the server's `TIME`, never from one instance's clock alone.
+const KEEP_SECS: i64 = LEEWAY_SECS + SKEW_MARGIN_SECS;
+
+/// `portcullis_jwt::MAX_LEEWAY` in seconds: the largest leeway a layer
+/// accepts a token with past its `exp` (the view keeps entries that long
+/// at least).
 #[allow(clippy::cast_possible_wrap)] // 300
 const LEEWAY_SECS: i64 = portcullis_jwt::MAX_LEEWAY.as_secs() as i64;
 
@@ -85,7 +91,12 @@ const STALENESS_PINGS: u32 = 4;
 ///   fresh snapshot has loaded: an instance that cannot hear of
 ///   revocations stops accepting tokens rather than accept revoked ones.
 /// - Denylist entries are kept `portcullis_jwt::MAX_LEEWAY` past the
-///   expiry they were given, in Redis and in snapshots, as in the view.
+///   expiry they were given, plus 60 s for clock skew, in Redis and in
+///   snapshots; the view keeps them at least `MAX_LEEWAY` past it. Redis
+///   forgets an entry only once both the revoking instance's clock and
+///   the server's `TIME` say so, and a snapshot loads every entry the
+///   server has not forgotten: one instance whose clock runs ahead never
+///   removes entries from the set every instance shares.
 ///
 /// Until the first snapshot has loaded, the view holds only what this
 /// instance revoked itself: wait for [`wait_synced`](Self::wait_synced)
@@ -470,8 +481,8 @@ impl RedisRevocationStore {
             .arg(id)
             .arg(&shared.keys.channel)
             .arg(format!("{kind} {expires_at} {id}"))
-            .arg(SET_GRACE_SECS)
-            .arg(LEEWAY_SECS);
+            .arg(KEEP_SECS)
+            .arg(KEEP_SECS);
         // Resent after a broken connection: storing twice keeps one entry,
         // publishing twice applies one change.
         let _: i64 = shared

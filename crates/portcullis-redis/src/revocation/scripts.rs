@@ -3,7 +3,8 @@
 //! a subscriber that misses the message finds the change in the snapshot
 //! it loads when it reconnects.
 //!
-//! Times are the store's clock in seconds, passed as `now`.
+//! Times are in seconds: the store's clock, passed as `now`, and the
+//! server's `TIME`, of which pruning takes the earlier.
 
 use std::sync::LazyLock;
 
@@ -14,27 +15,37 @@ use deadpool_redis::redis::Script;
 /// leeway past `exp`).
 ///
 /// `KEYS[1]` the sorted set of the kind (member: the id, score: expiry in
-/// seconds). `ARGV[1]` now, `ARGV[2]` the entry's expiry, `ARGV[3]` the
-/// id, `ARGV[4]` the channel, `ARGV[5]` the message, `ARGV[6]` seconds the
-/// set outlives its latest entry's expiry (the leeway plus room for clock
-/// skew), `ARGV[7]` the leeway (seconds). Forgets entries more than the
-/// leeway past their expiry first (`ZREMRANGEBYSCORE`: `O(log n)` plus the
-/// entries removed); an entry already more than the leeway past its expiry
-/// is not stored (returns 0, publishes nothing). A second revocation of the
-/// same id keeps the later expiry. The set's native TTL follows its latest
-/// entry. Returns 1 when stored and published. Safe to run twice.
+/// seconds). `ARGV[1]` the caller's now, `ARGV[2]` the entry's expiry,
+/// `ARGV[3]` the id, `ARGV[4]` the channel, `ARGV[5]` the message,
+/// `ARGV[6]` seconds the set outlives its latest entry's expiry (the
+/// leeway plus the skew margin), `ARGV[7]` the leeway plus the skew margin
+/// (seconds): how long past its expiry an entry is kept.
+///
+/// Pruning is memory management and never trusts one clock: the set is
+/// shared by every instance, so an entry is forgotten only when both the
+/// caller's clock and the server's `TIME` put it more than the leeway and
+/// the skew margin past its expiry (`ZREMRANGEBYSCORE`, exclusive:
+/// `O(log n)` plus the entries removed). An entry already that far past
+/// its expiry by both clocks is not stored (returns 0, publishes nothing).
+/// A second revocation of the same id keeps the later expiry. The set's
+/// native TTL follows its latest entry, counted from the earlier of the
+/// two clocks. Returns 1 when stored and published. Safe to run twice.
 pub(super) static REVOKE_ENTRY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local k = KEYS[1]
-local now, exp, leeway = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[7])
-redis.call('ZREMRANGEBYSCORE', k, '-inf', string.format('%d', now - leeway))
-if exp + leeway <= now then
+local now, exp, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[7])
+local server = tonumber(redis.call('TIME')[1])
+if server < now then
+  now = server
+end
+redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. string.format('%d', now - keep))
+if exp + keep < now then
   return 0
 end
 redis.call('ZADD', k, 'GT', ARGV[2], ARGV[3])
 local last = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
-local ttl = math.min(tonumber(last[2]) - now + tonumber(ARGV[6]), 1000000000)
+local ttl = math.min(math.max(tonumber(last[2]) - now, 0) + tonumber(ARGV[6]), 1000000000)
 redis.call('EXPIRE', k, string.format('%d', ttl))
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1

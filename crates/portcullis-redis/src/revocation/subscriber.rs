@@ -203,23 +203,29 @@ pub(super) async fn watchdog(shared: Arc<Shared>, bound: Duration) {
 /// has the backend's time bound. Not atomic, and need not be: merging is
 /// idempotent and every change made meanwhile also arrives as a message.
 pub(super) async fn load_snapshot(shared: &Shared) -> Result<usize, StoreError> {
-    // Entries stay MAX_LEEWAY past their expiry (a layer accepts a token
-    // up to its leeway past `exp`), as in Redis and in the view.
-    let now = shared.now_secs().saturating_sub(super::LEEWAY_SECS);
-    let (tokens, sessions, users) = futures_util::future::join3(
+    let (tokens, sessions, users, server) = futures_util::future::join4(
         scan_all(shared, "ZSCAN", &shared.keys.tokens),
         scan_all(shared, "ZSCAN", &shared.keys.sessions),
         scan_all(shared, "HSCAN", &shared.keys.users),
+        shared.backend.server_secs(),
     )
     .await;
+    // Redis keeps entries KEEP_SECS past their expiry by the earlier of
+    // two clocks; the snapshot leaves out only what Redis itself would
+    // forget now (the entry kept through its last second, as the view
+    // does), and the view decides by its own rule what it keeps.
+    let keep_from = shared
+        .now_secs()
+        .min(server?)
+        .saturating_sub(super::KEEP_SECS);
     let mut events = Vec::new();
     for (jti, score) in tokens? {
-        if let Some(expires_at) = score_secs(&score).filter(|e| *e > now) {
+        if let Some(expires_at) = score_secs(&score).filter(|e| *e >= keep_from) {
             events.push(RevocationEvent::Token { jti, expires_at });
         }
     }
     for (sid, score) in sessions? {
-        if let Some(expires_at) = score_secs(&score).filter(|e| *e > now) {
+        if let Some(expires_at) = score_secs(&score).filter(|e| *e >= keep_from) {
             events.push(RevocationEvent::Session { sid, expires_at });
         }
     }
