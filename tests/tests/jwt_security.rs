@@ -1,8 +1,9 @@
 //! How long keys, cached tokens and revocations live, end to end: a
 //! retired signing key stops verifying at its deadline or at once, the
 //! JWKS and the key set agree, the verified-token cache follows both and a
-//! clock set back, revocations outlive every layer's leeway, a snapshot
-//! replaces the revocation view atomically, a stale view fails closed.
+//! clock set back, revocations outlive every layer's leeway and a clock
+//! stepped forward and back, a snapshot replaces the revocation view
+//! atomically, a stale view fails closed.
 //! Real axum servers on real sockets, a manual clock.
 
 use std::sync::Arc;
@@ -533,4 +534,49 @@ async fn a_stale_view_answers_503_until_marked_ready() {
     view.mark_ready();
     assert_eq!(f.me(&t.token).await, StatusCode::OK);
     assert_eq!(f.hits.load(Ordering::SeqCst), 2);
+}
+
+/// A clock stepped a day forward (a bad time source, a resumed VM) and
+/// back again never brings a revoked token back: revocations written
+/// while the clock is ahead forget nothing the monotonic time since the
+/// view was built does not also find expired, so once the clock is
+/// corrected the token, inside its lifetime again, is still refused.
+#[tokio::test]
+async fn revoked_token_stays_revoked_across_a_clock_step_forward_and_back() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = MemoryRevocationStore::with_clock(clock.clone());
+    let iss = issuer_with(key(Algorithm::HS256, "k"), &clock);
+    let jwt = JwtLayer::builder(iss.keys())
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock.clone())
+        .revocation(store.view())
+        .build()
+        .unwrap();
+    let f = F::start(jwt).await;
+    let stolen = iss.token("alice").sid("device-1").mint().unwrap();
+    assert_eq!(f.me(&stolen.token).await, StatusCode::OK);
+    // The device is logged out: its jti and sid are revoked.
+    store
+        .revoke_token(&stolen.jti, stolen.expires_at)
+        .await
+        .unwrap();
+    store
+        .revoke_session("device-1", stolen.expires_at)
+        .await
+        .unwrap();
+    assert_eq!(f.me(&stolen.token).await, StatusCode::UNAUTHORIZED);
+    let real_now = clock.now();
+    // The clock steps a day ahead; other revocations happen meanwhile.
+    clock.advance(DAY);
+    store.revoke_token("other", i64::MAX / 2).await.unwrap();
+    store.revoke_session("other", i64::MAX / 2).await.unwrap();
+    // The clock is corrected: the stolen token is inside its lifetime again.
+    clock.set(Timestamp::from_millis(real_now.millis() + 1000));
+    assert_eq!(
+        f.me(&stolen.token).await,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token came back after the clock stepped forward and back"
+    );
+    assert_eq!(f.hits.load(Ordering::SeqCst), 1);
 }

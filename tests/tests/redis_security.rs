@@ -10,7 +10,10 @@
 //!   view is older than `max_staleness`, and recovers, refusing what was
 //!   revoked meanwhile, once Redis is back;
 //! - denylist entries stay in Redis and in snapshots until their expiry
-//!   plus `MAX_LEEWAY`.
+//!   plus `MAX_LEEWAY` (through its last second);
+//! - one instance whose clock runs ahead never makes the others forget a
+//!   revocation, nor unindexes a user's live session (so "log out
+//!   everywhere" still ends it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +23,7 @@ use axum::routing::get;
 use futures_util::future::join_all;
 use portcullis::core::{Clock as _, ManualClock, SharedClock, Timestamp};
 use portcullis::jwt::revocation::RevocationStore;
-use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
+use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, MAX_LEEWAY, SigningKey, Validation};
 use portcullis::refresh::testing::family;
 use portcullis::refresh::{DeviceInfo, RefreshStore, RotateOutcome, Rotation, RotationKey};
 use portcullis::session::{
@@ -514,7 +517,10 @@ async fn a_staleness_bound_shorter_than_a_ping_is_refused() {
 /// A layer accepts a token up to its leeway (at most `MAX_LEEWAY`, 300 s)
 /// past `exp`, so a denylist entry must outlive `exp` as long: a token
 /// revoked while it expires, or one whose `exp` passed moments ago, stays
-/// in Redis; only past `exp + MAX_LEEWAY` is it dropped.
+/// in Redis. Redis forgets an entry only once the revoking instance's
+/// clock and the server's `TIME` both put it past `exp + MAX_LEEWAY` plus
+/// 60 s for skew: an instance whose clock runs ahead prunes nothing the
+/// server still keeps, and the server drops only what both agree on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denylist_entries_outlive_their_expiry_by_the_leeway() {
     let redis = RedisServer::start();
@@ -534,12 +540,15 @@ async fn denylist_entries_outlive_their_expiry_by_the_leeway() {
     a.revoke_session("fam-expiring", now + 10).await.unwrap();
     // exp 50 s ago: still inside the leeway, so stored.
     a.revoke_token("just-expired", now - 50).await.unwrap();
+    // exp an hour ago by both clocks: not stored.
+    a.revoke_token("long-expired", now - 3600).await.unwrap();
     let score = |key: &str, member: &str| redis.command(&["ZSCORE", key, member]);
     assert_ne!(score("portcullis:rv:t", "just-expired"), Reply::Bulk(None));
+    assert_eq!(score("portcullis:rv:t", "long-expired"), Reply::Bulk(None));
 
-    // 200 s past "expiring"'s exp: a write prunes, and a new instance
-    // loads its snapshot; both keep what is inside the leeway.
-    clock.advance(Duration::from_secs(210));
+    // This instance's clock runs past exp + MAX_LEEWAY + 60 s, Redis'
+    // does not: its writes forget nothing.
+    clock.advance(Duration::from_secs(500));
     a.revoke_token("other", now + 900).await.unwrap();
     for (key, member) in [
         ("portcullis:rv:t", "expiring"),
@@ -548,11 +557,18 @@ async fn denylist_entries_outlive_their_expiry_by_the_leeway() {
     ] {
         assert_ne!(score(key, member), Reply::Bulk(None), "{member} kept");
     }
-    // Past exp + MAX_LEEWAY: dropped by the next write.
-    clock.advance(Duration::from_secs(101));
+    // Entries past exp + MAX_LEEWAY + 60 s by both clocks (by seconds to
+    // spare either way) are dropped by the next write; those inside stay.
+    let gone = (now - 300 - 60 - 30).to_string();
+    let kept = (now - 300 - 60 + 30).to_string();
+    assert_eq!(
+        redis.command(&["ZADD", "portcullis:rv:t", &gone, "past", &kept, "inside"]),
+        Reply::Int(2)
+    );
     a.revoke_token("later", now + 900).await.unwrap();
-    assert_eq!(score("portcullis:rv:t", "expiring"), Reply::Bulk(None));
-    assert_eq!(score("portcullis:rv:t", "just-expired"), Reply::Bulk(None));
+    assert_eq!(score("portcullis:rv:t", "past"), Reply::Bulk(None));
+    assert_ne!(score("portcullis:rv:t", "inside"), Reply::Bulk(None));
+    assert_ne!(score("portcullis:rv:t", "expiring"), Reply::Bulk(None));
     assert_ne!(score("portcullis:rv:t", "other"), Reply::Bulk(None));
 }
 
@@ -579,21 +595,24 @@ async fn snapshots_and_messages_carry_entries_inside_the_leeway() {
     a.revoke_session("fam-expiring", now + 10).await.unwrap();
     clock.advance(Duration::from_secs(210));
     // exp 200 s ago, revoked now: stored and published.
-    let messages = b.messages();
     a.revoke_token("just-expired", now + 10).await.unwrap();
     a.revoke_token("just-expired-2", now).await.unwrap();
-    let started = Instant::now();
-    while b.messages() < messages + 2 {
-        assert!(started.elapsed() < SYNC, "published");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     let claims = |jti: &str| {
         let mut c = portcullis::jwt::RegisteredClaims::default();
         c.jti = Some(jti.into());
         c.sub = Some("x".into());
         c
     };
-    assert!(b.view().check(&claims("just-expired-2")).is_some());
+    // Published: B's view learns of both (the messages of the earlier
+    // revocations may still be arriving, so wait for these two).
+    let started = Instant::now();
+    while ["just-expired", "just-expired-2"]
+        .iter()
+        .any(|j| b.view().check(&claims(j)).is_none())
+    {
+        assert!(started.elapsed() < SYNC, "published: {:?}", b.view());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let c = start().await;
     let vc = c.view();
     assert_eq!(c.messages(), 0, "all of it from the snapshot");
@@ -614,4 +633,190 @@ async fn the_clock_skew_against_redis_is_measured() {
     assert!(skew.abs() < 1000, "{skew} ms");
     let down = RedisConfig::new("redis://127.0.0.1:1/").build().unwrap();
     assert!(down.clock_skew().await.unwrap_err().is_unavailable());
+}
+
+// ---------------------------------------------------------------------
+// One instance's clock never decides alone what every instance forgets.
+
+/// A revocation store on `clock` whose first snapshot has loaded.
+async fn revocations_on(url: String, clock: Option<Arc<ManualClock>>) -> RedisRevocationStore {
+    let mut b = RedisRevocationStore::builder(RedisConfig::new(url).build().unwrap());
+    if let Some(c) = clock {
+        b = b.clock(c);
+    }
+    let s = b.start().unwrap();
+    assert!(s.wait_synced(SYNC).await, "first snapshot");
+    s
+}
+
+/// One app instance as [`instance`], its layer on `clock` with `leeway`.
+async fn instance_on(
+    keys: portcullis::jwt::SharedKeys,
+    store: &RedisRevocationStore,
+    clock: &Arc<ManualClock>,
+    leeway: Duration,
+) -> TestServer {
+    let jwt = JwtLayer::builder(keys)
+        .validation(Validation::default().leeway(leeway))
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock.clone())
+        .revocation(store.view())
+        .build()
+        .unwrap();
+    TestServer::start(
+        Router::new()
+            .route(
+                "/me",
+                get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }),
+            )
+            .layer(jwt),
+    )
+    .await
+}
+
+/// The denylist set is shared by every instance: one instance whose clock
+/// runs a day ahead revokes something, and the revocation another
+/// instance made a moment ago is still in Redis, so an instance that
+/// starts (or reconnects) afterwards loads it and refuses the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_with_a_fast_clock_never_wipes_the_shared_denylist() {
+    let redis = RedisServer::start();
+    let iss = issuer();
+    let a = revocations_on(redis.url(), None).await;
+    let fast = Arc::new(ManualClock::starting_now());
+    fast.advance(Duration::from_secs(24 * 3600));
+    let b = revocations_on(redis.url(), Some(fast)).await;
+    let stolen = iss.token("alice").mint().unwrap();
+    // Instance A: the stolen token is logged out.
+    a.revoke_token(&stolen.jti, stolen.expires_at)
+        .await
+        .unwrap();
+    // Control: an instance loading the snapshot now refuses it.
+    let c0 = revocations_on(redis.url(), None).await;
+    let app_c0 = instance(iss.keys(), &c0).await;
+    assert_eq!(me(&app_c0, &stolen.token).await, StatusCode::UNAUTHORIZED);
+    // Instance B (a day ahead) revokes something unrelated.
+    b.revoke_token("unrelated", i64::MAX / 4).await.unwrap();
+    // A new instance C loads the snapshot.
+    let c = revocations_on(redis.url(), None).await;
+    let app_c = instance(iss.keys(), &c).await;
+    assert_eq!(
+        me(&app_c, &stolen.token).await,
+        StatusCode::UNAUTHORIZED,
+        "a fast clock on another instance removed the revocation from Redis"
+    );
+}
+
+/// The snapshot keeps a denylist entry through `exp + MAX_LEEWAY`, the
+/// last second a layer with the largest leeway accepts its token (as the
+/// view does): an instance that loads its snapshot in that second refuses
+/// the revoked token, as one that loaded it a second earlier does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_snapshot_keeps_an_entry_through_the_last_accepted_second() {
+    let redis = RedisServer::start();
+    let iss = issuer();
+    let stolen = iss.token("alice").mint().unwrap();
+    let a = revocations_on(redis.url(), None).await;
+    a.revoke_token(&stolen.jti, stolen.expires_at)
+        .await
+        .unwrap();
+    let last = stolen.expires_at + i64::try_from(MAX_LEEWAY.as_secs()).unwrap();
+    for (at, what) in [(last - 1, "a second before"), (last, "the last second")] {
+        let clock = Arc::new(ManualClock::new(u64::try_from(at).unwrap() * 1000));
+        let c = revocations_on(redis.url(), Some(clock.clone())).await;
+        let app = instance_on(iss.keys(), &c, &clock, MAX_LEEWAY).await;
+        assert_eq!(
+            me(&app, &stolen.token).await,
+            StatusCode::UNAUTHORIZED,
+            "{what}: a revoked token accepted by an instance that loaded its snapshot then"
+        );
+    }
+}
+
+/// Alice's session S1 lives on (its record's TTL was set by instance A);
+/// she logs in once more through instance B, whose clock runs 2 h ahead
+/// (past S1's absolute deadline and the grace). S1 stays in her index, so
+/// "log out everywhere" on A still ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_clock_instance_never_hides_a_live_session_from_logout_everywhere() {
+    let redis = RedisServer::start();
+    let clock_a = Arc::new(ManualClock::starting_now());
+    let clock_b = Arc::new(ManualClock::starting_now());
+    clock_b.advance(Duration::from_secs(2 * 3600));
+    let a = RedisSessionStore::with_clock(
+        config(redis.url(), "portcullis").build().unwrap(),
+        clock_a.clone(),
+    );
+    let b = RedisSessionStore::with_clock(
+        config(redis.url(), "portcullis").build().unwrap(),
+        clock_b.clone(),
+    );
+    let stolen = digest();
+    let created = a
+        .create(&stolen, &record(Some("alice"), clock_a.now()), None)
+        .await
+        .unwrap();
+    assert!(matches!(created, CreateOutcome::Created { .. }));
+    assert!(a.load(&stolen).await.unwrap().is_some());
+    // Alice logs in on another device; the load balancer picks B.
+    let created = b
+        .create(&digest(), &record(Some("alice"), clock_b.now()), None)
+        .await
+        .unwrap();
+    assert!(matches!(created, CreateOutcome::Created { .. }));
+    // Alice changes her password: log out everywhere, on A.
+    a.delete_for_user("alice", None).await.unwrap();
+    assert!(
+        a.load(&stolen).await.unwrap().is_none(),
+        "the stolen session survived log out everywhere"
+    );
+}
+
+/// Instance B runs 3 s ahead of A. Alice's session S1 is 2 s from its idle
+/// deadline on A, already past it on B. B lists her sessions (S1 is not
+/// listed there) but leaves S1 in her index, since its record is still in
+/// Redis; S1 is used on A and extended, and "log out everywhere" on A
+/// ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_sessions_on_an_instance_3s_ahead_keeps_a_live_session_indexed() {
+    let redis = RedisServer::start();
+    let t0 = ManualClock::starting_now().now();
+    let clock_a = Arc::new(ManualClock::new(t0.millis()));
+    let clock_b = Arc::new(ManualClock::new(t0.millis()));
+    let a = RedisSessionStore::with_clock(
+        config(redis.url(), "portcullis").build().unwrap(),
+        clock_a.clone(),
+    );
+    let b = RedisSessionStore::with_clock(
+        config(redis.url(), "portcullis").build().unwrap(),
+        clock_b.clone(),
+    );
+    let stolen = digest();
+    // Idle deadline t0 + 600 s.
+    let created = a
+        .create(&stolen, &record(Some("alice"), t0), None)
+        .await
+        .unwrap();
+    assert!(matches!(created, CreateOutcome::Created { .. }));
+    clock_a.set(Timestamp::from_millis(t0.millis() + 598_000));
+    clock_b.set(Timestamp::from_millis(t0.millis() + 601_000));
+    assert!(a.load(&stolen).await.unwrap().is_some(), "live on A");
+    // Alice's device list opened on B: S1 has ended there.
+    assert!(b.list_for_user("alice").await.unwrap().is_empty());
+    assert_eq!(b.count_for_user("alice").await.unwrap(), 0);
+    // S1 is used on A and extended.
+    a.touch(
+        &stolen,
+        clock_a.now(),
+        Timestamp::from_millis(clock_a.now().millis() + 600_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.list_for_user("alice").await.unwrap().len(), 1);
+    a.delete_for_user("alice", None).await.unwrap();
+    assert!(
+        a.load(&stolen).await.unwrap().is_none(),
+        "a live session survived log out everywhere"
+    );
 }

@@ -35,12 +35,16 @@ const UNINDEX_BATCH: usize = 1000;
 /// cap (0: none), `ARGV[7]` `r` to refuse or `e` to evict at the cap,
 /// `ARGV[8]` the entry being replaced (not counted) or empty, `ARGV[9]`
 /// `1` when the caller has checked the entries a first call asked about
-/// (else `0`), `ARGV[10]` the pruning bound, `ARGV[11..]` entries the
+/// (else `0`), `ARGV[10]` the pruning bound (the caller's now minus a
+/// grace), `ARGV[11..]` entries the
 /// caller found dead (removed first), or, prefixed with `~`, found ended
 /// but to be kept listed (they do not count and are not evicted).
 ///
 /// Bounded work per call: at most `PRUNE` entries whose absolute deadline
-/// is at or before the pruning bound are removed; at most `WINDOW` entries
+/// is at or before the pruning bound are removed, the bound taken by the
+/// earlier of the caller's clock and the server's `TIME` (the same grace
+/// before either): the index is shared by every instance, so one whose
+/// clock runs ahead never unindexes a live entry; at most `WINDOW` entries
 /// are read; at most `EVICT` victims are named. Entries before their
 /// absolute deadline count as live (`ZCOUNT`): one whose record ended
 /// early (idle timeout, deleted) counts until a caller finds it dead. So,
@@ -74,7 +78,13 @@ for j = 11, #ARGV do
     redis.call('ZREM', kc, m)
   end
 end
-local old = redis.call('ZRANGEBYSCORE', ka, '-inf', ARGV[10], 'LIMIT', 0, PRUNE)
+local prune = tonumber(ARGV[10])
+local t = redis.call('TIME')
+local server = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - (now - prune)
+if server < prune then
+  prune = server
+end
+local old = redis.call('ZRANGEBYSCORE', ka, '-inf', string.format('%d', prune), 'LIMIT', 0, PRUNE)
 if #old > 0 then
   redis.call('ZREM', ka, unpack(old))
   redis.call('ZREM', kc, unpack(old))
@@ -215,7 +225,8 @@ struct UnexpectedReply;
 /// another user's, unreadable): they leave the index and stop counting
 /// (a member prefixed with `~` only stops counting and stays listed),
 /// then the script runs again and decides. Entries at or before `prune`
-/// (absolute deadline) are pruned, a bounded batch per call.
+/// (absolute deadline; `now` minus a grace), and at or before the server's
+/// `TIME` minus the same grace, are pruned, a bounded batch per call.
 pub(crate) async fn add<F, Fut>(
     backend: &RedisBackend,
     index: &UserIndex,

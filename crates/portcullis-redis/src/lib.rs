@@ -99,8 +99,11 @@
 //!   handed out.
 //! - eviction: victims' records are deleted before they leave the index.
 //! - delete: the record goes first, then its index entry.
-//! - an index entry whose session is absent, expired or another user's is
-//!   dead; reads prune it.
+//! - an index entry whose session is absent or another user's is dead;
+//!   reads prune it. One whose session has ended by the reader's clock
+//!   but is still in Redis is neither listed nor counted, and stays
+//!   indexed until its key expires (another instance's clock may still
+//!   see it live).
 //!
 //! # Round trips
 //!
@@ -169,26 +172,48 @@
 //! # Clocks
 //!
 //! Expiry (sessions' idle and absolute deadlines, refresh families',
-//! the refresh grace window, the revocation sets' pruning) is judged by
-//! the application's clock, passed to every script as `now`, never by
-//! Redis' `TIME`: the deadlines compared are the application's own (they
+//! the refresh grace window, a JWT's `exp`) is judged by the application's
+//! clock, passed to every script as `now`, never by Redis' `TIME`: the
+//! deadlines compared are the application's own (they
 //! were computed from its clock when the record was written, as a JWT's
 //! `exp` is), a test's manual clock drives every deadline, and a script
 //! judging by another clock would add the skew between the two rather
 //! than remove it.
 //!
 //! The cost is that instances must agree on the time: keep their clocks
-//! synchronized (NTP). The stores bound what skew can do: a record lives
-//! in Redis [`EXPIRY_GRACE`] (60 s) past the end its writer computed, so
-//! an instance whose clock is behind by less than that still finds it and
-//! judges it by its own clock; user index entries are pruned only
-//! [`EXPIRY_GRACE`] past their absolute deadline (refresh); revocation
-//! entries outlive their token's `exp` by `portcullis_jwt::MAX_LEEWAY`
-//! plus 60 s. Past that skew an instance may refuse a session a moment
-//! early or accept one a moment late (by the skew, never more), and a
-//! refresh repeated on two instances is judged against a grace window
-//! shifted by the skew. [`RedisBackend::clock_skew`] measures this
-//! instance's skew against Redis, for a health check.
+//! synchronized (NTP). What skew can do is bounded, and what the stores
+//! *forget* never hangs on one instance's clock:
+//!
+//! - Accepting is judged by each instance's own clock: an instance whose
+//!   clock is behind accepts a session, a refresh token or a JWT late by
+//!   its skew, one whose clock is ahead refuses early by its skew; a
+//!   refresh repeated on two instances is judged against a grace window
+//!   shifted by the skew. A record lives in Redis [`EXPIRY_GRACE`] (60 s)
+//!   past the end its writer computed, so an instance whose clock is
+//!   behind by less than that still finds it and judges it by its own
+//!   clock.
+//! - Forgetting needs agreement. The shared sets are pruned only by the
+//!   earlier of the caller's clock and Redis' `TIME`: user index entries
+//!   [`EXPIRY_GRACE`] past their absolute deadline (sessions and refresh
+//!   families), revocation entries `portcullis_jwt::MAX_LEEWAY` plus 60 s
+//!   past their token's `exp`. A user index entry leaves the index early
+//!   only when its record is gone or another user's (an ended record stays
+//!   listed, uncounted, until its key expires), so "log out everywhere"
+//!   finds every session that any instance may still accept. A snapshot
+//!   hands the view every revocation Redis keeps, and the view forgets an
+//!   entry only when its clock and the monotonic time since it was built
+//!   both say it expired.
+//!
+//! So an instance whose clock runs ahead, by any amount, never makes
+//! another instance accept a revoked token or miss a session when logging
+//! a user out everywhere, and a clock stepped forward and back never
+//! brings a revoked token back. A revoked token is accepted again only by
+//! an instance whose clock says it is still inside its lifetime and
+//! leeway after two clocks have put it past them: Redis' `TIME` (past
+//! `exp + MAX_LEEWAY + 60 s`) for a view that loads a snapshot, or, for a
+//! view that forgot the entry itself, its monotonic time since it was
+//! built, anchored to the clock at that moment. [`RedisBackend::clock_skew`]
+//! measures this instance's skew against Redis, for a health check.
 //!
 //! # Measured
 //!

@@ -72,6 +72,11 @@ impl fmt::Debug for RedisSessionStore {
 /// What a user index entry turned out to be.
 enum Entry {
     Live(TokenDigest, SessionRecord),
+    /// The user's record, expired by this instance's clock but still in
+    /// Redis: it neither counts nor is listed, and stays indexed (another
+    /// instance's clock may still see it live; its key's TTL ends it).
+    Ended(String),
+    /// Absent, another user's or unreadable: it leaves the index.
     Dead(String),
 }
 
@@ -192,9 +197,9 @@ impl RedisSessionStore {
         }
     }
 
-    /// Reads each session that index entries name: the live ones, and the
-    /// entries that are dead (absent, expired, another user's,
-    /// unreadable).
+    /// Reads each session that index entries name: the live ones, the
+    /// ended ones (expired by this instance's clock) and the dead ones
+    /// (absent, another user's, unreadable).
     async fn check_entries(
         &self,
         user_id: &str,
@@ -209,10 +214,12 @@ impl RedisSessionStore {
             get.arg(self.session_key_hex(&member));
             let value: Option<Vec<u8>> = self.cmd(&get).await?;
             match codec::decode(value.as_deref()) {
-                Ok(Some(rec))
-                    if !rec.is_expired(now) && rec.user_id.as_deref() == Some(user_id) =>
-                {
-                    Ok(Entry::Live(digest, rec))
+                Ok(Some(rec)) if rec.user_id.as_deref() == Some(user_id) => {
+                    Ok(if rec.is_expired(now) {
+                        Entry::Ended(member)
+                    } else {
+                        Entry::Live(digest, rec)
+                    })
                 }
                 Ok(_) => Ok(Entry::Dead(member)),
                 Err(e) if e.is_unavailable() => Err(e),
@@ -222,7 +229,8 @@ impl RedisSessionStore {
         join_all(reads).await.into_iter().collect()
     }
 
-    /// Scans a user's sessions and prunes the dead entries.
+    /// Scans a user's sessions and prunes the dead entries (ended ones stay
+    /// indexed until their keys expire).
     async fn live_for_user(
         &self,
         user_id: &str,
@@ -236,6 +244,7 @@ impl RedisSessionStore {
         for entry in entries {
             match entry {
                 Entry::Live(k, rec) => live.push((k, rec)),
+                Entry::Ended(_) => {}
                 Entry::Dead(m) => dead.push(m),
             }
         }
@@ -267,17 +276,29 @@ impl RedisSessionStore {
             refuse: cap.policy == CapPolicy::Refuse,
             replacing: replacing.as_deref(),
         });
+        // At the cap: the oldest entries are read; those whose record is
+        // gone or another user's leave the index, ended ones stop counting
+        // but stay listed until their key goes (another instance's clock
+        // may still see them live).
         let check = |members: Vec<String>| async move {
             let entries = self.check_entries(user_id, members, now).await?;
             Ok(entries
                 .into_iter()
                 .filter_map(|e| match e {
                     Entry::Dead(m) => Some(m),
+                    Entry::Ended(m) => Some(format!("~{m}")),
                     Entry::Live(..) => None,
                 })
                 .collect())
         };
-        let victims = match index::add(&self.backend, &index, now, now, entry, cap, check).await? {
+        // Pruned EXPIRY_GRACE past their absolute deadline (when their keys
+        // are gone), by this clock and the server's both.
+        let prune = Timestamp::from_millis(
+            now.millis()
+                .saturating_sub(u64::try_from(EXPIRY_GRACE.as_millis()).unwrap_or(u64::MAX)),
+        );
+        let victims = match index::add(&self.backend, &index, now, prune, entry, cap, check).await?
+        {
             Added::Yes { victims } => victims,
             Added::Refused => {
                 // Refused: take back the record stored a moment ago.
