@@ -171,14 +171,14 @@
 //!
 //! # Clocks
 //!
-//! Expiry (sessions' idle and absolute deadlines, refresh families',
-//! the refresh grace window, a JWT's `exp`) is judged by the application's
-//! clock, passed to every script as `now`, never by Redis' `TIME`: the
-//! deadlines compared are the application's own (they
-//! were computed from its clock when the record was written, as a JWT's
-//! `exp` is), a test's manual clock drives every deadline, and a script
-//! judging by another clock would add the skew between the two rather
-//! than remove it.
+//! Whether something is still accepted (a session's idle and absolute
+//! deadlines, a refresh family's, the refresh grace window, a JWT's `exp`)
+//! is judged by the application's clock, passed to every script as `now`,
+//! never by Redis' `TIME`: the deadlines compared are the application's
+//! own (they were computed from its clock when the record was written, as
+//! a JWT's `exp` is), a test's manual clock drives every deadline, and a
+//! script judging by another clock would add the skew between the two
+//! rather than remove it.
 //!
 //! The cost is that instances must agree on the time: keep their clocks
 //! synchronized (NTP). What skew can do is bounded, and what the stores
@@ -199,7 +199,9 @@
 //!   past their token's `exp`. A user index entry leaves the index early
 //!   only when its record is gone or another user's (an ended record stays
 //!   listed, uncounted, until its key expires), so "log out everywhere"
-//!   finds every session that any instance may still accept. A snapshot
+//!   finds every session that an instance whose clock is behind by less
+//!   than [`EXPIRY_GRACE`] may still accept, whatever the clocks of the
+//!   instances that listed or indexed meanwhile. A snapshot
 //!   hands the view every revocation Redis keeps, and the view forgets an
 //!   entry only when its clock and the monotonic time since it was built
 //!   both say it expired.
