@@ -27,7 +27,6 @@
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,6 +34,7 @@ use async_trait::async_trait;
 use portcullis_core::{OpaqueToken, SharedClock, StoreError, SystemClock, Timestamp, TokenDigest};
 
 use crate::record::{CreateOutcome, SessionCap, SessionRecord, SessionUpdate, eviction_victims};
+use crate::schedule::Every;
 use crate::store::SessionStore;
 
 /// Sessions as files in a directory. Cheap to clone.
@@ -66,8 +66,7 @@ struct Inner {
     /// Serializes every mutation (read-modify-write must not interleave
     /// with a delete, or a deleted session could come back).
     write_lock: Mutex<()>,
-    purge_interval_ms: u64,
-    last_purge: AtomicU64,
+    purge: Every,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -121,8 +120,7 @@ impl FileStore {
                 users,
                 clock,
                 write_lock: Mutex::new(()),
-                purge_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-                last_purge: AtomicU64::new(now),
+                purge: Every::new(interval, now),
             }),
         })
     }
@@ -130,7 +128,7 @@ impl FileStore {
     /// The interval of the store's own sweep for expired files.
     #[must_use]
     pub fn purge_interval(&self) -> Duration {
-        Duration::from_millis(self.inner.purge_interval_ms)
+        self.inner.purge.interval()
     }
 
     /// Removes every expired session file now; returns how many.
@@ -203,16 +201,7 @@ impl Inner {
     /// Sweeps if the interval has passed since the last sweep (one caller
     /// wins the race; the others go on).
     fn maybe_purge(&self) {
-        let now = self.clock.now().millis();
-        let last = self.last_purge.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < self.purge_interval_ms {
-            return;
-        }
-        if self
-            .last_purge
-            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
+        if self.purge.claim(self.clock.now().millis()) {
             // Best effort: a failed sweep is retried after the next interval.
             if self.purge().is_err() {
                 crate::event!(debug, reason = "purge-failed", "file store sweep failed");

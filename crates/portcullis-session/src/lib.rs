@@ -55,6 +55,7 @@ mod file;
 mod layer;
 mod memory;
 mod record;
+mod schedule;
 mod session;
 mod store;
 #[cfg(feature = "testing")]

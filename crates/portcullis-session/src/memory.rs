@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use async_trait::async_trait;
 use portcullis_core::{SharedClock, StoreError, SystemClock, Timestamp, TokenDigest};
 
 use crate::record::{CreateOutcome, SessionCap, SessionRecord, SessionUpdate, eviction_victims};
+use crate::schedule::Every;
 use crate::store::SessionStore;
 
 const SHARDS: usize = 32;
@@ -42,7 +43,7 @@ const PURGE_CHUNK: usize = 256;
 pub const DEFAULT_MAX_SESSIONS: usize = 1_000_000;
 
 /// The least time between two full purges forced by a full store.
-const FULL_PURGE_INTERVAL_MS: u64 = 1000;
+const FULL_PURGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a full [`MemoryStore`] refused a new record.
 #[derive(Debug, thiserror::Error)]
@@ -101,14 +102,13 @@ struct Inner {
     /// when read). Lock order: `users` before any shard.
     users: Mutex<HashMap<String, HashSet<TokenDigest>>>,
     clock: SharedClock,
-    purge_interval_ms: u64,
-    last_purge: AtomicU64,
+    purge: Every,
     purge_cursor: AtomicUsize,
     /// Records held, live or not yet purged (kept with every insert and
     /// removal, so the bound costs no scan).
     count: AtomicUsize,
     max_sessions: AtomicUsize,
-    last_full_purge: AtomicU64,
+    full_purge: Every,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -163,12 +163,11 @@ impl MemoryStore {
                 shards,
                 users: Mutex::new(HashMap::new()),
                 clock,
-                purge_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-                last_purge: AtomicU64::new(now),
+                purge: Every::new(interval, now),
                 purge_cursor: AtomicUsize::new(0),
                 count: AtomicUsize::new(0),
                 max_sessions: AtomicUsize::new(DEFAULT_MAX_SESSIONS),
-                last_full_purge: AtomicU64::new(0),
+                full_purge: Every::new(FULL_PURGE_INTERVAL, 0),
             }),
         }
     }
@@ -185,7 +184,7 @@ impl MemoryStore {
     /// The incremental sweep's interval.
     #[must_use]
     pub fn purge_interval(&self) -> Duration {
-        Duration::from_millis(self.inner.purge_interval_ms)
+        self.inner.purge.interval()
     }
 
     /// Number of records held, live or not yet purged.
@@ -275,14 +274,7 @@ impl Inner {
         if self.count.load(Ordering::Relaxed) < limit {
             return Ok(());
         }
-        let now = self.now().millis();
-        let last = self.last_full_purge.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= FULL_PURGE_INTERVAL_MS
-            && self
-                .last_full_purge
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.full_purge.claim(self.now().millis()) {
             for i in 0..SHARDS {
                 self.purge_shard(i);
             }
@@ -304,16 +296,7 @@ impl Inner {
 
     /// Sweeps one shard if the interval has passed since the last sweep.
     fn maybe_purge(&self) {
-        let now = self.now().millis();
-        let last = self.last_purge.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < self.purge_interval_ms {
-            return;
-        }
-        if self
-            .last_purge
-            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
+        if self.purge.claim(self.now().millis()) {
             let i = self.purge_cursor.fetch_add(1, Ordering::Relaxed) % SHARDS;
             self.purge_shard(i);
         }
