@@ -8,11 +8,20 @@
 //! [`ChromeDriver::session`] opens a headless browser session.
 //!
 //! A missing chromedriver is an error, never a skipped test.
+//!
+//! The waits ([`wait_for_body`], [`wait_for_text`]) poll every [`POLL`] for
+//! at most [`WAIT`]; [`attacker_site`] serves a page on another origin that
+//! auto-submits a form to the app; [`run_bounded`] runs a scenario with a
+//! deadline and checks its screenshots.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use axum::Router;
+use axum::response::Html;
+use axum::routing::get;
 use thirtyfour::prelude::*;
 use thirtyfour::{DesiredCapabilities, LoggingPrefsLogLevel};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -158,4 +167,129 @@ pub async fn screenshot(driver: &WebDriver, dir: &Path, file: &str) {
     let png = driver.screenshot_as_png().await.expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     std::fs::write(dir.join(file), png).expect("write screenshot");
+}
+
+/// How long a wait lasts at most. Generous: the suite runs in parallel on
+/// small machines.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// How often a wait looks again.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Waits until the page source contains `needle`, and returns it.
+///
+/// # Panics
+///
+/// When it does not within [`WAIT`]; the message shows the last page read.
+pub async fn wait_for_body(driver: &WebDriver, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = String::new();
+    loop {
+        // Reading the page can fail while a navigation is under way.
+        if let Ok(body) = driver.source().await {
+            if body.contains(needle) {
+                return body;
+            }
+            last = body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {needle:?}; page: {last}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until `#id`'s text is `want`.
+///
+/// # Panics
+///
+/// When it is not within [`WAIT`]; the message shows the last text read.
+pub async fn wait_for_text(driver: &WebDriver, id: &str, want: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = String::new();
+    loop {
+        if let Ok(el) = driver.find(By::Id(id)).await
+            && let Ok(text) = el.text().await
+        {
+            if text == want {
+                return;
+            }
+            last = text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for #{id} to read {want:?}; it reads {last:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Clicks the element `by` finds on the current page.
+///
+/// # Panics
+///
+/// When there is no such element or the click fails.
+pub async fn click(driver: &WebDriver, by: By) {
+    driver.find(by).await.unwrap().click().await.unwrap();
+}
+
+/// Types `text` into the element `by` finds on the current page.
+///
+/// # Panics
+///
+/// When there is no such element or typing fails.
+pub async fn type_into(driver: &WebDriver, by: By, text: &str) {
+    driver
+        .find(by)
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// An attacker's site: `/` is a page that at once submits the form
+/// `<form id="evil" method="post"{attrs} action="{app_origin}{path}">{fields}</form>`.
+pub fn attacker_site(
+    app_origin: &str,
+    path: &str,
+    attrs: &'static str,
+    fields: &'static str,
+) -> Router {
+    let target = format!("{app_origin}{path}");
+    Router::new().route(
+        "/",
+        get(move || {
+            let target = target.clone();
+            async move {
+                Html(format!(
+                    "<!doctype html><html><head><meta charset=\"utf-8\">\
+                     <link rel=\"icon\" href=\"data:,\"><title>You won!</title></head><body>\
+                     <h1>Claim your prize</h1>\
+                     <form id=\"evil\" method=\"post\"{attrs} action=\"{target}\">\
+                     {fields}</form>\
+                     <script>document.getElementById('evil').submit();</script>\
+                     </body></html>"
+                ))
+            }
+        }),
+    )
+}
+
+/// Runs a browser `scenario` bounded to 240 s, so that a hung browser
+/// fails the test (and drops chromedriver) instead of hanging the suite;
+/// then checks that every screenshot in `shots` was written to `dir`.
+///
+/// # Panics
+///
+/// When the scenario panics or runs out of time, or a screenshot is
+/// missing.
+pub async fn run_bounded(dir: &Path, shots: &[&str], scenario: impl Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(240), scenario)
+        .await
+        .expect("the browser scenario finished in time");
+    for shot in shots {
+        assert!(dir.join(shot).exists(), "{shot}");
+    }
 }

@@ -7,39 +7,24 @@
 //! Screenshots of every step: `target/test-output/csrf-browser/`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::response::Html;
-use axum::routing::get;
 use portcullis::session::MemoryStore;
 use portcullis_tests::TestServer;
-use portcullis_tests::browser::{ChromeDriver, output_dir, screenshot};
+use portcullis_tests::browser::{
+    ChromeDriver, POLL, WAIT, attacker_site, click, output_dir, run_bounded, screenshot, type_into,
+    wait_for_body,
+};
 use thirtyfour::prelude::*;
 use web_app::{AppConfig, AppState};
 
-// Generous: the suite runs in parallel on small machines.
-const WAIT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(50);
-
 /// The attacker's site: a page that posts a form to the app at once.
-fn attacker(app_origin: String) -> Router {
-    Router::new().route(
-        "/",
-        get(move || {
-            let target = format!("{app_origin}/profile");
-            async move {
-                Html(format!(
-                    "<!doctype html><html><head><meta charset=\"utf-8\">\
-                     <link rel=\"icon\" href=\"data:,\"><title>You won!</title></head><body>\
-                     <h1>Claim your prize</h1>\
-                     <form id=\"evil\" method=\"post\" action=\"{target}\">\
-                     <input name=\"display_name\" value=\"pwned by evil\"></form>\
-                     <script>document.getElementById('evil').submit();</script>\
-                     </body></html>"
-                ))
-            }
-        }),
+fn attacker(app_origin: &str) -> Router {
+    attacker_site(
+        app_origin,
+        "/profile",
+        "",
+        "<input name=\"display_name\" value=\"pwned by evil\">",
     )
 }
 
@@ -53,26 +38,6 @@ async fn text_of(driver: &WebDriver, id: &str) -> String {
         .text()
         .await
         .unwrap()
-}
-
-/// Waits until the page body contains `needle`.
-async fn wait_for_body(driver: &WebDriver, needle: &str) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut last = String::new();
-    loop {
-        // Reading the page can fail while a navigation is under way.
-        if let Ok(body) = driver.source().await {
-            if body.contains(needle) {
-                return body;
-            }
-            last = body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {needle:?}; page: {last}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// The attacker's page is visited; its form lands on the app, which must
@@ -106,7 +71,7 @@ async fn scenario(dir: &std::path::Path) {
         web_app::app(MemoryStore::new(), AppConfig::default()).unwrap();
     let app = TestServer::start(router).await;
     let app_origin = format!("http://127.0.0.1:{}", app.addr.port());
-    let evil = TestServer::start(attacker(app_origin.clone())).await;
+    let evil = TestServer::start(attacker(&app_origin)).await;
     // Another host name, so another origin and another site.
     let attacker_url = format!("http://localhost:{}/", evil.addr.port());
 
@@ -124,41 +89,17 @@ async fn scenario(dir: &std::path::Path) {
         .send_keys("alice")
         .await
         .unwrap();
-    driver
-        .find(By::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("wonderland")
-        .await
-        .unwrap();
+    type_into(&driver, By::Id("password"), "wonderland").await;
     screenshot(&driver, dir, "01-login-form.png").await;
-    driver
-        .find(By::Id("login-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&driver, By::Id("login-submit")).await;
     assert_eq!(text_of(&driver, "user").await, "alice");
     assert_eq!(text_of(&driver, "display-name").await, "Alice Liddell");
     assert_eq!(state.logins(), 1);
     screenshot(&driver, dir, "02-profile.png").await;
 
     // 2. Change the display name through the form.
-    driver
-        .find(By::Id("display-name-input"))
-        .await
-        .unwrap()
-        .send_keys("Alice the Brave")
-        .await
-        .unwrap();
-    driver
-        .find(By::Id("save"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&driver, By::Id("display-name-input"), "Alice the Brave").await;
+    click(&driver, By::Id("save")).await;
     // Wait on the new page's markup: an element found on the old page would
     // go stale during the navigation.
     wait_for_body(&driver, "<span id=\"display-name\">Alice the Brave</span>").await;
@@ -188,13 +129,7 @@ async fn scenario(dir: &std::path::Path) {
     screenshot(&driver, dir, "05-profile-after-attack.png").await;
 
     // 4. Log out through the form.
-    driver
-        .find(By::Id("logout-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&driver, By::Id("logout-submit")).await;
     driver
         .query(By::Id("login"))
         .wait(WAIT, POLL)
@@ -233,20 +168,18 @@ async fn scenario(dir: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread")]
 async fn csrf_in_a_real_browser() {
     let dir = output_dir("csrf-browser");
-    // Bounded, so a hung browser fails the test (and drops chromedriver)
-    // instead of hanging the suite.
-    tokio::time::timeout(Duration::from_secs(240), scenario(&dir))
-        .await
-        .expect("the browser scenario finished in time");
-    for shot in [
-        "01-login-form.png",
-        "02-profile.png",
-        "03-display-name-changed.png",
-        "04-attack-while-logged-in.png",
-        "05-profile-after-attack.png",
-        "06-logged-out.png",
-        "07-attack-after-logout.png",
-    ] {
-        assert!(dir.join(shot).exists(), "{shot}");
-    }
+    run_bounded(
+        &dir,
+        &[
+            "01-login-form.png",
+            "02-profile.png",
+            "03-display-name-changed.png",
+            "04-attack-while-logged-in.png",
+            "05-profile-after-attack.png",
+            "06-logged-out.png",
+            "07-attack-after-logout.png",
+        ],
+        scenario(&dir),
+    )
+    .await;
 }
