@@ -1,5 +1,7 @@
-//! Helpers for JWT tests: an app whose handlers count their runs, token
-//! forging with arbitrary headers and payloads, a JWKS server.
+//! Helpers for JWT tests: an app whose handlers count their runs (and
+//! [`ServedApp`], that app on a real server), issuers and layers on a
+//! manual clock, token forging with arbitrary headers and payloads, a JWKS
+//! server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,10 +12,14 @@ use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use portcullis::jwt::{Algorithm, Claims, JwtLayer, RequireClaims};
+use portcullis::core::ManualClock;
+use portcullis::jwt::{
+    Algorithm, Claims, JwtIssuer, JwtIssuerBuilder, JwtLayer, JwtLayerBuilder, KeySource,
+    RequireClaims, SigningKey, Validation,
+};
 use serde_json::{Value, json};
 
-use crate::TestServer;
+use crate::{TestServer, client};
 
 pub const ISS: &str = "https://issuer.test";
 pub const AUD: &str = "api";
@@ -104,6 +110,70 @@ pub fn app(layer: JwtLayer, hits: Arc<AtomicUsize>) -> Router {
             }),
         )
         .layer(layer)
+}
+
+/// An issuer signing with `key` for [`ISS`] and [`AUD`] on `clock`, to be
+/// finished with `.build()`.
+pub fn issuer_builder(key: SigningKey, clock: &Arc<ManualClock>) -> JwtIssuerBuilder {
+    JwtIssuer::builder(key)
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock.clone())
+}
+
+/// A layer over `keys` with `validation`, trusting [`ISS`] and [`AUD`], on
+/// `clock`, to be finished with `.build()`. (`validation` comes first: set
+/// later, it would replace the issuer and audience.)
+pub fn layer_builder(
+    keys: impl KeySource,
+    clock: &Arc<ManualClock>,
+    validation: Validation,
+) -> JwtLayerBuilder {
+    JwtLayer::builder(keys)
+        .validation(validation)
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock.clone())
+}
+
+/// [`app`] behind a layer on a real server, with its handler-run counter
+/// and a client.
+pub struct ServedApp {
+    pub server: TestServer,
+    pub hits: Arc<AtomicUsize>,
+    pub http: reqwest::Client,
+}
+
+impl ServedApp {
+    /// Serves [`app`] behind `layer`.
+    pub async fn start(layer: JwtLayer) -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        Self {
+            server: TestServer::start(app(layer, hits.clone())).await,
+            hits,
+            http: client(),
+        }
+    }
+
+    /// `GET path` with `token` as the bearer token.
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.server.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The status of `GET /me` with `token`.
+    pub async fn me(&self, token: &str) -> reqwest::StatusCode {
+        self.get("/me", token).await.status()
+    }
+
+    /// The status of `GET /admin` (admin role required) with `token`.
+    pub async fn admin(&self, token: &str) -> reqwest::StatusCode {
+        self.get("/admin", token).await.status()
+    }
 }
 
 /// A JWKS endpoint whose document can be swapped or made to fail, counting

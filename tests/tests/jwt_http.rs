@@ -3,17 +3,18 @@
 //! sources, gRPC statuses. Real axum servers on real sockets.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use portcullis::core::{Clock, ManualClock};
 use portcullis::jwt::jwks::RemoteJwks;
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
 use portcullis::jwt::{
-    Algorithm, JwtIssuer, JwtLayer, KeySet, KeySource, SharedKeys, SigningKey, TokenSource,
+    Algorithm, JwtIssuer, JwtLayer, JwtLayerBuilder, KeySet, KeySource, SharedKeys, SigningKey,
+    TokenSource, Validation,
 };
-use portcullis_tests::jwt_app::{AUD, ISS, JwksServer, app};
-use portcullis_tests::{TestServer, client};
+use portcullis_tests::TestServer;
+use portcullis_tests::jwt_app::{AUD, ISS, JwksServer, ServedApp, issuer_builder, layer_builder};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -23,74 +24,37 @@ fn issuer(alg: Algorithm, kid: &str, clock: Arc<ManualClock>) -> JwtIssuer {
     } else {
         SigningKey::generate(Some(kid), alg).unwrap()
     };
-    JwtIssuer::builder(key)
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock)
-        .build()
-        .unwrap()
+    issuer_builder(key, &clock).build().unwrap()
+}
+
+/// A builder with this suite's issuer, audience and clock, defaults
+/// otherwise.
+fn builder(keys: impl KeySource, clock: &Arc<ManualClock>) -> JwtLayerBuilder {
+    layer_builder(keys, clock, Validation::default())
 }
 
 /// The layer with this suite's issuer, audience and clock, defaults
 /// otherwise (the verified-token cache on).
 fn strict_layer(keys: impl KeySource, clock: &Arc<ManualClock>) -> JwtLayer {
-    JwtLayer::builder(keys)
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .build()
-        .unwrap()
-}
-
-struct F {
-    server: TestServer,
-    hits: Arc<AtomicUsize>,
-    http: reqwest::Client,
-}
-
-impl F {
-    async fn start(layer: JwtLayer) -> Self {
-        let hits = Arc::new(AtomicUsize::new(0));
-        Self {
-            server: TestServer::start(app(layer, hits.clone())).await,
-            hits,
-            http: client(),
-        }
-    }
-
-    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.http
-            .get(self.server.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn me(&self, token: &str) -> StatusCode {
-        self.get("/me", token).await.status()
-    }
+    builder(keys, clock).build().unwrap()
 }
 
 #[tokio::test]
 async fn revocation_by_jti_session_and_user_version() {
     let clock = Arc::new(ManualClock::starting_now());
     let store = MemoryRevocationStore::with_clock(clock.clone());
-    let iss = JwtIssuer::builder(SigningKey::generate(Some("k"), Algorithm::ES256).unwrap())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
+    let iss = issuer_builder(
+        SigningKey::generate(Some("k"), Algorithm::ES256).unwrap(),
+        &clock,
+    )
+    .revocation(store.view())
+    .build()
+    .unwrap();
+    let layer = builder(iss.keys(), &clock)
         .revocation(store.view())
         .build()
         .unwrap();
-    let layer = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .revocation(store.view())
-        .build()
-        .unwrap();
-    let f = F::start(layer).await;
+    let f = ServedApp::start(layer).await;
 
     let a = iss.token("alice").mint().unwrap();
     let b = iss.token("alice").sid("device-2").mint().unwrap();
@@ -136,7 +100,7 @@ async fn cache_never_serves_past_exp() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer(Algorithm::EdDSA, "ed", clock.clone());
     let layer = strict_layer(iss.keys(), &clock);
-    let f = F::start(layer).await;
+    let f = ServedApp::start(layer).await;
     let t = iss
         .token("alice")
         .lifetime(Duration::from_secs(60))
@@ -180,7 +144,7 @@ async fn removing_a_key_ends_its_cached_tokens_at_once() {
             .unwrap(),
         );
         let layer = strict_layer(keys.clone(), &clock);
-        let f = F::start(layer).await;
+        let f = ServedApp::start(layer).await;
         let t = old.token("alice").mint().unwrap();
         assert_eq!(f.me(&t.token).await, StatusCode::OK, "{alg:?}");
         assert_eq!(f.me(&t.token).await, StatusCode::OK, "{alg:?}: cached");
@@ -212,14 +176,8 @@ async fn removing_a_key_ends_its_cached_tokens_at_once() {
 async fn issuer_rotation_keeps_old_tokens_valid_until_they_expire() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer(Algorithm::ES256, "2026-01", clock.clone());
-    let layer = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .cache(0)
-        .build()
-        .unwrap();
-    let f = F::start(layer).await;
+    let layer = builder(iss.keys(), &clock).cache(0).build().unwrap();
+    let f = ServedApp::start(layer).await;
     let old = iss.token("alice").mint().unwrap();
     iss.rotate(SigningKey::generate(Some("2026-02"), Algorithm::ES256).unwrap())
         .unwrap();
@@ -268,7 +226,7 @@ async fn roles_and_scopes() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer(Algorithm::HS256, "hs", clock.clone());
     let layer = strict_layer(iss.keys(), &clock);
-    let f = F::start(layer).await;
+    let f = ServedApp::start(layer).await;
     let admin = iss.token("alice").roles(["admin"]).mint().unwrap();
     let user = iss.token("bob").roles(["user"]).mint().unwrap();
     let resp = f.get("/admin", &admin.token).await;
@@ -287,14 +245,8 @@ async fn roles_and_scopes() {
 async fn optional_mode_lets_anonymous_through_but_not_bad_tokens() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer(Algorithm::HS256, "hs", clock.clone());
-    let layer = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock)
-        .optional()
-        .build()
-        .unwrap();
-    let f = F::start(layer).await;
+    let layer = builder(iss.keys(), &clock).optional().build().unwrap();
+    let f = ServedApp::start(layer).await;
     let resp = f.http.get(f.server.url("/me")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.text().await.unwrap(), "anonymous");
@@ -308,14 +260,11 @@ async fn cookie_and_header_sources_never_bearer_or_query() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer(Algorithm::HS256, "hs", clock.clone());
     let t = iss.token("alice").mint().unwrap();
-    let cookie_layer = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
+    let cookie_layer = builder(iss.keys(), &clock)
         .token_source(TokenSource::Cookie("__Host-at".into()))
         .build()
         .unwrap();
-    let f = F::start(cookie_layer).await;
+    let f = ServedApp::start(cookie_layer).await;
     let resp = f
         .http
         .get(f.server.url("/me"))
@@ -339,16 +288,13 @@ async fn cookie_and_header_sources_never_bearer_or_query() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "duplicated cookie");
 
-    let header_layer = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock)
+    let header_layer = builder(iss.keys(), &clock)
         .token_source(TokenSource::Header(http::HeaderName::from_static(
             "x-api-token",
         )))
         .build()
         .unwrap();
-    let f = F::start(header_layer).await;
+    let f = ServedApp::start(header_layer).await;
     let resp = f
         .http
         .get(f.server.url("/me"))
@@ -364,7 +310,7 @@ async fn grpc_requests_get_grpc_statuses() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer(Algorithm::HS256, "hs", clock.clone());
     let layer = strict_layer(iss.keys(), &clock);
-    let f = F::start(layer).await;
+    let f = ServedApp::start(layer).await;
     let resp = f
         .http
         .get(f.server.url("/me"))
@@ -455,7 +401,7 @@ fn layer_for(r: &Remote) -> JwtLayer {
 async fn remote_jwks_verifies_and_refreshes_on_a_new_kid() {
     let r = remote().await;
     r.source.ready().await;
-    let f = F::start(layer_for(&r)).await;
+    let f = ServedApp::start(layer_for(&r)).await;
     let t = r.issuer_a.token("alice").mint().unwrap();
     assert_eq!(f.me(&t.token).await, StatusCode::OK);
     // The issuer rotates; the endpoint now serves both keys.
@@ -476,7 +422,7 @@ async fn remote_jwks_verifies_and_refreshes_on_a_new_kid() {
 async fn flood_of_random_kids_costs_a_bounded_number_of_fetches() {
     let r = remote().await;
     r.source.ready().await;
-    let f = F::start(layer_for(&r)).await;
+    let f = ServedApp::start(layer_for(&r)).await;
     let attacker = SigningKey::generate(Some("x"), Algorithm::ES256).unwrap();
     let attacker_pem = portcullis::jwt::generate_pkcs8_pem(Algorithm::ES256).unwrap();
     let _ = attacker;
@@ -523,7 +469,7 @@ async fn jwks_outage_is_503_before_any_key_and_last_good_set_kept_after() {
         .build()
         .unwrap();
     let layer = strict_layer(source.clone(), &clock);
-    let f = F::start(layer).await;
+    let f = ServedApp::start(layer).await;
     let t = iss.token("alice").mint().unwrap();
     // Wait for the first (failing) attempt.
     for _ in 0..100 {
@@ -582,14 +528,11 @@ async fn a_revocation_view_not_yet_loaded_fails_closed() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer(Algorithm::HS256, "hs", clock.clone());
     let view = RevocationView::pending(clock.clone());
-    let layer = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock)
+    let layer = builder(iss.keys(), &clock)
         .revocation(view.clone())
         .build()
         .unwrap();
-    let f = F::start(layer).await;
+    let f = ServedApp::start(layer).await;
     let t = iss.token("alice").mint().unwrap();
     let resp = f.get("/me", &t.token).await;
     assert_eq!(

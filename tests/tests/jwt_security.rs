@@ -19,8 +19,7 @@ use portcullis::jwt::{
     Algorithm, IssueError, JwtErrorKind, JwtIssuer, JwtLayer, KeyLookup, KeySource, MAX_LEEWAY,
     SigningKey, Validation, verify_jws,
 };
-use portcullis_tests::jwt_app::{AUD, ISS, JwksServer, app};
-use portcullis_tests::{TestServer, client};
+use portcullis_tests::jwt_app::{JwksServer, ServedApp, issuer_builder, layer_builder};
 use reqwest::StatusCode;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -35,20 +34,12 @@ fn key(alg: Algorithm, kid: &str) -> SigningKey {
 
 /// An issuer signing with `key` on `clock` (15 min tokens).
 fn issuer_with(key: SigningKey, clock: &Arc<ManualClock>) -> JwtIssuer {
-    JwtIssuer::builder(key)
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .build()
-        .unwrap()
+    issuer_builder(key, clock).build().unwrap()
 }
 
 /// Whoever holds a leaked private key: mints what they like with it.
 fn attacker(leaked: &SigningKey, clock: &Arc<ManualClock>) -> JwtIssuer {
-    JwtIssuer::builder(leaked.clone())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
+    issuer_builder(leaked.clone(), clock)
         .lifetime(DAY)
         .build()
         .unwrap()
@@ -57,47 +48,26 @@ fn attacker(leaked: &SigningKey, clock: &Arc<ManualClock>) -> JwtIssuer {
 /// The layer with this suite's issuer, audience and clock, `leeway`, the
 /// verified-token cache on.
 fn layer(keys: impl KeySource, clock: &Arc<ManualClock>, leeway: Duration) -> JwtLayer {
-    JwtLayer::builder(keys)
-        .validation(Validation::default().leeway(leeway))
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
+    layer_builder(keys, clock, Validation::default().leeway(leeway))
         .build()
         .unwrap()
 }
 
-struct F {
-    server: TestServer,
-    hits: Arc<AtomicUsize>,
-    http: reqwest::Client,
-}
-
-impl F {
-    async fn start(layer: JwtLayer) -> Self {
-        let hits = Arc::new(AtomicUsize::new(0));
-        Self {
-            server: TestServer::start(app(layer, hits.clone())).await,
-            hits,
-            http: client(),
-        }
-    }
-
-    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.http
-            .get(self.server.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn me(&self, token: &str) -> StatusCode {
-        self.get("/me", token).await.status()
-    }
-
-    async fn admin(&self, token: &str) -> StatusCode {
-        self.get("/admin", token).await.status()
-    }
+/// The app behind a layer over `iss`'s keys with `validation`, consulting
+/// the revocation `view`.
+async fn serve_revocable(
+    iss: &JwtIssuer,
+    clock: &Arc<ManualClock>,
+    validation: Validation,
+    view: RevocationView,
+) -> ServedApp {
+    ServedApp::start(
+        layer_builder(iss.keys(), clock, validation)
+            .revocation(view)
+            .build()
+            .unwrap(),
+    )
+    .await
 }
 
 fn kids(issuer: &JwtIssuer) -> Vec<String> {
@@ -132,7 +102,7 @@ async fn a_retired_key_stops_verifying_at_its_deadline() {
         let iss = issuer_with(old_key.clone(), &clock);
         let mallory = attacker(&old_key, &clock);
         let jwt = layer(iss.keys(), &clock, Duration::from_secs(60));
-        let f = F::start(jwt.clone()).await;
+        let f = ServedApp::start(jwt.clone()).await;
         let t0 = secs(&clock);
 
         let alice = iss.token("alice").mint().unwrap();
@@ -199,7 +169,7 @@ async fn a_retired_key_stops_verifying_at_its_deadline() {
 async fn a_long_token_keeps_its_retired_key_until_it_expires() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer_with(key(Algorithm::ES256, "old"), &clock);
-    let f = F::start(layer(iss.keys(), &clock, Duration::from_secs(5))).await;
+    let f = ServedApp::start(layer(iss.keys(), &clock, Duration::from_secs(5))).await;
     let long = iss
         .token("alice")
         .lifetime(Duration::from_secs(3600))
@@ -225,7 +195,7 @@ async fn retire_now_ends_a_compromised_keys_tokens_at_once_even_cached() {
         let old_key = key(alg, "old");
         let iss = issuer_with(old_key.clone(), &clock);
         let mallory = attacker(&old_key, &clock);
-        let f = F::start(layer(iss.keys(), &clock, Duration::from_secs(5))).await;
+        let f = ServedApp::start(layer(iss.keys(), &clock, Duration::from_secs(5))).await;
         let alice = iss.token("alice").mint().unwrap();
         let forged = mallory.token("mallory").roles(["admin"]).mint().unwrap();
         for _ in 0..2 {
@@ -267,11 +237,8 @@ async fn retire_now_ends_a_compromised_keys_tokens_at_once_even_cached() {
 #[tokio::test]
 async fn the_jwks_and_the_key_set_agree_at_every_second() {
     let clock = Arc::new(ManualClock::starting_now());
-    let iss = JwtIssuer::builder(key(Algorithm::ES256, "k0"))
-        .issuer(ISS)
-        .audience(AUD)
+    let iss = issuer_builder(key(Algorithm::ES256, "k0"), &clock)
         .lifetime(Duration::from_secs(20))
-        .clock(clock.clone())
         .build()
         .unwrap();
     let all = ["k0", "k1", "k2", "k3"];
@@ -313,7 +280,7 @@ async fn a_remote_jwks_drops_a_retired_key_and_its_cached_tokens() {
     tokio::time::timeout(Duration::from_secs(5), source.ready())
         .await
         .unwrap();
-    let f = F::start(layer(source.clone(), &clock, Duration::from_secs(5))).await;
+    let f = ServedApp::start(layer(source.clone(), &clock, Duration::from_secs(5))).await;
     let alice = iss.token("alice").mint().unwrap();
     assert_eq!(f.me(&alice.token).await, StatusCode::OK);
     assert_eq!(f.me(&alice.token).await, StatusCode::OK, "cached");
@@ -340,12 +307,9 @@ async fn a_remote_jwks_drops_a_retired_key_and_its_cached_tokens() {
 async fn the_cache_follows_a_clock_set_back() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer_with(key(Algorithm::ES256, "k"), &clock);
-    let cached = F::start(layer(iss.keys(), &clock, Duration::from_secs(5))).await;
-    let uncached = F::start(
-        JwtLayer::builder(iss.keys())
-            .issuer(ISS)
-            .audience(AUD)
-            .clock(clock.clone())
+    let cached = ServedApp::start(layer(iss.keys(), &clock, Duration::from_secs(5))).await;
+    let uncached = ServedApp::start(
+        layer_builder(iss.keys(), &clock, Validation::default())
             .cache(0)
             .build()
             .unwrap(),
@@ -385,15 +349,8 @@ async fn revocations_outlive_the_largest_leeway() {
     let clock = Arc::new(ManualClock::starting_now());
     let store = MemoryRevocationStore::with_clock(clock.clone());
     let iss = issuer_with(key(Algorithm::HS256, "k"), &clock);
-    let jwt = JwtLayer::builder(iss.keys())
-        .validation(Validation::default().leeway(MAX_LEEWAY))
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .revocation(store.view())
-        .build()
-        .unwrap();
-    let f = F::start(jwt).await;
+    let validation = Validation::default().leeway(MAX_LEEWAY);
+    let f = serve_revocable(&iss, &clock, validation, store.view()).await;
     let by_jti = iss.token("alice").mint().unwrap();
     let by_sid = iss.token("bob").sid("device-1").mint().unwrap();
     let control = iss.token("carol").mint().unwrap();
@@ -442,14 +399,7 @@ async fn a_snapshot_replacement_never_lets_a_revoked_token_through() {
     let clock = Arc::new(ManualClock::starting_now());
     let view = RevocationView::new(clock.clone());
     let iss = issuer_with(key(Algorithm::HS256, "k"), &clock);
-    let jwt = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .revocation(view.clone())
-        .build()
-        .unwrap();
-    let f = F::start(jwt).await;
+    let f = serve_revocable(&iss, &clock, Validation::default(), view.clone()).await;
     let t = iss.token("alice").mint().unwrap();
     // The revocation last, after many other entries.
     let mut snapshot: Vec<RevocationEvent> = (0..20_000)
@@ -516,14 +466,7 @@ async fn a_stale_view_answers_503_until_marked_ready() {
     let clock = Arc::new(ManualClock::starting_now());
     let view = RevocationView::new(clock.clone());
     let iss = issuer_with(key(Algorithm::HS256, "k"), &clock);
-    let jwt = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .revocation(view.clone())
-        .build()
-        .unwrap();
-    let f = F::start(jwt).await;
+    let f = serve_revocable(&iss, &clock, Validation::default(), view.clone()).await;
     let t = iss.token("alice").mint().unwrap();
     assert_eq!(f.me(&t.token).await, StatusCode::OK);
     view.mark_stale();
@@ -546,14 +489,7 @@ async fn revoked_token_stays_revoked_across_a_clock_step_forward_and_back() {
     let clock = Arc::new(ManualClock::starting_now());
     let store = MemoryRevocationStore::with_clock(clock.clone());
     let iss = issuer_with(key(Algorithm::HS256, "k"), &clock);
-    let jwt = JwtLayer::builder(iss.keys())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .revocation(store.view())
-        .build()
-        .unwrap();
-    let f = F::start(jwt).await;
+    let f = serve_revocable(&iss, &clock, Validation::default(), store.view()).await;
     let stolen = iss.token("alice").sid("device-1").mint().unwrap();
     assert_eq!(f.me(&stolen.token).await, StatusCode::OK);
     // The device is logged out: its jti and sid are revoked.
