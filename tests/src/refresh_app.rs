@@ -1,5 +1,7 @@
 //! The hybrid pattern as a test app: login, JwtLayer, RefreshLayer, on a
-//! manual clock, with a counting and fault-injecting refresh store.
+//! manual clock, with a counting and fault-injecting refresh store; and
+//! the requests a client sends it (log in, refresh, post with a cookie,
+//! call the API).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,7 +10,7 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{self, get};
 use portcullis::core::store::FaultSwitch;
 use portcullis::core::{ManualClock, StoreError, Timestamp};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore, RevocationView};
@@ -20,12 +22,14 @@ use portcullis::refresh::{
     Family, FamilyId, MemoryRefreshStore, RefreshConfig, RefreshStore, Refresher, RotateOutcome,
     Rotation, SecurityEvent,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::TestServer;
+use crate::{TestServer, client, cookie_value};
 
 pub const ISS: &str = "https://hybrid.test";
 pub const AUD: &str = "hybrid";
+/// The refresh cookie's name with the default configuration.
+pub const COOKIE: &str = "__Host-refresh";
 
 /// Counts calls to the wrapped store.
 #[derive(Clone)]
@@ -189,7 +193,7 @@ pub async fn start_with_leeway(
             }),
         )
         .layer(jwt)
-        .route("/auth/login/{user}", post(login))
+        .route("/auth/login/{user}", routing::post(login_handler))
         .with_state(refresher.clone())
         .layer(refresher.layer());
     HybridApp {
@@ -203,7 +207,7 @@ pub async fn start_with_leeway(
     }
 }
 
-async fn login(
+async fn login_handler(
     State(refresher): State<Refresher>,
     Path(user): Path<String>,
     req: Request,
@@ -213,4 +217,90 @@ async fn login(
     refresher
         .login_reply(&user, claims, req.headers(), req.extensions())
         .await
+}
+
+/// [`start_with`] on memory stores and a fresh clock, `config` applied to
+/// the defaults.
+pub async fn start_memory(config: impl FnOnce(RefreshConfig) -> RefreshConfig) -> HybridApp {
+    start_with(None, None, config, Arc::new(ManualClock::starting_now())).await
+}
+
+/// What a login or a refresh hands out.
+pub struct Login {
+    /// The access token from the body.
+    pub access: String,
+    /// The refresh token from the [`COOKIE`].
+    pub refresh: String,
+    /// The whole JSON body.
+    pub body: Value,
+}
+
+/// Reads the refresh cookie and the body of a login or refresh answer
+/// (its status is the caller's to check).
+///
+/// # Panics
+///
+/// When there is no refresh cookie or no access token.
+pub async fn read_login(resp: reqwest::Response) -> Login {
+    let refresh = cookie_value(&resp, COOKIE).expect("refresh cookie");
+    let body: Value = resp.json().await.unwrap();
+    Login {
+        access: body["access_token"].as_str().unwrap().to_owned(),
+        refresh,
+        body,
+    }
+}
+
+/// `POST /auth/login/{user}` with no other header; asserts 200.
+pub async fn login(app: &HybridApp, user: &str) -> Login {
+    login_with(app, user, &[]).await
+}
+
+/// `POST /auth/login/{user}` with `headers`; asserts 200.
+pub async fn login_with(app: &HybridApp, user: &str, headers: &[(&str, &str)]) -> Login {
+    let mut req = client().post(app.server.url(&format!("/auth/login/{user}")));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    read_login(resp).await
+}
+
+/// `POST path` with the `cookie` header as given.
+pub async fn post(app: &HybridApp, path: &str, cookie: &str) -> reqwest::Response {
+    client()
+        .post(app.server.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `POST path` with `token` in the [`COOKIE`].
+pub async fn post_token(app: &HybridApp, path: &str, token: &str) -> reqwest::Response {
+    post(app, path, &format!("{COOKIE}={token}")).await
+}
+
+/// `POST /auth/refresh` with `token` in the [`COOKIE`].
+pub async fn refresh(app: &HybridApp, token: &str) -> reqwest::Response {
+    post_token(app, "/auth/refresh", token).await
+}
+
+/// [`refresh`], asserting 200, and what it handed out.
+pub async fn refreshed(app: &HybridApp, token: &str) -> Login {
+    let resp = refresh(app, token).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    read_login(resp).await
+}
+
+/// The status of `GET /api/me` with `access` as the bearer token.
+pub async fn api(app: &HybridApp, access: &str) -> reqwest::StatusCode {
+    client()
+        .get(app.server.url("/api/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }

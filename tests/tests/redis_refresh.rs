@@ -20,9 +20,11 @@ use portcullis::refresh::{
     RotateOutcome, Rotation, RotationKey,
 };
 use portcullis_redis::{RedisConfig, RedisRefreshStore, RedisRevocationStore};
+use portcullis_tests::cookie_value;
 use portcullis_tests::redis_harness::{Owned, RedisCluster, RedisServer, Reply};
-use portcullis_tests::refresh_app::{HybridApp, start_with};
-use portcullis_tests::{client, cookie_value};
+use portcullis_tests::refresh_app::{
+    COOKIE, HybridApp, api, login, post_token, read_login, refresh, start_with,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -499,8 +501,6 @@ async fn the_user_index_follows_the_families() {
 // ---------------------------------------------------------------------
 // The hybrid pattern over HTTP, on Redis, two instances.
 
-const COOKIE: &str = "__Host-refresh";
-
 /// Two app instances (own stores, own connections, own subscribers) on
 /// one Redis, sharing the clock, the signing key (the test app's) and the
 /// rotation key, as instances behind a load balancer must.
@@ -547,49 +547,6 @@ async fn revocation_store(
     rev
 }
 
-struct Pair {
-    access: String,
-    refresh: String,
-}
-
-async fn login(app: &HybridApp, user: &str) -> Pair {
-    let resp = client()
-        .post(app.server.url(&format!("/auth/login/{user}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    pair(resp).await
-}
-
-async fn pair(resp: reqwest::Response) -> Pair {
-    let refresh = cookie_value(&resp, COOKIE).expect("refresh cookie");
-    let body: Value = resp.json().await.unwrap();
-    Pair {
-        access: body["access_token"].as_str().unwrap().to_owned(),
-        refresh,
-    }
-}
-
-async fn refresh(app: &HybridApp, token: &str) -> reqwest::Response {
-    client()
-        .post(app.server.url("/auth/refresh"))
-        .header("cookie", format!("{COOKIE}={token}"))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn api(app: &HybridApp, access: &str) -> StatusCode {
-    client()
-        .get(app.server.url("/api/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 /// Polls `app` until `access` is refused; returns how long that took.
 async fn refused_within(app: &HybridApp, access: &str, limit: Duration) -> Duration {
     let start = Instant::now();
@@ -611,11 +568,11 @@ async fn rotation_and_reuse_across_instances() {
     assert_eq!(api(b, &l.access).await, StatusCode::OK);
     let resp = refresh(b, &l.refresh).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let r1 = pair(resp).await;
+    let r1 = read_login(resp).await;
     assert_ne!(r1.refresh, l.refresh);
     let resp = refresh(a, &r1.refresh).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let r2 = pair(resp).await;
+    let r2 = read_login(resp).await;
     assert_eq!(api(a, &r2.access).await, StatusCode::OK);
     assert_eq!(api(b, &r2.access).await, StatusCode::OK);
     // Another device of alice's stays alive throughout.
@@ -709,7 +666,7 @@ async fn a_failing_redis_gives_503_and_the_token_survives() {
     assert!(took < Duration::from_millis(600), "{took:?}");
     let resp = refresh(&app, &l.refresh).await;
     assert_eq!(resp.status(), StatusCode::OK, "the token survived");
-    let next = pair(resp).await;
+    let next = read_login(resp).await;
 
     server.command(&["SAVE"]);
     let snapshots = rev.snapshots();
@@ -733,15 +690,6 @@ async fn a_failing_redis_gives_503_and_the_token_survives() {
     );
 }
 
-async fn post_cookie(app: &HybridApp, path: &str, token: &str) -> reqwest::Response {
-    client()
-        .post(app.server.url(path))
-        .header("cookie", format!("{COOKIE}={token}"))
-        .send()
-        .await
-        .unwrap()
-}
-
 /// Log out this device on A: its access token is refused on B within
 /// 100 ms, another device's is not. Log out everywhere on B: every access
 /// token of the user is refused on A, another user's is not, and a new
@@ -754,7 +702,7 @@ async fn logouts_on_one_instance_kill_access_tokens_on_the_other() {
     let phone = login(a, "alice").await;
     let laptop = login(b, "alice").await;
     let bob = login(a, "bob").await;
-    let resp = post_cookie(a, "/auth/logout", &phone.refresh).await;
+    let resp = post_token(a, "/auth/logout", &phone.refresh).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let took = refused_within(b, &phone.access, Duration::from_millis(100)).await;
     eprintln!("logout on A: the device's access token refused on B after {took:?}");
@@ -766,7 +714,7 @@ async fn logouts_on_one_instance_kill_access_tokens_on_the_other() {
     assert_eq!(api(a, &laptop.access).await, StatusCode::OK);
 
     let second = login(a, "alice").await;
-    let resp = post_cookie(b, "/auth/logout-everywhere", &laptop.refresh).await;
+    let resp = post_token(b, "/auth/logout-everywhere", &laptop.refresh).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),

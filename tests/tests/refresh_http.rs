@@ -6,71 +6,26 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use portcullis::core::ManualClock;
 use portcullis::refresh::{RefreshTransport, SecurityEvent};
-use portcullis_tests::refresh_app::{HybridApp, start_with};
+use portcullis_tests::refresh_app::{
+    self, COOKIE, HybridApp, Login, api, refresh, refreshed, start_memory,
+};
 use portcullis_tests::{client, cookie_value, set_cookies};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const COOKIE: &str = "__Host-refresh";
-
 async fn app() -> HybridApp {
-    start_with(None, None, |c| c, Arc::new(ManualClock::starting_now())).await
+    start_memory(|c| c).await
 }
 
-struct Login {
-    access: String,
-    refresh: String,
-}
-
+/// Logs in; cookie mode never puts the refresh token in the body.
 async fn login(app: &HybridApp, user: &str) -> Login {
-    let resp = client()
-        .post(app.server.url(&format!("/auth/login/{user}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let refresh = cookie_value(&resp, COOKIE).expect("refresh cookie");
-    let body: Value = resp.json().await.unwrap();
+    let l = refresh_app::login(app, user).await;
     assert!(
-        body.get("refresh_token").is_none(),
+        l.body.get("refresh_token").is_none(),
         "cookie mode never puts the refresh token in the body"
     );
-    Login {
-        access: body["access_token"].as_str().unwrap().to_owned(),
-        refresh,
-    }
-}
-
-async fn refresh(app: &HybridApp, token: &str) -> reqwest::Response {
-    client()
-        .post(app.server.url("/auth/refresh"))
-        .header("cookie", format!("{COOKIE}={token}"))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn refreshed(app: &HybridApp, token: &str) -> Login {
-    let resp = refresh(app, token).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let refresh = cookie_value(&resp, COOKIE).expect("rotated cookie");
-    let body: Value = resp.json().await.unwrap();
-    Login {
-        access: body["access_token"].as_str().unwrap().to_owned(),
-        refresh,
-    }
-}
-
-async fn api(app: &HybridApp, access: &str) -> StatusCode {
-    client()
-        .get(app.server.url("/api/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .status()
+    l
 }
 
 #[tokio::test]
@@ -446,13 +401,7 @@ async fn a_failing_store_gives_503_and_the_token_survives() {
 
 #[tokio::test]
 async fn body_transport_for_native_clients() {
-    let app = start_with(
-        None,
-        None,
-        |c| c.transport(RefreshTransport::Either),
-        Arc::new(ManualClock::starting_now()),
-    )
-    .await;
+    let app = start_memory(|c| c.transport(RefreshTransport::Either)).await;
     let resp = client()
         .post(app.server.url("/auth/login/alice"))
         .header("x-refresh-transport", "body")

@@ -15,71 +15,39 @@ use portcullis::refresh::{
     MemoryRefreshStore, RefreshConfig, RefreshConfigError, RefreshStore, RefreshTransport,
     SecurityEvent,
 };
-use portcullis_tests::refresh_app::{FaultyRevocations, HybridApp, start_with, start_with_leeway};
+use portcullis_tests::refresh_app::{
+    COOKIE, FaultyRevocations, HybridApp, Login, api, login_with, post, post_token, refresh,
+    refreshed, start_memory, start_with, start_with_leeway,
+};
 use portcullis_tests::{TestServer, client, cookie_value, set_cookies};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const COOKIE: &str = "__Host-refresh";
 const CLEARED: &str = "__Host-refresh=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/; Secure; HttpOnly; SameSite=Strict";
 
 async fn app() -> HybridApp {
-    start_with(None, None, |c| c, Arc::new(ManualClock::starting_now())).await
+    start_memory(|c| c).await
 }
 
-struct Login {
-    access: String,
-    refresh: String,
-}
-
+/// Logs in as a same-origin page does.
 async fn login(app: &HybridApp, user: &str) -> Login {
-    let resp = client()
-        .post(app.server.url(&format!("/auth/login/{user}")))
-        .header("sec-fetch-site", "same-origin")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let refresh = cookie_value(&resp, COOKIE).expect("refresh cookie");
-    let body: Value = resp.json().await.unwrap();
-    Login {
-        access: body["access_token"].as_str().unwrap().to_owned(),
-        refresh,
-    }
+    login_with(app, user, &[("sec-fetch-site", "same-origin")]).await
 }
 
-async fn post(app: &HybridApp, path: &str, cookie: &str) -> reqwest::Response {
-    client()
-        .post(app.server.url(path))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn refresh(app: &HybridApp, token: &str) -> reqwest::Response {
-    post(app, "/auth/refresh", &format!("{COOKIE}={token}")).await
-}
-
-async fn refreshed(app: &HybridApp, token: &str) -> Login {
-    let resp = refresh(app, token).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let refresh = cookie_value(&resp, COOKIE).expect("rotated cookie");
-    let body: Value = resp.json().await.unwrap();
-    Login {
-        access: body["access_token"].as_str().unwrap().to_owned(),
-        refresh,
-    }
-}
-
-async fn api(app: &HybridApp, access: &str) -> StatusCode {
-    client()
-        .get(app.server.url("/api/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .status()
+/// The app on a revocation store whose writes fail while the returned
+/// switch is on.
+async fn app_with_faulty_revocations() -> (HybridApp, Arc<std::sync::atomic::AtomicBool>) {
+    let clock = Arc::new(ManualClock::starting_now());
+    let revocations = FaultyRevocations::memory(clock.clone());
+    let failing = revocations.failing.shared();
+    let app = start_with(
+        None,
+        Some(Arc::new(revocations) as Arc<dyn RevocationStore>),
+        |c| c,
+        clock,
+    )
+    .await;
+    (app, failing)
 }
 
 fn reuse_events(app: &HybridApp, user: &str) -> usize {
@@ -135,13 +103,7 @@ async fn a_cross_site_login_gets_403_no_cookie_and_starts_no_family() {
 async fn a_cross_site_login_answered_in_the_body_is_not_refused() {
     // No ambient credential is set, and a cross-site form cannot add the
     // header that asks for the body.
-    let app = start_with(
-        None,
-        None,
-        |c| c.transport(RefreshTransport::Either),
-        Arc::new(ManualClock::starting_now()),
-    )
-    .await;
+    let app = start_memory(|c| c.transport(RefreshTransport::Either)).await;
     let resp = client()
         .post(app.server.url("/auth/login/alice"))
         .header("sec-fetch-site", "cross-site")
@@ -227,12 +189,7 @@ async fn logout_with_a_rotated_token_is_reuse_and_kills_the_thief() {
     let thief = refreshed(&app, &victim.refresh).await;
     assert_eq!(api(&app, &thief.access).await, StatusCode::OK);
     app.clock.advance(Duration::from_secs(11));
-    let resp = post(
-        &app,
-        "/auth/logout",
-        &format!("{COOKIE}={}", victim.refresh),
-    )
-    .await;
+    let resp = post_token(&app, "/auth/logout", &victim.refresh).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(set_cookies(&resp), vec![CLEARED.to_owned()]);
     assert_eq!(
@@ -256,12 +213,7 @@ async fn logout_everywhere_with_a_rotated_token_logs_the_user_out_everywhere() {
     let bob = login(&app, "bob").await;
     let thief = refreshed(&app, &victim.refresh).await;
     app.clock.advance(Duration::from_secs(11));
-    let resp = post(
-        &app,
-        "/auth/logout-everywhere",
-        &format!("{COOKIE}={}", victim.refresh),
-    )
-    .await;
+    let resp = post_token(&app, "/auth/logout-everywhere", &victim.refresh).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["ended"], 2);
@@ -290,7 +242,7 @@ async fn logout_with_the_previous_token_inside_grace_is_an_ordinary_logout() {
     let app = app().await;
     let l = login(&app, "alice").await;
     let next = refreshed(&app, &l.refresh).await;
-    let resp = post(&app, "/auth/logout", &format!("{COOKIE}={}", l.refresh)).await;
+    let resp = post_token(&app, "/auth/logout", &l.refresh).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(api(&app, &next.access).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -382,13 +334,7 @@ async fn duplicated_cookies_are_refused_safely_elsewhere() {
 
 #[tokio::test]
 async fn the_default_cookie_is_host_only_whatever_the_prefix() {
-    let app = start_with(
-        None,
-        None,
-        |c| c.prefix("/api/auth"),
-        Arc::new(ManualClock::starting_now()),
-    )
-    .await;
+    let app = start_memory(|c| c.prefix("/api/auth")).await;
     let resp = client()
         .post(app.server.url("/auth/login/alice"))
         .send()
@@ -400,7 +346,7 @@ async fn the_default_cookie_is_host_only_whatever_the_prefix() {
     assert!(set[0].contains("; Path=/;"), "{set:?}");
     assert!(!set[0].contains("Domain="), "{set:?}");
     let token = cookie_value(&resp, COOKIE).unwrap();
-    let resp = post(&app, "/api/auth/refresh", &format!("{COOKIE}={token}")).await;
+    let resp = post_token(&app, "/api/auth/refresh", &token).await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
@@ -408,19 +354,10 @@ async fn the_default_cookie_is_host_only_whatever_the_prefix() {
 
 #[tokio::test]
 async fn logout_answers_503_until_the_revocation_lands_and_a_retry_finishes() {
-    let clock = Arc::new(ManualClock::starting_now());
-    let revocations = FaultyRevocations::memory(clock.clone());
-    let failing = revocations.failing.shared();
-    let app = start_with(
-        None,
-        Some(Arc::new(revocations) as Arc<dyn RevocationStore>),
-        |c| c,
-        clock,
-    )
-    .await;
+    let (app, failing) = app_with_faulty_revocations().await;
     let l = login(&app, "alice").await;
     failing.store(true, Ordering::SeqCst);
-    let resp = post(&app, "/auth/logout", &format!("{COOKIE}={}", l.refresh)).await;
+    let resp = post_token(&app, "/auth/logout", &l.refresh).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()["retry-after"], "1");
     assert!(
@@ -433,7 +370,7 @@ async fn logout_answers_503_until_the_revocation_lands_and_a_retry_finishes() {
         StatusCode::OK,
         "nothing was revoked, and nothing was claimed"
     );
-    let resp = post(&app, "/auth/logout", &format!("{COOKIE}={}", l.refresh)).await;
+    let resp = post_token(&app, "/auth/logout", &l.refresh).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(api(&app, &l.access).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -444,16 +381,7 @@ async fn logout_answers_503_until_the_revocation_lands_and_a_retry_finishes() {
 
 #[tokio::test]
 async fn device_revocation_and_logout_everywhere_answer_503_while_revocations_fail() {
-    let clock = Arc::new(ManualClock::starting_now());
-    let revocations = FaultyRevocations::memory(clock.clone());
-    let failing = revocations.failing.shared();
-    let app = start_with(
-        None,
-        Some(Arc::new(revocations) as Arc<dyn RevocationStore>),
-        |c| c,
-        clock,
-    )
-    .await;
+    let (app, failing) = app_with_faulty_revocations().await;
     let phone = login(&app, "alice").await;
     let laptop = login(&app, "alice").await;
     let phone_id = phone.refresh.split('.').next().unwrap().to_owned();
@@ -467,12 +395,7 @@ async fn device_revocation_and_logout_everywhere_answer_503_while_revocations_fa
     let resp = delete().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()["retry-after"], "1");
-    let resp = post(
-        &app,
-        "/auth/logout-everywhere",
-        &format!("{COOKIE}={}", laptop.refresh),
-    )
-    .await;
+    let resp = post_token(&app, "/auth/logout-everywhere", &laptop.refresh).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(set_cookies(&resp).is_empty());
     failing.store(false, Ordering::SeqCst);
@@ -480,12 +403,7 @@ async fn device_revocation_and_logout_everywhere_answer_503_while_revocations_fa
     let resp = delete().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT, "the retry finishes");
     assert_eq!(api(&app, &phone.access).await, StatusCode::UNAUTHORIZED);
-    let resp = post(
-        &app,
-        "/auth/logout-everywhere",
-        &format!("{COOKIE}={}", laptop.refresh),
-    )
-    .await;
+    let resp = post_token(&app, "/auth/logout-everywhere", &laptop.refresh).await;
     assert_eq!(resp.status(), StatusCode::OK, "the retry finishes");
     assert_eq!(api(&app, &laptop.access).await, StatusCode::UNAUTHORIZED);
 }
@@ -504,7 +422,7 @@ async fn a_logged_out_access_token_stays_refused_through_the_verifiers_leeway() 
     .await;
     let l = login(&app, "alice").await;
     let live = login(&app, "alice").await;
-    let resp = post(&app, "/auth/logout", &format!("{COOKIE}={}", l.refresh)).await;
+    let resp = post_token(&app, "/auth/logout", &l.refresh).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     // 15 min lifetime: past `exp`, well inside the 5 min leeway.
     app.clock.advance(Duration::from_secs(900 + 240));
@@ -526,13 +444,7 @@ async fn a_logged_out_access_token_stays_refused_through_the_verifiers_leeway() 
 
 #[tokio::test]
 async fn logins_beyond_the_cap_log_the_oldest_device_out() {
-    let app = start_with(
-        None,
-        None,
-        |c| c.max_families_per_user(2),
-        Arc::new(ManualClock::starting_now()),
-    )
-    .await;
+    let app = start_memory(|c| c.max_families_per_user(2)).await;
     let first = login(&app, "alice").await;
     app.clock.advance(Duration::from_secs(1));
     let second = login(&app, "alice").await;
@@ -648,13 +560,7 @@ async fn the_origin_scheme_follows_the_cookie_mode() {
     // Plain-http development cookies: that same `Origin` is the site's own
     // (a browser without Fetch Metadata still logs in), and another host
     // is still refused.
-    let dev = start_with(
-        None,
-        None,
-        RefreshConfig::insecure_dev_cookies,
-        Arc::new(ManualClock::starting_now()),
-    )
-    .await;
+    let dev = start_memory(RefreshConfig::insecure_dev_cookies).await;
     let dev_origin = dev.server.url("");
     let resp = client()
         .post(dev.server.url("/auth/login/alice"))
