@@ -258,13 +258,22 @@ pub async fn login(app: &HybridApp, user: &str) -> Login {
 
 /// `POST /auth/login/{user}` with `headers`; asserts 200.
 pub async fn login_with(app: &HybridApp, user: &str, headers: &[(&str, &str)]) -> Login {
+    let resp = post_login(app, user, headers).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    read_login(resp).await
+}
+
+/// `POST /auth/login/{user}` with `headers`, whatever the answer.
+pub async fn post_login(
+    app: &HybridApp,
+    user: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut req = client().post(app.server.url(&format!("/auth/login/{user}")));
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
-    let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), reqwest::StatusCode::OK);
-    read_login(resp).await
+    req.send().await.unwrap()
 }
 
 /// `POST path` with the `cookie` header as given.

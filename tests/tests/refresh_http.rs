@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use portcullis::refresh::{RefreshTransport, SecurityEvent};
 use portcullis_tests::refresh_app::{
-    self, COOKIE, HybridApp, Login, api, refresh, refreshed, start_memory,
+    self, COOKIE, HybridApp, Login, api, post_login, refresh, refreshed, start_memory,
 };
 use portcullis_tests::{client, cookie_value, set_cookies};
 use reqwest::StatusCode;
@@ -31,11 +31,7 @@ async fn login(app: &HybridApp, user: &str) -> Login {
 #[tokio::test]
 async fn login_sets_the_cookie_with_exact_attributes() {
     let app = app().await;
-    let resp = client()
-        .post(app.server.url("/auth/login/alice"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login(&app, "alice", &[]).await;
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let token = cookie_value(&resp, COOKIE).unwrap();
     assert_eq!(
@@ -379,11 +375,7 @@ async fn a_failing_store_gives_503_and_the_token_survives() {
         set_cookies(&resp).is_empty(),
         "an outage never clears the cookie"
     );
-    let resp = client()
-        .post(app.server.url("/auth/login/bob"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login(&app, "bob", &[]).await;
     assert_eq!(
         resp.status(),
         StatusCode::SERVICE_UNAVAILABLE,
@@ -402,12 +394,7 @@ async fn a_failing_store_gives_503_and_the_token_survives() {
 #[tokio::test]
 async fn body_transport_for_native_clients() {
     let app = start_memory(|c| c.transport(RefreshTransport::Either)).await;
-    let resp = client()
-        .post(app.server.url("/auth/login/alice"))
-        .header("x-refresh-transport", "body")
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login(&app, "alice", &[("x-refresh-transport", "body")]).await;
     assert!(
         set_cookies(&resp).is_empty(),
         "body mode never sets a cookie"

@@ -16,8 +16,8 @@ use portcullis::refresh::{
     SecurityEvent,
 };
 use portcullis_tests::refresh_app::{
-    COOKIE, FaultyRevocations, HybridApp, Login, api, login_with, post, post_token, refresh,
-    refreshed, start_memory, start_with, start_with_leeway,
+    COOKIE, FaultyRevocations, HybridApp, Login, api, login_with, post, post_login, post_token,
+    refresh, refreshed, start_memory, start_with, start_with_leeway,
 };
 use portcullis_tests::{TestServer, client, cookie_value, set_cookies};
 use reqwest::StatusCode;
@@ -72,12 +72,7 @@ async fn a_cross_site_login_gets_403_no_cookie_and_starts_no_family() {
         ("origin", "https://evil.example"),
     ] {
         let before = app.store_calls.load(Ordering::SeqCst);
-        let resp = client()
-            .post(app.server.url("/auth/login/mallory"))
-            .header(name, value)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_login(&app, "mallory", &[(name, value)]).await;
         assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{name}: {value}");
         assert!(set_cookies(&resp).is_empty(), "no refresh cookie");
         let body: Value = resp.json().await.unwrap();
@@ -90,11 +85,7 @@ async fn a_cross_site_login_gets_403_no_cookie_and_starts_no_family() {
     }
     // Same-origin browsers and clients without browser headers log in.
     login(&app, "alice").await;
-    let resp = client()
-        .post(app.server.url("/auth/login/alice"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login(&app, "alice", &[]).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(cookie_value(&resp, COOKIE).is_some());
 }
@@ -104,23 +95,20 @@ async fn a_cross_site_login_answered_in_the_body_is_not_refused() {
     // No ambient credential is set, and a cross-site form cannot add the
     // header that asks for the body.
     let app = start_memory(|c| c.transport(RefreshTransport::Either)).await;
-    let resp = client()
-        .post(app.server.url("/auth/login/alice"))
-        .header("sec-fetch-site", "cross-site")
-        .header("x-refresh-transport", "body")
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login(
+        &app,
+        "alice",
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("x-refresh-transport", "body"),
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(set_cookies(&resp).is_empty());
     let body: Value = resp.json().await.unwrap();
     assert!(body["refresh_token"].is_string());
-    let resp = client()
-        .post(app.server.url("/auth/login/alice"))
-        .header("sec-fetch-site", "cross-site")
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login(&app, "alice", &[("sec-fetch-site", "cross-site")]).await;
     assert_eq!(
         resp.status(),
         StatusCode::FORBIDDEN,
@@ -335,11 +323,7 @@ async fn duplicated_cookies_are_refused_safely_elsewhere() {
 #[tokio::test]
 async fn the_default_cookie_is_host_only_whatever_the_prefix() {
     let app = start_memory(|c| c.prefix("/api/auth")).await;
-    let resp = client()
-        .post(app.server.url("/auth/login/alice"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login(&app, "alice", &[]).await;
     let set = set_cookies(&resp);
     assert_eq!(set.len(), 1);
     assert!(set[0].starts_with("__Host-refresh="), "{set:?}");
@@ -548,12 +532,7 @@ async fn the_origin_scheme_follows_the_cookie_mode() {
     let app = app().await;
     let http_origin = app.server.url("");
     assert!(http_origin.starts_with("http://"), "{http_origin}");
-    let resp = client()
-        .post(app.server.url("/auth/login/mallory"))
-        .header("origin", &http_origin)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login(&app, "mallory", &[("origin", &http_origin)]).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert!(set_cookies(&resp).is_empty());
 
@@ -562,19 +541,9 @@ async fn the_origin_scheme_follows_the_cookie_mode() {
     // is still refused.
     let dev = start_memory(RefreshConfig::insecure_dev_cookies).await;
     let dev_origin = dev.server.url("");
-    let resp = client()
-        .post(dev.server.url("/auth/login/alice"))
-        .header("origin", &dev_origin)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login(&dev, "alice", &[("origin", &dev_origin)]).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(cookie_value(&resp, "refresh").is_some());
-    let resp = client()
-        .post(dev.server.url("/auth/login/alice"))
-        .header("origin", "http://evil.example")
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login(&dev, "alice", &[("origin", "http://evil.example")]).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 }
