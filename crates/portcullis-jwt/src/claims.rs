@@ -162,7 +162,7 @@ pub struct RegisteredClaims {
     pub has_nonce: bool,
 }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+pub(crate) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 

@@ -259,6 +259,11 @@ impl VerifyingKey {
         allow_symmetric: bool,
     ) -> Result<Self, KeyError> {
         crate::ensure_crypto_provider();
+        // A published secret is leaked whatever its `use`, `key_ops` or
+        // `alg` say: refused before anything else is looked at.
+        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) && !allow_symmetric {
+            return Err(KeyError::SymmetricInJwks);
+        }
         if let Some(u) = &jwk.common.public_key_use {
             if *u != PublicKeyUse::Signature {
                 return Err(KeyError::JwkNotForVerification("use is not sig"));
@@ -293,9 +298,6 @@ impl VerifyingKey {
         };
         let kid = jwk.common.key_id.as_deref();
         if let AlgorithmParameters::OctetKey(p) = &jwk.algorithm {
-            if !allow_symmetric {
-                return Err(KeyError::SymmetricInJwks);
-            }
             let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(&p.value)
                 .map_err(parse_err)?;
@@ -653,6 +655,33 @@ impl KeySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A published JWKS holding a shared secret is refused whatever the
+    /// secret's `alg`, `use` or `key_ops` say (found by the `jwks` fuzz
+    /// target; fuzz/regressions/jwks/).
+    #[test]
+    fn a_jwks_holding_a_secret_is_refused_whatever_its_alg() {
+        use crate::jwks::{JwksError, key_set_from_json};
+        let ec = r#"{"kty":"EC","crv":"P-256","kid":"ec","use":"sig",
+            "x":"04N0xi21hshyvBp7I167sbE_bXqyqkAPfefdklMO7wY",
+            "y":"UI8exy-C06a7dUnjIdENkxeFtHM4-l_41LqEw9nVgmw"}"#;
+        let k = "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
+        for secret in [
+            format!(r#"{{"kty":"oct","kid":"s","k":"{k}"}}"#),
+            format!(r#"{{"kty":"oct","kid":"s","k":"{k}","alg":"HS196"}}"#),
+            format!(r#"{{"kty":"oct","kid":"s","k":"{k}","use":"sig","alg":"none"}}"#),
+            format!(r#"{{"kty":"oct","kid":"s","k":"{k}","use":"enc"}}"#),
+            format!(r#"{{"kty":"oct","kid":"s","k":"{k}","alg":"HS256"}}"#),
+        ] {
+            let doc = format!(r#"{{"keys":[{secret},{ec}]}}"#);
+            let got = key_set_from_json(doc.as_bytes(), None);
+            assert!(
+                matches!(got, Err(JwksError::Key(KeyError::SymmetricInJwks))),
+                "{secret}: {:?}",
+                got.map(|s| s.len())
+            );
+        }
+    }
 
     #[test]
     fn hmac_minimum_lengths() {

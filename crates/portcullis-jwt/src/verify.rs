@@ -10,7 +10,7 @@ use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 
 use crate::alg::Algorithm;
 use crate::claims::{Claims, NoCustomClaims, RegisteredClaims, registered_unique};
@@ -212,10 +212,12 @@ struct RawHeader<'a> {
     kid: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     cty: Option<Cow<'a, str>>,
-    #[serde(default)]
-    crit: Option<IgnoredAny>,
-    #[serde(default)]
-    b64: Option<IgnoredAny>,
+    /// Present with any value, `null` included: refused.
+    #[serde(default, deserialize_with = "crate::claims::present")]
+    crit: bool,
+    /// Present with any value, `null` included: refused.
+    #[serde(default, deserialize_with = "crate::claims::present")]
+    b64: bool,
     // `jwk`, `jku`, `x5u`, `x5c` are deliberately not read: keys come from
     // the configured key source only.
 }
@@ -257,7 +259,7 @@ pub(crate) fn parse_header_typ(
     check_object_str(text).map_err(|()| err(JwtErrorKind::BadJson))?;
     let h: RawHeader<'_> = serde_json::from_str(text).map_err(|_| err(JwtErrorKind::BadJson))?;
     let alg = Algorithm::parse(&h.alg).ok_or_else(|| err(JwtErrorKind::UnsupportedAlg))?;
-    if h.crit.is_some() || h.b64.is_some() {
+    if h.crit || h.b64 {
         return Err(err(JwtErrorKind::UnsupportedHeader));
     }
     if h.cty
@@ -612,6 +614,37 @@ pub fn verify_jws(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `crit` and `b64` are refused whatever their value, `null` included
+    /// (found by the `jwt_compact` fuzz target's invariant;
+    /// fuzz/regressions/jwt_compact/).
+    #[test]
+    fn crit_and_b64_refused_even_when_null() {
+        use base64::Engine as _;
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let secret = b"a secret of at least thirty-two bytes!!";
+        let keys =
+            crate::KeySet::new([
+                crate::VerifyingKey::hmac(None, crate::Algorithm::HS256, secret).unwrap(),
+            ])
+            .unwrap();
+        let mac_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+        for header in [
+            r#"{"alg":"HS256","crit":null}"#,
+            r#"{"alg":"HS256","b64":null}"#,
+            r#"{"alg":"HS256","crit":["exp"]}"#,
+            r#"{"alg":"HS256","b64":false}"#,
+        ] {
+            let signed = format!("{}.{}", enc(header), enc(r#"{"exp":1}"#));
+            let tag = aws_lc_rs::hmac::sign(&mac_key, signed.as_bytes());
+            let token = format!(
+                "{signed}.{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+            );
+            let got = verify_jws(&token, &keys, 8192).map_err(|e| e.kind());
+            assert_eq!(got.err(), Some(JwtErrorKind::UnsupportedHeader), "{header}");
+        }
+    }
 
     #[test]
     fn split_table() {
