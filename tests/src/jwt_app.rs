@@ -176,6 +176,30 @@ impl ServedApp {
     }
 }
 
+/// A server whose `GET /me`, behind `layer`, answers the token's subject.
+pub async fn serve_subject(layer: JwtLayer) -> TestServer {
+    TestServer::start(
+        Router::new()
+            .route(
+                "/me",
+                get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }),
+            )
+            .layer(layer),
+    )
+    .await
+}
+
+/// The status of `GET /me` on `server` with `token` as the bearer token.
+pub async fn me(server: &TestServer, token: &str) -> reqwest::StatusCode {
+    client()
+        .get(server.url("/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// A JWKS endpoint whose document can be swapped or made to fail, counting
 /// its requests.
 #[derive(Clone)]

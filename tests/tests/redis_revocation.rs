@@ -8,15 +8,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::routing::get;
 use futures_util::future::join_all;
 use portcullis::core::{Clock as _, ManualClock, SharedClock, SystemClock};
 use portcullis::jwt::revocation::RevocationStore;
-use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
+use portcullis::jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
 use portcullis_redis::{RedisBackend, RedisConfig, RedisRevocationStore};
+use portcullis_tests::TestServer;
+use portcullis_tests::jwt_app::{me, serve_subject};
 use portcullis_tests::redis_harness::{CutProxy, RedisCluster, RedisServer, Reply, RoundTripProxy};
-use portcullis_tests::{TestServer, client};
 use reqwest::StatusCode;
 
 const ISS: &str = "https://revocation.test";
@@ -202,25 +201,7 @@ async fn instance(
         .revocation(view)
         .build()
         .unwrap();
-    TestServer::start(
-        Router::new()
-            .route(
-                "/me",
-                get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }),
-            )
-            .layer(jwt),
-    )
-    .await
-}
-
-async fn me(app: &TestServer, token: &str) -> StatusCode {
-    client()
-        .get(app.url("/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
+    serve_subject(jwt).await
 }
 
 /// Three servers on distinct ports, each with its own store (own

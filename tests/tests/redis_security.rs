@@ -18,12 +18,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::routing::get;
 use futures_util::future::join_all;
 use portcullis::core::{Clock as _, ManualClock, SharedClock, Timestamp};
 use portcullis::jwt::revocation::RevocationStore;
-use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, MAX_LEEWAY, SigningKey, Validation};
+use portcullis::jwt::{Algorithm, JwtIssuer, JwtLayer, MAX_LEEWAY, SigningKey, Validation};
 use portcullis::refresh::testing::family;
 use portcullis::refresh::{DeviceInfo, RefreshStore, RotateOutcome, Rotation, RotationKey};
 use portcullis::session::{
@@ -31,8 +29,9 @@ use portcullis::session::{
 };
 use portcullis_core::{OpaqueToken, TokenDigest};
 use portcullis_redis::{RedisConfig, RedisRefreshStore, RedisRevocationStore, RedisSessionStore};
+use portcullis_tests::TestServer;
+use portcullis_tests::jwt_app::{me, serve_subject};
 use portcullis_tests::redis_harness::{CutProxy, RedisServer, Reply};
-use portcullis_tests::{TestServer, client};
 use reqwest::StatusCode;
 
 /// Entries in the large index: the scripts before the sorted-set index
@@ -380,25 +379,7 @@ async fn instance(keys: portcullis::jwt::SharedKeys, store: &RedisRevocationStor
         .revocation(store.view())
         .build()
         .unwrap();
-    TestServer::start(
-        Router::new()
-            .route(
-                "/me",
-                get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }),
-            )
-            .layer(jwt),
-    )
-    .await
-}
-
-async fn me(app: &TestServer, token: &str) -> StatusCode {
-    client()
-        .get(app.url("/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
+    serve_subject(jwt).await
 }
 
 /// A store pinging every 100 ms, reconnecting within 200 ms, its view
@@ -525,16 +506,8 @@ async fn a_staleness_bound_shorter_than_a_ping_is_refused() {
 async fn denylist_entries_outlive_their_expiry_by_the_leeway() {
     let redis = RedisServer::start();
     let clock = Arc::new(ManualClock::starting_now());
-    let shared: SharedClock = clock.clone();
     let now = i64::try_from(clock.now().secs()).unwrap();
-    let start = || async {
-        let s = RedisRevocationStore::builder(RedisConfig::new(redis.url()).build().unwrap())
-            .clock(shared.clone())
-            .start()
-            .unwrap();
-        assert!(s.wait_synced(SYNC).await);
-        s
-    };
+    let start = || revocations_on(redis.url(), Some(clock.clone()));
     let a = start().await;
     a.revoke_token("expiring", now + 10).await.unwrap();
     a.revoke_session("fam-expiring", now + 10).await.unwrap();
@@ -579,16 +552,8 @@ async fn denylist_entries_outlive_their_expiry_by_the_leeway() {
 async fn snapshots_and_messages_carry_entries_inside_the_leeway() {
     let redis = RedisServer::start();
     let clock = Arc::new(ManualClock::starting_now());
-    let shared: SharedClock = clock.clone();
     let now = i64::try_from(clock.now().secs()).unwrap();
-    let start = || async {
-        let s = RedisRevocationStore::builder(RedisConfig::new(redis.url()).build().unwrap())
-            .clock(shared.clone())
-            .start()
-            .unwrap();
-        assert!(s.wait_synced(SYNC).await);
-        s
-    };
+    let start = || revocations_on(redis.url(), Some(clock.clone()));
     let a = start().await;
     let b = start().await;
     a.revoke_token("expiring", now + 10).await.unwrap();
@@ -664,15 +629,7 @@ async fn instance_on(
         .revocation(store.view())
         .build()
         .unwrap();
-    TestServer::start(
-        Router::new()
-            .route(
-                "/me",
-                get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }),
-            )
-            .layer(jwt),
-    )
-    .await
+    serve_subject(jwt).await
 }
 
 /// The denylist set is shared by every instance: one instance whose clock
