@@ -170,6 +170,20 @@ impl ServedApp {
         self.get("/me", token).await.status()
     }
 
+    /// `GET /me` with `token` on a task of its own (to send many at once);
+    /// the task answers the status.
+    pub fn spawn_me(&self, token: String) -> tokio::task::JoinHandle<reqwest::StatusCode> {
+        let (http, url) = (self.http.clone(), self.server.url("/me"));
+        tokio::spawn(async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    }
+
     /// The status of `GET /admin` (admin role required) with `token`.
     pub async fn admin(&self, token: &str) -> reqwest::StatusCode {
         self.get("/admin", token).await.status()

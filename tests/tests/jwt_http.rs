@@ -436,16 +436,7 @@ async fn flood_of_random_kids_costs_a_bounded_number_of_fetches() {
             let p = portcullis_tests::jwt_app::payload("alice", now).to_string();
             let token =
                 portcullis_tests::jwt_app::forge(&header, &p, Algorithm::ES256, &attacker_pem);
-            let http = f.http.clone();
-            let url = f.server.url("/me");
-            tokio::spawn(async move {
-                http.get(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
+            f.spawn_me(token)
         })
         .collect();
     for t in tasks {

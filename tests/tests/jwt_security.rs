@@ -429,19 +429,7 @@ async fn a_snapshot_replacement_never_lets_a_revoked_token_through() {
     let mut let_through = 0;
     let mut sent = 0;
     while sent < 300 || replaced.load(Ordering::Acquire) < 20 {
-        let batch: Vec<_> = (0..4)
-            .map(|_| {
-                let (http, url, token) = (f.http.clone(), f.server.url("/me"), t.token.clone());
-                tokio::spawn(async move {
-                    http.get(url)
-                        .bearer_auth(token)
-                        .send()
-                        .await
-                        .unwrap()
-                        .status()
-                })
-            })
-            .collect();
+        let batch: Vec<_> = (0..4).map(|_| f.spawn_me(t.token.clone())).collect();
         for r in batch {
             if r.await.unwrap() != StatusCode::UNAUTHORIZED {
                 let_through += 1;
