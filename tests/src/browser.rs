@@ -27,6 +27,8 @@ use thirtyfour::{DesiredCapabilities, LoggingPrefsLogLevel};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::TestServer;
+
 /// The chromedriver binary Debian installs.
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
@@ -247,6 +249,37 @@ pub async fn type_into(driver: &WebDriver, by: By, text: &str) {
         .send_keys(text)
         .await
         .unwrap();
+}
+
+/// The app and an attacker's site on two origins: the app on
+/// `http://127.0.0.1:<port>`, the attacker on `http://localhost:<other
+/// port>` (another host name, so another origin and another site).
+#[derive(Debug)]
+pub struct TwoSites {
+    /// The app's server.
+    pub app: TestServer,
+    /// `http://127.0.0.1:<port>`.
+    pub app_origin: String,
+    /// The attacker's server.
+    pub evil: TestServer,
+    /// `http://localhost:<other port>/`, the attacker's page.
+    pub attacker_url: String,
+}
+
+impl TwoSites {
+    /// Serves `app`, then the router `attacker` builds for the app's origin.
+    pub async fn start(app: Router, attacker: impl FnOnce(&str) -> Router) -> Self {
+        let app = TestServer::start(app).await;
+        let app_origin = format!("http://127.0.0.1:{}", app.addr.port());
+        let evil = TestServer::start(attacker(&app_origin)).await;
+        let attacker_url = format!("http://localhost:{}/", evil.addr.port());
+        Self {
+            app,
+            app_origin,
+            evil,
+            attacker_url,
+        }
+    }
 }
 
 /// An attacker's site: `/` is a page that at once submits the form

@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use portcullis::session::MemoryStore;
-use portcullis_tests::TestServer;
 use portcullis_tests::browser::{
-    ChromeDriver, POLL, WAIT, attacker_site, click, output_dir, run_bounded, screenshot, type_into,
-    wait_for_body,
+    ChromeDriver, POLL, TwoSites, WAIT, attacker_site, click, output_dir, run_bounded, screenshot,
+    type_into, wait_for_body,
 };
 use thirtyfour::prelude::*;
 use web_app::{AppConfig, AppState};
@@ -69,11 +68,8 @@ async fn attack(
 async fn scenario(dir: &std::path::Path) {
     let (router, state): (Router, Arc<AppState>) =
         web_app::app(MemoryStore::new(), AppConfig::default()).unwrap();
-    let app = TestServer::start(router).await;
-    let app_origin = format!("http://127.0.0.1:{}", app.addr.port());
-    let evil = TestServer::start(attacker(&app_origin)).await;
-    // Another host name, so another origin and another site.
-    let attacker_url = format!("http://localhost:{}/", evil.addr.port());
+    let sites = TwoSites::start(router, attacker).await;
+    let (app_origin, attacker_url) = (sites.app_origin.as_str(), sites.attacker_url.as_str());
 
     let chromedriver = ChromeDriver::start().await;
     let driver = chromedriver.session().await;
@@ -118,7 +114,7 @@ async fn scenario(dir: &std::path::Path) {
     // 3. The attacker's page auto-submits while alice is logged in.
     attack(
         &driver,
-        &attacker_url,
+        attacker_url,
         &state,
         dir,
         "04-attack-while-logged-in.png",
@@ -149,7 +145,7 @@ async fn scenario(dir: &std::path::Path) {
     // 5. And again after logout.
     attack(
         &driver,
-        &attacker_url,
+        attacker_url,
         &state,
         dir,
         "07-attack-after-logout.png",

@@ -10,10 +10,9 @@
 //! Screenshots of every step: `target/test-output/hybrid-browser/`.
 
 use axum::Router;
-use portcullis_tests::TestServer;
 use portcullis_tests::browser::{
-    ChromeDriver, POLL, WAIT, attacker_site, click, output_dir, run_bounded, screenshot, type_into,
-    wait_for_body, wait_for_text,
+    ChromeDriver, POLL, TwoSites, WAIT, attacker_site, click, output_dir, run_bounded, screenshot,
+    type_into, wait_for_body, wait_for_text,
 };
 use thirtyfour::prelude::*;
 
@@ -60,11 +59,8 @@ async fn who_am_i(driver: &WebDriver) -> String {
 
 async fn scenario(dir: &std::path::Path) {
     let router = hybrid_spa::app(hybrid_spa::Stores::memory()).unwrap();
-    let app = TestServer::start(router).await;
-    let app_origin = format!("http://127.0.0.1:{}", app.addr.port());
-    let evil = TestServer::start(attacker(&app_origin)).await;
-    // Another host name, so another origin and another site.
-    let attacker_url = format!("http://localhost:{}/", evil.addr.port());
+    let sites = TwoSites::start(router, attacker).await;
+    let (app_origin, attacker_url) = (sites.app_origin.as_str(), sites.attacker_url.as_str());
 
     let chromedriver = ChromeDriver::start().await;
     let driver = chromedriver.session().await;
@@ -96,11 +92,11 @@ async fn scenario(dir: &std::path::Path) {
     screenshot(&driver, dir, "03-logged-out.png").await;
 
     // 4. The attacker's page auto-submits its text/plain "JSON" login.
-    driver.goto(&attacker_url).await.unwrap();
+    driver.goto(attacker_url).await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let url = driver.current_url().await.unwrap();
-        if url.as_str().starts_with(&app_origin) {
+        if url.as_str().starts_with(app_origin) {
             break;
         }
         assert!(
