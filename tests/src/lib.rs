@@ -62,6 +62,24 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// `GET url` with `token` as the bearer token, through [`client`]; the
+/// answer's JSON body, whatever its status.
+///
+/// # Panics
+///
+/// When the request fails or the body is not JSON.
+pub async fn get_json_with_bearer(url: String, token: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The `Set-Cookie` headers of a response.
 pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
     resp.headers()

@@ -10,7 +10,7 @@ use portcullis::refresh::{RefreshTransport, SecurityEvent};
 use portcullis_tests::refresh_app::{
     self, COOKIE, HybridApp, Login, api, post_login, refresh, refreshed, start_memory,
 };
-use portcullis_tests::{client, cookie_value, set_cookies};
+use portcullis_tests::{client, cookie_value, get_json_with_bearer, set_cookies};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -44,15 +44,7 @@ async fn login_sets_the_cookie_with_exact_attributes() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 900);
     let access = body["access_token"].as_str().unwrap();
-    let me: Value = client()
-        .get(app.server.url("/api/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = get_json_with_bearer(app.server.url("/api/me"), access).await;
     assert_eq!(me["user"], "alice");
     assert_eq!(
         me["sid"],
@@ -467,15 +459,7 @@ async fn device_list_and_revoking_one_device() {
     app.clock.advance(Duration::from_secs(1));
     let laptop = login(&app, "alice").await;
     let bob = login(&app, "bob").await;
-    let list: Value = client()
-        .get(app.server.url("/auth/sessions"))
-        .bearer_auth(&laptop.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json_with_bearer(app.server.url("/auth/sessions"), &laptop.access).await;
     let sessions = list["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2);
     assert_eq!(

@@ -19,7 +19,7 @@ use portcullis_tests::refresh_app::{
     COOKIE, FaultyRevocations, HybridApp, Login, api, login_with, post, post_login, post_token,
     refresh, refreshed, start_memory, start_with, start_with_leeway,
 };
-use portcullis_tests::{TestServer, client, cookie_value, set_cookies};
+use portcullis_tests::{TestServer, client, cookie_value, get_json_with_bearer, set_cookies};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -448,15 +448,7 @@ async fn logins_beyond_the_cap_log_the_oldest_device_out() {
     for l in [&second, &third, &bob] {
         assert_eq!(api(&app, &l.access).await, StatusCode::OK);
     }
-    let list: Value = client()
-        .get(app.server.url("/auth/sessions"))
-        .bearer_auth(&third.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json_with_bearer(app.server.url("/auth/sessions"), &third.access).await;
     assert_eq!(list["sessions"].as_array().unwrap().len(), 2);
 }
 

@@ -1,6 +1,6 @@
 //! The example's JSON contract, against the real binary.
 
-use portcullis_tests::{ExampleProcess, client, cookie_value};
+use portcullis_tests::{ExampleProcess, client, cookie_value, get_json_with_bearer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -51,15 +51,7 @@ async fn contract() {
     assert_eq!(body["expires_in"], 900);
     let access = body["access_token"].as_str().unwrap().to_owned();
 
-    let me: Value = http
-        .get(app.at("/api/me"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = get_json_with_bearer(app.at("/api/me"), &access).await;
     assert_eq!(me["user"], "alice");
     assert_eq!(
         http.get(app.at("/api/me")).send().await.unwrap().status(),
@@ -85,15 +77,7 @@ async fn contract() {
         .as_str()
         .unwrap()
         .to_owned();
-    let devices: Value = http
-        .get(app.at("/auth/sessions"))
-        .bearer_auth(&access2)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let devices: Value = get_json_with_bearer(app.at("/auth/sessions"), &access2).await;
     let list = devices["sessions"].as_array().unwrap();
     assert_eq!(list.len(), 2);
     let other = list.iter().find(|d| d["current"] == false).unwrap()["id"]

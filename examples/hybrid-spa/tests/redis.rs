@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use portcullis_tests::redis_harness::RedisServer;
-use portcullis_tests::{ExampleProcess, client, cookie_value};
+use portcullis_tests::{ExampleProcess, client, cookie_value, get_json_with_bearer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -96,15 +96,7 @@ async fn two_instances_share_families_and_revocations() {
     let phone = pair(post(&b, "/auth/refresh", successors.first().unwrap()).await).await;
 
     // The device list, read on A, holds both devices.
-    let list: Value = client()
-        .get(a.at("/auth/sessions"))
-        .bearer_auth(&laptop.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json_with_bearer(a.at("/auth/sessions"), &laptop.access).await;
     assert_eq!(list["sessions"].as_array().map(Vec::len), Some(2), "{list}");
 
     // The phone logs out on B: its access token is refused on A at once.
