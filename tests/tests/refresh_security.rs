@@ -539,3 +539,37 @@ async fn the_origin_scheme_follows_the_cookie_mode() {
     let resp = post_login(&dev, "alice", &[("origin", "http://evil.example")]).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_foreign_non_ascii_cookie_changes_no_refresh_outcome() {
+    // Any page of the parent domain can set a cookie with UTF-8 bytes; only
+    // the refresh cookie's own value is the refresher's business.
+    let app = app().await;
+    let first = login(&app, "alice").await;
+    let cookie = |token: &str| {
+        reqwest::header::HeaderValue::from_bytes(
+            format!("theme=caf\u{e9}; {COOKIE}={token}; lang=\u{65e5}\u{672c}").as_bytes(),
+        )
+        .unwrap()
+    };
+    let resp = client()
+        .post(app.server.url("/auth/refresh"))
+        .header("cookie", cookie(&first.refresh))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "refresh");
+    let next = cookie_value(&resp, COOKIE).expect("rotated cookie");
+    let resp = client()
+        .post(app.server.url("/auth/logout"))
+        .header("cookie", cookie(&next))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT, "logout");
+    assert_eq!(
+        refresh(&app, &next).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the logout ended the family"
+    );
+}
