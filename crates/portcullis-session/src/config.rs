@@ -23,11 +23,18 @@ pub enum Transport {
 /// Reads the client address from a request (for "your active sessions").
 pub type ClientIpFn = fn(&Extensions, &HeaderMap) -> Option<IpAddr>;
 
+/// The default per-user session cap: at most this many concurrent sessions
+/// per user, the oldest logged out first
+/// ([`SessionConfig::max_sessions_per_user`]).
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 20;
+
 /// Configuration of a [`SessionLayer`](crate::SessionLayer).
 ///
 /// Defaults: cookie `__Host-session` (`Secure`, `HttpOnly`, `SameSite=Lax`,
 /// `Path=/`), idle timeout 30 minutes, absolute lifetime 12 hours, idle
-/// extension written at most once a minute, no per-user cap, `Retry-After:
+/// extension written at most once a minute, at most
+/// [`DEFAULT_MAX_SESSIONS_PER_USER`] sessions per user (the oldest logged
+/// out first, so one account cannot fill a bounded store), `Retry-After:
 /// 1` on 503, the system clock, no `Clear-Site-Data` on logout.
 ///
 /// ```
@@ -63,7 +70,7 @@ impl Default for SessionConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             absolute_timeout: Duration::from_secs(12 * 3600),
             touch_interval: None,
-            cap: None,
+            cap: Some((DEFAULT_MAX_SESSIONS_PER_USER, CapPolicy::EvictOldest)),
             retry_after: Duration::from_secs(1),
             clock: SystemClock::shared(),
             client_ip: None,
@@ -141,9 +148,20 @@ impl SessionConfig {
         self
     }
 
-    /// Caps each user's concurrent sessions.
+    /// Caps each user's concurrent sessions at `max` (default
+    /// [`DEFAULT_MAX_SESSIONS_PER_USER`] with [`CapPolicy::EvictOldest`]).
     pub const fn max_sessions_per_user(mut self, max: usize, policy: CapPolicy) -> Self {
         self.cap = Some((max, policy));
+        self
+    }
+
+    /// **Unbounded.** No per-user session cap: every login adds a session
+    /// until it expires, so one account (a script with a valid password)
+    /// can fill a bounded store such as [`MemoryStore`](crate::MemoryStore)
+    /// and lock everyone else out of logging in. Prefer
+    /// [`SessionConfig::max_sessions_per_user`].
+    pub const fn unbounded_sessions_per_user(mut self) -> Self {
+        self.cap = None;
         self
     }
 

@@ -61,7 +61,9 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::{ClientIpFn, SessionConfig, SessionConfigError, Transport};
+pub use config::{
+    ClientIpFn, DEFAULT_MAX_SESSIONS_PER_USER, SessionConfig, SessionConfigError, Transport,
+};
 pub use counting::{CountingStore, OpCounter};
 pub use error::{SessionError, SessionErrorKind};
 #[cfg(feature = "axum")]
