@@ -27,10 +27,12 @@ impl Every {
     }
 
     /// Whether the caller is the one whose turn it is at `now_ms`: true for
-    /// exactly one caller once the interval has passed since the last turn.
+    /// exactly one caller once the interval has passed since the last turn,
+    /// or once the clock reads earlier than the last turn (a clock set back
+    /// must not stop the sweeps until it catches up again).
     pub(crate) fn claim(&self, now_ms: u64) -> bool {
         let last = self.last_ms.load(Ordering::Relaxed);
-        now_ms.saturating_sub(last) >= self.interval_ms
+        (now_ms < last || now_ms - last >= self.interval_ms)
             && self
                 .last_ms
                 .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
@@ -50,7 +52,9 @@ mod tests {
         assert!(!every.claim(11_000), "once");
         assert!(!every.claim(11_500));
         assert!(every.claim(12_000));
-        assert!(!every.claim(5_000), "a clock set back claims nothing");
+        assert!(every.claim(5_000), "a clock set back: a turn at once");
+        assert!(!every.claim(5_500), "then the interval runs from there");
+        assert!(every.claim(6_000));
         let racing = std::sync::Arc::new(Every::new(Duration::from_secs(1), 0));
         let wins: usize = (0..8)
             .map(|_| {
