@@ -84,14 +84,24 @@ impl fmt::Debug for Target {
     }
 }
 
-/// A URL without its user information (which may hold a password).
+/// A URL without anything that may hold a credential: the user
+/// information (`user:password@`) and the whole query (redis-rs reads
+/// `?pass=` and `?user=` on `unix://` and `redis+unix://` URLs).
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (url, had_query) = match url.split_once('?') {
+        Some((before, _)) => (before, true),
+        None => (url, false),
+    };
+    let mut out = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://REDACTED@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_owned(),
+    };
+    if had_query {
+        out.push_str("?REDACTED");
     }
+    out
 }
 
 /// A [`RedisConfig`] that cannot work.
@@ -821,6 +831,25 @@ fn server_error(e: RedisError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_print() {
+        let cases = [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("redis://u:hunter2@h:1/0", "redis://REDACTED@h:1/0"),
+            ("redis://:p@ss@h/0", "redis://REDACTED@h/0"),
+            (
+                "redis+unix:///run/redis.sock?db=0&pass=hunter2",
+                "redis+unix:///run/redis.sock?REDACTED",
+            ),
+            ("unix:///s?user=u&pass=hunter2", "unix:///s?REDACTED"),
+            ("rediss://u:hunter2@h/0?insecure", "rediss://REDACTED@h/0?REDACTED"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(super::redact(url), want, "{url}");
+            assert!(!super::redact(url).contains("hunter2"));
+        }
+    }
 
     #[test]
     fn urls_are_redacted() {
