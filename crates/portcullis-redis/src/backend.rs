@@ -843,7 +843,10 @@ mod tests {
                 "redis+unix:///run/redis.sock?REDACTED",
             ),
             ("unix:///s?user=u&pass=hunter2", "unix:///s?REDACTED"),
-            ("rediss://u:hunter2@h/0?insecure", "rediss://REDACTED@h/0?REDACTED"),
+            (
+                "rediss://u:hunter2@h/0?insecure",
+                "rediss://REDACTED@h/0?REDACTED",
+            ),
         ];
         for (url, want) in cases {
             assert_eq!(super::redact(url), want, "{url}");
