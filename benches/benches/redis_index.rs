@@ -9,17 +9,27 @@
 //!    spent in each script call. Printed: the median and p99 of the user
 //!    index script (`INDEX_ADD`, the one script that touches the index) and
 //!    of every script a login runs.
-//! 2. **Another user, with and without a flood.** With the flooding user's
+//! 2. **Another user, alone and during floods.** With the flooding user's
 //!    indexes at 100 000 entries, another user's session loads and refresh
 //!    rotations are timed one at a time (round trip as the application
-//!    sees it, default 250 ms timeout) for a few seconds: first alone, then
-//!    while eight tasks log the flooding user in without pause (a session
-//!    and a refresh family each time). Printed: p50, p99, max and the
-//!    calls that failed (a 503 in an application).
+//!    sees it, default 250 ms timeout) for a few seconds each: first alone,
+//!    then while eight tasks, without pause, run one of three floods:
+//!    - plain session loads of a third user (the cheapest traffic);
+//!    - logins (a session and a refresh family each time), each of a new
+//!      user, so every index the login scripts touch holds one entry;
+//!    - logins of the user whose indexes hold 100 000 entries.
+//!
+//!    The two login floods run the same scripts at the same concurrency and
+//!    differ only in the size of the index those scripts work on. Redis,
+//!    the flood and the timed calls share the machine's cores, so any
+//!    flood raises the other user's latency; what the index size costs
+//!    that user is the difference between the two login floods. Printed,
+//!    per flood, the calls (or logins) per second it achieved, and per
+//!    call kind and condition the p50, p99, max and the calls that failed
+//!    (a 503 in an application).
 //!
 //! `cargo bench -p portcullis-benches --bench redis_index` (needs
-//! `redis-server`, as the tests do). Redis shares the machine's cores with
-//! this process: the flood's own CPU use weighs on the second line.
+//! `redis-server`, as the tests do; loopback only, about a minute).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -176,7 +186,7 @@ where
 
 fn print_latency(what: &str, (times, failed): &(Vec<u64>, u64)) {
     println!(
-        "{what:<40} p50 {:>6} µs, p99 {:>6} µs, max {:>7} µs, {failed} failed of {}",
+        "{what:<56} p50 {:>6} µs, p99 {:>6} µs, max {:>7} µs, {failed} failed of {}",
         percentile(times, 50),
         percentile(times, 99),
         times[times.len() - 1],
@@ -184,7 +194,107 @@ fn print_latency(what: &str, (times, failed): &(Vec<u64>, u64)) {
     );
 }
 
-/// Part 2: another user's loads and refreshes, without and with a flood.
+/// What the eight flooding tasks do, without pause.
+#[derive(Clone, Copy)]
+enum Flood {
+    /// Plain session loads of a third user.
+    Loads,
+    /// Logins, each of a new user: the indexes the scripts touch hold one
+    /// entry.
+    TinyIndex,
+    /// Logins of the user whose indexes hold 100 000 entries.
+    FullIndex,
+}
+
+impl Flood {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Loads => "loads of a third user",
+            Self::TinyIndex => "logins, 1-entry indexes",
+            Self::FullIndex => "logins, 100k-entry indexes",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Self::Loads => "loads",
+            Self::TinyIndex | Self::FullIndex => "logins",
+        }
+    }
+}
+
+/// The flooding tasks while they run.
+struct Running {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(server: &RedisServer, clock: &SharedClock, flood: Flood, third: TokenDigest) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let tasks = (0..FLOODERS)
+            .map(|task| {
+                let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+                let sessions = RedisSessionStore::with_clock(
+                    slow_backend(server).build().unwrap(),
+                    clock.clone(),
+                );
+                let families = RedisRefreshStore::new(slow_backend(server).build().unwrap());
+                let clock = clock.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        match flood {
+                            Flood::Loads => {
+                                let _ = sessions.load(&third).await;
+                            }
+                            Flood::TinyIndex | Flood::FullIndex => {
+                                let user = match flood {
+                                    Flood::TinyIndex => format!("tiny-{task}-{n}"),
+                                    _ => "flood".to_owned(),
+                                };
+                                let rec = record(Some(&user), clock.now());
+                                let _ = sessions.create(&digest(), &rec, None).await;
+                                let (fam, _) = family(&user, 0);
+                                let _ = families.create(&fam, None).await;
+                            }
+                        }
+                        n += 1;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Self { stop, done, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+    }
+}
+
+/// The other user's calls under one condition.
+struct Condition {
+    flood: Option<Flood>,
+    /// Flood operations per second during the timed calls.
+    rate: f64,
+    load: (Vec<u64>, u64),
+    refresh: (Vec<u64>, u64),
+}
+
+impl Condition {
+    fn name(&self) -> String {
+        self.flood
+            .map_or_else(|| "alone".to_owned(), |f| format!("flood of {}", f.label()))
+    }
+}
+
+/// Part 2: another user's loads and refreshes, alone and during floods.
 async fn bystander(server: &RedisServer) {
     let clock = SystemClock::shared();
     // Default timeouts (250 ms): a failure is what an application answers
@@ -196,6 +306,9 @@ async fn bystander(server: &RedisServer) {
     let bob = digest();
     let rec = record(Some("bob"), clock.now());
     let _ = sessions.create(&bob, &rec, None).await.unwrap();
+    let carol = digest();
+    let rec = record(Some("carol"), clock.now());
+    let _ = sessions.create(&carol, &rec, None).await.unwrap();
     let key = RotationKey::generate().unwrap();
     let (fam, first) = family("bob", 0);
     families.create(&fam, None).await.unwrap();
@@ -229,49 +342,66 @@ async fn bystander(server: &RedisServer) {
     };
     let load = || async { sessions.load(&bob).await.is_ok_and(|r| r.is_some()) };
 
-    let quiet_load = sample(load).await;
-    let quiet_refresh = sample(&mut rotate).await;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let logins = Arc::new(AtomicU64::new(0));
-    let flooders: Vec<_> = (0..FLOODERS)
-        .map(|_| {
-            let (stop, logins) = (Arc::clone(&stop), Arc::clone(&logins));
-            let sessions =
-                RedisSessionStore::with_clock(slow_backend(server).build().unwrap(), clock.clone());
-            let families = RedisRefreshStore::new(slow_backend(server).build().unwrap());
-            let clock = clock.clone();
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let rec = record(Some("flood"), clock.now());
-                    let _ = sessions.create(&digest(), &rec, None).await;
-                    let (fam, _) = family("flood", 0);
-                    let _ = families.create(&fam, None).await;
-                    logins.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let started = Instant::now();
-    let flood_load = sample(load).await;
-    let flood_refresh = sample(&mut rotate).await;
-    let flood_logins = logins.load(Ordering::Relaxed);
-    let flood_secs = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for f in flooders {
-        f.await.unwrap();
+    let mut conditions = Vec::new();
+    for flood in [
+        None,
+        Some(Flood::Loads),
+        Some(Flood::TinyIndex),
+        Some(Flood::FullIndex),
+    ] {
+        let running = flood.map(|f| Running::start(server, &clock, f, carol));
+        if running.is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let before = running
+            .as_ref()
+            .map_or(0, |r| r.done.load(Ordering::Relaxed));
+        let started = Instant::now();
+        let load = sample(load).await;
+        let refresh = sample(&mut rotate).await;
+        let mut rate = 0.0;
+        if let Some(r) = running {
+            let done = r.done.load(Ordering::Relaxed) - before;
+            rate = done as f64 / started.elapsed().as_secs_f64();
+            r.stop().await;
+        }
+        conditions.push(Condition {
+            flood,
+            rate,
+            load,
+            refresh,
+        });
     }
 
     println!(
-        "another user, the flooding user's indexes at 100k entries ({FLOODERS} login loops: \
-         {:.0} logins/s during the flood):",
-        flood_logins as f64 / flood_secs
+        "another user, the flooding user's indexes at 100k entries; each flood is {FLOODERS} \
+         tasks without pause:"
     );
-    print_latency("  session load, alone", &quiet_load);
-    print_latency("  session load, during the flood", &flood_load);
-    print_latency("  refresh rotation, alone", &quiet_refresh);
-    print_latency("  refresh rotation, during the flood", &flood_refresh);
+    for c in &conditions {
+        if let Some(f) = c.flood {
+            println!("  {:<38} {:>6.0} {}/s", c.name(), c.rate, f.unit());
+        }
+    }
+    for (what, pick) in [
+        (
+            "session load",
+            (|c: &Condition| &c.load) as fn(&Condition) -> &(Vec<u64>, u64),
+        ),
+        ("refresh rotation", |c: &Condition| &c.refresh),
+    ] {
+        for c in &conditions {
+            print_latency(&format!("  {what}, {}", c.name()), pick(c));
+        }
+    }
+    let p99 = |s: &(Vec<u64>, u64)| percentile(&s.0, 99) as f64;
+    let (tiny, full) = (&conditions[2], &conditions[3]);
+    println!(
+        "p99 during the 100k-entry / the 1-entry login flood: session load {:.2}x, \
+         refresh rotation {:.2}x; logins/s {:.2}x",
+        p99(&full.load) / p99(&tiny.load).max(1.0),
+        p99(&full.refresh) / p99(&tiny.refresh).max(1.0),
+        full.rate / tiny.rate.max(1.0),
+    );
 }
 
 fn main() {
