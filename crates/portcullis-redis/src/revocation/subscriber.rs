@@ -106,15 +106,16 @@ async fn subscription(shared: &Shared, client: &Client, ping_interval: Duration)
         );
         return Ended::Failed;
     }
+    // From the first snapshot on, layers may trust the view (again, if the
+    // watchdog had marked it stale); then whoever waits for the sync is
+    // told, so that a view is always ready once `wait_synced` returns.
+    shared.fresh();
     shared.sync.send_modify(|s| {
         *s = SyncState {
             connected: true,
             snapshots: s.snapshots + 1,
         };
     });
-    // From the first snapshot on, layers may trust the view (again, if the
-    // watchdog had marked it stale).
-    shared.fresh();
     crate::event!(
         debug,
         reason = "revocation-subscriber-synced",
