@@ -13,22 +13,55 @@
 //! | [`rejection`] | the one mapping from auth failures to responses |
 //! | [`body`] | the response body every layer returns |
 //! | [`future`] | the response future every layer returns |
-//! | [`store`] | [`StoreError`] |
+//! | [`store`] | [`StoreError`], the store observer behind counting and fault injection |
+//! | [`request`] | bearer tokens, user agent, client address, bounded body reads |
+//! | [`origin`] | the trusted-origin policy ([`OriginCheck`]) of CSRF and refresh |
+//! | [`lifetime`] | idle and absolute lifetimes, the retry on id collisions |
+//! | [`active`] | [`ActiveSession`], a device in "your active sessions" |
+//! | [`event!`] | the tracing macro every layer logs through |
 //!
 //! This crate has no cargo features.
 
+pub mod active;
 pub mod body;
 pub mod clock;
 pub mod cookie;
 pub mod future;
+pub mod lifetime;
+pub mod origin;
 pub mod rejection;
+pub mod request;
 pub mod store;
 pub mod token;
 
+/// Emits a `tracing` event when the **calling** crate's `tracing` feature
+/// is on, and compiles to nothing otherwise: every layer crate logs through
+/// it, at `debug`/`warn` with a `reason` field, never a token, cookie or
+/// key value. Events go to the calling crate's target (`portcullis_jwt`,
+/// `portcullis_session`, ...), so `RUST_LOG=portcullis_jwt=debug` shows
+/// why the JWT layer refused a request.
+///
+/// The calling crate needs an optional `tracing` dependency enabled by a
+/// feature named `tracing`.
+///
+/// ```text
+/// portcullis_core::event!(debug, reason = "expired", "token refused");
+/// ```
+#[macro_export]
+macro_rules! event {
+    ($level:ident, $($rest:tt)*) => {{
+        #[cfg(feature = "tracing")]
+        ::tracing::$level!($($rest)*);
+    }};
+}
+
+pub use active::ActiveSession;
 pub use body::ResponseBody;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
 pub use cookie::{CookieConfig, CookieConfigError, SameSite};
-pub use future::LayerFuture;
+pub use future::{After, AfterResponse, LayerFuture, NoHook};
+pub use lifetime::{Deadlines, Lifetimes};
+pub use origin::{OriginCheck, OriginError};
 pub use rejection::{ProblemJson, Rejection, RejectionKind, RenderRejection};
-pub use store::{BoxError, StoreError, StoreErrorKind};
+pub use store::{BoxError, StoreError, StoreErrorKind, StoreObserver};
 pub use token::{OpaqueToken, TokenDigest, TokenFormatError};

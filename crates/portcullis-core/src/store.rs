@@ -169,6 +169,122 @@ impl FaultSwitch {
     }
 }
 
+/// Watches the calls made through an instrumented store: each layer crate
+/// has one instrumenting wrapper per store trait (`InstrumentedStore` in
+/// `portcullis-session`, `InstrumentedRefreshStore` in
+/// `portcullis-refresh`) that asks its observer before every call and tells
+/// it the outcome after. Counting calls ([`CallCounter`]) and injecting an
+/// outage ([`FaultSwitch`]) are two observers; metrics are another.
+pub trait StoreObserver: Send + Sync + fmt::Debug + 'static {
+    /// Before `op` runs. An `Err` fails the call without reaching the
+    /// store.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the observer wants the call to fail with.
+    fn before(&self, op: &'static str) -> Result<(), StoreError> {
+        let _ = op;
+        Ok(())
+    }
+
+    /// After `op` ran (or was failed by [`before`](StoreObserver::before)),
+    /// with its outcome.
+    fn after(&self, op: &'static str, outcome: Result<(), &StoreError>) {
+        let _ = (op, outcome);
+    }
+}
+
+impl StoreObserver for FaultSwitch {
+    fn before(&self, _: &'static str) -> Result<(), StoreError> {
+        self.check()
+    }
+}
+
+/// Runs one store call under `observer`.
+///
+/// # Errors
+///
+/// The observer's refusal, or the call's own error.
+pub async fn observe<T, O: StoreObserver + ?Sized>(
+    observer: &O,
+    op: &'static str,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let result = match observer.before(op) {
+        Ok(()) => call.await,
+        Err(e) => Err(e),
+    };
+    observer.after(op, result.as_ref().map(|_| ()));
+    result
+}
+
+/// Counts store calls per operation name: the observer behind the
+/// `CountingStore` wrappers (the simulator's "store operations" column,
+/// tests that pin how many calls a request makes).
+///
+/// ```
+/// use portcullis_core::store::{CallCounter, StoreObserver};
+///
+/// let counter = CallCounter::default();
+/// counter.before("load").unwrap();
+/// counter.before("load").unwrap();
+/// assert_eq!(counter.get("load"), 2);
+/// assert_eq!(counter.total(), 2);
+/// ```
+#[derive(Debug, Default)]
+pub struct CallCounter {
+    calls: std::sync::Mutex<Vec<(&'static str, u64)>>,
+}
+
+impl CallCounter {
+    fn calls(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, u64)>> {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Calls of `op` so far.
+    #[must_use]
+    pub fn get(&self, op: &str) -> u64 {
+        self.calls()
+            .iter()
+            .find(|(name, _)| *name == op)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Calls so far, every operation.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.calls().iter().map(|(_, n)| n).sum()
+    }
+
+    /// Calls so far per operation, in the order first seen.
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        self.calls().clone()
+    }
+}
+
+impl StoreObserver for CallCounter {
+    fn before(&self, op: &'static str) -> Result<(), StoreError> {
+        let mut calls = self.calls();
+        match calls.iter_mut().find(|(name, _)| *name == op) {
+            Some((_, n)) => *n += 1,
+            None => calls.push((op, 1)),
+        }
+        Ok(())
+    }
+}
+
+impl<O: StoreObserver> StoreObserver for Arc<O> {
+    fn before(&self, op: &'static str) -> Result<(), StoreError> {
+        (**self).before(op)
+    }
+    fn after(&self, op: &'static str, outcome: Result<(), &StoreError>) {
+        (**self).after(op, outcome);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
