@@ -396,7 +396,7 @@ fn refuse<B, R: RenderRejection>(
     grpc: bool,
     path: &str,
 ) -> Response<ResponseBody<B>> {
-    crate::event!(
+    portcullis_core::event!(
         debug,
         reason = error.kind().as_str(),
         path = path,

@@ -120,15 +120,6 @@ pub use layer::{CsrfLayer, CsrfService, ResponseFuture};
 pub use origin::HeaderCheck;
 pub use tower_http::csrf::ProtectionErrorKind;
 
-/// Emits a `tracing` event when the `tracing` feature is on; nothing
-/// otherwise. Never pass a token, cookie or key.
-macro_rules! event {
-    ($level:ident, $($rest:tt)*) => {{
-        #[cfg(feature = "tracing")]
-        ::tracing::$level!($($rest)*);
-    }};
-}
-pub(crate) use event;
 
 #[cfg(all(test, feature = "session"))]
 mod tests {

@@ -493,7 +493,7 @@ mod remote {
                     )
                 }
                 Err(_e) => {
-                    crate::event!(warn, error = %_e, "JWKS fetch failed; keeping the last good key set");
+                    portcullis_core::event!(warn, error = %_e, "JWKS fetch failed; keeping the last good key set");
                     None
                 }
             };

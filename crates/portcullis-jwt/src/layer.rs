@@ -404,7 +404,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Shared<T> {
 
     fn log(e: &JwtError) {
         let _ = e;
-        crate::event!(debug, reason = e.reason(), "access token refused");
+        portcullis_core::event!(debug, reason = e.reason(), "access token refused");
     }
 }
 

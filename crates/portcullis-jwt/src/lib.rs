@@ -109,12 +109,3 @@ pub fn ensure_crypto_provider() {
     });
 }
 
-/// Emits a `tracing` event when the `tracing` feature is on. Never pass a
-/// token or key.
-macro_rules! event {
-    ($level:ident, $($rest:tt)*) => {{
-        #[cfg(feature = "tracing")]
-        ::tracing::$level!($($rest)*);
-    }};
-}
-pub(crate) use event;

@@ -370,7 +370,7 @@ impl Shared {
         slot.failed_at = None;
         let generation = slot.generation;
         slot.current = Some((generation, conn.clone()));
-        crate::event!(debug, reason = "redis-connected", "connected to Redis");
+        portcullis_core::event!(debug, reason = "redis-connected", "connected to Redis");
         Ok((generation, conn))
     }
 
@@ -383,7 +383,7 @@ impl Shared {
             .is_some_and(|(current, _)| *current == generation)
         {
             slot.current = None;
-            crate::event!(
+            portcullis_core::event!(
                 warn,
                 reason = "redis-connection-lost",
                 "Redis connection failed; the next call reconnects"
@@ -401,7 +401,7 @@ impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.shared.slot().failed_at = Some(Instant::now());
-            crate::event!(
+            portcullis_core::event!(
                 debug,
                 reason = "redis-connect-failed",
                 "could not connect to Redis"
@@ -753,7 +753,7 @@ impl RedisBackend {
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if e.is_timeout() => {
-                crate::event!(debug, reason = "redis-timeout", "Redis call timed out");
+                portcullis_core::event!(debug, reason = "redis-timeout", "Redis call timed out");
                 self.discard(lease);
                 Err(Failure::Final(StoreError::timeout()))
             }
@@ -763,7 +763,7 @@ impl RedisBackend {
             }
             Ok(Err(e)) => Err(Failure::Final(server_error(e))),
             Err(_) => {
-                crate::event!(debug, reason = "redis-timeout", "Redis call timed out");
+                portcullis_core::event!(debug, reason = "redis-timeout", "Redis call timed out");
                 self.discard(lease);
                 Err(Failure::Final(StoreError::timeout()))
             }

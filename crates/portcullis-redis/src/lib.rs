@@ -439,12 +439,3 @@ pub use session::RedisSessionStore;
 /// time the caller passes); Redis' own expiry only cleans up.
 pub const EXPIRY_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Emits a `tracing` event when the `tracing` feature is on; nothing
-/// otherwise. Never pass a key, a token or session data.
-macro_rules! event {
-    ($level:ident, $($rest:tt)*) => {{
-        #[cfg(feature = "tracing")]
-        ::tracing::$level!($($rest)*);
-    }};
-}
-pub(crate) use event;

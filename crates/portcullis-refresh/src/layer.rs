@@ -285,7 +285,7 @@ impl Refresher {
     /// the cookie (an outage never does).
     #[must_use]
     pub fn error_reply(&self, err: &RefreshError, clear_cookie: bool, grpc: bool) -> Reply {
-        crate::event!(
+        portcullis_core::event!(
             debug,
             reason = err.reason(),
             "refresh endpoint refused the request"

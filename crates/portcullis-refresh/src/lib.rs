@@ -79,12 +79,3 @@ pub use refresher::{DeviceSession, Refresher, RefresherBuilder, TokenPair};
 pub use store::RefreshStore;
 pub use token::{FAMILY_ID_LEN, FamilyId, REFRESH_TOKEN_LEN, RefreshToken, RotationKey};
 
-/// Emits a `tracing` event when the `tracing` feature is on. Never pass a
-/// token.
-macro_rules! event {
-    ($level:ident, $($rest:tt)*) => {{
-        #[cfg(feature = "tracing")]
-        ::tracing::$level!($($rest)*);
-    }};
-}
-pub(crate) use event;

@@ -278,7 +278,7 @@ impl Refresher {
             match self.inner.store.create(&family, c.max_families).await {
                 Ok(evicted) => {
                     for gone in &evicted {
-                        crate::event!(debug, family = %gone.id, "family cap: oldest family logged out");
+                        portcullis_core::event!(debug, family = %gone.id, "family cap: oldest family logged out");
                         // The login itself succeeded; on failure (logged) an
                         // evicted device's access token lives until its `exp`.
                         let _ = self.kill_access_tokens(&gone.id).await;
@@ -347,7 +347,7 @@ impl Refresher {
                 Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "reused"))
             }
             RotateOutcome::KeyMismatch => {
-                crate::event!(error, "refresh instances disagree on the rotation key");
+                portcullis_core::event!(error, "refresh instances disagree on the rotation key");
                 Err(RefreshError::new(
                     RefreshErrorKind::Conflict,
                     "rotation-key-mismatch",
@@ -363,7 +363,7 @@ impl Refresher {
             user_id: family.user_id.clone(),
             family_id: family.id.to_string(),
         };
-        crate::event!(warn, family = %family.id, "refresh token reuse: family revoked");
+        portcullis_core::event!(warn, family = %family.id, "refresh token reuse: family revoked");
         if let Some(hook) = &self.inner.config.on_event {
             hook(&event);
         }
@@ -390,7 +390,7 @@ impl Refresher {
             .revoke_session(sid.as_str(), self.revocation_until())
             .await
             .map_err(|e| {
-                crate::event!(error, family = %sid, "could not push the family's revocation to the view");
+                portcullis_core::event!(error, family = %sid, "could not push the family's revocation to the view");
                 RefreshError::store(e)
             })
     }

@@ -204,7 +204,7 @@ impl Inner {
         if self.purge.claim(self.clock.now().millis()) {
             // Best effort: a failed sweep is retried after the next interval.
             if self.purge().is_err() {
-                crate::event!(debug, reason = "purge-failed", "file store sweep failed");
+                portcullis_core::event!(debug, reason = "purge-failed", "file store sweep failed");
             }
         }
     }

@@ -292,7 +292,7 @@ async fn commit<B>(post: Post, response: Response<B>) -> Response<ResponseBody<B
     let Post { session, grpc } = post;
     let commit = session.commit().await;
     if let Some(err) = commit.error {
-        crate::event!(
+        portcullis_core::event!(
             warn,
             reason = "session-write-failed",
             "session store unavailable; answering 503"

@@ -79,13 +79,3 @@ pub use record::{
 pub use session::{RENEW_SCOPED_PREFIX, Session, SessionInfo};
 pub use store::SessionStore;
 
-/// Emits a `tracing` event when the `tracing` feature is on; nothing
-/// otherwise. Never pass a token, cookie or key.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! event {
-    ($level:ident, $($rest:tt)*) => {{
-        #[cfg(feature = "tracing")]
-        ::tracing::$level!($($rest)*);
-    }};
-}

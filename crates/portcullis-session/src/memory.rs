@@ -283,7 +283,7 @@ impl Inner {
         if held < limit {
             return Ok(());
         }
-        crate::event!(
+        portcullis_core::event!(
             warn,
             reason = "store-full",
             held,

@@ -218,7 +218,7 @@ impl Session {
             // Unknown or expired id: strict mode, never adopt it; clear it.
             Ok(None) => st.cookie = CookieAction::Remove,
             Err(e) if e.kind() == StoreErrorKind::Corrupt => {
-                crate::event!(
+                portcullis_core::event!(
                     warn,
                     reason = "corrupt-record",
                     "session record is corrupt; treating it as absent"
@@ -619,7 +619,7 @@ impl Session {
                     Err(e) if e.kind() == StoreErrorKind::NotFound => gone = true,
                     // Best effort: a missed extension must not fail a read.
                     Err(_) => {
-                        crate::event!(debug, reason = "touch-failed", "idle extension not written");
+                        portcullis_core::event!(debug, reason = "touch-failed", "idle extension not written");
                     }
                 }
             }

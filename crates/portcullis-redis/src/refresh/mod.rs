@@ -191,7 +191,7 @@ impl RedisRefreshStore {
             .await
             .is_err()
         {
-            crate::event!(
+            portcullis_core::event!(
                 debug,
                 reason = "unindex-failed",
                 "dead entries left in a refresh user index; pruned later"

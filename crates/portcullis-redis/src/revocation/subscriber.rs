@@ -47,7 +47,7 @@ pub(super) async fn run(shared: Arc<Shared>, clients: Vec<Client>, timing: Timin
         shared.sync.send_modify(|s| s.connected = false);
         match ended {
             Ended::Lost => {
-                crate::event!(
+                portcullis_core::event!(
                     warn,
                     reason = "revocation-subscriber-lost",
                     "revocation subscriber lost its connection; reconnecting"
@@ -81,7 +81,7 @@ fn jitter(backoff: Duration) -> Duration {
 async fn subscription(shared: &Shared, client: &Client, ping_interval: Duration) -> Ended {
     let bound = shared.backend.timeout();
     let Ok(Ok(pubsub)) = timeout(bound, client.get_async_pubsub()).await else {
-        crate::event!(
+        portcullis_core::event!(
             debug,
             reason = "revocation-subscriber-connect-failed",
             "revocation subscriber could not connect"
@@ -98,7 +98,7 @@ async fn subscription(shared: &Shared, client: &Client, ping_interval: Duration)
     // Subscribed first, then the snapshot: a change published meanwhile is
     // in the snapshot, or in the stream (applied after it), or both.
     if let Err(_e) = load_snapshot(shared).await {
-        crate::event!(
+        portcullis_core::event!(
             debug,
             reason = "revocation-snapshot-failed",
             error = %_e,
@@ -116,7 +116,7 @@ async fn subscription(shared: &Shared, client: &Client, ping_interval: Duration)
             snapshots: s.snapshots + 1,
         };
     });
-    crate::event!(
+    portcullis_core::event!(
         debug,
         reason = "revocation-subscriber-synced",
         "revocation subscriber connected; snapshot loaded"
@@ -130,7 +130,7 @@ async fn subscription(shared: &Shared, client: &Client, ping_interval: Duration)
                     return Ended::Lost;
                 };
                 let Some(event) = parse_message(msg.get_payload_bytes()) else {
-                    crate::event!(
+                    portcullis_core::event!(
                         debug,
                         reason = "revocation-message-malformed",
                         "ignored a malformed revocation message"
@@ -180,7 +180,7 @@ pub(super) async fn watchdog(shared: Arc<Shared>, bound: Duration) {
             if !h.stale && Instant::now() >= deadline {
                 h.stale = true;
                 shared.view.mark_stale();
-                crate::event!(
+                portcullis_core::event!(
                     warn,
                     reason = "revocation-view-stale",
                     bound_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),

@@ -189,7 +189,7 @@ impl RedisSessionStore {
             return;
         }
         if index::remove(&self.backend, index, members).await.is_err() {
-            crate::event!(
+            portcullis_core::event!(
                 debug,
                 reason = "unindex-failed",
                 "dead entries left in a user index; pruned later"
