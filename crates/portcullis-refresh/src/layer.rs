@@ -23,11 +23,11 @@ use crate::family::DeviceInfo;
 use crate::refresher::{Refresher, TokenPair};
 use crate::token::RefreshToken;
 
-/// Cross-site check for cookie-borne requests: portcullis-csrf's wrapper
-/// of tower-http's Fetch Metadata / `Origin` check.
+/// Cross-site check for cookie-borne requests: core's trusted-origin
+/// policy (tower-http's Fetch Metadata / `Origin` check).
 #[derive(Clone, Debug)]
 pub(crate) struct CsrfProbe {
-    check: portcullis_csrf::HeaderCheck,
+    check: portcullis_core::OriginCheck,
 }
 
 impl CsrfProbe {
@@ -39,7 +39,7 @@ impl CsrfProbe {
         public_origin: Option<&str>,
         secure_site: bool,
     ) -> Result<Self, RefreshConfigError> {
-        let mut check = portcullis_csrf::HeaderCheck::new(trusted, public_origin)
+        let mut check = portcullis_core::OriginCheck::new(trusted, public_origin)
             .map_err(|e| RefreshConfigError::Origin(e.to_string()))?;
         if !secure_site {
             check = check.insecure_http_site();
