@@ -406,6 +406,57 @@ pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a 
     }
 }
 
+/// Every copy of the cookie `name` across the `Cookie` headers, in the
+/// order sent, for the one caller that must act on all of them (a logout
+/// that ends every family a planted copy could hide the genuine one
+/// behind). Double quotes around a value are removed; empty values and
+/// values that are not visible ASCII are skipped (they cannot be tokens).
+/// Stops after `limit + 1` copies, so that a caller can refuse "more than
+/// `limit`" without reading the rest.
+///
+/// Everything else reads one value with [`find_cookie`], which refuses a
+/// duplicate.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::COOKIE};
+/// use portcullis_core::cookie::find_cookies;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.append(COOKIE, HeaderValue::from_static("rt=a; lang=fr; rt=\"b\""));
+/// headers.append(COOKIE, HeaderValue::from_static("rt=c"));
+/// assert_eq!(find_cookies(&headers, "rt", 8), ["a", "b", "c"]);
+/// assert_eq!(find_cookies(&headers, "rt", 1), ["a", "b"]); // stopped at limit + 1
+/// ```
+#[must_use]
+pub fn find_cookies<'a>(headers: &'a HeaderMap, name: &str, limit: usize) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    if name.contains('=') {
+        return out;
+    }
+    let name = name.as_bytes();
+    for header in headers.get_all(COOKIE) {
+        let mut rest = header.as_bytes();
+        loop {
+            let end = semicolon(rest);
+            let pair = rest.get(..end).unwrap_or_default();
+            if let Some(value) = value_of(pair, name) {
+                let visible = !value.is_empty() && value.iter().all(|b| (0x21..0x7f).contains(b));
+                if let (true, Ok(v)) = (visible, std::str::from_utf8(value)) {
+                    out.push(v);
+                    if out.len() > limit {
+                        return out;
+                    }
+                }
+            }
+            match rest.get(end + 1..) {
+                Some(next) => rest = next,
+                None => break,
+            }
+        }
+    }
+    out
+}
+
 /// The value of `pair` (one `;`-separated part of a `Cookie` header) when
 /// its name is `name`: spaces and tabs trimmed around the pair, split at
 /// the first `=`, double quotes around the value removed.
@@ -496,6 +547,45 @@ mod tests {
 
     fn mine(headers: &HeaderMap, name: &str) -> Result<Option<String>, CookieError> {
         find_cookie(headers, name).map(|v| v.map(str::to_owned))
+    }
+
+    #[test]
+    fn find_cookies_table() {
+        let n = "__Host-refresh";
+        let cases: &[(&[&[u8]], &[&str])] = &[
+            (&[], &[]),
+            (&[b"a=1"], &[]),
+            (&[b"__Host-refresh=a"], &["a"]),
+            (&[b"__Host-refresh=a; __Host-refresh=b"], &["a", "b"]),
+            (
+                &[b"__Host-refresh=a", b" __Host-refresh=\"b\" "],
+                &["a", "b"],
+            ),
+            (&[b"x=1;__Host-refresh=a;;__Host-refreshx=c"], &["a"]),
+            (&[b"__host-refresh=a; x__Host-refresh=b"], &[]),
+            (&[b"__Host-refresh=caf\xc3\xa9; __Host-refresh=b"], &["b"]),
+            (&[b"__Host-refresh=; __Host-refresh=a b"], &[]),
+            (&[b"__Host-refresh==a"], &["=a"]),
+            (&[b"\t__Host-refresh=a\t"], &["a"]),
+        ];
+        for (values, want) in cases {
+            let mut map = HeaderMap::new();
+            for h in *values {
+                map.append(COOKIE, HeaderValue::from_bytes(h).unwrap());
+            }
+            assert_eq!(find_cookies(&map, n, 8), *want, "{values:?}");
+        }
+        let mut many = HeaderMap::new();
+        many.append(
+            COOKIE,
+            HeaderValue::from_static("__Host-refresh=a; __Host-refresh=b; __Host-refresh=c"),
+        );
+        assert_eq!(
+            find_cookies(&many, n, 1),
+            ["a", "b"],
+            "stops after limit + 1"
+        );
+        assert!(find_cookies(&many, "__Host-refresh=", 8).is_empty());
     }
 
     #[test]
