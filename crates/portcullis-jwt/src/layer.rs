@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, Request, Response};
 use portcullis_core::cookie::find_cookie;
 use portcullis_core::rejection::is_grpc;
+use portcullis_core::request::{bearer_token, single_header};
 use portcullis_core::{ProblemJson, RenderRejection, ResponseBody, SharedClock, SystemClock};
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
@@ -310,34 +310,12 @@ pub(crate) fn extract<'a>(
     source: &TokenSource,
     headers: &'a HeaderMap,
 ) -> Result<Option<&'a str>, JwtError> {
-    let invalid = || JwtError::new(JwtErrorKind::InvalidRequest);
-    let single = |name: &HeaderName| -> Result<Option<&'a str>, JwtError> {
-        let mut it = headers.get_all(name).iter();
-        match (it.next(), it.next()) {
-            (None, _) => Ok(None),
-            (Some(v), None) => v.to_str().map(Some).map_err(|_| invalid()),
-            _ => Err(invalid()),
-        }
+    let read = match source {
+        TokenSource::Bearer => bearer_token(headers).map_err(drop),
+        TokenSource::Cookie(name) => find_cookie(headers, name).map_err(drop),
+        TokenSource::Header(name) => single_header(headers, name).map_err(drop),
     };
-    match source {
-        TokenSource::Bearer => {
-            let Some(value) = single(&AUTHORIZATION)? else {
-                return Ok(None);
-            };
-            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                // Other schemes are not our credentials.
-                return Ok(None);
-            }
-            let token = rest.trim_start_matches(' ');
-            if token.is_empty() || token.contains(' ') {
-                return Err(invalid());
-            }
-            Ok(Some(token))
-        }
-        TokenSource::Cookie(name) => find_cookie(headers, name).map_err(|_| invalid()),
-        TokenSource::Header(name) => single(name),
-    }
+    read.map_err(|()| JwtError::new(JwtErrorKind::InvalidRequest))
 }
 
 fn now_secs(clock: &SharedClock) -> i64 {
@@ -414,6 +392,24 @@ impl<T: DeserializeOwned + Send + Sync + 'static, R> JwtLayer<T, R> {
         JwtLayer {
             shared: self.shared,
             renderer,
+        }
+    }
+
+    /// Reads the token of a request where this layer reads it (its
+    /// token source: bearer header, cookie or header) and verifies it as
+    /// the layer would: keys, claims rules, revocation, cache. For
+    /// endpoints outside the layer that need the caller's claims (the
+    /// refresh endpoints' device list).
+    ///
+    /// # Errors
+    ///
+    /// [`JwtErrorKind::Missing`] without a token (even for an optional
+    /// layer), [`JwtErrorKind::InvalidRequest`] for a malformed credential
+    /// header, otherwise why the token was refused.
+    pub async fn verify_request(&self, headers: &HeaderMap) -> Result<Claims<T>, JwtError> {
+        match extract(&self.shared.source, headers)? {
+            Some(token) => self.verify(token).await,
+            None => Err(JwtError::new(JwtErrorKind::Missing)),
         }
     }
 
@@ -565,6 +561,117 @@ where
                     }
                 };
                 ResponseFuture::boxed(Box::pin(fut))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::{Algorithm, JwtIssuer, SigningKey};
+
+    fn issuer(secret: u8) -> JwtIssuer {
+        let key = SigningKey::hmac(Some("k"), Algorithm::HS256, &[secret; 32]).unwrap();
+        JwtIssuer::builder(key)
+            .issuer("https://iss")
+            .audience("api")
+            .build()
+            .unwrap()
+    }
+
+    fn layer(issuer: &JwtIssuer, source: TokenSource) -> JwtLayer {
+        JwtLayer::builder(issuer.keys())
+            .issuer("https://iss")
+            .audience("api")
+            .token_source(source)
+            .optional()
+            .build()
+            .unwrap()
+    }
+
+    fn headers(pairs: &[(&str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn verify_request_reads_where_the_layer_reads() {
+        let iss = issuer(7);
+        let token = iss.token("alice").mint().unwrap().token;
+        let other = issuer(8).token("mallory").mint().unwrap().token;
+        let bearer = format!("Bearer {token}");
+        let x_token = HeaderName::from_static("x-token");
+        // (source, headers, expected: Ok(subject) or Err(kind))
+        let cases: Vec<(TokenSource, HeaderMap, Result<&str, JwtErrorKind>)> = vec![
+            (
+                TokenSource::Bearer,
+                headers(&[("authorization", bearer.clone())]),
+                Ok("alice"),
+            ),
+            (
+                TokenSource::Bearer,
+                headers(&[]),
+                Err(JwtErrorKind::Missing),
+            ),
+            (
+                TokenSource::Bearer,
+                headers(&[("authorization", "Basic abc".into())]),
+                Err(JwtErrorKind::Missing),
+            ),
+            (
+                TokenSource::Bearer,
+                headers(&[("authorization", "Bearer a b".into())]),
+                Err(JwtErrorKind::InvalidRequest),
+            ),
+            (
+                TokenSource::Bearer,
+                headers(&[
+                    ("authorization", bearer.clone()),
+                    ("authorization", bearer.clone()),
+                ]),
+                Err(JwtErrorKind::InvalidRequest),
+            ),
+            (
+                TokenSource::Bearer,
+                headers(&[("cookie", format!("at={token}"))]),
+                Err(JwtErrorKind::Missing),
+            ),
+            (
+                TokenSource::Cookie("at".into()),
+                headers(&[("cookie", format!("at={token}"))]),
+                Ok("alice"),
+            ),
+            (
+                TokenSource::Cookie("at".into()),
+                headers(&[("authorization", bearer.clone())]),
+                Err(JwtErrorKind::Missing),
+            ),
+            (
+                TokenSource::Header(x_token.clone()),
+                headers(&[("x-token", token.clone())]),
+                Ok("alice"),
+            ),
+            (
+                TokenSource::Header(x_token),
+                headers(&[("x-token", other)]),
+                Err(JwtErrorKind::BadSignature),
+            ),
+        ];
+        for (i, (source, headers, want)) in cases.into_iter().enumerate() {
+            let got = layer(&iss, source).verify_request(&headers).await;
+            match (got, want) {
+                (Ok(c), Ok(sub)) => assert_eq!(c.subject(), Some(sub), "case {i}"),
+                (Err(e), Err(kind)) => assert_eq!(e.kind(), kind, "case {i}"),
+                (got, want) => panic!("case {i}: got {got:?}, want {want:?}"),
             }
         }
     }

@@ -73,6 +73,7 @@ pub mod jwks;
 mod key;
 mod layer;
 mod require;
+mod response;
 pub mod revocation;
 mod source;
 mod verify;
@@ -88,6 +89,7 @@ pub use issuer::{
 pub use key::{KeyError, KeySet, SigningKey, VerifyingKey, generate_pkcs8_pem};
 pub use layer::{Jwt, JwtConfigError, JwtLayer, JwtLayerBuilder, ResponseFuture, TokenSource};
 pub use require::{RequireClaims, RequireClaimsService};
+pub use response::TokenResponse;
 pub use source::{KeyLookup, KeySource, RefreshFuture, SharedKeys};
 pub use verify::{
     DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, MAX_LEEWAY, REQUIRABLE_CLAIMS, Validation, verify_jws,
@@ -108,4 +110,3 @@ pub fn ensure_crypto_provider() {
         );
     });
 }
-
