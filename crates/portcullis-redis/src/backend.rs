@@ -1,252 +1,18 @@
-//! The connection every Redis store shares: targets, timeouts, reconnection.
+//! [`RedisBackend`]: what every Redis store calls through. Each call is
+//! bounded by the timeout, retried once on a fresh connection when it is
+//! idempotent and its connection broke, and mapped to a `StoreError`.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::{
-    self, AsyncConnectionConfig, Client, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError,
-    RedisFuture, ScriptInvocation, ServerErrorKind, Value,
+    self, Cmd, ErrorKind, FromRedisValue, RedisError, ScriptInvocation, ServerErrorKind,
 };
 use portcullis_core::StoreError;
 use tokio::time::{Instant, timeout_at};
 
-/// Default bound on one Redis call, connecting included.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// Default pause after a failed connection attempt, during which calls fail
-/// at once instead of trying again.
-pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Default key prefix.
-pub const DEFAULT_KEY_PREFIX: &str = "portcullis";
-
-/// Where and how to reach Redis; [`RedisConfig::build`] turns it into a
-/// [`RedisBackend`] that stores share.
-///
-/// ```
-/// use std::time::Duration;
-/// use portcullis_redis::RedisConfig;
-///
-/// let backend = RedisConfig::new("redis://127.0.0.1:6379/")
-///     .key_prefix("myapp")
-///     .timeout(Duration::from_millis(200))
-///     .build()
-///     .unwrap();
-/// assert_eq!(backend.key_prefix(), "myapp");
-/// ```
-///
-/// Defaults: key prefix `portcullis`, every Redis call bounded by 250 ms
-/// (connecting included), 100 ms pause after a failed connection attempt.
-#[derive(Clone)]
-#[must_use]
-pub struct RedisConfig {
-    target: Target,
-    key_prefix: String,
-    timeout: Duration,
-    reconnect_backoff: Duration,
-}
-
-#[derive(Clone)]
-enum Target {
-    Url(String),
-    #[cfg(feature = "cluster")]
-    Cluster(Vec<String>),
-    Pool(deadpool_redis::Pool),
-}
-
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("target", &self.target)
-            .field("key_prefix", &self.key_prefix)
-            .field("timeout", &self.timeout)
-            .field("reconnect_backoff", &self.reconnect_backoff)
-            .finish()
-    }
-}
-
-impl fmt::Debug for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Url(url) => f.debug_tuple("Url").field(&redact(url)).finish(),
-            #[cfg(feature = "cluster")]
-            Self::Cluster(urls) => f
-                .debug_tuple("Cluster")
-                .field(&urls.iter().map(|u| redact(u)).collect::<Vec<_>>())
-                .finish(),
-            Self::Pool(pool) => f
-                .debug_tuple("Pool")
-                .field(&pool.status().max_size)
-                .finish(),
-        }
-    }
-}
-
-/// A URL without anything that may hold a credential: the user
-/// information (`user:password@`) and the whole query (redis-rs reads
-/// `?pass=` and `?user=` on `unix://` and `redis+unix://` URLs).
-fn redact(url: &str) -> String {
-    let (url, had_query) = match url.split_once('?') {
-        Some((before, _)) => (before, true),
-        None => (url, false),
-    };
-    let mut out = match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://REDACTED@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    };
-    if had_query {
-        out.push_str("?REDACTED");
-    }
-    out
-}
-
-/// A [`RedisConfig`] that cannot work.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RedisConfigError {
-    /// The URL does not parse as a Redis URL.
-    #[error("invalid Redis URL")]
-    Url(#[source] RedisError),
-    /// A cluster needs at least one node URL.
-    #[error("a Redis Cluster needs at least one node URL")]
-    NoNodes,
-    /// The key prefix is empty, longer than 64 bytes, or holds whitespace or
-    /// control characters.
-    #[error("the key prefix must be 1 to 64 printable characters without whitespace")]
-    KeyPrefix,
-    /// The timeout is zero.
-    #[error("the Redis timeout must be non-zero")]
-    Timeout,
-}
-
-impl RedisConfig {
-    /// One Redis server (or a proxy in front of several), by URL:
-    /// `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS when
-    /// `deadpool-redis` has a TLS feature, `redis+unix:///path`.
-    ///
-    /// The store keeps one multiplexed connection: concurrent calls share
-    /// it (pipelined on the wire), and no health check is sent per call.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self::with_target(Target::Url(url.into()))
-    }
-
-    /// A Redis Cluster, by the URLs of some of its nodes (the rest are
-    /// discovered). Feature `cluster`.
-    #[cfg(feature = "cluster")]
-    pub fn cluster<I, U>(urls: I) -> Self
-    where
-        I: IntoIterator<Item = U>,
-        U: Into<String>,
-    {
-        Self::with_target(Target::Cluster(urls.into_iter().map(Into::into).collect()))
-    }
-
-    /// An existing `deadpool-redis` pool.
-    ///
-    /// Every call checks a connection out of the pool, and deadpool checks
-    /// each checkout with an `UNWATCH` + `PING` exchange: one more round trip
-    /// per call (two per session load instead of one). Prefer
-    /// [`RedisConfig::new`] unless the application must share its pool.
-    pub fn from_pool(pool: deadpool_redis::Pool) -> Self {
-        Self::with_target(Target::Pool(pool))
-    }
-
-    fn with_target(target: Target) -> Self {
-        Self {
-            target,
-            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            timeout: DEFAULT_TIMEOUT,
-            reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
-        }
-    }
-
-    /// The prefix of every key (default `portcullis`), so that several
-    /// applications can share one Redis. The stores add `:` and their own
-    /// namespace after it (see the [crate docs](crate#key-layout)).
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = prefix.into();
-        self
-    }
-
-    /// Bounds every Redis call, connecting included (default 250 ms). When
-    /// it passes the call fails with [`StoreError::timeout`] (layers answer
-    /// 503) and the connection is replaced.
-    pub const fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// After a failed connection attempt, calls fail at once for this long
-    /// (default 100 ms) rather than each trying to connect again.
-    pub const fn reconnect_backoff(mut self, backoff: Duration) -> Self {
-        self.reconnect_backoff = backoff;
-        self
-    }
-
-    /// Checks the configuration and builds the backend. Connects lazily:
-    /// nothing is sent to Redis until the first call, so an application
-    /// starts (and answers 503 where it needs Redis) while Redis is down.
-    ///
-    /// # Errors
-    ///
-    /// [`RedisConfigError`] for an unparsable URL, an empty node list, a
-    /// bad key prefix or a zero timeout.
-    pub fn build(self) -> Result<RedisBackend, RedisConfigError> {
-        let prefix = &self.key_prefix;
-        if prefix.is_empty()
-            || prefix.len() > 64
-            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(RedisConfigError::KeyPrefix);
-        }
-        if self.timeout.is_zero() {
-            return Err(RedisConfigError::Timeout);
-        }
-        let source = match self.target {
-            Target::Url(url) => {
-                let client = Client::open(url.as_str()).map_err(RedisConfigError::Url)?;
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout));
-                Source::Shared(Box::new(Shared::new(Factory::Single(client, config))))
-            }
-            #[cfg(feature = "cluster")]
-            Target::Cluster(urls) => {
-                if urls.is_empty() {
-                    return Err(RedisConfigError::NoNodes);
-                }
-                // Plain clients for the nodes given: the revocation
-                // store's subscriber connects to one of them (a message
-                // published on any node of a cluster reaches every node).
-                let nodes = urls
-                    .iter()
-                    .map(|url| Client::open(url.as_str()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(RedisConfigError::Url)?;
-                let client = redis::cluster::ClusterClientBuilder::new(urls)
-                    .connection_timeout(self.timeout)
-                    .response_timeout(self.timeout)
-                    .retries(2)
-                    .build()
-                    .map_err(RedisConfigError::Url)?;
-                Source::Shared(Box::new(Shared::new(Factory::Cluster(client, nodes))))
-            }
-            Target::Pool(pool) => Source::Pool(pool),
-        };
-        Ok(RedisBackend {
-            inner: Arc::new(Inner {
-                source,
-                key_prefix: self.key_prefix,
-                timeout: self.timeout,
-                reconnect_backoff: self.reconnect_backoff,
-            }),
-        })
-    }
-}
+use crate::connection::{Conn, Factory, Lease, Source, unavailable};
 
 /// A connection to Redis shared by the stores built on it. Cheap to clone.
 ///
@@ -257,14 +23,14 @@ impl RedisConfig {
 /// service resumes by itself when Redis comes back.
 #[derive(Clone)]
 pub struct RedisBackend {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    source: Source,
-    key_prefix: String,
-    timeout: Duration,
-    reconnect_backoff: Duration,
+pub(crate) struct Inner {
+    pub(crate) source: Source,
+    pub(crate) key_prefix: String,
+    pub(crate) timeout: Duration,
+    pub(crate) reconnect_backoff: Duration,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -282,185 +48,6 @@ impl fmt::Debug for RedisBackend {
             .field("key_prefix", &self.inner.key_prefix)
             .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
-    }
-}
-
-enum Source {
-    Shared(Box<Shared>),
-    Pool(deadpool_redis::Pool),
-}
-
-/// Builds connections that many calls share at once.
-enum Factory {
-    Single(Client, AsyncConnectionConfig),
-    /// The cluster, and plain clients for the node URLs configured.
-    #[cfg(feature = "cluster")]
-    Cluster(redis::cluster::ClusterClient, Vec<Client>),
-}
-
-/// One shared (multiplexed) connection, replaced when it fails.
-struct Shared {
-    factory: Factory,
-    slot: Mutex<Slot>,
-    /// Held while connecting, so that concurrent calls wait for one attempt
-    /// instead of each opening a connection.
-    connecting: tokio::sync::Mutex<()>,
-}
-
-#[derive(Default)]
-struct Slot {
-    current: Option<(u64, Conn)>,
-    generation: u64,
-    failed_at: Option<Instant>,
-}
-
-impl Shared {
-    fn new(factory: Factory) -> Self {
-        Self {
-            factory,
-            slot: Mutex::new(Slot::default()),
-            connecting: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The current connection, or `Err` during the backoff after a failed
-    /// attempt.
-    fn current(&self, backoff: Duration) -> Option<Result<(u64, Conn), StoreError>> {
-        let slot = self.slot();
-        if let Some((generation, conn)) = &slot.current {
-            return Some(Ok((*generation, conn.clone())));
-        }
-        match slot.failed_at {
-            Some(at) if at.elapsed() < backoff => Some(Err(StoreError::backend(Unreachable))),
-            _ => None,
-        }
-    }
-
-    async fn get(&self, backoff: Duration) -> Result<(u64, Conn), StoreError> {
-        if let Some(found) = self.current(backoff) {
-            return found;
-        }
-        let _connecting = self.connecting.lock().await;
-        // Another call may have connected (or failed) while this one waited.
-        if let Some(found) = self.current(backoff) {
-            return found;
-        }
-        // Records a failure if the attempt errs or is cancelled by the
-        // caller's timeout.
-        let mut attempt = Attempt {
-            shared: self,
-            done: false,
-        };
-        let conn = match &self.factory {
-            Factory::Single(client, config) => client
-                .get_multiplexed_async_connection_with_config(config)
-                .await
-                .map(Conn::Multiplexed),
-            #[cfg(feature = "cluster")]
-            Factory::Cluster(client, _) => client.get_async_connection().await.map(Conn::Cluster),
-        }
-        .map_err(unavailable)?;
-        attempt.done = true;
-        let mut slot = self.slot();
-        slot.generation += 1;
-        slot.failed_at = None;
-        let generation = slot.generation;
-        slot.current = Some((generation, conn.clone()));
-        portcullis_core::event!(debug, reason = "redis-connected", "connected to Redis");
-        Ok((generation, conn))
-    }
-
-    /// Drops the connection of `generation` (if still current).
-    fn discard(&self, generation: u64) {
-        let mut slot = self.slot();
-        if slot
-            .current
-            .as_ref()
-            .is_some_and(|(current, _)| *current == generation)
-        {
-            slot.current = None;
-            portcullis_core::event!(
-                warn,
-                reason = "redis-connection-lost",
-                "Redis connection failed; the next call reconnects"
-            );
-        }
-    }
-}
-
-struct Attempt<'a> {
-    shared: &'a Shared,
-    done: bool,
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.shared.slot().failed_at = Some(Instant::now());
-            portcullis_core::event!(
-                debug,
-                reason = "redis-connect-failed",
-                "could not connect to Redis"
-            );
-        }
-    }
-}
-
-/// Redis could not be reached recently; calls fail at once until the
-/// backoff passes.
-#[derive(Debug, thiserror::Error)]
-#[error("Redis is unreachable (waiting before the next connection attempt)")]
-struct Unreachable;
-
-/// A connection as the stores use it.
-#[derive(Clone)]
-enum Conn {
-    Multiplexed(MultiplexedConnection),
-    #[cfg(feature = "cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-/// A connection for one call: shared, or checked out of a pool.
-enum Lease {
-    Shared(u64, Conn),
-    Pooled(deadpool_redis::Connection),
-}
-
-impl ConnectionLike for Lease {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Shared(_, Conn::Multiplexed(c)) => c.req_packed_command(cmd),
-            #[cfg(feature = "cluster")]
-            Self::Shared(_, Conn::Cluster(c)) => c.req_packed_command(cmd),
-            Self::Pooled(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Shared(_, Conn::Multiplexed(c)) => c.req_packed_commands(cmd, offset, count),
-            #[cfg(feature = "cluster")]
-            Self::Shared(_, Conn::Cluster(c)) => c.req_packed_commands(cmd, offset, count),
-            Self::Pooled(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Shared(_, Conn::Multiplexed(c)) => c.get_db(),
-            #[cfg(feature = "cluster")]
-            Self::Shared(_, Conn::Cluster(c)) => c.get_db(),
-            Self::Pooled(c) => c.get_db(),
-        }
     }
 }
 
@@ -499,14 +86,6 @@ pub(crate) enum Op<'a> {
     /// elsewhere).
     #[cfg(feature = "cluster")]
     Routed(&'a Cmd, &'a redis::cluster_routing::RoutingInfo),
-}
-
-fn unavailable(e: RedisError) -> StoreError {
-    if e.is_timeout() {
-        StoreError::timeout()
-    } else {
-        StoreError::backend(e)
-    }
 }
 
 /// Whether an error leaves the connection in doubt (so it is replaced):
@@ -594,7 +173,7 @@ impl RedisBackend {
     /// pub/sub subscriber): the server's, or each configured cluster
     /// node's. None for a pool, which does not say where it connects.
     #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
-    pub(crate) fn subscriber_clients(&self) -> Vec<Client> {
+    pub(crate) fn subscriber_clients(&self) -> Vec<redis::Client> {
         match &self.inner.source {
             Source::Shared(shared) => match &shared.factory {
                 Factory::Single(client, _) => vec![client.clone()],
@@ -642,10 +221,10 @@ impl RedisBackend {
 
         let mut keys = Vec::new();
         let first = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-        let reply: Value = self
+        let reply: redis::Value = self
             .run(Op::Routed(&scan_cmd(0, pattern), &first), Idempotent::Yes)
             .await?;
-        let Value::Map(nodes) = reply else {
+        let redis::Value::Map(nodes) = reply else {
             return Err(StoreError::backend(UnexpectedScanReply));
         };
         for (addr, page) in nodes {
@@ -658,7 +237,7 @@ impl RedisBackend {
             let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
             let mut page = page;
             loop {
-                if let Value::ServerError(e) = page {
+                if let redis::Value::ServerError(e) = page {
                     return Err(StoreError::backend(RedisError::from(e)));
                 }
                 let (next, batch): (u64, Vec<Vec<u8>>) = redis::from_redis_value(page)
@@ -831,6 +410,7 @@ fn server_error(e: RedisError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DEFAULT_TIMEOUT, RedisConfig, RedisConfigError, redact};
 
     #[test]
     fn credentials_never_print() {
@@ -849,8 +429,8 @@ mod tests {
             ),
         ];
         for (url, want) in cases {
-            assert_eq!(super::redact(url), want, "{url}");
-            assert!(!super::redact(url).contains("hunter2"));
+            assert_eq!(redact(url), want, "{url}");
+            assert!(!redact(url).contains("hunter2"));
         }
     }
 

@@ -405,6 +405,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+mod config;
+mod connection;
 #[cfg(any(feature = "session", feature = "refresh"))]
 mod index;
 #[cfg(any(feature = "session", feature = "refresh"))]
@@ -422,9 +424,9 @@ pub mod testing;
 /// `deadpool_redis::redis`), for [`RedisConfig::from_pool`].
 pub use deadpool_redis;
 
-pub use backend::{
-    DEFAULT_KEY_PREFIX, DEFAULT_RECONNECT_BACKOFF, DEFAULT_TIMEOUT, RedisBackend, RedisConfig,
-    RedisConfigError,
+pub use backend::RedisBackend;
+pub use config::{
+    DEFAULT_KEY_PREFIX, DEFAULT_RECONNECT_BACKOFF, DEFAULT_TIMEOUT, RedisConfig, RedisConfigError,
 };
 #[cfg(feature = "refresh")]
 pub use refresh::RedisRefreshStore;
@@ -438,4 +440,3 @@ pub use session::RedisSessionStore;
 /// between instances. Expiry itself is judged by the store's clock (or the
 /// time the caller passes); Redis' own expiry only cleans up.
 pub const EXPIRY_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
-
