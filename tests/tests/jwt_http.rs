@@ -11,7 +11,7 @@ use portcullis::jwt::jwks::RemoteJwks;
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
 use portcullis::jwt::{
     Algorithm, JwtIssuer, JwtLayer, JwtLayerBuilder, KeySet, KeySource, SharedKeys, SigningKey,
-    TokenSource, Validation,
+    Transport, Validation,
 };
 use portcullis_tests::TestServer;
 use portcullis_tests::jwt_app::{AUD, ISS, JwksServer, ServedApp, issuer_builder, layer_builder};
@@ -261,7 +261,7 @@ async fn cookie_and_header_sources_never_bearer_or_query() {
     let iss = issuer(Algorithm::HS256, "hs", clock.clone());
     let t = iss.token("alice").mint().unwrap();
     let cookie_layer = builder(iss.keys(), &clock)
-        .token_source(TokenSource::Cookie("__Host-at".into()))
+        .transport(Transport::Cookie("__Host-at".into()))
         .build()
         .unwrap();
     let f = ServedApp::start(cookie_layer).await;
@@ -289,7 +289,7 @@ async fn cookie_and_header_sources_never_bearer_or_query() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "duplicated cookie");
 
     let header_layer = builder(iss.keys(), &clock)
-        .token_source(TokenSource::Header(http::HeaderName::from_static(
+        .transport(Transport::Header(http::HeaderName::from_static(
             "x-api-token",
         )))
         .build()

@@ -22,8 +22,20 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::claims::Claims;
 use crate::key::VerifyingKey;
-use crate::source::{KeyLookup, KeySource};
-use crate::verify::{Verified, Window};
+use crate::keys::{KeyLookup, KeySource};
+use crate::validation::Window;
+
+/// A token that passed every check.
+pub(crate) struct Verified<T> {
+    pub(crate) claims: Claims<T>,
+    /// The seconds the token may be served in (`nbf`/`iat` to `exp`, with
+    /// the leeway).
+    pub(crate) window: Window,
+    /// The header's `kid`, and the key it found: a cached token is served
+    /// only while its key source still returns this very key.
+    pub(crate) kid: Option<Arc<str>>,
+    pub(crate) key: Arc<VerifyingKey>,
+}
 
 const SHARDS: usize = 16;
 
@@ -134,7 +146,7 @@ mod tests {
     use super::*;
     use crate::alg::Algorithm;
     use crate::claims::{NoCustomClaims, RegisteredClaims};
-    use crate::key::KeySet;
+    use crate::keys::KeySet;
 
     fn keys(kid: &str, secret: u8) -> KeySet {
         let key = VerifyingKey::hmac(Some(kid), Algorithm::HS256, &[secret; 32]).unwrap();

@@ -1,6 +1,7 @@
 //! Verified claims: the registered ones, typed, and the application's own.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -295,6 +296,46 @@ impl<'de> Visitor<'de> for RegisteredUnique {
 /// No application claims: the default `T` of [`Claims`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct NoCustomClaims {}
+
+/// In the extensions of every request a JWT service let through: tells
+/// the extractors that the layer runs on this route.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerRan;
+
+/// In the extensions of a request an optional JWT service let through
+/// without a token, for its claims type `T` (so an extractor for another
+/// type knows the layer decodes something else).
+pub(crate) struct NoToken<T>(PhantomData<fn() -> T>);
+
+impl<T> NoToken<T> {
+    pub(crate) const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T> Clone for NoToken<T> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+/// Puts what a JWT service let through into the request's extensions:
+/// the claims (or the no-token mark) and the layer mark. Zero-sized marks:
+/// no allocation beyond the claims'.
+pub(crate) fn mark<T: Send + Sync + 'static>(
+    extensions: &mut http::Extensions,
+    claims: Option<Claims<T>>,
+) {
+    match claims {
+        Some(c) => {
+            extensions.insert(c);
+        }
+        None => {
+            extensions.insert(NoToken::<T>::new());
+        }
+    }
+    extensions.insert(LayerRan);
+}
 
 /// A verified token's claims, as the layer puts them in the request
 /// extensions: the registered claims plus the application's `T`.

@@ -129,37 +129,23 @@ impl JwtError {
     /// credentials, 403 `insufficient_scope`, 503 when keys are
     /// unavailable.
     pub fn rejection(&self, realm: Option<&str>, retry_after: std::time::Duration) -> Rejection {
-        let realm = realm
-            .map(|r| format!("realm=\"{r}\", "))
-            .unwrap_or_default();
-        let challenge = |s: String| {
-            HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
-        };
-        match self.kind {
-            JwtErrorKind::Missing => Rejection::unauthenticated("an access token is required")
-                .with_challenge(
-                    challenge(format!("Bearer {}", realm.trim_end_matches(", "))).clone(),
-                ),
+        let rejection = match self.kind {
+            JwtErrorKind::Missing => Rejection::unauthenticated("an access token is required"),
             JwtErrorKind::InvalidRequest => {
-                Rejection::bad_request("the request's credentials are malformed").with_challenge(
-                    challenge(format!("Bearer {realm}error=\"invalid_request\"")),
-                )
+                Rejection::bad_request("the request's credentials are malformed")
             }
             JwtErrorKind::KeysUnavailable | JwtErrorKind::RevocationUnavailable => {
-                Rejection::unavailable(retry_after)
+                return Rejection::unavailable(retry_after).with_reason(self.reason());
             }
             JwtErrorKind::InsufficientScope => {
-                let scope = self.required.as_deref().unwrap_or_default();
-                Rejection::forbidden("the access token does not grant this").with_challenge(
-                    challenge(format!(
-                        "Bearer {realm}error=\"insufficient_scope\", scope=\"{scope}\""
-                    )),
-                )
+                Rejection::forbidden("the access token does not grant this")
             }
-            _ => Rejection::unauthenticated("the access token is invalid")
-                .with_challenge(challenge(format!("Bearer {realm}error=\"invalid_token\""))),
-        }
-        .with_reason(self.reason())
+            _ => Rejection::unauthenticated("the access token is invalid"),
+        };
+        let value = challenge(self.kind, realm, self.required.as_deref());
+        let value =
+            HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+        rejection.with_challenge(value).with_reason(self.reason())
     }
 }
 
@@ -178,3 +164,84 @@ impl fmt::Display for JwtError {
 }
 
 impl std::error::Error for JwtError {}
+
+/// The `WWW-Authenticate` value for a refusal of `kind` (RFC 6750 §3):
+/// no error code when no token was sent, and no trailing space when there
+/// is nothing after the scheme.
+pub(crate) fn challenge(kind: JwtErrorKind, realm: Option<&str>, scope: Option<&str>) -> String {
+    let mut params: Vec<String> = Vec::with_capacity(3);
+    if let Some(realm) = realm {
+        params.push(format!("realm=\"{realm}\""));
+    }
+    match kind {
+        JwtErrorKind::Missing => {}
+        JwtErrorKind::InvalidRequest => params.push("error=\"invalid_request\"".into()),
+        JwtErrorKind::InsufficientScope => {
+            params.push("error=\"insufficient_scope\"".into());
+            params.push(format!("scope=\"{}\"", scope.unwrap_or_default()));
+        }
+        _ => params.push("error=\"invalid_token\"".into()),
+    }
+    if params.is_empty() {
+        "Bearer".to_owned()
+    } else {
+        format!("Bearer {}", params.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_table() {
+        use JwtErrorKind as K;
+        let cases: [(K, Option<&str>, Option<&str>, &str); 8] = [
+            (K::Missing, None, None, "Bearer"),
+            (K::Missing, Some("api"), None, "Bearer realm=\"api\""),
+            (
+                K::InvalidRequest,
+                None,
+                None,
+                "Bearer error=\"invalid_request\"",
+            ),
+            (
+                K::InvalidRequest,
+                Some("api"),
+                None,
+                "Bearer realm=\"api\", error=\"invalid_request\"",
+            ),
+            (K::Expired, None, None, "Bearer error=\"invalid_token\""),
+            (
+                K::BadSignature,
+                Some("api"),
+                None,
+                "Bearer realm=\"api\", error=\"invalid_token\"",
+            ),
+            (
+                K::InsufficientScope,
+                None,
+                Some("admin"),
+                "Bearer error=\"insufficient_scope\", scope=\"admin\"",
+            ),
+            (
+                K::InsufficientScope,
+                Some("api"),
+                Some("read"),
+                "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"read\"",
+            ),
+        ];
+        for (kind, realm, scope, want) in cases {
+            assert_eq!(challenge(kind, realm, scope), want, "{kind:?} {realm:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_token_challenge_has_no_trailing_space() {
+        let r: http::Response<portcullis_core::ResponseBody<String>> =
+            JwtError::new(JwtErrorKind::Missing)
+                .rejection(None, std::time::Duration::from_secs(1))
+                .into_response(&portcullis_core::ProblemJson, false);
+        assert_eq!(r.headers()[http::header::WWW_AUTHENTICATE], "Bearer");
+    }
+}

@@ -5,19 +5,77 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use portcullis_core::{ProblemJson, Rejection, RenderRejection as _};
 
-use crate::claims::Claims;
+use crate::claims::{Claims, LayerRan, NoToken};
 use crate::issuer::JwtIssuer;
 
-/// The rejection of the [`Claims`] extractor: no claims in the request,
-/// because `JwtLayer` is missing on this route or runs in optional mode
-/// and the request had no token.
+/// Why the [`Claims`] extractor found no claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct ClaimsRejection;
+pub enum ClaimsRejectionKind {
+    /// No `JwtLayer` ran on this route (500: a wiring mistake).
+    LayerMissing,
+    /// The layer on this route decodes another claims type (500: build it
+    /// with `.claims::<T>()`).
+    OtherClaimsType,
+    /// The layer is optional and the request carried no token (401).
+    NoToken,
+}
+
+/// The rejection of the [`Claims`] extractor: 401 when an optional
+/// `JwtLayer` let a request without a token through; 500 naming the fix
+/// when no `JwtLayer` runs on the route or it decodes another claims type
+/// (a valid token would otherwise be refused without a hint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimsRejection {
+    kind: ClaimsRejectionKind,
+    claims_type: &'static str,
+}
+
+impl ClaimsRejection {
+    /// Why no claims were found.
+    #[must_use]
+    pub const fn kind(&self) -> ClaimsRejectionKind {
+        self.kind
+    }
+
+    /// The HTTP status this rejection answers.
+    #[must_use]
+    pub const fn status(&self) -> http::StatusCode {
+        match self.kind {
+            ClaimsRejectionKind::NoToken => http::StatusCode::UNAUTHORIZED,
+            _ => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The rejection for a request whose extensions hold no `Claims<T>`.
+    fn classify<T: 'static>(extensions: &http::Extensions) -> Self {
+        let kind = if extensions.get::<LayerRan>().is_none() {
+            ClaimsRejectionKind::LayerMissing
+        } else if extensions.get::<NoToken<T>>().is_some() {
+            ClaimsRejectionKind::NoToken
+        } else {
+            ClaimsRejectionKind::OtherClaimsType
+        };
+        Self {
+            kind,
+            claims_type: std::any::type_name::<T>(),
+        }
+    }
+}
 
 impl std::fmt::Display for ClaimsRejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("no verified access token: is JwtLayer installed on this route?")
+        match self.kind {
+            ClaimsRejectionKind::LayerMissing => {
+                f.write_str("JwtLayer is not installed on this route")
+            }
+            ClaimsRejectionKind::OtherClaimsType => write!(
+                f,
+                "JwtLayer on this route does not decode claims as {0}: build it with .claims::<{0}>()",
+                self.claims_type
+            ),
+            ClaimsRejectionKind::NoToken => f.write_str("no access token was sent"),
+        }
     }
 }
 
@@ -25,9 +83,19 @@ impl std::error::Error for ClaimsRejection {}
 
 impl IntoResponse for ClaimsRejection {
     fn into_response(self) -> Response {
-        let r = Rejection::unauthenticated("an access token is required")
-            .with_challenge(http::HeaderValue::from_static("Bearer"))
-            .with_reason("no-claims");
+        let r = match self.kind {
+            ClaimsRejectionKind::NoToken => {
+                Rejection::unauthenticated("an access token is required")
+                    .with_challenge(http::HeaderValue::from_static("Bearer"))
+                    .with_reason("no-claims")
+            }
+            ClaimsRejectionKind::LayerMissing => {
+                Rejection::internal(self.to_string()).with_reason("jwt-layer-missing")
+            }
+            ClaimsRejectionKind::OtherClaimsType => {
+                Rejection::internal(self.to_string()).with_reason("claims-type")
+            }
+        };
         ProblemJson
             .render(&r, false)
             .map(axum_core::body::Body::from)
@@ -38,33 +106,45 @@ impl<S: Send + Sync, T: Send + Sync + 'static> FromRequestParts<S> for Claims<T>
     type Rejection = ClaimsRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Self>()
-            .cloned()
-            .ok_or(ClaimsRejection)
+        match parts.extensions.get::<Self>() {
+            Some(claims) => Ok(claims.clone()),
+            None => Err(ClaimsRejection::classify::<T>(&parts.extensions)),
+        }
     }
 }
 
+/// `None` when an optional layer let a request without a token through; a
+/// 500 when no layer runs on the route or it decodes another claims type.
 impl<S: Send + Sync, T: Send + Sync + 'static> OptionalFromRequestParts<S> for Claims<T> {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ClaimsRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<Self>().cloned())
+        optional::<T>(parts)
+    }
+}
+
+fn optional<T: Send + Sync + 'static>(parts: &Parts) -> Result<Option<Claims<T>>, ClaimsRejection> {
+    match parts.extensions.get::<Claims<T>>() {
+        Some(claims) => Ok(Some(claims.clone())),
+        None => match ClaimsRejection::classify::<T>(&parts.extensions) {
+            r if r.kind == ClaimsRejectionKind::NoToken => Ok(None),
+            r => Err(r),
+        },
     }
 }
 
 /// Claims when a valid token was sent, `None` otherwise (use with
 /// [`JwtLayerBuilder::optional`](crate::JwtLayerBuilder::optional)).
-/// Equivalent to `Option<Claims<T>>`.
+/// Equivalent to `Option<Claims<T>>`; a 500 [`ClaimsRejection`] when
+/// no layer runs on the route or it decodes another claims type.
 #[derive(Debug, Clone)]
 pub struct OptionalClaims<T = crate::claims::NoCustomClaims>(pub Option<Claims<T>>);
 
 impl<S: Send + Sync, T: Send + Sync + 'static> FromRequestParts<S> for OptionalClaims<T> {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ClaimsRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<Claims<T>>().cloned()))
+        optional::<T>(parts).map(Self)
     }
 }
 

@@ -9,9 +9,10 @@ use portcullis_core::{OpaqueToken, SharedClock, SystemClock};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::key::{KeyError, KeySet, SigningKey, VerifyingKey};
+use crate::key::{KeyError, SigningKey, VerifyingKey};
+use crate::keys::KeySet;
+use crate::keys::{SharedKeys, Update};
 use crate::revocation::RevocationView;
-use crate::source::{SharedKeys, Update};
 
 /// Default access token lifetime: 15 minutes.
 pub const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(15 * 60);

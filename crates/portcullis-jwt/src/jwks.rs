@@ -6,7 +6,8 @@ use std::path::Path;
 use jsonwebtoken::jwk::JwkSet;
 
 use crate::alg::Algorithm;
-use crate::key::{KeyError, KeySet, VerifyingKey};
+use crate::key::{KeyError, VerifyingKey};
+use crate::keys::KeySet;
 
 /// Why a JWKS document could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -144,8 +145,8 @@ mod remote {
 
     use super::{JwksError, cache_control_max_age, key_set_from_json, url_allowed};
     use crate::alg::Algorithm;
-    use crate::key::KeySet;
-    use crate::source::{KeyLookup, KeySource};
+    use crate::keys::KeySet;
+    use crate::keys::{KeyLookup, KeySource};
 
     /// A fetched JWKS document.
     #[derive(Debug, Clone)]
@@ -566,7 +567,7 @@ mod remote {
             self.inner.keys.load_full()
         }
 
-        fn refresh_future(&self) -> crate::source::RefreshFuture {
+        fn refresh_future(&self) -> crate::keys::RefreshFuture {
             let inner = Arc::clone(&self.inner);
             let seen = inner.generation.load(Ordering::Acquire);
             Box::pin(async move {

@@ -1,38 +1,25 @@
-//! `JwtLayer`: verifies an access token before the inner service runs.
+//! `JwtLayer`: the builder and the `Layer` that wraps a service in
+//! [`Jwt`], which verifies an access token before the inner service runs.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, Request, Response};
-use portcullis_core::cookie::find_cookie;
-use portcullis_core::rejection::is_grpc;
-use portcullis_core::request::{bearer_token, single_header};
-use portcullis_core::{ProblemJson, RenderRejection, ResponseBody, SharedClock, SystemClock};
+use http::HeaderMap;
+use portcullis_core::{ProblemJson, RenderRejection, SharedClock, SystemClock};
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::cache::TokenCache;
 use crate::claims::{Claims, NoCustomClaims};
-use crate::error::{JwtError, JwtErrorKind};
+use crate::error::JwtError;
+use crate::keys::KeySource;
 use crate::revocation::RevocationView;
-use crate::source::KeySource;
-use crate::verify::{Prepared, Step, Validation, verify};
-
-/// Where the layer reads the token. Never from the query string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TokenSource {
-    /// `Authorization: Bearer <token>` (the default).
-    Bearer,
-    /// A cookie of this name (prefix included).
-    Cookie(String),
-    /// Any header carrying the bare token (gRPC metadata is a header too).
-    Header(HeaderName),
-}
+use crate::service::{Config, Jwt};
+use crate::transport::Transport;
+use crate::validation::Validation;
+use crate::verifier::{Anonymous, Prepared, Verifier};
 
 /// A configuration that cannot be safe.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,19 +36,6 @@ pub enum JwtConfigError {
     MaxLen,
 }
 
-pub(crate) struct Shared<T> {
-    keys: Arc<dyn KeySource>,
-    validation: Validation,
-    source: TokenSource,
-    optional: bool,
-    revocation: Option<RevocationView>,
-    cache: Option<TokenCache<T>>,
-    prepared: Prepared,
-    clock: SharedClock,
-    realm: Option<String>,
-    retry_after: Duration,
-}
-
 /// Builds a [`JwtLayer`]. See [`JwtLayer::builder`].
 #[must_use]
 pub struct JwtLayerBuilder<T = NoCustomClaims> {
@@ -69,8 +43,8 @@ pub struct JwtLayerBuilder<T = NoCustomClaims> {
     validation: Validation,
     any_issuer: bool,
     any_audience: bool,
-    source: TokenSource,
-    optional: bool,
+    transport: Transport,
+    anonymous: Anonymous,
     revocation: Option<RevocationView>,
     cache: usize,
     clock: SharedClock,
@@ -84,7 +58,7 @@ impl<T> fmt::Debug for JwtLayerBuilder<T> {
         f.debug_struct("JwtLayerBuilder")
             .field("keys", &self.keys)
             .field("validation", &self.validation)
-            .field("source", &self.source)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
@@ -122,16 +96,16 @@ impl<T> JwtLayerBuilder<T> {
         self
     }
 
-    /// Reads the token from `source` instead of `Authorization: Bearer`.
-    pub fn token_source(mut self, source: TokenSource) -> Self {
-        self.source = source;
+    /// Reads the token from `transport` instead of `Authorization: Bearer`.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 
     /// Lets requests without a token through, without claims. A token that
     /// is present and invalid is still refused.
     pub const fn optional(mut self) -> Self {
-        self.optional = true;
+        self.anonymous = Anonymous::Allowed;
         self
     }
 
@@ -183,8 +157,8 @@ impl<T> JwtLayerBuilder<T> {
             validation: self.validation,
             any_issuer: self.any_issuer,
             any_audience: self.any_audience,
-            source: self.source,
-            optional: self.optional,
+            transport: self.transport,
+            anonymous: self.anonymous,
             revocation: self.revocation,
             cache: self.cache,
             clock: self.clock,
@@ -211,15 +185,17 @@ impl<T> JwtLayerBuilder<T> {
             return Err(JwtConfigError::MaxLen);
         }
         Ok(JwtLayer {
-            shared: Arc::new(Shared {
-                keys: self.keys,
-                validation: self.validation,
-                source: self.source,
-                optional: self.optional,
-                revocation: self.revocation,
-                cache: (self.cache > 0).then(|| TokenCache::new(self.cache)),
-                prepared: Prepared::default(),
-                clock: self.clock,
+            config: Arc::new(Config {
+                verifier: Verifier {
+                    keys: self.keys,
+                    validation: self.validation,
+                    transport: self.transport,
+                    anonymous: self.anonymous,
+                    revocation: self.revocation,
+                    cache: (self.cache > 0).then(|| TokenCache::new(self.cache)),
+                    prepared: Prepared::default(),
+                    clock: self.clock,
+                },
                 realm: self.realm,
                 retry_after: self.retry_after,
             }),
@@ -253,14 +229,14 @@ impl<T> JwtLayerBuilder<T> {
 /// runs before the inner service, in a named future; only the rare wait for
 /// a JWKS refresh is boxed.
 pub struct JwtLayer<T = NoCustomClaims, R = ProblemJson> {
-    shared: Arc<Shared<T>>,
+    config: Arc<Config<T>>,
     renderer: R,
 }
 
 impl<T, R: Clone> Clone for JwtLayer<T, R> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            config: Arc::clone(&self.config),
             renderer: self.renderer.clone(),
         }
     }
@@ -269,10 +245,10 @@ impl<T, R: Clone> Clone for JwtLayer<T, R> {
 impl<T, R> fmt::Debug for JwtLayer<T, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtLayer")
-            .field("keys", &self.shared.keys)
-            .field("validation", &self.shared.validation)
-            .field("source", &self.shared.source)
-            .field("optional", &self.shared.optional)
+            .field("keys", &self.config.verifier.keys)
+            .field("validation", &self.config.verifier.validation)
+            .field("transport", &self.config.verifier.transport)
+            .field("anonymous", &self.config.verifier.anonymous)
             .finish_non_exhaustive()
     }
 }
@@ -286,8 +262,8 @@ impl JwtLayer {
             validation: Validation::default(),
             any_issuer: false,
             any_audience: false,
-            source: TokenSource::Bearer,
-            optional: false,
+            transport: Transport::Bearer,
+            anonymous: Anonymous::Refused,
             revocation: None,
             cache: 10_000,
             clock: SystemClock::shared(),
@@ -298,99 +274,11 @@ impl JwtLayer {
     }
 }
 
-/// Why the layer could not produce claims.
-pub(crate) enum Check<T> {
-    Pass(Option<Claims<T>>),
-    Reject(JwtError),
-    Wait(crate::source::RefreshFuture, String),
-}
-
-/// Extracts the raw token per `source`.
-pub(crate) fn extract<'a>(
-    source: &TokenSource,
-    headers: &'a HeaderMap,
-) -> Result<Option<&'a str>, JwtError> {
-    let read = match source {
-        TokenSource::Bearer => bearer_token(headers).map_err(drop),
-        TokenSource::Cookie(name) => find_cookie(headers, name).map_err(drop),
-        TokenSource::Header(name) => single_header(headers, name).map_err(drop),
-    };
-    read.map_err(|()| JwtError::new(JwtErrorKind::InvalidRequest))
-}
-
-fn now_secs(clock: &SharedClock) -> i64 {
-    i64::try_from(clock.now().secs()).unwrap_or(i64::MAX)
-}
-
-impl<T: DeserializeOwned + Send + Sync + 'static> Shared<T> {
-    fn revoked(&self, claims: &Claims<T>) -> Result<(), JwtError> {
-        let Some(view) = &self.revocation else {
-            return Ok(());
-        };
-        if !view.is_ready() {
-            return Err(JwtError::new(JwtErrorKind::RevocationUnavailable));
-        }
-        match view.check(claims.registered()) {
-            Some(_) => Err(JwtError::new(JwtErrorKind::Revoked)),
-            None => Ok(()),
-        }
-    }
-
-    /// The whole decision for one token (cache, verification, revocation).
-    fn decide(&self, token: &str, allow_wait: bool) -> Check<T> {
-        let now = now_secs(&self.clock);
-        if let Some(cache) = &self.cache {
-            if let Some(claims) = cache.get(token, now, &*self.keys) {
-                return match self.revoked(&claims) {
-                    Ok(()) => Check::Pass(Some(claims)),
-                    Err(e) => Check::Reject(e),
-                };
-            }
-        }
-        let keys = &self.keys;
-        match verify::<T>(
-            token,
-            &self.validation,
-            |kid| keys.lookup(kid),
-            Some(&self.prepared),
-            now,
-        ) {
-            Step::Done(Ok(verified)) => {
-                if let Some(cache) = &self.cache {
-                    cache.insert(token, &verified, now);
-                }
-                match self.revoked(&verified.claims) {
-                    Ok(()) => Check::Pass(Some(verified.claims)),
-                    Err(e) => Check::Reject(e),
-                }
-            }
-            Step::Done(Err(e)) => Check::Reject(e),
-            Step::Wait(f) if allow_wait => Check::Wait(f, token.to_owned()),
-            // Still no key after a refresh: the kid is unknown.
-            Step::Wait(_) => Check::Reject(JwtError::new(JwtErrorKind::UnknownKey)),
-        }
-    }
-
-    pub(crate) fn check(&self, headers: &HeaderMap) -> Check<T> {
-        match extract(&self.source, headers) {
-            Ok(Some(token)) => self.decide(token, true),
-            Ok(None) if self.optional => Check::Pass(None),
-            Ok(None) => Check::Reject(JwtError::new(JwtErrorKind::Missing)),
-            Err(e) => Check::Reject(e),
-        }
-    }
-
-    fn log(e: &JwtError) {
-        let _ = e;
-        portcullis_core::event!(debug, reason = e.reason(), "access token refused");
-    }
-}
-
 impl<T: DeserializeOwned + Send + Sync + 'static, R> JwtLayer<T, R> {
     /// Uses `renderer` for refusals.
     pub fn with_rejection<R2: RenderRejection>(self, renderer: R2) -> JwtLayer<T, R2> {
         JwtLayer {
-            shared: self.shared,
+            config: self.config,
             renderer,
         }
     }
@@ -407,10 +295,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static, R> JwtLayer<T, R> {
     /// layer), [`JwtErrorKind::InvalidRequest`] for a malformed credential
     /// header, otherwise why the token was refused.
     pub async fn verify_request(&self, headers: &HeaderMap) -> Result<Claims<T>, JwtError> {
-        match extract(&self.shared.source, headers)? {
-            Some(token) => self.verify(token).await,
-            None => Err(JwtError::new(JwtErrorKind::Missing)),
-        }
+        self.config.verifier.verify_request(headers).await
     }
 
     /// Verifies `token` as the layer would (for WebSocket handshakes,
@@ -420,19 +305,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static, R> JwtLayer<T, R> {
     ///
     /// [`JwtError`] says why the token was refused.
     pub async fn verify(&self, token: &str) -> Result<Claims<T>, JwtError> {
-        match self.shared.decide(token, true) {
-            Check::Pass(Some(c)) => Ok(c),
-            Check::Pass(None) => Err(JwtError::new(JwtErrorKind::Missing)),
-            Check::Reject(e) => Err(e),
-            Check::Wait(f, token) => {
-                f.await;
-                match self.shared.decide(&token, false) {
-                    Check::Pass(Some(c)) => Ok(c),
-                    Check::Reject(e) => Err(e),
-                    _ => Err(JwtError::new(JwtErrorKind::UnknownKey)),
-                }
-            }
-        }
+        self.config.verifier.verify(token).await
     }
 }
 
@@ -440,138 +313,16 @@ impl<S, T, R: Clone> Layer<S> for JwtLayer<T, R> {
     type Service = Jwt<S, T, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Jwt {
-            inner,
-            shared: Arc::clone(&self.shared),
-            renderer: self.renderer.clone(),
-        }
-    }
-}
-
-/// The service built by [`JwtLayer`].
-pub struct Jwt<S, T = NoCustomClaims, R = ProblemJson> {
-    inner: S,
-    shared: Arc<Shared<T>>,
-    renderer: R,
-}
-
-impl<S: Clone, T, R: Clone> Clone for Jwt<S, T, R> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
-            renderer: self.renderer.clone(),
-        }
-    }
-}
-
-impl<S: fmt::Debug, T, R> fmt::Debug for Jwt<S, T, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Jwt")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, T, R> Jwt<S, T, R> {
-    /// The inner service.
-    pub const fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-/// The response future of [`Jwt`] (and of
-/// [`RequireClaims`](crate::RequireClaims)): the inner future, a refusal,
-/// or the boxed wait for a JWKS refresh.
-pub type ResponseFuture<F, B, E> = portcullis_core::LayerFuture<F, B, E>;
-
-impl<S, T, R, ReqBody, ResBody> Service<Request<ReqBody>> for Jwt<S, T, R>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    T: DeserializeOwned + Send + Sync + 'static,
-    R: RenderRejection,
-    ReqBody: Send + 'static,
-    ResBody: Send + 'static,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let shared = &self.shared;
-        let reject = |e: &JwtError, grpc: bool, renderer: &R| {
-            Shared::<T>::log(e);
-            e.rejection(shared.realm.as_deref(), shared.retry_after)
-                .into_response(renderer, grpc)
-        };
-        match shared.check(req.headers()) {
-            Check::Pass(claims) => {
-                if let Some(c) = claims {
-                    req.extensions_mut().insert(c);
-                }
-                ResponseFuture::inner(self.inner.call(req))
-            }
-            Check::Reject(e) => {
-                ResponseFuture::ready(reject(&e, is_grpc(req.headers()), &self.renderer))
-            }
-            Check::Wait(refresh, token) => {
-                // The ready service moves into the future and a fresh clone
-                // takes its place; see tower's "Be careful when cloning
-                // inner services".
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                let shared = Arc::clone(&self.shared);
-                let renderer = self.renderer.clone();
-                let fut = async move {
-                    refresh.await;
-                    let grpc = is_grpc(req.headers());
-                    match shared.decide(&token, false) {
-                        Check::Pass(claims) => {
-                            if let Some(c) = claims {
-                                req.extensions_mut().insert(c);
-                            }
-                            inner.call(req).await.map(|r| r.map(ResponseBody::inner))
-                        }
-                        Check::Reject(e) => {
-                            Shared::<T>::log(&e);
-                            Ok(e.rejection(shared.realm.as_deref(), shared.retry_after)
-                                .into_response(&renderer, grpc))
-                        }
-                        Check::Wait(..) => {
-                            let e = JwtError::new(JwtErrorKind::UnknownKey);
-                            Ok(e.rejection(shared.realm.as_deref(), shared.retry_after)
-                                .into_response(&renderer, grpc))
-                        }
-                    }
-                };
-                ResponseFuture::boxed(Box::pin(fut))
-            }
-        }
+        Jwt::new(inner, Arc::clone(&self.config), self.renderer.clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
+    use http::{HeaderName, HeaderValue};
 
     use super::*;
-    use crate::{Algorithm, JwtIssuer, SigningKey};
+    use crate::{Algorithm, JwtErrorKind, JwtIssuer, SigningKey};
 
     fn issuer(secret: u8) -> JwtIssuer {
         let key = SigningKey::hmac(Some("k"), Algorithm::HS256, &[secret; 32]).unwrap();
@@ -582,11 +333,11 @@ mod tests {
             .unwrap()
     }
 
-    fn layer(issuer: &JwtIssuer, source: TokenSource) -> JwtLayer {
+    fn layer(issuer: &JwtIssuer, source: Transport) -> JwtLayer {
         JwtLayer::builder(issuer.keys())
             .issuer("https://iss")
             .audience("api")
-            .token_source(source)
+            .transport(source)
             .optional()
             .build()
             .unwrap()
@@ -611,29 +362,25 @@ mod tests {
         let bearer = format!("Bearer {token}");
         let x_token = HeaderName::from_static("x-token");
         // (source, headers, expected: Ok(subject) or Err(kind))
-        let cases: Vec<(TokenSource, HeaderMap, Result<&str, JwtErrorKind>)> = vec![
+        let cases: Vec<(Transport, HeaderMap, Result<&str, JwtErrorKind>)> = vec![
             (
-                TokenSource::Bearer,
+                Transport::Bearer,
                 headers(&[("authorization", bearer.clone())]),
                 Ok("alice"),
             ),
+            (Transport::Bearer, headers(&[]), Err(JwtErrorKind::Missing)),
             (
-                TokenSource::Bearer,
-                headers(&[]),
-                Err(JwtErrorKind::Missing),
-            ),
-            (
-                TokenSource::Bearer,
+                Transport::Bearer,
                 headers(&[("authorization", "Basic abc".into())]),
                 Err(JwtErrorKind::Missing),
             ),
             (
-                TokenSource::Bearer,
+                Transport::Bearer,
                 headers(&[("authorization", "Bearer a b".into())]),
                 Err(JwtErrorKind::InvalidRequest),
             ),
             (
-                TokenSource::Bearer,
+                Transport::Bearer,
                 headers(&[
                     ("authorization", bearer.clone()),
                     ("authorization", bearer.clone()),
@@ -641,27 +388,27 @@ mod tests {
                 Err(JwtErrorKind::InvalidRequest),
             ),
             (
-                TokenSource::Bearer,
+                Transport::Bearer,
                 headers(&[("cookie", format!("at={token}"))]),
                 Err(JwtErrorKind::Missing),
             ),
             (
-                TokenSource::Cookie("at".into()),
+                Transport::Cookie("at".into()),
                 headers(&[("cookie", format!("at={token}"))]),
                 Ok("alice"),
             ),
             (
-                TokenSource::Cookie("at".into()),
+                Transport::Cookie("at".into()),
                 headers(&[("authorization", bearer.clone())]),
                 Err(JwtErrorKind::Missing),
             ),
             (
-                TokenSource::Header(x_token.clone()),
+                Transport::Header(x_token.clone()),
                 headers(&[("x-token", token.clone())]),
                 Ok("alice"),
             ),
             (
-                TokenSource::Header(x_token),
+                Transport::Header(x_token),
                 headers(&[("x-token", other)]),
                 Err(JwtErrorKind::BadSignature),
             ),

@@ -70,30 +70,37 @@ mod extract;
 mod issuer;
 mod json;
 pub mod jwks;
+mod jws;
 mod key;
+mod keys;
 mod layer;
 mod require;
 mod response;
 pub mod revocation;
-mod source;
-mod verify;
+mod service;
+mod transport;
+mod validation;
+mod verifier;
 
 pub use alg::{Algorithm, Family};
 pub use claims::{Audience, Claims, NoCustomClaims, RegisteredClaims};
 pub use error::{JwtError, JwtErrorKind};
 #[cfg(feature = "axum")]
-pub use extract::{ClaimsRejection, JwksResponse, OptionalClaims};
+pub use extract::{ClaimsRejection, ClaimsRejectionKind, JwksResponse, OptionalClaims};
 pub use issuer::{
     AccessToken, DEFAULT_ACCESS_LIFETIME, IssueError, JwtIssuer, JwtIssuerBuilder, TokenBuilder,
 };
-pub use key::{KeyError, KeySet, SigningKey, VerifyingKey, generate_pkcs8_pem};
-pub use layer::{Jwt, JwtConfigError, JwtLayer, JwtLayerBuilder, ResponseFuture, TokenSource};
+pub use key::{KeyError, SigningKey, VerifyingKey, generate_pkcs8_pem};
+pub use keys::{KeyLookup, KeySet, KeySource, RefreshFuture, SharedKeys};
+pub use layer::{JwtConfigError, JwtLayer, JwtLayerBuilder};
 pub use require::{RequireClaims, RequireClaimsService};
 pub use response::TokenResponse;
-pub use source::{KeyLookup, KeySource, RefreshFuture, SharedKeys};
-pub use verify::{
-    DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, MAX_LEEWAY, REQUIRABLE_CLAIMS, Validation, verify_jws,
+pub use service::{Jwt, ResponseFuture};
+pub use transport::Transport;
+pub use validation::{
+    DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, MAX_LEEWAY, REQUIRABLE_CLAIMS, Validation,
 };
+pub use verifier::verify_jws;
 
 /// Re-exported for JWK input ([`VerifyingKey::from_jwk`]).
 pub use jsonwebtoken::jwk;

@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::claims::{Claims, NoCustomClaims};
 use crate::error::{JwtError, JwtErrorKind};
-use crate::layer::ResponseFuture;
+use crate::service::ResponseFuture;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Need {

@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use portcullis_core::{SharedClock, StoreError, SystemClock};
 
 use crate::claims::RegisteredClaims;
-use crate::verify::MAX_LEEWAY;
+use crate::validation::MAX_LEEWAY;
 
 /// One change to the revocation state, as stores push it to views.
 #[derive(Debug, Clone, PartialEq, Eq)]

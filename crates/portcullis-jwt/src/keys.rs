@@ -1,5 +1,8 @@
-//! Where the layer finds verifying keys.
+//! Key sets and key sources: a fixed [`KeySet`], the rotating
+//! [`SharedKeys`] of an issuer, and the [`KeySource`] trait a layer looks
+//! keys up through (a remote JWKS is one too, in `jwks`).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -8,7 +11,82 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use arc_swap::ArcSwap;
 use portcullis_core::{SharedClock, SystemClock};
 
-use crate::key::{KeySet, VerifyingKey};
+use crate::key::{KeyError, VerifyingKey};
+
+/// A fixed set of verifying keys, looked up by `kid`.
+///
+/// With one key, a token without `kid` uses it. With several, every key
+/// needs a distinct `kid` and a token without one, or with an unknown one,
+/// is refused: the set never guesses.
+#[derive(Clone, Debug)]
+pub struct KeySet {
+    by_kid: HashMap<String, Arc<VerifyingKey>>,
+    only: Option<Arc<VerifyingKey>>,
+    all: Vec<Arc<VerifyingKey>>,
+}
+
+impl KeySet {
+    /// A set of `keys`.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Empty`], [`KeyError::DuplicateKid`], or
+    /// [`KeyError::MissingKid`] when one of several keys has no `kid`.
+    pub fn new(keys: impl IntoIterator<Item = VerifyingKey>) -> Result<Self, KeyError> {
+        Self::from_arcs(keys.into_iter().map(Arc::new).collect())
+    }
+
+    /// A set of keys already shared: a key kept from one set into the next
+    /// stays the same allocation, so the verified-token cache keeps
+    /// serving the tokens it verified.
+    pub(crate) fn from_arcs(all: Vec<Arc<VerifyingKey>>) -> Result<Self, KeyError> {
+        if all.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        let mut by_kid = HashMap::new();
+        for k in &all {
+            match k.kid() {
+                Some(kid) if by_kid.insert(kid.to_owned(), Arc::clone(k)).is_some() => {
+                    return Err(KeyError::DuplicateKid(kid.to_owned()));
+                }
+                Some(_) => {}
+                None if all.len() > 1 => return Err(KeyError::MissingKid),
+                None => {}
+            }
+        }
+        let only = (all.len() == 1).then(|| Arc::clone(&all[0]));
+        Ok(Self { by_kid, only, all })
+    }
+
+    /// The key a token with header `kid` must be verified with, if any.
+    #[must_use]
+    pub fn find(&self, kid: Option<&str>) -> Option<&Arc<VerifyingKey>> {
+        match kid {
+            Some(kid) => self
+                .by_kid
+                .get(kid)
+                .or_else(|| self.only.as_ref().filter(|k| k.kid().is_none())),
+            None => self.only.as_ref(),
+        }
+    }
+
+    /// Every key.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<VerifyingKey>> {
+        self.all.iter()
+    }
+
+    /// Number of keys.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// Whether the set is empty (never, for a set built by [`KeySet::new`]).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+}
 
 /// A future that completes when a key refresh (started by a lookup) ends.
 pub type RefreshFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -268,5 +346,34 @@ impl<K: KeySource + ?Sized> KeySource for Arc<K> {
     }
     fn may_refresh(&self) -> bool {
         (**self).may_refresh()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alg::Algorithm;
+
+    #[test]
+    fn key_set_rules() {
+        let k = |kid: Option<&str>| VerifyingKey::hmac(kid, Algorithm::HS256, &[7; 32]).unwrap();
+        assert_eq!(KeySet::new([]).unwrap_err(), KeyError::Empty);
+        assert_eq!(
+            KeySet::new([k(Some("a")), k(None)]).unwrap_err(),
+            KeyError::MissingKid
+        );
+        assert_eq!(
+            KeySet::new([k(Some("a")), k(Some("a"))]).unwrap_err(),
+            KeyError::DuplicateKid("a".into())
+        );
+        let one = KeySet::new([k(None)]).unwrap();
+        assert!(one.find(None).is_some());
+        let one_kid = KeySet::new([k(Some("a"))]).unwrap();
+        assert!(one_kid.find(None).is_some());
+        assert!(one_kid.find(Some("b")).is_none());
+        let two = KeySet::new([k(Some("a")), k(Some("b"))]).unwrap();
+        assert!(two.find(None).is_none(), "never guess");
+        assert!(two.find(Some("b")).is_some());
+        assert!(two.find(Some("../../etc/passwd")).is_none());
     }
 }
