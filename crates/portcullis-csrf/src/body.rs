@@ -1,14 +1,15 @@
-//! Request bodies: bounded buffering of form bodies, finding the token
-//! field in them, and handing the unchanged bytes on.
+//! Request bodies: the form encodings the token is read from, finding the
+//! token field in a form, and [`RequestBody`], which hands the unchanged
+//! bytes on to the inner service.
 
-use std::future::poll_fn;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 use http_body::{Body, Frame, SizeHint};
+use portcullis_core::request::{BodyReadError, ReadBody, read_limited};
 
 pub use projection::RequestBody;
 use projection::RequestBodyProj;
@@ -96,51 +97,16 @@ where
     }
 }
 
-/// Reads `body` in full, refusing more than `limit` bytes.
-pub(crate) async fn buffer<B>(
-    body: B,
-    limit: usize,
-) -> Result<(Bytes, Option<HeaderMap>), CsrfErrorKind>
+/// Reads a form body in full through core's bounded reader, refusing more
+/// than `limit` bytes, and names the failure as the layer reports it.
+pub(crate) async fn read_form<B>(body: B, limit: usize) -> Result<ReadBody, CsrfErrorKind>
 where
     B: Body<Data = Bytes>,
 {
-    let limit64 = u64::try_from(limit).unwrap_or(u64::MAX);
-    if body.size_hint().lower() > limit64 {
-        return Err(CsrfErrorKind::BodyTooLarge);
-    }
-    let mut body = pin!(body);
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
-    let mut trailers: Option<HeaderMap> = None;
-    while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame.map_err(|_| CsrfErrorKind::BodyUnreadable)?;
-        match frame.into_data() {
-            Ok(data) => {
-                total = total.saturating_add(data.len());
-                if total > limit {
-                    return Err(CsrfErrorKind::BodyTooLarge);
-                }
-                if !data.is_empty() {
-                    chunks.push(data);
-                }
-            }
-            Err(frame) => {
-                if let Ok(t) = frame.into_trailers() {
-                    trailers.get_or_insert_with(HeaderMap::new).extend(t);
-                }
-            }
-        }
-    }
-    let data = if chunks.len() == 1 {
-        chunks.pop().unwrap_or_default()
-    } else {
-        let mut all = BytesMut::with_capacity(total);
-        for c in &chunks {
-            all.extend_from_slice(c);
-        }
-        all.freeze()
-    };
-    Ok((data, trailers))
+    read_limited(body, limit).await.map_err(|e| match e {
+        BodyReadError::TooLarge => CsrfErrorKind::BodyTooLarge,
+        _ => CsrfErrorKind::BodyUnreadable,
+    })
 }
 
 /// The form encodings the token field is read from.
@@ -382,12 +348,13 @@ mod tests {
 
     #[tokio::test]
     async fn buffering_keeps_bytes_and_enforces_the_limit() {
-        let (data, _) = buffer(Full::new(Bytes::from_static(b"abc")), 3)
+        let data = read_form(Full::new(Bytes::from_static(b"abc")), 3)
             .await
-            .unwrap();
+            .unwrap()
+            .data;
         assert_eq!(data, Bytes::from_static(b"abc"));
         assert_eq!(
-            buffer(Full::new(Bytes::from_static(b"abcd")), 3)
+            read_form(Full::new(Bytes::from_static(b"abcd")), 3)
                 .await
                 .unwrap_err(),
             CsrfErrorKind::BodyTooLarge
@@ -395,11 +362,11 @@ mod tests {
         // Without a length: chunks, counted as they come.
         let chunks = futures_stream(vec![b"ab".to_vec(), b"cd".to_vec()]);
         assert_eq!(
-            buffer(chunks, 3).await.unwrap_err(),
+            read_form(chunks, 3).await.unwrap_err(),
             CsrfErrorKind::BodyTooLarge
         );
         let chunks = futures_stream(vec![b"ab".to_vec(), b"cd".to_vec()]);
-        let (data, _) = buffer(chunks, 4).await.unwrap();
+        let data = read_form(chunks, 4).await.unwrap().data;
         assert_eq!(data, Bytes::from_static(b"abcd"));
         let rebuilt: RequestBody<Full<Bytes>> = RequestBody::buffered(data, None);
         assert_eq!(rebuilt.size_hint().exact(), Some(4));

@@ -35,6 +35,7 @@ impl SignedBinding {
     /// renewing the id at login changes every token. Costs the session load
     /// the request would usually make anyway.
     #[cfg(feature = "session")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "session")))]
     #[must_use]
     pub const fn session() -> Self {
         Self(BindingKind::Session)
@@ -87,15 +88,17 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// The token mode as configured; the policy's `TokenMode` is
+/// its validated form.
 #[derive(Clone, Debug)]
-pub(crate) enum Mode {
+pub(crate) enum TokenModeConfig {
     #[cfg(feature = "session")]
     Session,
     Signed {
         key: SigningKey,
         binding: SignedBinding,
     },
-    HeaderCheckOnly,
+    OriginCheckOnly,
 }
 
 /// Configuration of a [`CsrfLayer`](crate::CsrfLayer); checked by
@@ -128,7 +131,7 @@ pub(crate) enum Mode {
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct CsrfConfig {
-    pub(crate) mode: Mode,
+    pub(crate) mode: TokenModeConfig,
     pub(crate) trusted_origins: Vec<String>,
     pub(crate) public_origin: Option<String>,
     pub(crate) header_name: HeaderName,
@@ -145,7 +148,7 @@ pub struct CsrfConfig {
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
 impl CsrfConfig {
-    fn with_mode(mode: Mode) -> Self {
+    fn with_mode(mode: TokenModeConfig) -> Self {
         Self {
             mode,
             trusted_origins: Vec::new(),
@@ -173,8 +176,9 @@ impl CsrfConfig {
     /// [`CsrfConfig::signed`] with [`SignedBinding::session`], which binds
     /// anonymous visitors to a cookie and stores nothing.
     #[cfg(feature = "session")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "session")))]
     pub fn session() -> Self {
-        Self::with_mode(Mode::Session)
+        Self::with_mode(TokenModeConfig::Session)
     }
 
     /// Signed double-submit tokens (OWASP's "signed double-submit cookie"):
@@ -183,19 +187,21 @@ impl CsrfConfig {
     /// least 32 bytes (checked by [`CsrfLayer::new`](crate::CsrfLayer::new))
     /// and shared by every instance of the app.
     pub fn signed(key: impl AsRef<[u8]>, binding: SignedBinding) -> Self {
-        Self::with_mode(Mode::Signed {
+        Self::with_mode(TokenModeConfig::Signed {
             key: SigningKey(Arc::from(key.as_ref())),
             binding,
         })
     }
 
-    /// Only tower-http's header check (plus origin normalisation, the
-    /// public origin, WebSocket upgrades and problem+json refusals); no
+    /// Only the origin check, [`OriginCheck`](portcullis_core::OriginCheck)
+    /// (tower-http's Fetch Metadata / `Origin` check, plus origin
+    /// normalisation, the public origin, WebSocket upgrades and
+    /// problem+json refusals); no
     /// tokens. Clients that send neither `Sec-Fetch-Site` nor `Origin` pass,
     /// and so does login CSRF from browsers without Fetch Metadata: prefer a
     /// token mode for cookie-authenticated apps.
-    pub fn header_check_only() -> Self {
-        Self::with_mode(Mode::HeaderCheckOnly)
+    pub fn origin_check_only() -> Self {
+        Self::with_mode(TokenModeConfig::OriginCheckOnly)
     }
 
     /// Lets `origin` (`scheme://host[:port]`) send unsafe requests
@@ -286,7 +292,7 @@ impl CsrfConfig {
     }
 
     fn note_signed_only(&mut self, option: &'static str) {
-        if !matches!(self.mode, Mode::Signed { .. }) {
+        if !matches!(self.mode, TokenModeConfig::Signed { .. }) {
             self.signed_only_option.get_or_insert(option);
         }
     }

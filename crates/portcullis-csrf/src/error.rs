@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use portcullis_core::{CookieConfigError, Rejection};
+use portcullis_core::{CookieConfigError, OriginError, Rejection};
 use tower_http::csrf::ProtectionErrorKind;
 
 /// Why a request was refused, or why a token could not be rendered.
@@ -166,13 +166,8 @@ impl std::error::Error for CsrfError {}
 pub enum ConfigError {
     /// A trusted or public origin is not `scheme://host[:port]` with an
     /// http(s) scheme and nothing else (tower-http's validation says why).
-    #[error("invalid origin {origin:?}: {message}")]
-    InvalidOrigin {
-        /// The origin as configured.
-        origin: String,
-        /// What is wrong with it.
-        message: String,
-    },
+    #[error(transparent)]
+    InvalidOrigin(#[from] OriginError),
     /// The signing key is shorter than 32 bytes.
     #[error("the CSRF signing key must be at least 32 bytes")]
     KeyTooShort,

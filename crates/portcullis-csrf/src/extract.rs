@@ -1,4 +1,5 @@
-//! axum extractors (feature `axum`, built on axum-core only).
+//! axum extractors (feature `axum`, built on axum-core only):
+//! [`CsrfHandle`] and [`CsrfToken`], and `IntoResponse` for [`CsrfError`].
 
 use axum_core::extract::FromRequestParts;
 use axum_core::response::{IntoResponse, Response};
@@ -8,6 +9,7 @@ use portcullis_core::{ProblemJson, RenderRejection as _};
 use crate::error::{CsrfError, CsrfErrorKind};
 use crate::handle::{CsrfHandle, CsrfToken};
 
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<S: Send + Sync> FromRequestParts<S> for CsrfHandle {
     type Rejection = CsrfError;
 
@@ -20,6 +22,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfHandle {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
     type Rejection = CsrfError;
 
@@ -31,6 +34,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl IntoResponse for CsrfError {
     fn into_response(self) -> Response {
         let mut response = ProblemJson

@@ -13,7 +13,7 @@ use portcullis_session::{Session, SessionError, SessionErrorKind};
 
 use crate::config::BindingKind;
 use crate::error::{CsrfError, CsrfErrorKind};
-use crate::layer::{Mode, Shared};
+use crate::policy::{Policy, TokenMode};
 use crate::token::{self, Bound, PART, SESSION_RAW, SIGNED_RAW};
 
 /// The session key of the synchronizer secret. It starts with
@@ -46,7 +46,7 @@ pub struct CsrfHandle {
 }
 
 struct HandleInner {
-    shared: Arc<Shared>,
+    policy: Arc<Policy>,
     #[cfg(feature = "session")]
     session: Option<Session>,
     binding: SyncBinding,
@@ -73,10 +73,10 @@ fn session_error(e: &SessionError) -> CsrfError {
 }
 
 impl CsrfHandle {
-    pub(crate) fn new<B>(shared: Arc<Shared>, req: &Request<B>) -> Self {
+    pub(crate) fn new<B>(policy: Arc<Policy>, req: &Request<B>) -> Self {
         let headers = req.headers();
-        let (binding, pre_session) = match &shared.mode {
-            Mode::Signed { binding, .. } => {
+        let (binding, pre_session) = match &policy.mode {
+            TokenMode::Signed { binding, .. } => {
                 let binding = match binding {
                     BindingKind::Cookie(name) => match find_cookie(headers, name) {
                         Ok(Some(v)) => SyncBinding::Some(v.as_bytes().to_vec()),
@@ -89,7 +89,7 @@ impl CsrfHandle {
                     },
                     _ => SyncBinding::None,
                 };
-                let pre = find_cookie(headers, shared.pre_cookie.full_name())
+                let pre = find_cookie(headers, policy.pre_cookie.full_name())
                     .ok()
                     .flatten()
                     .and_then(|v| OpaqueToken::parse(v).ok());
@@ -101,7 +101,7 @@ impl CsrfHandle {
             inner: Arc::new(HandleInner {
                 #[cfg(feature = "session")]
                 session: req.extensions().get::<Session>().cloned(),
-                shared,
+                policy,
                 binding,
                 pre_session,
                 new_pre_session: Mutex::new(None),
@@ -113,22 +113,23 @@ impl CsrfHandle {
     /// The form field name the layer reads (for templates).
     #[must_use]
     pub fn field_name(&self) -> &str {
-        &self.inner.shared.field_name
+        &self.inner.policy.field_name
     }
 
     /// The header name the layer reads (for scripts).
     #[must_use]
     pub fn header_name(&self) -> &HeaderName {
-        &self.inner.shared.header_name
+        &self.inner.policy.header_name
     }
 
     /// A freshly masked token: every call returns different text for the
     /// same secret (BREACH), and every one of them verifies.
     ///
-    /// Session mode creates the secret (and, for a visitor without a
-    /// session, an anonymous session) the first time; signed mode sets the
-    /// pre-session cookie on the response when the visitor has neither a
-    /// session nor that cookie.
+    /// Whether this creates a session depends on the mode (see
+    /// [`CsrfToken`]): signed mode never does (it sets the pre-session
+    /// cookie on the response when the visitor has neither a session nor
+    /// that cookie); session mode creates the secret the first time, and
+    /// for a visitor without a session that starts an anonymous session.
     ///
     /// # Errors
     ///
@@ -137,17 +138,17 @@ impl CsrfHandle {
     /// bound modes), [`CsrfErrorKind::Random`] when the OS random source
     /// fails.
     pub async fn token(&self) -> Result<CsrfToken, CsrfError> {
-        let shared = &self.inner.shared;
-        let masked = match &shared.mode {
+        let policy = &self.inner.policy;
+        let masked = match &policy.mode {
             #[cfg(feature = "session")]
-            Mode::Session => {
+            TokenMode::Session => {
                 let secret = self.secret(true).await?;
                 match secret {
                     Some(s) => token::mask(s.as_bytes())?,
                     None => return Err(CsrfError::new(CsrfErrorKind::Random)),
                 }
             }
-            Mode::Signed { keys, .. } => {
+            TokenMode::Signed { keys, .. } => {
                 let Some(key) = keys.first() else {
                     return Err(CsrfError::new(CsrfErrorKind::LayerMissing));
                 };
@@ -160,13 +161,13 @@ impl CsrfHandle {
                 };
                 token::mask(&raw)?
             }
-            Mode::HeaderCheckOnly => return Err(CsrfError::new(CsrfErrorKind::LayerMissing)),
+            TokenMode::OriginCheckOnly => return Err(CsrfError::new(CsrfErrorKind::LayerMissing)),
         };
         self.inner.rendered.store(true, Ordering::Relaxed);
         Ok(CsrfToken {
             value: masked,
-            field: shared.field_name.to_string(),
-            header: shared.header_name.clone(),
+            field: policy.field_name.to_string(),
+            header: policy.header_name.clone(),
         })
     }
 
@@ -174,9 +175,9 @@ impl CsrfHandle {
     /// binding.
     pub(crate) async fn verify(&self, presented: &[u8]) -> Result<(), CsrfError> {
         let err = |k| Err(CsrfError::new(k));
-        match &self.inner.shared.mode {
+        match &self.inner.policy.mode {
             #[cfg(feature = "session")]
-            Mode::Session => {
+            TokenMode::Session => {
                 let raw = token::unmask::<SESSION_RAW>(presented)?;
                 let Some(secret) = self.secret(false).await? else {
                     return err(CsrfErrorKind::Expired);
@@ -187,7 +188,7 @@ impl CsrfHandle {
                     err(CsrfErrorKind::Mismatch)
                 }
             }
-            Mode::Signed { keys, .. } => {
+            TokenMode::Signed { keys, .. } => {
                 let raw = token::unmask::<SIGNED_RAW>(presented)?;
                 if matches!(self.inner.binding, SyncBinding::Invalid) {
                     return err(CsrfErrorKind::Mismatch);
@@ -207,7 +208,7 @@ impl CsrfHandle {
                     err(CsrfErrorKind::Mismatch)
                 }
             }
-            Mode::HeaderCheckOnly => Ok(()),
+            TokenMode::OriginCheckOnly => Ok(()),
         }
     }
 
@@ -236,7 +237,7 @@ impl CsrfHandle {
 
     /// The session binding of a signed token, if the visitor has one.
     async fn session_binding(&self) -> Result<Option<Vec<u8>>, CsrfError> {
-        let Mode::Signed { binding, .. } = &self.inner.shared.mode else {
+        let TokenMode::Signed { binding, .. } = &self.inner.policy.mode else {
             return Ok(None);
         };
         match binding {
@@ -281,7 +282,7 @@ impl CsrfHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         new.as_ref().map(|p| {
             self.inner
-                .shared
+                .policy
                 .pre_cookie
                 .set_cookie(&p.to_encoded(), None)
         })
@@ -301,6 +302,20 @@ const _: () = assert!(SESSION_RAW == PART);
 /// Under axum (feature `axum`) it is an extractor; elsewhere, get one from
 /// [`CsrfHandle::token`]. Each one is masked afresh. `Debug` prints
 /// `REDACTED`; it serializes (serde) as the token string.
+///
+/// # Does extracting it create a session?
+///
+/// - **Signed mode** ([`CsrfConfig::signed`](crate::CsrfConfig::signed)):
+///   **no**, never. A visitor without a session gets a token bound to the
+///   `__Host-csrf` pre-session cookie, which the response sets; the
+///   session is used only when one already exists
+///   ([`SignedBinding::session`](crate::SignedBinding::session) reads its
+///   id, and writes nothing). The session store stays untouched, so a
+///   login page costs no server state per visitor.
+/// - **Session mode** (`CsrfConfig::session`): **yes**, for a visitor
+///   without a session. The secret lives in the session, so the first
+///   token rendered starts an anonymous session (a store write and a
+///   session cookie); later tokens reuse it.
 ///
 /// ```
 /// # fn page(token: portcullis_csrf::CsrfToken) -> String {

@@ -34,14 +34,12 @@
 //!
 //! # Two defences, one layer
 //!
-//! 1. **Header check**, not written here: [`CsrfLayer`] calls
-//!    [`tower_http::csrf`]'s check (the Go 1.25 `CrossOriginProtection`
-//!    scheme) on every unsafe request (anything but `GET`, `HEAD`,
-//!    `OPTIONS`, `TRACE`). tower-http keeps its decision function private,
-//!    so the layer runs a `tower_http::csrf::Csrf` around a probe service
-//!    that answers at once, with a bodiless copy of the request line and of
-//!    `Origin`, `Sec-Fetch-Site` and `Host`, and reads tower-http's
-//!    `ProtectionError` from the answer. Around that check it adds:
+//! 1. **Origin check**, not written here: on every unsafe request
+//!    (anything but `GET`, `HEAD`, `OPTIONS`, `TRACE`) [`CsrfLayer`] asks
+//!    [`portcullis_core::OriginCheck`], which runs [`tower_http::csrf`]'s
+//!    check (the Go 1.25 `CrossOriginProtection` scheme) on a bodiless copy
+//!    of the request line and of `Origin`, `Sec-Fetch-Site` and `Host`, and
+//!    adds:
 //!    - trusted origins normalised and validated when the layer is built
 //!      (tower-http matches them byte for byte, so `https://Example.com:443`
 //!      would silently never match);
@@ -49,9 +47,11 @@
 //!      `Origin` is compared with the configured origin, scheme included;
 //!      `X-Forwarded-Host` is never read;
 //!    - without a public origin, tower-http's `Host` fallback compares the
-//!      host only: the layer also wants the site's scheme, `https` unless
+//!      host only: the check also wants the site's scheme, `https` unless
 //!      [`CsrfConfig::insecure_http_site`], so an `http://` page of the same
-//!      host is another origin;
+//!      host is another origin.
+//!
+//!    The layer adds:
 //!    - WebSocket upgrades (a `GET`, which tower-http lets through) are
 //!      checked as if they were unsafe, so cross-site WebSocket hijacking is
 //!      refused;
@@ -78,15 +78,16 @@
 //! reaches the handler. Refusals are 403 `application/problem+json` with the
 //! same body whatever failed; the reason is a [`CsrfError`] in the
 //! response's extensions (and the core [`Rejection`](portcullis_core::Rejection)),
-//! and the `reason` field of a debug `tracing` event. No token, cookie or key
-//! is ever logged or shown by `Debug`.
+//! and the `reason` field of a debug `tracing` event (feature `tracing`;
+//! `RUST_LOG=portcullis_csrf=debug` shows why each request was refused).
+//! No token, cookie or key is ever logged or shown by `Debug`.
 //!
 //! Exemptions are exact paths listed in the configuration
 //! ([`CsrfConfig::exempt`]); there is no switch that turns the layer off.
 //!
 //! For tonic or plain hyper, the [`CsrfHandle`] is in the request
 //! extensions; native gRPC clients send neither browser header, so they pass
-//! the header check: do not accept cookie authentication on gRPC routes.
+//! the origin check: do not accept cookie authentication on gRPC routes.
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
@@ -102,6 +103,8 @@
 //!   create a secret; the later write wins and the other tab's form is
 //!   refused once (reload fixes it).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod body;
 mod config;
 mod error;
@@ -109,17 +112,22 @@ mod error;
 mod extract;
 mod handle;
 mod layer;
-mod origin;
+mod policy;
+mod service;
 mod token;
 
 pub use body::RequestBody;
 pub use config::{BindingFn, CsrfConfig, DEFAULT_MAX_BODY_BYTES, SignedBinding};
 pub use error::{ConfigError, CsrfError, CsrfErrorKind};
 pub use handle::{CsrfHandle, CsrfToken, SESSION_SECRET_KEY};
-pub use layer::{CsrfLayer, CsrfService, ResponseFuture};
-pub use origin::HeaderCheck;
+pub use layer::CsrfLayer;
+pub use service::{AddResponseHeaders, Csrf, ResponseFuture};
 pub use tower_http::csrf::ProtectionErrorKind;
 
+/// The origin check under its old name, kept only until the refresh layer
+/// names it [`OriginCheck`](portcullis_core::OriginCheck).
+#[doc(hidden)]
+pub use portcullis_core::OriginCheck as HeaderCheck;
 
 #[cfg(all(test, feature = "session"))]
 mod tests {
