@@ -24,7 +24,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt as _, Full};
 use portcullis_core::cookie::find_cookie;
-use portcullis_csrf::{CsrfConfig, CsrfError, CsrfHandle, CsrfLayer, CsrfService, SignedBinding};
+use portcullis_csrf::{Csrf, CsrfConfig, CsrfError, CsrfHandle, CsrfLayer, SignedBinding};
 use tower_layer::Layer as _;
 use tower_service::Service;
 
@@ -73,7 +73,7 @@ where
 
 /// The layer and the token it rendered.
 pub struct Setup {
-    service: CsrfService<Echo>,
+    service: Csrf<Echo>,
     /// The rendered token.
     pub token: String,
     /// Its raw bytes (unmasked).
@@ -226,7 +226,7 @@ struct Outcome {
 /// Sends one request; returns the outcome, whether the pre-session
 /// cookie is there once (as `find_cookie` reads it), and whether the
 /// request is plainly same-origin (`Sec-Fetch-Site: same-origin`, no
-/// `Origin`). Other origin headers may pass the header check or not.
+/// `Origin`). Other origin headers may pass the origin check or not.
 fn send(
     s: &Setup,
     around: &Around,

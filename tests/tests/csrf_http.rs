@@ -1234,3 +1234,44 @@ async fn the_web_app_contract() {
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Whether extracting `CsrfToken` creates a session, as its docs say.
+
+/// A server whose `GET /form` extracts `CsrfToken`, and its session store.
+async fn token_page(config: CsrfConfig) -> (TestServer, MemoryStore) {
+    async fn form(token: CsrfToken) -> String {
+        token.hidden_input()
+    }
+    let store = MemoryStore::new();
+    let router = Router::new()
+        .route("/form", get(form))
+        .layer(CsrfLayer::new(config).unwrap())
+        .layer(SessionLayer::new(store.clone(), SessionConfig::default()).unwrap());
+    (TestServer::start(router).await, store)
+}
+
+#[tokio::test]
+async fn a_signed_token_for_a_fresh_visitor_creates_no_session() {
+    let (server, store) =
+        token_page(CsrfConfig::signed([0x5a; 32], SignedBinding::session())).await;
+    let resp = client().get(server.url("/form")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(cookie_value(&resp, SESSION), None, "no session cookie");
+    assert!(
+        cookie_value(&resp, PRE_SESSION).is_some(),
+        "bound to the pre-session cookie instead"
+    );
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("name=\"csrf_token\""), "{body}");
+    assert!(store.is_empty(), "the session store stays empty");
+}
+
+#[tokio::test]
+async fn a_session_mode_token_for_a_fresh_visitor_starts_an_anonymous_session() {
+    let (server, store) = token_page(CsrfConfig::session()).await;
+    let resp = client().get(server.url("/form")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(cookie_value(&resp, SESSION).is_some(), "a session cookie");
+    assert_eq!(store.len(), 1, "one anonymous session holds the secret");
+}

@@ -60,7 +60,7 @@ async fn post_from(server: &TestServer, origin: &str) -> StatusCode {
 
 #[tokio::test]
 async fn an_http_page_of_the_same_host_is_another_origin() {
-    let (server, calls) = counting_server(CsrfConfig::header_check_only()).await;
+    let (server, calls) = counting_server(CsrfConfig::origin_check_only()).await;
     let host = server.addr.to_string();
     // Host is 127.0.0.1:port for all three: only the scheme differs.
     assert_eq!(
@@ -76,7 +76,7 @@ async fn an_http_page_of_the_same_host_is_another_origin() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     let (server, calls) =
-        counting_server(CsrfConfig::header_check_only().insecure_http_site()).await;
+        counting_server(CsrfConfig::origin_check_only().insecure_http_site()).await;
     let host = server.addr.to_string();
     assert_eq!(
         post_from(&server, &format!("http://{host}")).await,

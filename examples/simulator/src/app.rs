@@ -134,5 +134,5 @@ pub(crate) fn app(settings: &Arc<Settings>) -> Result<Router, BuildError> {
     // Another site must not drive the simulator (its admin controls take
     // no credential): tower-http's Fetch Metadata / Origin check on every
     // state-changing request. The session strategy adds its tokens inside.
-    Ok(router.layer(CsrfLayer::new(CsrfConfig::header_check_only())?))
+    Ok(router.layer(CsrfLayer::new(CsrfConfig::origin_check_only())?))
 }
