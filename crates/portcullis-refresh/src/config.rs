@@ -1,16 +1,19 @@
-//! Refresh configuration.
+//! Refresh configuration: [`RefreshConfig`], where the token travels
+//! ([`Transport`]), security events, and what cannot work.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis_core::lifetime::Lifetimes;
+pub use portcullis_core::request::ClientIpFn;
 use portcullis_core::{CookieConfig, CookieConfigError, SameSite};
 
 use crate::token::RotationKey;
 
 /// Where the refresh token travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefreshTransport {
+pub enum Transport {
     /// An `HttpOnly` cookie scoped to the auth prefix (browsers).
     Cookie,
     /// The JSON body: `{"refresh_token": "..."}` (native clients).
@@ -35,9 +38,6 @@ pub enum SecurityEvent {
         family_id: String,
     },
 }
-
-/// Reads the client address from a request (for device lists).
-pub type ClientIpFn = fn(&http::Extensions, &http::HeaderMap) -> Option<std::net::IpAddr>;
 
 /// A callback for [`SecurityEvent`]s.
 pub type EventHook = Arc<dyn Fn(&SecurityEvent) + Send + Sync>;
@@ -98,7 +98,7 @@ pub const DEFAULT_MAX_FAMILIES_PER_USER: usize = 20;
 #[must_use]
 pub struct RefreshConfig {
     pub(crate) prefix: String,
-    pub(crate) transport: RefreshTransport,
+    pub(crate) transport: Transport,
     pub(crate) cookie: CookieConfig,
     pub(crate) idle: Duration,
     pub(crate) absolute: Duration,
@@ -132,7 +132,7 @@ impl Default for RefreshConfig {
     fn default() -> Self {
         Self {
             prefix: "/auth".into(),
-            transport: RefreshTransport::Cookie,
+            transport: Transport::Cookie,
             cookie: CookieConfig::new("refresh").same_site(SameSite::Strict),
             idle: Duration::from_secs(7 * 24 * 3600),
             absolute: Duration::from_secs(30 * 24 * 3600),
@@ -176,7 +176,7 @@ impl RefreshConfig {
     }
 
     /// Where the refresh token travels.
-    pub const fn transport(mut self, transport: RefreshTransport) -> Self {
+    pub const fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
     }
@@ -256,27 +256,34 @@ impl RefreshConfig {
         self
     }
 
-    /// The refresh lifetime settings.
-    #[must_use]
-    pub const fn lifetimes(&self) -> (Duration, Duration, Duration) {
-        (self.idle, self.absolute, self.grace)
+    /// The idle timeout and absolute lifetime of a family.
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshConfigError::Lifetimes`] when they cannot work.
+    pub fn lifetimes(&self) -> Result<Lifetimes, RefreshConfigError> {
+        Lifetimes::new(self.idle, self.absolute).map_err(|_| RefreshConfigError::Lifetimes)
     }
 
-    pub(crate) fn validate(&self) -> Result<(), RefreshConfigError> {
+    /// The grace window for the previous token.
+    #[must_use]
+    pub const fn grace_window(&self) -> Duration {
+        self.grace
+    }
+
+    /// Checks the configuration; the family lifetimes it settles.
+    pub(crate) fn validate(&self) -> Result<Lifetimes, RefreshConfigError> {
         self.cookie.validate()?;
         if !self.prefix.starts_with('/') || self.prefix.ends_with('/') {
             return Err(RefreshConfigError::Prefix);
         }
-        if self.idle.is_zero()
-            || self.absolute.is_zero()
-            || self.idle > self.absolute
-            || self.grace > Duration::from_secs(60)
-        {
+        let lifetimes = self.lifetimes()?;
+        if self.grace > Duration::from_secs(60) {
             return Err(RefreshConfigError::Lifetimes);
         }
         if self.max_families == Some(0) {
             return Err(RefreshConfigError::FamilyCap);
         }
-        Ok(())
+        Ok(lifetimes)
     }
 }

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use portcullis_core::{BoxError, Rejection, StoreError};
+use portcullis_core::lifetime::MaybeConflict;
+use portcullis_core::{BoxError, Rejection, StoreError, StoreErrorKind};
 
 /// The class of a [`RefreshError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,16 @@ impl RefreshError {
             RefreshErrorKind::Internal => Rejection::internal("the token could not be issued"),
         };
         r.with_reason(self.reason)
+    }
+}
+
+impl MaybeConflict for RefreshError {
+    /// A store conflict (an id collision on create): a fresh id may work.
+    fn is_conflict(&self) -> bool {
+        self.source
+            .as_deref()
+            .and_then(|e| e.downcast_ref::<StoreError>())
+            .is_some_and(|e| e.kind() == StoreErrorKind::Conflict)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use portcullis_core::{Timestamp, TokenDigest};
+use portcullis_core::{Deadlines, Timestamp, TokenDigest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -48,10 +48,9 @@ pub struct Family {
     pub created_at: Timestamp,
     /// Last refresh (or login).
     pub last_used_at: Timestamp,
-    /// Ends unless refreshed before.
-    pub idle_deadline: Timestamp,
-    /// Ends whatever happens; never extended.
-    pub absolute_deadline: Timestamp,
+    /// Ends at the idle deadline unless refreshed before, at the absolute
+    /// one whatever happens (never extended).
+    pub deadlines: Deadlines,
     /// The live token's digest.
     #[serde(with = "digest_hex")]
     pub current: TokenDigest,
@@ -70,13 +69,13 @@ impl Family {
     /// When the family ends: the earlier deadline.
     #[must_use]
     pub fn expires_at(&self) -> Timestamp {
-        self.idle_deadline.min(self.absolute_deadline)
+        self.deadlines.expires_at()
     }
 
     /// Whether it has ended at `now`.
     #[must_use]
     pub fn is_expired(&self, now: Timestamp) -> bool {
-        now >= self.expires_at()
+        self.deadlines.is_expired(now)
     }
 
     /// What `presented` is to this family at `now`, with a `grace` window.
@@ -126,7 +125,7 @@ impl Family {
         });
         self.current = successor;
         self.last_used_at = now;
-        self.idle_deadline = (now + idle).min(self.absolute_deadline);
+        self.deadlines.idle = (now + idle).min(self.deadlines.absolute);
         self.rotations += 1;
         if device.user_agent.is_some() || device.ip.is_some() {
             self.device = device.clone();

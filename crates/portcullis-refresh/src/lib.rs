@@ -28,7 +28,7 @@
 //! use axum::{Router, routing::get};
 //! use portcullis_jwt::revocation::{MemoryRevocationStore, RevocationStore};
 //! use portcullis_jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
-//! use portcullis_refresh::{MemoryRefreshStore, Refresher};
+//! use portcullis_refresh::{MemoryRefreshStore, RefreshLayer, Refresher};
 //!
 //! let revocations = Arc::new(MemoryRevocationStore::new());
 //! let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
@@ -42,7 +42,7 @@
 //! let app: Router = Router::new()
 //!     .route("/api/me", get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }))
 //!     .layer(jwt)
-//!     .layer(refresher.layer()); // serves /auth/refresh, /auth/logout, ...
+//!     .layer(RefreshLayer::new(&refresher)); // serves /auth/refresh, /auth/logout, ...
 //! ```
 //!
 //! Not included: a rate limit on the refresh and login endpoints. Put a
@@ -54,28 +54,59 @@
 //! | `testing` | no | [`testing`]: the store conformance suite and fault injection |
 //! | `tracing` | no | events: reuse detections at warn, refusals at debug |
 
+//!
+//! The application's login handler checks the credentials, then starts a
+//! family with the typed [`Login`] builder:
+//!
+//! ```no_run
+//! # async fn login(refresher: portcullis_refresh::Refresher, parts: http::request::Parts) {
+//! let answer = refresher.login("alice").roles(["admin"]).reply(&parts).await;
+//! # let _ = answer; }
+//! ```
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `refresher.rs` | [`Refresher`] and [`Login`]: issue, rotate, revoke, devices (no HTTP) |
+//! | `endpoints.rs` | the five endpoints as plain functions, and [`Login::reply`] |
+//! | `extract.rs` | reading the refresh token from a request |
+//! | `reply.rs` | the answers: token bodies, cookies, refusals |
+//! | `route.rs` | which endpoint a request is for |
+//! | `layer.rs`, `service.rs` | [`RefreshLayer`] and the [`Refresh`] service |
+//! | `family.rs`, `token.rs`, `store.rs` | the stored record, the token, the store trait |
+//! | `memory.rs`, `instrumented.rs` | [`MemoryRefreshStore`], [`InstrumentedRefreshStore`] |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
-mod counting;
+mod endpoints;
 mod error;
+mod extract;
 mod family;
+mod instrumented;
 mod layer;
 mod memory;
 mod refresher;
+mod reply;
+mod route;
+mod service;
 mod store;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod token;
 
 pub use config::{
     ClientIpFn, DEFAULT_MAX_FAMILIES_PER_USER, EventHook, RefreshConfig, RefreshConfigError,
-    RefreshTransport, SecurityEvent,
+    SecurityEvent, Transport,
 };
-pub use counting::{CountingRefreshStore, RefreshOpCounter};
 pub use error::{RefreshError, RefreshErrorKind};
 pub use family::{DeviceInfo, Family, Presented, RotateOutcome, Rotated, Rotation};
-pub use layer::{RefreshLayer, RefreshService, ResponseFuture};
+pub use instrumented::{CountingRefreshStore, InstrumentedRefreshStore};
+pub use layer::RefreshLayer;
 pub use memory::MemoryRefreshStore;
-pub use refresher::{DeviceSession, Refresher, RefresherBuilder, TokenPair};
+pub use portcullis_core::ActiveSession;
+pub use portcullis_jwt::TokenResponse;
+pub use refresher::{Login, Refresher, RefresherBuilder, TokenPair};
+pub use service::{Refresh, ResponseFuture};
 pub use store::RefreshStore;
 pub use token::{FAMILY_ID_LEN, FamilyId, REFRESH_TOKEN_LEN, RefreshToken, RotationKey};
-

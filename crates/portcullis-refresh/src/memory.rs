@@ -258,8 +258,10 @@ mod tests {
             device: crate::family::DeviceInfo::default(),
             created_at: at,
             last_used_at: at,
-            idle_deadline: at + HOUR,
-            absolute_deadline: at + 24 * HOUR,
+            deadlines: portcullis_core::Deadlines {
+                idle: at + HOUR,
+                absolute: at + 24 * HOUR,
+            },
             current: token.digest(),
             previous: None,
             history: Vec::new(),

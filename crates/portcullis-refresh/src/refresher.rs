@@ -1,13 +1,15 @@
-//! `Refresher`: issues token pairs, rotates, revokes.
+//! `Refresher`: starts families (the typed [`Login`] builder), rotates,
+//! revokes, lists devices. No HTTP here: the endpoints that speak HTTP
+//! call these methods.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_core::{SharedClock, StoreErrorKind, SystemClock, Timestamp};
+use portcullis_core::lifetime::{Lifetimes, retry_on_conflict};
+use portcullis_core::{ActiveSession, OriginCheck, SharedClock, SystemClock, Timestamp};
 use portcullis_jwt::revocation::RevocationStore;
 use portcullis_jwt::{AccessToken, JwtIssuer, JwtLayer};
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::{RefreshConfig, RefreshConfigError, SecurityEvent};
@@ -41,34 +43,13 @@ impl fmt::Debug for TokenPair {
     }
 }
 
-/// A device as device lists show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeviceSession {
-    /// The family id (the access tokens' `sid`); pass it to revoke this
-    /// device.
-    pub id: String,
-    /// Login time (ms since the epoch).
-    pub created_at: Timestamp,
-    /// Last refresh (ms since the epoch).
-    pub last_used_at: Timestamp,
-    /// When it ends unless refreshed (ms since the epoch).
-    pub expires_at: Timestamp,
-    /// User agent of the last login or refresh.
-    pub user_agent: Option<String>,
-    /// Address of the last login or refresh.
-    pub ip: Option<String>,
-    /// Whether this is the caller's device.
-    pub current: bool,
-}
-
 /// Issues access + refresh token pairs, rotates refresh tokens with reuse
 /// detection, and revokes families, pushing every revocation into the JWT
 /// revocation view so that live access tokens die at once.
 ///
-/// The application's login handler checks credentials and calls
-/// [`Refresher::issue`] (or [`Refresher::login_reply`]); the
-/// [`RefreshLayer`](crate::RefreshLayer) serves refresh, logout and device
-/// endpoints. Cheap to clone.
+/// The application's login handler checks credentials and starts a family
+/// with [`Refresher::login`]; the [`RefreshLayer`](crate::RefreshLayer)
+/// serves refresh, logout and device endpoints. Cheap to clone.
 #[derive(Clone)]
 pub struct Refresher {
     pub(crate) inner: Arc<Inner>,
@@ -80,9 +61,11 @@ pub(crate) struct Inner {
     pub(crate) revocation: Arc<dyn RevocationStore>,
     pub(crate) verifier: JwtLayer,
     pub(crate) config: RefreshConfig,
+    pub(crate) lifetimes: Lifetimes,
     pub(crate) key: RotationKey,
     pub(crate) clock: SharedClock,
-    pub(crate) csrf: crate::layer::CsrfProbe,
+    /// The cross-site check of cookie-borne requests.
+    pub(crate) origin: OriginCheck,
 }
 
 impl fmt::Debug for Refresher {
@@ -132,16 +115,22 @@ impl RefresherBuilder {
     ///
     /// [`RefreshConfigError`] for a configuration that cannot work.
     pub fn build(self) -> Result<Refresher, RefreshConfigError> {
-        self.config.validate()?;
+        let lifetimes = self.config.validate()?;
         let key = match &self.config.rotation_key {
             Some(k) => k.clone(),
             None => RotationKey::generate().map_err(|_| RefreshConfigError::RotationKeyTooShort)?,
         };
-        let csrf = crate::layer::CsrfProbe::new(
+        let mut origin = OriginCheck::new(
             &self.config.trusted_origins,
             self.config.public_origin.as_deref(),
-            self.config.cookie.is_secure(),
-        )?;
+        )
+        .map_err(|e| RefreshConfigError::Origin(e.to_string()))?;
+        // The site is `https` unless the refresh cookie is not `Secure`
+        // (`insecure_dev_cookies`, plain-http development): then an
+        // `Origin` with the `http` scheme is the site's own.
+        if !self.config.cookie.is_secure() {
+            origin = origin.insecure_http_site();
+        }
         Ok(Refresher {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -149,9 +138,10 @@ impl RefresherBuilder {
                 revocation: self.revocation,
                 verifier: self.verifier,
                 config: self.config,
+                lifetimes,
                 key,
                 clock: self.clock,
-                csrf,
+                origin,
             }),
         })
     }
@@ -223,15 +213,26 @@ impl Refresher {
         &self.inner.config
     }
 
-    /// The layer serving the refresh, logout and device endpoints.
-    #[must_use]
-    pub fn layer(&self) -> crate::RefreshLayer {
-        crate::RefreshLayer {
+    /// Starts a login for `user_id`, after the application checked the
+    /// credentials: set the access tokens' roles, scope and other claims,
+    /// then finish with [`Login::issue`] (a [`TokenPair`]) or
+    /// [`Login::reply`] (the HTTP answer, with the cookie).
+    ///
+    /// ```no_run
+    /// # async fn demo(refresher: portcullis_refresh::Refresher) -> Result<(), portcullis_refresh::RefreshError> {
+    /// let pair = refresher.login("alice").roles(["admin"]).claim("tenant", "acme").issue().await?;
+    /// # let _ = pair; Ok(()) }
+    /// ```
+    pub fn login(&self, user_id: impl Into<String>) -> Login {
+        Login {
             refresher: self.clone(),
+            user_id: user_id.into(),
+            claims: Map::new(),
+            device: DeviceInfo::default(),
         }
     }
 
-    fn now(&self) -> Timestamp {
+    pub(crate) fn now(&self) -> Timestamp {
         self.inner.clock.now()
     }
 
@@ -239,28 +240,22 @@ impl Refresher {
         self.inner.revocation.view().user_version(user)
     }
 
-    /// Starts a family for `user_id` (after the app checked credentials):
-    /// a new refresh token and an access token carrying the family as `sid`.
-    /// `claims` (roles, scope, ...) go into every access token of the
-    /// family.
-    ///
-    /// # Errors
-    ///
-    /// [`RefreshErrorKind::Unavailable`] when the store fails.
-    pub async fn issue(
+    /// Starts a family for `user_id`: a new refresh token and an access
+    /// token carrying the family as `sid`; `claims` go into every access
+    /// token of the family. A login beyond the per-user cap logs the
+    /// user's oldest devices out.
+    async fn start_family(
         &self,
         user_id: &str,
-        claims: Map<String, Value>,
-        device: DeviceInfo,
+        claims: &Map<String, Value>,
+        device: &DeviceInfo,
     ) -> Result<TokenPair, RefreshError> {
         let c = &self.inner.config;
         let now = self.now();
-        let mut attempts = 0;
-        loop {
+        let (family, token, evicted) = retry_on_conflict(|| async {
             let id = FamilyId::generate().map_err(|e| RefreshError::internal("random", e))?;
             let token =
                 RefreshToken::first(id.clone()).map_err(|e| RefreshError::internal("random", e))?;
-            let absolute = now + c.absolute;
             let family = Family {
                 id,
                 user_id: user_id.to_owned(),
@@ -268,32 +263,33 @@ impl Refresher {
                 device: device.clone(),
                 created_at: now,
                 last_used_at: now,
-                idle_deadline: (now + c.idle).min(absolute),
-                absolute_deadline: absolute,
+                deadlines: self.inner.lifetimes.start(now),
                 current: token.digest(),
                 previous: None,
                 history: Vec::new(),
                 rotations: 0,
             };
-            match self.inner.store.create(&family, c.max_families).await {
-                Ok(evicted) => {
-                    for gone in &evicted {
-                        portcullis_core::event!(debug, family = %gone.id, "family cap: oldest family logged out");
-                        // The login itself succeeded; on failure (logged) an
-                        // evicted device's access token lives until its `exp`.
-                        let _ = self.kill_access_tokens(&gone.id).await;
-                    }
-                    let access = mint(&self.inner.issuer, &family, self.ver(user_id))?;
-                    return Ok(TokenPair {
-                        access,
-                        refresh: token,
-                        refresh_expires_at: family.expires_at(),
-                    });
-                }
-                Err(e) if e.kind() == StoreErrorKind::Conflict && attempts < 2 => attempts += 1,
-                Err(e) => return Err(RefreshError::store(e)),
-            }
+            let evicted = self
+                .inner
+                .store
+                .create(&family, c.max_families)
+                .await
+                .map_err(RefreshError::store)?;
+            Ok((family, token, evicted))
+        })
+        .await?;
+        for gone in &evicted {
+            portcullis_core::event!(debug, family = %gone.id, "family cap: oldest family logged out");
+            // The login itself succeeded; on failure (logged) an evicted
+            // device's access token lives until its `exp`.
+            let _ = self.kill_access_tokens(&gone.id).await;
         }
+        let access = mint(&self.inner.issuer, &family, self.ver(user_id))?;
+        Ok(TokenPair {
+            access,
+            refresh: token,
+            refresh_expires_at: family.expires_at(),
+        })
     }
 
     /// Rotates `token`: a new pair, or an error. A repeat of the previous
@@ -320,7 +316,7 @@ impl Refresher {
             successor: successor.digest(),
             now,
             grace: c.grace,
-            idle: c.idle,
+            idle: self.inner.lifetimes.idle(),
             history_limit: c.history_limit,
             device,
         };
@@ -522,19 +518,19 @@ impl Refresher {
         &self,
         user_id: &str,
         current: Option<&str>,
-    ) -> Result<Vec<DeviceSession>, RefreshError> {
-        let mut list: Vec<DeviceSession> = self
+    ) -> Result<Vec<ActiveSession>, RefreshError> {
+        let mut list: Vec<ActiveSession> = self
             .inner
             .store
             .list_user(user_id, self.now())
             .await
             .map_err(RefreshError::store)?
             .into_iter()
-            .map(|f| DeviceSession {
+            .map(|f| ActiveSession {
                 current: Some(f.id.as_str()) == current,
                 id: f.id.to_string(),
                 created_at: f.created_at,
-                last_used_at: f.last_used_at,
+                last_seen: f.last_used_at,
                 expires_at: f.expires_at(),
                 user_agent: f.device.user_agent,
                 ip: f.device.ip,
@@ -569,5 +565,72 @@ impl Refresher {
             return Err(not_found());
         }
         self.end_family(&fam).await
+    }
+}
+
+/// A login being started: the claims its access tokens will carry, then
+/// [`Login::issue`] or [`Login::reply`]. Built by [`Refresher::login`].
+#[must_use = "a login does nothing until issued or replied"]
+pub struct Login {
+    pub(crate) refresher: Refresher,
+    pub(crate) user_id: String,
+    pub(crate) claims: Map<String, Value>,
+    pub(crate) device: DeviceInfo,
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Login")
+            .field("user_id", &self.user_id)
+            .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Login {
+    /// The access tokens' `roles` (replaces earlier roles).
+    pub fn roles<I, R>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = R>,
+        R: Into<String>,
+    {
+        let roles = roles.into_iter().map(|r| Value::String(r.into())).collect();
+        self.claims.insert("roles".into(), Value::Array(roles));
+        self
+    }
+
+    /// The access tokens' `scope` (space-separated).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.claims
+            .insert("scope".into(), Value::String(scope.into()));
+        self
+    }
+
+    /// A custom claim copied into every access token of the family (fixed
+    /// at login). Registered claims (`sub`, `exp`, `sid`, ...) are the
+    /// issuer's: a custom claim of the same name does not replace them.
+    pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.claims.insert(name.into(), value.into());
+        self
+    }
+
+    /// The device shown in device lists (user agent, address).
+    /// [`Login::reply`] reads it from the request instead.
+    pub fn device(mut self, device: DeviceInfo) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Starts the family: the first refresh token and access token, for
+    /// callers that answer themselves (not over HTTP, or a custom body).
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshErrorKind::Unavailable`] when the store fails,
+    /// [`RefreshErrorKind::Internal`] when signing or randomness fails.
+    pub async fn issue(self) -> Result<TokenPair, RefreshError> {
+        self.refresher
+            .start_family(&self.user_id, &self.claims, &self.device)
+            .await
     }
 }

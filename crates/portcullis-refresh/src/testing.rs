@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use portcullis_core::store::FaultSwitch;
-use portcullis_core::{StoreError, Timestamp, TokenDigest};
+use portcullis_core::{Timestamp, TokenDigest};
 use serde_json::Map;
 
 use crate::family::{DeviceInfo, Family, RotateOutcome, Rotation};
+use crate::instrumented::InstrumentedRefreshStore;
 use crate::store::RefreshStore;
 use crate::token::{FamilyId, RefreshToken, RotationKey};
 
@@ -55,8 +55,10 @@ pub fn family(user: &str, secs: u64) -> (Family, RefreshToken) {
         },
         created_at: now,
         last_used_at: now,
-        idle_deadline: now + IDLE,
-        absolute_deadline: now + Duration::from_secs(86_400),
+        deadlines: portcullis_core::Deadlines {
+            idle: now + IDLE,
+            absolute: now + Duration::from_secs(86_400),
+        },
         current: token.digest(),
         previous: None,
         history: Vec::new(),
@@ -123,8 +125,8 @@ pub async fn rotation_chain<S: RefreshStore, F: Fn() -> Fut, Fut: Future<Output 
     };
     assert_eq!(f1.current, t1.digest());
     assert_eq!(f1.previous.map(|p| p.digest), Some(t0.digest()));
-    assert_eq!(f1.idle_deadline, at(100) + IDLE);
-    assert_eq!(f1.absolute_deadline, fam.absolute_deadline);
+    assert_eq!(f1.deadlines.idle, at(100) + IDLE);
+    assert_eq!(f1.deadlines.absolute, fam.deadlines.absolute);
     assert_eq!(f1.device.ip.as_deref(), Some("192.0.2.1"));
     assert_eq!(f1.rotations, 1);
     let (r2, t2) = rotation(&t1, &key, 200);
@@ -547,70 +549,15 @@ macro_rules! refresh_store_family_cap_conformance {
     };
 }
 
-/// Wraps a store; while the switch is on, every call fails with a backend
-/// error and reaches nothing.
-#[derive(Debug, Clone)]
-pub struct FaultyRefreshStore<S> {
-    inner: S,
-    failing: FaultSwitch,
-}
+/// A refresh store that fails every call with a backend error, reaching
+/// nothing, while its switch is on: [`InstrumentedRefreshStore`] with a
+/// [`FaultSwitch`] observer.
+pub type FaultyRefreshStore<S> = InstrumentedRefreshStore<S, FaultSwitch>;
 
-impl<S> FaultyRefreshStore<S> {
-    /// Wraps `inner`, healthy.
-    pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            failing: FaultSwitch::new(),
-        }
-    }
-
-    /// The shared switch.
+impl<S> InstrumentedRefreshStore<S, FaultSwitch> {
+    /// The shared switch: `true` makes every call fail.
     #[must_use]
     pub fn switch(&self) -> Arc<AtomicBool> {
-        self.failing.shared()
-    }
-
-    fn check(&self) -> Result<(), StoreError> {
-        self.failing.check()
-    }
-}
-
-#[async_trait]
-impl<S: RefreshStore> RefreshStore for FaultyRefreshStore<S> {
-    async fn create(
-        &self,
-        family: &Family,
-        max_per_user: Option<usize>,
-    ) -> Result<Vec<Family>, StoreError> {
-        self.check()?;
-        self.inner.create(family, max_per_user).await
-    }
-    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
-        self.check()?;
-        self.inner.rotate(rotation).await
-    }
-    async fn get(&self, id: &FamilyId, now: Timestamp) -> Result<Option<Family>, StoreError> {
-        self.check()?;
-        self.inner.get(id, now).await
-    }
-    async fn revoke(&self, id: &FamilyId) -> Result<Option<Family>, StoreError> {
-        self.check()?;
-        self.inner.revoke(id).await
-    }
-    async fn revoke_user(
-        &self,
-        user_id: &str,
-        except: Option<&FamilyId>,
-    ) -> Result<Vec<Family>, StoreError> {
-        self.check()?;
-        self.inner.revoke_user(user_id, except).await
-    }
-    async fn list_user(&self, user_id: &str, now: Timestamp) -> Result<Vec<Family>, StoreError> {
-        self.check()?;
-        self.inner.list_user(user_id, now).await
-    }
-    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.check()?;
-        self.inner.purge_expired(now).await
+        self.observer().shared()
     }
 }

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use portcullis_core::{StoreError, Timestamp, TokenDigest};
+use portcullis_core::{Deadlines, StoreError, Timestamp, TokenDigest};
 use portcullis_refresh::{DeviceInfo, Family, FamilyId, Rotated};
 
 /// Length of one digest in hex.
@@ -47,8 +47,8 @@ pub(super) fn encode(
         ("d", device),
         ("c", family.created_at.millis().to_string()),
         ("l", family.last_used_at.millis().to_string()),
-        ("i", family.idle_deadline.millis().to_string()),
-        ("a", family.absolute_deadline.millis().to_string()),
+        ("i", family.deadlines.idle.millis().to_string()),
+        ("a", family.deadlines.absolute.millis().to_string()),
         ("cur", family.current.to_hex()),
         (
             "h",
@@ -121,8 +121,10 @@ pub(super) fn decode(id: &FamilyId, fields: &Fields) -> Result<Family, Corrupt> 
         device,
         created_at: millis(fields, "c")?,
         last_used_at: millis(fields, "l")?,
-        idle_deadline: millis(fields, "i")?,
-        absolute_deadline: millis(fields, "a")?,
+        deadlines: Deadlines {
+            idle: millis(fields, "i")?,
+            absolute: millis(fields, "a")?,
+        },
         current,
         previous,
         history,
@@ -152,8 +154,10 @@ mod tests {
             },
             created_at: Timestamp::from_millis(1),
             last_used_at: Timestamp::from_millis(2),
-            idle_deadline: Timestamp::from_millis(3),
-            absolute_deadline: Timestamp::from_millis(4),
+            deadlines: Deadlines {
+                idle: Timestamp::from_millis(3),
+                absolute: Timestamp::from_millis(4),
+            },
             current: t.digest(),
             previous: Some(Rotated {
                 digest: TokenDigest::of(b"p"),

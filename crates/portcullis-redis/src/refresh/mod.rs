@@ -233,8 +233,8 @@ impl RedisRefreshStore {
         let entry = NewEntry {
             member: family.id.as_str(),
             created_at: family.created_at,
-            absolute_deadline: family.absolute_deadline,
-            ttl_ms: ttl_ms(family.absolute_deadline, now),
+            absolute_deadline: family.deadlines.absolute,
+            ttl_ms: ttl_ms(family.deadlines.absolute, now),
         };
         let cap = max_per_user.map(|max| Cap {
             max,

@@ -1,18 +1,23 @@
-//! `CountingRefreshStore`: a wrapper that counts refresh-store operations.
+//! `InstrumentedRefreshStore`: a refresh store watched by a
+//! [`StoreObserver`] (call counting, fault injection, metrics).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use portcullis_core::store::{CallCounter, StoreObserver, observe};
 use portcullis_core::{StoreError, Timestamp};
 
 use crate::family::{Family, RotateOutcome, Rotation};
 use crate::store::RefreshStore;
 use crate::token::FamilyId;
 
-/// Wraps a refresh store and counts every call made through it (for
-/// dashboards, tests and the simulator's "store operations per request"
-/// column). Failed calls count too: they reached the store.
+/// Wraps a refresh store and runs every call through `observer`: the
+/// observer may refuse a call before it reaches the store (fault
+/// injection) and sees every outcome (counting, metrics). Failed calls are
+/// observed too: they reached the store.
+///
+/// Operation names are the trait's method names (`create`, `rotate`,
+/// `get`, `revoke`, `revoke_user`, `list_user`, `purge_expired`).
 ///
 /// ```
 /// use portcullis_refresh::{CountingRefreshStore, MemoryRefreshStore};
@@ -22,115 +27,109 @@ use crate::token::FamilyId;
 /// assert_eq!(counter.total(), 0);
 /// ```
 #[derive(Debug, Clone)]
-pub struct CountingRefreshStore<S> {
+pub struct InstrumentedRefreshStore<S, O> {
     inner: S,
-    counter: Arc<RefreshOpCounter>,
+    observer: O,
 }
 
-/// Per-operation counters of a [`CountingRefreshStore`].
-#[derive(Debug, Default)]
-pub struct RefreshOpCounter {
-    /// `create` calls (logins).
-    pub create: AtomicU64,
-    /// `rotate` calls (refreshes).
-    pub rotate: AtomicU64,
-    /// `get` calls.
-    pub get: AtomicU64,
-    /// `revoke` calls (one device).
-    pub revoke: AtomicU64,
-    /// `revoke_user` calls (every device of a user).
-    pub revoke_user: AtomicU64,
-    /// `list_user` calls.
-    pub list_user: AtomicU64,
-    /// `purge_expired` calls.
-    pub purge_expired: AtomicU64,
-}
+/// A refresh store whose calls are counted per operation (dashboards,
+/// tests, the simulator's "store operations per request" column).
+pub type CountingRefreshStore<S> = InstrumentedRefreshStore<S, Arc<CallCounter>>;
 
-impl RefreshOpCounter {
-    /// Each counter by name, in declaration order.
-    #[must_use]
-    pub fn by_name(&self) -> [(&'static str, u64); 7] {
-        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        [
-            ("create", n(&self.create)),
-            ("rotate", n(&self.rotate)),
-            ("get", n(&self.get)),
-            ("revoke", n(&self.revoke)),
-            ("revoke_user", n(&self.revoke_user)),
-            ("list_user", n(&self.list_user)),
-            ("purge_expired", n(&self.purge_expired)),
-        ]
+impl<S, O: StoreObserver> InstrumentedRefreshStore<S, O> {
+    /// Wraps `inner` with a fresh default observer (a zeroed counter, a
+    /// fault switch that is off).
+    pub fn new(inner: S) -> Self
+    where
+        O: Default,
+    {
+        Self::with_observer(inner, O::default())
     }
 
-    /// All calls so far.
-    #[must_use]
-    pub fn total(&self) -> u64 {
-        self.by_name().iter().map(|(_, n)| n).sum()
+    /// Wraps `inner` with `observer`.
+    pub const fn with_observer(inner: S, observer: O) -> Self {
+        Self { inner, observer }
     }
 
-    fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl<S> CountingRefreshStore<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            counter: Arc::new(RefreshOpCounter::default()),
-        }
-    }
-
-    /// The shared counters.
-    #[must_use]
-    pub fn counter(&self) -> Arc<RefreshOpCounter> {
-        Arc::clone(&self.counter)
+    /// The observer.
+    pub const fn observer(&self) -> &O {
+        &self.observer
     }
 
     /// The wrapped store.
     pub const fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The wrapped store, mutably.
+    pub const fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped store.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> InstrumentedRefreshStore<S, Arc<CallCounter>> {
+    /// The shared counter (clones of the store share it).
+    #[must_use]
+    pub fn counter(&self) -> Arc<CallCounter> {
+        Arc::clone(&self.observer)
+    }
 }
 
 #[async_trait]
-impl<S: RefreshStore> RefreshStore for CountingRefreshStore<S> {
+impl<S: RefreshStore, O: StoreObserver> RefreshStore for InstrumentedRefreshStore<S, O> {
     async fn create(
         &self,
         family: &Family,
         max_per_user: Option<usize>,
     ) -> Result<Vec<Family>, StoreError> {
-        RefreshOpCounter::bump(&self.counter.create);
-        self.inner.create(family, max_per_user).await
+        observe(
+            &self.observer,
+            "create",
+            self.inner.create(family, max_per_user),
+        )
+        .await
     }
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
-        RefreshOpCounter::bump(&self.counter.rotate);
-        self.inner.rotate(rotation).await
+        observe(&self.observer, "rotate", self.inner.rotate(rotation)).await
     }
     async fn get(&self, id: &FamilyId, now: Timestamp) -> Result<Option<Family>, StoreError> {
-        RefreshOpCounter::bump(&self.counter.get);
-        self.inner.get(id, now).await
+        observe(&self.observer, "get", self.inner.get(id, now)).await
     }
     async fn revoke(&self, id: &FamilyId) -> Result<Option<Family>, StoreError> {
-        RefreshOpCounter::bump(&self.counter.revoke);
-        self.inner.revoke(id).await
+        observe(&self.observer, "revoke", self.inner.revoke(id)).await
     }
     async fn revoke_user(
         &self,
         user_id: &str,
         except: Option<&FamilyId>,
     ) -> Result<Vec<Family>, StoreError> {
-        RefreshOpCounter::bump(&self.counter.revoke_user);
-        self.inner.revoke_user(user_id, except).await
+        observe(
+            &self.observer,
+            "revoke_user",
+            self.inner.revoke_user(user_id, except),
+        )
+        .await
     }
     async fn list_user(&self, user_id: &str, now: Timestamp) -> Result<Vec<Family>, StoreError> {
-        RefreshOpCounter::bump(&self.counter.list_user);
-        self.inner.list_user(user_id, now).await
+        observe(
+            &self.observer,
+            "list_user",
+            self.inner.list_user(user_id, now),
+        )
+        .await
     }
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        RefreshOpCounter::bump(&self.counter.purge_expired);
-        self.inner.purge_expired(now).await
+        observe(
+            &self.observer,
+            "purge_expired",
+            self.inner.purge_expired(now),
+        )
+        .await
     }
 }
 
@@ -140,7 +139,8 @@ mod tests {
 
     use std::time::Duration;
 
-    use portcullis_core::Timestamp;
+    use portcullis_core::store::FaultSwitch;
+    use portcullis_core::{Deadlines, Timestamp};
     use serde_json::Map;
 
     use super::*;
@@ -158,8 +158,10 @@ mod tests {
             device: DeviceInfo::default(),
             created_at: now,
             last_used_at: now,
-            idle_deadline: now + Duration::from_secs(3600),
-            absolute_deadline: now + Duration::from_secs(86_400),
+            deadlines: Deadlines {
+                idle: now + Duration::from_secs(3600),
+                absolute: now + Duration::from_secs(86_400),
+            },
             current: token.digest(),
             previous: None,
             history: Vec::new(),
@@ -200,14 +202,14 @@ mod tests {
         assert!(store.get_ref().is_empty());
 
         assert_eq!(
-            counter.by_name(),
+            counter.snapshot(),
             [
                 ("create", 1),
-                ("rotate", 1),
                 ("get", 1),
-                ("revoke", 1),
-                ("revoke_user", 1),
+                ("rotate", 1),
                 ("list_user", 1),
+                ("revoke_user", 1),
+                ("revoke", 1),
                 ("purge_expired", 1),
             ]
         );
@@ -216,6 +218,28 @@ mod tests {
         let clone = store.clone();
         clone.get(&fam.id, now).await.unwrap();
         assert_eq!(counter.total(), 8);
+        assert_eq!(counter.get("get"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_fault_switch_fails_calls_before_the_store() {
+        let store = InstrumentedRefreshStore::<_, FaultSwitch>::new(MemoryRefreshStore::new());
+        let now = Timestamp::from_secs(1_700_000_000);
+        let (fam, _) = family("alice", now);
+        store
+            .observer()
+            .shared()
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(store.create(&fam, None).await.unwrap_err().is_unavailable());
+        assert!(
+            store.get_ref().is_empty(),
+            "the call never reached the store"
+        );
+        store
+            .observer()
+            .shared()
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        store.create(&fam, None).await.unwrap();
     }
 
     #[cfg(feature = "testing")]
