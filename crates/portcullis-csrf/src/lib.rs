@@ -124,11 +124,6 @@ pub use layer::CsrfLayer;
 pub use service::{AddResponseHeaders, Csrf, ResponseFuture};
 pub use tower_http::csrf::ProtectionErrorKind;
 
-/// The origin check under its old name, kept only until the refresh layer
-/// names it [`OriginCheck`](portcullis_core::OriginCheck).
-#[doc(hidden)]
-pub use portcullis_core::OriginCheck as HeaderCheck;
-
 #[cfg(all(test, feature = "session"))]
 mod tests {
     #[test]
