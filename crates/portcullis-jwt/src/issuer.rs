@@ -360,6 +360,18 @@ impl JwtIssuer {
         &self.inner.iss
     }
 
+    /// The `aud` values of minted tokens.
+    #[must_use]
+    pub fn audiences(&self) -> &[String] {
+        &self.inner.aud
+    }
+
+    /// The clock the issuer reads.
+    #[must_use]
+    pub fn clock(&self) -> SharedClock {
+        Arc::clone(&self.inner.clock)
+    }
+
     /// The access token lifetime.
     #[must_use]
     pub fn lifetime(&self) -> Duration {

@@ -14,6 +14,7 @@ use tower_layer::Layer;
 use crate::cache::TokenCache;
 use crate::claims::{Claims, NoCustomClaims};
 use crate::error::JwtError;
+use crate::issuer::JwtIssuer;
 use crate::keys::KeySource;
 use crate::revocation::RevocationView;
 use crate::service::{Config, Jwt};
@@ -256,6 +257,36 @@ impl<T, R> fmt::Debug for JwtLayer<T, R> {
 impl JwtLayer {
     /// Starts a builder over a key source (a [`KeySet`](crate::KeySet),
     /// [`SharedKeys`](crate::SharedKeys), a remote JWKS, or yours).
+    /// Starts a builder that verifies `issuer`'s tokens: its rotating keys,
+    /// its `iss`, every `aud` it mints, and its clock, written once.
+    /// Further audiences, issuers or rules can be added as with
+    /// [`builder`](Self::builder).
+    ///
+    /// ```
+    /// use portcullis_jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
+    ///
+    /// let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+    ///     .issuer("https://auth.example.com")
+    ///     .audience("api")
+    ///     .build()
+    ///     .unwrap();
+    /// let jwt = JwtLayer::builder_for(&issuer).build().unwrap();
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let token = issuer.token("alice").mint().unwrap();
+    /// let claims = jwt.verify(&token.token).await.unwrap();
+    /// assert_eq!(claims.subject(), Some("alice"));
+    /// # });
+    /// ```
+    pub fn builder_for(issuer: &JwtIssuer) -> JwtLayerBuilder {
+        let builder = Self::builder(issuer.keys())
+            .issuer(issuer.issuer())
+            .clock(issuer.clock());
+        issuer
+            .audiences()
+            .iter()
+            .fold(builder, |b, aud| b.audience(aud.as_str()))
+    }
+
     pub fn builder(keys: impl KeySource) -> JwtLayerBuilder {
         JwtLayerBuilder {
             keys: Arc::new(keys),
@@ -420,6 +451,28 @@ mod tests {
                 (Err(e), Err(kind)) => assert_eq!(e.kind(), kind, "case {i}"),
                 (got, want) => panic!("case {i}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn builder_for_trusts_the_issuers_iss_and_aud_only() {
+        let iss = issuer(7);
+        let jwt = JwtLayer::builder_for(&iss).build().unwrap();
+        let token = iss.token("alice").mint().unwrap().token;
+        assert_eq!(jwt.verify(&token).await.unwrap().subject(), Some("alice"));
+        // Same keys, another iss or aud: refused.
+        let key = SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap();
+        for (other_iss, other_aud, kind) in [
+            ("https://other", "api", JwtErrorKind::BadIssuer),
+            ("https://iss", "other-api", JwtErrorKind::BadAudience),
+        ] {
+            let other = JwtIssuer::builder(key.clone())
+                .issuer(other_iss)
+                .audience(other_aud)
+                .build()
+                .unwrap();
+            let token = other.token("mallory").mint().unwrap().token;
+            assert_eq!(jwt.verify(&token).await.unwrap_err().kind(), kind);
         }
     }
 }
