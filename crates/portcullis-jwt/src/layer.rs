@@ -255,8 +255,6 @@ impl<T, R> fmt::Debug for JwtLayer<T, R> {
 }
 
 impl JwtLayer {
-    /// Starts a builder over a key source (a [`KeySet`](crate::KeySet),
-    /// [`SharedKeys`](crate::SharedKeys), a remote JWKS, or yours).
     /// Starts a builder that verifies `issuer`'s tokens: its rotating keys,
     /// its `iss`, every `aud` it mints, and its clock, written once.
     /// Further audiences, issuers or rules can be added as with
@@ -287,6 +285,8 @@ impl JwtLayer {
             .fold(builder, |b, aud| b.audience(aud.as_str()))
     }
 
+    /// Starts a builder over a key source (a [`KeySet`](crate::KeySet),
+    /// [`SharedKeys`](crate::SharedKeys), a remote JWKS, or yours).
     pub fn builder(keys: impl KeySource) -> JwtLayerBuilder {
         JwtLayerBuilder {
             keys: Arc::new(keys),
