@@ -536,3 +536,75 @@ async fn a_revocation_view_not_yet_loaded_fails_closed() {
     view.mark_ready();
     assert_eq!(f.me(&t.token).await, StatusCode::OK);
 }
+
+/// A valid token on a route whose `Claims<T>` the layer cannot answer (no
+/// layer there, or a layer decoding another claims type) gets a 500 that
+/// names the fix, never a silent 401; an optional layer without a token
+/// keeps its 401 and `Option<Claims>` its `None`.
+#[tokio::test]
+async fn claims_extractor_names_the_wiring_mistake() {
+    use axum::Router;
+    use axum::routing::get;
+    use portcullis::jwt::Claims;
+
+    #[derive(serde::Deserialize)]
+    struct Custom {}
+
+    let clock = Arc::new(ManualClock::starting_now());
+    let iss = issuer(Algorithm::HS256, "k", clock.clone());
+    let layer = builder(iss.keys(), &clock).optional().build().unwrap();
+    let app = Router::new()
+        .route(
+            "/me",
+            get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }),
+        )
+        .route("/custom", get(|_: Claims<Custom>| async { "custom" }))
+        .route(
+            "/maybe",
+            get(|c: Option<Claims>| async move { if c.is_some() { "some" } else { "none" } }),
+        )
+        .layer(layer)
+        .route("/outside", get(|_: Claims| async { "outside" }));
+    let server = TestServer::start(app).await;
+    let http = portcullis_tests::client();
+    let token = iss.token("alice").mint().unwrap().token;
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = http.get(server.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+
+    let me = get("/me", Some(&token)).await.unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(me.text().await.unwrap(), "alice");
+
+    let custom = get("/custom", Some(&token)).await.unwrap();
+    assert_eq!(custom.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        custom.text().await.unwrap().contains(".claims::<"),
+        "names the builder call"
+    );
+
+    let outside = get("/outside", Some(&token)).await.unwrap();
+    assert_eq!(outside.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        outside
+            .text()
+            .await
+            .unwrap()
+            .contains("JwtLayer is not installed on this route"),
+        "names the missing layer"
+    );
+
+    // The optional layer without a token: 401 from `Claims`, `None` from
+    // `Option<Claims>`.
+    let anonymous = get("/me", None).await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let maybe = get("/maybe", None).await.unwrap();
+    assert_eq!(maybe.text().await.unwrap(), "none");
+    let maybe = get("/maybe", Some(&token)).await.unwrap();
+    assert_eq!(maybe.text().await.unwrap(), "some");
+}
