@@ -1,13 +1,13 @@
 //! `SessionConfig`: timeouts, cookie, transport, per-user cap.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::time::Duration;
 
-use http::{Extensions, HeaderMap, HeaderName};
+use http::HeaderName;
+use portcullis_core::request::ClientIpFn;
 use portcullis_core::{CookieConfig, CookieConfigError, SharedClock, SystemClock};
 
-use crate::record::CapPolicy;
+use crate::store::CapPolicy;
 
 /// How the session id travels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +19,6 @@ pub enum Transport {
     /// same name (for non-browser clients that keep no cookie jar).
     Header(HeaderName),
 }
-
-/// Reads the client address from a request (for "your active sessions").
-pub type ClientIpFn = fn(&Extensions, &HeaderMap) -> Option<IpAddr>;
 
 /// The default per-user session cap: at most this many concurrent sessions
 /// per user, the oldest logged out first

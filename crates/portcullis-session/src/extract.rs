@@ -1,6 +1,7 @@
-//! axum extractors (feature `axum`, built on axum-core only).
+//! axum extractors (feature `axum`, built on axum-core only): [`Session`],
+//! [`CurrentUser`] and `Option<CurrentUser>`.
 
-use axum_core::extract::FromRequestParts;
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use portcullis_core::{ProblemJson, RenderRejection as _};
@@ -30,6 +31,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 ///     format!("hello {user}")
 /// }
 /// ```
+///
+/// As `Option<CurrentUser>` it is `None` when nobody is logged in (never a
+/// 401), for pages that greet a visitor either way; a missing
+/// `SessionLayer` (500) and an unavailable store (503) still refuse.
+///
+/// ```
+/// use portcullis_session::CurrentUser;
+///
+/// async fn home(user: Option<CurrentUser>) -> String {
+///     match user {
+///         Some(CurrentUser(user)) => format!("welcome back, {user}"),
+///         None => "welcome, visitor".to_owned(),
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurrentUser(pub String);
 
@@ -43,6 +59,18 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
             .await?
             .map(CurrentUser)
             .ok_or_else(|| SessionError::new(SessionErrorKind::NotAuthenticated))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
+    type Rejection = SessionError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        let session = <Session as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        Ok(session.user_id().await?.map(CurrentUser))
     }
 }
 

@@ -37,45 +37,69 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `file-store` | yes | [`FileStore`], durable sessions on one node |
+//! | `file-store` | no | [`FileStore`], durable sessions on one node |
 //! | `axum` | no | extractors: [`Session`], [`CurrentUser`]; `IntoResponse` for [`SessionError`] |
 //! | `testing` | no | [`testing`]: the store conformance suite and fault injection |
 //! | `tracing` | no | debug/warn events (never carrying an id or a cookie) |
 //!
 //! For tonic or plain hyper, the handle is in the request extensions:
 //! `req.extensions().get::<Session>()`.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`store`] | the page for store implementers: [`SessionStore`], its records, a complete custom store |
+//! | [`guard`] | [`RequireLoginLayer`]: redirect pages to the login form, 401 for APIs |
+//! | [`testing`] | the conformance suite, [`FaultyStore`](testing::FaultyStore) (feature `testing`) |
+//!
+//! Inside: `layer.rs` builds `service.rs` ([`SessionManager`]), which hands
+//! each request a [`Session`] (`session.rs`, with `login.rs` and
+//! `per_user.rs`) over the per-request state machine of `state.rs`, and
+//! commits it after the response through core's
+//! [`LayerFuture`](portcullis_core::LayerFuture) hook ([`CommitSession`]).
+//!
+//! Requests are refused with a reason in the `portcullis_session` tracing
+//! target (feature `tracing`): `RUST_LOG=portcullis_session=debug`.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
-mod counting;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
 #[cfg(feature = "file-store")]
 mod file;
+pub mod guard;
 mod layer;
+mod login;
 mod memory;
-mod record;
+mod per_user;
 mod schedule;
+mod service;
 mod session;
-mod store;
+mod state;
+pub mod store;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
-pub use config::{
-    ClientIpFn, DEFAULT_MAX_SESSIONS_PER_USER, SessionConfig, SessionConfigError, Transport,
-};
-pub use counting::{CountingStore, OpCounter};
+pub use config::{DEFAULT_MAX_SESSIONS_PER_USER, SessionConfig, SessionConfigError, Transport};
 pub use error::{SessionError, SessionErrorKind};
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::CurrentUser;
 #[cfg(feature = "file-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file-store")))]
 pub use file::FileStore;
-pub use layer::{ResponseFuture, SessionLayer, SessionService};
+pub use guard::{InvalidLoginUrl, RequireLogin, RequireLoginLayer};
+pub use layer::SessionLayer;
+pub use login::RENEW_SCOPED_PREFIX;
 pub use memory::{DEFAULT_MAX_SESSIONS, MemoryStore};
-pub use record::{
-    CapPolicy, CreateOutcome, SessionCap, SessionMetadata, SessionRecord, SessionUpdate,
-    eviction_victims,
+pub use portcullis_core::ActiveSession;
+pub use portcullis_core::request::ClientIpFn;
+pub use portcullis_core::store::CallCounter;
+pub use service::{CommitSession, ResponseFuture, SessionManager};
+pub use session::Session;
+pub use store::{
+    CapPolicy, CountingStore, CreateOutcome, InstrumentedStore, SessionCap, SessionMetadata,
+    SessionRecord, SessionStore, SessionUpdate, eviction_victims,
 };
-pub use session::{RENEW_SCOPED_PREFIX, Session, SessionInfo};
-pub use store::SessionStore;
-

@@ -29,9 +29,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use portcullis_core::{SharedClock, StoreError, SystemClock, Timestamp, TokenDigest};
 
-use crate::record::{CreateOutcome, SessionCap, SessionRecord, SessionUpdate, eviction_victims};
 use crate::schedule::Every;
 use crate::store::SessionStore;
+use crate::store::{CreateOutcome, SessionCap, SessionRecord, SessionUpdate, eviction_victims};
 
 const SHARDS: usize = 32;
 

@@ -34,18 +34,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use portcullis_core::store::FaultSwitch;
 use portcullis_core::{
-    Clock, ManualClock, OpaqueToken, SharedClock, StoreError, StoreErrorKind, Timestamp,
-    TokenDigest,
+    Clock, ManualClock, OpaqueToken, SharedClock, StoreErrorKind, Timestamp, TokenDigest,
 };
 use serde_json::{Value, json};
 
-use crate::record::{
-    CapPolicy, CreateOutcome, SessionCap, SessionMetadata, SessionRecord, SessionUpdate,
+use crate::store::{
+    CapPolicy, CreateOutcome, InstrumentedStore, SessionCap, SessionMetadata, SessionRecord,
+    SessionStore, SessionUpdate,
 };
-use crate::store::SessionStore;
 
 /// Start of every conformance clock (2023-11-14T22:13:20Z).
 pub const T0: u64 = 1_700_000_000_000;
@@ -550,83 +548,19 @@ macro_rules! session_store_conformance {
     };
 }
 
-/// Wraps a store; while failing is switched on, every call fails with a
-/// backend error and reaches nothing (a store outage, for tests).
-#[derive(Debug, Clone)]
-pub struct FaultyStore<S> {
-    inner: S,
-    failing: FaultSwitch,
-}
+/// A store that fails every call with a backend error, reaching nothing,
+/// while its switch is on (a store outage, for tests).
+pub type FaultyStore<S> = InstrumentedStore<S, FaultSwitch>;
 
-impl<S> FaultyStore<S> {
+impl<S> InstrumentedStore<S, FaultSwitch> {
     /// Wraps `inner`, healthy.
     pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            failing: FaultSwitch::new(),
-        }
+        Self::with_observer(inner, FaultSwitch::new())
     }
 
     /// A switch shared with every clone: `true` makes every call fail.
     #[must_use]
     pub fn switch(&self) -> Arc<AtomicBool> {
-        self.failing.shared()
-    }
-
-    fn check(&self) -> Result<(), StoreError> {
-        self.failing.check()
-    }
-}
-
-#[async_trait]
-impl<S: SessionStore> SessionStore for FaultyStore<S> {
-    async fn create(
-        &self,
-        key: &TokenDigest,
-        record: &SessionRecord,
-        cap: Option<SessionCap>,
-    ) -> Result<CreateOutcome, StoreError> {
-        self.check()?;
-        self.inner.create(key, record, cap).await
-    }
-    async fn load(&self, key: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
-        self.check()?;
-        self.inner.load(key).await
-    }
-    async fn update(&self, key: &TokenDigest, update: &SessionUpdate) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.update(key, update).await
-    }
-    async fn touch(
-        &self,
-        key: &TokenDigest,
-        last_seen: Timestamp,
-        idle_deadline: Timestamp,
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.touch(key, last_seen, idle_deadline).await
-    }
-    async fn delete(&self, key: &TokenDigest) -> Result<bool, StoreError> {
-        self.check()?;
-        self.inner.delete(key).await
-    }
-    async fn list_for_user(
-        &self,
-        user_id: &str,
-    ) -> Result<Vec<(TokenDigest, SessionRecord)>, StoreError> {
-        self.check()?;
-        self.inner.list_for_user(user_id).await
-    }
-    async fn delete_for_user(
-        &self,
-        user_id: &str,
-        except: Option<&TokenDigest>,
-    ) -> Result<u64, StoreError> {
-        self.check()?;
-        self.inner.delete_for_user(user_id, except).await
-    }
-    async fn count_for_user(&self, user_id: &str) -> Result<usize, StoreError> {
-        self.check()?;
-        self.inner.count_for_user(user_id).await
+        self.observer().shared()
     }
 }

@@ -1,9 +1,10 @@
-//! What a store keeps for one session, and the changes a request makes.
+//! What a store keeps for one session, the changes a request makes, and the
+//! per-user cap.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use portcullis_core::{Timestamp, TokenDigest};
+use portcullis_core::{Deadlines, Timestamp, TokenDigest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -53,21 +54,30 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    /// The record's two deadlines.
+    #[must_use]
+    pub const fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            idle: self.idle_deadline,
+            absolute: self.absolute_deadline,
+        }
+    }
+
     /// When the session ends: the earlier of its two deadlines.
     #[must_use]
     pub fn expires_at(&self) -> Timestamp {
-        self.idle_deadline.min(self.absolute_deadline)
+        self.deadlines().expires_at()
     }
 
     /// Whether the session has ended at `now`.
     #[must_use]
     pub fn is_expired(&self, now: Timestamp) -> bool {
-        now >= self.expires_at()
+        self.deadlines().is_expired(now)
     }
 
     /// Applies a key-level update (what [`SessionStore::update`] must do).
     ///
-    /// [`SessionStore::update`]: crate::SessionStore::update
+    /// [`SessionStore::update`]: crate::store::SessionStore::update
     pub fn apply(&mut self, update: &SessionUpdate) {
         for key in &update.remove {
             self.data.remove(key);
@@ -82,9 +92,7 @@ impl SessionRecord {
     /// backwards) and records `last_seen`.
     pub fn touch(&mut self, last_seen: Timestamp, idle_deadline: Timestamp) {
         self.last_seen = self.last_seen.max(last_seen);
-        self.idle_deadline = self
-            .idle_deadline
-            .max(idle_deadline.min(self.absolute_deadline));
+        self.idle_deadline = self.deadlines().extended_to(idle_deadline).idle;
     }
 }
 
@@ -146,7 +154,7 @@ pub enum CapPolicy {
 }
 
 /// A limit on one user's concurrent sessions, enforced atomically by
-/// [`SessionStore::create`](crate::SessionStore::create).
+/// [`SessionStore::create`](crate::store::SessionStore::create).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionCap {
     /// The most live sessions the user may have, the new one included.
@@ -158,7 +166,7 @@ pub struct SessionCap {
     pub replacing: Option<TokenDigest>,
 }
 
-/// The result of [`SessionStore::create`](crate::SessionStore::create).
+/// The result of [`SessionStore::create`](crate::store::SessionStore::create).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub enum CreateOutcome {
