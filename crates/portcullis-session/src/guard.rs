@@ -189,7 +189,7 @@ fn refusal(method: &Method, headers: &HeaderMap, uri: &Uri, login_url: &str) -> 
         return Refusal::Unauthenticated;
     }
     let mut location = login_url.to_owned();
-    if let Some(next) = uri.path_and_query().map(|pq| pq.as_str()) {
+    if let Some(next) = uri.path_and_query().map(http::uri::PathAndQuery::as_str) {
         if is_same_site_path(next) {
             location.push(if login_url.contains('?') { '&' } else { '?' });
             location.push_str("next=");
@@ -238,7 +238,14 @@ mod tests {
     fn refusal_table() {
         let html = "text/html,application/xhtml+xml;q=0.9";
         // (method, accept, uri, login url, expected Location or None for 401)
-        let cases: &[(Method, Option<&str>, &str, &str, Option<&str>)] = &[
+        type Case = (
+            Method,
+            Option<&'static str>,
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+        );
+        let cases: &[Case] = &[
             (
                 Method::GET,
                 Some(html),

@@ -121,12 +121,9 @@ mod tests {
         ]);
         let cart_only = BTreeMap::from([("cart".to_owned(), json!([1]))]);
         // (old user, new user, data, carried)
-        let cases: &[(
-            Option<&str>,
-            Option<&str>,
-            Option<&BTreeMap<String, Value>>,
-            &BTreeMap<String, Value>,
-        )] = &[
+        type Data = BTreeMap<String, Value>;
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a Data>, &'a Data);
+        let cases: &[Case<'_>] = &[
             (None, Some("alice"), Some(&data), &cart_only),
             (Some("alice"), Some("alice"), Some(&data), &cart_only),
             (Some("alice"), None, Some(&data), &cart_only),

@@ -126,7 +126,8 @@ mod tests {
             current: false,
         };
         // (input (id, created), expected ids)
-        let cases: &[(&[(&str, u64)], &[&str])] = &[
+        type Case = (&'static [(&'static str, u64)], &'static [&'static str]);
+        let cases: &[Case] = &[
             (&[], &[]),
             (&[("a", 1), ("b", 2), ("c", 3)], &["c", "b", "a"]),
             (&[("b", 1), ("a", 1)], &["a", "b"]),

@@ -369,7 +369,8 @@ fn incoming_table() {
     let cookie = SessionConfig::default();
     let header = SessionConfig::default().header_transport(HeaderName::from_static("x-session"));
     // (config, headers, expected)
-    let cases: Vec<(&SessionConfig, Vec<(HeaderName, String)>, &str)> = vec![
+    type Case<'a> = (&'a SessionConfig, Vec<(HeaderName, String)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (&cookie, vec![], "none"),
         (
             &cookie,

@@ -7,6 +7,7 @@ use portcullis_session::store::{
 };
 
 /// Sessions in a `HashMap` behind a `Mutex`: one process, lost on restart.
+#[derive(Debug)]
 pub struct HashMapStore {
     records: Mutex<HashMap<TokenDigest, SessionRecord>>,
     /// Expiry is judged by this clock (a test hands in a manual one).
