@@ -17,7 +17,7 @@ use crate::policy::{Policy, TokenMode};
 use crate::token::{self, Bound, PART, SESSION_RAW, SIGNED_RAW};
 
 /// The session key of the synchronizer secret. It starts with
-/// [`RENEW_SCOPED_PREFIX`](portcullis_session::RENEW_SCOPED_PREFIX), so the
+/// `portcullis_session::RENEW_SCOPED_PREFIX`, so the
 /// session drops it whenever the id is renewed (login).
 pub const SESSION_SECRET_KEY: &str = "~renew:csrf-secret";
 
@@ -309,8 +309,7 @@ const _: () = assert!(SESSION_RAW == PART);
 ///   **no**, never. A visitor without a session gets a token bound to the
 ///   `__Host-csrf` pre-session cookie, which the response sets; the
 ///   session is used only when one already exists
-///   ([`SignedBinding::session`](crate::SignedBinding::session) reads its
-///   id, and writes nothing). The session store stays untouched, so a
+///   (`SignedBinding::session` reads its id, and writes nothing). The session store stays untouched, so a
 ///   login page costs no server state per visitor.
 /// - **Session mode** (`CsrfConfig::session`): **yes**, for a visitor
 ///   without a session. The secret lives in the session, so the first

@@ -2,8 +2,6 @@
 //! by `CsrfLayer::new`) and the decision it makes about each request from
 //! its method, target and headers ([`Policy::decide`]), a plain function
 //! tested by the table at the bottom of this file.
-//!
-//! (Over 500 lines only because of that table: the code is about 230.)
 
 use std::borrow::Cow;
 use std::fmt;
