@@ -31,7 +31,7 @@ use http_body_util::BodyExt as _;
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
 use portcullis::refresh::{
-    DeviceInfo, MemoryRefreshStore, RefreshConfig, RefreshStore, Refresher, RotationKey,
+    MemoryRefreshStore, RefreshConfig, RefreshLayer, RefreshStore, Refresher, RotationKey,
 };
 use portcullis_benches::call;
 use portcullis_redis::{RedisConfig, RedisRefreshStore, RedisRevocationStore};
@@ -76,14 +76,7 @@ async fn refresh_app(
         .unwrap();
     let mut tokens = Vec::new();
     for i in 0..CONCURRENCY {
-        let pair = refresher
-            .issue(
-                &format!("user{i}"),
-                serde_json::Map::new(),
-                DeviceInfo::default(),
-            )
-            .await
-            .unwrap();
+        let pair = refresher.login(format!("user{i}")).issue().await.unwrap();
         tokens.push(pair.refresh.to_encoded());
     }
     let app = Router::new()
@@ -92,7 +85,7 @@ async fn refresh_app(
             get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }),
         )
         .layer(layer)
-        .layer(refresher.layer());
+        .layer(RefreshLayer::new(&refresher));
     (app, Mutex::new(tokens))
 }
 

@@ -19,8 +19,8 @@ use portcullis::jwt::{
 };
 use portcullis::refresh::testing::FaultyRefreshStore;
 use portcullis::refresh::{
-    Family, FamilyId, MemoryRefreshStore, RefreshConfig, RefreshStore, Refresher, RotateOutcome,
-    Rotation, SecurityEvent,
+    Family, FamilyId, MemoryRefreshStore, RefreshConfig, RefreshLayer, RefreshStore, Refresher,
+    RotateOutcome, Rotation, SecurityEvent,
 };
 use serde_json::{Value, json};
 
@@ -195,7 +195,7 @@ pub async fn start_with_leeway(
         .layer(jwt)
         .route("/auth/login/{user}", routing::post(login_handler))
         .with_state(refresher.clone())
-        .layer(refresher.layer());
+        .layer(RefreshLayer::new(&refresher));
     HybridApp {
         server: TestServer::start(app).await,
         clock,
@@ -212,11 +212,8 @@ async fn login_handler(
     Path(user): Path<String>,
     req: Request,
 ) -> impl IntoResponse {
-    let mut claims = serde_json::Map::new();
-    claims.insert("roles".into(), json!(["user"]));
-    refresher
-        .login_reply(&user, claims, req.headers(), req.extensions())
-        .await
+    let (parts, _) = req.into_parts();
+    refresher.login(user).roles(["user"]).reply(&parts).await
 }
 
 /// [`start_with`] on memory stores and a fresh clock, `config` applied to

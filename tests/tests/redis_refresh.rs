@@ -166,9 +166,9 @@ async fn the_script_matches_the_memory_store_in_lockstep() {
     for _ in 0..100 {
         let (mut fam, t0) = family("alice", rng.next() % 1000);
         // Some families end (absolutely) before their idle timeout would.
-        fam.absolute_deadline =
+        fam.deadlines.absolute =
             fam.created_at + Duration::from_millis(rng.pick(&[30_000, 7_200_000, 86_400_000]));
-        fam.idle_deadline = fam.idle_deadline.min(fam.absolute_deadline);
+        fam.deadlines.idle = fam.deadlines.idle.min(fam.deadlines.absolute);
         redis.create(&fam, None).await.unwrap();
         memory.create(&fam, None).await.unwrap();
         let mut chain: Vec<RefreshToken> = vec![t0];

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use portcullis::refresh::{RefreshTransport, SecurityEvent};
+use portcullis::refresh::{SecurityEvent, Transport};
 use portcullis_tests::refresh_app::{
     self, COOKIE, HybridApp, Login, api, post_login, refresh, refreshed, start_memory,
 };
@@ -385,7 +385,7 @@ async fn a_failing_store_gives_503_and_the_token_survives() {
 
 #[tokio::test]
 async fn body_transport_for_native_clients() {
-    let app = start_memory(|c| c.transport(RefreshTransport::Either)).await;
+    let app = start_memory(|c| c.transport(Transport::Either)).await;
     let resp = post_login(&app, "alice", &[("x-refresh-transport", "body")]).await;
     assert!(
         set_cookies(&resp).is_empty(),

@@ -12,8 +12,7 @@ use portcullis::core::ManualClock;
 use portcullis::jwt::MAX_LEEWAY;
 use portcullis::jwt::revocation::RevocationStore;
 use portcullis::refresh::{
-    MemoryRefreshStore, RefreshConfig, RefreshConfigError, RefreshStore, RefreshTransport,
-    SecurityEvent,
+    MemoryRefreshStore, RefreshConfig, RefreshConfigError, RefreshStore, SecurityEvent, Transport,
 };
 use portcullis_tests::refresh_app::{
     COOKIE, FaultyRevocations, HybridApp, Login, api, login_with, post, post_login, post_token,
@@ -94,7 +93,7 @@ async fn a_cross_site_login_gets_403_no_cookie_and_starts_no_family() {
 async fn a_cross_site_login_answered_in_the_body_is_not_refused() {
     // No ambient credential is set, and a cross-site form cannot add the
     // header that asks for the body.
-    let app = start_memory(|c| c.transport(RefreshTransport::Either)).await;
+    let app = start_memory(|c| c.transport(Transport::Either)).await;
     let resp = post_login(
         &app,
         "alice",

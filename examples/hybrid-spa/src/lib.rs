@@ -17,7 +17,7 @@ use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
 use portcullis::redis::{RedisConfig, RedisRefreshStore, RedisRevocationStore};
 use portcullis::refresh::{
-    MemoryRefreshStore, RefreshConfig, RefreshStore, Refresher, RotationKey,
+    MemoryRefreshStore, RefreshConfig, RefreshLayer, RefreshStore, Refresher, RotationKey,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -56,10 +56,10 @@ async fn login(
         )
             .into_response();
     };
-    let mut claims = serde_json::Map::new();
-    claims.insert("roles".into(), json!(roles));
     refresher
-        .login_reply(name, claims, &parts.headers, &parts.extensions)
+        .login(*name)
+        .roles(roles.iter().copied())
+        .reply(&parts)
         .await
         .into_response()
 }
@@ -186,5 +186,5 @@ pub fn app(stores: Stores) -> Result<Router, String> {
             post(login).layer(DefaultBodyLimit::max(4096)),
         )
         .with_state(refresher.clone())
-        .layer(refresher.layer()))
+        .layer(RefreshLayer::new(&refresher)))
 }

@@ -9,9 +9,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
+use portcullis::core::store::CallCounter;
 use portcullis::core::{Rejection, StoreError};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore, RevocationView};
-use portcullis::refresh::RefreshOpCounter;
 use portcullis::session::OpCounter;
 use serde_json::json;
 
@@ -83,7 +83,7 @@ impl RevocationStore for CountingRevocations {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Counters {
     pub(crate) sessions: Vec<Arc<OpCounter>>,
-    pub(crate) refresh: Option<Arc<RefreshOpCounter>>,
+    pub(crate) refresh: Option<Arc<CallCounter>>,
     pub(crate) revocations: Option<Arc<RevocationOpCounter>>,
 }
 
@@ -106,7 +106,16 @@ impl Counters {
             add("session.per_user", n(&c.per_user));
         }
         if let Some(c) = &self.refresh {
-            for (name, v) in c.by_name() {
+            for name in [
+                "create",
+                "rotate",
+                "get",
+                "revoke",
+                "revoke_user",
+                "list_user",
+                "purge_expired",
+            ] {
+                let v = c.get(name);
                 add(
                     match name {
                         "create" => "refresh.create",

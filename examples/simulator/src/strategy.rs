@@ -27,12 +27,14 @@ use portcullis::csrf::{CsrfConfig, CsrfLayer, CsrfToken};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
 use portcullis::redis::{RedisBackend, RedisSessionStore};
-use portcullis::refresh::{CountingRefreshStore, MemoryRefreshStore, RefreshConfig, Refresher};
+use portcullis::refresh::{
+    CountingRefreshStore, MemoryRefreshStore, RefreshConfig, RefreshLayer, Refresher,
+};
 use portcullis::session::{
     CountingStore, CurrentUser, MemoryStore, Session, SessionConfig, SessionError, SessionLayer,
     SessionStore,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use crate::ops::{Counters, CountingRevocations, measured};
@@ -265,7 +267,7 @@ impl Instance {
             .route("/auth/login", post(hybrid_login))
             .with_state(refresher.clone())
             // Serves /auth/refresh (and logout, devices) itself.
-            .layer(refresher.layer());
+            .layer(RefreshLayer::new(&refresher));
         Ok(Self {
             router,
             started: clock.now(),
@@ -531,10 +533,10 @@ async fn hybrid_login(State(refresher): State<Refresher>, req: Request) -> Respo
         Ok(u) => u,
         Err(refusal) => return refusal.into_response(),
     };
-    let mut claims = Map::new();
-    claims.insert("roles".into(), json!(roles));
     refresher
-        .login_reply(user, claims, &parts.headers, &parts.extensions)
+        .login(user)
+        .roles(roles.iter().copied())
+        .reply(&parts)
         .await
         .into_response()
 }
