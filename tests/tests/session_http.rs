@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use portcullis::core::{CookieConfig, ManualClock, OpaqueToken};
 use portcullis::session::testing::FaultyStore;
-use portcullis::session::{CapPolicy, CountingStore, MemoryStore, OpCounter, SessionConfig};
+use portcullis::session::{CallCounter, CapPolicy, CountingStore, MemoryStore, SessionConfig};
 use portcullis_tests::{TestServer, client, cookie_value, session_app, set_cookies};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -17,7 +17,7 @@ const COOKIE: &str = "__Host-session";
 struct Fixture {
     server: TestServer,
     clock: Arc<ManualClock>,
-    ops: Arc<OpCounter>,
+    ops: Arc<CallCounter>,
     down: Arc<AtomicBool>,
     http: reqwest::Client,
     cookie_name: String,
@@ -230,8 +230,8 @@ async fn absolute_lifetime_enforced_despite_activity() {
 async fn idle_extension_is_throttled() {
     let f = Fixture::new(|c| c.touch_interval(Duration::from_secs(60))).await;
     let cookie = f.login("alice").await;
-    let touches = || f.ops.touch.load(Ordering::SeqCst);
-    let writes = || f.ops.update.load(Ordering::SeqCst) + f.ops.create.load(Ordering::SeqCst);
+    let touches = || f.ops.get("touch");
+    let writes = || f.ops.get("update") + f.ops.get("create");
     let writes_before = writes();
     for _ in 0..10 {
         f.clock.advance(Duration::from_secs(5));
@@ -267,18 +267,18 @@ async fn writes_only_what_changed() {
         f.post("/set/a/1", Some(&cookie)).await.status(),
         StatusCode::OK
     );
-    let updates = f.ops.update.load(Ordering::SeqCst);
+    let updates = f.ops.get("update");
     // Setting the same value again writes nothing.
     assert_eq!(
         f.post("/set/a/1", Some(&cookie)).await.status(),
         StatusCode::OK
     );
-    assert_eq!(f.ops.update.load(Ordering::SeqCst), updates);
+    assert_eq!(f.ops.get("update"), updates);
     assert_eq!(
         f.post("/set/a/2", Some(&cookie)).await.status(),
         StatusCode::OK
     );
-    assert_eq!(f.ops.update.load(Ordering::SeqCst), updates + 1);
+    assert_eq!(f.ops.get("update"), updates + 1);
 }
 
 #[tokio::test]

@@ -12,7 +12,6 @@ use axum::response::Response;
 use portcullis::core::store::CallCounter;
 use portcullis::core::{Rejection, StoreError};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore, RevocationView};
-use portcullis::session::OpCounter;
 use serde_json::json;
 
 /// Store operations the server performed for the request (a number).
@@ -82,7 +81,7 @@ impl RevocationStore for CountingRevocations {
 /// The instrumented stores behind one strategy.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Counters {
-    pub(crate) sessions: Vec<Arc<OpCounter>>,
+    pub(crate) sessions: Vec<Arc<CallCounter>>,
     pub(crate) refresh: Option<Arc<CallCounter>>,
     pub(crate) revocations: Option<Arc<RevocationOpCounter>>,
 }
@@ -98,12 +97,15 @@ impl Counters {
             None => out.push((name, v)),
         };
         for c in &self.sessions {
-            add("session.create", n(&c.create));
-            add("session.load", n(&c.load));
-            add("session.update", n(&c.update));
-            add("session.touch", n(&c.touch));
-            add("session.delete", n(&c.delete));
-            add("session.per_user", n(&c.per_user));
+            add("session.create", c.get("create"));
+            add("session.load", c.get("load"));
+            add("session.update", c.get("update"));
+            add("session.touch", c.get("touch"));
+            add("session.delete", c.get("delete"));
+            add(
+                "session.per_user",
+                c.get("list_for_user") + c.get("delete_for_user") + c.get("count_for_user"),
+            );
         }
         if let Some(c) = &self.refresh {
             for name in [
