@@ -34,8 +34,8 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use portcullis::csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
 use portcullis::session::{Session, SessionConfig, SessionError, SessionLayer, SessionStore};
-use portcullis_csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
