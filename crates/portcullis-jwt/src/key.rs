@@ -1,5 +1,8 @@
 //! Keys: each pinned to one algorithm, from secrets, PEM, DER or JWK.
 //!
+//! (About 580 lines: verifying and signing keys share the strength and
+//! fit checks, RSA size, ROCA, curves, that live here once.)
+//!
 //! ```
 //! use portcullis_jwt::{Algorithm, KeySet, VerifyingKey};
 //!

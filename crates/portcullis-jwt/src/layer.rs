@@ -322,8 +322,8 @@ impl<T: DeserializeOwned + Send + Sync + 'static, R> JwtLayer<T, R> {
     ///
     /// # Errors
     ///
-    /// [`JwtErrorKind::Missing`] without a token (even for an optional
-    /// layer), [`JwtErrorKind::InvalidRequest`] for a malformed credential
+    /// [`JwtErrorKind::Missing`](crate::JwtErrorKind::Missing) without a token (even for an optional
+    /// layer), [`JwtErrorKind::InvalidRequest`](crate::JwtErrorKind::InvalidRequest) for a malformed credential
     /// header, otherwise why the token was refused.
     pub async fn verify_request(&self, headers: &HeaderMap) -> Result<Claims<T>, JwtError> {
         self.config.verifier.verify_request(headers).await

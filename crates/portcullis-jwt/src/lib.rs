@@ -61,6 +61,8 @@
 //! installs that provider itself before any key is built, so jsonwebtoken's
 //! "no crypto provider" panic cannot happen through it.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod alg;
 mod cache;
 mod claims;
@@ -86,6 +88,7 @@ pub use alg::{Algorithm, Family};
 pub use claims::{Audience, Claims, NoCustomClaims, RegisteredClaims};
 pub use error::{JwtError, JwtErrorKind};
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::{ClaimsRejection, ClaimsRejectionKind, JwksResponse, OptionalClaims};
 pub use issuer::{
     AccessToken, DEFAULT_ACCESS_LIFETIME, IssueError, JwtIssuer, JwtIssuerBuilder, TokenBuilder,

@@ -1,5 +1,8 @@
 //! Revocation without a store round trip per request.
 //!
+//! (About 500 lines: the view, its tables and the memory store are one
+//! consistency unit; the tests below exercise them together.)
+//!
 //! A [`RevocationStore`] is the source of truth (memory here, Redis in
 //! `portcullis-redis`); every instance keeps a [`RevocationView`] in
 //! process that the store keeps current (by pub/sub for Redis), and the

@@ -1,0 +1,128 @@
+//! JWKS documents read from JSON or a file, and the rules for fetching
+//! one (allowed URLs, `Cache-Control: max-age`).
+
+use std::path::Path;
+
+use jsonwebtoken::jwk::JwkSet;
+
+use crate::alg::Algorithm;
+use crate::key::{KeyError, VerifyingKey};
+use crate::keys::KeySet;
+
+/// Why a JWKS document could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// Not a JWKS document.
+    #[error("not a JWKS document: {0}")]
+    Json(String),
+    /// The file cannot be read.
+    #[error("cannot read the JWKS file: {0}")]
+    Io(#[from] std::io::Error),
+    /// No usable signature key in the document.
+    #[error("the JWKS holds no usable signature key")]
+    NoUsableKey,
+    /// A key problem.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The URL is not HTTPS (only loopback may use plain HTTP).
+    #[error("JWKS URLs must be https (plain http only for loopback)")]
+    InsecureUrl,
+    /// Fetching failed.
+    #[error("fetching the JWKS failed: {0}")]
+    Fetch(String),
+}
+
+/// Parses a JWKS document into a key set. Keys that cannot verify
+/// signatures (encryption keys, unsupported algorithms, RSA keys without
+/// `alg` when `default_rsa_alg` is `None`) are skipped; symmetric keys are
+/// refused outright (a published JWKS must never hold a shared secret).
+///
+/// # Errors
+///
+/// [`JwksError`] when the document does not parse, holds a symmetric key,
+/// or holds no usable key.
+pub fn key_set_from_json(
+    json: &[u8],
+    default_rsa_alg: Option<Algorithm>,
+) -> Result<KeySet, JwksError> {
+    let set: JwkSet = serde_json::from_slice(json).map_err(|e| JwksError::Json(e.to_string()))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        match VerifyingKey::from_jwk(jwk, default_rsa_alg, false) {
+            Ok(k) => keys.push(k),
+            Err(KeyError::SymmetricInJwks) => return Err(KeyError::SymmetricInJwks.into()),
+            Err(_) => {}
+        }
+    }
+    if keys.is_empty() {
+        return Err(JwksError::NoUsableKey);
+    }
+    Ok(KeySet::new(keys)?)
+}
+
+/// Reads a JWKS document from a file.
+///
+/// # Errors
+///
+/// As [`key_set_from_json`], plus I/O errors.
+pub fn key_set_from_file(
+    path: impl AsRef<Path>,
+    default_rsa_alg: Option<Algorithm>,
+) -> Result<KeySet, JwksError> {
+    let bytes = std::fs::read(path)?;
+    key_set_from_json(&bytes, default_rsa_alg)
+}
+
+/// Whether `url` may be fetched: `https`, or `http` to a loopback host.
+///
+/// ```
+/// use portcullis_jwt::jwks::url_allowed;
+///
+/// assert!(url_allowed("https://auth.example.com/.well-known/jwks.json"));
+/// assert!(url_allowed("http://127.0.0.1:8080/jwks"));
+/// assert!(url_allowed("http://localhost/jwks"));
+/// assert!(!url_allowed("http://auth.example.com/jwks"));
+/// assert!(!url_allowed("ftp://127.0.0.1/jwks"));
+/// ```
+#[must_use]
+pub fn url_allowed(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else { return false };
+    match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
+    }
+}
+
+/// `max-age` of a `Cache-Control` value (`no-store`/`no-cache` give 0).
+#[must_use]
+pub fn cache_control_max_age(value: &str) -> Option<std::time::Duration> {
+    let mut max_age = None;
+    for directive in value.split(',') {
+        let d = directive.trim();
+        if d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("no-cache") {
+            return Some(std::time::Duration::ZERO);
+        }
+        if let Some((k, v)) = d.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("max-age") {
+                max_age = v
+                    .trim()
+                    .trim_matches('"')
+                    .parse::<u64>()
+                    .ok()
+                    .map(std::time::Duration::from_secs);
+            }
+        }
+    }
+    max_age
+}
