@@ -225,7 +225,11 @@ mod tests {
 
     #[test]
     fn pick_table() {
-        type Case = (Option<u8>, Option<u8>, Result<Option<(u8, Carrier)>, &'static str>);
+        type Case = (
+            Option<u8>,
+            Option<u8>,
+            Result<Option<(u8, Carrier)>, &'static str>,
+        );
         let cases: &[Case] = &[
             (None, None, Ok(None)),
             (Some(1), None, Ok(Some((1, Carrier::Cookie)))),

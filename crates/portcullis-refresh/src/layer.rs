@@ -46,7 +46,7 @@ use crate::service::Refresh;
 ///
 /// ```
 /// # use std::sync::Arc;
-/// # use portcullis_jwt::revocation::MemoryRevocationStore;
+/// # use portcullis_jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
 /// # use portcullis_jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
 /// use portcullis_refresh::{MemoryRefreshStore, RefreshLayer, Refresher};
 /// # let revocations = Arc::new(MemoryRevocationStore::new());

@@ -218,10 +218,30 @@ impl Refresher {
     /// then finish with [`Login::issue`] (a [`TokenPair`]) or
     /// [`Login::reply`] (the HTTP answer, with the cookie).
     ///
-    /// ```no_run
-    /// # async fn demo(refresher: portcullis_refresh::Refresher) -> Result<(), portcullis_refresh::RefreshError> {
-    /// let pair = refresher.login("alice").roles(["admin"]).claim("tenant", "acme").issue().await?;
-    /// # let _ = pair; Ok(()) }
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use portcullis_jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
+    /// # use portcullis_jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
+    /// # use portcullis_refresh::{MemoryRefreshStore, Refresher};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let revocations = Arc::new(MemoryRevocationStore::new());
+    /// # let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+    /// #     .issuer("https://app.example.com").audience("app").build().unwrap();
+    /// # let jwt = JwtLayer::builder_for(&issuer).revocation(revocations.view()).build().unwrap();
+    /// # let refresher = Refresher::builder(MemoryRefreshStore::new(), issuer, revocations, jwt.clone())
+    /// #     .build().unwrap();
+    /// let pair = refresher
+    ///     .login("alice")
+    ///     .roles(["admin"])
+    ///     .claim("tenant", "acme")
+    ///     .issue()
+    ///     .await
+    ///     .unwrap();
+    /// let claims = jwt.verify(&pair.access.token).await.unwrap();
+    /// assert_eq!(claims.subject(), Some("alice"));
+    /// assert_eq!(claims.registered().roles, Some(vec!["admin".to_owned()]));
+    /// # }
     /// ```
     pub fn login(&self, user_id: impl Into<String>) -> Login {
         Login {
