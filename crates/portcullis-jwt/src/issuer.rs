@@ -1,4 +1,7 @@
 //! `JwtIssuer`: mints access tokens, rotates keys, publishes its JWKS.
+//!
+//! (About 520 lines: minting, rotation and retirement share the one lock
+//! that orders a rotation after the last `exp` its key signed.)
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
