@@ -15,7 +15,9 @@
 //! This expands to one `#[tokio::test]` per case (your crate needs `tokio`
 //! with the `macros` and `rt-multi-thread` features as a dev-dependency).
 //! Each case is also a public `async fn` here, taking the same factory, for
-//! harnesses that want to call them directly.
+//! harnesses that want to call them directly. A failure names the method
+//! and the clause of its contract (see [`SessionStore`]) that broke, for
+//! example `update: a deleted session must not come back (update-only)`.
 //!
 //! A custom store, end to end (`MyStore` standing for yours):
 //!
@@ -98,9 +100,13 @@ async fn create_ok<S: SessionStore>(
     rec: &SessionRecord,
     cap: Option<SessionCap>,
 ) -> Vec<TokenDigest> {
-    match store.create(key, rec, cap).await.expect("create") {
+    match store
+        .create(key, rec, cap)
+        .await
+        .expect("create: must not fail on a fresh key")
+    {
         CreateOutcome::Created { evicted } => evicted,
-        CreateOutcome::LimitReached => panic!("create refused unexpectedly"),
+        CreateOutcome::LimitReached => panic!("create: refused below the cap (cap)"),
     }
 }
 
@@ -112,8 +118,22 @@ pub async fn round_trip<S: SessionStore, F: Fn(SharedClock) -> Fut, Fut: Future<
     let k = key();
     let rec = record(Some("alice"), clock.now());
     create_ok(&store, &k, &rec, None).await;
-    assert_eq!(store.load(&k).await.expect("load"), Some(rec));
-    assert_eq!(store.load(&key()).await.expect("load unknown"), None);
+    assert_eq!(
+        store
+            .load(&k)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key"),
+        Some(rec),
+        "load: a record must read back as it was written (round trip)"
+    );
+    assert_eq!(
+        store
+            .load(&key())
+            .await
+            .expect("load: an unknown key is Ok(None), not an error"),
+        None,
+        "load: an unknown key is Ok(None)"
+    );
 }
 
 /// `create` on an existing live key is a conflict and leaves it untouched.
@@ -132,10 +152,28 @@ pub async fn create_fails_on_collision<
     let err = store
         .create(&k, &second, None)
         .await
-        .expect_err("collision must fail");
-    assert_eq!(err.kind(), StoreErrorKind::Conflict);
-    assert_eq!(store.load(&k).await.expect("load"), Some(first));
-    assert_eq!(store.count_for_user("mallory").await.expect("count"), 0);
+        .expect_err("create: a live key must be refused (collision)");
+    assert_eq!(
+        err.kind(),
+        StoreErrorKind::Conflict,
+        "create: a collision is StoreError::conflict (collision)"
+    );
+    assert_eq!(
+        store
+            .load(&k)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key"),
+        Some(first),
+        "create: a collision must leave the live record untouched (collision)"
+    );
+    assert_eq!(
+        store
+            .count_for_user("mallory")
+            .await
+            .expect("count_for_user: must not fail"),
+        0,
+        "create: a refused record must not enter the user index (collision)"
+    );
 }
 
 /// `load` never returns a record past its idle or absolute deadline.
@@ -151,14 +189,21 @@ pub async fn load_never_returns_expired<
     create_ok(&store, &idle, &record(None, clock.now()), None).await;
     clock.advance(Duration::from_secs(599));
     assert!(
-        store.load(&idle).await.expect("load").is_some(),
-        "live before the idle deadline"
+        store
+            .load(&idle)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key")
+            .is_some(),
+        "load: a record must be live before its idle deadline (round trip)"
     );
     clock.advance(Duration::from_secs(1));
     assert_eq!(
-        store.load(&idle).await.expect("load"),
+        store
+            .load(&idle)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key"),
         None,
-        "idle deadline reached"
+        "load: a record past its idle deadline must be Ok(None) (expired is absent)"
     );
 
     let absolute = key();
@@ -174,9 +219,12 @@ pub async fn load_never_returns_expired<
             .await;
     }
     assert_eq!(
-        store.load(&absolute).await.expect("load"),
+        store
+            .load(&absolute)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key"),
         None,
-        "absolute deadline reached despite touches"
+        "load: a record past its absolute deadline must be Ok(None) whatever the touches (expired is absent)"
     );
 }
 
@@ -194,18 +242,34 @@ pub async fn update_is_key_level<
     store
         .update(&k, &update(&[("a", json!(1))], &[], clock.now()))
         .await
-        .expect("update a");
+        .expect("update: a live record must accept it (key-level)");
     store
         .update(
             &k,
             &update(&[("b", json!({"x": [1, 2]}))], &["k"], clock.now()),
         )
         .await
-        .expect("update b");
-    let rec = store.load(&k).await.expect("load").expect("present");
-    assert_eq!(rec.data.get("a"), Some(&json!(1)));
-    assert_eq!(rec.data.get("b"), Some(&json!({"x": [1, 2]})));
-    assert_eq!(rec.data.get("k"), None);
+        .expect("update: a live record must accept it (key-level)");
+    let rec = store
+        .load(&k)
+        .await
+        .expect("load: must not fail on a live, unknown or expired key")
+        .expect("load: a live record must be returned (round trip)");
+    assert_eq!(
+        rec.data.get("a"),
+        Some(&json!(1)),
+        "update: a key set by an earlier update must survive a later one (key-level)"
+    );
+    assert_eq!(
+        rec.data.get("b"),
+        Some(&json!({"x": [1, 2]})),
+        "update: keys in update.set must be written (key-level)"
+    );
+    assert_eq!(
+        rec.data.get("k"),
+        None,
+        "update: keys in update.remove must be deleted (key-level)"
+    );
 }
 
 /// `update` never resurrects a deleted or expired session.
@@ -219,20 +283,49 @@ pub async fn update_never_resurrects<
     let (store, clock) = fresh(&factory).await;
     let k = key();
     create_ok(&store, &k, &record(Some("alice"), clock.now()), None).await;
-    assert!(store.delete(&k).await.expect("delete"));
+    assert!(store.delete(&k).await.expect("delete: must not fail"));
     let err = store
         .update(&k, &update(&[("a", json!(1))], &[], clock.now()))
         .await
-        .expect_err("update-only");
-    assert_eq!(err.kind(), StoreErrorKind::NotFound);
-    assert_eq!(store.load(&k).await.expect("load"), None);
-    assert_eq!(store.count_for_user("alice").await.expect("count"), 0);
+        .expect_err("update: a deleted session must not come back (update-only)");
+    assert_eq!(
+        err.kind(),
+        StoreErrorKind::NotFound,
+        "update: a deleted session is StoreError::not_found (update-only)"
+    );
+    assert_eq!(
+        store
+            .load(&k)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key"),
+        None,
+        "update: a deleted session must not come back (update-only)"
+    );
+    assert_eq!(
+        store
+            .count_for_user("alice")
+            .await
+            .expect("count_for_user: must not fail"),
+        0,
+        "update: a deleted session must not come back in the user index (update-only)"
+    );
     let err = store
         .touch(&k, clock.now(), clock.now())
         .await
-        .expect_err("touch-only");
-    assert_eq!(err.kind(), StoreErrorKind::NotFound);
-    assert_eq!(store.load(&k).await.expect("load"), None);
+        .expect_err("touch: a deleted session must not come back (touch-only)");
+    assert_eq!(
+        err.kind(),
+        StoreErrorKind::NotFound,
+        "touch: a deleted session is StoreError::not_found (touch-only)"
+    );
+    assert_eq!(
+        store
+            .load(&k)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key"),
+        None,
+        "touch: a deleted session must not come back (touch-only)"
+    );
 
     let expired = key();
     create_ok(&store, &expired, &record(None, clock.now()), None).await;
@@ -240,9 +333,20 @@ pub async fn update_never_resurrects<
     let err = store
         .update(&expired, &update(&[("a", json!(1))], &[], clock.now()))
         .await
-        .expect_err("expired");
-    assert_eq!(err.kind(), StoreErrorKind::NotFound);
-    assert_eq!(store.load(&expired).await.expect("load"), None);
+        .expect_err("update: an expired session must not come back (update-only)");
+    assert_eq!(
+        err.kind(),
+        StoreErrorKind::NotFound,
+        "update: an expired session is StoreError::not_found (update-only)"
+    );
+    assert_eq!(
+        store
+            .load(&expired)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key"),
+        None,
+        "update: an expired session must not come back (update-only)"
+    );
 }
 
 /// `touch` extends the idle deadline, never past the absolute one.
@@ -261,23 +365,34 @@ pub async fn touch_extends_idle<
     store
         .touch(&k, clock.now(), clock.now() + Duration::from_secs(600))
         .await
-        .expect("touch");
+        .expect("touch: a live record must accept it (slides)");
     clock.advance(Duration::from_secs(500));
     let loaded = store
         .load(&k)
         .await
-        .expect("load")
-        .expect("extended past the first idle deadline");
-    assert_eq!(loaded.last_seen, rec.created_at + Duration::from_secs(500));
-    assert_eq!(loaded.data, rec.data, "touch leaves data alone");
+        .expect("load: must not fail on a live, unknown or expired key")
+        .expect("touch: the idle deadline must move forward (slides)");
+    assert_eq!(
+        loaded.last_seen,
+        rec.created_at + Duration::from_secs(500),
+        "touch: last_seen must be recorded (slides)"
+    );
+    assert_eq!(
+        loaded.data, rec.data,
+        "touch: the data must stay as it is (data untouched)"
+    );
     store
         .touch(&k, clock.now(), clock.now() + Duration::from_secs(100_000))
         .await
-        .expect("touch");
-    let loaded = store.load(&k).await.expect("load").expect("present");
+        .expect("touch: a live record must accept it (slides)");
+    let loaded = store
+        .load(&k)
+        .await
+        .expect("load: must not fail on a live, unknown or expired key")
+        .expect("load: a live record must be returned (round trip)");
     assert_eq!(
         loaded.idle_deadline, rec.absolute_deadline,
-        "capped at the absolute deadline"
+        "touch: the idle deadline must never pass the absolute one (slides)"
     );
 }
 
@@ -292,9 +407,24 @@ pub async fn delete_semantics<
     let (store, clock) = fresh(&factory).await;
     let k = key();
     create_ok(&store, &k, &record(None, clock.now()), None).await;
-    assert!(store.delete(&k).await.expect("delete"));
-    assert!(!store.delete(&k).await.expect("delete again"));
-    assert!(!store.delete(&key()).await.expect("delete unknown"));
+    assert!(
+        store.delete(&k).await.expect("delete: must not fail"),
+        "delete: deleting a live record must return true (reports)"
+    );
+    assert!(
+        !store
+            .delete(&k)
+            .await
+            .expect("delete: must not fail on a deleted key (unknown is fine)"),
+        "delete: deleting it again must return false (reports)"
+    );
+    assert!(
+        !store
+            .delete(&key())
+            .await
+            .expect("delete: must not fail on an unknown key (unknown is fine)"),
+        "delete: an unknown key must be Ok(false) (unknown is fine)"
+    );
 }
 
 /// Concurrent updates of different keys on one session all survive.
@@ -321,14 +451,20 @@ pub async fn concurrent_writers<
         })
         .collect();
     for t in tasks {
-        t.await.expect("task").expect("update");
+        t.await
+            .expect("task")
+            .expect("update: a live record must accept it (key-level)");
     }
-    let rec = store.load(&k).await.expect("load").expect("present");
+    let rec = store
+        .load(&k)
+        .await
+        .expect("load: must not fail on a live, unknown or expired key")
+        .expect("load: a live record must be returned (round trip)");
     for i in 0..64 {
         assert_eq!(
             rec.data.get(&format!("key{i}")),
             Some(&json!(i)),
-            "key{i} lost"
+            "update: key{i} was lost; concurrent updates of different keys must all survive (concurrent writers)"
         );
     }
 }
@@ -348,58 +484,131 @@ pub async fn user_index<S: SessionStore, F: Fn(SharedClock) -> Fut, Fut: Future<
     let anon = key();
     create_ok(&store, &anon, &record(None, clock.now()), None).await;
 
-    assert_eq!(store.count_for_user("alice").await.expect("count"), 3);
+    assert_eq!(
+        store
+            .count_for_user("alice")
+            .await
+            .expect("count_for_user: must not fail"),
+        3,
+        "count_for_user: must count the user's live sessions only (live only)"
+    );
     let mut listed: Vec<_> = store
         .list_for_user("alice")
         .await
-        .expect("list")
+        .expect("list_for_user: must not fail")
         .into_iter()
         .map(|(k, _)| k)
         .collect();
     listed.sort();
     let mut want = a.clone();
     want.sort();
-    assert_eq!(listed, want);
+    assert_eq!(
+        listed, want,
+        "list_for_user: must list this user's sessions, no other (this user only)"
+    );
 
     assert_eq!(
         store
             .delete_for_user("alice", Some(&a[0]))
             .await
-            .expect("delete others"),
-        2
+            .expect("delete_for_user: must not fail"),
+        2,
+        "delete_for_user: must return how many were deleted (reports)"
     );
-    assert_eq!(store.count_for_user("alice").await.expect("count"), 1);
-    assert!(
-        store.load(&a[0]).await.expect("load").is_some(),
-        "kept session survives"
-    );
-    assert!(store.load(&a[1]).await.expect("load").is_none());
-    assert!(
-        store.load(&b).await.expect("load").is_some(),
-        "other user untouched"
+    assert_eq!(
+        store
+            .count_for_user("alice")
+            .await
+            .expect("count_for_user: must not fail"),
+        1,
+        "delete_for_user: only the kept session may stay (except)"
     );
     assert!(
-        store.load(&anon).await.expect("load").is_some(),
-        "anonymous untouched"
+        store
+            .load(&a[0])
+            .await
+            .expect("load: must not fail on a live, unknown or expired key")
+            .is_some(),
+        "delete_for_user: the kept session must survive (except)"
+    );
+    assert!(
+        store
+            .load(&a[1])
+            .await
+            .expect("load: must not fail on a live, unknown or expired key")
+            .is_none(),
+        "delete_for_user: the other sessions must be gone (except)"
+    );
+    assert!(
+        store
+            .load(&b)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key")
+            .is_some(),
+        "delete_for_user: another user's session must stay (this user only)"
+    );
+    assert!(
+        store
+            .load(&anon)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key")
+            .is_some(),
+        "delete_for_user: anonymous sessions must stay (this user only)"
     );
 
     assert_eq!(
         store
             .delete_for_user("alice", None)
             .await
-            .expect("delete all"),
-        1
+            .expect("delete_for_user: must not fail"),
+        1,
+        "delete_for_user: must return how many were deleted (reports)"
     );
-    assert_eq!(store.count_for_user("alice").await.expect("count"), 0);
-    assert!(store.list_for_user("alice").await.expect("list").is_empty());
-    assert_eq!(store.count_for_user("nobody").await.expect("count"), 0);
+    assert_eq!(
+        store
+            .count_for_user("alice")
+            .await
+            .expect("count_for_user: must not fail"),
+        0,
+        "delete_for_user: without except every session of the user must go"
+    );
+    assert!(
+        store
+            .list_for_user("alice")
+            .await
+            .expect("list_for_user: must not fail")
+            .is_empty(),
+        "list_for_user: deleted sessions must not be listed (live only)"
+    );
+    assert_eq!(
+        store
+            .count_for_user("nobody")
+            .await
+            .expect("count_for_user: must not fail"),
+        0,
+        "count_for_user: an unknown user has none"
+    );
 
     // Expired sessions leave the index.
     let late = key();
     create_ok(&store, &late, &record(Some("carol"), clock.now()), None).await;
     clock.advance(Duration::from_secs(601));
-    assert_eq!(store.count_for_user("carol").await.expect("count"), 0);
-    assert!(store.list_for_user("carol").await.expect("list").is_empty());
+    assert_eq!(
+        store
+            .count_for_user("carol")
+            .await
+            .expect("count_for_user: must not fail"),
+        0,
+        "count_for_user: expired sessions must not count (live only)"
+    );
+    assert!(
+        store
+            .list_for_user("carol")
+            .await
+            .expect("list_for_user: must not fail")
+            .is_empty(),
+        "list_for_user: expired sessions must not be listed (live only)"
+    );
 }
 
 /// The per-user cap: evict the oldest, or refuse; the replaced session is
@@ -439,9 +648,27 @@ pub async fn user_cap<S: SessionStore, F: Fn(SharedClock) -> Fut, Fut: Future<Ou
         Some(evict),
     )
     .await;
-    assert_eq!(evicted, vec![first], "the oldest goes");
-    assert!(store.load(&first).await.expect("load").is_none());
-    assert_eq!(store.count_for_user("alice").await.expect("count"), 2);
+    assert_eq!(
+        evicted,
+        vec![first],
+        "create: EvictOldest must evict the oldest session and report it (cap)"
+    );
+    assert!(
+        store
+            .load(&first)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key")
+            .is_none(),
+        "create: an evicted session must be gone (cap)"
+    );
+    assert_eq!(
+        store
+            .count_for_user("alice")
+            .await
+            .expect("count_for_user: must not fail"),
+        2,
+        "create: the user must end at the cap (cap)"
+    );
 
     let refuse = SessionCap {
         policy: CapPolicy::Refuse,
@@ -451,11 +678,19 @@ pub async fn user_cap<S: SessionStore, F: Fn(SharedClock) -> Fut, Fut: Future<Ou
     let outcome = store
         .create(&fourth, &record(Some("alice"), clock.now()), Some(refuse))
         .await
-        .expect("create");
-    assert_eq!(outcome, CreateOutcome::LimitReached);
+        .expect("create: must not fail on a fresh key");
+    assert_eq!(
+        outcome,
+        CreateOutcome::LimitReached,
+        "create: Refuse at the cap must answer LimitReached (cap)"
+    );
     assert!(
-        store.load(&fourth).await.expect("load").is_none(),
-        "refused login stores nothing"
+        store
+            .load(&fourth)
+            .await
+            .expect("load: must not fail on a live, unknown or expired key")
+            .is_none(),
+        "create: a refused login must store nothing (cap)"
     );
 
     let replacing = SessionCap {
@@ -466,10 +701,10 @@ pub async fn user_cap<S: SessionStore, F: Fn(SharedClock) -> Fut, Fut: Future<Ou
     let outcome = store
         .create(&fifth, &record(Some("alice"), clock.now()), Some(replacing))
         .await
-        .expect("create");
+        .expect("create: must not fail on a fresh key");
     assert!(
         matches!(outcome, CreateOutcome::Created { .. }),
-        "the replaced session does not count"
+        "create: cap.replacing must not count against the cap (cap)"
     );
 }
 
@@ -498,14 +733,26 @@ pub async fn cap_is_atomic<S: SessionStore, F: Fn(SharedClock) -> Fut, Fut: Futu
     let mut created = 0;
     for t in tasks {
         if matches!(
-            t.await.expect("task").expect("create"),
+            t.await
+                .expect("task")
+                .expect("create: must not fail on a fresh key"),
             CreateOutcome::Created { .. }
         ) {
             created += 1;
         }
     }
-    assert_eq!(created, 1, "exactly one login fits a cap of one");
-    assert_eq!(store.count_for_user("alice").await.expect("count"), 1);
+    assert_eq!(
+        created, 1,
+        "create: exactly one of racing logins fits a cap of one (atomic cap)"
+    );
+    assert_eq!(
+        store
+            .count_for_user("alice")
+            .await
+            .expect("count_for_user: must not fail"),
+        1,
+        "create: racing logins must never end above the cap (atomic cap)"
+    );
 }
 
 /// Runs every case.
