@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use portcullis_core::lifetime::Lifetimes;
 pub use portcullis_core::request::ClientIpFn;
-use portcullis_core::{CookieConfig, CookieConfigError, SameSite};
+use portcullis_core::{CookieConfig, SameSite};
 
+pub use crate::error::RefreshConfigError;
 use crate::token::RotationKey;
 
 /// Where the refresh token travels.
@@ -41,30 +42,6 @@ pub enum SecurityEvent {
 
 /// A callback for [`SecurityEvent`]s.
 pub type EventHook = Arc<dyn Fn(&SecurityEvent) + Send + Sync>;
-
-/// A configuration that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RefreshConfigError {
-    /// The cookie settings are refused by browsers.
-    #[error(transparent)]
-    Cookie(#[from] CookieConfigError),
-    /// The prefix is not an absolute path without a trailing slash.
-    #[error("the prefix must start with '/' and not end with '/'")]
-    Prefix,
-    /// Zero or inconsistent lifetimes, or a grace window above 60 s.
-    #[error("lifetimes must be non-zero, idle at most absolute, grace at most 60 s")]
-    Lifetimes,
-    /// A rotation key shorter than 32 bytes.
-    #[error("the rotation key needs at least 32 bytes")]
-    RotationKeyTooShort,
-    /// A trusted origin that is not `scheme://host[:port]`.
-    #[error("invalid trusted origin: {0}")]
-    Origin(String),
-    /// A per-user family cap of zero.
-    #[error("the per-user family cap must be at least 1")]
-    FamilyCap,
-}
 
 /// The default per-user family cap: [`RefreshConfig::max_families_per_user`].
 pub const DEFAULT_MAX_FAMILIES_PER_USER: usize = 20;

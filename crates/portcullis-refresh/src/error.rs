@@ -1,10 +1,10 @@
-//! Refresh errors and their responses.
+//! Refresh errors and their responses, and the configuration error.
 
 use std::fmt;
 use std::time::Duration;
 
 use portcullis_core::lifetime::MaybeConflict;
-use portcullis_core::{BoxError, Rejection, StoreError, StoreErrorKind};
+use portcullis_core::{BoxError, CookieConfigError, Rejection, StoreError, StoreErrorKind};
 
 /// The class of a [`RefreshError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,4 +141,28 @@ impl std::error::Error for RefreshError {
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshConfigError {
+    /// The cookie settings are refused by browsers.
+    #[error(transparent)]
+    Cookie(#[from] CookieConfigError),
+    /// The prefix is not an absolute path without a trailing slash.
+    #[error("the prefix must start with '/' and not end with '/'")]
+    Prefix,
+    /// Zero or inconsistent lifetimes, or a grace window above 60 s.
+    #[error("lifetimes must be non-zero, idle at most absolute, grace at most 60 s")]
+    Lifetimes,
+    /// A rotation key shorter than 32 bytes.
+    #[error("the rotation key needs at least 32 bytes")]
+    RotationKeyTooShort,
+    /// A trusted origin that is not `scheme://host[:port]`.
+    #[error("invalid trusted origin: {0}")]
+    Origin(String),
+    /// A per-user family cap of zero.
+    #[error("the per-user family cap must be at least 1")]
+    FamilyCap,
 }

@@ -1,6 +1,9 @@
 //! `Refresher`: starts families (the typed [`Login`] builder), rotates,
 //! revokes, lists devices. No HTTP here: the endpoints that speak HTTP
 //! call these methods.
+//!
+//! Over 500 lines: every operation of the `Refresher` is in this one file,
+//! with the builder that starts a family.
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! The refresh store conformance suite, and fault injection.
+//! The refresh store conformance suite, and fault injection (over 500
+//! lines: one public function per clause of the store contract).
 //!
 //! Give the macro an async factory for a fresh, empty store (the suite
 //! passes explicit times, so stores need no clock here):

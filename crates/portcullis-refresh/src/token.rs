@@ -9,6 +9,8 @@ use portcullis_core::token::{RandomError, fill_random, is_base64url};
 use portcullis_core::{OpaqueToken, TokenDigest};
 use subtle::ConstantTimeEq;
 
+use crate::error::RefreshConfigError;
+
 /// Length of a family id: 16 random bytes as unpadded base64url.
 pub const FAMILY_ID_LEN: usize = 22;
 /// Length of a refresh token: family id, a dot, a 43-character secret.
@@ -182,9 +184,9 @@ impl RotationKey {
     /// # Errors
     ///
     /// Fewer than 32 bytes.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, crate::RefreshConfigError> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, RefreshConfigError> {
         if bytes.len() < 32 {
-            return Err(crate::RefreshConfigError::RotationKeyTooShort);
+            return Err(RefreshConfigError::RotationKeyTooShort);
         }
         Ok(Self(*TokenDigest::of(bytes).as_bytes()))
     }
