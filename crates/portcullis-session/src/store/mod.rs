@@ -2,7 +2,7 @@
 //! per method, the record and update types it trades in, the cap helper,
 //! and the core types its signatures use, all re-exported here.
 //!
-//! Implement the trait with [`#[async_trait]`](async_trait) (re-exported:
+//! Implement the trait with [`#[async_trait]`](macro@async_trait) (re-exported:
 //! `portcullis_session::store::async_trait`), judge expiry with a
 //! [`Clock`] you are handed, and run the conformance suite
 //! ([`session_store_conformance!`](crate::session_store_conformance),
