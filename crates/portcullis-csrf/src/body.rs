@@ -376,6 +376,29 @@ mod tests {
         );
     }
 
+    /// A body that fails while it is read (a client that aborted).
+    struct Broken;
+
+    impl Body for Broken {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(Some(Err(std::io::Error::other("aborted"))))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_aborted_body_is_unreadable() {
+        assert_eq!(
+            read_form(Broken, 10).await.unwrap_err(),
+            CsrfErrorKind::BodyUnreadable
+        );
+    }
+
     /// A body of several chunks with no length: like a chunked upload.
     struct Chunks(std::collections::VecDeque<Bytes>);
 

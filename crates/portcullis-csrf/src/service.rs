@@ -234,35 +234,47 @@ where
                 AddResponseHeaders { handle, vary },
             ),
             (Decision::Verify(presented), Some(handle)) => {
-                // The ready service moves into the future and a fresh clone
-                // takes its place; see tower's "Be careful when cloning
-                // inner services".
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
+                let inner = self.take_ready_inner();
+                let policy = Arc::clone(&self.policy);
+                let renderer = self.renderer.clone();
                 LayerFuture::boxed(Box::pin(verify_then_call(
-                    inner,
-                    req,
-                    presented,
-                    handle,
-                    Arc::clone(&self.policy),
-                    self.renderer.clone(),
+                    inner, req, presented, handle, policy, renderer,
                 )))
             }
-            (decision, _) => {
-                let (error, vary) = match decision {
-                    Decision::Refuse {
-                        kind,
-                        protection,
-                        vary,
-                    } => (CsrfError::with_protection(kind, protection), vary),
-                    // Unreachable: a token is verified only when tokens
-                    // are on, and then every request has a handle.
-                    _ => (CsrfError::new(CsrfErrorKind::LayerMissing), true),
-                };
-                let grpc = is_grpc(req.headers());
-                LayerFuture::ready(refuse(&self.renderer, error, vary, grpc, req.uri().path()))
+            (
+                Decision::Refuse {
+                    kind,
+                    protection,
+                    vary,
+                },
+                _,
+            ) => self.refuse_now(&req, CsrfError::with_protection(kind, protection), vary),
+            // A token is verified only when tokens are on, and then every
+            // request has a handle.
+            (Decision::Verify(_), None) => {
+                self.refuse_now(&req, CsrfError::new(CsrfErrorKind::LayerMissing), true)
             }
         }
+    }
+}
+
+impl<S: Clone, R: RenderRejection> Csrf<S, R> {
+    /// The ready inner service, for a future to own; a fresh clone takes
+    /// its place (see tower's "Be careful when cloning inner services").
+    fn take_ready_inner(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+
+    /// A refusal answered at once, without calling the inner service.
+    fn refuse_now<ReqBody, F, B, E>(
+        &self,
+        req: &Request<ReqBody>,
+        error: CsrfError,
+        vary: bool,
+    ) -> ResponseFuture<F, B, E> {
+        let grpc = is_grpc(req.headers());
+        LayerFuture::ready(refuse(&self.renderer, error, vary, grpc, req.uri().path()))
     }
 }
 
