@@ -3,7 +3,11 @@
 //! ([`State`]), what is written to the store once the handler is done
 //! ([`RequestSession::commit`]) and what the response then says
 //! ([`respond`]). No HTTP server here; the tables at the bottom drive it
-//! against `MemoryStore` and a manual clock.
+//! against `MemoryStore` and a manual clock (in `state/tests.rs`).
+//!
+//! Over 500 lines on purpose: the state machine and its commit are one
+//! protocol, and splitting it would put the two halves of each invariant
+//! (what `lock` loads, what `commit` writes) in different files.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -1,5 +1,8 @@
 //! The session store conformance suite, and fault injection.
 //!
+//! Over 500 lines on purpose: one public case per contract clause, each
+//! readable on its own by a store implementer whose store failed it.
+//!
 //! Every [`SessionStore`] (ours and yours) should pass the same cases. Give
 //! the macro an async factory that builds a fresh, empty store judging
 //! expiry by the clock it is handed:

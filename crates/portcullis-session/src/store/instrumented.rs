@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use portcullis_core::store::{CallCounter, StoreObserver, observe};
 use portcullis_core::{StoreError, Timestamp, TokenDigest};
 
-use super::SessionStore;
 use super::record::{CreateOutcome, SessionCap, SessionRecord, SessionUpdate};
+use super::session_store::SessionStore;
 
 /// Wraps a store and runs every call under an observer: the observer is
 /// asked before the call (and may fail it without reaching the store) and
