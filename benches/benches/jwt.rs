@@ -26,9 +26,9 @@ const HS_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
 fn signing_key(alg: Algorithm) -> SigningKey {
     match alg {
-        Algorithm::HS256 => SigningKey::hmac(Some("k"), alg, HS_SECRET).unwrap(),
-        Algorithm::RS256 => SigningKey::from_pkcs8_pem(Some("k"), alg, RSA_PRIVATE).unwrap(),
-        _ => SigningKey::generate(Some("k"), alg).unwrap(),
+        Algorithm::HS256 => SigningKey::hmac("k", alg, HS_SECRET).unwrap(),
+        Algorithm::RS256 => SigningKey::from_pkcs8_pem("k", alg, RSA_PRIVATE).unwrap(),
+        _ => SigningKey::generate("k", alg).unwrap(),
     }
 }
 

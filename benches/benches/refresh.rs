@@ -44,7 +44,7 @@ const AUD: &str = "bench";
 const COOKIE: &str = "__Host-refresh";
 
 fn issuer() -> JwtIssuer {
-    JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap())
+    JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
         .issuer(ISS)
         .audience(AUD)
         .lifetime(Duration::from_secs(3600))

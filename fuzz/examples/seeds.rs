@@ -91,15 +91,15 @@ fn main() {
     // JWTs minted by the issuer with the test keys, and near misses.
     let clock: SharedClock = Arc::new(ManualClock::new(NOW.unsigned_abs() * 1000));
     let keys = [
-        SigningKey::hmac(Some("hs"), Algorithm::HS256, HS256_SECRET).expect("hs"),
+        SigningKey::hmac("hs", Algorithm::HS256, HS256_SECRET).expect("hs"),
         SigningKey::from_pkcs8_pem(
-            Some("es"),
+            "es",
             Algorithm::ES256,
             include_bytes!("../../tests/fixtures/p256-private.pem"),
         )
         .expect("es"),
         SigningKey::from_pkcs8_pem(
-            Some("rs"),
+            "rs",
             Algorithm::RS256,
             include_bytes!("../../tests/fixtures/rsa2048-private.pem"),
         )

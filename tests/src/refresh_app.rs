@@ -146,13 +146,12 @@ pub async fn start_with_leeway(
 ) -> HybridApp {
     let revocations: Arc<dyn RevocationStore> =
         revocations.unwrap_or_else(|| Arc::new(MemoryRevocationStore::with_clock(clock.clone())));
-    let issuer =
-        JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap())
-            .issuer(ISS)
-            .audience(AUD)
-            .clock(clock.clone())
-            .build()
-            .unwrap();
+    let issuer = JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     let jwt = JwtLayer::builder(issuer.keys())
         .validation(Validation::default().leeway(leeway))
         .issuer(ISS)

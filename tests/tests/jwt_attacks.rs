@@ -204,7 +204,7 @@ async fn embedded_jwk_jku_x5u_are_ignored_and_never_fetched() {
     use portcullis_tests::jwt_app::JwksServer;
     let f = fixture().await;
     // An attacker's own key, offered in the header; the token is signed with it.
-    let attacker = portcullis::jwt::SigningKey::generate(Some("evil"), Algorithm::ES256).unwrap();
+    let attacker = portcullis::jwt::SigningKey::generate("evil", Algorithm::ES256).unwrap();
     let jwk = serde_json::to_value(attacker.verifying_key().public_jwk().unwrap()).unwrap();
     let attacker_pem = portcullis::jwt::generate_pkcs8_pem(Algorithm::ES256).unwrap();
     let trap = JwksServer::new(json!({"keys": [jwk.clone()]}).to_string());

@@ -20,9 +20,9 @@ use serde_json::json;
 
 fn issuer(alg: Algorithm, kid: &str, clock: Arc<ManualClock>) -> JwtIssuer {
     let key = if alg == Algorithm::HS256 {
-        SigningKey::hmac(Some(kid), alg, b"0123456789abcdef0123456789abcdef").unwrap()
+        SigningKey::hmac(kid, alg, b"0123456789abcdef0123456789abcdef").unwrap()
     } else {
-        SigningKey::generate(Some(kid), alg).unwrap()
+        SigningKey::generate(kid, alg).unwrap()
     };
     issuer_builder(key, &clock).build().unwrap()
 }
@@ -43,13 +43,10 @@ fn strict_layer(keys: impl KeySource, clock: &Arc<ManualClock>) -> JwtLayer {
 async fn revocation_by_jti_session_and_user_version() {
     let clock = Arc::new(ManualClock::starting_now());
     let store = MemoryRevocationStore::with_clock(clock.clone());
-    let iss = issuer_builder(
-        SigningKey::generate(Some("k"), Algorithm::ES256).unwrap(),
-        &clock,
-    )
-    .revocation(store.view())
-    .build()
-    .unwrap();
+    let iss = issuer_builder(SigningKey::generate("k", Algorithm::ES256).unwrap(), &clock)
+        .revocation(store.view())
+        .build()
+        .unwrap();
     let layer = builder(iss.keys(), &clock)
         .revocation(store.view())
         .build()
@@ -132,9 +129,9 @@ async fn removing_a_key_ends_its_cached_tokens_at_once() {
         let clock = Arc::new(ManualClock::starting_now());
         let old = issuer(alg, "old", clock.clone());
         let new = if alg == Algorithm::HS256 {
-            SigningKey::hmac(Some("new"), alg, b"fedcba9876543210fedcba9876543210").unwrap()
+            SigningKey::hmac("new", alg, b"fedcba9876543210fedcba9876543210").unwrap()
         } else {
-            SigningKey::generate(Some("new"), alg).unwrap()
+            SigningKey::generate("new", alg).unwrap()
         };
         let keys = SharedKeys::new(
             KeySet::new([
@@ -157,9 +154,9 @@ async fn removing_a_key_ends_its_cached_tokens_at_once() {
         );
         // The same kid now naming another key does not revive it either.
         let other = if alg == Algorithm::HS256 {
-            SigningKey::hmac(Some("old"), alg, b"a different secret, 32 bytes long").unwrap()
+            SigningKey::hmac("old", alg, b"a different secret, 32 bytes long").unwrap()
         } else {
-            SigningKey::generate(Some("old"), alg).unwrap()
+            SigningKey::generate("old", alg).unwrap()
         };
         keys.replace(
             KeySet::new([other.verifying_key().clone(), new.verifying_key().clone()]).unwrap(),
@@ -179,7 +176,7 @@ async fn issuer_rotation_keeps_old_tokens_valid_until_they_expire() {
     let layer = builder(iss.keys(), &clock).cache(0).build().unwrap();
     let f = ServedApp::start(layer).await;
     let old = iss.token("alice").mint().unwrap();
-    iss.rotate(SigningKey::generate(Some("2026-02"), Algorithm::ES256).unwrap())
+    iss.rotate(SigningKey::generate("2026-02", Algorithm::ES256).unwrap())
         .unwrap();
     let new = iss.token("alice").mint().unwrap();
     assert_eq!(
@@ -197,7 +194,7 @@ async fn issuer_rotation_keeps_old_tokens_valid_until_they_expire() {
     assert_eq!(kids, vec!["2026-02", "2026-01"]);
     // Once every old token has expired, the retired key leaves the set.
     clock.advance(Duration::from_secs(15 * 60 + 6));
-    iss.rotate(SigningKey::generate(Some("2026-03"), Algorithm::ES256).unwrap())
+    iss.rotate(SigningKey::generate("2026-03", Algorithm::ES256).unwrap())
         .unwrap();
     let kids: Vec<String> = iss
         .jwks()
@@ -207,7 +204,7 @@ async fn issuer_rotation_keeps_old_tokens_valid_until_they_expire() {
         .collect();
     assert_eq!(kids, vec!["2026-03", "2026-02"]);
     assert!(
-        iss.rotate(SigningKey::generate(Some("2026-02"), Algorithm::ES256).unwrap())
+        iss.rotate(SigningKey::generate("2026-02", Algorithm::ES256).unwrap())
             .is_err(),
         "kid still in use"
     );
@@ -406,7 +403,7 @@ async fn remote_jwks_verifies_and_refreshes_on_a_new_kid() {
     assert_eq!(f.me(&t.token).await, StatusCode::OK);
     // The issuer rotates; the endpoint now serves both keys.
     r.issuer_a
-        .rotate(SigningKey::generate(Some("b"), Algorithm::ES256).unwrap())
+        .rotate(SigningKey::generate("b", Algorithm::ES256).unwrap())
         .unwrap();
     *r.jwks.doc.lock().unwrap() = r.issuer_a.jwks_json();
     let t2 = r.issuer_a.token("alice").mint().unwrap();
@@ -423,7 +420,7 @@ async fn flood_of_random_kids_costs_a_bounded_number_of_fetches() {
     let r = remote().await;
     r.source.ready().await;
     let f = ServedApp::start(layer_for(&r)).await;
-    let attacker = SigningKey::generate(Some("x"), Algorithm::ES256).unwrap();
+    let attacker = SigningKey::generate("x", Algorithm::ES256).unwrap();
     let attacker_pem = portcullis::jwt::generate_pkcs8_pem(Algorithm::ES256).unwrap();
     let _ = attacker;
     let before = r.jwks.hits.load(Ordering::SeqCst);

@@ -187,10 +187,10 @@ fn signing_key(name: &str, alg: Algorithm, secret: &[u8]) -> SigningKey {
     let kid = format!("rs-{}", name.to_lowercase());
     match alg {
         Algorithm::RS256 | Algorithm::PS256 => {
-            SigningKey::from_pkcs8_pem(Some(&kid), alg, RSA_PRIVATE).unwrap()
+            SigningKey::from_pkcs8_pem(&kid, alg, RSA_PRIVATE).unwrap()
         }
-        Algorithm::HS256 => SigningKey::hmac(Some(&kid), alg, secret).unwrap(),
-        _ => SigningKey::generate(Some(&kid), alg).unwrap(),
+        Algorithm::HS256 => SigningKey::hmac(&kid, alg, secret).unwrap(),
+        _ => SigningKey::generate(&kid, alg).unwrap(),
     }
 }
 

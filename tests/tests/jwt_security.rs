@@ -26,9 +26,9 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn key(alg: Algorithm, kid: &str) -> SigningKey {
     if alg == Algorithm::HS256 {
-        SigningKey::hmac(Some(kid), alg, format!("{kid:-<32}").as_bytes()).unwrap()
+        SigningKey::hmac(kid, alg, format!("{kid:-<32}").as_bytes()).unwrap()
     } else {
-        SigningKey::generate(Some(kid), alg).unwrap()
+        SigningKey::generate(kid, alg).unwrap()
     }
 }
 

@@ -253,7 +253,7 @@ fn layer() -> &'static JwtLayer {
 fn issuer() -> &'static JwtIssuer {
     static ISSUER: OnceLock<JwtIssuer> = OnceLock::new();
     ISSUER.get_or_init(|| {
-        JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, SECRET).unwrap())
+        JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, SECRET).unwrap())
             .issuer(ISS)
             .audience(AUD)
             .build()

@@ -214,13 +214,12 @@ async fn instance(
 async fn scale_out_revocation_reaches_every_instance_without_a_call_per_request() {
     let redis = RedisServer::start();
     let proxy = RoundTripProxy::start(redis.port()).await;
-    let issuer =
-        JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap())
-            .issuer(ISS)
-            .audience(AUD)
-            .lifetime(Duration::from_secs(900))
-            .build()
-            .unwrap();
+    let issuer = JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
+        .issuer(ISS)
+        .audience(AUD)
+        .lifetime(Duration::from_secs(900))
+        .build()
+        .unwrap();
     // Subscribers pinging rarely, so that any command sent during the
     // requests below shows; B through the counting proxy.
     let quiet = |url: String| async move {

@@ -363,7 +363,7 @@ const SYNC: Duration = Duration::from_secs(5);
 const STALENESS: Duration = Duration::from_secs(1);
 
 fn issuer() -> JwtIssuer {
-    JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap())
+    JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
         .issuer(ISS)
         .audience(AUD)
         .lifetime(Duration::from_secs(900))

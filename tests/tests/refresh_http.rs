@@ -521,12 +521,11 @@ async fn device_endpoints_honour_a_cookie_transport_for_access_tokens() {
     use portcullis_tests::TestServer;
 
     let revocations = Arc::new(MemoryRevocationStore::new());
-    let issuer =
-        JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap())
-            .issuer("https://cookie.test")
-            .audience("cookie")
-            .build()
-            .unwrap();
+    let issuer = JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
+        .issuer("https://cookie.test")
+        .audience("cookie")
+        .build()
+        .unwrap();
     let jwt = JwtLayer::builder_for(&issuer)
         .transport(AccessTransport::Cookie("access".into()))
         .revocation(revocations.view())

@@ -471,7 +471,7 @@ async fn the_default_cap_is_twenty_and_zero_is_refused() {
     assert_eq!(api(&app, &last.unwrap().access).await, StatusCode::OK);
     assert!(format!("{:?}", RefreshConfig::default()).contains("max_families_per_user: Some(20)"));
     let issuer = portcullis::jwt::JwtIssuer::builder(
-        portcullis::jwt::SigningKey::hmac(Some("k"), portcullis::jwt::Algorithm::HS256, &[7; 32])
+        portcullis::jwt::SigningKey::hmac("k", portcullis::jwt::Algorithm::HS256, &[7; 32])
             .unwrap(),
     )
     .build()

@@ -243,10 +243,8 @@ async fn tower_sessions_redis(url: &str) -> Router {
 
 fn signing_key(alg: Algorithm) -> SigningKey {
     match alg {
-        Algorithm::HS256 => {
-            SigningKey::hmac(Some("k"), alg, HS_SECRET.as_bytes()).expect("hmac key")
-        }
-        _ => SigningKey::from_pkcs8_pem(Some("k"), alg, P256_PRIVATE).expect("p256 key"),
+        Algorithm::HS256 => SigningKey::hmac("k", alg, HS_SECRET.as_bytes()).expect("hmac key"),
+        _ => SigningKey::from_pkcs8_pem("k", alg, P256_PRIVATE).expect("p256 key"),
     }
 }
 

@@ -155,7 +155,7 @@ impl<S: Send + Sync, T: Send + Sync + 'static> FromRequestParts<S> for OptionalC
 /// use axum::{Router, routing::get};
 /// use portcullis_jwt::{Algorithm, JwksResponse, JwtIssuer, SigningKey};
 ///
-/// let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::EdDSA).unwrap())
+/// let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::EdDSA).unwrap())
 ///     .issuer("https://auth.example.com").audience("api").build().unwrap();
 /// let app: Router = Router::new()
 ///     .route("/.well-known/jwks.json", get(move || async move { JwksResponse::from(&issuer) }));

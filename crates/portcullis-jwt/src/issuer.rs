@@ -24,10 +24,6 @@ pub const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IssueError {
-    /// A signing key without a `kid` (tokens must name their key so that
-    /// rotation works).
-    #[error("signing keys need a kid")]
-    MissingKid,
     /// A key problem.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -88,7 +84,7 @@ struct Keys {
 /// ```
 /// use portcullis_jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
 ///
-/// let issuer = JwtIssuer::builder(SigningKey::generate(Some("2026-11"), Algorithm::ES256).unwrap())
+/// let issuer = JwtIssuer::builder(SigningKey::generate("2026-11", Algorithm::ES256).unwrap())
 ///     .issuer("https://auth.example.com")
 ///     .audience("api")
 ///     .build()
@@ -171,11 +167,8 @@ impl JwtIssuerBuilder {
     ///
     /// # Errors
     ///
-    /// [`IssueError::MissingKid`] for a key without `kid`.
+    /// [`IssueError::Key`] when the key cannot start a key set.
     pub fn build(self) -> Result<JwtIssuer, IssueError> {
-        if self.key.kid().is_none() {
-            return Err(IssueError::MissingKid);
-        }
         let set = KeySet::new([self.key.verifying_key().clone()])?;
         Ok(JwtIssuer {
             inner: Arc::new(Inner {
@@ -311,7 +304,7 @@ impl TokenBuilder<'_> {
         let key = &keys.current;
         let mut header = jsonwebtoken::Header::new(key.alg().to_jsonwebtoken());
         header.typ = Some("at+jwt".into());
-        header.kid = key.kid().map(str::to_owned);
+        header.kid = Some(key.kid().to_owned());
         let token = jsonwebtoken::encode(&header, &claims, key.encoding_key())
             .map_err(|_| IssueError::Sign)?;
         Ok(AccessToken {
@@ -324,7 +317,7 @@ impl TokenBuilder<'_> {
 }
 
 impl JwtIssuer {
-    /// Starts a builder; `key` signs (it needs a `kid`).
+    /// Starts a builder; `key` signs, and its `kid` names it in every token.
     pub fn builder(key: SigningKey) -> JwtIssuerBuilder {
         JwtIssuerBuilder {
             key,
@@ -400,12 +393,9 @@ impl JwtIssuer {
     ///
     /// # Errors
     ///
-    /// [`IssueError::MissingKid`], or [`KeyError::DuplicateKid`] when the
-    /// `kid` is still in use.
+    /// [`KeyError::DuplicateKid`] when the `kid` is still in use.
     pub fn rotate(&self, key: SigningKey) -> Result<(), IssueError> {
-        let Some(kid) = key.kid().map(str::to_owned) else {
-            return Err(IssueError::MissingKid);
-        };
+        let kid = key.kid().to_owned();
         let now = i64::try_from(self.inner.clock.now().secs()).unwrap_or(i64::MAX);
         let lifetime = i64::try_from(self.inner.lifetime.as_secs()).unwrap_or(i64::MAX);
         let mut keys = self
@@ -429,7 +419,7 @@ impl JwtIssuer {
             if next.iter().any(|(k, _)| k.kid() == Some(kid.as_str())) {
                 return Err(IssueError::Key(KeyError::DuplicateKid(kid.clone())));
             }
-            if let Some(old) = set.find(old_kid) {
+            if let Some(old) = set.find(Some(old_kid)) {
                 next.push((Arc::clone(old), until));
             }
             let all = std::iter::once(Arc::new(key.verifying_key().clone()))
@@ -453,13 +443,13 @@ impl JwtIssuer {
     /// ```
     /// use portcullis_jwt::{Algorithm, JwtIssuer, SigningKey};
     ///
-    /// let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+    /// let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
     ///     .issuer("https://auth.example.com")
     ///     .audience("api")
     ///     .build()
     ///     .unwrap();
     /// // k1 leaked: sign with k2 from now on, and refuse k1's tokens at once.
-    /// issuer.rotate(SigningKey::generate(Some("k2"), Algorithm::ES256).unwrap()).unwrap();
+    /// issuer.rotate(SigningKey::generate("k2", Algorithm::ES256).unwrap()).unwrap();
     /// assert!(issuer.retire("k1").unwrap());
     /// assert_eq!(issuer.jwks().keys.len(), 1);
     /// assert!(issuer.retire("k2").is_err(), "the signing key");
@@ -474,7 +464,7 @@ impl JwtIssuer {
             .keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if keys.current.kid() == Some(kid) {
+        if keys.current.kid() == kid {
             return Err(IssueError::SigningKeyInUse);
         }
         let mut removed = false;

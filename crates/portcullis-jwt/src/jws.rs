@@ -12,9 +12,8 @@ use serde::Deserialize;
 use crate::alg::Algorithm;
 use crate::error::{JwtError, JwtErrorKind};
 use crate::json::check_object_str;
+use crate::kid::MAX_KID_LEN;
 use crate::validation::Validation;
-
-const MAX_KID_LEN: usize = 256;
 
 /// The three segments of a compact JWS, after the cheap checks.
 pub(crate) struct Segments<'a> {

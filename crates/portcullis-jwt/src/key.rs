@@ -22,6 +22,7 @@ use jsonwebtoken::jwk::{
 use jsonwebtoken::{DecodingKey, EncodingKey};
 
 use crate::alg::{Algorithm, Family};
+use crate::kid::{KidError, check_kid};
 
 /// Why a key could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +60,9 @@ pub enum KeyError {
     /// JWKS).
     #[error("symmetric keys are not accepted from a JWKS")]
     SymmetricInJwks,
+    /// A signing key's `kid` that is empty, too long or not visible ASCII.
+    #[error("invalid kid: {0}")]
+    InvalidKid(#[from] KidError),
     /// Two keys with the same `kid`.
     #[error("duplicate kid {0:?}")]
     DuplicateKid(String),
@@ -447,25 +451,37 @@ fn pem_body(pem: &[u8]) -> Result<Vec<u8>, KeyError> {
 }
 
 impl SigningKey {
-    /// An HMAC signing key (the same secret verifies).
+    /// An HMAC signing key named `kid` (the same secret verifies).
+    ///
+    /// ```
+    /// use portcullis_jwt::{Algorithm, SigningKey};
+    ///
+    /// let key = SigningKey::hmac("k1", Algorithm::HS256, b"a secret of at least thirty-two bytes!!")?;
+    /// assert_eq!(key.kid(), "k1");
+    /// # Ok::<(), portcullis_jwt::KeyError>(())
+    /// ```
     ///
     /// # Errors
     ///
-    /// As [`VerifyingKey::hmac`].
-    pub fn hmac(kid: Option<&str>, alg: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
-        let verifying = VerifyingKey::hmac(kid, alg, secret)?;
+    /// [`KeyError::InvalidKid`] (see [`KidError`]), or as
+    /// [`VerifyingKey::hmac`].
+    pub fn hmac(kid: &str, alg: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
+        check_kid(kid)?;
+        let verifying = VerifyingKey::hmac(Some(kid), alg, secret)?;
         Ok(Self {
             encoding: EncodingKey::from_secret(secret),
             verifying,
         })
     }
 
-    /// A private key from PKCS#8 PEM, used with `alg`.
+    /// A private key named `kid` from PKCS#8 PEM, used with `alg`.
     ///
     /// # Errors
     ///
-    /// The PEM does not parse or does not fit `alg`.
-    pub fn from_pkcs8_pem(kid: Option<&str>, alg: Algorithm, pem: &[u8]) -> Result<Self, KeyError> {
+    /// [`KeyError::InvalidKid`], or the PEM does not parse or does not fit
+    /// `alg`.
+    pub fn from_pkcs8_pem(kid: &str, alg: Algorithm, pem: &[u8]) -> Result<Self, KeyError> {
+        check_kid(kid)?;
         crate::ensure_crypto_provider();
         let encoding = match alg.family() {
             Family::Rsa => EncodingKey::from_rsa_pem(pem),
@@ -480,10 +496,10 @@ impl SigningKey {
         let decoding = DecodingKey::from_jwk(&jwk).map_err(parse_err)?;
         let public = check_public(&decoding, alg)?;
         let verifying = VerifyingKey {
-            kid: kid.map(str::to_owned),
+            kid: Some(kid.to_owned()),
             alg,
             key: decoding,
-            public_jwk: Some(with_kid(public, kid, alg)),
+            public_jwk: Some(with_kid(public, Some(kid), alg)),
         };
         Ok(Self {
             encoding,
@@ -491,14 +507,16 @@ impl SigningKey {
         })
     }
 
-    /// A private key from PKCS#8 PEM, its algorithm chosen by its type:
-    /// RSA gives RS256, P-256 gives ES256, P-384 gives ES384, Ed25519
-    /// gives EdDSA.
+    /// A private key named `kid` from PKCS#8 PEM, its algorithm chosen by
+    /// its type: RSA gives RS256, P-256 gives ES256, P-384 gives ES384,
+    /// Ed25519 gives EdDSA.
     ///
     /// # Errors
     ///
-    /// The PEM is not a PKCS#8 key of one of those types.
-    pub fn from_pkcs8_pem_detect(kid: Option<&str>, pem: &[u8]) -> Result<Self, KeyError> {
+    /// [`KeyError::InvalidKid`], or the PEM is not a PKCS#8 key of one of
+    /// those types.
+    pub fn from_pkcs8_pem_detect(kid: &str, pem: &[u8]) -> Result<Self, KeyError> {
+        check_kid(kid)?;
         use aws_lc_rs::signature::{
             ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
             Ed25519KeyPair, RsaKeyPair,
@@ -520,22 +538,24 @@ impl SigningKey {
         Self::from_pkcs8_pem(kid, alg, pem)
     }
 
-    /// A fresh key pair for ES256, ES384 or EdDSA (RSA and HMAC keys are
-    /// not generated here).
+    /// A fresh key pair named `kid` for ES256, ES384 or EdDSA (RSA and HMAC
+    /// keys are not generated here).
     ///
     /// # Errors
     ///
-    /// [`KeyError::WrongFamily`] for other algorithms; [`KeyError::Generate`]
-    /// when the random source fails.
-    pub fn generate(kid: Option<&str>, alg: Algorithm) -> Result<Self, KeyError> {
+    /// [`KeyError::InvalidKid`]; [`KeyError::WrongFamily`] for other
+    /// algorithms; [`KeyError::Generate`] when the random source fails.
+    pub fn generate(kid: &str, alg: Algorithm) -> Result<Self, KeyError> {
+        check_kid(kid)?;
         let pem = generate_pkcs8_pem(alg)?;
         Self::from_pkcs8_pem(kid, alg, &pem)
     }
 
-    /// The key id.
+    /// The key id, which every token this key signs names in its header.
     #[must_use]
-    pub fn kid(&self) -> Option<&str> {
-        self.verifying.kid()
+    pub fn kid(&self) -> &str {
+        // Every constructor sets it.
+        self.verifying.kid().unwrap_or_default()
     }
 
     /// The algorithm.
@@ -633,24 +653,55 @@ mod tests {
     fn generated_keys_fit_their_algorithm_only() {
         for alg in [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA] {
             let pem = generate_pkcs8_pem(alg).unwrap();
-            let key = SigningKey::from_pkcs8_pem_detect(Some("k"), &pem).unwrap();
+            let key = SigningKey::from_pkcs8_pem_detect("k", &pem).unwrap();
             assert_eq!(key.alg(), alg);
             assert!(key.verifying_key().public_jwk().is_some());
         }
         let p256 = generate_pkcs8_pem(Algorithm::ES256).unwrap();
         assert!(
-            SigningKey::from_pkcs8_pem(None, Algorithm::ES384, &p256).is_err(),
+            SigningKey::from_pkcs8_pem("k", Algorithm::ES384, &p256).is_err(),
             "curve mismatch"
         );
         assert!(
-            SigningKey::from_pkcs8_pem(None, Algorithm::RS256, &p256).is_err(),
+            SigningKey::from_pkcs8_pem("k", Algorithm::RS256, &p256).is_err(),
             "family mismatch"
         );
     }
 
     #[test]
+    fn every_signing_constructor_checks_the_kid() {
+        let pem = generate_pkcs8_pem(Algorithm::ES256).unwrap();
+        let spaced = KeyError::InvalidKid(KidError::NotPrintable { at: 3 });
+        for (got, want) in [
+            (
+                SigningKey::hmac("", Algorithm::HS256, &[1; 32]).unwrap_err(),
+                KeyError::InvalidKid(KidError::Empty),
+            ),
+            (
+                SigningKey::from_pkcs8_pem("key 1", Algorithm::ES256, &pem).unwrap_err(),
+                spaced.clone(),
+            ),
+            (
+                SigningKey::from_pkcs8_pem_detect("key 1", &pem).unwrap_err(),
+                spaced.clone(),
+            ),
+            (
+                SigningKey::generate("key 1", Algorithm::ES256).unwrap_err(),
+                spaced,
+            ),
+        ] {
+            assert_eq!(got, want);
+        }
+        let key = SigningKey::from_pkcs8_pem("k1", Algorithm::ES256, &pem).unwrap();
+        assert_eq!(key.kid(), "k1");
+        assert_eq!(key.verifying_key().kid(), Some("k1"));
+        let jwk = key.verifying_key().public_jwk().unwrap();
+        assert_eq!(jwk.common.key_id.as_deref(), Some("k1"));
+    }
+
+    #[test]
     fn jwk_use_and_key_ops_honoured() {
-        let key = SigningKey::generate(Some("k"), Algorithm::ES256).unwrap();
+        let key = SigningKey::generate("k", Algorithm::ES256).unwrap();
         let mut jwk = key.verifying_key().public_jwk().unwrap().clone();
         assert!(VerifyingKey::from_jwk(&jwk, None, false).is_ok());
         jwk.common.public_key_use = Some(PublicKeyUse::Encryption);
@@ -672,7 +723,7 @@ mod tests {
     fn jwk_curve_must_fit_the_algorithm() {
         // Wycheproof json_web_key_test tcId 23: P-256 coordinates and
         // `alg: ES256`, but `crv: P-384`.
-        let key = SigningKey::generate(Some("k"), Algorithm::ES256).unwrap();
+        let key = SigningKey::generate("k", Algorithm::ES256).unwrap();
         let mut jwk = key.verifying_key().public_jwk().unwrap().clone();
         let AlgorithmParameters::EllipticCurve(p) = &mut jwk.algorithm else {
             panic!("an EC JWK")
@@ -680,7 +731,7 @@ mod tests {
         p.curve = EllipticCurve::P384;
         let err = VerifyingKey::from_jwk(&jwk, None, false).unwrap_err();
         assert_eq!(err, KeyError::WrongFamily(Algorithm::ES256));
-        let ed = SigningKey::generate(Some("e"), Algorithm::EdDSA).unwrap();
+        let ed = SigningKey::generate("e", Algorithm::EdDSA).unwrap();
         let mut jwk = ed.verifying_key().public_jwk().unwrap().clone();
         assert!(VerifyingKey::from_jwk(&jwk, None, false).is_ok());
         let AlgorithmParameters::OctetKeyPair(p) = &mut jwk.algorithm else {

@@ -263,7 +263,7 @@ impl JwtLayer {
     /// ```
     /// use portcullis_jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
     ///
-    /// let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+    /// let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
     ///     .issuer("https://auth.example.com")
     ///     .audience("api")
     ///     .build()
@@ -356,7 +356,7 @@ mod tests {
     use crate::{Algorithm, JwtErrorKind, JwtIssuer, SigningKey};
 
     fn issuer(secret: u8) -> JwtIssuer {
-        let key = SigningKey::hmac(Some("k"), Algorithm::HS256, &[secret; 32]).unwrap();
+        let key = SigningKey::hmac("k", Algorithm::HS256, &[secret; 32]).unwrap();
         JwtIssuer::builder(key)
             .issuer("https://iss")
             .audience("api")
@@ -461,7 +461,7 @@ mod tests {
         let token = iss.token("alice").mint().unwrap().token;
         assert_eq!(jwt.verify(&token).await.unwrap().subject(), Some("alice"));
         // Same keys, another iss or aud: refused.
-        let key = SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap();
+        let key = SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap();
         for (other_iss, other_aud, kind) in [
             ("https://other", "api", JwtErrorKind::BadIssuer),
             ("https://iss", "other-api", JwtErrorKind::BadAudience),

@@ -32,7 +32,7 @@
 //! use axum::{Router, routing::get};
 //! use portcullis_jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, RequireClaims, SigningKey};
 //!
-//! let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+//! let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
 //!     .issuer("https://auth.example.com")
 //!     .audience("api")
 //!     .build()
@@ -75,6 +75,7 @@ pub mod jwks;
 mod jws;
 mod key;
 mod keys;
+mod kid;
 mod layer;
 mod require;
 mod response;
@@ -95,6 +96,7 @@ pub use issuer::{
 };
 pub use key::{KeyError, SigningKey, VerifyingKey, generate_pkcs8_pem};
 pub use keys::{KeyLookup, KeySet, KeySource, RefreshFuture, SharedKeys};
+pub use kid::{KidError, MAX_KID_LEN};
 pub use layer::{JwtConfigError, JwtLayer, JwtLayerBuilder};
 pub use require::{RequireClaims, RequireClaimsService};
 pub use response::TokenResponse;

@@ -12,7 +12,7 @@ use crate::issuer::AccessToken;
 /// ```
 /// use portcullis_jwt::{Algorithm, JwtIssuer, SigningKey, TokenResponse};
 ///
-/// let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+/// let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
 ///     .issuer("https://auth.example.com")
 ///     .audience("api")
 ///     .build()

@@ -50,7 +50,7 @@ use crate::service::Refresh;
 /// # use portcullis_jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
 /// use portcullis_refresh::{MemoryRefreshStore, RefreshLayer, Refresher};
 /// # let revocations = Arc::new(MemoryRevocationStore::new());
-/// # let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+/// # let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
 /// #     .issuer("https://app.example.com").audience("app").build().unwrap();
 /// # let jwt = JwtLayer::builder(issuer.keys()).issuer("https://app.example.com").audience("app")
 /// #     .revocation(revocations.view()).build().unwrap();

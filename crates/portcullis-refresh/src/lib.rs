@@ -31,7 +31,7 @@
 //! use portcullis_refresh::{MemoryRefreshStore, RefreshLayer, Refresher};
 //!
 //! let revocations = Arc::new(MemoryRevocationStore::new());
-//! let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+//! let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
 //!     .issuer("https://app.example.com").audience("app").build().unwrap();
 //! let jwt = JwtLayer::builder(issuer.keys())
 //!     .issuer("https://app.example.com").audience("app")

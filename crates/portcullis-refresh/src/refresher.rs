@@ -229,7 +229,7 @@ impl Refresher {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// # let revocations = Arc::new(MemoryRevocationStore::new());
-    /// # let issuer = JwtIssuer::builder(SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap())
+    /// # let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
     /// #     .issuer("https://app.example.com").audience("app").build().unwrap();
     /// # let jwt = JwtLayer::builder_for(&issuer).revocation(revocations.view()).build().unwrap();
     /// # let refresher = Refresher::builder(MemoryRefreshStore::new(), issuer, revocations, jwt.clone())

@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Ok(p) => p.parse().map_err(|e| format!("PORT={p:?}: {e}"))?,
         Err(_) => 50051,
     };
-    let issuer = JwtIssuer::builder(SigningKey::generate(Some("demo-1"), Algorithm::ES256)?)
+    let issuer = JwtIssuer::builder(SigningKey::generate("demo-1", Algorithm::ES256)?)
         .issuer(ISSUER)
         .audience(AUDIENCE)
         .build()?;

@@ -28,7 +28,7 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Self {
-        let key = SigningKey::generate(Some("k1"), Algorithm::ES256).unwrap();
+        let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
         let issuer = JwtIssuer::builder(key.clone())
             .issuer(ISS)
             .audience(AUD)

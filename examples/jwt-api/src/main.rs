@@ -93,11 +93,11 @@ fn signing_key() -> Result<SigningKey, String> {
     match std::env::var_os("JWT_KEY_FILE") {
         Some(path) => {
             let pem = std::fs::read(&path).map_err(|e| format!("cannot read JWT_KEY_FILE: {e}"))?;
-            SigningKey::from_pkcs8_pem_detect(Some(&kid), &pem)
-                .map_err(|e| format!("JWT_KEY_FILE: {e}"))
+            SigningKey::from_pkcs8_pem_detect(&kid, &pem).map_err(|e| format!("JWT_KEY_FILE: {e}"))
         }
-        None => SigningKey::generate(Some(&kid), portcullis::jwt::Algorithm::ES256)
-            .map_err(|e| e.to_string()),
+        None => {
+            SigningKey::generate(&kid, portcullis::jwt::Algorithm::ES256).map_err(|e| e.to_string())
+        }
     }
 }
 

@@ -120,7 +120,7 @@ impl Pair {
     fn jwt() -> Result<Self, BuildError> {
         // One signing key; each instance verifies with its own layer.
         let issuer = JwtIssuer::builder(portcullis::jwt::SigningKey::generate(
-            Some("scale-1"),
+            "scale-1",
             portcullis::jwt::Algorithm::ES256,
         )?)
         .issuer(ISS)

@@ -167,7 +167,7 @@ fn manual_clock() -> (Arc<ManualClock>, SharedClock) {
 }
 
 fn signing_key() -> Result<SigningKey, BuildError> {
-    Ok(SigningKey::generate(Some("simulator-1"), Algorithm::ES256)?)
+    Ok(SigningKey::generate("simulator-1", Algorithm::ES256)?)
 }
 
 impl Instance {

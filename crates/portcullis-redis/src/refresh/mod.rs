@@ -11,7 +11,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let backend = RedisConfig::new("redis://127.0.0.1:6379/").build()?;
 //! let revocations = Arc::new(RedisRevocationStore::new(backend.clone())?);
-//! # let key = SigningKey::generate(Some("k1"), Algorithm::ES256)?;
+//! # let key = SigningKey::generate("k1", Algorithm::ES256)?;
 //! let issuer = JwtIssuer::builder(key).issuer("https://app").audience("app").build()?;
 //! let jwt = JwtLayer::builder(issuer.keys()).issuer("https://app").audience("app")
 //!     .revocation(revocations.view()).build()?;
