@@ -1,0 +1,565 @@
+//! A hostile review of the redesign (51dd7c6..6069df9), through real servers
+//! on real sockets. Tests of things that held stay as regression guards;
+//! tests of defects are `#[ignore = "defect: ..."]` until the library is
+//! fixed (run them with `--run-ignored only`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
+use portcullis::jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey, Transport as AccessTransport};
+use portcullis::refresh::{MemoryRefreshStore, RefreshLayer, Refresher};
+use portcullis::session::{
+    CurrentUser, MemoryStore, RequireLoginLayer, Session, SessionConfig, SessionError, SessionLayer,
+};
+use portcullis_tests::{TestServer, client, cookie_value};
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Sends `raw` (a whole HTTP/1.1 request) to `server` and returns the
+/// status code and the response headers (lower-cased names), read until
+/// the server closes or the head is complete.
+async fn raw_request(server: &TestServer, raw: &[u8]) -> (u16, Vec<(String, String)>) {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("the server answered in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Percent-decodes `s` (bytes kept as they are when not `%XX`).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Refresh device endpoints with a cookie-borne access token
+// ---------------------------------------------------------------------------
+
+/// An app whose `JwtLayer` reads access tokens from the `access` cookie, with
+/// the refresh layer in front; alice logged in on two devices.
+struct CookieAccessApp {
+    server: TestServer,
+    refresher: Refresher,
+    /// The laptop's access token (the caller).
+    laptop_access: String,
+    /// The phone's family id (the device the attacker wants to end).
+    phone_id: String,
+}
+
+async fn cookie_access_app() -> CookieAccessApp {
+    let revocations = Arc::new(MemoryRevocationStore::new());
+    let issuer =
+        JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap())
+            .issuer("https://cookie.test")
+            .audience("cookie")
+            .build()
+            .unwrap();
+    let jwt = JwtLayer::builder_for(&issuer)
+        .transport(AccessTransport::Cookie("access".into()))
+        .revocation(revocations.view())
+        .build()
+        .unwrap();
+    let refresher = Refresher::builder(MemoryRefreshStore::new(), issuer, revocations, jwt.clone())
+        .build()
+        .unwrap();
+    let phone = refresher.login("alice").issue().await.unwrap();
+    let laptop = refresher.login("alice").issue().await.unwrap();
+    let app = Router::new()
+        .route("/api/me", get(|| async { "me" }))
+        .layer(jwt)
+        .layer(RefreshLayer::new(&refresher));
+    CookieAccessApp {
+        server: TestServer::start(app).await,
+        refresher,
+        laptop_access: laptop.access.token.clone(),
+        phone_id: phone.refresh.family().to_string(),
+    }
+}
+
+/// The cross-site header sets a forged request may carry: a modern browser
+/// (Fetch Metadata), an old one (`Origin` only, another host).
+fn cross_site_variants(app: &TestServer) -> Vec<Vec<(&'static str, String)>> {
+    let host = format!("127.0.0.1:{}", app.addr.port());
+    vec![
+        vec![
+            ("sec-fetch-site", "cross-site".to_owned()),
+            ("origin", "https://evil.example".to_owned()),
+        ],
+        vec![
+            ("sec-fetch-site", "same-site".to_owned()),
+            ("origin", "https://sibling.127.0.0.1.nip.io".to_owned()),
+        ],
+        vec![
+            ("host", host),
+            ("origin", "https://evil.example".to_owned()),
+        ],
+    ]
+}
+
+/// DEFECT. Since a16c4ce / 52ab17e the device endpoints verify the access
+/// token through `JwtLayer::verify_request`, which reads it from a cookie
+/// when the app's layer does. Before, they read only `Authorization:
+/// Bearer` (not an ambient credential). Now an ambient cookie authorises a
+/// state-changing `DELETE /auth/sessions/{id}` with no Fetch-Metadata /
+/// `Origin` check, while every other cookie-borne refresh endpoint has one
+/// (`extract::is_cross_site`). A request that says it comes from another
+/// site still logs the victim's device out.
+#[tokio::test]
+#[ignore = "defect: DELETE /auth/sessions/{id} with a cookie-borne access token has no cross-site check (endpoints.rs revoke_device/caller)"]
+async fn device_revoke_with_access_cookie_refuses_cross_site_requests() {
+    let app = cookie_access_app().await;
+    for (i, headers) in cross_site_variants(&app.server).into_iter().enumerate() {
+        let mut req = client()
+            .delete(app.server.url(&format!("/auth/sessions/{}", app.phone_id)))
+            .header("cookie", format!("access={}", app.laptop_access));
+        for (k, v) in &headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::FORBIDDEN,
+            "variant {i} {headers:?}: a cross-site DELETE carrying only the ambient access cookie must be refused"
+        );
+        assert_eq!(
+            app.refresher.devices("alice", None).await.unwrap().len(),
+            2,
+            "variant {i}: the phone must still be logged in"
+        );
+    }
+}
+
+/// The same-origin use of the cookie transport keeps working (the check
+/// asked for above must not break it), and a bearer-only reader's refusal
+/// of a cookie is unchanged for bearer apps. Holds today.
+#[tokio::test]
+async fn device_revoke_with_access_cookie_same_origin_is_allowed() {
+    let app = cookie_access_app().await;
+    let host = format!("127.0.0.1:{}", app.server.addr.port());
+    let resp = client()
+        .delete(app.server.url(&format!("/auth/sessions/{}", app.phone_id)))
+        .header("cookie", format!("access={}", app.laptop_access))
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", format!("http://{host}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.refresher.devices("alice", None).await.unwrap().len(), 1);
+}
+
+/// The cookie-borne refresh endpoints themselves still refuse cross-site
+/// requests (regression guard for the move to core's `OriginCheck`).
+#[tokio::test]
+async fn refresh_endpoints_still_refuse_cross_site_cookies() {
+    use portcullis_tests::refresh_app::{COOKIE, login, start_memory};
+    let app = start_memory(|c| c).await;
+    let alice = login(&app, "alice").await;
+    for path in ["/auth/refresh", "/auth/logout", "/auth/logout-everywhere"] {
+        let resp = client()
+            .post(app.server.url(path))
+            .header("cookie", format!("{COOKIE}={}", alice.refresh))
+            .header("sec-fetch-site", "cross-site")
+            .header("origin", "https://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    // Login over the cookie carrier: login CSRF still refused.
+    let resp = portcullis_tests::refresh_app::post_login(
+        &app,
+        "mallory",
+        &[("sec-fetch-site", "cross-site"), ("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(cookie_value(&resp, COOKIE).is_none());
+    // Still alive after all of that.
+    let resp = portcullis_tests::refresh_app::refresh(&app, &alice.refresh).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+// ---------------------------------------------------------------------------
+// RequireLoginLayer: the `next` parameter
+// ---------------------------------------------------------------------------
+
+async fn guarded_server() -> TestServer {
+    let layer = SessionLayer::new(MemoryStore::new(), SessionConfig::default()).unwrap();
+    let guarded = Router::new()
+        .route("/{*rest}", get(|| async { "secret" }).post(|| async { "posted" }))
+        .route_layer(RequireLoginLayer::redirect_to("/login").unwrap());
+    let app = Router::new()
+        .route("/login", get(|| async { "form" }))
+        .merge(guarded)
+        .layer(layer);
+    TestServer::start(app).await
+}
+
+/// Whatever the request target, a refused navigation goes to `/login` on
+/// this site, and `next` (decoded) is a same-site path; CR/LF never reach
+/// the `Location`. Holds.
+#[tokio::test]
+async fn login_redirect_next_is_never_an_open_redirect() {
+    let server = guarded_server().await;
+    let targets: &[&str] = &[
+        "//evil.example/x",
+        "///evil.example",
+        "/\\evil.example",
+        "/%2F%2Fevil.example",
+        "/%2f/evil.example",
+        "/%5Cevil.example",
+        "/%5C%5Cevil.example",
+        "/x?next=//evil.example",
+        "/x?a=%0d%0aSet-Cookie:%20x=1",
+        "/%0d%0aLocation:%20//evil.example",
+        "/x/..//evil.example",
+        "/@evil.example",
+        "/%09/evil.example",
+        "http://evil.example//x",
+        "http://evil.example/x",
+        "/x#//evil",
+    ];
+    for target in targets {
+        for method in ["GET", "HEAD"] {
+            let raw = format!(
+                "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+            );
+            let (status, headers) = raw_request(&server, raw.as_bytes()).await;
+            assert!(
+                header(&headers, "set-cookie").is_none_or(|c| !c.starts_with("x=1")),
+                "{method} {target}: header injected"
+            );
+            if status != 303 {
+                assert!(
+                    status == 400 || status == 401 || status == 404,
+                    "{method} {target}: {status}"
+                );
+                continue;
+            }
+            let location = header(&headers, "location").expect("a Location");
+            assert!(
+                location == "/login" || location.starts_with("/login?next=/"),
+                "{method} {target}: Location {location}"
+            );
+            if let Some(next) = location.strip_prefix("/login?next=") {
+                let decoded = percent_decode(next);
+                assert!(decoded.starts_with('/'), "{target}: next {decoded}");
+                assert!(
+                    !decoded.starts_with("//") && !decoded.starts_with("/\\"),
+                    "{method} {target}: next decodes to {decoded:?}"
+                );
+                assert!(!decoded.contains(['\r', '\n']), "{target}: {decoded:?}");
+            }
+        }
+    }
+}
+
+/// Only a browser navigation (GET or HEAD that accepts HTML) is sent to the
+/// login form; anything else keeps the 401. Holds.
+#[tokio::test]
+async fn login_guard_redirects_only_navigations() {
+    let server = guarded_server().await;
+    let http = client();
+    let cases: &[(&str, Option<&str>, StatusCode)] = &[
+        ("GET", Some("text/html"), StatusCode::SEE_OTHER),
+        ("HEAD", Some("TEXT/HTML"), StatusCode::SEE_OTHER),
+        ("GET", Some("application/json"), StatusCode::UNAUTHORIZED),
+        ("GET", None, StatusCode::UNAUTHORIZED),
+        ("POST", Some("text/html"), StatusCode::UNAUTHORIZED),
+        ("DELETE", Some("text/html"), StatusCode::METHOD_NOT_ALLOWED),
+    ];
+    for (method, accept, want) in cases {
+        let mut req = http.request(method.parse().unwrap(), server.url("/account"));
+        if let Some(a) = accept {
+            req = req.header("accept", *a);
+        }
+        let resp = req.send().await.unwrap();
+        // DELETE has no route: the router answers before the guard.
+        if *want == StatusCode::METHOD_NOT_ALLOWED {
+            assert_ne!(resp.status(), StatusCode::OK, "{method} {accept:?}");
+            continue;
+        }
+        assert_eq!(resp.status(), *want, "{method} {accept:?}");
+    }
+}
+
+/// `redirect_to` refuses login URLs that would leave the site or break the
+/// header. Holds.
+#[test]
+fn login_url_must_be_a_same_site_path() {
+    for bad in [
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example/login",
+        "login",
+        "",
+        "/login\r\nSet-Cookie: x=1",
+        "/login\n",
+    ] {
+        assert!(RequireLoginLayer::redirect_to(bad).is_err(), "{bad:?}");
+    }
+    for good in ["/login", "/auth/login?x=1"] {
+        assert!(RequireLoginLayer::redirect_to(good).is_ok(), "{good:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Session state machine: fixation, resurrection, clones in spawned tasks
+// ---------------------------------------------------------------------------
+
+const SESSION: &str = "__Host-session";
+
+fn session_cookie(resp: &reqwest::Response) -> Option<String> {
+    cookie_value(resp, SESSION).filter(|v| !v.is_empty())
+}
+
+/// An app with a handler that loads the session, then waits for `go` before
+/// writing to it (so a logout can land in between), and one whose handler
+/// writes through a clone of the session in a spawned task that outlives
+/// the handler's own handle.
+fn session_app(store: MemoryStore, go: Arc<tokio::sync::Notify>) -> Router {
+    let layer = SessionLayer::new(store, SessionConfig::default()).unwrap();
+    Router::new()
+        .route(
+            "/login/{user}",
+            post(
+                |s: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
+                    s.login(user).await?;
+                    Ok::<_, SessionError>("in")
+                },
+            ),
+        )
+        .route(
+            "/anon",
+            post(|s: Session| async move {
+                s.insert("cart", 1).await?;
+                Ok::<_, SessionError>("anon")
+            }),
+        )
+        .route(
+            "/me",
+            get(|CurrentUser(u): CurrentUser| async move { u }),
+        )
+        .route(
+            "/get",
+            get(|s: Session| async move {
+                let v: Option<String> = s.get("k").await?;
+                Ok::<_, SessionError>(v.unwrap_or_default())
+            }),
+        )
+        .route(
+            "/logout",
+            post(|s: Session| async move {
+                s.logout().await?;
+                Ok::<_, SessionError>("out")
+            }),
+        )
+        .route(
+            "/slow-set",
+            post(move |s: Session| {
+                let go = go.clone();
+                async move {
+                    // Load first (the record exists now).
+                    let _: Option<String> = s.get("k").await?;
+                    go.notified().await;
+                    s.insert("k", "written-after-logout").await?;
+                    Ok::<_, SessionError>("set")
+                }
+            }),
+        )
+        .route(
+            "/spawned-set",
+            post(|s: Session| async move {
+                let clone = s.clone();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    clone.insert("k", "from-task").await.unwrap();
+                    let _ = tx.send(());
+                    // The clone outlives the handler's response.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    drop(clone);
+                });
+                rx.await.unwrap();
+                drop(s);
+                "spawned"
+            }),
+        )
+        .layer(layer)
+}
+
+/// A session id planted before login (an attacker's anonymous session) is
+/// never the logged-in one, and no longer works afterwards. Holds.
+#[tokio::test]
+async fn login_never_keeps_a_planted_session_id() {
+    let server = TestServer::start(session_app(MemoryStore::new(), Arc::default())).await;
+    let http = client();
+    let resp = http.post(server.url("/anon")).send().await.unwrap();
+    let planted = session_cookie(&resp).expect("an anonymous session");
+    let resp = http
+        .post(server.url("/login/alice"))
+        .header("cookie", format!("{SESSION}={planted}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let fresh = session_cookie(&resp).expect("a new id at login");
+    assert_ne!(fresh, planted);
+    let me = |c: String| {
+        http.get(server.url("/me"))
+            .header("cookie", format!("{SESSION}={c}"))
+            .send()
+    };
+    assert_eq!(me(fresh).await.unwrap().status(), StatusCode::OK);
+    let resp = me(planted).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A request that loaded its session, then writes to it after another
+/// request logged the session out, does not bring it back. Holds.
+#[tokio::test]
+async fn a_write_after_a_concurrent_logout_does_not_resurrect_the_session() {
+    let go = Arc::new(tokio::sync::Notify::new());
+    let server = TestServer::start(session_app(MemoryStore::new(), go.clone())).await;
+    let http = client();
+    let resp = http.post(server.url("/login/alice")).send().await.unwrap();
+    let cookie = format!("{SESSION}={}", session_cookie(&resp).unwrap());
+
+    let slow = tokio::spawn({
+        let req = http
+            .post(server.url("/slow-set"))
+            .header("cookie", cookie.clone());
+        async move { req.send().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resp = http
+        .post(server.url("/logout"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    go.notify_one();
+    let slow = slow.await.unwrap();
+    assert!(slow.status().is_success(), "{}", slow.status());
+    let removal = portcullis_tests::set_cookies(&slow);
+    assert!(
+        removal.iter().any(|c| c.starts_with(&format!("{SESSION}=;")) || c.contains("Max-Age=0")),
+        "the late writer clears the dead cookie: {removal:?}"
+    );
+    let resp = http
+        .get(server.url("/me"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "resurrected");
+}
+
+/// A write made through a clone of the session that a spawned task still
+/// holds when the response is ready is committed (the fast path that skips
+/// the commit must not see "nothing to do"). Holds.
+#[tokio::test]
+async fn a_write_through_a_clone_in_a_spawned_task_is_committed() {
+    let server = TestServer::start(session_app(MemoryStore::new(), Arc::default())).await;
+    let http = client();
+    let resp = http.post(server.url("/login/alice")).send().await.unwrap();
+    let cookie = format!("{SESSION}={}", session_cookie(&resp).unwrap());
+    let resp = http
+        .post(server.url("/spawned-set"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let got = http
+        .get(server.url("/get"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(got, "from-task");
+}
+
+// ---------------------------------------------------------------------------
+// Secrets in Debug output of new public types
+// ---------------------------------------------------------------------------
+
+/// `portcullis_core::request::ReadBody` (new public type) derives `Debug`
+/// and prints the body bytes it holds: the CSRF layer reads form bodies
+/// through it (a password, the CSRF token), the refresh layer JSON bodies
+/// (`{"refresh_token": ...}`). STYLE: secrets never in `Debug`. Low: no
+/// library code logs it today, but any `?read` in an app or a future event
+/// leaks the refresh token.
+#[test]
+#[ignore = "defect (low): ReadBody's derived Debug prints request body bytes (refresh tokens, passwords, CSRF tokens)"]
+fn read_body_debug_does_not_print_the_body() {
+    let read = portcullis_core::request::ReadBody {
+        data: bytes_of(r#"{"refresh_token":"rt-SECRET-VALUE"}"#),
+        trailers: None,
+    };
+    let shown = format!("{read:?}");
+    assert!(!shown.contains("SECRET"), "{shown}");
+}
+
+fn bytes_of(s: &'static str) -> axum::body::Bytes {
+    axum::body::Bytes::from_static(s.as_bytes())
+}
