@@ -10,19 +10,29 @@
 //! |---|---|---|
 //! | [`Unauthenticated`](RejectionKind::Unauthenticated) | 401 | 16 `UNAUTHENTICATED` |
 //! | [`Forbidden`](RejectionKind::Forbidden) | 403 | 7 `PERMISSION_DENIED` |
-//! | [`Unavailable`](RejectionKind::Unavailable) | 503 + `Retry-After` | 14 `UNAVAILABLE` |
+//! | [`Unavailable`](RejectionKind::Unavailable) | 503 + `Retry-After` (default [`DEFAULT_RETRY_AFTER`]) | 14 `UNAVAILABLE` |
 //! | [`BadRequest`](RejectionKind::BadRequest) | 400 | 3 `INVALID_ARGUMENT` |
 //! | [`NotFound`](RejectionKind::NotFound) | 404 | 5 `NOT_FOUND` |
 //! | [`PayloadTooLarge`](RejectionKind::PayloadTooLarge) | 413 | 8 `RESOURCE_EXHAUSTED` |
 //! | [`Internal`](RejectionKind::Internal) | 500 | 13 `INTERNAL` |
 //!
+//! Every kind has a constructor that takes the client-facing detail and
+//! nothing else; the rest is added with `with_*` builders.
+//!
 //! ```
+//! use std::time::Duration;
 //! use portcullis_core::rejection::{ProblemJson, Rejection, RenderRejection};
 //!
 //! let rejection = Rejection::unauthenticated("authentication required");
 //! let response = ProblemJson.render(&rejection, false);
 //! assert_eq!(response.status(), 401);
 //! assert_eq!(response.headers()["content-type"], "application/problem+json");
+//!
+//! let busy = Rejection::unavailable("the store is busy").with_retry_after(Duration::from_secs(5));
+//! assert_eq!(ProblemJson.render(&busy, false).headers()["retry-after"], "5");
+//! // Without a hint, a 503 still tells the client when to come back.
+//! let busy = Rejection::unavailable("the store is busy");
+//! assert_eq!(ProblemJson.render(&busy, false).headers()["retry-after"], "1");
 //! ```
 
 use std::borrow::Cow;
@@ -34,6 +44,13 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
+
+/// The `Retry-After` an [`Unavailable`](RejectionKind::Unavailable)
+/// rejection answers when none was set with
+/// [`Rejection::with_retry_after`]: one second, long enough that a client
+/// retrying at once does not hammer a store that is coming back, short
+/// enough for a blip.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The class of a refusal; decides the status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,14 +153,11 @@ impl Rejection {
         Self::new(RejectionKind::Forbidden, detail)
     }
 
-    /// 503 with `Retry-After`.
-    pub fn unavailable(retry_after: Duration) -> Self {
-        let mut r = Self::new(
-            RejectionKind::Unavailable,
-            "a backing store is unavailable; retry shortly",
-        );
-        r.retry_after = Some(retry_after);
-        r
+    /// 503 with `Retry-After`: the hint set by
+    /// [`with_retry_after`](Self::with_retry_after), or
+    /// [`DEFAULT_RETRY_AFTER`] without one.
+    pub fn unavailable(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(RejectionKind::Unavailable, detail)
     }
 
     /// 400.
@@ -171,6 +185,14 @@ impl Rejection {
     /// Sets the `WWW-Authenticate` challenge.
     pub fn with_challenge(mut self, challenge: HeaderValue) -> Self {
         self.challenge = Some(challenge);
+        self
+    }
+
+    /// Sets the `Retry-After` hint (whole seconds, at least one). A
+    /// rejection of kind [`Unavailable`](RejectionKind::Unavailable)
+    /// without it answers [`DEFAULT_RETRY_AFTER`].
+    pub const fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
         self
     }
 
@@ -210,10 +232,17 @@ impl Rejection {
         self.challenge.as_ref()
     }
 
-    /// The `Retry-After` delay, if any.
+    /// The `Retry-After` delay the response carries: the hint set by
+    /// [`with_retry_after`](Self::with_retry_after), else
+    /// [`DEFAULT_RETRY_AFTER`] for an
+    /// [`Unavailable`](RejectionKind::Unavailable) rejection, else none.
     #[must_use]
     pub const fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        match (self.retry_after, self.kind) {
+            (Some(after), _) => Some(after),
+            (None, RejectionKind::Unavailable) => Some(DEFAULT_RETRY_AFTER),
+            (None, _) => None,
+        }
     }
 
     /// Extra response headers.
@@ -303,7 +332,7 @@ impl RenderRejection for ProblemJson {
         if let Some(c) = &rejection.challenge {
             headers.insert(WWW_AUTHENTICATE, c.clone());
         }
-        if let Some(after) = rejection.retry_after {
+        if let Some(after) = rejection.retry_after() {
             headers.insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
         }
         for (name, value) in &rejection.headers {
@@ -350,7 +379,7 @@ mod tests {
         let cases = [
             (Rejection::unauthenticated("x"), 401, 16),
             (Rejection::forbidden("x"), 403, 7),
-            (Rejection::unavailable(Duration::from_secs(2)), 503, 14),
+            (Rejection::unavailable("x"), 503, 14),
             (Rejection::bad_request("x"), 400, 3),
             (Rejection::new(RejectionKind::NotFound, "x"), 404, 5),
             (Rejection::payload_too_large("x"), 413, 8),
@@ -371,9 +400,36 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_and_challenge() {
-        let r = ProblemJson.render(&Rejection::unavailable(Duration::from_secs(3)), false);
-        assert_eq!(r.headers()[RETRY_AFTER], "3");
+    fn retry_after_table() {
+        let secs = Duration::from_secs;
+        let cases = [
+            (Rejection::unavailable("x"), Some("1")),
+            (
+                Rejection::unavailable("x").with_retry_after(secs(3)),
+                Some("3"),
+            ),
+            (
+                Rejection::unavailable("x").with_retry_after(Duration::ZERO),
+                Some("1"),
+            ),
+            (Rejection::new(RejectionKind::Unavailable, "x"), Some("1")),
+            (Rejection::unauthenticated("x"), None),
+            (Rejection::internal("x"), None),
+            (
+                Rejection::forbidden("x").with_retry_after(secs(7)),
+                Some("7"),
+            ),
+        ];
+        for (r, want) in cases {
+            let resp = ProblemJson.render(&r, false);
+            let got = resp.headers().get(RETRY_AFTER).map(|v| v.to_str().unwrap());
+            assert_eq!(got, want, "{r:?}");
+            assert_eq!(r.retry_after().is_some(), want.is_some(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn challenge() {
         let r = ProblemJson.render(
             &Rejection::unauthenticated("x").with_challenge(HeaderValue::from_static("Bearer")),
             false,

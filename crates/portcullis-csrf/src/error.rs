@@ -120,8 +120,9 @@ impl CsrfError {
             CsrfErrorKind::BodyUnreadable => {
                 Rejection::bad_request("the request body could not be read")
             }
+            // The default Retry-After of core's rejection.
             CsrfErrorKind::SessionUnavailable => {
-                Rejection::unavailable(std::time::Duration::from_secs(1))
+                Rejection::unavailable("a backing store is unavailable; retry shortly")
             }
             CsrfErrorKind::SessionLayerMissing => {
                 Rejection::internal("SessionLayer is not installed outside CsrfLayer")

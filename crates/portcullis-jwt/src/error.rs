@@ -135,7 +135,9 @@ impl JwtError {
                 Rejection::bad_request("the request's credentials are malformed")
             }
             JwtErrorKind::KeysUnavailable | JwtErrorKind::RevocationUnavailable => {
-                return Rejection::unavailable(retry_after).with_reason(self.reason());
+                return Rejection::unavailable("a backing store is unavailable; retry shortly")
+                    .with_retry_after(retry_after)
+                    .with_reason(self.reason());
             }
             JwtErrorKind::InsufficientScope => {
                 Rejection::forbidden("the access token does not grant this")

@@ -89,7 +89,10 @@ impl RefreshError {
                 Rejection::unauthenticated("an access token is required")
                     .with_challenge(http::HeaderValue::from_static("Bearer"))
             }
-            RefreshErrorKind::Unavailable => Rejection::unavailable(retry_after),
+            RefreshErrorKind::Unavailable | RefreshErrorKind::Conflict => {
+                Rejection::unavailable("a backing store is unavailable; retry shortly")
+                    .with_retry_after(retry_after)
+            }
             RefreshErrorKind::BadRequest => {
                 Rejection::bad_request("the refresh request is malformed")
             }
@@ -102,7 +105,6 @@ impl RefreshError {
             RefreshErrorKind::NotFound => {
                 Rejection::new(portcullis_core::RejectionKind::NotFound, "no such device")
             }
-            RefreshErrorKind::Conflict => Rejection::unavailable(retry_after),
             RefreshErrorKind::Internal => Rejection::internal("the token could not be issued"),
         };
         r.with_reason(self.reason)

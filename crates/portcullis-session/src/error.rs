@@ -68,7 +68,9 @@ impl SessionError {
     pub fn rejection(&self) -> Rejection {
         match self.kind {
             SessionErrorKind::Unavailable => {
-                Rejection::unavailable(self.retry_after).with_reason("session-store-unavailable")
+                Rejection::unavailable("a backing store is unavailable; retry shortly")
+                    .with_retry_after(self.retry_after)
+                    .with_reason("session-store-unavailable")
             }
             SessionErrorKind::NotAuthenticated => {
                 Rejection::unauthenticated("authentication required").with_reason("no-session")
