@@ -1,4 +1,6 @@
 //! Cookie settings shared by every layer, and a strict `Cookie` header reader.
+//! (About 500 lines, a third of them docs: the settings and the reader
+//! share the name and prefix rules, so they stay together.)
 //!
 //! The defaults are the ones the OWASP session cheat sheet asks for: the
 //! `__Host-` prefix (so the cookie is `Secure`, `Path=/` and host-only, and

@@ -1,4 +1,6 @@
-//! `MemoryStore`: the default, in-process session store.
+//! `MemoryStore`: the default, in-process session store. (About 510 lines:
+//! the sharded records, the per-user index and the global bound are
+//! updated together under one locking order, kept in one file.)
 //!
 //! ```
 //! use portcullis_session::{MemoryStore, SessionConfig, SessionLayer};

@@ -1,5 +1,7 @@
 //! `RedisRefreshStore`: refresh-token families shared by every instance,
-//! rotated by one Lua script.
+//! rotated by one Lua script. (About 510 lines: one method per
+//! `RefreshStore` operation, each a thin call of its script; the scripts and
+//! the record encoding have files of their own.)
 //!
 //! ```no_run
 //! use std::sync::Arc;
