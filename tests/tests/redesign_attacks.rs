@@ -104,7 +104,7 @@ struct CookieAccessApp {
 async fn cookie_access_app() -> CookieAccessApp {
     let revocations = Arc::new(MemoryRevocationStore::new());
     let issuer =
-        JwtIssuer::builder(SigningKey::hmac(Some("k"), Algorithm::HS256, &[7; 32]).unwrap())
+        JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
             .issuer("https://cookie.test")
             .audience("cookie")
             .build()
