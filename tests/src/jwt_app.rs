@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use portcullis::core::ManualClock;
 use portcullis::jwt::{
     Algorithm, Claims, JwtIssuer, JwtIssuerBuilder, JwtLayer, JwtLayerBuilder, KeySource,
-    RequireClaims, SigningKey, Validation,
+    RequireClaimsLayer, SigningKey, Validation,
 };
 use serde_json::{Value, json};
 
@@ -95,7 +95,7 @@ pub fn app(layer: JwtLayer, hits: Arc<AtomicUsize>) -> Router {
                 }
             }),
         )
-        .route_layer(RequireClaims::role("admin"))
+        .route_layer(RequireClaimsLayer::role("admin"))
         .route(
             "/me",
             get(move |c: Option<Claims>| {

@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use portcullis_jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, RequireClaims, SigningKey};
+//! use portcullis_jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, RequireClaimsLayer, SigningKey};
 //!
 //! let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
 //!     .issuer("https://auth.example.com")
@@ -44,7 +44,7 @@
 //!     .unwrap();
 //! let app: Router = Router::new()
 //!     .route("/admin", get(|| async { "for admins" }))
-//!     .route_layer(RequireClaims::role("admin"))
+//!     .route_layer(RequireClaimsLayer::role("admin"))
 //!     .route("/me", get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }))
 //!     .layer(jwt);
 //! let token = issuer.token("alice").roles(["admin"]).mint().unwrap();
@@ -98,7 +98,7 @@ pub use key::{KeyError, SigningKey, VerifyingKey, generate_pkcs8_pem};
 pub use keys::{KeyLookup, KeySet, KeySource, RefreshFuture, SharedKeys};
 pub use kid::{KidError, MAX_KID_LEN};
 pub use layer::{JwtConfigError, JwtLayer, JwtLayerBuilder};
-pub use require::{RequireClaims, RequireClaimsService};
+pub use require::{RequireClaims, RequireClaimsLayer};
 pub use response::TokenResponse;
 pub use service::{Jwt, ResponseFuture};
 pub use transport::Transport;

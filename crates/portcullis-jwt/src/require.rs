@@ -1,4 +1,5 @@
-//! `RequireClaims`: per-route scope and role requirements.
+//! `RequireClaimsLayer`: per-route scope and role requirements, checked
+//! by the `RequireClaims` service against the claims a `JwtLayer` verified.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -21,25 +22,26 @@ enum Need {
     Role(String),
 }
 
-/// Refuses requests whose verified [`Claims`] lack a scope or a role: 403
-/// with `WWW-Authenticate: Bearer error="insufficient_scope"`. Put it inside
-/// a [`JwtLayer`](crate::JwtLayer) (for example with axum's `route_layer`);
-/// a request that reaches it without claims gets 401.
+/// Builds [`RequireClaims`], which refuses requests whose verified
+/// [`Claims`] lack a scope or a role: 403 with
+/// `WWW-Authenticate: Bearer error="insufficient_scope"`. Put it inside a
+/// [`JwtLayer`](crate::JwtLayer) (for example with axum's `route_layer`); a
+/// request that reaches it without claims gets 401.
 ///
 /// ```
 /// use axum::{Router, routing::get};
-/// use portcullis_jwt::RequireClaims;
+/// use portcullis_jwt::RequireClaimsLayer;
 ///
 /// let admin: Router = Router::new()
 ///     .route("/admin", get(|| async { "secret" }))
-///     .route_layer(RequireClaims::role("admin"));
+///     .route_layer(RequireClaimsLayer::role("admin").and_scope("admin:write"));
 /// ```
-pub struct RequireClaims<T = NoCustomClaims> {
+pub struct RequireClaimsLayer<T = NoCustomClaims> {
     needs: Arc<Vec<Need>>,
     _claims: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for RequireClaims<T> {
+impl<T> Clone for RequireClaimsLayer<T> {
     fn clone(&self) -> Self {
         Self {
             needs: Arc::clone(&self.needs),
@@ -48,15 +50,15 @@ impl<T> Clone for RequireClaims<T> {
     }
 }
 
-impl<T> fmt::Debug for RequireClaims<T> {
+impl<T> fmt::Debug for RequireClaimsLayer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequireClaims")
+        f.debug_struct("RequireClaimsLayer")
             .field("needs", &self.needs)
             .finish()
     }
 }
 
-impl RequireClaims {
+impl RequireClaimsLayer {
     /// Requires the scope `scope`.
     #[must_use]
     pub fn scope(scope: impl Into<String>) -> Self {
@@ -76,23 +78,22 @@ impl RequireClaims {
     }
 }
 
-impl<T> RequireClaims<T> {
+impl<T> RequireClaimsLayer<T> {
     /// Also requires the scope `scope`.
     #[must_use]
     pub fn and_scope(self, scope: impl Into<String>) -> Self {
-        let mut needs = (*self.needs).clone();
-        needs.push(Need::Scope(scope.into()));
-        Self {
-            needs: Arc::new(needs),
-            _claims: PhantomData,
-        }
+        self.and(Need::Scope(scope.into()))
     }
 
     /// Also requires the role `role`.
     #[must_use]
     pub fn and_role(self, role: impl Into<String>) -> Self {
+        self.and(Need::Role(role.into()))
+    }
+
+    fn and(self, need: Need) -> Self {
         let mut needs = (*self.needs).clone();
-        needs.push(Need::Role(role.into()));
+        needs.push(need);
         Self {
             needs: Arc::new(needs),
             _claims: PhantomData,
@@ -101,67 +102,87 @@ impl<T> RequireClaims<T> {
 
     /// For layers that decode application claims as `U`.
     #[must_use]
-    pub fn for_claims<U>(self) -> RequireClaims<U> {
-        RequireClaims {
+    pub fn for_claims<U>(self) -> RequireClaimsLayer<U> {
+        RequireClaimsLayer {
             needs: self.needs,
             _claims: PhantomData,
         }
     }
+}
 
-    fn decide(&self, claims: Option<&Claims<T>>) -> Result<(), JwtError> {
-        let Some(claims) = claims else {
-            return Err(JwtError::new(JwtErrorKind::Missing));
-        };
-        for need in self.needs.iter() {
-            match need {
-                Need::Scope(s) if !claims.has_scope(s) => {
-                    return Err(JwtError::insufficient(s.clone()));
-                }
-                Need::Role(r) if !claims.has_role(r) => {
-                    return Err(JwtError::insufficient(r.clone()));
-                }
-                _ => {}
+/// Whether `claims` meet every need: the first unmet one is a 403
+/// naming it, no claims at all a 401.
+fn decide<T>(needs: &[Need], claims: Option<&Claims<T>>) -> Result<(), JwtError> {
+    let Some(claims) = claims else {
+        return Err(JwtError::new(JwtErrorKind::Missing));
+    };
+    for need in needs {
+        match need {
+            Need::Scope(s) if !claims.has_scope(s) => {
+                return Err(JwtError::insufficient(s.clone()));
             }
+            Need::Role(r) if !claims.has_role(r) => {
+                return Err(JwtError::insufficient(r.clone()));
+            }
+            _ => {}
         }
-        Ok(())
     }
+    Ok(())
 }
 
-impl<S, T> Layer<S> for RequireClaims<T> {
-    type Service = RequireClaimsService<S, T>;
+impl<S, T> Layer<S> for RequireClaimsLayer<T> {
+    type Service = RequireClaims<S, T>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequireClaimsService {
+        RequireClaims {
             inner,
-            require: self.clone(),
+            layer: self.clone(),
         }
     }
 }
 
-/// The service built by [`RequireClaims`].
-pub struct RequireClaimsService<S, T = NoCustomClaims> {
+/// The service built by [`RequireClaimsLayer`]: passes a request whose
+/// claims meet the requirements to the inner service, refuses the others.
+pub struct RequireClaims<S, T = NoCustomClaims> {
     inner: S,
-    require: RequireClaims<T>,
+    layer: RequireClaimsLayer<T>,
 }
 
-impl<S: Clone, T> Clone for RequireClaimsService<S, T> {
+impl<S, T> RequireClaims<S, T> {
+    /// The inner service.
+    pub const fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub const fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, T> Clone for RequireClaims<S, T> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            require: self.require.clone(),
+            layer: self.layer.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, T> fmt::Debug for RequireClaimsService<S, T> {
+impl<S: fmt::Debug, T> fmt::Debug for RequireClaims<S, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequireClaimsService")
+        f.debug_struct("RequireClaims")
             .field("inner", &self.inner)
-            .field("require", &self.require)
+            .field("needs", &self.layer.needs)
             .finish()
     }
 }
 
-impl<S, T, ReqBody, ResBody> Service<Request<ReqBody>> for RequireClaimsService<S, T>
+impl<S, T, ReqBody, ResBody> Service<Request<ReqBody>> for RequireClaims<S, T>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     T: Send + Sync + 'static,
@@ -175,13 +196,61 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match self.require.decide(req.extensions().get::<Claims<T>>()) {
+        match decide(&self.layer.needs, req.extensions().get::<Claims<T>>()) {
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
             Err(e) => {
                 let grpc = is_grpc(req.headers());
                 let rejection = e.rejection(None, std::time::Duration::from_secs(1));
                 ResponseFuture::ready(rejection.into_response(&ProblemJson, grpc))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::RegisteredClaims;
+
+    fn claims(json: &str) -> Claims<NoCustomClaims> {
+        let registered: RegisteredClaims = serde_json::from_str(json).unwrap();
+        Claims::new(registered, NoCustomClaims {})
+    }
+
+    #[test]
+    fn decisions() {
+        let scope = |s: &str| Need::Scope(s.into());
+        let role = |r: &str| Need::Role(r.into());
+        let admin = claims(r#"{"roles":["admin"],"scope":"read write"}"#);
+        let reader = claims(r#"{"scope":"read"}"#);
+        let nobody = claims("{}");
+        let insufficient = |name: &str| {
+            Some(format!(
+                r#"Bearer error="insufficient_scope", scope="{name}""#
+            ))
+        };
+        // (needs, claims, the refusal's WWW-Authenticate; None = passes)
+        let cases: [(Vec<Need>, Option<&Claims>, Option<String>); 8] = [
+            (vec![role("admin")], Some(&admin), None),
+            (vec![scope("read"), scope("write")], Some(&admin), None),
+            (vec![role("admin"), scope("read")], Some(&admin), None),
+            (vec![], Some(&nobody), None),
+            (vec![role("admin")], Some(&reader), insufficient("admin")),
+            (
+                vec![scope("read"), scope("write")],
+                Some(&reader),
+                insufficient("write"),
+            ),
+            (vec![scope("admin")], Some(&admin), insufficient("admin")),
+            (vec![role("admin")], None, Some("Bearer".to_owned())),
+        ];
+        for (needs, claims, want) in cases {
+            let got = decide(&needs, claims).err().map(|e| {
+                let rejection = e.rejection(None, std::time::Duration::ZERO);
+                let challenge = rejection.challenge().unwrap().to_str().unwrap();
+                challenge.to_owned()
+            });
+            assert_eq!(got, want, "{needs:?}");
         }
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! - `SayHello`: any valid access token; the reply names the token's
 //!   subject;
-//! - `Stats`: also needs the `admin` role, checked by [`RequireClaims`]
+//! - `Stats`: also needs the `admin` role, checked by [`RequireClaimsLayer`]
 //!   around that one method; without it the caller gets
 //!   `PERMISSION_DENIED`.
 //!
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use http::uri::PathAndQuery;
-use portcullis::jwt::{Claims, JwtLayer, RequireClaims, RequireClaimsService};
+use portcullis::jwt::{Claims, JwtLayer, RequireClaims, RequireClaimsLayer};
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::metadata::MetadataValue;
@@ -120,7 +120,7 @@ impl UnaryService<HelloRequest> for SayHello {
     }
 }
 
-/// `Stats`, as an HTTP-level service so that [`RequireClaims`] can wrap it.
+/// `Stats`, as an HTTP-level service so that [`RequireClaimsLayer`] can wrap it.
 #[derive(Debug, Clone)]
 struct StatsRoute(Arc<State>);
 
@@ -151,11 +151,11 @@ impl Service<http::Request<Body>> for StatsRoute {
 }
 
 /// The `Greeter` service for tonic's [`Server`]: routes each method, with
-/// `Stats` behind `RequireClaims::role("admin")`.
+/// `Stats` behind `RequireClaimsLayer::role("admin")`.
 #[derive(Debug, Clone)]
 pub struct GreeterServer {
     state: Arc<State>,
-    stats: RequireClaimsService<StatsRoute>,
+    stats: RequireClaims<StatsRoute>,
 }
 
 impl GreeterServer {
@@ -163,7 +163,7 @@ impl GreeterServer {
     #[must_use]
     pub fn new() -> Self {
         let state = Arc::new(State::default());
-        let stats = RequireClaims::role(ADMIN_ROLE).layer(StatsRoute(Arc::clone(&state)));
+        let stats = RequireClaimsLayer::role(ADMIN_ROLE).layer(StatsRoute(Arc::clone(&state)));
         Self { state, stats }
     }
 }

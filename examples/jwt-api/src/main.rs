@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
-use portcullis::jwt::{Claims, JwksResponse, JwtIssuer, JwtLayer, RequireClaims, SigningKey};
+use portcullis::jwt::{Claims, JwksResponse, JwtIssuer, JwtLayer, RequireClaimsLayer, SigningKey};
 use portcullis::redis::{RedisConfig, RedisRevocationStore};
 use serde::Deserialize;
 use serde_json::json;
@@ -154,7 +154,7 @@ fn app(port: u16, revocations: Arc<dyn RevocationStore>) -> Result<Router, Strin
     let protected = Router::new()
         .route("/admin", get(admin))
         .route("/admin/revoke", post(revoke))
-        .route_layer(RequireClaims::role("admin"))
+        .route_layer(RequireClaimsLayer::role("admin"))
         .route("/me", get(me))
         .layer(jwt);
     Ok(Router::new()
