@@ -836,3 +836,157 @@ async fn device_endpoints_answer_odd_bearer_headers_401() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+// ---------------------------------------------------------------------------
+// Session commit: the client goes away while the store write is pending
+// ---------------------------------------------------------------------------
+
+mod slow_store {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use portcullis::session::{
+        CreateOutcome, MemoryStore, SessionCap, SessionRecord, SessionStore, SessionUpdate,
+    };
+    use portcullis_core::{StoreError, Timestamp, TokenDigest};
+    use tokio::sync::Notify;
+
+    /// A memory store whose `update` waits for `release` while `slow` is on,
+    /// after telling `entered`.
+    #[derive(Clone)]
+    pub struct SlowUpdates {
+        pub inner: Arc<MemoryStore>,
+        pub slow: Arc<AtomicBool>,
+        pub entered: Arc<Notify>,
+        pub release: Arc<Notify>,
+    }
+
+    #[async_trait]
+    impl SessionStore for SlowUpdates {
+        async fn create(
+            &self,
+            key: &TokenDigest,
+            record: &SessionRecord,
+            cap: Option<SessionCap>,
+        ) -> Result<CreateOutcome, StoreError> {
+            self.inner.create(key, record, cap).await
+        }
+        async fn load(&self, key: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
+            self.inner.load(key).await
+        }
+        async fn update(&self, key: &TokenDigest, update: &SessionUpdate) -> Result<(), StoreError> {
+            if self.slow.load(Ordering::SeqCst) {
+                self.entered.notify_one();
+                self.release.notified().await;
+            }
+            self.inner.update(key, update).await
+        }
+        async fn touch(
+            &self,
+            key: &TokenDigest,
+            last_seen: Timestamp,
+            idle_deadline: Timestamp,
+        ) -> Result<(), StoreError> {
+            self.inner.touch(key, last_seen, idle_deadline).await
+        }
+        async fn delete(&self, key: &TokenDigest) -> Result<bool, StoreError> {
+            self.inner.delete(key).await
+        }
+        async fn list_for_user(
+            &self,
+            user_id: &str,
+        ) -> Result<Vec<(TokenDigest, SessionRecord)>, StoreError> {
+            self.inner.list_for_user(user_id).await
+        }
+        async fn delete_for_user(
+            &self,
+            user_id: &str,
+            except: Option<&TokenDigest>,
+        ) -> Result<u64, StoreError> {
+            self.inner.delete_for_user(user_id, except).await
+        }
+        async fn count_for_user(&self, user_id: &str) -> Result<usize, StoreError> {
+            self.inner.count_for_user(user_id).await
+        }
+    }
+}
+
+/// A client that disconnects while its request's session write waits on
+/// the store: the session it had is neither lost nor left half-updated
+/// (the write is one store call), and the next request on the same session
+/// is served (nothing stays locked). Holds.
+#[tokio::test]
+async fn a_client_gone_mid_commit_leaves_the_session_whole() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let store = slow_store::SlowUpdates {
+        inner: Arc::new(MemoryStore::new()),
+        slow: Arc::new(AtomicBool::new(false)),
+        entered: Arc::default(),
+        release: Arc::default(),
+    };
+    let layer = SessionLayer::new(store.clone(), SessionConfig::default()).unwrap();
+    let app = Router::new()
+        .route(
+            "/login",
+            post(|s: Session| async move {
+                s.login("alice").await?;
+                s.insert("k", "before").await?;
+                Ok::<_, SessionError>("in")
+            }),
+        )
+        .route(
+            "/set",
+            post(|s: Session| async move {
+                s.insert("k", "after").await?;
+                s.insert("k2", "after").await?;
+                Ok::<_, SessionError>("set")
+            }),
+        )
+        .route(
+            "/get",
+            get(|CurrentUser(u): CurrentUser, s: Session| async move {
+                let k: Option<String> = s.get("k").await?;
+                let k2: Option<String> = s.get("k2").await?;
+                Ok::<_, SessionError>(format!("{u} {k:?} {k2:?}"))
+            }),
+        )
+        .layer(layer);
+    let server = TestServer::start(app).await;
+    let resp = client().post(server.url("/login")).send().await.unwrap();
+    let cookie = format!("{SESSION}={}", session_cookie(&resp).unwrap());
+
+    store.slow.store(true, Ordering::SeqCst);
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let raw = format!(
+        "POST /set HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), store.entered.notified())
+        .await
+        .expect("the commit reached the store");
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.slow.store(false, Ordering::SeqCst);
+    store.release.notify_waiters();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let got = tokio::time::timeout(
+        Duration::from_secs(5),
+        client()
+            .get(server.url("/get"))
+            .header("cookie", &cookie)
+            .send(),
+    )
+    .await
+    .expect("the session is not stuck")
+    .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    let text = got.text().await.unwrap();
+    eprintln!("after a disconnect mid-commit: {text}");
+    // All of the write or none of it; alice still logged in either way.
+    assert!(
+        text == r#"alice Some("before") None"# || text == r#"alice Some("after") Some("after")"#,
+        "{text}"
+    );
+}
