@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
-use portcullis::jwt::{Claims, JwksResponse, JwtIssuer, JwtLayer, RequireClaimsLayer, SigningKey};
+use portcullis::jwt::{
+    Claims, JwksResponse, JwtIssuer, JwtLayer, RequireClaimsLayer, SigningKey, TokenResponse,
+};
 use portcullis::redis::{RedisConfig, RedisRevocationStore};
 use serde::Deserialize;
 use serde_json::json;
@@ -57,10 +59,7 @@ async fn login(State(app): State<AppState>, Json(creds): Json<Credentials>) -> R
         return problem(StatusCode::UNAUTHORIZED, "bad credentials");
     };
     match app.issuer.token(*name).roles(roles.iter().copied()).mint() {
-        Ok(t) => Json(
-            json!({"access_token": t.token, "token_type": "Bearer", "expires_in": t.expires_in}),
-        )
-        .into_response(),
+        Ok(t) => Json(TokenResponse::new(&t)).into_response(),
         Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "could not issue a token"),
     }
 }

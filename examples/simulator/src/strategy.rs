@@ -25,7 +25,7 @@ use portcullis::core::cookie::CookiePrefix;
 use portcullis::core::{Clock as _, CookieConfig, ManualClock, SameSite, SharedClock, Timestamp};
 use portcullis::csrf::{CsrfConfig, CsrfLayer, CsrfToken};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
-use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
+use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey, TokenResponse};
 use portcullis::redis::{RedisBackend, RedisSessionStore};
 use portcullis::refresh::{
     CountingRefreshStore, MemoryRefreshStore, RefreshConfig, RefreshLayer, Refresher,
@@ -503,12 +503,7 @@ async fn jwt_login(State(issuer): State<JwtIssuer>, body: Body) -> Response {
         Err(refusal) => return refusal.into_response(),
     };
     match issuer.token(user).roles(roles.iter().copied()).mint() {
-        Ok(t) => Json(json!({
-            "access_token": t.token,
-            "token_type": "Bearer",
-            "expires_in": t.expires_in,
-        }))
-        .into_response(),
+        Ok(t) => Json(TokenResponse::new(&t)).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"detail": e.to_string()})),
