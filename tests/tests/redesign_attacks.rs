@@ -1,7 +1,7 @@
-//! A hostile review of the redesign (51dd7c6..6069df9), through real servers
-//! on real sockets. Tests of things that held stay as regression guards;
-//! tests of defects are `#[ignore = "defect: ..."]` until the library is
-//! fixed (run them with `--run-ignored only`).
+//! Attacks on the layers' reorganised request paths, through real servers
+//! on real sockets: the device endpoints with a cookie-borne access token,
+//! the login guard's `next`, the session state machine, CSRF bodies and
+//! methods, bearer parsing, and `Debug` of the new public types.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,12 +103,11 @@ struct CookieAccessApp {
 
 async fn cookie_access_app() -> CookieAccessApp {
     let revocations = Arc::new(MemoryRevocationStore::new());
-    let issuer =
-        JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
-            .issuer("https://cookie.test")
-            .audience("cookie")
-            .build()
-            .unwrap();
+    let issuer = JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
+        .issuer("https://cookie.test")
+        .audience("cookie")
+        .build()
+        .unwrap();
     let jwt = JwtLayer::builder_for(&issuer)
         .transport(AccessTransport::Cookie("access".into()))
         .revocation(revocations.view())
@@ -151,16 +150,12 @@ fn cross_site_variants(app: &TestServer) -> Vec<Vec<(&'static str, String)>> {
     ]
 }
 
-/// DEFECT. Since a16c4ce / 52ab17e the device endpoints verify the access
-/// token through `JwtLayer::verify_request`, which reads it from a cookie
-/// when the app's layer does. Before, they read only `Authorization:
-/// Bearer` (not an ambient credential). Now an ambient cookie authorises a
-/// state-changing `DELETE /auth/sessions/{id}` with no Fetch-Metadata /
-/// `Origin` check, while every other cookie-borne refresh endpoint has one
-/// (`extract::is_cross_site`). A request that says it comes from another
-/// site still logs the victim's device out.
+/// The device endpoints verify the access token through
+/// `JwtLayer::verify_request`, which reads it from a cookie when the app's
+/// layer does. A cookie is an ambient credential: a request that Fetch
+/// Metadata or `Origin` marks as cross-site must not log the victim's
+/// device out, as every other cookie-borne refresh endpoint refuses it.
 #[tokio::test]
-#[ignore = "defect: DELETE /auth/sessions/{id} with a cookie-borne access token has no cross-site check (endpoints.rs revoke_device/caller)"]
 async fn device_revoke_with_access_cookie_refuses_cross_site_requests() {
     let app = cookie_access_app().await;
     for (i, headers) in cross_site_variants(&app.server).into_iter().enumerate() {
@@ -225,7 +220,10 @@ async fn refresh_endpoints_still_refuse_cross_site_cookies() {
     let resp = portcullis_tests::refresh_app::post_login(
         &app,
         "mallory",
-        &[("sec-fetch-site", "cross-site"), ("origin", "https://evil.example")],
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ],
     )
     .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
@@ -242,7 +240,10 @@ async fn refresh_endpoints_still_refuse_cross_site_cookies() {
 async fn guarded_server() -> TestServer {
     let layer = SessionLayer::new(MemoryStore::new(), SessionConfig::default()).unwrap();
     let guarded = Router::new()
-        .route("/{*rest}", get(|| async { "secret" }).post(|| async { "posted" }))
+        .route(
+            "/{*rest}",
+            get(|| async { "secret" }).post(|| async { "posted" }),
+        )
         .route_layer(RequireLoginLayer::redirect_to("/login").unwrap());
     let app = Router::new()
         .route("/login", get(|| async { "form" }))
@@ -397,10 +398,7 @@ fn session_app(store: MemoryStore, go: Arc<tokio::sync::Notify>) -> Router {
                 Ok::<_, SessionError>("anon")
             }),
         )
-        .route(
-            "/me",
-            get(|CurrentUser(u): CurrentUser| async move { u }),
-        )
+        .route("/me", get(|CurrentUser(u): CurrentUser| async move { u }))
         .route(
             "/get",
             get(|s: Session| async move {
@@ -504,7 +502,9 @@ async fn a_write_after_a_concurrent_logout_does_not_resurrect_the_session() {
     assert!(slow.status().is_success(), "{}", slow.status());
     let removal = portcullis_tests::set_cookies(&slow);
     assert!(
-        removal.iter().any(|c| c.starts_with(&format!("{SESSION}=;")) || c.contains("Max-Age=0")),
+        removal
+            .iter()
+            .any(|c| c.starts_with(&format!("{SESSION}=;")) || c.contains("Max-Age=0")),
         "the late writer clears the dead cookie: {removal:?}"
     );
     let resp = http
@@ -548,14 +548,11 @@ async fn a_write_through_a_clone_in_a_spawned_task_is_committed() {
 // Secrets in Debug output of new public types
 // ---------------------------------------------------------------------------
 
-/// `portcullis_core::request::ReadBody` (new public type) derives `Debug`
-/// and prints the body bytes it holds: the CSRF layer reads form bodies
-/// through it (a password, the CSRF token), the refresh layer JSON bodies
-/// (`{"refresh_token": ...}`). STYLE: secrets never in `Debug`. Low: no
-/// library code logs it today, but any `?read` in an app or a future event
-/// leaks the refresh token.
+/// `portcullis_core::request::ReadBody` holds request bodies: form bodies
+/// for the CSRF layer (a password, the CSRF token), JSON bodies for the
+/// refresh layer (`{"refresh_token": ...}`). Its `Debug` must not print
+/// them.
 #[test]
-#[ignore = "defect (low): ReadBody's derived Debug prints request body bytes (refresh tokens, passwords, CSRF tokens)"]
 fn read_body_debug_does_not_print_the_body() {
     let read = portcullis_core::request::ReadBody {
         data: bytes_of(r#"{"refresh_token":"rt-SECRET-VALUE"}"#),
@@ -660,12 +657,14 @@ async fn csrf_chunked_form_bodies_with_trailers() {
     let (status, text) = raw_exchange(&server, chunked(&["a=1&", mid, rest]).as_bytes()).await;
     assert!(field.len() + 4 < 256, "the limit fits a token");
     assert_eq!(status, 200, "{text}");
-    assert!(text.ends_with(&format!("a=1&{field}")), "replayed intact: {text}");
+    assert!(
+        text.ends_with(&format!("a=1&{field}")),
+        "replayed intact: {text}"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let before = calls.load(Ordering::SeqCst);
     let padding = "p".repeat(300);
-    let (status, text) =
-        raw_exchange(&server, chunked(&[&padding, "&", &field]).as_bytes()).await;
+    let (status, text) = raw_exchange(&server, chunked(&[&padding, "&", &field]).as_bytes()).await;
     assert_eq!(status, 413, "{text}");
     let (status, text) = raw_exchange(&server, chunked(&["a=1", "&b=2"]).as_bytes()).await;
     assert_eq!(status, 403, "{text}");
@@ -680,7 +679,14 @@ async fn csrf_exempt_look_alikes_and_odd_methods_need_a_token() {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let server = csrf_server(calls.clone()).await;
     for path in [
-        "/hook/", "/HOOK", "/%68ook", "//hook", "/hook;x", "/hook%00", "/./hook", "/x/../hook",
+        "/hook/",
+        "/HOOK",
+        "/%68ook",
+        "//hook",
+        "/hook;x",
+        "/hook%00",
+        "/./hook",
+        "/x/../hook",
     ] {
         let raw = format!(
             "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nSec-Fetch-Site: same-origin\r\n\
@@ -698,7 +704,15 @@ async fn csrf_exempt_look_alikes_and_odd_methods_need_a_token() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    for method in ["post", "PoSt", "PATCH", "PROPPATCH", "MKCOL", "DELETE", "PUT"] {
+    for method in [
+        "post",
+        "PoSt",
+        "PATCH",
+        "PROPPATCH",
+        "MKCOL",
+        "DELETE",
+        "PUT",
+    ] {
         let raw = format!(
             "{method} /other HTTP/1.1\r\nHost: 127.0.0.1\r\nSec-Fetch-Site: same-origin\r\n\
              Content-Length: 0\r\nConnection: close\r\n\r\n"
@@ -716,35 +730,35 @@ async fn csrf_exempt_look_alikes_and_odd_methods_need_a_token() {
 /// A required layer at `/req` (handler takes `Claims`) and an optional one
 /// at `/opt` (handler takes `Option<Claims>`); and a valid token.
 async fn jwt_server() -> (TestServer, String) {
-    let issuer =
-        JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[9; 32]).unwrap())
-            .issuer("https://odd.test")
-            .audience("odd")
-            .build()
-            .unwrap();
+    let issuer = JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[9; 32]).unwrap())
+        .issuer("https://odd.test")
+        .audience("odd")
+        .build()
+        .unwrap();
     let required = JwtLayer::builder_for(&issuer).build().unwrap();
     let optional = JwtLayer::builder_for(&issuer).optional().build().unwrap();
     let token = issuer.token("alice").mint().unwrap().token;
-    let app = Router::new()
-        .route(
-            "/req",
-            get(|c: portcullis::jwt::Claims| async move {
-                c.subject().unwrap_or_default().to_owned()
-            }),
-        )
-        .layer(required)
-        .merge(
-            Router::new()
-                .route(
-                    "/opt",
-                    get(|c: Option<portcullis::jwt::Claims>| async move {
-                        c.map_or("anonymous".to_owned(), |c| {
-                            c.subject().unwrap_or_default().to_owned()
-                        })
-                    }),
-                )
-                .layer(optional),
-        );
+    let app =
+        Router::new()
+            .route(
+                "/req",
+                get(|c: portcullis::jwt::Claims| async move {
+                    c.subject().unwrap_or_default().to_owned()
+                }),
+            )
+            .layer(required)
+            .merge(
+                Router::new()
+                    .route(
+                        "/opt",
+                        get(|c: Option<portcullis::jwt::Claims>| async move {
+                            c.map_or("anonymous".to_owned(), |c| {
+                                c.subject().unwrap_or_default().to_owned()
+                            })
+                        }),
+                    )
+                    .layer(optional),
+            );
     (TestServer::start(app).await, token)
 }
 
@@ -875,7 +889,11 @@ mod slow_store {
         async fn load(&self, key: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
             self.inner.load(key).await
         }
-        async fn update(&self, key: &TokenDigest, update: &SessionUpdate) -> Result<(), StoreError> {
+        async fn update(
+            &self,
+            key: &TokenDigest,
+            update: &SessionUpdate,
+        ) -> Result<(), StoreError> {
             if self.slow.load(Ordering::SeqCst) {
                 self.entered.notify_one();
                 self.release.notified().await;

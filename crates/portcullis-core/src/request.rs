@@ -106,13 +106,23 @@ pub enum BodyReadError {
 }
 
 /// A body read in full: its bytes and its trailers, to replay to the inner
-/// service or to parse.
-#[derive(Debug, Clone, Default)]
+/// service or to parse. Its `Debug` shows sizes only: a body carries
+/// passwords, refresh tokens and CSRF tokens.
+#[derive(Clone, Default)]
 pub struct ReadBody {
     /// Every data frame, concatenated.
     pub data: Bytes,
     /// The trailers, when the body had any.
     pub trailers: Option<HeaderMap>,
+}
+
+impl std::fmt::Debug for ReadBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadBody")
+            .field("data_len", &self.data.len())
+            .field("trailers", &self.trailers.as_ref().map(HeaderMap::len))
+            .finish()
+    }
 }
 
 /// Reads `body` in full, refusing more than `limit` bytes: a declared
@@ -200,6 +210,17 @@ mod tests {
             let h = auth(values);
             assert_eq!(bearer_token(&h), *want, "{values:?}");
         }
+    }
+
+    #[test]
+    fn read_body_debug_shows_no_bytes() {
+        let body = ReadBody {
+            data: Bytes::from_static(b"password=hunter2"),
+            trailers: None,
+        };
+        let shown = format!("{body:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("16"), "{shown}");
     }
 
     #[test]

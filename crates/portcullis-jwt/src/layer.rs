@@ -314,6 +314,14 @@ impl<T: DeserializeOwned + Send + Sync + 'static, R> JwtLayer<T, R> {
         }
     }
 
+    /// Where this layer reads access tokens. A cookie is an ambient
+    /// credential: endpoints outside the layer that accept it must refuse
+    /// cross-site requests (the refresh crate's device endpoints do).
+    #[must_use]
+    pub fn transport(&self) -> &Transport {
+        &self.config.verifier.transport
+    }
+
     /// Reads the token of a request where this layer reads it (its
     /// token source: bearer header, cookie or header) and verifies it as
     /// the layer would: keys, claims rules, revocation, cache. For

@@ -182,11 +182,21 @@ async fn logout_everywhere_all(
 /// The caller's access-token claims, read where the application's
 /// `JwtLayer` reads them (bearer header, cookie or header) and verified as
 /// it would.
-async fn caller(refresher: &Refresher, headers: &HeaderMap) -> Result<Claims, RefreshError> {
+///
+/// When that is a cookie, the browser sends it with requests other sites
+/// start: a request that Fetch Metadata or `Origin` marks as cross-site is
+/// refused (403) before the token is looked at, as the refresh cookie is.
+async fn caller(refresher: &Refresher, parts: &Parts) -> Result<Claims, RefreshError> {
+    let verifier = &refresher.inner.verifier;
+    if matches!(verifier.transport(), portcullis_jwt::Transport::Cookie(_))
+        && is_cross_site(refresher, &parts.uri, &parts.headers)
+    {
+        return Err(RefreshError::new(RefreshErrorKind::CrossSite, "cross-site"));
+    }
     refresher
         .inner
         .verifier
-        .verify_request(headers)
+        .verify_request(&parts.headers)
         .await
         .map_err(|e| {
             if e.kind() == JwtErrorKind::KeysUnavailable {
@@ -199,7 +209,7 @@ async fn caller(refresher: &Refresher, headers: &HeaderMap) -> Result<Claims, Re
 
 /// `GET {prefix}/sessions`: the caller's devices, the current one marked.
 pub(crate) async fn sessions(refresher: &Refresher, parts: &Parts) -> Reply {
-    let listed = match caller(refresher, &parts.headers).await {
+    let listed = match caller(refresher, parts).await {
         Ok(claims) => {
             let user = claims.subject().unwrap_or_default();
             refresher
@@ -217,7 +227,7 @@ pub(crate) async fn sessions(refresher: &Refresher, parts: &Parts) -> Reply {
 /// `DELETE {prefix}/sessions/{id}`: 204, that device of the caller's
 /// logged out.
 pub(crate) async fn revoke_device(refresher: &Refresher, parts: &Parts, id: &str) -> Reply {
-    let done = match caller(refresher, &parts.headers).await {
+    let done = match caller(refresher, parts).await {
         Ok(claims) => {
             refresher
                 .revoke_device(claims.subject().unwrap_or_default(), id)

@@ -99,9 +99,9 @@ impl RefreshError {
             RefreshErrorKind::TooLarge => {
                 Rejection::payload_too_large("the refresh request is too large")
             }
-            RefreshErrorKind::CrossSite => Rejection::forbidden(
-                "cross-site requests to the login and refresh endpoints are refused",
-            ),
+            RefreshErrorKind::CrossSite => {
+                Rejection::forbidden("cross-site requests to the refresh endpoints are refused")
+            }
             RefreshErrorKind::NotFound => {
                 Rejection::new(portcullis_core::RejectionKind::NotFound, "no such device")
             }
