@@ -1,6 +1,6 @@
 //! Keys: each pinned to one algorithm, from secrets, PEM, DER or JWK.
 //!
-//! (About 580 lines: verifying and signing keys share the strength and
+//! (About 600 lines: verifying and signing keys share the strength and
 //! fit checks, RSA size, ROCA, curves, that live here once.)
 //!
 //! ```
