@@ -16,7 +16,7 @@ use crate::connection::{Conn, Factory, Lease, Source, unavailable};
 
 /// A connection to Redis shared by the stores built on it. Cheap to clone.
 ///
-/// Built by [`RedisConfig::build`]. Every call is bounded by the configured
+/// Built by [`RedisConfig::build`](crate::RedisConfig::build). Every call is bounded by the configured
 /// timeout (connecting included) and fails with [`StoreError::timeout`] or
 /// [`StoreError::backend`] when Redis does not answer; a connection that
 /// failed or timed out is dropped and the next call opens a new one, so

@@ -134,6 +134,7 @@ impl RedisConfig {
     /// A Redis Cluster, by the URLs of some of its nodes (the rest are
     /// discovered). Feature `cluster`.
     #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn cluster<I, U>(urls: I) -> Self
     where
         I: IntoIterator<Item = U>,
@@ -170,7 +171,7 @@ impl RedisConfig {
     }
 
     /// Bounds every Redis call, connecting included (default 250 ms). When
-    /// it passes the call fails with [`StoreError::timeout`] (layers answer
+    /// it passes the call fails with [`StoreError::timeout`](portcullis_core::StoreError::timeout) (layers answer
     /// 503) and the connection is replaced.
     pub const fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

@@ -412,12 +412,15 @@ mod index;
 #[cfg(any(feature = "session", feature = "refresh"))]
 mod nonce;
 #[cfg(feature = "refresh")]
+#[cfg_attr(docsrs, doc(cfg(feature = "refresh")))]
 pub mod refresh;
 #[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod revocation;
 #[cfg(feature = "session")]
 mod session;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 /// The `deadpool-redis` this crate is built on (and the `redis` crate, as
@@ -429,10 +432,13 @@ pub use config::{
     DEFAULT_KEY_PREFIX, DEFAULT_RECONNECT_BACKOFF, DEFAULT_TIMEOUT, RedisConfig, RedisConfigError,
 };
 #[cfg(feature = "refresh")]
+#[cfg_attr(docsrs, doc(cfg(feature = "refresh")))]
 pub use refresh::RedisRefreshStore;
 #[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use revocation::{RedisRevocationStore, RedisRevocationStoreBuilder, RevocationStartError};
 #[cfg(feature = "session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "session")))]
 pub use session::RedisSessionStore;
 
 /// How long Redis keeps a record (a session, a refresh family, a user

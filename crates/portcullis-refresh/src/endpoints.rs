@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http::header::ALLOW;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http::{HeaderValue, Request, StatusCode};
 use http_body::Body;
 use portcullis_core::request::user_agent;
 use portcullis_jwt::{Claims, JwtErrorKind};

@@ -19,34 +19,41 @@
 //! The shared vocabulary (tokens, clocks, cookies, rejections) is in
 //! [`core`].
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub use portcullis_core as core;
 
 /// Server-side sessions: see [`portcullis_session`].
 #[cfg(feature = "session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "session")))]
 pub mod session {
     pub use portcullis_session::*;
 }
 
 /// Stateless JWT verification: see [`portcullis_jwt`].
 #[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt {
     pub use portcullis_jwt::*;
 }
 
 /// Rotating refresh tokens and the hybrid pattern: see [`portcullis_refresh`].
 #[cfg(feature = "refresh")]
+#[cfg_attr(docsrs, doc(cfg(feature = "refresh")))]
 pub mod refresh {
     pub use portcullis_refresh::*;
 }
 
 /// CSRF protection: see [`portcullis_csrf`].
 #[cfg(feature = "csrf")]
+#[cfg_attr(docsrs, doc(cfg(feature = "csrf")))]
 pub mod csrf {
     pub use portcullis_csrf::*;
 }
 
 /// Redis stores: see [`portcullis_redis`].
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis {
     pub use portcullis_redis::*;
 }
