@@ -164,6 +164,34 @@ return n
     )
 });
 
+/// Where a store keeps its users' indexes: the two key prefixes (one per
+/// ordering), each followed by the user's hash tag.
+#[derive(Debug, Clone)]
+pub(crate) struct UserIndexes {
+    by_deadline: String,
+    by_created: String,
+}
+
+impl UserIndexes {
+    /// `<prefix>:<deadline_tag>:` and `<prefix>:<created_tag>:`.
+    pub(crate) fn new(prefix: &str, deadline_tag: &str, created_tag: &str) -> Self {
+        Self {
+            by_deadline: format!("{prefix}:{deadline_tag}:"),
+            by_created: format!("{prefix}:{created_tag}:"),
+        }
+    }
+
+    /// The index of `user_id`, keyed by the hex SHA-256 of the id (a user
+    /// id never appears in a key).
+    pub(crate) fn of(&self, user_id: &str) -> UserIndex {
+        UserIndex::new(
+            &self.by_deadline,
+            &self.by_created,
+            &portcullis_core::TokenDigest::of(user_id.as_bytes()).to_hex(),
+        )
+    }
+}
+
 /// The two keys of one user's index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UserIndex {

@@ -37,12 +37,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, Value};
 use futures_util::future::join_all;
-use portcullis_core::{StoreError, Timestamp, TokenDigest};
+use portcullis_core::{StoreError, Timestamp};
 use portcullis_refresh::{Family, FamilyId, RefreshStore, RotateOutcome, Rotation};
 
 use crate::EXPIRY_GRACE;
 use crate::backend::{Idempotent, Op, RedisBackend, glob_escape};
-use crate::index::{self, Added, Cap, NewEntry, UserIndex};
+use crate::index::{self, Added, Cap, NewEntry, UserIndex, UserIndexes};
 use codec::Fields;
 use scripts::{CREATE, PURGE, REVOKE, ROTATE};
 
@@ -88,8 +88,7 @@ struct UnexpectedReply;
 pub struct RedisRefreshStore {
     backend: RedisBackend,
     families: String,
-    users_by_deadline: String,
-    users_by_created: String,
+    users: UserIndexes,
 }
 
 impl fmt::Debug for RedisRefreshStore {
@@ -126,8 +125,7 @@ impl RedisRefreshStore {
         let prefix = backend.key_prefix();
         Self {
             families: format!("{prefix}:rf:"),
-            users_by_deadline: format!("{prefix}:rua:"),
-            users_by_created: format!("{prefix}:ruc:"),
+            users: UserIndexes::new(prefix, "rua", "ruc"),
             backend,
         }
     }
@@ -163,11 +161,7 @@ impl RedisRefreshStore {
     }
 
     fn index(&self, user_id: &str) -> UserIndex {
-        UserIndex::new(
-            &self.users_by_deadline,
-            &self.users_by_created,
-            &TokenDigest::of(user_id.as_bytes()).to_hex(),
-        )
+        self.users.of(user_id)
     }
 
     /// The family id of a family key, if it is one of this store's.
@@ -523,7 +517,7 @@ mod tests {
         let store = RedisRefreshStore::new(backend);
         let id = FamilyId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap();
         assert_eq!(store.family_key(&id), "app:rf:{AAAAAAAAAAAAAAAAAAAAAA}");
-        let hex = TokenDigest::of(b"alice").to_hex();
+        let hex = portcullis_core::TokenDigest::of(b"alice").to_hex();
         assert_eq!(store.user_index_key("alice"), format!("app:rua:{{{hex}}}"));
         assert_eq!(
             store.user_created_key("alice"),

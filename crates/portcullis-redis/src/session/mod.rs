@@ -27,7 +27,7 @@ use portcullis_session::{
 };
 
 use crate::backend::{Idempotent, Op, RedisBackend};
-use crate::index::{self, Added, Cap, NewEntry, UserIndex};
+use crate::index::{self, Added, Cap, NewEntry, UserIndex, UserIndexes};
 use crate::{EXPIRY_GRACE, nonce::nonce};
 use scripts::{CREATE, DELETE, UPDATE};
 
@@ -56,8 +56,7 @@ pub struct RedisSessionStore {
     backend: RedisBackend,
     clock: SharedClock,
     sessions: String,
-    users_by_deadline: String,
-    users_by_created: String,
+    users: UserIndexes,
 }
 
 impl fmt::Debug for RedisSessionStore {
@@ -94,8 +93,7 @@ impl RedisSessionStore {
         let prefix = backend.key_prefix();
         Self {
             sessions: format!("{prefix}:s:"),
-            users_by_deadline: format!("{prefix}:ua:"),
-            users_by_created: format!("{prefix}:uc:"),
+            users: UserIndexes::new(prefix, "ua", "uc"),
             backend,
             clock,
         }
@@ -139,11 +137,7 @@ impl RedisSessionStore {
     }
 
     fn index(&self, user_id: &str) -> UserIndex {
-        UserIndex::new(
-            &self.users_by_deadline,
-            &self.users_by_created,
-            &TokenDigest::of(user_id.as_bytes()).to_hex(),
-        )
+        self.users.of(user_id)
     }
 
     async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
