@@ -19,6 +19,7 @@
 //! | [`lifetime`] | idle and absolute lifetimes, the retry on id collisions |
 //! | [`active`] | [`ActiveSession`], a device in "your active sessions" |
 //! | [`event!`] | the tracing macro every layer logs through |
+//! | [`inner_service_accessors!`] | `get_ref`, `get_mut`, `into_inner` of a middleware service |
 //!
 //! This crate has no cargo features.
 
@@ -53,6 +54,45 @@ macro_rules! event {
         #[cfg(feature = "tracing")]
         ::tracing::$level!($($rest)*);
     }};
+}
+
+/// Defines `get_ref`, `get_mut` and `into_inner` on a middleware service
+/// whose inner service is the field `inner` of type `S`: the accessors
+/// every tower service offers (tower-http does the same). Used inside the
+/// service's inherent `impl<S, ..>` block.
+///
+/// ```
+/// struct Wrapper<S> {
+///     inner: S,
+/// }
+///
+/// impl<S> Wrapper<S> {
+///     portcullis_core::inner_service_accessors!();
+/// }
+///
+/// let mut w = Wrapper { inner: 1_u8 };
+/// *w.get_mut() += 1;
+/// assert_eq!(*w.get_ref(), 2);
+/// assert_eq!(w.into_inner(), 2);
+/// ```
+#[macro_export]
+macro_rules! inner_service_accessors {
+    () => {
+        /// The inner service.
+        pub const fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The inner service, mutably.
+        pub const fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Consumes this service, returning the inner one.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
 }
 
 pub use active::ActiveSession;

@@ -148,20 +148,7 @@ pub struct RequireClaims<S, T = NoCustomClaims> {
 }
 
 impl<S, T> RequireClaims<S, T> {
-    /// The inner service.
-    pub const fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub const fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    portcullis_core::inner_service_accessors!();
 }
 
 impl<S: Clone, T> Clone for RequireClaims<S, T> {

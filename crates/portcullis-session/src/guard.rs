@@ -105,20 +105,7 @@ impl<S: fmt::Debug> fmt::Debug for RequireLogin<S> {
 }
 
 impl<S> RequireLogin<S> {
-    /// The inner service.
-    pub const fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the guard, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    portcullis_core::inner_service_accessors!();
 }
 
 /// The response future of [`RequireLogin`]: boxed, since the session is
