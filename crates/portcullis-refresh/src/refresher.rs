@@ -302,7 +302,7 @@ impl Refresher {
         })
         .await?;
         for gone in &evicted {
-            portcullis_core::event!(debug, family = %gone.id, "family cap: oldest family logged out");
+            portcullis_core::event!(debug, reason = "family-evicted", family = %gone.id, "family cap: oldest family logged out");
             // The login itself succeeded; on failure (logged) an evicted
             // device's access token lives until its `exp`.
             let _ = self.kill_access_tokens(&gone.id).await;
@@ -366,7 +366,11 @@ impl Refresher {
                 Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "reused"))
             }
             RotateOutcome::KeyMismatch => {
-                portcullis_core::event!(error, "refresh instances disagree on the rotation key");
+                portcullis_core::event!(
+                    error,
+                    reason = "rotation-key-mismatch",
+                    "refresh instances disagree on the rotation key"
+                );
                 Err(RefreshError::new(
                     RefreshErrorKind::Conflict,
                     "rotation-key-mismatch",
@@ -382,7 +386,7 @@ impl Refresher {
             user_id: family.user_id.clone(),
             family_id: family.id.to_string(),
         };
-        portcullis_core::event!(warn, family = %family.id, "refresh token reuse: family revoked");
+        portcullis_core::event!(warn, reason = "reuse-detected", family = %family.id, "refresh token reuse: family revoked");
         if let Some(hook) = &self.inner.config.on_event {
             hook(&event);
         }
@@ -409,7 +413,7 @@ impl Refresher {
             .revoke_session(sid.as_str(), self.revocation_until())
             .await
             .map_err(|e| {
-                portcullis_core::event!(error, family = %sid, "could not push the family's revocation to the view");
+                portcullis_core::event!(error, reason = "revocation-push-failed", family = %sid, "could not push the family's revocation to the view");
                 RefreshError::store(e)
             })
     }

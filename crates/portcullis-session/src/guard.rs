@@ -145,6 +145,7 @@ where
                 Ok(None) => refusal(req.method(), req.headers(), req.uri(), &login_url),
                 Err(e) => return Ok(e.rejection().into_response(&ProblemJson, grpc)),
             };
+            portcullis_core::event!(debug, reason = "login-required", "no logged-in user");
             Ok(match refusal {
                 Refusal::Redirect(location) => redirect(location),
                 Refusal::Unauthenticated => SessionError::new(SessionErrorKind::NotAuthenticated)

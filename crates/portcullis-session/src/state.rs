@@ -296,6 +296,11 @@ impl RequestSession {
 
     /// A store failure as the 503 it becomes.
     pub(crate) fn unavailable(&self, e: StoreError) -> SessionError {
+        portcullis_core::event!(
+            warn,
+            reason = "store-unavailable",
+            "session store unavailable; answering 503"
+        );
         self.ctx.unavailable(e)
     }
 
