@@ -320,21 +320,33 @@ impl<T> Clone for NoToken<T> {
 }
 
 /// Puts what a JWT service let through into the request's extensions:
-/// the claims (or the no-token mark) and the layer mark. Zero-sized marks:
-/// no allocation beyond the claims'.
+/// the claims (or the no-token mark) and, where the claims alone do not
+/// say that a layer ran, the layer mark. Claims of the default type need
+/// no mark (an extractor that misses its type looks for them), so the
+/// common request makes one insert, as it did before the marks existed.
+/// Zero-sized marks: no allocation beyond the claims'.
 pub(crate) fn mark<T: Send + Sync + 'static>(
     extensions: &mut http::Extensions,
     claims: Option<Claims<T>>,
 ) {
+    let default_type = std::any::TypeId::of::<T>() == std::any::TypeId::of::<NoCustomClaims>();
     match claims {
         Some(c) => {
             extensions.insert(c);
+            if default_type {
+                return;
+            }
         }
         None => {
             extensions.insert(NoToken::<T>::new());
         }
     }
     extensions.insert(LayerRan);
+}
+
+/// Whether a JWT service ran on this request (see [`mark`]).
+pub(crate) fn layer_ran(extensions: &http::Extensions) -> bool {
+    extensions.get::<LayerRan>().is_some() || extensions.get::<Claims>().is_some()
 }
 
 /// A verified token's claims, as the layer puts them in the request

@@ -5,7 +5,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use portcullis_core::{ProblemJson, Rejection, RenderRejection as _};
 
-use crate::claims::{Claims, LayerRan, NoToken};
+use crate::claims::{Claims, NoToken, layer_ran};
 use crate::issuer::JwtIssuer;
 
 /// Why the [`Claims`] extractor found no claims.
@@ -49,7 +49,7 @@ impl ClaimsRejection {
 
     /// The rejection for a request whose extensions hold no `Claims<T>`.
     fn classify<T: 'static>(extensions: &http::Extensions) -> Self {
-        let kind = if extensions.get::<LayerRan>().is_none() {
+        let kind = if !layer_ran(extensions) {
             ClaimsRejectionKind::LayerMissing
         } else if extensions.get::<NoToken<T>>().is_some() {
             ClaimsRejectionKind::NoToken
