@@ -17,82 +17,17 @@ use std::hint::black_box;
 
 use axum::Router;
 use axum::body::Body;
-use axum::routing::{get, post};
+use axum::routing::get;
 use http::Request;
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
-use portcullis::session::{MemoryStore, Session, SessionConfig, SessionLayer};
-use portcullis_benches::call;
-use portcullis_csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
-use tower::ServiceExt as _;
-
-async fn untouched() -> &'static str {
-    "ok"
-}
-
-async fn read(session: Session) -> String {
-    session
-        .get::<String>("user")
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-}
-
-async fn write(session: Session) -> &'static str {
-    let n: u64 = session.get("n").await.ok().flatten().unwrap_or(0);
-    let _ = session.insert("n", n + 1).await;
-    "ok"
-}
+use portcullis_benches::{call, csrf_app, session_app};
 
 async fn me(claims: Claims) -> String {
     claims.subject().unwrap_or_default().to_owned()
 }
 
-/// The session app, logged in; the request for `case`.
-async fn session_case(base: bool, case: &str) -> (Router, Request<Body>) {
-    let layer = SessionLayer::new(MemoryStore::new(), SessionConfig::default()).unwrap();
-    let app = Router::new()
-        .route("/untouched", get(untouched))
-        .route("/read", get(read))
-        .route("/write", post(write))
-        .route(
-            "/login",
-            post(|s: Session| async move {
-                s.login("alice").await.unwrap();
-                s.insert("user", "alice").await.unwrap();
-            }),
-        )
-        .layer(layer);
-    let resp = app
-        .clone()
-        .oneshot(Request::post("/login").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let login = resp.headers()["set-cookie"].to_str().unwrap();
-    let login = login.split(';').next().unwrap().to_owned();
-    let app = if base {
-        Router::new()
-            .route("/untouched", get(untouched))
-            .route("/read", get(|| async { String::from("alice") }))
-            .route("/write", post(untouched))
-    } else {
-        app
-    };
-    let (method, path) = match case {
-        "untouched" => ("GET", "/untouched"),
-        "read" => ("GET", "/read"),
-        _ => ("POST", "/write"),
-    };
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("cookie", login)
-        .body(Body::empty())
-        .unwrap();
-    (app, req)
-}
-
-/// The JWT app (HS256) and a request with a valid token.
+/// The JWT app (HS256, as the criterion bench's) and a request with a
+/// valid token.
 fn jwt_case(base: bool, case: &str) -> (Router, Request<Body>) {
     portcullis::jwt::ensure_crypto_provider();
     let key = SigningKey::hmac("k", Algorithm::HS256, b"0123456789abcdef0123456789abcdef").unwrap();
@@ -123,143 +58,6 @@ fn jwt_case(base: bool, case: &str) -> (Router, Request<Body>) {
     (app, req)
 }
 
-fn routes() -> Router {
-    Router::new()
-        .route("/page", get(|| async { "page" }))
-        .route("/act", axum::routing::post(|| async { "done" }))
-}
-
-/// The layered router, plus a route that renders a token (and, in session
-/// mode, logs in first so the secret lives in a real session).
-fn token_route(router: Router) -> Router {
-    router.route(
-        "/token",
-        get(|token: CsrfToken| async move { token.as_str().to_owned() }),
-    )
-}
-
-struct Case {
-    baseline: Router,
-    layered: Router,
-    cookie: String,
-    token: String,
-}
-
-fn cookie_pair(set_cookie: &http::HeaderValue) -> String {
-    let s = set_cookie.to_str().unwrap();
-    s.split(';').next().unwrap().to_owned()
-}
-
-async fn fetch_token(app: &Router, cookie: Option<&str>) -> (String, Vec<String>) {
-    let mut req = Request::get("/token");
-    if let Some(c) = cookie {
-        req = req.header("cookie", c);
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let cookies = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(cookie_pair)
-        .collect();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (String::from_utf8(body.to_vec()).unwrap(), cookies)
-}
-
-async fn signed_case() -> Case {
-    let layer = CsrfLayer::new(CsrfConfig::signed(
-        [0x42; 32],
-        SignedBinding::pre_session_only(),
-    ))
-    .unwrap();
-    let layered = token_route(routes()).layer(layer);
-    let (token, cookies) = fetch_token(&layered, None).await;
-    Case {
-        baseline: routes(),
-        layered,
-        cookie: cookies.join("; "),
-        token,
-    }
-}
-
-async fn session_case_csrf() -> Case {
-    let store = MemoryStore::new();
-    let sessions = SessionLayer::new(store, SessionConfig::default()).unwrap();
-    let csrf = CsrfLayer::new(CsrfConfig::session()).unwrap();
-    let login = axum::routing::post(|s: Session| async move {
-        s.login("alice").await.unwrap();
-    });
-    let layered = token_route(routes())
-        .layer(csrf)
-        .route("/login", login)
-        .layer(sessions.clone());
-    // Log in (the route sits outside CsrfLayer), then render a token.
-    let resp = layered
-        .clone()
-        .oneshot(Request::post("/login").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let cookie = cookie_pair(&resp.headers()["set-cookie"]);
-    let (token, _) = fetch_token(&layered, Some(&cookie)).await;
-    // The baseline shares the store, so it reads the same session.
-    let baseline = routes().layer(sessions);
-    Case {
-        baseline,
-        layered,
-        cookie,
-        token,
-    }
-}
-
-/// The CSRF app of `mode` and the request for `kind`.
-async fn csrf_case(signed: bool, base: bool, kind: &str) -> (Router, Request<Body>) {
-    let case = if signed {
-        signed_case().await
-    } else {
-        session_case_csrf().await
-    };
-    let app = if base { case.baseline } else { case.layered };
-    let b = Request::builder()
-        .header("cookie", case.cookie.as_str())
-        .header("sec-fetch-site", "same-origin")
-        .header("origin", "http://app.example")
-        .header("host", "app.example");
-    let req = match kind {
-        "safe" => b.method("GET").uri("/page").body(Body::empty()),
-        "header" => b
-            .method("POST")
-            .uri("/act")
-            .header("x-csrf-token", case.token.as_str())
-            .body(Body::empty()),
-        _ => b
-            .method("POST")
-            .uri("/act")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Body::from(format!(
-                "csrf_token={}&display_name=Alice+Liddell",
-                case.token
-            ))),
-    }
-    .unwrap();
-    (app, req)
-}
-
-/// A copy of `req` (bodies are small and in memory here).
-async fn copy(req: &Request<Body>, body: &axum::body::Bytes) -> Request<Body> {
-    let mut b = Request::builder().method(req.method()).uri(req.uri());
-    for (k, v) in req.headers() {
-        b = b.header(k, v);
-    }
-    b.body(Body::from(body.clone())).unwrap()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (layer, case, n) = (&args[1], &args[2], args[3].parse::<usize>().unwrap());
@@ -269,20 +67,36 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (app, req) = match layer.trim_end_matches("-base") {
-            "session" => session_case(base, case).await,
-            "jwt" => jwt_case(base, case),
-            "csrf-signed" => csrf_case(true, base, case).await,
-            _ => csrf_case(false, base, case).await,
-        };
-        let (parts, body) = req.into_parts();
-        let body = http_body_util::BodyExt::collect(body)
-            .await
-            .unwrap()
-            .to_bytes();
-        let req = Request::from_parts(parts, Body::empty());
-        for _ in 0..n {
-            black_box(call(&app, copy(&req, &body).await).await);
+        match layer.trim_end_matches("-base") {
+            "session" => {
+                let apps = session_app::apps().await;
+                let app = if base { &apps.baseline } else { &apps.layered };
+                for _ in 0..n {
+                    black_box(call(app, session_app::request(case, &apps.cookie)).await);
+                }
+            }
+            "jwt" => {
+                let (app, req) = jwt_case(base, case);
+                let auth = req.headers()["authorization"].clone();
+                for _ in 0..n {
+                    let req = Request::get("/me")
+                        .header("authorization", auth.clone())
+                        .body(Body::empty())
+                        .unwrap();
+                    black_box(call(&app, req).await);
+                }
+            }
+            mode => {
+                let c = if mode == "csrf-signed" {
+                    csrf_app::signed_case().await
+                } else {
+                    csrf_app::session_case().await
+                };
+                let app = if base { &c.baseline } else { &c.layered };
+                for _ in 0..n {
+                    black_box(call(app, csrf_app::request(&c, case)).await);
+                }
+            }
         }
     });
 }

@@ -1,6 +1,9 @@
 //! Shared helpers of the portcullis benchmarks.
 #![allow(missing_docs, clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod csrf_app;
+pub mod session_app;
+
 use axum::Router;
 use axum::body::Body;
 use http::Request;
