@@ -38,7 +38,7 @@ pub enum Algorithm {
 
 /// The family of an algorithm: which kind of key it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
+pub enum KeyFamily {
     /// A shared secret.
     Hmac,
     /// An RSA key.
@@ -94,14 +94,14 @@ impl Algorithm {
 
     /// The key family.
     #[must_use]
-    pub const fn family(self) -> Family {
+    pub const fn family(self) -> KeyFamily {
         match self {
-            Self::HS256 | Self::HS384 | Self::HS512 => Family::Hmac,
+            Self::HS256 | Self::HS384 | Self::HS512 => KeyFamily::Hmac,
             Self::RS256 | Self::RS384 | Self::RS512 | Self::PS256 | Self::PS384 | Self::PS512 => {
-                Family::Rsa
+                KeyFamily::Rsa
             }
-            Self::ES256 | Self::ES384 => Family::Ec,
-            Self::EdDSA => Family::Ed,
+            Self::ES256 | Self::ES384 => KeyFamily::Ec,
+            Self::EdDSA => KeyFamily::Ed,
         }
     }
 
@@ -109,7 +109,7 @@ impl Algorithm {
     /// HMAC).
     #[must_use]
     pub const fn is_asymmetric(self) -> bool {
-        !matches!(self.family(), Family::Hmac)
+        !matches!(self.family(), KeyFamily::Hmac)
     }
 
     /// The shortest HMAC secret accepted: the hash's output size (RFC 7518

@@ -297,7 +297,8 @@ impl<'de> Visitor<'de> for RegisteredUnique {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct NoCustomClaims {}
 
-/// In the extensions of every request a JWT service let through: tells
+/// In the extensions of a request a JWT service let through when its
+/// claims alone do not say so (a custom claims type, or no token): tells
 /// the extractors that the layer runs on this route.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LayerRan;
@@ -345,6 +346,7 @@ pub(crate) fn mark<T: Send + Sync + 'static>(
 }
 
 /// Whether a JWT service ran on this request (see [`mark`]).
+#[cfg(feature = "axum")]
 pub(crate) fn layer_ran(extensions: &http::Extensions) -> bool {
     extensions.get::<LayerRan>().is_some() || extensions.get::<Claims>().is_some()
 }

@@ -21,7 +21,7 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{DecodingKey, EncodingKey};
 
-use crate::alg::{Algorithm, Family};
+use crate::alg::{Algorithm, KeyFamily};
 use crate::kid::{KidError, check_kid};
 
 /// Why a key could not be used.
@@ -117,7 +117,7 @@ fn parse_err(e: impl fmt::Display) -> KeyError {
 fn check_public(key: &DecodingKey, alg: Algorithm) -> Result<Jwk, KeyError> {
     let jwk = Jwk::from_decoding_key(key, Some(alg.to_jsonwebtoken())).map_err(parse_err)?;
     match (&jwk.algorithm, alg.family()) {
-        (AlgorithmParameters::RSA(p), Family::Rsa) => {
+        (AlgorithmParameters::RSA(p), KeyFamily::Rsa) => {
             let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(&p.n)
                 .map_err(parse_err)?;
@@ -140,7 +140,7 @@ fn check_public(key: &DecodingKey, alg: Algorithm) -> Result<Jwk, KeyError> {
                 ));
             }
         }
-        (AlgorithmParameters::EllipticCurve(p), Family::Ec) => {
+        (AlgorithmParameters::EllipticCurve(p), KeyFamily::Ec) => {
             let want = if alg == Algorithm::ES256 {
                 EllipticCurve::P256
             } else {
@@ -150,8 +150,8 @@ fn check_public(key: &DecodingKey, alg: Algorithm) -> Result<Jwk, KeyError> {
                 return Err(KeyError::WrongFamily(alg));
             }
         }
-        (AlgorithmParameters::OctetKeyPair(p), Family::Ed) if p.curve == EllipticCurve::Ed25519 => {
-        }
+        (AlgorithmParameters::OctetKeyPair(p), KeyFamily::Ed)
+            if p.curve == EllipticCurve::Ed25519 => {}
         _ => return Err(KeyError::WrongFamily(alg)),
     }
     Ok(jwk)
@@ -196,10 +196,10 @@ const fn curve_of(alg: Algorithm) -> Option<EllipticCurve> {
 
 fn public_from_pem(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, KeyError> {
     match alg.family() {
-        Family::Rsa => DecodingKey::from_rsa_pem(pem),
-        Family::Ec => DecodingKey::from_ec_pem(pem),
-        Family::Ed => DecodingKey::from_ed_pem(pem),
-        Family::Hmac => return Err(KeyError::WrongFamily(alg)),
+        KeyFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+        KeyFamily::Ec => DecodingKey::from_ec_pem(pem),
+        KeyFamily::Ed => DecodingKey::from_ed_pem(pem),
+        KeyFamily::Hmac => return Err(KeyError::WrongFamily(alg)),
     }
     .map_err(parse_err)
 }
@@ -308,7 +308,7 @@ impl VerifyingKey {
                 .map_err(parse_err)?;
             return Self::hmac(kid, alg, &secret);
         }
-        if alg.family() == Family::Hmac {
+        if alg.family() == KeyFamily::Hmac {
             return Err(KeyError::WrongFamily(alg));
         }
         // The decoding key is built from the coordinates alone: the JWK's
@@ -363,7 +363,7 @@ fn with_kid(mut jwk: Jwk, kid: Option<&str>, alg: Algorithm) -> Jwk {
 }
 
 fn check_secret(alg: Algorithm, secret: &[u8]) -> Result<(), KeyError> {
-    if alg.family() != Family::Hmac {
+    if alg.family() != KeyFamily::Hmac {
         return Err(KeyError::WrongFamily(alg));
     }
     if secret.len() < alg.min_secret_len() {
@@ -484,11 +484,11 @@ impl SigningKey {
         check_kid(kid)?;
         crate::ensure_crypto_provider();
         let encoding = match alg.family() {
-            Family::Rsa => EncodingKey::from_rsa_pem(pem),
-            Family::Ec => EncodingKey::from_ec_pem(pem),
+            KeyFamily::Rsa => EncodingKey::from_rsa_pem(pem),
+            KeyFamily::Ec => EncodingKey::from_ec_pem(pem),
             // jsonwebtoken reads Ed25519 keys as PKCS#8 v1; accept v2 too.
-            Family::Ed => EncodingKey::from_ed_pem(&ed25519_pkcs8_v1(pem)?),
-            Family::Hmac => return Err(KeyError::WrongFamily(alg)),
+            KeyFamily::Ed => EncodingKey::from_ed_pem(&ed25519_pkcs8_v1(pem)?),
+            KeyFamily::Hmac => return Err(KeyError::WrongFamily(alg)),
         }
         .map_err(parse_err)?;
         let jwk = Jwk::from_encoding_key(&encoding, alg.to_jsonwebtoken())

@@ -85,7 +85,7 @@ mod transport;
 mod validation;
 mod verifier;
 
-pub use alg::{Algorithm, Family};
+pub use alg::{Algorithm, KeyFamily};
 pub use claims::{Audience, Claims, NoCustomClaims, RegisteredClaims};
 pub use error::{JwtError, JwtErrorKind};
 #[cfg(feature = "axum")]

@@ -148,6 +148,7 @@ impl RedisBackend {
     }
 
     /// Redis' clock (`TIME`) in whole seconds since the epoch.
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
     pub(crate) async fn server_secs(&self) -> Result<i64, StoreError> {
         let (secs, _micros): (u64, u64) = self
             .run(Op::Cmd(&redis::cmd("TIME")), Idempotent::Yes)

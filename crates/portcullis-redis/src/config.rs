@@ -8,7 +8,7 @@ use std::time::Duration;
 use deadpool_redis::redis::{AsyncConnectionConfig, Client, RedisError};
 
 use crate::backend::{Inner, RedisBackend};
-use crate::connection::{Factory, Shared, Source};
+use crate::connection::{Factory, SharedConnection, Source};
 /// Default bound on one Redis call, connecting included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 
@@ -210,7 +210,9 @@ impl RedisConfig {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.timeout))
                     .set_response_timeout(Some(self.timeout));
-                Source::Shared(Box::new(Shared::new(Factory::Single(client, config))))
+                Source::Shared(Box::new(SharedConnection::new(Factory::Single(
+                    client, config,
+                ))))
             }
             #[cfg(feature = "cluster")]
             Target::Cluster(urls) => {
@@ -231,7 +233,9 @@ impl RedisConfig {
                     .retries(2)
                     .build()
                     .map_err(RedisConfigError::Url)?;
-                Source::Shared(Box::new(Shared::new(Factory::Cluster(client, nodes))))
+                Source::Shared(Box::new(SharedConnection::new(Factory::Cluster(
+                    client, nodes,
+                ))))
             }
             Target::Pool(pool) => Source::Pool(pool),
         };

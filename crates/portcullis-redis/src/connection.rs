@@ -14,7 +14,7 @@ use portcullis_core::StoreError;
 use tokio::time::Instant;
 
 pub(crate) enum Source {
-    Shared(Box<Shared>),
+    Shared(Box<SharedConnection>),
     Pool(deadpool_redis::Pool),
 }
 
@@ -27,7 +27,7 @@ pub(crate) enum Factory {
 }
 
 /// One shared (multiplexed) connection, replaced when it fails.
-pub(crate) struct Shared {
+pub(crate) struct SharedConnection {
     pub(crate) factory: Factory,
     pub(crate) slot: Mutex<Slot>,
     /// Held while connecting, so that concurrent calls wait for one attempt
@@ -42,7 +42,7 @@ pub(crate) struct Slot {
     pub(crate) failed_at: Option<Instant>,
 }
 
-impl Shared {
+impl SharedConnection {
     pub(crate) fn new(factory: Factory) -> Self {
         Self {
             factory,
@@ -121,7 +121,7 @@ impl Shared {
 }
 
 struct Attempt<'a> {
-    pub(crate) shared: &'a Shared,
+    pub(crate) shared: &'a SharedConnection,
     pub(crate) done: bool,
 }
 

@@ -109,7 +109,7 @@ pub struct RedisRevocationStore {
 }
 
 struct Inner {
-    shared: Arc<Shared>,
+    shared: Arc<StoreState>,
     task: tokio::task::JoinHandle<()>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
 }
@@ -124,7 +124,7 @@ impl Drop for Inner {
 }
 
 /// What the store and its subscriber task share.
-struct Shared {
+struct StoreState {
     backend: RedisBackend,
     view: RevocationView,
     clock: SharedClock,
@@ -142,7 +142,7 @@ struct Health {
     stale: bool,
 }
 
-impl Shared {
+impl StoreState {
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -335,7 +335,7 @@ impl RedisRevocationStoreBuilder {
         }
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| RevocationStartError::NoRuntime)?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(StoreState {
             keys: Keys::new(self.backend.key_prefix()),
             view: RevocationView::pending(self.clock.clone()),
             backend: self.backend,
@@ -495,7 +495,7 @@ impl RedisRevocationStore {
     }
 }
 
-impl Shared {
+impl StoreState {
     fn now_secs(&self) -> i64 {
         i64::try_from(self.clock.now().secs()).unwrap_or(i64::MAX)
     }

@@ -11,7 +11,7 @@ use portcullis_core::StoreError;
 use portcullis_jwt::revocation::RevocationEvent;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 
-use super::{Shared, SyncState, parse_message};
+use super::{StoreState, SyncState, parse_message};
 use crate::backend::{Idempotent, Op};
 
 /// Entries asked for per `ZSCAN`/`HSCAN` call of a snapshot.
@@ -36,7 +36,7 @@ enum Ended {
 
 /// Subscribes, loads snapshots and applies messages until the task is
 /// aborted (when the store is dropped).
-pub(super) async fn run(shared: Arc<Shared>, clients: Vec<Client>, timing: Timing) {
+pub(super) async fn run(shared: Arc<StoreState>, clients: Vec<Client>, timing: Timing) {
     let mut backoff = timing.min_backoff;
     let mut node = 0usize;
     loop {
@@ -78,7 +78,7 @@ fn jitter(backoff: Duration) -> Duration {
 
 /// One connection: connect, subscribe, load the snapshot, then apply
 /// messages and ping until the connection fails.
-async fn subscription(shared: &Shared, client: &Client, ping_interval: Duration) -> Ended {
+async fn subscription(shared: &StoreState, client: &Client, ping_interval: Duration) -> Ended {
     let bound = shared.backend.timeout();
     let Ok(Ok(pubsub)) = timeout(bound, client.get_async_pubsub()).await else {
         portcullis_core::event!(
@@ -160,7 +160,7 @@ async fn subscription(shared: &Shared, client: &Client, ping_interval: Duration)
 
 /// Loads a fresh snapshot on a connection that is alive, for a view the
 /// watchdog marked stale; the view is trusted again once it has loaded.
-async fn refresh(shared: &Shared) -> Result<(), StoreError> {
+async fn refresh(shared: &StoreState) -> Result<(), StoreError> {
     load_snapshot(shared).await?;
     shared.fresh();
     Ok(())
@@ -172,7 +172,7 @@ async fn refresh(shared: &Shared) -> Result<(), StoreError> {
 /// is waiting on (a connection attempt, its backoff, a reply that never
 /// comes from a frozen server). The subscriber marks the view ready again
 /// after a fresh snapshot.
-pub(super) async fn watchdog(shared: Arc<Shared>, bound: Duration) {
+pub(super) async fn watchdog(shared: Arc<StoreState>, bound: Duration) {
     loop {
         let deadline = {
             let mut h = shared.health();
@@ -203,7 +203,7 @@ pub(super) async fn watchdog(shared: Arc<Shared>, bound: Duration) {
 /// out at once (one round trip on one server); each `ZSCAN`/`HSCAN` call
 /// has the backend's time bound. Not atomic, and need not be: merging is
 /// idempotent and every change made meanwhile also arrives as a message.
-pub(super) async fn load_snapshot(shared: &Shared) -> Result<usize, StoreError> {
+pub(super) async fn load_snapshot(shared: &StoreState) -> Result<usize, StoreError> {
     let (tokens, sessions, users, server) = futures_util::future::join4(
         scan_all(shared, "ZSCAN", &shared.keys.tokens),
         scan_all(shared, "ZSCAN", &shared.keys.sessions),
@@ -251,7 +251,7 @@ fn score_secs(score: &str) -> Option<i64> {
 /// Every (member, value) pair of a sorted set or hash, by cursor. Members
 /// that are not UTF-8 (never written by this store) are skipped.
 async fn scan_all(
-    shared: &Shared,
+    shared: &StoreState,
     command: &str,
     key: &str,
 ) -> Result<Vec<(String, String)>, StoreError> {
