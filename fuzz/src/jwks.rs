@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_jwt::jwk::{AlgorithmParameters, Jwk, JwkSet};
 use portcullis_jwt::jwks::{JwksError, cache_control_max_age, key_set_from_json, url_allowed};
-use portcullis_jwt::{Algorithm, Family, KeyError, VerifyingKey};
+use portcullis_jwt::{Algorithm, KeyError, KeyFamily, VerifyingKey};
 use serde_json::Value;
 
 /// Whether a JWK is a shared secret (`kty: oct`), whatever its `use`,
@@ -81,7 +81,7 @@ pub fn run(data: &[u8]) {
         ] {
             let key = VerifyingKey::from_jwk(&jwk, default, true);
             if let (AlgorithmParameters::OctetKey(p), Ok(k)) = (&jwk.algorithm, &key) {
-                assert_eq!(k.alg().family(), Family::Hmac);
+                assert_eq!(k.alg().family(), KeyFamily::Hmac);
                 let secret = URL_SAFE_NO_PAD.decode(&p.value).expect("strict base64url");
                 assert!(
                     secret.len() >= k.alg().min_secret_len(),
