@@ -16,7 +16,7 @@ use portcullis_core::rejection::is_grpc;
 use portcullis_core::{ProblemJson, RenderRejection, ResponseBody};
 use tower_service::Service;
 
-use crate::body::{RequestBody, find_field, read_form};
+use crate::body::{FormKind, RequestBody, find_field, read_form};
 use crate::error::{CsrfError, CsrfErrorKind};
 use crate::handle::CsrfHandle;
 use crate::policy::{Decision, Policy, Presented};
@@ -127,36 +127,29 @@ fn refuse<B, R: RenderRejection>(
     response
 }
 
-/// Verifies the token `req` presents; on success, the request to hand on,
-/// its body replayed byte for byte when it was read.
-async fn verify<B>(
+/// Reads the form body of `req` under the limit and verifies the token
+/// field; on success, the request to hand on with its body replayed byte
+/// for byte.
+async fn verify_form<B>(
     req: Request<B>,
-    presented: Presented,
+    kind: FormKind,
     handle: &CsrfHandle,
     policy: &Policy,
 ) -> Result<Request<RequestBody<B>>, CsrfError>
 where
     B: Body<Data = Bytes>,
 {
-    match presented {
-        Presented::Header(value) => {
-            handle.verify(value.as_bytes()).await?;
-            Ok(req.map(RequestBody::inner))
-        }
-        Presented::Form(kind) => {
-            let (parts, body) = req.into_parts();
-            let form = read_form(body, policy.max_body)
-                .await
-                .map_err(CsrfError::new)?;
-            let token = find_field(&kind, &form.data, &policy.field_name)
-                .ok_or(CsrfError::new(CsrfErrorKind::Missing))?;
-            handle.verify(&token).await?;
-            Ok(Request::from_parts(
-                parts,
-                RequestBody::buffered(form.data, form.trailers),
-            ))
-        }
-    }
+    let (parts, body) = req.into_parts();
+    let form = read_form(body, policy.max_body)
+        .await
+        .map_err(CsrfError::new)?;
+    let token = find_field(&kind, &form.data, &policy.field_name)
+        .ok_or(CsrfError::new(CsrfErrorKind::Missing))?;
+    handle.verify(&token).await?;
+    Ok(Request::from_parts(
+        parts,
+        RequestBody::buffered(form.data, form.trailers),
+    ))
 }
 
 /// The slow path: verify the token, then call `inner` (or refuse).
@@ -175,7 +168,16 @@ where
 {
     let path = req.uri().path().to_owned();
     let grpc = is_grpc(req.headers());
-    match verify(req, presented, &handle, &policy).await {
+    // A header token is checked without moving the request through a
+    // nested future; a form token needs the body read first.
+    let verified = match presented {
+        Presented::Header(value) => handle
+            .verify(value.as_bytes())
+            .await
+            .map(|()| req.map(RequestBody::inner)),
+        Presented::Form(kind) => verify_form(req, kind, &handle, &policy).await,
+    };
+    match verified {
         Err(error) => Ok(refuse(&renderer, error, true, grpc, &path)),
         Ok(req) => {
             let response = inner.call(req).await?;
