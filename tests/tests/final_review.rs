@@ -1,6 +1,5 @@
-//! Review of the claims marks, signing-key kids, 503 retry hints and the
-//! CSRF header fast path: guards for what holds, and an ignored test for
-//! the defect found.
+//! The claims marks between nested JWT layers, signing-key kids, 503
+//! retry hints and the CSRF header fast path, through real servers.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -171,12 +170,9 @@ async fn extractors_keep_401_and_500_apart_for_every_layer_shape() {
 /// bearer token for audience `api`; the inner, optional one reads a
 /// cookie and trusts audience `other` only. A request with the bearer
 /// token and no cookie reaches the inner route's `Claims` extractor,
-/// which accepts the outer layer's claims (audience `api`) although the
-/// layer on its own route saw no token and would refuse that token: the
-/// inner service inserts `NoToken` beside the claims left in the
-/// extensions instead of removing them.
+/// which must not accept the outer layer's claims (audience `api`): the
+/// layer on its own route saw no token and would refuse that token.
 #[tokio::test]
-#[ignore = "defect: an optional JwtLayer that sees no token leaves an outer layer's Claims in place, so its route's extractor accepts claims verified for another audience"]
 async fn inner_optional_layer_without_a_token_does_not_serve_outer_claims() {
     let clock = Arc::new(ManualClock::starting_now());
     let iss = issuer_builder(hs_key(), &clock).build().unwrap();

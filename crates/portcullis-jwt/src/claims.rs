@@ -339,6 +339,10 @@ pub(crate) fn mark<T: Send + Sync + 'static>(
             }
         }
         None => {
+            // Claims an outer layer verified (for its own audience, from
+            // its own transport) are not this layer's: a route behind an
+            // optional layer that saw no token has no claims.
+            extensions.remove::<Claims<T>>();
             extensions.insert(NoToken::<T>::new());
         }
     }
