@@ -309,3 +309,44 @@ pub async fn api(app: &HybridApp, access: &str) -> reqwest::StatusCode {
         .unwrap()
         .status()
 }
+
+/// An app whose `JwtLayer` reads access tokens from the `access` cookie,
+/// with the refresh layer in front; alice logged in on two devices.
+pub struct CookieAccessApp {
+    pub server: TestServer,
+    pub refresher: Refresher,
+    /// The laptop's access token (the caller).
+    pub laptop_access: String,
+    /// The phone's family id (the other device).
+    pub phone_id: String,
+}
+
+/// Starts a [`CookieAccessApp`].
+pub async fn cookie_access_app() -> CookieAccessApp {
+    let revocations = Arc::new(MemoryRevocationStore::new());
+    let issuer = JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
+        .issuer("https://cookie.test")
+        .audience("cookie")
+        .build()
+        .unwrap();
+    let jwt = JwtLayer::builder_for(&issuer)
+        .transport(portcullis::jwt::Transport::Cookie("access".into()))
+        .revocation(revocations.view())
+        .build()
+        .unwrap();
+    let refresher = Refresher::builder(MemoryRefreshStore::new(), issuer, revocations, jwt.clone())
+        .build()
+        .unwrap();
+    let phone = refresher.login("alice").issue().await.unwrap();
+    let laptop = refresher.login("alice").issue().await.unwrap();
+    let app = Router::new()
+        .route("/api/me", get(|| async { "me" }))
+        .layer(jwt)
+        .layer(RefreshLayer::new(&refresher));
+    CookieAccessApp {
+        server: TestServer::start(app).await,
+        refresher,
+        laptop_access: laptop.access.token.clone(),
+        phone_id: phone.refresh.family().to_string(),
+    }
+}

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
-use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
-use portcullis::jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey, Transport as AccessTransport};
-use portcullis::refresh::{MemoryRefreshStore, RefreshLayer, Refresher};
+use portcullis::jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
 use portcullis::session::{
     CurrentUser, MemoryStore, RequireLoginLayer, Session, SessionConfig, SessionError, SessionLayer,
 };
+use portcullis_tests::refresh_app::cookie_access_app;
 use portcullis_tests::{TestServer, client, cookie_value};
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -90,46 +89,6 @@ fn percent_decode(s: &str) -> String {
 // ---------------------------------------------------------------------------
 // Refresh device endpoints with a cookie-borne access token
 // ---------------------------------------------------------------------------
-
-/// An app whose `JwtLayer` reads access tokens from the `access` cookie, with
-/// the refresh layer in front; alice logged in on two devices.
-struct CookieAccessApp {
-    server: TestServer,
-    refresher: Refresher,
-    /// The laptop's access token (the caller).
-    laptop_access: String,
-    /// The phone's family id (the device the attacker wants to end).
-    phone_id: String,
-}
-
-async fn cookie_access_app() -> CookieAccessApp {
-    let revocations = Arc::new(MemoryRevocationStore::new());
-    let issuer = JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
-        .issuer("https://cookie.test")
-        .audience("cookie")
-        .build()
-        .unwrap();
-    let jwt = JwtLayer::builder_for(&issuer)
-        .transport(AccessTransport::Cookie("access".into()))
-        .revocation(revocations.view())
-        .build()
-        .unwrap();
-    let refresher = Refresher::builder(MemoryRefreshStore::new(), issuer, revocations, jwt.clone())
-        .build()
-        .unwrap();
-    let phone = refresher.login("alice").issue().await.unwrap();
-    let laptop = refresher.login("alice").issue().await.unwrap();
-    let app = Router::new()
-        .route("/api/me", get(|| async { "me" }))
-        .layer(jwt)
-        .layer(RefreshLayer::new(&refresher));
-    CookieAccessApp {
-        server: TestServer::start(app).await,
-        refresher,
-        laptop_access: laptop.access.token.clone(),
-        phone_id: phone.refresh.family().to_string(),
-    }
-}
 
 /// The cross-site header sets a forged request may carry: a modern browser
 /// (Fetch Metadata), an old one (`Origin` only, another host).

@@ -513,44 +513,19 @@ async fn device_list_and_revoking_one_device() {
 /// reader answered it 401).
 #[tokio::test]
 async fn device_endpoints_honour_a_cookie_transport_for_access_tokens() {
-    use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
-    use portcullis::jwt::{
-        Algorithm, JwtIssuer, JwtLayer, SigningKey, Transport as AccessTransport,
-    };
-    use portcullis::refresh::{MemoryRefreshStore, RefreshLayer, Refresher};
-    use portcullis_tests::TestServer;
-
-    let revocations = Arc::new(MemoryRevocationStore::new());
-    let issuer = JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
-        .issuer("https://cookie.test")
-        .audience("cookie")
-        .build()
-        .unwrap();
-    let jwt = JwtLayer::builder_for(&issuer)
-        .transport(AccessTransport::Cookie("access".into()))
-        .revocation(revocations.view())
-        .build()
-        .unwrap();
-    let refresher = Refresher::builder(MemoryRefreshStore::new(), issuer, revocations, jwt.clone())
-        .build()
-        .unwrap();
-    let phone = refresher.login("alice").issue().await.unwrap();
-    let laptop = refresher.login("alice").issue().await.unwrap();
-    let app = axum::Router::new()
-        .route("/api/me", axum::routing::get(|| async { "me" }))
-        .layer(jwt)
-        .layer(RefreshLayer::new(&refresher));
-    let server = TestServer::start(app).await;
+    let portcullis_tests::refresh_app::CookieAccessApp {
+        server,
+        refresher,
+        laptop_access,
+        phone_id,
+    } = portcullis_tests::refresh_app::cookie_access_app().await;
     let with_cookie = |req: reqwest::RequestBuilder, token: &str| {
         req.header("cookie", format!("access={token}")).send()
     };
 
-    let resp = with_cookie(
-        client().get(server.url("/auth/sessions")),
-        &laptop.access.token,
-    )
-    .await
-    .unwrap();
+    let resp = with_cookie(client().get(server.url("/auth/sessions")), &laptop_access)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let list: Value = resp.json().await.unwrap();
     let sessions = list["sessions"].as_array().unwrap();
@@ -558,10 +533,9 @@ async fn device_endpoints_honour_a_cookie_transport_for_access_tokens() {
     let current: Vec<bool> = sessions.iter().map(|s| s["current"] == true).collect();
     assert_eq!(current.iter().filter(|c| **c).count(), 1, "{list}");
 
-    let phone_id = phone.refresh.family().to_string();
     let resp = with_cookie(
         client().delete(server.url(&format!("/auth/sessions/{phone_id}"))),
-        &laptop.access.token,
+        &laptop_access,
     )
     .await
     .unwrap();
@@ -571,7 +545,7 @@ async fn device_endpoints_honour_a_cookie_transport_for_access_tokens() {
     // The bearer header is not where this app's layer reads.
     let resp = client()
         .get(server.url("/auth/sessions"))
-        .bearer_auth(&laptop.access.token)
+        .bearer_auth(&laptop_access)
         .send()
         .await
         .unwrap();
