@@ -60,6 +60,10 @@ pub enum KeyError {
     /// JWKS).
     #[error("symmetric keys are not accepted from a JWKS")]
     SymmetricInJwks,
+    /// A JWKS entry that publishes private key material (`d`, or an RSA
+    /// private parameter): the key is leaked, so the document is refused.
+    #[error("a JWKS must not publish private key material")]
+    PrivateInJwks,
     /// A signing key's `kid` that is empty, too long or not visible ASCII.
     #[error("invalid kid: {0}")]
     InvalidKid(#[from] KidError),
@@ -266,7 +270,7 @@ impl VerifyingKey {
         crate::ensure_crypto_provider();
         // A published secret is leaked whatever its `use`, `key_ops` or
         // `alg` say: refused before anything else is looked at.
-        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) && !allow_symmetric {
+        if holds_secret(&jwk.algorithm) && !allow_symmetric {
             return Err(KeyError::SymmetricInJwks);
         }
         if let Some(u) = &jwk.common.public_key_use {
@@ -598,6 +602,26 @@ pub fn generate_pkcs8_pem(alg: Algorithm) -> Result<Vec<u8>, KeyError> {
     Ok(pem_wrap("PRIVATE KEY", doc.as_ref()))
 }
 
+/// Whether a JWK carries a shared secret: a well-formed `oct` key, or an
+/// entry the JWK parser could not type (an extra or repeated member sends
+/// it to `Other`) whose `kty` says `oct` or that has a `k` member. Either
+/// way the secret is published, so the whole JWKS is refused; an `Other`
+/// entry is never a usable key in any case.
+fn holds_secret(params: &AlgorithmParameters) -> bool {
+    match params {
+        AlgorithmParameters::OctetKey(_) => true,
+        AlgorithmParameters::Other(other) => {
+            other.fields.contains_key("k")
+                || other
+                    .fields
+                    .get("kty")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("oct"))
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,12 +642,41 @@ mod tests {
             format!(r#"{{"kty":"oct","kid":"s","k":"{k}","use":"sig","alg":"none"}}"#),
             format!(r#"{{"kty":"oct","kid":"s","k":"{k}","use":"enc"}}"#),
             format!(r#"{{"kty":"oct","kid":"s","k":"{k}","alg":"HS256"}}"#),
+            // A repeated or an extra member makes the JWK parser give up on
+            // the entry's type; the secret is published all the same.
+            format!(r#"{{"kty":"oct","kid":"s","k":"{k}","k":"{k}"}}"#),
+            format!(r#"{{"kty":"oct","kty":"oct","k":"{k}"}}"#),
+            format!(r#"{{"kty":"oct","k":"{k}","crv":"P-256"}}"#),
+            format!(r#"{{"kty":"OCT","k":"{k}"}}"#),
+            format!(r#"{{"kty":"EC","crv":"P-256","k":"{k}","x":"x","y":"y"}}"#),
         ] {
             let doc = format!(r#"{{"keys":[{secret},{ec}]}}"#);
             let got = key_set_from_json(doc.as_bytes(), None);
             assert!(
                 matches!(got, Err(JwksError::Key(KeyError::SymmetricInJwks))),
                 "{secret}: {:?}",
+                got.map(|s| s.len())
+            );
+        }
+    }
+
+    /// A JWKS entry that publishes a private key (an EC key with `d`, an
+    /// RSA key with its primes) is refused, though the typed JWK parser
+    /// drops those members and would read a valid public key.
+    #[test]
+    fn a_jwks_publishing_a_private_key_is_refused() {
+        use crate::jwks::{JwksError, key_set_from_json};
+        let ec = r#""kty":"EC","crv":"P-256","use":"sig",
+            "x":"04N0xi21hshyvBp7I167sbE_bXqyqkAPfefdklMO7wY",
+            "y":"UI8exy-C06a7dUnjIdENkxeFtHM4-l_41LqEw9nVgmw""#;
+        let public = format!(r#"{{"keys":[{{"kid":"a",{ec}}}]}}"#);
+        assert_eq!(key_set_from_json(public.as_bytes(), None).unwrap().len(), 1);
+        for member in ["d", "p", "q", "dp", "dq", "qi", "oth"] {
+            let doc = format!(r#"{{"keys":[{{"kid":"a",{ec},"{member}":"AAAA"}}]}}"#);
+            let got = key_set_from_json(doc.as_bytes(), None);
+            assert!(
+                matches!(got, Err(JwksError::Key(KeyError::PrivateInJwks))),
+                "{member}: {:?}",
                 got.map(|s| s.len())
             );
         }

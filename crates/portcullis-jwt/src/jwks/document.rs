@@ -35,23 +35,35 @@ pub enum JwksError {
 
 /// Parses a JWKS document into a key set. Keys that cannot verify
 /// signatures (encryption keys, unsupported algorithms, RSA keys without
-/// `alg` when `default_rsa_alg` is `None`) are skipped; symmetric keys are
-/// refused outright (a published JWKS must never hold a shared secret).
+/// `alg` when `default_rsa_alg` is `None`) are skipped; a document holding
+/// a symmetric key or any private key material is refused outright (a
+/// published JWKS must never hold a secret: the key is leaked, not
+/// trusted).
 ///
 /// # Errors
 ///
-/// [`JwksError`] when the document does not parse, holds a symmetric key,
-/// or holds no usable key.
+/// [`JwksError`] when the document does not parse, holds a symmetric key
+/// or private key material, or holds no usable key.
 pub fn key_set_from_json(
     json: &[u8],
     default_rsa_alg: Option<Algorithm>,
 ) -> Result<KeySet, JwksError> {
     let set: JwkSet = serde_json::from_slice(json).map_err(|e| JwksError::Json(e.to_string()))?;
+    // The typed parse drops members it does not know and, on a repeated or
+    // extra member, may give up on an entry's type; the document as plain
+    // JSON (where the last of a repeated member wins) is checked as well,
+    // so no reading of it publishes a secret we accept.
+    let raw: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| JwksError::Json(e.to_string()))?;
+    let entries = raw.get("keys").and_then(serde_json::Value::as_array);
+    for entry in entries.into_iter().flatten() {
+        published_private_material(entry)?;
+    }
     let mut keys = Vec::new();
     for jwk in &set.keys {
         match VerifyingKey::from_jwk(jwk, default_rsa_alg, false) {
             Ok(k) => keys.push(k),
-            Err(KeyError::SymmetricInJwks) => return Err(KeyError::SymmetricInJwks.into()),
+            Err(e @ KeyError::SymmetricInJwks) => return Err(e.into()),
             Err(_) => {}
         }
     }
@@ -59,6 +71,27 @@ pub fn key_set_from_json(
         return Err(JwksError::NoUsableKey);
     }
     Ok(KeySet::new(keys)?)
+}
+
+/// The members of a JWK that only a key's holder may know (RFC 7518
+/// section 6): `k` of a shared secret, `d` of an EC or OKP private key, and
+/// the RSA private exponent and CRT parameters.
+const PRIVATE_MEMBERS: [&str; 8] = ["k", "d", "p", "q", "dp", "dq", "qi", "oth"];
+
+/// Refuses a JWKS entry that publishes a secret or a private key: a leaked
+/// key must not become a trusted one, whatever else the entry says.
+fn published_private_material(entry: &serde_json::Value) -> Result<(), KeyError> {
+    let says_oct = entry
+        .get("kty")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|t| t.eq_ignore_ascii_case("oct"));
+    if says_oct || entry.get("k").is_some() {
+        return Err(KeyError::SymmetricInJwks);
+    }
+    if PRIVATE_MEMBERS.iter().any(|m| entry.get(m).is_some()) {
+        return Err(KeyError::PrivateInJwks);
+    }
+    Ok(())
 }
 
 /// Reads a JWKS document from a file.
