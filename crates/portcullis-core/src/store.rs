@@ -122,6 +122,39 @@ impl std::error::Error for StoreError {
     }
 }
 
+/// A store's connection URL with its secrets removed, for `Debug`,
+/// `Display` and errors: the user-info (`user:password@`) and the whole
+/// query (which can carry `password=`, `sslpassword=` or a key) become
+/// `REDACTED`; the scheme, host, port and path stay.
+///
+/// ```
+/// use portcullis_core::store::redact_url;
+///
+/// assert_eq!(
+///     redact_url("postgres://app:s3cret@db:5432/app?sslmode=require&password=x"),
+///     "postgres://REDACTED@db:5432/app?REDACTED"
+/// );
+/// assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+/// assert_eq!(redact_url("sqlite://auth.db"), "sqlite://auth.db");
+/// ```
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let (url, had_query) = match url.split_once('?') {
+        Some((before, _)) => (before, true),
+        None => (url, false),
+    };
+    let mut out = match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://REDACTED@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    };
+    if had_query {
+        out.push_str("?REDACTED");
+    }
+    out
+}
+
 /// A shared on/off switch for fault injection: the test wrappers around
 /// stores (`FaultyStore`, `FaultyRefreshStore`) fail every call with a
 /// backend error while it is on, to show what an outage does.
