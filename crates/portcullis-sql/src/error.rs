@@ -79,6 +79,15 @@ pub(crate) fn store_error(e: &sqlx::Error) -> StoreError {
     StoreError::backend(SqlError { what, message })
 }
 
+/// A loggable description of a sqlx error (no URL, no bound value).
+pub(crate) fn describe(e: &sqlx::Error) -> String {
+    use std::error::Error as _;
+    let mapped = store_error(e);
+    mapped
+        .source()
+        .map_or_else(|| mapped.to_string(), ToString::to_string)
+}
+
 /// Runs one store call (the pool checkout, its statements, their commit)
 /// within `limit`: past it the call is dropped (sqlx rolls back an open
 /// transaction) and the answer is [`StoreError::timeout`].

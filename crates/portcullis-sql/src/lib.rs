@@ -82,6 +82,8 @@
 //! carry no URL (see [`SqlError`]).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod connect;
 mod error;
 mod migrate;
 mod names;
@@ -102,6 +104,9 @@ mod refresh;
 #[cfg(feature = "jwt")]
 mod revocation;
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
+pub use connect::{ConnectError, Database};
 pub use error::SqlError;
 pub use names::NameError;
 pub use purge::PurgeConfig;

@@ -1,0 +1,121 @@
+//! [`Database`]: a backend from a `DATABASE_URL`, connected with the pool
+//! settings the stores are measured with.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use crate::url::{DatabaseKind, DatabaseUrl};
+
+/// A database URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use the database {url}: {what}")]
+pub struct ConnectError {
+    url: String,
+    what: String,
+}
+
+impl ConnectError {
+    fn new(url: &DatabaseUrl, what: impl Into<String>) -> Self {
+        Self {
+            url: url.to_string(),
+            what: what.into(),
+        }
+    }
+}
+
+/// The backend a `DATABASE_URL` names: PostgreSQL or SQLite.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Database {
+    /// `postgres://...`
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    Postgres(crate::PgBackend),
+    /// `sqlite:...`
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    Sqlite(crate::SqliteBackend),
+}
+
+impl Database {
+    /// A pool for `url` with the recommended settings, and the backend on
+    /// it with the default names (`portcullis.*` on PostgreSQL,
+    /// `portcullis_*` tables on SQLite):
+    ///
+    /// - PostgreSQL: connects lazily (the application starts while the
+    ///   database is down; requests get 503 until it answers), no health
+    ///   check on checkout (one round trip per session load, not two), up
+    ///   to 16 connections.
+    /// - SQLite: creates the file if missing, write-ahead log (readers never
+    ///   wait for the writer). `sqlite::memory:` is one connection (each
+    ///   connection would see its own database otherwise).
+    ///
+    /// Run [`migrate`](Self::migrate) before serving.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError`] (the URL redacted) when the URL does not parse or
+    /// names a database whose feature is off.
+    pub fn connect(url: &DatabaseUrl) -> Result<Self, ConnectError> {
+        match url.kind() {
+            #[cfg(feature = "postgres")]
+            DatabaseKind::Postgres => {
+                let options = sqlx::postgres::PgConnectOptions::from_str(url.expose())
+                    .map_err(|e| ConnectError::new(url, crate::error::describe(&e)))?;
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .test_before_acquire(false)
+                    .connect_lazy_with(options);
+                let backend = crate::PgConfig::new(pool)
+                    .build()
+                    .map_err(|e| ConnectError::new(url, e.to_string()))?;
+                Ok(Self::Postgres(backend))
+            }
+            #[cfg(feature = "sqlite")]
+            DatabaseKind::Sqlite => {
+                use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+                let memory =
+                    url.expose().contains(":memory:") || url.expose().contains("mode=memory");
+                let options = SqliteConnectOptions::from_str(url.expose())
+                    .map_err(|e| ConnectError::new(url, crate::error::describe(&e)))?
+                    .create_if_missing(true);
+                let options = if memory {
+                    options
+                } else {
+                    options.journal_mode(SqliteJournalMode::Wal)
+                };
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(if memory { 1 } else { 8 })
+                    .acquire_timeout(Duration::from_secs(5))
+                    .test_before_acquire(false)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_lazy_with(options);
+                let backend = crate::SqliteConfig::new(pool)
+                    .build()
+                    .map_err(|e| ConnectError::new(url, e.to_string()))?;
+                Ok(Self::Sqlite(backend))
+            }
+            #[allow(unreachable_patterns)]
+            kind => Err(ConnectError::new(
+                url,
+                format!("{kind:?} support is not compiled in (enable the portcullis-sql feature)"),
+            )),
+        }
+    }
+
+    /// Creates or upgrades the tables.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be reached or refused a migration.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(b) => b.migrate().await,
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(b) => b.migrate().await,
+        }
+    }
+}
