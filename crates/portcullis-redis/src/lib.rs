@@ -25,6 +25,7 @@
 //! | `jwt` | no | `RedisRevocationStore`, a `portcullis_jwt::revocation::RevocationStore` whose in-process view Redis pub/sub keeps current |
 //! | `refresh` | no | `RedisRefreshStore`, a `portcullis_refresh::RefreshStore` (turns on `jwt`: a refresh store shared by instances needs a shared revocation view) |
 //! | `cluster` | no | `RedisConfig::cluster`: Redis Cluster targets |
+//! | `tls` | no | `rediss://` (and `valkeys://`) URLs: TLS with rustls on the aws-lc-rs provider, the system's roots or `RedisConfig::tls_root_ca_pem` (see [TLS](#tls)) |
 //! | `testing` | no | `testing::CommandStats`: count the commands a request costs |
 //! | `tracing` | no | debug/warn events on connection loss and timeouts (never a key, token or session data) |
 //!
@@ -56,6 +57,53 @@
 //! revocation store's `revoke_user` (see [which calls are
 //! resent](#which-calls-are-resent)). Nothing panics on any reply:
 //! unexpected ones are errors.
+//!
+//! # TLS
+//!
+//! With the `tls` feature, a `rediss://` URL (`valkeys://` for Valkey)
+//! connects over TLS: rustls with the aws-lc-rs provider, no OpenSSL.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use portcullis_redis::RedisConfig;
+//!
+//! // A certificate from a public CA: the system's roots verify it.
+//! let managed = RedisConfig::new("rediss://:password@redis.example.com:6380/").build()?;
+//! // A private CA: trust it, and only it.
+//! let private = RedisConfig::new("rediss://app:password@redis.internal:6380/")
+//!     .tls_root_ca_pem(std::fs::read("/etc/myapp/redis-ca.pem")?)
+//!     .build()?;
+//! # let _ = (managed, private);
+//! # Ok(()) }
+//! # #[cfg(not(feature = "tls"))]
+//! # fn main() {}
+//! ```
+//!
+//! - **The server is verified**: its certificate must chain to a trusted
+//!   root and name the URL's host (a DNS name or an IP address). The roots
+//!   are the system's (read when connecting: on Debian the
+//!   `ca-certificates` bundle, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when
+//!   set), or only the CAs given to `RedisConfig::tls_root_ca_pem`. A
+//!   certificate that does not verify fails the call (the layers answer
+//!   503) before any command, the password included, is sent; nothing
+//!   falls back to plain text.
+//! - **No switch turns verification off**: redis-rs' `#insecure` URL
+//!   suffix is refused.
+//! - **Mistakes are [`RedisConfigError`]s from [`RedisConfig::build`]**,
+//!   never a failure at the first request: a `rediss://` URL in a build
+//!   without the `tls` feature (`TlsFeatureDisabled`), `#insecure`
+//!   (`TlsInsecure`), a root CA that does not parse or holds no certificate
+//!   (`TlsRootCa`, `NoRootCa`) or that comes with a target that is not
+//!   `rediss://` (`RootCaWithoutTls`), cluster node URLs mixing TLS and
+//!   plain (`TlsMixed`; the CA applies to every node).
+//! - The URL's password never shows in `Debug` output or errors
+//!   (`rediss://REDACTED@host:port/`).
+//! - redis-rs builds its TLS configuration from rustls' process-wide
+//!   crypto provider: the first TLS [`RedisConfig::build`] installs
+//!   aws-lc-rs's unless the application installed one.
+//! - Client certificates (Redis' `tls-auth-clients yes`) are not
+//!   configurable: authenticate with the URL's user and password.
 //!
 //! # Key layout
 //!
