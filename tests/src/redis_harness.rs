@@ -3,6 +3,8 @@
 //! - [`RedisServer`]: one server on a free loopback port, no persistence,
 //!   in its own temporary directory; killed when dropped. Tests can kill,
 //!   restart (same port, data lost), freeze (`SIGSTOP`) and thaw it.
+//!   [`ServerOptions`] start another program (`valkey-server`), or serve
+//!   TLS as well ([`TlsFiles`]).
 //! - [`RedisCluster`]: a local three-master Redis Cluster (no replicas).
 //! - [`RoundTripProxy`]: a TCP proxy that counts request/reply exchanges,
 //!   to measure round trips directly.
@@ -17,7 +19,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +36,28 @@ use crate::{TestServer, client, cookie_value, session_app};
 const INSTALL: &str = "install it (Debian/Ubuntu: `apt-get install redis-server redis-tools`; \
                        macOS: `brew install redis`), or run scripts/test, which installs it";
 
+const INSTALL_VALKEY: &str = "install it (Debian 12: `apt-get install -t bookworm-backports \
+                              valkey-server` with bookworm-backports in the apt sources; Debian 13: \
+                              `apt-get install valkey-server`), or run scripts/test, which installs it";
+
+/// The Valkey server program, for [`ServerOptions::binary`].
+pub const VALKEY_SERVER: &str = "valkey-server";
+
+/// The program [`RedisServer::start`] runs: `$PORTCULLIS_REDIS_SERVER`
+/// when set (`valkey-server` runs every Redis test on Valkey), else
+/// `redis-server`.
+pub fn default_server_binary() -> String {
+    std::env::var("PORTCULLIS_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+fn install_hint(binary: &str) -> &'static str {
+    if binary.contains("valkey") {
+        INSTALL_VALKEY
+    } else {
+        INSTALL
+    }
+}
+
 /// Panics with install instructions unless `binary` runs.
 fn require(binary: &str) {
     let ok = Command::new(binary)
@@ -44,7 +68,8 @@ fn require(binary: &str) {
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "`{binary}` not found: the Redis tests need a real Redis; {INSTALL}"
+        "`{binary}` not found: the Redis tests need a real Redis; {}",
+        install_hint(binary)
     );
 }
 
@@ -139,11 +164,40 @@ pub fn command_stats(port: u16) -> CommandStats {
     )
 }
 
+/// The PEM files of a TLS-serving [`RedisServer`].
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server's certificate chain (`--tls-cert-file`).
+    pub cert: PathBuf,
+    /// Its private key (`--tls-key-file`).
+    pub key: PathBuf,
+    /// A CA (`--tls-ca-cert-file`; required by the server, used only for
+    /// client certificates, which it does not ask for).
+    pub ca: PathBuf,
+}
+
+/// How to start a [`RedisServer`]; the default is [`RedisServer::start`].
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// The program: [`default_server_binary`] when `None`;
+    /// [`VALKEY_SERVER`] for Valkey.
+    pub binary: Option<String>,
+    /// Extra server arguments.
+    pub args: Vec<String>,
+    /// Also serve TLS, on a port of its own ([`RedisServer::tls_url`]),
+    /// with `--tls-auth-clients no`. The plain port stays open on
+    /// loopback for the harness' own commands (readiness, `INFO`, ...),
+    /// which speak plain RESP.
+    pub tls: Option<TlsFiles>,
+}
+
 /// A throwaway `redis-server`: a free loopback port, no persistence, its
 /// own temporary directory. Killed when dropped.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    binary: String,
+    tls_port: Option<u16>,
     args: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -157,12 +211,47 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
-        require("redis-server");
+        Self::start_options(&ServerOptions {
+            args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            ..ServerOptions::default()
+        })
+    }
+
+    /// Starts a standalone Valkey (`valkey-server`).
+    pub fn start_valkey() -> Self {
+        Self::start_options(&ServerOptions {
+            binary: Some(VALKEY_SERVER.to_owned()),
+            ..ServerOptions::default()
+        })
+    }
+
+    /// Starts a server as `options` say, and waits until it answers
+    /// `PING` on its plain port.
+    pub fn start_options(options: &ServerOptions) -> Self {
+        let binary = options.binary.clone().unwrap_or_else(default_server_binary);
+        require(&binary);
         let mut last = String::new();
         for _ in 0..5 {
+            let mut args = options.args.clone();
+            let tls_port = options.tls.as_ref().map(|tls| {
+                let port = free_port();
+                for (flag, value) in [
+                    ("--tls-port", port.to_string()),
+                    ("--tls-cert-file", tls.cert.display().to_string()),
+                    ("--tls-key-file", tls.key.display().to_string()),
+                    ("--tls-ca-cert-file", tls.ca.display().to_string()),
+                    ("--tls-auth-clients", "no".to_owned()),
+                ] {
+                    args.push(flag.to_owned());
+                    args.push(value);
+                }
+                port
+            });
             let mut server = Self {
                 port: free_port(),
-                args: extra.iter().map(|s| (*s).to_owned()).collect(),
+                binary: binary.clone(),
+                tls_port,
+                args,
                 dir: tempfile::tempdir().unwrap(),
                 child: None,
             };
@@ -171,13 +260,13 @@ impl RedisServer {
                 Err(e) => last = e,
             }
         }
-        panic!("redis-server did not start: {last}");
+        panic!("{binary} did not start: {last}");
     }
 
     fn spawn(&mut self) -> Result<(), String> {
         let dir = self.dir.path();
         let log = dir.join("redis.log");
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = Command::new(&self.binary);
         cmd.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -194,11 +283,11 @@ impl RedisServer {
             .stderr(Stdio::null());
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("redis-server: {e}; {INSTALL}"))?;
+            .map_err(|e| format!("{}: {e}; {}", self.binary, install_hint(&self.binary)))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("redis-server exited ({status}): {}", tail(&log)));
+                return Err(format!("{} exited ({status}): {}", self.binary, tail(&log)));
             }
             if redis_command(self.port, &["PING"]).is_ok_and(|r| r == Reply::Simple("PONG".into()))
             {
@@ -208,7 +297,11 @@ impl RedisServer {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("redis-server not ready after 10 s: {}", tail(&log)));
+                return Err(format!(
+                    "{} not ready after 10 s: {}",
+                    self.binary,
+                    tail(&log)
+                ));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -222,6 +315,23 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>/`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The TLS port, for a server started with [`ServerOptions::tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// `rediss://127.0.0.1:<TLS port>/`. Panics unless the server serves
+    /// TLS ([`ServerOptions::tls`]).
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("a server started with TLS files");
+        format!("rediss://127.0.0.1:{port}/")
+    }
+
+    /// The program it runs (`redis-server`, `valkey-server`).
+    pub fn binary(&self) -> &str {
+        &self.binary
     }
 
     /// The process id (while running).
@@ -249,7 +359,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not restart on port {}: {last}", self.port);
+        panic!(
+            "{} did not restart on port {}: {last}",
+            self.binary, self.port
+        );
     }
 
     fn signal(&self, signal: &str) {
@@ -353,11 +466,24 @@ impl RedisCluster {
     /// (`CLUSTER ADDSLOTSRANGE`), joins them (`CLUSTER MEET`) and waits
     /// until every node reports `cluster_state:ok` and knows the others.
     pub fn start() -> Self {
-        require("redis-server");
+        Self::start_nodes(None)
+    }
+
+    /// [`start`](Self::start), every node also serving TLS with `tls`
+    /// (the same certificate for all: it must name 127.0.0.1), the cluster
+    /// bus too (`--tls-cluster yes`). Nodes tell TLS clients their TLS
+    /// ports ([`tls_urls`](Self::tls_urls)), plain clients their plain
+    /// ones.
+    pub fn start_tls(tls: &TlsFiles) -> Self {
+        Self::start_nodes(Some(tls))
+    }
+
+    fn start_nodes(tls: Option<&TlsFiles>) -> Self {
+        require(&default_server_binary());
         let nodes: Vec<(RedisServer, String)> = (0..3)
             .map(|_| {
                 let bus = free_port().to_string();
-                let server = RedisServer::start_with(&[
+                let mut args = vec![
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
@@ -366,7 +492,15 @@ impl RedisCluster {
                     "5000",
                     "--cluster-port",
                     &bus,
-                ]);
+                ];
+                if tls.is_some() {
+                    args.extend(["--tls-cluster", "yes"]);
+                }
+                let server = RedisServer::start_options(&ServerOptions {
+                    args: args.into_iter().map(str::to_owned).collect(),
+                    tls: tls.cloned(),
+                    ..ServerOptions::default()
+                });
                 (server, bus)
             })
             .collect();
@@ -415,6 +549,12 @@ impl RedisCluster {
     /// The nodes' URLs.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes' `rediss://` URLs (a cluster from
+    /// [`start_tls`](Self::start_tls)).
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::tls_url).collect()
     }
 
     /// The nodes.
