@@ -122,3 +122,11 @@ pub use sqlite::{SqliteBackend, SqliteConfig};
 /// sqlx, as this crate uses it (build pools with it to be sure the types
 /// match).
 pub use sqlx;
+
+// refresh: the refresh-family stores.
+#[cfg(all(feature = "refresh", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "refresh", feature = "postgres"))))]
+pub use refresh::PgRefreshStore;
+#[cfg(all(feature = "refresh", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "refresh", feature = "sqlite"))))]
+pub use refresh::SqliteRefreshStore;
