@@ -80,6 +80,9 @@ mod layer;
 mod require;
 mod response;
 pub mod revocation;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod revocation_testing;
 mod service;
 mod transport;
 mod validation;

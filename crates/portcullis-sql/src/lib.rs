@@ -130,3 +130,17 @@ pub use refresh::PgRefreshStore;
 #[cfg(all(feature = "refresh", feature = "sqlite"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "refresh", feature = "sqlite"))))]
 pub use refresh::SqliteRefreshStore;
+
+// revocation: the JWT revocation stores.
+#[cfg(all(feature = "jwt", any(feature = "postgres", feature = "sqlite")))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "jwt", any(feature = "postgres", feature = "sqlite"))))
+)]
+pub use revocation::RevocationStartError;
+#[cfg(all(feature = "jwt", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "jwt", feature = "postgres"))))]
+pub use revocation::{PgRevocationStore, PgRevocationStoreBuilder};
+#[cfg(all(feature = "jwt", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "jwt", feature = "sqlite"))))]
+pub use revocation::{SqliteRevocationStore, SqliteRevocationStoreBuilder};

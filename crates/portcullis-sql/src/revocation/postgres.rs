@@ -1,0 +1,736 @@
+//! [`PgRevocationStore`]: JWT revocations in PostgreSQL, pushed to every
+//! instance's in-process view by `LISTEN/NOTIFY`. (The store, its builder
+//! and its statements; the listener task has a file of its own.)
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use portcullis_core::{SharedClock, StoreError, SystemClock, TokenDigest};
+use portcullis_jwt::revocation::{RevocationEvent, RevocationStore, RevocationView};
+use sqlx::{AssertSqlSafe, SqlSafeStr as _, SqlStr};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::listener;
+use super::{
+    Entry, KEEP_MS, MIN_BACKOFF, RevocationStartError, SyncState, digest, ms_of, now_ms,
+    version_floor,
+};
+use crate::PgBackend;
+use crate::error::{SqlResultExt as _, bounded};
+use crate::names::Names;
+use crate::purge::Purger;
+
+/// Default interval of the listener's ping on a silent connection, which
+/// finds a connection that died without a word (a dropped network path, a
+/// frozen server).
+const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default longest pause between two reconnection attempts of the
+/// listener (the first pause is 50 ms, then it doubles).
+const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The default staleness bound is this many ping intervals (or the ping
+/// interval plus two call timeouts, if that is longer).
+const STALENESS_PINGS: u32 = 4;
+
+/// The longest channel name PostgreSQL takes (`NAMEDATALEN - 1`).
+const MAX_CHANNEL: usize = 63;
+
+/// A `RevocationStore` on PostgreSQL whose [`RevocationView`] every
+/// instance keeps current by `LISTEN/NOTIFY`.
+///
+/// ```no_run
+/// use portcullis_jwt::revocation::RevocationStore as _;
+/// use portcullis_sql::{PgConfig, PgRevocationStore};
+/// use sqlx::postgres::PgPoolOptions;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = PgPoolOptions::new().connect("postgres://app@db.internal/app").await?;
+/// let backend = PgConfig::new(pool).build()?;
+/// backend.migrate().await?;
+/// let revocations = PgRevocationStore::new(&backend)?; // spawns the listener
+/// // Before serving: the first snapshot is in the view.
+/// revocations.wait_synced(std::time::Duration::from_secs(5)).await;
+/// let view = revocations.view(); // give it to JwtLayer::builder(..).revocation(view)
+/// revocations.revoke_user("alice").await?; // refused on every instance within ms
+/// # let _ = view; Ok(()) }
+/// ```
+///
+/// - **Written, then pushed, in one statement**: each revocation upserts
+///   its row and calls `pg_notify` in the same statement, so the same
+///   transaction: the message goes out only if the change committed. The
+///   message carries only the kind and the SHA-256 of the id (`t:<hex>`,
+///   `s:<hex>`, `u:<hex>`; any id fits, and a role that may `LISTEN` but
+///   not read the tables learns nothing); each instance reads the row it
+///   names (one query per revocation per instance, never per request).
+/// - **One listener per instance**: [`start`](PgRevocationStoreBuilder::start)
+///   spawns a task with a connection of its own (a private one-connection
+///   pool built from the application pool's connect options; the
+///   application's pool is never short of a connection). It runs `LISTEN`,
+///   then loads a snapshot of every live row into the view, then applies
+///   messages as they come: a change committed before the `LISTEN` is in
+///   the snapshot, a later one arrives as a message (or both). After any
+///   failure it connects again, with a doubling backoff, and loads a fresh
+///   snapshot: a message missed while disconnected is made up for.
+/// - **Pings**: a connection silent for a ping interval (1 s by default)
+///   is asked `SELECT 1`; no answer within the backend's timeout, and the
+///   listener starts over.
+/// - **Snapshots are merged into the view**, never replace it: revocations
+///   only grow (entries leave the view when their tokens expire), so a
+///   database restored from an older backup does not bring revoked tokens
+///   back on instances that saw them, and a revocation this instance made
+///   is never dropped by a snapshot read just before it.
+/// - **Database down**: revoke calls fail with a `StoreError` (503
+///   upstream) within the backend's timeout; the view keeps its state and
+///   requests keep being checked against it.
+/// - **Staleness bound**: cut off for longer than
+///   [`max_staleness`](PgRevocationStoreBuilder::max_staleness) (4 s by
+///   default), the view is marked stale and layers answer 503 until a
+///   fresh snapshot has loaded: an instance that cannot hear of
+///   revocations stops accepting tokens rather than accept revoked ones.
+/// - **Forgetting needs two clocks**: denylist rows are kept
+///   `portcullis_jwt::MAX_LEEWAY` plus 60 s past their expiry, by the
+///   earlier of this instance's clock and the database's; only then do
+///   snapshots leave them out and the purge delete them (in batches, in
+///   the background of revoke calls, or by
+///   [`purge_expired`](Self::purge_expired)). User versions are never
+///   purged.
+///
+/// Until the first snapshot has loaded, the view is not ready (layers
+/// answer 503): wait for [`wait_synced`](Self::wait_synced) before serving.
+/// The listener needs a session-level connection (`LISTEN` does not work
+/// through a transaction-pooling proxy). Dropping the last clone stops the
+/// listener and closes its connection.
+#[derive(Clone)]
+pub struct PgRevocationStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<StoreState>,
+    task: tokio::task::JoinHandle<()>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(w) = &self.watchdog {
+            w.abort();
+        }
+    }
+}
+
+/// What the store and its listener task share.
+pub(super) struct StoreState {
+    pub(super) backend: PgBackend,
+    pub(super) view: RevocationView,
+    pub(super) clock: SharedClock,
+    pub(super) sql: Statements,
+    pub(super) channel: String,
+    pub(super) sync: watch::Sender<SyncState>,
+    pub(super) messages: AtomicU64,
+    health: Mutex<Health>,
+    purge_tokens: Arc<Purger>,
+    purge_sessions: Arc<Purger>,
+}
+
+/// When the listener's connection was last verified alive, and whether
+/// the watchdog has marked the view stale since.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Health {
+    pub(super) alive_at: Instant,
+    pub(super) stale: bool,
+}
+
+impl StoreState {
+    pub(super) fn health(&self) -> MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection answered (a ping, a message): it is alive now.
+    /// Returns whether the view is stale (then the listener loads a fresh
+    /// snapshot before trusting it again).
+    pub(super) fn alive(&self) -> bool {
+        let mut h = self.health();
+        h.alive_at = Instant::now();
+        h.stale
+    }
+
+    /// A fresh snapshot has loaded: the view is current and trusted.
+    pub(super) fn fresh(&self) {
+        let mut h = self.health();
+        h.alive_at = Instant::now();
+        h.stale = false;
+        self.view.mark_ready();
+    }
+}
+
+/// Every statement of the store, built once from the names.
+pub(super) struct Statements {
+    revoke_token: SqlStr,
+    revoke_session: SqlStr,
+    revoke_user: SqlStr,
+    pub(super) token_row: SqlStr,
+    pub(super) session_row: SqlStr,
+    pub(super) user_row: SqlStr,
+    pub(super) snapshot_tokens: SqlStr,
+    pub(super) snapshot_sessions: SqlStr,
+    pub(super) snapshot_users: SqlStr,
+    purge_tokens: SqlStr,
+    purge_sessions: SqlStr,
+}
+
+/// The database's clock in milliseconds.
+const DB_NOW_MS: &str = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
+
+fn sql(names: &Names, template: &str) -> SqlStr {
+    AssertSqlSafe(names.render(template)).into_sql_str()
+}
+
+impl Statements {
+    fn new(names: &Names) -> Self {
+        // `$1` digest, `$2` id, `$3` expiry (ms), `$4` channel, `$5` message.
+        // One statement, so one transaction: the message is sent at commit,
+        // and not at all if the upsert fails.
+        let revoke_entry = |table: &str| {
+            sql(
+                names,
+                &format!(
+                    "WITH w AS (INSERT INTO {{table:{table}}} AS t (id_digest, id, expires_at) \
+                     VALUES ($1, $2, $3) ON CONFLICT (id_digest) DO UPDATE \
+                     SET expires_at = GREATEST(t.expires_at, EXCLUDED.expires_at) RETURNING 1) \
+                     SELECT pg_notify($4, $5) FROM w"
+                ),
+            )
+        };
+        let row = |table: &str| {
+            sql(
+                names,
+                &format!("SELECT id, expires_at FROM {{table:{table}}} WHERE id_digest = $1"),
+            )
+        };
+        // `$1` the caller's now (ms), `$2` how long rows are kept past
+        // their expiry (ms): the rows that neither clock has put past it.
+        let snapshot = |table: &str| {
+            sql(
+                names,
+                &format!(
+                    "SELECT id, expires_at FROM {{table:{table}}} \
+                     WHERE expires_at >= LEAST($1, {DB_NOW_MS}) - $2"
+                ),
+            )
+        };
+        // `$1` now (ms), `$2` kept (ms), `$3` batch size. The inner select
+        // descends the expiry index and locks what it picks, skipping rows
+        // another purge holds; the delete is a TID scan.
+        let purge = |table: &str| {
+            sql(
+                names,
+                &format!(
+                    "DELETE FROM {{table:{table}}} WHERE ctid = ANY (ARRAY(\
+                     SELECT ctid FROM {{table:{table}}} \
+                     WHERE expires_at < LEAST($1, {DB_NOW_MS}) - $2 \
+                     LIMIT $3 FOR UPDATE SKIP LOCKED))"
+                ),
+            )
+        };
+        Self {
+            revoke_token: revoke_entry(Entry::Token.table()),
+            revoke_session: revoke_entry(Entry::Session.table()),
+            // `$1` digest, `$2` user id, `$3` this instance's version
+            // (the floor), `$4` channel, `$5` message.
+            revoke_user: sql(
+                names,
+                "WITH w AS (INSERT INTO {table:revoked_users} AS t (user_digest, user_id, version) \
+                 VALUES ($1, $2, $3::bigint + 1) ON CONFLICT (user_digest) DO UPDATE \
+                 SET version = GREATEST(t.version, $3::bigint) + 1 RETURNING version) \
+                 SELECT w.version, pg_notify($4, $5) FROM w",
+            ),
+            token_row: row(Entry::Token.table()),
+            session_row: row(Entry::Session.table()),
+            user_row: sql(
+                names,
+                "SELECT user_id, version FROM {table:revoked_users} WHERE user_digest = $1",
+            ),
+            snapshot_tokens: snapshot(Entry::Token.table()),
+            snapshot_sessions: snapshot(Entry::Session.table()),
+            snapshot_users: sql(names, "SELECT user_id, version FROM {table:revoked_users}"),
+            purge_tokens: purge(Entry::Token.table()),
+            purge_sessions: purge(Entry::Session.table()),
+        }
+    }
+}
+
+/// The channel of a backend's names: `<schema>.<prefix>revocations`, or,
+/// when that is longer than PostgreSQL's 63 bytes, `portcullis_rv_` and
+/// 32 hex digits of its SHA-256 (distinct names, distinct channels).
+fn channel_of(names: &Names) -> String {
+    let readable = format!(
+        "{}.{}revocations",
+        names.schema().unwrap_or_default(),
+        names.prefix()
+    );
+    if readable.len() <= MAX_CHANNEL {
+        return readable;
+    }
+    let hex = TokenDigest::of(readable.as_bytes()).to_hex();
+    format!("portcullis_rv_{}", &hex[..32])
+}
+
+impl fmt::Debug for PgRevocationStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the pool's connect options: their `Debug` shows the password.
+        let shared = &self.inner.shared;
+        let state = *shared.sync.borrow();
+        f.debug_struct("PgRevocationStore")
+            .field("names", shared.backend.names())
+            .field("channel", &shared.channel)
+            .field("view", &shared.view)
+            .field("connected", &state.connected)
+            .field("snapshots", &state.snapshots)
+            .field("stale", &shared.health().stale)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`PgRevocationStore`].
+#[must_use]
+pub struct PgRevocationStoreBuilder {
+    backend: PgBackend,
+    clock: SharedClock,
+    ping_interval: Duration,
+    max_backoff: Duration,
+    max_staleness: Staleness,
+}
+
+impl fmt::Debug for PgRevocationStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgRevocationStoreBuilder")
+            .field("names", self.backend.names())
+            .field("clock", &self.clock)
+            .field("ping_interval", &self.ping_interval)
+            .field("max_backoff", &self.max_backoff)
+            .field("max_staleness", &self.max_staleness)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The staleness bound a builder was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Staleness {
+    Default,
+    Bound(Duration),
+    Unbounded,
+}
+
+impl PgRevocationStoreBuilder {
+    /// The clock that says when entries expire (default: the system
+    /// clock). Give the view's users (the JWT layer) the same clock.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long the listener's connection may stay silent before it is
+    /// pinged (default 1 s): a connection that died without a word is
+    /// found within this interval plus the backend's timeout.
+    pub const fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// The longest pause between two reconnection attempts (default 2 s):
+    /// how long, at most, the view may miss changes after the database is
+    /// back.
+    pub const fn max_backoff(mut self, backoff: Duration) -> Self {
+        self.max_backoff = backoff;
+        self
+    }
+
+    /// How long the view may go without a verified connection before
+    /// layers answer 503 (default: 4 ping intervals, or the ping interval
+    /// plus two backend timeouts if that is longer; 4 s with the
+    /// defaults).
+    ///
+    /// "Verified" means the listener's connection answered: a ping, a
+    /// message or a snapshot. An instance cut off from the database cannot
+    /// learn of revocations made elsewhere; past this bound its view is
+    /// marked stale and every JWT request is refused (503) until the
+    /// listener has reconnected and loaded a fresh snapshot. A timer of its
+    /// own enforces the bound, whatever the listener is waiting on.
+    ///
+    /// `None` turns the bound off: the instance keeps accepting tokens
+    /// while cut off, for as long as the cut lasts, including tokens
+    /// revoked elsewhere meanwhile. That trades revocation for
+    /// availability; choose it knowingly.
+    ///
+    /// The bound must be longer than the ping interval plus the backend's
+    /// timeout ([`RevocationStartError::Staleness`] otherwise).
+    pub const fn max_staleness(mut self, bound: Option<Duration>) -> Self {
+        self.max_staleness = match bound {
+            Some(d) => Staleness::Bound(d),
+            None => Staleness::Unbounded,
+        };
+        self
+    }
+
+    /// The staleness bound in force: the one given, or the default.
+    fn staleness(&self) -> Option<Duration> {
+        match self.max_staleness {
+            Staleness::Default => Some(
+                (self.ping_interval * STALENESS_PINGS)
+                    .max(self.ping_interval + self.backend.timeout() * 2),
+            ),
+            Staleness::Bound(d) => Some(d),
+            Staleness::Unbounded => None,
+        }
+    }
+
+    /// Starts the store: spawns the listener task, which connects,
+    /// listens and loads the first snapshot in the background (see
+    /// [`PgRevocationStore::wait_synced`]), and the staleness watchdog.
+    ///
+    /// # Errors
+    ///
+    /// [`RevocationStartError`] outside a Tokio runtime, for a zero
+    /// interval, or for a staleness bound too short.
+    pub fn start(self) -> Result<PgRevocationStore, RevocationStartError> {
+        if self.ping_interval.is_zero() || self.max_backoff.is_zero() {
+            return Err(RevocationStartError::Interval);
+        }
+        let staleness = self.staleness();
+        if staleness.is_some_and(|s| s <= self.ping_interval + self.backend.timeout()) {
+            return Err(RevocationStartError::Staleness);
+        }
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| RevocationStartError::NoRuntime)?;
+        let names = self.backend.names();
+        let purge = self.backend.purge_config();
+        let shared = Arc::new(StoreState {
+            sql: Statements::new(names),
+            channel: channel_of(names),
+            view: RevocationView::pending(self.clock.clone()),
+            backend: self.backend,
+            clock: self.clock,
+            sync: watch::Sender::new(SyncState::default()),
+            messages: AtomicU64::new(0),
+            health: Mutex::new(Health {
+                alive_at: Instant::now(),
+                stale: false,
+            }),
+            purge_tokens: Purger::new(purge),
+            purge_sessions: Purger::new(purge),
+        });
+        let task = runtime.spawn(listener::run(
+            Arc::clone(&shared),
+            listener::Timing {
+                ping_interval: self.ping_interval,
+                min_backoff: MIN_BACKOFF.min(self.max_backoff),
+                max_backoff: self.max_backoff,
+            },
+        ));
+        let watchdog =
+            staleness.map(|bound| runtime.spawn(listener::watchdog(Arc::clone(&shared), bound)));
+        Ok(PgRevocationStore {
+            inner: Arc::new(Inner {
+                shared,
+                task,
+                watchdog,
+            }),
+        })
+    }
+}
+
+impl PgRevocationStore {
+    /// Starts a store on `backend` with the defaults (system clock, ping
+    /// after a second of silence, reconnect backoff up to 2 s, the view
+    /// marked stale after 4 s without a verified connection).
+    ///
+    /// # Errors
+    ///
+    /// See [`PgRevocationStoreBuilder::start`].
+    pub fn new(backend: &PgBackend) -> Result<Self, RevocationStartError> {
+        Self::builder(backend).start()
+    }
+
+    /// [`new`](Self::new) with entries expiring by `clock`.
+    ///
+    /// # Errors
+    ///
+    /// See [`PgRevocationStoreBuilder::start`].
+    pub fn with_clock(
+        backend: &PgBackend,
+        clock: SharedClock,
+    ) -> Result<Self, RevocationStartError> {
+        Self::builder(backend).clock(clock).start()
+    }
+
+    /// A builder, to set the clock, the listener's timing or the staleness
+    /// bound.
+    pub fn builder(backend: &PgBackend) -> PgRevocationStoreBuilder {
+        PgRevocationStoreBuilder {
+            backend: backend.clone(),
+            clock: SystemClock::shared(),
+            ping_interval: DEFAULT_PING_INTERVAL,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            max_staleness: Staleness::Default,
+        }
+    }
+
+    /// The backend.
+    #[must_use]
+    pub fn backend(&self) -> &PgBackend {
+        &self.inner.shared.backend
+    }
+
+    /// The `LISTEN/NOTIFY` channel: `<schema>.<prefix>revocations`
+    /// (`portcullis.revocations` by default), or a digest of it when that
+    /// is longer than 63 bytes.
+    #[must_use]
+    pub fn channel(&self) -> &str {
+        &self.inner.shared.channel
+    }
+
+    /// Whether the view is marked stale: cut off for longer than
+    /// [`max_staleness`](PgRevocationStoreBuilder::max_staleness), with no
+    /// fresh snapshot since (layers answer 503 meanwhile).
+    #[must_use]
+    pub fn is_stale(&self) -> bool {
+        self.inner.shared.health().stale
+    }
+
+    /// Whether the listener is connected and has loaded its snapshot since
+    /// it last (re)connected: the view is current.
+    #[must_use]
+    pub fn is_synced(&self) -> bool {
+        self.inner.shared.sync.borrow().connected
+    }
+
+    /// Snapshots loaded so far: one at start, one after every reconnect
+    /// (and one after the view was marked stale).
+    #[must_use]
+    pub fn snapshots(&self) -> u64 {
+        self.inner.shared.sync.borrow().snapshots
+    }
+
+    /// Messages the listener received and applied so far.
+    #[must_use]
+    pub fn messages(&self) -> u64 {
+        self.inner.shared.messages.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the view is current (listening, snapshot loaded), for
+    /// `timeout` at most; returns whether it is.
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.shared.sync.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|s| s.connected))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until a snapshot newer than the `after`-th has loaded (after a
+    /// reconnect), for `timeout` at most; returns whether one did.
+    pub async fn wait_snapshot(&self, after: u64, timeout: Duration) -> bool {
+        let mut rx = self.inner.shared.sync.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|s| s.snapshots > after))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Deletes every denylist row kept past its expiry plus
+    /// `portcullis_jwt::MAX_LEEWAY` and 60 s (by the earlier of this
+    /// store's clock and the database's), in batches; returns how many.
+    /// Revoke calls start the same purge in the background, at most once
+    /// per [`PurgeConfig::every`](crate::PurgeConfig::every).
+    ///
+    /// # Errors
+    ///
+    /// A batch failed or timed out (the batches before it stay deleted).
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let s = &self.inner.shared;
+        let tokens = s.purge_tokens.run(purge_batch(s, Entry::Token)).await?;
+        let sessions = s.purge_sessions.run(purge_batch(s, Entry::Session)).await?;
+        Ok(tokens + sessions)
+    }
+
+    async fn revoke_entry(
+        &self,
+        entry: Entry,
+        id: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let s = &self.inner.shared;
+        let key = digest(id);
+        let message = format!("{}:{}", tag(entry), TokenDigest::from_bytes(key).to_hex());
+        let statement = match entry {
+            Entry::Token => &s.sql.revoke_token,
+            Entry::Session => &s.sql.revoke_session,
+        };
+        bounded(s.backend.timeout(), async {
+            sqlx::query(statement.clone())
+                .bind(&key[..])
+                .bind(id.as_bytes())
+                .bind(ms_of(expires_at))
+                .bind(&s.channel)
+                .bind(&message)
+                .execute(s.backend.pool())
+                .await
+                .store()
+        })
+        .await?;
+        s.view.apply(&entry.event(id.to_owned(), ms_of(expires_at)));
+        let purger = match entry {
+            Entry::Token => &s.purge_tokens,
+            Entry::Session => &s.purge_sessions,
+        };
+        purger.maybe_start(purge_batch(s, entry));
+        Ok(())
+    }
+}
+
+/// The message tag of a kind: `t`, `s`, or `u` (users).
+pub(super) const fn tag(entry: Entry) -> char {
+    match entry {
+        Entry::Token => 't',
+        Entry::Session => 's',
+    }
+}
+
+/// One purge batch of `entry`'s table, as [`Purger`] runs it.
+fn purge_batch(
+    s: &StoreState,
+    entry: Entry,
+) -> impl Fn(u32) -> std::pin::Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send>>
++ Send
++ 'static {
+    let pool = s.backend.pool().clone();
+    let limit = s.backend.timeout();
+    let clock = s.clock.clone();
+    let statement = match entry {
+        Entry::Token => s.sql.purge_tokens.clone(),
+        Entry::Session => s.sql.purge_sessions.clone(),
+    };
+    move |n| {
+        let (pool, statement, now) = (pool.clone(), statement.clone(), now_ms(&clock));
+        Box::pin(async move {
+            bounded(limit, async {
+                let done = sqlx::query(statement)
+                    .bind(now)
+                    .bind(KEEP_MS)
+                    .bind(i64::from(n))
+                    .execute(&pool)
+                    .await
+                    .store()?;
+                Ok(done.rows_affected())
+            })
+            .await
+        })
+    }
+}
+
+#[async_trait]
+impl RevocationStore for PgRevocationStore {
+    async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
+        self.revoke_entry(Entry::Token, jti, expires_at).await
+    }
+
+    async fn revoke_session(&self, sid: &str, expires_at: i64) -> Result<(), StoreError> {
+        self.revoke_entry(Entry::Session, sid, expires_at).await
+    }
+
+    async fn revoke_user(&self, user: &str) -> Result<u64, StoreError> {
+        let s = &self.inner.shared;
+        let key = digest(user);
+        let message = format!("u:{}", TokenDigest::from_bytes(key).to_hex());
+        let version: i64 = bounded(s.backend.timeout(), async {
+            sqlx::query_scalar(s.sql.revoke_user.clone())
+                .bind(&key[..])
+                .bind(user.as_bytes())
+                .bind(version_floor(&s.view, user))
+                .bind(&s.channel)
+                .bind(&message)
+                .fetch_one(s.backend.pool())
+                .await
+                .store()
+        })
+        .await?;
+        let version =
+            u64::try_from(version).map_err(|_| StoreError::corrupt("a user version below zero"))?;
+        s.view.apply(&RevocationEvent::User {
+            user: user.to_owned(),
+            version,
+        });
+        Ok(version)
+    }
+
+    fn view(&self) -> RevocationView {
+        self.inner.shared.view.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_fit_and_differ() {
+        let default = Names::new(Some("portcullis"), "").unwrap();
+        assert_eq!(channel_of(&default), "portcullis.revocations");
+        let long = Names::new(Some(&"s".repeat(40)), &"p".repeat(20)).unwrap();
+        let other = Names::new(Some(&"s".repeat(40)), &"q".repeat(20)).unwrap();
+        let (a, b) = (channel_of(&long), channel_of(&other));
+        assert!(
+            a.starts_with("portcullis_rv_") && a.len() <= MAX_CHANNEL,
+            "{a}"
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn statements_name_the_tables_and_bind_everything_else() {
+        let names = Names::new(Some("auth"), "pc_").unwrap();
+        let s = Statements::new(&names);
+        assert!(
+            s.revoke_user
+                .as_str()
+                .contains("INSERT INTO \"auth\".\"pc_revoked_users\"")
+        );
+        assert!(s.revoke_token.as_str().contains("pg_notify($4, $5)"));
+        assert!(
+            s.purge_sessions
+                .as_str()
+                .contains("DELETE FROM \"auth\".\"pc_revoked_sessions\" WHERE ctid")
+        );
+    }
+
+    #[test]
+    fn start_needs_a_runtime_and_sane_timing() {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://u:secret@127.0.0.1:1/db")
+            .unwrap_or_else(|_| unreachable!());
+        let backend = crate::PgConfig::new(pool).build().unwrap();
+        assert!(matches!(
+            PgRevocationStore::new(&backend),
+            Err(RevocationStartError::NoRuntime)
+        ));
+        assert!(matches!(
+            PgRevocationStore::builder(&backend)
+                .ping_interval(Duration::ZERO)
+                .start(),
+            Err(RevocationStartError::Interval)
+        ));
+        assert!(matches!(
+            PgRevocationStore::builder(&backend)
+                .max_staleness(Some(Duration::from_secs(1)))
+                .start(),
+            Err(RevocationStartError::Staleness)
+        ));
+        let builder = format!("{:?}", PgRevocationStore::builder(&backend));
+        assert!(!builder.contains("secret"), "{builder}");
+    }
+}
