@@ -12,12 +12,15 @@
 //! | `refresh` | no | [`refresh`] | `RefreshLayer`, `Refresher`: rotating refresh tokens |
 //! | `csrf` | no | [`csrf`] | `CsrfLayer`: Fetch Metadata, Origin and token checks |
 //! | `redis` | no | [`redis`] | Redis stores for every enabled layer |
+//! | `redis-cluster` | no | [`redis`] | Redis Cluster targets |
+//! | `redis-tls` | no | [`redis`] | `rediss://` (TLS with rustls) |
 //! | `axum` | no | | extractors for every enabled layer |
 //! | `tracing` | yes | | `tracing` events (never a token) |
 //! | `testing` | no | | store conformance suites |
 //!
 //! The shared vocabulary (tokens, clocks, cookies, rejections) is in
-//! [`core`].
+//! [`core`]. The PostgreSQL and SQLite stores are in the `portcullis-sql`
+//! crate, used directly (it needs Rust 1.94, sqlx 0.9's minimum).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
