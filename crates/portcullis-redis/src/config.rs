@@ -98,22 +98,7 @@ impl fmt::Debug for Target {
 /// A URL without anything that may hold a credential: the user
 /// information (`user:password@`) and the whole query (redis-rs reads
 /// `?pass=` and `?user=` on `unix://` and `redis+unix://` URLs).
-pub(crate) fn redact(url: &str) -> String {
-    let (url, had_query) = match url.split_once('?') {
-        Some((before, _)) => (before, true),
-        None => (url, false),
-    };
-    let mut out = match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://REDACTED@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    };
-    if had_query {
-        out.push_str("?REDACTED");
-    }
-    out
-}
+pub(crate) use portcullis_core::store::redact_url as redact;
 
 /// A [`RedisConfig`] that cannot work.
 #[derive(Debug, thiserror::Error)]
