@@ -396,6 +396,67 @@ async fn two_pools_racing_one_rotation_never_fork_the_chain() {
     .await;
 }
 
+/// Rounds of one user's logins racing through two stores (two pools) at a
+/// cap of 3: never more than 3 live families, and every family either
+/// live or returned as evicted, exactly once.
+async fn logins_at_the_cap(a: Arc<dyn RefreshStore>, b: Arc<dyn RefreshStore>, rounds: usize) {
+    const CAP: usize = 3;
+    for round in 0..rounds {
+        let user = format!("capped{round}");
+        let fams: Vec<Family> = (0..12).map(|i| family(&user, i % 4).0).collect();
+        let barrier = Arc::new(tokio::sync::Barrier::new(fams.len()));
+        let tasks: Vec<_> = fams
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, f)| {
+                let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.create(&f, Some(CAP)).await.unwrap()
+                })
+            })
+            .collect();
+        let mut seen: Vec<_> = Vec::new();
+        for t in tasks {
+            seen.extend(t.await.unwrap().into_iter().map(|f| f.id));
+        }
+        let live = a.list_user(&user, fams[0].created_at).await.unwrap();
+        assert_eq!(live.len(), CAP, "round {round}: the cap holds");
+        seen.extend(live.into_iter().map(|f| f.id));
+        seen.sort();
+        let mut all: Vec<_> = fams.iter().map(|f| f.id.clone()).collect();
+        all.sort();
+        assert_eq!(
+            seen, all,
+            "round {round}: each family live or evicted, once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_logging_in_at_the_cap_never_exceed_it() {
+    let (url, _) = fresh_pg();
+    let a = pg_backend(&url, no_background_purge()).await;
+    let b = pg_backend(&url, no_background_purge()).await;
+    logins_at_the_cap(
+        Arc::new(PgRefreshStore::new(&a)),
+        Arc::new(PgRefreshStore::new(&b)),
+        15,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = sqlite_backend(&dir, no_background_purge()).await;
+    let b = sqlite_backend(&dir, no_background_purge()).await;
+    logins_at_the_cap(
+        Arc::new(SqliteRefreshStore::new(&a)),
+        Arc::new(SqliteRefreshStore::new(&b)),
+        10,
+    )
+    .await;
+}
+
 // ---------------------------------------------------------------------
 // Statements per call.
 
