@@ -123,6 +123,14 @@ pub use sqlite::{SqliteBackend, SqliteConfig};
 /// match).
 pub use sqlx;
 
+// session: the session stores.
+#[cfg(all(feature = "session", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "session", feature = "postgres"))))]
+pub use session::PgSessionStore;
+#[cfg(all(feature = "session", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "session", feature = "sqlite"))))]
+pub use session::SqliteSessionStore;
+
 // refresh: the refresh-family stores.
 #[cfg(all(feature = "refresh", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "refresh", feature = "postgres"))))]
