@@ -45,13 +45,17 @@ use crate::sqlite::SqliteBackend;
 ///
 /// # Statements per operation
 ///
+/// The same statements as [`PgSessionStore`](crate::PgSessionStore#statements-per-operation)'s,
+/// run in-process (no round trips), except that the cap needs no lock
+/// statement:
+///
 /// | operation | statements |
 /// |---|---|
 /// | `load` | **1**: a `SELECT` by primary key, no transaction |
 /// | `update`, `touch` | 1: one `UPDATE` (key-level through `json_patch`, update-only) |
 /// | `delete` | 1: `DELETE ... RETURNING` |
 /// | `create` without a cap | 1: `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired` |
-/// | `create` with a cap | `BEGIN IMMEDIATE`, the user's live sessions, one `DELETE` per evicted session, `INSERT`, `COMMIT` |
+/// | `create` with a cap | 4: `BEGIN IMMEDIATE`, the user's live sessions, `INSERT`, `COMMIT`; +1 `DELETE` per evicted session; 3 when it refuses (`ROLLBACK` instead of the insert and commit) |
 /// | `list_for_user`, `count_for_user`, `delete_for_user` | 1 each, on the user index |
 ///
 /// # The cap
@@ -60,6 +64,15 @@ use crate::sqlite::SqliteBackend;
 /// database's write lock before it counts, so racing logins take turns
 /// and never end above the cap. SQLite has one writer at a time anyway;
 /// the lock is held for the count and the insert only.
+///
+/// # Expired rows
+///
+/// Expiry is judged by the store's clock, so an expired row is never
+/// returned, changed or counted. Rows are deleted 60 s past their end, in
+/// batches (each its own short write transaction, so a purge of many rows
+/// never holds the write lock for long), by a purge that a write starts at
+/// most once per [`PurgeConfig::every`](crate::PurgeConfig::every), or by
+/// [`purge_expired`](Self::purge_expired).
 ///
 /// # Errors
 ///
