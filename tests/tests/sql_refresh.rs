@@ -955,3 +955,114 @@ async fn writes_purge_ended_families_in_the_background() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------
+// Outages.
+
+/// PostgreSQL stops: logins and refreshes answer 503 with `Retry-After`
+/// within the store's time bound, every store call fails as unavailable
+/// (never "no such family"), and the refresh token is not consumed: after
+/// the restart it refreshes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_postgres_gives_503_and_the_token_survives() {
+    let mut server = PgServer::start();
+    let url = server.fresh_database();
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(300))
+        .connect(&url)
+        .await
+        .unwrap();
+    let backend = PgConfig::new(pool)
+        .purge(no_background_purge())
+        .build()
+        .unwrap();
+    backend.migrate().await.unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = PgRefreshStore::with_clock(&backend, clock.clone());
+    let app = start_with(Some(Arc::new(store.clone())), None, |c| c, clock.clone()).await;
+    let l = login(&app, "alice").await;
+    let family_id =
+        portcullis::refresh::FamilyId::parse(l.refresh.split_once('.').unwrap().0).unwrap();
+
+    server.stop();
+    let resp = refresh(&app, &l.refresh).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    let resp = portcullis_tests::refresh_app::post_login(&app, "bob", &[]).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let now = clock.now();
+    let token = RefreshToken::parse(&l.refresh).unwrap();
+    let (r, _) = rotation(&token, &RotationKey::generate().unwrap(), now);
+    let errors = [
+        store.rotate(&r).await.map(drop),
+        store.get(&family_id, now).await.map(drop),
+        store.create(&family("bob", 0).0, Some(2)).await.map(drop),
+        store.list_user("alice", now).await.map(drop),
+        store.revoke_user("alice", None).await.map(drop),
+        store.revoke(&family_id).await.map(drop),
+        store.purge_expired(now).await.map(drop),
+    ];
+    for (i, e) in errors.into_iter().enumerate() {
+        let e = e.expect_err("the database is down");
+        assert!(e.is_unavailable(), "call {i}: {e:?}");
+    }
+
+    server.restart();
+    let next = refreshed(&app, &l.refresh).await;
+    assert_eq!(api(&app, &next.access).await, StatusCode::OK);
+}
+
+/// Another connection holds the SQLite file's write lock: writes time out
+/// at the store's bound (not at SQLite's 5 s busy timeout, and never
+/// panic), reads still answer (WAL), and the family is intact once the
+/// lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_file_is_unavailable_not_a_panic() {
+    use portcullis_sql::sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteConnectOptions::new()
+        .filename(dir.path().join("auth.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+    let pool = SqlitePoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let backend = SqliteConfig::new(pool)
+        .timeout(Duration::from_millis(300))
+        .purge(no_background_purge())
+        .build()
+        .unwrap();
+    backend.migrate().await.unwrap();
+    let store = SqliteRefreshStore::new(&backend);
+    let (fam, t0) = family("alice", 0);
+    store.create(&fam, None).await.unwrap();
+
+    let mut holder = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let key = RotationKey::generate().unwrap();
+    let (r, _) = rotation(&t0, &key, fam.created_at);
+    // The store's bound answers (a timeout), not SQLite's 5 s busy
+    // timeout (a backend error).
+    let e = store.rotate(&r).await.unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Timeout, "{e:?}");
+    let e = store
+        .create(&family("alice", 0).0, Some(3))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Timeout, "{e:?}");
+    assert_eq!(
+        store.get(&fam.id, fam.created_at).await.unwrap(),
+        Some(fam.clone())
+    );
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert!(matches!(
+        store.rotate(&r).await.unwrap(),
+        RotateOutcome::Rotated(_)
+    ));
+}
