@@ -362,8 +362,16 @@ async fn a_terminated_listener_reconnects_and_its_snapshot_brings_what_it_missed
     let a = pg_store(&pg_backend(&url, TIMEOUT).await).await;
     let b = pg_store(&pg_backend(&url_b, TIMEOUT).await).await;
     let vb = b.view();
+    let now = now_secs();
     a.revoke_user("before").await.unwrap();
-    eventually("before", || vb.user_version("before") == 1).await;
+    a.revoke_token("jti-lost", now + 600).await.unwrap();
+    eventually("before", || {
+        vb.user_version("before") == 1
+            && vb
+                .check(&claims(Some("jti-lost"), None, None, None))
+                .is_some()
+    })
+    .await;
 
     let (snapshots, messages) = (b.snapshots(), b.messages());
     server.psql(&db, &format!("ALTER ROLE {role} NOLOGIN"));
@@ -373,7 +381,9 @@ async fn a_terminated_listener_reconnects_and_its_snapshot_brings_what_it_missed
         "both listeners were connected: {terminated}"
     );
     eventually("B notices", || !b.is_synced()).await;
-    let now = now_secs();
+    // The database loses a row (a restore from an older backup): the
+    // snapshot B loads next is merged into its view, never replaces it.
+    server.psql(&db, "DELETE FROM portcullis.revoked_tokens");
     a.revoke_user("mallory").await.unwrap();
     a.revoke_token("jti-missed", now + 600).await.unwrap();
     a.revoke_session("sid-missed", now + 600).await.unwrap();
@@ -394,6 +404,84 @@ async fn a_terminated_listener_reconnects_and_its_snapshot_brings_what_it_missed
     );
     assert!(vb.is_session_revoked("sid-missed"));
     assert_eq!(b.messages(), messages, "from the snapshot, not a message");
+    assert_eq!(
+        vb.check(&claims(Some("jti-lost"), None, None, None)),
+        Some("token-revoked"),
+        "a revocation the database lost stays in a view that saw it"
+    );
+    a.revoke_user("later").await.unwrap();
+    eventually("later", || vb.user_version("later") == 1).await;
+}
+
+/// The listener's connection is its own: on an application pool of one
+/// connection, the store syncs and revoke calls still get the pool's
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_takes_no_connection_from_the_application_pool() {
+    let url = PgServer::shared().fresh_database();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect(&url)
+        .await
+        .unwrap();
+    let backend = PgConfig::new(pool).timeout(TIMEOUT).build().unwrap();
+    backend.migrate().await.unwrap();
+    let store = pg_store(&backend).await;
+    for i in 0..5 {
+        store.revoke_user(&format!("user-{i}")).await.unwrap();
+    }
+    let other = pg_store(&pg_backend(&url, TIMEOUT).await).await;
+    eventually("the other instance", || {
+        other.view().user_version("user-4") == 1
+    })
+    .await;
+    assert_eq!(backend.pool().size(), 1);
+}
+
+/// B's listener's server process is frozen (`SIGSTOP`): its socket stays
+/// open and nothing answers, as on a dead network path. The ping on
+/// silence finds it (no answer within the backend's timeout); the listener
+/// starts over on a new connection, and its snapshot brings the revocation
+/// A made meanwhile (which the frozen connection never delivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_listener_connection_is_found_by_the_ping_and_replaced() {
+    let server = PgServer::shared();
+    let url = server.fresh_database();
+    let db = PgServer::database_of(&url).to_owned();
+    let role = format!("f_{db}");
+    server.psql(&db, &format!("CREATE ROLE {role} LOGIN SUPERUSER"));
+    let url_b = format!("postgres://{role}@127.0.0.1:{}/{db}", server.port());
+    let a = pg_store(&pg_backend(&url, TIMEOUT).await).await;
+    let b = pg_store(&pg_backend(&url_b, Duration::from_millis(500)).await).await;
+    let vb = b.view();
+    let pid = server.psql(
+        &db,
+        &format!(
+            "SELECT pid FROM pg_stat_activity WHERE usename = '{role}' \
+             AND application_name = 'portcullis-revocations'"
+        ),
+    );
+    assert!(pid.parse::<u32>().is_ok(), "one listener backend: {pid:?}");
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    let (snapshots, messages) = (b.snapshots(), b.messages());
+    signal("-STOP");
+    let frozen = Instant::now();
+    a.revoke_user("mallory").await.unwrap();
+    let found = b.wait_snapshot(snapshots, SYNC).await;
+    let took = frozen.elapsed();
+    signal("-CONT");
+    assert!(found, "the frozen connection was never replaced");
+    eprintln!("frozen listener connection replaced and snapshot loaded after {took:?}");
+    assert_eq!(vb.user_version("mallory"), 1);
+    assert_eq!(b.messages(), messages, "from the snapshot, not a message");
+    assert!(!b.is_stale(), "replaced within the staleness bound");
     a.revoke_user("later").await.unwrap();
     eventually("later", || vb.user_version("later") == 1).await;
 }

@@ -11,7 +11,7 @@ use portcullis_core::{StoreError, TokenDigest};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::time::{Instant, timeout};
 
-use super::postgres::StoreState;
+use super::pg_state::StoreState;
 use super::{Entry, KEEP_MS, SyncState, id_of, jitter, now_ms, user_event};
 use crate::error::SqlResultExt as _;
 

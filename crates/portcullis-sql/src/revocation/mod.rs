@@ -24,16 +24,21 @@
 #[cfg(feature = "postgres")]
 mod listener;
 #[cfg(feature = "postgres")]
+mod pg_state;
+#[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PgRevocationStore, PgRevocationStoreBuilder};
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteRevocationStore, SqliteRevocationStoreBuilder};
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
 pub use shared::RevocationStartError;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 use shared::*;

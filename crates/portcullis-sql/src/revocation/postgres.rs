@@ -1,20 +1,22 @@
 //! [`PgRevocationStore`]: JWT revocations in PostgreSQL, pushed to every
-//! instance's in-process view by `LISTEN/NOTIFY`. (The store, its builder
-//! and its statements; the listener task has a file of its own.)
+//! instance's in-process view by `LISTEN/NOTIFY`. (About 530 lines before
+//! the tests, 160 of them docs: the store, its builder and the staleness
+//! rules are one contract; the state it shares with the listener, and the
+//! listener task, have files of their own.)
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use portcullis_core::{SharedClock, StoreError, SystemClock, TokenDigest};
 use portcullis_jwt::revocation::{RevocationEvent, RevocationStore, RevocationView};
-use sqlx::{AssertSqlSafe, SqlSafeStr as _, SqlStr};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::listener;
+use super::pg_state::{Health, Statements, StoreState};
 use super::{
     Entry, KEEP_MS, MIN_BACKOFF, RevocationStartError, SyncState, digest, ms_of, now_ms,
     version_floor,
@@ -94,11 +96,10 @@ const MAX_CHANNEL: usize = 63;
 ///   revocations stops accepting tokens rather than accept revoked ones.
 /// - **Forgetting needs two clocks**: denylist rows are kept
 ///   `portcullis_jwt::MAX_LEEWAY` plus 60 s past their expiry, by the
-///   earlier of this instance's clock and the database's; only then do
-///   snapshots leave them out and the purge delete them (in batches, in
-///   the background of revoke calls, or by
-///   [`purge_expired`](Self::purge_expired)). User versions are never
-///   purged.
+///   earlier of this instance's clock and the database's; only then does
+///   the purge delete them (in batches, in the background of revoke
+///   calls, or by [`purge_expired`](Self::purge_expired)). User versions
+///   are never purged.
 ///
 /// Until the first snapshot has loaded, the view is not ready (layers
 /// answer 503): wait for [`wait_synced`](Self::wait_synced) before serving.
@@ -121,147 +122,6 @@ impl Drop for Inner {
         self.task.abort();
         if let Some(w) = &self.watchdog {
             w.abort();
-        }
-    }
-}
-
-/// What the store and its listener task share.
-pub(super) struct StoreState {
-    pub(super) backend: PgBackend,
-    pub(super) view: RevocationView,
-    pub(super) clock: SharedClock,
-    pub(super) sql: Statements,
-    pub(super) channel: String,
-    pub(super) sync: watch::Sender<SyncState>,
-    pub(super) messages: AtomicU64,
-    health: Mutex<Health>,
-    purge_tokens: Arc<Purger>,
-    purge_sessions: Arc<Purger>,
-}
-
-/// When the listener's connection was last verified alive, and whether
-/// the watchdog has marked the view stale since.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Health {
-    pub(super) alive_at: Instant,
-    pub(super) stale: bool,
-}
-
-impl StoreState {
-    pub(super) fn health(&self) -> MutexGuard<'_, Health> {
-        self.health.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The connection answered (a ping, a message): it is alive now.
-    /// Returns whether the view is stale (then the listener loads a fresh
-    /// snapshot before trusting it again).
-    pub(super) fn alive(&self) -> bool {
-        let mut h = self.health();
-        h.alive_at = Instant::now();
-        h.stale
-    }
-
-    /// A fresh snapshot has loaded: the view is current and trusted.
-    pub(super) fn fresh(&self) {
-        let mut h = self.health();
-        h.alive_at = Instant::now();
-        h.stale = false;
-        self.view.mark_ready();
-    }
-}
-
-/// Every statement of the store, built once from the names.
-pub(super) struct Statements {
-    revoke_token: SqlStr,
-    revoke_session: SqlStr,
-    revoke_user: SqlStr,
-    pub(super) token_row: SqlStr,
-    pub(super) session_row: SqlStr,
-    pub(super) user_row: SqlStr,
-    pub(super) snapshot_tokens: SqlStr,
-    pub(super) snapshot_sessions: SqlStr,
-    pub(super) snapshot_users: SqlStr,
-    purge_tokens: SqlStr,
-    purge_sessions: SqlStr,
-}
-
-/// The database's clock in milliseconds.
-const DB_NOW_MS: &str = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
-
-fn sql(names: &Names, template: &str) -> SqlStr {
-    AssertSqlSafe(names.render(template)).into_sql_str()
-}
-
-impl Statements {
-    fn new(names: &Names) -> Self {
-        // `$1` digest, `$2` id, `$3` expiry (ms), `$4` channel, `$5` message.
-        // One statement, so one transaction: the message is sent at commit,
-        // and not at all if the upsert fails.
-        let revoke_entry = |table: &str| {
-            sql(
-                names,
-                &format!(
-                    "WITH w AS (INSERT INTO {{table:{table}}} AS t (id_digest, id, expires_at) \
-                     VALUES ($1, $2, $3) ON CONFLICT (id_digest) DO UPDATE \
-                     SET expires_at = GREATEST(t.expires_at, EXCLUDED.expires_at) RETURNING 1) \
-                     SELECT pg_notify($4, $5) FROM w"
-                ),
-            )
-        };
-        let row = |table: &str| {
-            sql(
-                names,
-                &format!("SELECT id, expires_at FROM {{table:{table}}} WHERE id_digest = $1"),
-            )
-        };
-        // `$1` the caller's now (ms), `$2` how long rows are kept past
-        // their expiry (ms): the rows that neither clock has put past it.
-        let snapshot = |table: &str| {
-            sql(
-                names,
-                &format!(
-                    "SELECT id, expires_at FROM {{table:{table}}} \
-                     WHERE expires_at >= LEAST($1, {DB_NOW_MS}) - $2"
-                ),
-            )
-        };
-        // `$1` now (ms), `$2` kept (ms), `$3` batch size. The inner select
-        // descends the expiry index and locks what it picks, skipping rows
-        // another purge holds; the delete is a TID scan.
-        let purge = |table: &str| {
-            sql(
-                names,
-                &format!(
-                    "DELETE FROM {{table:{table}}} WHERE ctid = ANY (ARRAY(\
-                     SELECT ctid FROM {{table:{table}}} \
-                     WHERE expires_at < LEAST($1, {DB_NOW_MS}) - $2 \
-                     LIMIT $3 FOR UPDATE SKIP LOCKED))"
-                ),
-            )
-        };
-        Self {
-            revoke_token: revoke_entry(Entry::Token.table()),
-            revoke_session: revoke_entry(Entry::Session.table()),
-            // `$1` digest, `$2` user id, `$3` this instance's version
-            // (the floor), `$4` channel, `$5` message.
-            revoke_user: sql(
-                names,
-                "WITH w AS (INSERT INTO {table:revoked_users} AS t (user_digest, user_id, version) \
-                 VALUES ($1, $2, $3::bigint + 1) ON CONFLICT (user_digest) DO UPDATE \
-                 SET version = GREATEST(t.version, $3::bigint) + 1 RETURNING version) \
-                 SELECT w.version, pg_notify($4, $5) FROM w",
-            ),
-            token_row: row(Entry::Token.table()),
-            session_row: row(Entry::Session.table()),
-            user_row: sql(
-                names,
-                "SELECT user_id, version FROM {table:revoked_users} WHERE user_digest = $1",
-            ),
-            snapshot_tokens: snapshot(Entry::Token.table()),
-            snapshot_sessions: snapshot(Entry::Session.table()),
-            snapshot_users: sql(names, "SELECT user_id, version FROM {table:revoked_users}"),
-            purge_tokens: purge(Entry::Token.table()),
-            purge_sessions: purge(Entry::Session.table()),
         }
     }
 }
@@ -710,10 +570,18 @@ mod tests {
 
     #[test]
     fn start_needs_a_runtime_and_sane_timing() {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .connect_lazy("postgres://u:secret@127.0.0.1:1/db")
-            .unwrap_or_else(|_| unreachable!());
-        let backend = crate::PgConfig::new(pool).build().unwrap();
+        // A lazy pool needs a runtime to be built; the store is started
+        // outside it.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let backend = runtime.block_on(async {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .connect_lazy("postgres://u:secret@127.0.0.1:1/db")
+                .unwrap();
+            crate::PgConfig::new(pool).build().unwrap()
+        });
         assert!(matches!(
             PgRevocationStore::new(&backend),
             Err(RevocationStartError::NoRuntime)
