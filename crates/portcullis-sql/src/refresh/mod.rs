@@ -7,6 +7,11 @@
 //! of both stores.
 //!
 #![doc = include_str!("docs.md")]
+// Without a database feature there is no store to use the shared part.
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "sqlite")),
+    allow(dead_code, unused_imports)
+)]
 
 use std::time::Duration;
 
