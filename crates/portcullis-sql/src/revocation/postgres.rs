@@ -66,8 +66,8 @@ const MAX_CHANNEL: usize = 63;
 ///   its row and calls `pg_notify` in the same statement, so the same
 ///   transaction: the message goes out only if the change committed. The
 ///   message carries only the kind and the SHA-256 of the id (`t:<hex>`,
-///   `s:<hex>`, `u:<hex>`; any id fits, and a role that may `LISTEN` but
-///   not read the tables learns nothing); each instance reads the row it
+///   `s:<hex>`, `u:<hex>`: any id fits, and a role that may `LISTEN` but
+///   not read the tables sees no id); each instance reads the row it
 ///   names (one query per revocation per instance, never per request).
 /// - **One listener per instance**: [`start`](PgRevocationStoreBuilder::start)
 ///   spawns a task with a connection of its own (a private one-connection
