@@ -804,40 +804,55 @@ async fn a_stopped_postgres_is_unavailable_within_the_bound_and_loses_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_connections_are_survived() {
-    let server = PgServer::shared();
-    let url = server.fresh_database();
-    let db = PgServer::database_of(&url).to_owned();
-    let clock = manual_clock();
-    let store =
-        PgSessionStore::with_clock(&pg_backend(&url, NO_PURGE, TIMEOUT).await, clock.clone());
-    let k = digest();
-    let _ = store
-        .create(&k, &record(Some("alice"), clock.now()), None)
-        .await
-        .unwrap();
-    for round in 0..5 {
-        // Fill the pool with idle connections, then have them all killed.
-        let loads = (0..8).map(|_| store.load(&k));
-        for loaded in futures_util::future::join_all(loads).await {
-            assert!(loaded.unwrap().is_some());
-        }
-        assert!(server.terminate_connections(&db) > 0, "round {round}");
-        let first = store.load(&k).await;
-        if let Err(e) = &first {
-            assert!(e.is_unavailable(), "{e:?}");
-            assert!(
-                store.load(&k).await.unwrap().is_some(),
-                "round {round}: the call after a failed one works"
-            );
-        } else {
-            assert!(first.unwrap().is_some());
-        }
-        store
-            .update(&k, &set(&format!("r{round}"), json!(round), clock.now()))
+    // With sqlx's default pool (a ping before each checkout) and with the
+    // pool the docs recommend (no ping).
+    for ping in [true, false] {
+        let server = PgServer::shared();
+        let url = server.fresh_database();
+        let db = PgServer::database_of(&url).to_owned();
+        let clock = manual_clock();
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(1))
+            .test_before_acquire(ping)
+            .connect(&url)
             .await
             .unwrap();
+        let backend = PgConfig::new(pool)
+            .timeout(TIMEOUT)
+            .purge(NO_PURGE)
+            .build()
+            .unwrap();
+        backend.migrate().await.unwrap();
+        let store = PgSessionStore::with_clock(&backend, clock.clone());
+        let k = digest();
+        let _ = store
+            .create(&k, &record(Some("alice"), clock.now()), None)
+            .await
+            .unwrap();
+        for round in 0..5 {
+            // Fill the pool with idle connections, then have them all killed.
+            let loads = (0..8).map(|_| store.load(&k));
+            for loaded in futures_util::future::join_all(loads).await {
+                assert!(loaded.unwrap().is_some());
+            }
+            assert!(server.terminate_connections(&db) > 0, "round {round}");
+            let first = store.load(&k).await;
+            if let Err(e) = &first {
+                assert!(e.is_unavailable(), "{e:?}");
+                assert!(
+                    store.load(&k).await.unwrap().is_some(),
+                    "ping {ping}, round {round}: the call after a failed one works"
+                );
+            } else {
+                assert!(first.unwrap().is_some());
+            }
+            store
+                .update(&k, &set(&format!("r{round}"), json!(round), clock.now()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.load(&k).await.unwrap().unwrap().data.len(), 6);
     }
-    assert_eq!(store.load(&k).await.unwrap().unwrap().data.len(), 6);
 }
 
 /// The plan PostgreSQL picks for one of the store's statements, as a

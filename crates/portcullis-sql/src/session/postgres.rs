@@ -2,6 +2,7 @@
 //! application.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,6 +11,8 @@ use portcullis_session::{
     CreateOutcome, SessionCap, SessionRecord, SessionStore, SessionUpdate, eviction_victims,
 };
 use sha2::{Digest as _, Sha256};
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryScalar;
 use sqlx::{PgPool, Postgres, SqlStr, Transaction};
 
 use super::{
@@ -127,6 +130,16 @@ use crate::purge::Purger;
 /// timeout ([`StoreError::timeout`]); a database error, a lost connection
 /// or a stopped server is [`StoreError::backend`]. Both are answered 503
 /// by the layers, never "logged out".
+///
+/// After the server closed the pool's connections (a restart, a
+/// fail-over, `pg_terminate_backend`), a call that meets a dead pooled
+/// connection runs again on the next one, within the same bound: always
+/// when PostgreSQL answered that the connection was terminated
+/// (`57P01`/`57P02`: the statement did not run), and for loads, listings
+/// and key-level updates (which give the same result twice) also when
+/// the socket broke. So the first call after such an event drains the
+/// dead connections instead of failing, even on a pool that does not ping
+/// before each checkout.
 #[derive(Clone)]
 pub struct PgSessionStore {
     inner: Arc<Inner>,
@@ -249,6 +262,33 @@ fn user_lock_key(user: &TokenDigest) -> i32 {
     i32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// Whether a statement may run again after `e`: the pooled connection it
+/// was sent on had been closed by the server (an administrator's
+/// `pg_terminate_backend`, a restart, a fail-over). PostgreSQL's
+/// `57P01`/`57P02` answer means the statement did not take effect (an
+/// autocommit statement that completed answers before the termination
+/// is read), so any statement may run again; a broken socket leaves that
+/// unknown, so only statements that give the same result twice
+/// (`idempotent`) run again.
+fn dead_connection(e: &sqlx::Error, idempotent: bool) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P01" | "57P02")),
+        sqlx::Error::Io(io) => {
+            idempotent
+                && matches!(
+                    io.kind(),
+                    K::BrokenPipe
+                        | K::ConnectionReset
+                        | K::ConnectionAborted
+                        | K::UnexpectedEof
+                        | K::NotConnected
+                )
+        }
+        _ => false,
+    }
+}
+
 impl PgSessionStore {
     /// A store on `backend`, judging expiry by the system clock.
     #[must_use]
@@ -307,33 +347,56 @@ impl Inner {
         self.backend.pool()
     }
 
+    /// Runs `call` on a connection from the pool; when the connection
+    /// turns out dead (see [`dead_connection`]), runs it again on the next
+    /// one, until every pooled connection could have been tried: after
+    /// the server dropped its connections, the first call drains the dead
+    /// ones instead of failing (on a pool without a ping before each
+    /// checkout, every pooled connection would fail one call otherwise).
+    /// Bounded by the caller's time bound.
+    async fn run<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut tries = self
+            .pool()
+            .options()
+            .get_max_connections()
+            .saturating_add(1);
+        loop {
+            match call().await {
+                Err(e) if tries > 1 && dead_connection(&e, idempotent) => tries -= 1,
+                result => return result.store(),
+            }
+        }
+    }
+
     async fn purge_batch(&self, n: u32) -> Result<u64, StoreError> {
         let before = purge_before(self.clock.now());
         bounded(self.backend.timeout(), async {
-            let done = sqlx::query(self.sql.purge.clone())
-                .bind(before)
-                .bind(i64::from(n))
-                .execute(self.pool())
-                .await
-                .store()?;
+            let done = self
+                .run(true, || {
+                    sqlx::query(self.sql.purge.clone())
+                        .bind(before)
+                        .bind(i64::from(n))
+                        .execute(self.pool())
+                })
+                .await?;
             Ok(done.rows_affected())
         })
         .await
     }
 
-    /// The insert (create-if-absent: a live holder of the key is kept);
-    /// whether it stored the record.
-    async fn insert<'c, E>(
+    /// The insert (create-if-absent: a live holder of the key is kept):
+    /// a row when it stored the record.
+    fn insert<'q>(
         &self,
-        executor: E,
-        key: &TokenDigest,
-        row: &Bound,
+        key: &'q TokenDigest,
+        row: &'q Bound,
         now: Timestamp,
-    ) -> Result<bool, StoreError>
-    where
-        E: sqlx::Executor<'c, Database = Postgres>,
-    {
-        let stored: Option<bool> = sqlx::query_scalar(self.sql.insert.clone())
+    ) -> QueryScalar<'q, Postgres, bool, PgArguments> {
+        sqlx::query_scalar(self.sql.insert.clone())
             .bind(&key.as_bytes()[..])
             .bind(row.user_digest.as_deref())
             .bind(row.user_id.as_deref())
@@ -344,10 +407,6 @@ impl Inner {
             .bind(&row.metadata)
             .bind(&row.data)
             .bind(ms(now))
-            .fetch_optional(executor)
-            .await
-            .store()?;
-        Ok(stored.is_some())
     }
 
     /// A login under a cap: one transaction, serialized per user.
@@ -360,7 +419,9 @@ impl Inner {
         now: Timestamp,
     ) -> Result<CreateOutcome, StoreError> {
         let digest_of_user = user_digest(user);
-        let mut tx: Transaction<'static, Postgres> = self.pool().begin().await.store()?;
+        // A dead connection fails at `BEGIN`, before anything ran.
+        let mut tx: Transaction<'static, Postgres> =
+            self.run(false, || self.pool().begin()).await?;
         sqlx::query(self.sql.lock_user.clone())
             .bind(self.lock_class)
             .bind(user_lock_key(&digest_of_user))
@@ -394,7 +455,12 @@ impl Inner {
                 .await
                 .store()?;
         }
-        if !self.insert(&mut *tx, key, row, now).await? {
+        let stored = self
+            .insert(key, row, now)
+            .fetch_optional(&mut *tx)
+            .await
+            .store()?;
+        if stored.is_none() {
             // A live session holds the key: nothing is evicted either.
             tx.rollback().await.store()?;
             return Err(StoreError::conflict());
@@ -419,7 +485,12 @@ impl SessionStore for PgSessionStore {
             match (cap, record.user_id.as_deref()) {
                 (Some(cap), Some(user)) => inner.create_capped(key, &row, user, cap, now).await,
                 _ => {
-                    if inner.insert(inner.pool(), key, &row, now).await? {
+                    let stored = inner
+                        .run(false, || {
+                            inner.insert(key, &row, now).fetch_optional(inner.pool())
+                        })
+                        .await?;
+                    if stored.is_some() {
                         Ok(CreateOutcome::Created {
                             evicted: Vec::new(),
                         })
@@ -438,12 +509,14 @@ impl SessionStore for PgSessionStore {
         let now = self.inner.clock.now();
         let inner = &self.inner;
         bounded(inner.backend.timeout(), async {
-            let row: Option<Row> = sqlx::query_as(inner.sql.load.clone())
-                .bind(&key.as_bytes()[..])
-                .bind(ms(now))
-                .fetch_optional(inner.pool())
-                .await
-                .store()?;
+            let row: Option<Row> = inner
+                .run(true, || {
+                    sqlx::query_as(inner.sql.load.clone())
+                        .bind(&key.as_bytes()[..])
+                        .bind(ms(now))
+                        .fetch_optional(inner.pool())
+                })
+                .await?;
             row.map(decode_row).transpose()
         })
         .await
@@ -457,17 +530,21 @@ impl SessionStore for PgSessionStore {
         }
         let now = self.inner.clock.now();
         let inner = &self.inner;
+        let (remove, set) = (update_remove(update), update_set(update));
+        // Setting the same keys twice leaves the same row: idempotent.
         let done = bounded(inner.backend.timeout(), async {
-            sqlx::query(inner.sql.update.clone())
-                .bind(&key.as_bytes()[..])
-                .bind(update_remove(update))
-                .bind(update_set(update))
-                .bind(ms(update.last_seen))
-                .bind(ms(update.idle_deadline))
-                .bind(ms(now))
-                .execute(inner.pool())
+            inner
+                .run(true, || {
+                    sqlx::query(inner.sql.update.clone())
+                        .bind(&key.as_bytes()[..])
+                        .bind(&remove)
+                        .bind(&set)
+                        .bind(ms(update.last_seen))
+                        .bind(ms(update.idle_deadline))
+                        .bind(ms(now))
+                        .execute(inner.pool())
+                })
                 .await
-                .store()
         })
         .await?;
         self.maybe_purge();
@@ -488,14 +565,16 @@ impl SessionStore for PgSessionStore {
         let now = self.inner.clock.now();
         let inner = &self.inner;
         let done = bounded(inner.backend.timeout(), async {
-            sqlx::query(inner.sql.touch.clone())
-                .bind(&key.as_bytes()[..])
-                .bind(ms(last_seen))
-                .bind(ms(idle_deadline))
-                .bind(ms(now))
-                .execute(inner.pool())
+            inner
+                .run(true, || {
+                    sqlx::query(inner.sql.touch.clone())
+                        .bind(&key.as_bytes()[..])
+                        .bind(ms(last_seen))
+                        .bind(ms(idle_deadline))
+                        .bind(ms(now))
+                        .execute(inner.pool())
+                })
                 .await
-                .store()
         })
         .await?;
         self.maybe_purge();
@@ -510,12 +589,14 @@ impl SessionStore for PgSessionStore {
         let now = self.inner.clock.now();
         let inner = &self.inner;
         let live: Option<bool> = bounded(inner.backend.timeout(), async {
-            sqlx::query_scalar(inner.sql.delete.clone())
-                .bind(&key.as_bytes()[..])
-                .bind(ms(now))
-                .fetch_optional(inner.pool())
+            inner
+                .run(false, || {
+                    sqlx::query_scalar(inner.sql.delete.clone())
+                        .bind(&key.as_bytes()[..])
+                        .bind(ms(now))
+                        .fetch_optional(inner.pool())
+                })
                 .await
-                .store()
         })
         .await?;
         self.maybe_purge();
@@ -529,14 +610,17 @@ impl SessionStore for PgSessionStore {
         let now = self.inner.clock.now();
         let inner = &self.inner;
         type Listed = (Vec<u8>, Option<Vec<u8>>, i64, i64, i64, i64, String, String);
+        let user = user_digest(user_id);
         let rows: Vec<Listed> = bounded(inner.backend.timeout(), async {
-            sqlx::query_as(inner.sql.list.clone())
-                .bind(&user_digest(user_id).as_bytes()[..])
-                .bind(user_id.as_bytes())
-                .bind(ms(now))
-                .fetch_all(inner.pool())
+            inner
+                .run(true, || {
+                    sqlx::query_as(inner.sql.list.clone())
+                        .bind(&user.as_bytes()[..])
+                        .bind(user_id.as_bytes())
+                        .bind(ms(now))
+                        .fetch_all(inner.pool())
+                })
                 .await
-                .store()
         })
         .await?;
         Ok(listed(
@@ -553,15 +637,18 @@ impl SessionStore for PgSessionStore {
     ) -> Result<u64, StoreError> {
         let now = self.inner.clock.now();
         let inner = &self.inner;
+        let user = user_digest(user_id);
         let deleted: i64 = bounded(inner.backend.timeout(), async {
-            sqlx::query_scalar(inner.sql.delete_for_user.clone())
-                .bind(&user_digest(user_id).as_bytes()[..])
-                .bind(user_id.as_bytes())
-                .bind(except.map(|k| &k.as_bytes()[..]))
-                .bind(ms(now))
-                .fetch_one(inner.pool())
+            inner
+                .run(false, || {
+                    sqlx::query_scalar(inner.sql.delete_for_user.clone())
+                        .bind(&user.as_bytes()[..])
+                        .bind(user_id.as_bytes())
+                        .bind(except.map(|k| &k.as_bytes()[..]))
+                        .bind(ms(now))
+                        .fetch_one(inner.pool())
+                })
                 .await
-                .store()
         })
         .await?;
         self.maybe_purge();
@@ -571,14 +658,17 @@ impl SessionStore for PgSessionStore {
     async fn count_for_user(&self, user_id: &str) -> Result<usize, StoreError> {
         let now = self.inner.clock.now();
         let inner = &self.inner;
+        let user = user_digest(user_id);
         let count: i64 = bounded(inner.backend.timeout(), async {
-            sqlx::query_scalar(inner.sql.count.clone())
-                .bind(&user_digest(user_id).as_bytes()[..])
-                .bind(user_id.as_bytes())
-                .bind(ms(now))
-                .fetch_one(inner.pool())
+            inner
+                .run(true, || {
+                    sqlx::query_scalar(inner.sql.count.clone())
+                        .bind(&user.as_bytes()[..])
+                        .bind(user_id.as_bytes())
+                        .bind(ms(now))
+                        .fetch_one(inner.pool())
+                })
                 .await
-                .store()
         })
         .await?;
         Ok(usize::try_from(count).unwrap_or(0))
