@@ -5,8 +5,9 @@
 //! `portcullis`, `fsync` off, `pg_stat_statements` loaded). As root (CI
 //! runs as root, and PostgreSQL refuses to run as root) every server
 //! command runs as the `postgres` user through `runuser`. The server runs
-//! under a small shell that stops it when the test process ends, even when
-//! the process is killed: a static, shared server never outlives its tests.
+//! under a small shell that stops it and deletes its directory when the
+//! test process ends, even when the process is killed: a static, shared
+//! server never outlives its tests.
 //!
 //! A missing PostgreSQL fails the test with instructions; nothing is
 //! skipped.
@@ -177,7 +178,10 @@ impl PgServer {
     /// shutdown) when its stdin closes, that is when this process ends or
     /// the server is stopped; waits until it accepts connections.
     fn spawn(&mut self) -> bool {
-        let script = r#"postgres="$1"; shift; "$postgres" "$@" & pid=$!; read _; kill -INT $pid 2>/dev/null; wait $pid"#;
+        // `read` returns at EOF when this process ends (however it ends)
+        // or on a line from `stop`/`Drop`: the server stops, and its
+        // directory goes too unless the line is `keep` (a restart follows).
+        let script = r#"dir="$1"; postgres="$2"; shift 2; "$postgres" "$@" & pid=$!; read cmd; kill -INT $pid 2>/dev/null; wait $pid; [ "$cmd" = keep ] || rm -rf "$dir""#;
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--", "sh", "-c", script, "sh"]);
@@ -197,6 +201,7 @@ impl PgServer {
             let _ = std::os::unix::fs::chown(self.log_path(), Some(uid), Some(gid));
         }
         let child = cmd
+            .arg(self.dir.path())
             .arg(self.bin.join("postgres"))
             .arg("-D")
             .arg(self.data_dir())
@@ -337,7 +342,9 @@ impl PgServer {
             .args(["-w", "-t", "30", "stop", "-m", mode])
             .output();
         if let Some(mut c) = self.watchdog.take() {
-            drop(c.stdin.take());
+            if let Some(mut stdin) = c.stdin.take() {
+                let _ = stdin.write_all(b"keep\n");
+            }
             let _ = c.wait();
         }
     }

@@ -55,7 +55,8 @@ pub(crate) const TEMPLATES: [Template; 3] = [
 pub(crate) const TRACKING_TABLE: &str = "migrations";
 
 /// The file name a migration is shipped under in `migrations/<dialect>/`.
-pub(crate) fn file_name(t: &Template) -> String {
+#[cfg(test)]
+fn file_name(t: &Template) -> String {
     let slug: String = t
         .description
         .chars()

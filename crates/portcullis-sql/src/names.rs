@@ -55,10 +55,8 @@ impl fmt::Debug for Names {
 impl Names {
     /// Checks `schema` (when given) and `prefix`.
     pub(crate) fn new(schema: Option<&str>, prefix: &str) -> Result<Self, NameError> {
-        if let Some(s) = schema {
-            if s.len() > MAX_IDENT || !plain_ident(s) {
-                return Err(NameError::Schema);
-            }
+        if schema.is_some_and(|s| s.len() > MAX_IDENT || !plain_ident(s)) {
+            return Err(NameError::Schema);
         }
         if prefix.len() + LONGEST_DERIVED > MAX_IDENT || !(prefix.is_empty() || plain_ident(prefix))
         {

@@ -13,7 +13,7 @@ use crate::names::{NameError, Names};
 use crate::purge::PurgeConfig;
 
 /// The default bound on every store call (pool checkout included).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How the PostgreSQL stores use the application's pool.
 ///
