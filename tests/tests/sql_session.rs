@@ -373,6 +373,7 @@ async fn hostile_input<S: SessionStore>(store: &S, clock: &Arc<ManualClock>) {
         rec.data
             .insert("n\0ul \"key\" %00".to_owned(), json!("v\0al'ue"));
         rec.data.insert(user.clone(), json!({ "user": user }));
+        rec.metadata.user_agent = Some(format!("agent\0{user}"));
         let ks = [digest(), digest()];
         for k in &ks {
             let _ = store.create(k, &rec, None).await.unwrap();
@@ -687,6 +688,7 @@ async fn a_locked_sqlite_file_is_unavailable_within_the_bound() {
         let reads_fail = journal == SqliteJournalMode::Delete;
         all_unavailable(&store, &k, clock.now(), reads_fail).await;
         let calls = if reads_fail { 9 } else { 6 };
+        println!("{journal:?}: {calls} calls: {:?}", started.elapsed());
         assert!(
             started.elapsed() < bound * calls + Duration::from_secs(3),
             "{journal:?}: {:?} for {calls} calls bounded by {bound:?}",
@@ -765,6 +767,7 @@ async fn a_stopped_postgres_is_unavailable_within_the_bound_and_loses_nothing() 
     server.stop();
     let started = Instant::now();
     all_unavailable(&store, &keys[0], clock.now(), true).await;
+    println!("9 calls against a stopped server: {:?}", started.elapsed());
     assert!(
         started.elapsed() < bound * 9 + Duration::from_secs(3),
         "{:?} for 9 calls bounded by {bound:?}",
@@ -1038,4 +1041,44 @@ async fn a_corrupt_row_is_corrupt_for_its_key_only() {
         assert!(store.delete(&bad).await.unwrap(), "it can still be deleted");
         assert_eq!(store.count_for_user("alice").await.unwrap(), 1);
     }
+}
+
+/// Create-if-absent: a live holder of the key is a conflict, an expired
+/// one (not yet purged) is replaced, with and without a cap.
+async fn expired_holder_replaced<S: SessionStore>(store: &S, clock: &Arc<ManualClock>) {
+    let cap = SessionCap {
+        max: 1,
+        policy: CapPolicy::Refuse,
+        replacing: None,
+    };
+    for cap in [None, Some(cap)] {
+        let k = digest();
+        let _ = store
+            .create(&k, &record(Some("old"), clock.now()), cap)
+            .await
+            .unwrap();
+        let live = store
+            .create(&k, &record(Some("new"), clock.now()), cap)
+            .await;
+        assert_eq!(live.unwrap_err().kind(), StoreErrorKind::Conflict);
+        clock.advance(Duration::from_secs(601));
+        let fresh = record(Some("new"), clock.now());
+        assert!(matches!(
+            store.create(&k, &fresh, cap).await.unwrap(),
+            CreateOutcome::Created { .. }
+        ));
+        assert_eq!(store.load(&k).await.unwrap(), Some(fresh));
+        assert_eq!(store.count_for_user("old").await.unwrap(), 0);
+        assert_eq!(store.count_for_user("new").await.unwrap(), 1);
+        assert_eq!(store.delete_for_user("new", None).await.unwrap(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_holder_of_a_key_is_replaced() {
+    let clock = manual_clock();
+    let pg = pg_store(clock.clone()).await;
+    expired_holder_replaced(&pg, &clock).await;
+    let sqlite = sqlite_store(clock.clone()).await;
+    expired_holder_replaced(&sqlite, &clock).await;
 }
