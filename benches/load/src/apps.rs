@@ -170,7 +170,7 @@ async fn session_login(session: Session) -> impl IntoResponse {
     }
 }
 
-async fn session_me(session: Session) -> Result<String, StatusCode> {
+pub async fn session_me(session: Session) -> Result<String, StatusCode> {
     match session.user_id().await {
         Ok(Some(user)) => Ok(user),
         Ok(None) => Err(StatusCode::UNAUTHORIZED),
@@ -213,7 +213,7 @@ async fn ts_login(session: tower_sessions::Session) -> StatusCode {
     }
 }
 
-async fn ts_me(session: tower_sessions::Session) -> Result<String, StatusCode> {
+pub async fn ts_me(session: tower_sessions::Session) -> Result<String, StatusCode> {
     match session.get::<String>("user").await {
         Ok(Some(user)) => Ok(user),
         Ok(None) => Err(StatusCode::UNAUTHORIZED),

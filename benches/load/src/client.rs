@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -207,6 +208,77 @@ pub async fn run(
         samples,
         errors,
         window,
+        total,
+    })
+}
+
+async fn connection_until(
+    addr: SocketAddr,
+    req: Arc<[u8]>,
+    measure_from: Instant,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(Vec<Sample>, u64, u64)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(4096);
+    let mut samples = Vec::with_capacity(1 << 16);
+    let mut errors = 0;
+    let mut total = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
+        let wall = unix_us();
+        stream.write_all(&req).await?;
+        let (status, _) = read_response(&mut stream, &mut buf, false).await?;
+        let t1 = Instant::now();
+        total += 1;
+        if t0 >= measure_from {
+            if (200..300).contains(&status) {
+                samples.push(Sample {
+                    start_unix_us: wall,
+                    latency_ns: u32::try_from((t1 - t0).as_nanos()).unwrap_or(u32::MAX),
+                });
+            } else {
+                errors += 1;
+            }
+        }
+    }
+    Ok((samples, errors, total))
+}
+
+/// Like [`run`], for a window of unknown length: the connections run until
+/// `stop` is set (after `warmup`, every request counts).
+pub async fn run_until(
+    addr: SocketAddr,
+    req: Vec<u8>,
+    conns: usize,
+    warmup: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<Outcome> {
+    let req: Arc<[u8]> = req.into();
+    let measure_from = Instant::now() + warmup;
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            tokio::spawn(connection_until(
+                addr,
+                Arc::clone(&req),
+                measure_from,
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    let mut total = 0;
+    for t in tasks {
+        let (s, e, n) = t.await.map_err(std::io::Error::other)??;
+        samples.extend_from_slice(&s);
+        errors += e;
+        total += n;
+    }
+    Ok(Outcome {
+        samples,
+        errors,
+        window: measure_from.elapsed(),
         total,
     })
 }

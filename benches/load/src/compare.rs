@@ -169,6 +169,8 @@ pub struct Measured {
     pub requests: usize,
     pub errors: u64,
     pub redis_cmds_per_req: Option<f64>,
+    /// The probe's growth per request ([`measure_probed`]).
+    pub probe_per_req: Option<f64>,
     pub samples: Vec<client::Sample>,
     /// Responses received, warm-up included.
     pub total: u64,
@@ -187,6 +189,20 @@ pub async fn measure(
     opts: &LoadOpts,
     redis: Option<&Redis>,
 ) -> Measured {
+    measure_probed(server, path, headers, opts, redis, None).await
+}
+
+/// Like [`measure`], and `probe` (a counter such as a database server's CPU
+/// time) read when the window opens and closes: its growth per request
+/// lands in [`Measured::probe_per_req`].
+pub async fn measure_probed(
+    server: &Server,
+    path: &str,
+    headers: &[(String, String)],
+    opts: &LoadOpts,
+    redis: Option<&Redis>,
+    probe: Option<&(dyn Fn() -> u64 + Sync)>,
+) -> Measured {
     // One checked request first: the credential must work.
     let req = client::request("GET", path, headers);
     let check = client::once(server.addr, &req)
@@ -201,12 +217,14 @@ pub async fn measure(
     let pid = server.pid();
     let cpu = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let cmds = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let probed = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let (c0, c1, r0, r1) = (
         Arc::clone(&cpu),
         Arc::clone(&cpu),
         Arc::clone(&cmds),
         Arc::clone(&cmds),
     );
+    let (p0, p1) = (Arc::clone(&probed), Arc::clone(&probed));
     let out = client::run(
         server.addr,
         req,
@@ -218,11 +236,17 @@ pub async fn measure(
             if let Some(r) = redis {
                 r0[0].store(r.commands_processed(), Ordering::SeqCst);
             }
+            if let Some(p) = probe {
+                p0[0].store(p(), Ordering::SeqCst);
+            }
         },
         move || {
             c1[1].store(cpu_ns(pid), Ordering::SeqCst);
             if let Some(r) = redis {
                 r1[1].store(r.commands_processed(), Ordering::SeqCst);
+            }
+            if let Some(p) = probe {
+                p1[1].store(p(), Ordering::SeqCst);
             }
         },
     )
@@ -244,7 +268,15 @@ pub async fn measure(
         d as f64 / n
     });
     #[allow(clippy::cast_precision_loss)]
+    let probe_per_req = probe.map(|_| {
+        probed[1]
+            .load(Ordering::SeqCst)
+            .saturating_sub(probed[0].load(Ordering::SeqCst)) as f64
+            / n
+    });
+    #[allow(clippy::cast_precision_loss)]
     Measured {
+        probe_per_req,
         rps: n / out.window.as_secs_f64(),
         p50_us: client::quantile_us(&lat, 0.50),
         p99_us: client::quantile_us(&lat, 0.99),

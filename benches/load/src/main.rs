@@ -5,6 +5,7 @@
 //! ```text
 //! load compare --runs 3 --secs 5 --conns 64 --out benches/results
 //! load scaling --out benches/results
+//! load sql     --runs 3 --secs 3 --out benches/results   (PostgreSQL, SQLite)
 //! load report  --out benches/results --svg docs/images/perf.svg
 //! load serve <contender> [--redis URL]     (one contender's server)
 //! ```
@@ -18,9 +19,11 @@ mod apps;
 mod client;
 mod compare;
 mod inproc;
+mod pg;
 mod redis;
 mod report;
 mod scaling;
+mod sql;
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -72,6 +75,8 @@ fn serve(name: &str, flags: &Flags) {
     rt.block_on(async {
         let app = if name == "purge" {
             scaling::purge_server(flags).await
+        } else if name.starts_with("sql-") {
+            sql::build(name, flags).await
         } else {
             apps::build(name, flags.get("redis")).await
         };
@@ -97,6 +102,8 @@ fn main() {
         Some("compare") => compare::run(&flags),
         Some("scaling") => scaling::run(&flags),
         Some("report") => report::run(&flags),
+        Some("sql") => sql::run(&flags),
+        Some("sql-worker") => sql::worker(pos.get(1).map_or("", String::as_str), &flags),
         Some("inproc") => inproc::run(pos.get(1).map_or("baseline", String::as_str), &flags),
         Some("list") => {
             for c in apps::CONTENDERS {
@@ -104,7 +111,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: load compare|scaling|report|serve <contender>|list [--flags]");
+            eprintln!("usage: load compare|scaling|sql|report|serve <contender>|list [--flags]");
             std::process::exit(2);
         }
     }

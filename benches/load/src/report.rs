@@ -1,4 +1,4 @@
-//! `load report`: `compare.json` and `scaling.json` to a markdown table
+//! `load report`: `compare.json`, `scaling.json` and `sql.json` to a markdown table
 //! (`results.md`), a CSV (`compare.csv`) and an SVG chart.
 
 use std::fmt::Write as _;
@@ -348,6 +348,217 @@ fn scaling_md(doc: &Value) -> String {
     out
 }
 
+/// Rows of `sql.json`'s session runs for one contender and operation.
+fn sql_rows<'a>(rows: &'a [Value], name: &str, op: &str) -> Vec<&'a Value> {
+    rows.iter()
+        .filter(|r| r["contender"] == name && r["op"] == op)
+        .collect()
+}
+
+/// Per-run ratio of two contenders' requests/s for one operation (each run
+/// measures both).
+fn sql_ratio(rows: &[Value], a: &str, b: &str, op: &str) -> Vec<f64> {
+    sql_rows(rows, a, op)
+        .iter()
+        .filter_map(|x| {
+            let y = sql_rows(rows, b, op)
+                .into_iter()
+                .find(|y| y["run"] == x["run"])?;
+            Some(f(x, "rps") / f(y, "rps"))
+        })
+        .collect()
+}
+
+fn sql_md(doc: &Value) -> String {
+    let mut out = String::new();
+    let v = &doc["versions"];
+    let list = |k: &str| {
+        v[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            })
+            .unwrap_or_default()
+    };
+    let st = &doc["settings"];
+    let _ = write!(
+        out,
+        "
+SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one build shared by both sqlx versions); portcullis on sqlx {}, tower-sessions {} with tower-sessions-sqlx-store {} (sqlx {}: the published store is on sqlx 0.8). Load average before/after: {} / {}. Settings: {} runs, {} connections, {} s warm-up + {} s measured per contender and operation; contenders' servers on CPU {}, load generator and PostgreSQL on CPU {}. Pools: {} (PostgreSQL {} connections, SQLite {}). PostgreSQL: {}. SQLite: {}. READ is `GET /me` (an authenticated request that loads the session and returns the user), WRITE is `GET /write` (sets one key to a new value). The session holds the user and one more key on both sides. Ratios are taken within each run: median [min–max] over the runs.\n\n",
+        v["postgres"].as_str().unwrap_or("–"),
+        v["sqlite"].as_str().unwrap_or("?"),
+        list("libsqlite3-sys"),
+        v["sqlx_portcullis"].as_str().unwrap_or("?"),
+        list("tower-sessions"),
+        list("tower-sessions-sqlx-store"),
+        v["sqlx_tower_sessions"].as_str().unwrap_or("?"),
+        doc["machine"]["loadavg"].as_str().unwrap_or("?"),
+        doc["loadavg_after"].as_str().unwrap_or("?"),
+        st["runs"],
+        st["connections"],
+        st["warmup_s"],
+        st["window_s"],
+        st["server_cpu"].as_str().unwrap_or("0"),
+        st["client_cpu"].as_str().unwrap_or("1"),
+        st["pool_options"].as_str().unwrap_or("?"),
+        st["pg_pool"],
+        st["sqlite_pool"],
+        st["postgres"].as_str().unwrap_or("?"),
+        st["sqlite"].as_str().unwrap_or("?"),
+    );
+    if let Some(rows) = doc["sessions"].as_array() {
+        out.push_str("| contender | op | req/s | vs portcullis MemoryStore | server CPU µs/req | PostgreSQL CPU µs/req | PostgreSQL statements/req | p50 µs | p99 µs | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        let mut names: Vec<&str> = Vec::new();
+        for r in rows {
+            if let Some(n) = r["contender"].as_str()
+                && !names.contains(&n)
+            {
+                names.push(n);
+            }
+        }
+        for op in ["read", "write"] {
+            for name in &names {
+                let rs = sql_rows(rows, name, op);
+                if rs.is_empty() {
+                    continue;
+                }
+                let col = |k: &str| median(rs.iter().map(|r| f(r, k)).collect());
+                let pg_cpu = rs
+                    .iter()
+                    .filter_map(|r| r["postgres_cpu_us_per_req"].as_f64())
+                    .collect::<Vec<_>>();
+                let statements = rs
+                    .iter()
+                    .filter_map(|r| r["postgres_statements_per_req"].as_f64())
+                    .collect::<Vec<_>>();
+                let errors: u64 = rs.iter().filter_map(|r| r["errors"].as_u64()).sum();
+                let vs_mem = sql_ratio(rows, name, "portcullis-memory", op);
+                let _ = writeln!(
+                    out,
+                    "| {name} | {op} | {:.0} | {} | {:.2} | {} | {} | {:.0} | {:.0} | {errors} |",
+                    col("rps"),
+                    if vs_mem.is_empty() {
+                        "–".to_owned()
+                    } else {
+                        spread(&vs_mem)
+                    },
+                    col("cpu_us_per_req"),
+                    if pg_cpu.is_empty() {
+                        "–".to_owned()
+                    } else {
+                        format!("{:.2}", median(pg_cpu))
+                    },
+                    if statements.is_empty() {
+                        "–".to_owned()
+                    } else {
+                        format!("{:.2}", median(statements))
+                    },
+                    col("p50_us"),
+                    col("p99_us"),
+                );
+            }
+        }
+        out.push_str("\n| target / comparison (same run) | measured (median [min–max] over runs) | met |\n|---|---|---|\n");
+        let mut line = |what: &str, v: Vec<f64>, target: Option<f64>| {
+            if v.is_empty() {
+                return;
+            }
+            let m = median(v.clone());
+            let met = match target {
+                Some(t) if m >= t => "yes",
+                Some(_) => "**no**",
+                None => "",
+            };
+            let _ = writeln!(out, "| {what} | {} | {met} |", spread(&v));
+        };
+        line(
+            "portcullis PgSessionStore READ >= 1.3x tower-sessions PostgresStore (req/s)",
+            sql_ratio(rows, "portcullis-pg", "tower-sessions-pg", "read"),
+            Some(1.3),
+        );
+        line(
+            "portcullis PgSessionStore WRITE / tower-sessions PostgresStore",
+            sql_ratio(rows, "portcullis-pg", "tower-sessions-pg", "write"),
+            None,
+        );
+        line(
+            "portcullis SqliteSessionStore READ / tower-sessions SqliteStore",
+            sql_ratio(rows, "portcullis-sqlite", "tower-sessions-sqlite", "read"),
+            None,
+        );
+        line(
+            "portcullis SqliteSessionStore WRITE / tower-sessions SqliteStore",
+            sql_ratio(rows, "portcullis-sqlite", "tower-sessions-sqlite", "write"),
+            None,
+        );
+    }
+    if let Some(r) = doc["refresh"].as_object() {
+        out.push_str("\nRefresh rotation through `RefreshStore::rotate` directly (not HTTP), 64 families rotating concurrently, in a process pinned to the server core (single-threaded runtime); PostgreSQL on the other core:\n\n| store | rotations/s | p50 µs | p99 µs | rotating process CPU µs/rotation | PostgreSQL CPU µs/rotation | errors |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        for (name, label) in [
+            ("pg", "PgRefreshStore"),
+            ("sqlite", "SqliteRefreshStore"),
+            ("memory", "MemoryRefreshStore (floor)"),
+        ] {
+            let Some(x) = r.get(name) else { continue };
+            let _ = writeln!(
+                out,
+                "| {label} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {} |",
+                f(x, "rotations_per_s"),
+                f(x, "p50_us"),
+                f(x, "p99_us"),
+                f(x, "cpu_us_per_rotation"),
+                x["postgres_cpu_us_per_rotation"]
+                    .as_f64()
+                    .map_or("–".to_owned(), |v| format!("{v:.2}")),
+                x["errors"],
+            );
+        }
+    }
+    if let Some(rows) = doc["size"].as_array() {
+        out.push_str("\nBytes per session on disk (the user and one more key per session; ours also keeps the SHA-256 of the user id with a user index, and its expiry index; PostgreSQL: `pg_total_relation_size` of the table with indexes and TOAST; SQLite: the file after a WAL checkpoint):\n\n| store | sessions | bytes/session |\n|---|---:|---:|\n");
+        for r in rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} |",
+                r["contender"].as_str().unwrap_or("?"),
+                r["sessions"],
+                f(r, "bytes_per_session"),
+            );
+        }
+    }
+    for p in doc["purge"].as_array().into_iter().flatten() {
+        let _ = write!(
+            out,
+            "\n{} purge under load: `purge_expired()` removed {} expired sessions (of {} live + {} expired) in {:.0} ms ({:.0} rows/s; batches of {} with {} ms pauses) while {} connections read a session. Requests that started during the purge: {} (p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs); outside it, same run: {} (p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs); errors {}.\n",
+            if p["backend"] == "pg" {
+                "PgSessionStore"
+            } else {
+                "SqliteSessionStore"
+            },
+            p["removed"],
+            p["live"],
+            p["expired"],
+            f(p, "purge_ms"),
+            f(p, "rows_per_s"),
+            p["batch"],
+            f(p, "pause_ms"),
+            p["connections"],
+            p["requests_during"],
+            f(p, "p50_during_us"),
+            f(p, "p99_during_us"),
+            f(p, "max_during_us"),
+            p["requests_outside"],
+            f(p, "p50_outside_us"),
+            f(p, "p99_outside_us"),
+            f(p, "max_outside_us"),
+            p["errors"],
+        );
+    }
+    out
+}
+
 fn callgrind_md(doc: &Value) -> String {
     let rows = doc["rows"].as_array().cloned().unwrap_or_default();
     let mut out = String::from(
@@ -589,6 +800,9 @@ pub fn run(flags: &Flags) {
     if let Some(doc) = read("scaling.json") {
         md.push_str("\nScaling:\n");
         md.push_str(&scaling_md(&doc));
+    }
+    if let Some(doc) = read("sql.json") {
+        md.push_str(&sql_md(&doc));
     }
     std::fs::write(dir.join("results.md"), &md).expect("md");
     println!("{md}");
