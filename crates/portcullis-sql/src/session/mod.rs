@@ -1,7 +1,7 @@
 //! The session stores, [`PgSessionStore`] and [`SqliteSessionStore`], and
 //! the row codec they share (the schema and the encoding are documented on
 //! [`PgSessionStore`]).
-#![cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
+#![cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(unused))]
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -135,11 +135,13 @@ fn decode_data(text: &str) -> Result<BTreeMap<String, Value>, StoreError> {
 }
 
 /// The keys an update sets, as a stored data object (PostgreSQL's `$set`).
+#[cfg(feature = "postgres")]
 fn update_set(update: &SessionUpdate) -> String {
     encode_data(&update.set)
 }
 
 /// The stored keys an update removes (PostgreSQL's `$remove`).
+#[cfg(feature = "postgres")]
 fn update_remove(update: &SessionUpdate) -> Vec<String> {
     update.remove.iter().map(|k| encode_key(k)).collect()
 }
@@ -147,6 +149,7 @@ fn update_remove(update: &SessionUpdate) -> Vec<String> {
 /// An update as one RFC 7396 merge patch (SQLite's `json_patch`): removed
 /// keys map to `null`, set keys to their value's JSON text; a key both
 /// removed and set ends set, as [`SessionRecord::apply`] leaves it.
+#[cfg(feature = "sqlite")]
 fn update_patch(update: &SessionUpdate) -> String {
     let mut patch: BTreeMap<String, Option<String>> = update
         .remove
@@ -358,9 +361,13 @@ mod tests {
             remove: ["gone\0".to_owned(), "both".to_owned()].into(),
             ..SessionUpdate::default()
         };
-        assert_eq!(update_set(&update), r#"{"a":"1","both":"\"new\""}"#);
-        assert_eq!(update_remove(&update), ["both", "gone%00"]);
+        #[cfg(feature = "postgres")]
+        {
+            assert_eq!(update_set(&update), r#"{"a":"1","both":"\"new\""}"#);
+            assert_eq!(update_remove(&update), ["both", "gone%00"]);
+        }
         // Set wins over remove, as `SessionRecord::apply` has it.
+        #[cfg(feature = "sqlite")]
         assert_eq!(
             update_patch(&update),
             r#"{"a":"1","both":"\"new\"","gone%00":null}"#
