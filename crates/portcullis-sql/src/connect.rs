@@ -105,6 +105,79 @@ impl Database {
         }
     }
 
+    /// The session store on this database.
+    #[cfg(feature = "session")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "session")))]
+    #[must_use]
+    pub fn session_store(&self) -> std::sync::Arc<dyn portcullis_session::SessionStore> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(b) => std::sync::Arc::new(crate::PgSessionStore::new(b)),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(b) => std::sync::Arc::new(crate::SqliteSessionStore::new(b)),
+        }
+    }
+
+    /// The refresh-family store on this database.
+    #[cfg(feature = "refresh")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "refresh")))]
+    #[must_use]
+    pub fn refresh_store(&self) -> std::sync::Arc<dyn portcullis_refresh::RefreshStore> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(b) => std::sync::Arc::new(crate::PgRefreshStore::new(b)),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(b) => std::sync::Arc::new(crate::SqliteRefreshStore::new(b)),
+        }
+    }
+
+    /// The revocation store on this database, started, once its view has
+    /// loaded the revocations already made (so this instance never trusts
+    /// an empty view).
+    ///
+    /// # Errors
+    ///
+    /// The store cannot start (no tokio runtime), or the first snapshot
+    /// did not load within `wait` (the database does not answer).
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub async fn revocation_store(
+        &self,
+        wait: Duration,
+    ) -> Result<std::sync::Arc<dyn portcullis_jwt::revocation::RevocationStore>, ConnectError> {
+        let unanswered = |what: &str| ConnectError {
+            url: what.to_owned(),
+            what: format!(
+                "the revocations did not load within {wait:?}; not serving without the \
+                 revocations made by other instances"
+            ),
+        };
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(b) => {
+                let store = crate::PgRevocationStore::new(b).map_err(|e| ConnectError {
+                    url: "PostgreSQL".to_owned(),
+                    what: e.to_string(),
+                })?;
+                if !store.wait_synced(wait).await {
+                    return Err(unanswered("PostgreSQL"));
+                }
+                Ok(std::sync::Arc::new(store))
+            }
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(b) => {
+                let store = crate::SqliteRevocationStore::new(b).map_err(|e| ConnectError {
+                    url: "SQLite".to_owned(),
+                    what: e.to_string(),
+                })?;
+                if !store.wait_synced(wait).await {
+                    return Err(unanswered("SQLite"));
+                }
+                Ok(std::sync::Arc::new(store))
+            }
+        }
+    }
+
     /// Creates or upgrades the tables.
     ///
     /// # Errors

@@ -73,7 +73,8 @@ impl Names {
         self.schema.as_deref()
     }
 
-    /// The prefix, unquoted.
+    /// The prefix, unquoted (names the revocation channel and view).
+    #[cfg(feature = "jwt")]
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }

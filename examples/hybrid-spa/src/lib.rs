@@ -19,6 +19,7 @@ use portcullis::redis::{RedisConfig, RedisRefreshStore, RedisRevocationStore};
 use portcullis::refresh::{
     MemoryRefreshStore, RefreshConfig, RefreshLayer, RefreshStore, Refresher, RotationKey,
 };
+use portcullis_sql::{Database, DatabaseUrl};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
@@ -105,26 +106,37 @@ impl Stores {
     }
 }
 
-/// Redis when `REDIS_URL` is set (keys under `$REDIS_KEY_PREFIX`, default
+/// PostgreSQL or SQLite when `DATABASE_URL` is set, Redis when
+/// `REDIS_URL` is set (keys under `$REDIS_KEY_PREFIX`, default
 /// `hybrid-spa`), this process' memory otherwise.
 ///
 /// # Errors
 ///
-/// A bad `REDIS_URL`, or a Redis that does not answer within 10 s.
+/// A bad `DATABASE_URL` or `REDIS_URL`, or a store that does not answer
+/// within 10 s.
 pub async fn stores() -> Result<Stores, String> {
+    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        warn_unshared("DATABASE_URL");
+        let url = DatabaseUrl::new(url).map_err(|e| e.to_string())?;
+        let db = Database::connect(&url).map_err(|e| e.to_string())?;
+        db.migrate()
+            .await
+            .map_err(|e| format!("DATABASE_URL ({url}): {e}"))?;
+        let revocations = db
+            .revocation_store(Duration::from_secs(10))
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!("refresh families and revocations: in {url}");
+        return Ok(Stores {
+            refresh: db.refresh_store(),
+            revocations,
+        });
+    }
     let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
         eprintln!("refresh families and revocations: in memory (set REDIS_URL to share them)");
         return Ok(Stores::memory());
     };
-    for shared in ["REFRESH_ROTATION_KEY", "JWT_KEY_FILE"] {
-        if std::env::var_os(shared).is_none() {
-            eprintln!(
-                "warning: REDIS_URL is set but {shared} is not: instances sharing this Redis \
-                 must share it (set the same value on each), or refreshes and tokens made on \
-                 one instance fail on the others"
-            );
-        }
-    }
+    warn_unshared("REDIS_URL");
     let prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_else(|_| "hybrid-spa".into());
     let backend = RedisConfig::new(url)
         .key_prefix(prefix)
@@ -143,6 +155,20 @@ pub async fn stores() -> Result<Stores, String> {
         refresh: Arc::new(RedisRefreshStore::new(backend)),
         revocations: Arc::new(revocations),
     })
+}
+
+/// Instances sharing a store must share the rotation key and the signing
+/// key too: says so when `store_var` is set and they are not.
+fn warn_unshared(store_var: &str) {
+    for shared in ["REFRESH_ROTATION_KEY", "JWT_KEY_FILE"] {
+        if std::env::var_os(shared).is_none() {
+            eprintln!(
+                "warning: {store_var} is set but {shared} is not: instances sharing this store \
+                 must share it (set the same value on each), or refreshes and tokens made on \
+                 one instance fail on the others"
+            );
+        }
+    }
 }
 
 /// The app on `stores`: the page, `POST /auth/login`, `GET /api/me`, and

@@ -5,7 +5,10 @@
 //! `REDIS_URL=redis://127.0.0.1:6379/ cargo run -p hybrid-spa`) refresh
 //! families and revocations live in Redis, shared by every instance on it
 //! (which must also share `REFRESH_ROTATION_KEY` and `JWT_KEY_FILE`);
-//! unset, in this process' memory. See this crate's README.
+//! unset, in this process' memory. With `DATABASE_URL` set
+//! (`postgres://...` for several instances, `sqlite://hybrid-spa.db` for one
+//! durable node) they live in that database instead (tables created at
+//! start). See this crate's README.
 
 use std::net::SocketAddr;
 

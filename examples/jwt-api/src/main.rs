@@ -5,7 +5,10 @@
 //! `REDIS_URL=redis://127.0.0.1:6379/ cargo run -p jwt-api`) revocations
 //! live in Redis and reach every instance on that Redis within
 //! milliseconds (each instance still checks tokens without a Redis call);
-//! unset, they are per process. See this crate's README for the contract,
+//! unset, they are per process. With `DATABASE_URL` set (`postgres://...`:
+//! pushed to every instance by `LISTEN/NOTIFY`; `sqlite://jwt-api.db`: one
+//! durable node) revocations live in that database (tables created at
+//! start). See this crate's README for the contract,
 //! the environment variables and running several instances.
 
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use portcullis::jwt::{
     Claims, JwksResponse, JwtIssuer, JwtLayer, RequireClaimsLayer, SigningKey, TokenResponse,
 };
 use portcullis::redis::{RedisConfig, RedisRevocationStore};
+use portcullis_sql::{Database, DatabaseUrl};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
@@ -100,9 +104,25 @@ fn signing_key() -> Result<SigningKey, String> {
     }
 }
 
-/// The revocation store: Redis when `REDIS_URL` is set (keys under
-/// `$REDIS_KEY_PREFIX`, default `jwt-api`), this process' memory otherwise.
+/// The revocation store: PostgreSQL or SQLite when `DATABASE_URL` is set,
+/// Redis when `REDIS_URL` is set (keys under `$REDIS_KEY_PREFIX`, default
+/// `jwt-api`), this process' memory otherwise.
 async fn revocations() -> Result<Arc<dyn RevocationStore>, String> {
+    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        let url = DatabaseUrl::new(url).map_err(|e| e.to_string())?;
+        let db = Database::connect(&url).map_err(|e| e.to_string())?;
+        db.migrate()
+            .await
+            .map_err(|e| format!("DATABASE_URL ({url}): {e}"))?;
+        // Fail closed: not serving until this instance's view holds the
+        // revocations already made.
+        let store = db
+            .revocation_store(Duration::from_secs(10))
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!("revocations: in {url}, pushed to this instance as they happen");
+        return Ok(store);
+    }
     let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
         eprintln!("revocations: in memory (set REDIS_URL to share them between instances)");
         return Ok(Arc::new(MemoryRevocationStore::new()));

@@ -4,8 +4,11 @@
 //! `127.0.0.1:$PORT`, default 3000). With `REDIS_URL` set (for example
 //! `REDIS_URL=redis://127.0.0.1:6379/ cargo run -p session-login`) sessions
 //! live in Redis and every instance started on the same Redis shares them;
-//! unset, they live in this process' memory. See this crate's README for
-//! the JSON contract and for running several instances.
+//! unset, they live in this process' memory. With `DATABASE_URL` set
+//! (`postgres://...` for several instances, `sqlite://sessions.db` for a
+//! durable single node) sessions live in that database (its tables are
+//! created at start). See this crate's README for the JSON contract and for
+//! running several instances.
 //!
 //! Every `POST` goes through `CsrfLayer` (signed tokens, bound to the
 //! session, or before login to the `__Host-csrf` pre-session cookie):
@@ -27,6 +30,7 @@ use portcullis::session::{
     CurrentUser, MemoryStore, Session, SessionConfig, SessionError, SessionLayer, SessionStore,
 };
 use portcullis_csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
+use portcullis_sql::{Database, DatabaseUrl};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
@@ -91,10 +95,20 @@ fn peer_ip(ext: &axum::http::Extensions, _: &axum::http::HeaderMap) -> Option<st
     ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
-/// The session store: Redis when `REDIS_URL` is set (shared by every
-/// instance on that Redis; keys under `$REDIS_KEY_PREFIX`, default
-/// `session-login`), the in-process memory store otherwise.
+/// The session store: PostgreSQL or SQLite when `DATABASE_URL` is set,
+/// Redis when `REDIS_URL` is set (shared by every instance on that Redis;
+/// keys under `$REDIS_KEY_PREFIX`, default `session-login`), the in-process
+/// memory store otherwise.
 async fn store() -> std::io::Result<Arc<dyn SessionStore>> {
+    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        let url = DatabaseUrl::new(url).map_err(std::io::Error::other)?;
+        let db = Database::connect(&url).map_err(std::io::Error::other)?;
+        db.migrate()
+            .await
+            .map_err(|e| std::io::Error::other(format!("DATABASE_URL ({url}): {e}")))?;
+        eprintln!("sessions: in {url}");
+        return Ok(db.session_store());
+    }
     let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
         eprintln!("sessions: in memory (set REDIS_URL to share them between instances)");
         return Ok(Arc::new(MemoryStore::new()));

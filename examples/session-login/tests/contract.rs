@@ -1,6 +1,8 @@
 //! The example's JSON contract, against the real binary: on the memory
-//! store, on Redis with two instances sharing it, and its CSRF protection.
+//! store, on Redis and PostgreSQL with two instances sharing them, on a
+//! SQLite file across a restart, and its CSRF protection.
 
+use portcullis_tests::pg_harness::PgServer;
 use portcullis_tests::redis_harness::RedisServer;
 use portcullis_tests::{ExampleProcess, client, cookie_value};
 use reqwest::StatusCode;
@@ -117,9 +119,35 @@ async fn contract_on_the_memory_store() {
 #[tokio::test]
 async fn two_instances_share_sessions_on_redis() {
     let redis = RedisServer::start();
-    let url = redis.url();
+    two_instances_share(("REDIS_URL", &redis.url())).await;
+}
+
+#[tokio::test]
+async fn two_instances_share_sessions_in_postgres() {
+    let database = PgServer::shared().fresh_database();
+    two_instances_share(("DATABASE_URL", &database)).await;
+}
+
+#[tokio::test]
+async fn a_sqlite_file_keeps_sessions_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
     let key = "5c".repeat(32);
-    let env = [("REDIS_URL", url.as_str()), ("CSRF_KEY", key.as_str())];
+    let env = [("DATABASE_URL", url.as_str()), ("CSRF_KEY", key.as_str())];
+    let app = ExampleProcess::start(env!("CARGO_BIN_EXE_session-login"), &env);
+    let alice = session(&app, "alice", "wonderland").await;
+    drop(app);
+    let app = ExampleProcess::start(env!("CARGO_BIN_EXE_session-login"), &env);
+    assert_eq!(
+        me(&app, &alice).await,
+        StatusCode::OK,
+        "the session survived"
+    );
+}
+
+async fn two_instances_share(store: (&str, &str)) {
+    let key = "5c".repeat(32);
+    let env = [store, ("CSRF_KEY", key.as_str())];
     let a = ExampleProcess::start(env!("CARGO_BIN_EXE_session-login"), &env);
     let b = ExampleProcess::start(env!("CARGO_BIN_EXE_session-login"), &env);
     let cookie = session(&a, "alice", "wonderland").await;

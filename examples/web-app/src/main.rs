@@ -16,11 +16,15 @@
 //!   Redis, shared by every instance started on it (keys under
 //!   `$REDIS_KEY_PREFIX`, default `web-app`); unset, in this process'
 //!   memory.
+//! - `DATABASE_URL` (`postgres://...`, or `sqlite://web-app.db` for a
+//!   durable single node): sessions live in that database (tables created
+//!   at start); it wins over `REDIS_URL`.
 
 use std::net::SocketAddr;
 
 use portcullis::redis::{RedisConfig, RedisSessionStore};
 use portcullis::session::MemoryStore;
+use portcullis_sql::{Database, DatabaseUrl};
 use web_app::{AppConfig, app};
 
 #[tokio::main]
@@ -45,9 +49,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         insecure_dev_cookies: std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some(),
         csrf_key,
     };
+    let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
     let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
-    let (router, _state) = match redis_url {
-        Some(url) => {
+    let (router, _state) = match (database_url, redis_url) {
+        (Some(url), _) => {
+            let url = DatabaseUrl::new(url)?;
+            let db = Database::connect(&url)?;
+            db.migrate()
+                .await
+                .map_err(|e| format!("DATABASE_URL ({url}): {e}"))?;
+            eprintln!("sessions: in {url}");
+            app(db.session_store(), config)?
+        }
+        (None, Some(url)) => {
             let prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_else(|_| "web-app".into());
             let backend = RedisConfig::new(url).key_prefix(prefix).build()?;
             // The store connects lazily; this only tells the operator early.
@@ -60,8 +74,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             }
             app(RedisSessionStore::new(backend), config)?
         }
-        None => {
-            eprintln!("sessions: in memory (set REDIS_URL to share them between instances)");
+        (None, None) => {
+            eprintln!(
+                "sessions: in memory (set DATABASE_URL or REDIS_URL to share them between instances)"
+            );
             app(MemoryStore::new(), config)?
         }
     };

@@ -1,8 +1,9 @@
-//! `REDIS_URL`: revocations shared by every instance, against a throwaway
-//! redis-server and the real binary.
+//! `REDIS_URL` and `DATABASE_URL`: revocations shared by every instance,
+//! against a throwaway redis-server or PostgreSQL and the real binary.
 
 use std::time::{Duration, Instant};
 
+use portcullis_tests::pg_harness::PgServer;
 use portcullis_tests::redis_harness::{RedisServer, Reply};
 use portcullis_tests::{ExampleProcess, client};
 use reqwest::StatusCode;
@@ -33,6 +34,30 @@ async fn me(app: &ExampleProcess, token: &str) -> StatusCode {
 #[tokio::test]
 async fn a_revocation_on_one_instance_reaches_the_others() {
     let redis = RedisServer::start();
+    a_revocation_reaches_the_others(("REDIS_URL", &redis.url())).await;
+    assert_eq!(
+        redis.command(&["HGET", "jwt-api:rv:u", "bob"]),
+        Reply::Bulk(Some(b"1".to_vec())),
+        "the version lives in Redis, under the default prefix"
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_instance_reaches_the_others_over_postgres() {
+    let server = PgServer::shared();
+    let database = server.fresh_database();
+    a_revocation_reaches_the_others(("DATABASE_URL", &database)).await;
+    assert_eq!(
+        server.psql(
+            PgServer::database_of(&database),
+            "SELECT count(*) FROM portcullis.revoked_users"
+        ),
+        "1",
+        "the version lives in PostgreSQL, in the default schema"
+    );
+}
+
+async fn a_revocation_reaches_the_others(store: (&str, &str)) {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("es256.pem");
     std::fs::write(
@@ -40,10 +65,9 @@ async fn a_revocation_on_one_instance_reaches_the_others() {
         portcullis::jwt::generate_pkcs8_pem(portcullis::jwt::Algorithm::ES256).unwrap(),
     )
     .unwrap();
-    let url = redis.url();
     let key = key.to_string_lossy().into_owned();
     let env = [
-        ("REDIS_URL", url.as_str()),
+        store,
         ("JWT_KEY_FILE", key.as_str()),
         ("JWT_ISSUER", "https://shared.test"),
         ("JWT_AUDIENCE", "shared"),
@@ -71,11 +95,6 @@ async fn a_revocation_on_one_instance_reaches_the_others() {
         );
     }
     assert_eq!(me(&a, &bob).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        redis.command(&["HGET", "jwt-api:rv:u", "bob"]),
-        Reply::Bulk(Some(b"1".to_vec())),
-        "the version lives in Redis, under the default prefix"
-    );
     // An instance started later loads the revocation at start.
     let c = ExampleProcess::start(env!("CARGO_BIN_EXE_jwt-api"), &env);
     assert_eq!(me(&c, &bob).await, StatusCode::UNAUTHORIZED);

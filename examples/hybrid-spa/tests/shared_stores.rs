@@ -1,9 +1,11 @@
-//! `REDIS_URL`: two instances of the real binary sharing a throwaway
-//! redis-server, the rotation key and the signing key.
+//! `REDIS_URL` and `DATABASE_URL`: two instances of the real binary sharing
+//! a throwaway redis-server or PostgreSQL, the rotation key and the signing
+//! key; a SQLite file that keeps the families across a restart.
 
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use portcullis_tests::pg_harness::PgServer;
 use portcullis_tests::redis_harness::RedisServer;
 use portcullis_tests::{ExampleProcess, client, cookie_value, get_json_with_bearer};
 use reqwest::StatusCode;
@@ -58,17 +60,66 @@ async fn me(app: &ExampleProcess, access: &str) -> StatusCode {
 #[tokio::test]
 async fn two_instances_share_families_and_revocations() {
     let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
+    two_instances_share(("REDIS_URL", &redis.url())).await;
+}
+
+#[tokio::test]
+async fn two_instances_share_families_and_revocations_in_postgres() {
+    let database = PgServer::shared().fresh_database();
+    two_instances_share(("DATABASE_URL", &database)).await;
+}
+
+/// Signing and rotation keys every instance shares, in `dir`.
+fn shared_keys(dir: &tempfile::TempDir) -> String {
     let key = dir.path().join("ed25519.pem");
     std::fs::write(
         &key,
         portcullis::jwt::generate_pkcs8_pem(portcullis::jwt::Algorithm::EdDSA).unwrap(),
     )
     .unwrap();
-    let url = redis.url();
-    let key = key.to_string_lossy().into_owned();
+    key.to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn a_sqlite_file_keeps_families_and_revocations_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = shared_keys(&dir);
+    let url = format!("sqlite://{}", dir.path().join("hybrid.db").display());
     let env = [
-        ("REDIS_URL", url.as_str()),
+        ("DATABASE_URL", url.as_str()),
+        ("JWT_KEY_FILE", key.as_str()),
+        ("REFRESH_ROTATION_KEY", "0123456789abcdef0123456789abcdef"),
+    ];
+    let app = ExampleProcess::start(env!("CARGO_BIN_EXE_hybrid-spa"), &env);
+    let phone = login(&app).await;
+    let laptop = login(&app).await;
+    assert!(
+        post(&app, "/auth/logout", &laptop.refresh)
+            .await
+            .status()
+            .is_success()
+    );
+    drop(app);
+    let app = ExampleProcess::start(env!("CARGO_BIN_EXE_hybrid-spa"), &env);
+    assert_eq!(
+        me(&app, &laptop.access).await,
+        StatusCode::UNAUTHORIZED,
+        "the logout's revocation survived the restart"
+    );
+    assert_eq!(me(&app, &phone.access).await, StatusCode::OK);
+    let phone = pair(post(&app, "/auth/refresh", &phone.refresh).await).await;
+    assert_eq!(me(&app, &phone.access).await, StatusCode::OK);
+    assert_eq!(
+        post(&app, "/auth/refresh", &laptop.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn two_instances_share(store: (&str, &str)) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = shared_keys(&dir);
+    let env = [
+        store,
         ("JWT_KEY_FILE", key.as_str()),
         ("REFRESH_ROTATION_KEY", "0123456789abcdef0123456789abcdef"),
     ];

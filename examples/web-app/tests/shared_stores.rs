@@ -1,8 +1,9 @@
-//! `REDIS_URL`: two instances of the real binary share sessions through a
-//! throwaway redis-server, and, with one `CSRF_KEY`, each other's CSRF
-//! tokens.
+//! `REDIS_URL` and `DATABASE_URL`: two instances of the real binary share
+//! sessions through a throwaway redis-server or PostgreSQL, and, with one
+//! `CSRF_KEY`, each other's CSRF tokens.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+use portcullis_tests::pg_harness::PgServer;
 use portcullis_tests::redis_harness::RedisServer;
 use portcullis_tests::{ExampleProcess, client, cookie_value};
 use reqwest::StatusCode;
@@ -62,9 +63,28 @@ fn token_in(body: &str) -> String {
 #[tokio::test]
 async fn sessions_and_their_csrf_tokens_are_shared_through_redis() {
     let redis = RedisServer::start();
-    let url = redis.url();
+    shared_by_two_instances(("REDIS_URL", &redis.url()), || redis.dbsize()).await;
+}
+
+#[tokio::test]
+async fn sessions_and_their_csrf_tokens_are_shared_through_postgres() {
+    let server = PgServer::shared();
+    let database = server.fresh_database();
+    let db = PgServer::database_of(&database);
+    // Before the first instance starts, the table does not exist yet.
+    let stored = || {
+        server
+            .psql(db, "SELECT count(*) FROM portcullis.sessions")
+            .parse::<i64>()
+            .unwrap()
+    };
+    shared_by_two_instances(("DATABASE_URL", &database), stored).await;
+}
+
+/// `stored` counts what the store holds (keys, rows).
+async fn shared_by_two_instances(store: (&str, &str), stored: impl Fn() -> i64) {
     let key = "6a".repeat(32);
-    let env = [("REDIS_URL", url.as_str()), ("CSRF_KEY", key.as_str())];
+    let env = [store, ("CSRF_KEY", key.as_str())];
     let a = ExampleProcess::start(env!("CARGO_BIN_EXE_web-app"), &env);
     let b = ExampleProcess::start(env!("CARGO_BIN_EXE_web-app"), &env);
 
@@ -73,7 +93,7 @@ async fn sessions_and_their_csrf_tokens_are_shared_through_redis() {
     let (status, anon, pre, body) = get(&a, "/login", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(anon.is_none(), "the form starts no session");
-    assert_eq!(redis.dbsize(), 0, "nothing stored for an anonymous visitor");
+    assert_eq!(stored(), 0, "nothing stored for an anonymous visitor");
     let pre = format!("{PRE_SESSION}={}", pre.expect("a pre-session cookie"));
     let resp = post(
         &b,
@@ -88,7 +108,7 @@ async fn sessions_and_their_csrf_tokens_are_shared_through_redis() {
     .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let session = cookie_value(&resp, SESSION).expect("a new session id");
-    assert!(redis.dbsize() > 0, "the session lives in Redis");
+    assert!(stored() > 0, "the session lives in the shared store");
     let session = format!("{SESSION}={session}; {pre}");
 
     // Logged in on A too; log out on A, and B refuses the session.
