@@ -232,11 +232,13 @@ impl PgServer {
             if self.psql_status("postgres", "SELECT 1").is_ok() {
                 return true;
             }
-            if let Some(c) = &mut self.watchdog {
-                if c.try_wait().ok().flatten().is_some() {
-                    self.watchdog = None;
-                    return false;
-                }
+            let exited = self
+                .watchdog
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                self.watchdog = None;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
