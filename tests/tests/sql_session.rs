@@ -1082,3 +1082,57 @@ async fn an_expired_holder_of_a_key_is_replaced() {
     let sqlite = sqlite_store(clock.clone()).await;
     expired_holder_replaced(&sqlite, &clock).await;
 }
+
+/// PostgreSQL's own `lock_timeout`, set by the application on its pool,
+/// answers as a timeout (503), not a backend failure: an update waiting
+/// for a row another transaction holds gives up when the server says so,
+/// and the row is intact afterwards.
+#[tokio::test]
+async fn a_server_side_lock_timeout_is_a_timeout() {
+    use portcullis_sql::sqlx::postgres::PgConnectOptions;
+    use std::str::FromStr as _;
+
+    let clock = manual_clock();
+    let url = PgServer::shared().fresh_database();
+    let options = PgConnectOptions::from_str(&url)
+        .unwrap()
+        .options([("lock_timeout", "100ms")]);
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_with(options)
+        .await
+        .unwrap();
+    let backend = PgConfig::new(pool).timeout(TIMEOUT).build().unwrap();
+    backend.migrate().await.unwrap();
+    let store = PgSessionStore::with_clock(&backend, clock.clone());
+    let k = digest();
+    let _ = store
+        .create(&k, &record(Some("alice"), clock.now()), None)
+        .await
+        .unwrap();
+
+    // Another client holds every session row.
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT 1 FROM portcullis.sessions FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = store
+        .update(&k, &set("a", json!(1), clock.now()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Timeout, "{err:?}");
+    assert!(
+        started.elapsed() < TIMEOUT,
+        "the server's lock_timeout answered, not the client's bound"
+    );
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    store
+        .update(&k, &set("a", json!(2), clock.now()))
+        .await
+        .unwrap();
+    let got = store.load(&k).await.unwrap().unwrap();
+    assert_eq!(got.data.get("a"), Some(&json!(2)));
+}

@@ -56,6 +56,7 @@
 //! | `axum` | no | extractors [`Claims`], `OptionalClaims`, `Option<Claims>`; `JwksResponse` |
 //! | `jwks-remote` | no | `RemoteJwks`: keys from an HTTPS JWKS URL, cached and refreshed |
 //! | `tracing` | no | debug events with the refusal reason (never a token or key) |
+//! | `testing` | no | `revocation_testing`: the conformance suite every `RevocationStore` passes |
 //!
 //! Cryptography is jsonwebtoken 11 on its `aws_lc_rs` backend; this crate
 //! installs that provider itself before any key is built, so jsonwebtoken's

@@ -101,3 +101,67 @@ impl Purger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+
+    fn config(every: Duration) -> PurgeConfig {
+        PurgeConfig {
+            every,
+            batch: 10,
+            pause: Duration::ZERO,
+        }
+    }
+
+    /// Batches repeat until a short one; at most one purge starts per
+    /// interval; an interval of zero never starts one.
+    #[tokio::test]
+    async fn purges_are_batched_and_rate_limited() {
+        let left = Arc::new(AtomicU64::new(35));
+        let calls = Arc::new(AtomicU32::new(0));
+        let batch = {
+            let (left, calls) = (Arc::clone(&left), Arc::clone(&calls));
+            move |n: u32| {
+                let (left, calls) = (Arc::clone(&left), Arc::clone(&calls));
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let take = left.load(Ordering::SeqCst).min(u64::from(n));
+                    left.fetch_sub(take, Ordering::SeqCst);
+                    Ok(take)
+                }
+            }
+        };
+        let purger = Purger::new(config(Duration::from_secs(3600)));
+        assert_eq!(purger.run(&batch).await.unwrap(), 35);
+        assert_eq!(calls.load(Ordering::SeqCst), 4, "10 + 10 + 10 + 5");
+
+        left.store(100, Ordering::SeqCst);
+        calls.store(0, Ordering::SeqCst);
+        purger.maybe_start(batch.clone());
+        purger.maybe_start(batch.clone());
+        for _ in 0..100 {
+            if !purger.running.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        purger.maybe_start(batch.clone());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            11,
+            "one purge in the interval"
+        );
+        assert_eq!(left.load(Ordering::SeqCst), 0);
+
+        left.store(100, Ordering::SeqCst);
+        calls.store(0, Ordering::SeqCst);
+        let never = Purger::new(config(Duration::ZERO));
+        never.maybe_start(batch);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+}
