@@ -21,8 +21,10 @@ use sqlx::{AssertSqlSafe, SqlSafeStr as _, SqlStr};
 use crate::names::Names;
 
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PgSessionStore;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteSessionStore;
 
 /// How long a row outlives its end before the purge deletes it, as the

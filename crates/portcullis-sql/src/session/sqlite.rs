@@ -1,4 +1,7 @@
 //! `SqliteSessionStore`: sessions in a SQLite file, durable on one node.
+//! (About 510 lines before the tests, a third of them docs: the statements
+//! and the `BEGIN IMMEDIATE` capped login are one contract; the codec
+//! shared with PostgreSQL is in `mod.rs`.)
 
 use std::fmt;
 use std::sync::Arc;
