@@ -172,24 +172,28 @@ async fn connection(
     Ok((samples, errors, total))
 }
 
-/// Runs `conns` connections for `warmup + secs`; `at_start` and `at_end` run
+/// Runs `conns` connections for `warmup + secs`, connection `i` sending
+/// `reqs[i % reqs.len()]`; `at_start` and `at_end` run
 /// when the measured window opens and closes (to sample the server's CPU
 /// time). Only requests that started and finished inside the window count.
 pub async fn run(
     addr: SocketAddr,
-    req: Vec<u8>,
+    reqs: Vec<Vec<u8>>,
     conns: usize,
     warmup: Duration,
     window: Duration,
     at_start: impl FnOnce(),
     at_end: impl FnOnce(),
 ) -> std::io::Result<Outcome> {
-    let req: Arc<[u8]> = req.into();
+    let reqs: Vec<Arc<[u8]>> = reqs.into_iter().map(Into::into).collect();
     let begin = Instant::now();
     let measure_from = begin + warmup;
     let end = measure_from + window;
     let tasks: Vec<_> = (0..conns)
-        .map(|_| tokio::spawn(connection(addr, Arc::clone(&req), measure_from, end)))
+        .map(|i| {
+            let req = Arc::clone(&reqs[i % reqs.len()]);
+            tokio::spawn(connection(addr, req, measure_from, end))
+        })
         .collect();
     tokio::time::sleep_until(measure_from.into()).await;
     at_start();

@@ -189,23 +189,35 @@ pub async fn measure(
     opts: &LoadOpts,
     redis: Option<&Redis>,
 ) -> Measured {
-    measure_probed(server, path, headers, opts, redis, None).await
+    measure_probed(
+        server,
+        path,
+        std::slice::from_ref(&headers.to_vec()),
+        opts,
+        redis,
+        None,
+    )
+    .await
 }
 
-/// Like [`measure`], and `probe` (a counter such as a database server's CPU
-/// time) read when the window opens and closes: its growth per request
-/// lands in [`Measured::probe_per_req`].
+/// Like [`measure`], with one credential per connection (connection `i`
+/// sends `credentials[i % len]`), and `probe` (a counter such as a
+/// database server's CPU time) read when the window opens and closes: its
+/// growth per request lands in [`Measured::probe_per_req`].
 pub async fn measure_probed(
     server: &Server,
     path: &str,
-    headers: &[(String, String)],
+    credentials: &[Vec<(String, String)>],
     opts: &LoadOpts,
     redis: Option<&Redis>,
     probe: Option<&(dyn Fn() -> u64 + Sync)>,
 ) -> Measured {
-    // One checked request first: the credential must work.
-    let req = client::request("GET", path, headers);
-    let check = client::once(server.addr, &req)
+    // One checked request first: the credentials must work.
+    let reqs: Vec<Vec<u8>> = credentials
+        .iter()
+        .map(|h| client::request("GET", path, h))
+        .collect();
+    let check = client::once(server.addr, &reqs[0])
         .await
         .expect("first request");
     assert_eq!(
@@ -227,7 +239,7 @@ pub async fn measure_probed(
     let (p0, p1) = (Arc::clone(&probed), Arc::clone(&probed));
     let out = client::run(
         server.addr,
-        req,
+        reqs,
         opts.conns,
         opts.warmup,
         opts.window,

@@ -386,7 +386,7 @@ fn sql_md(doc: &Value) -> String {
     let _ = write!(
         out,
         "
-SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one build shared by both sqlx versions); portcullis on sqlx {}, tower-sessions {} with tower-sessions-sqlx-store {} (sqlx {}: the published store is on sqlx 0.8). Load average before/after: {} / {}. Settings: {} runs, {} connections, {} s warm-up + {} s measured per contender and operation; contenders' servers on CPU {}, load generator and PostgreSQL on CPU {}. Pools: {} (PostgreSQL {} connections, SQLite {}). PostgreSQL: {}. SQLite: {}. READ is `GET /me` (an authenticated request that loads the session and returns the user), WRITE is `GET /write` (sets one key to a new value). The session holds the user and one more key on both sides. Ratios are taken within each run: median [min–max] over the runs.\n\n",
+SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one build shared by both sqlx versions); portcullis on sqlx {}, tower-sessions {} with tower-sessions-sqlx-store {} (sqlx {}: the published store is on sqlx 0.8). Load average before/after: {} / {}. Settings: {} runs, {} connections, {} s warm-up + {} s measured per contender and operation; contenders' servers on CPU {}, load generator and PostgreSQL on CPU {}. Pools: {} (PostgreSQL {} connections, SQLite {}). PostgreSQL: {}. SQLite: {}. READ is `GET /me` (an authenticated request that loads the session and returns the user), WRITE is `GET /write` (sets one key to a new value). Each connection has a session of its own, holding the user and one more key on both sides. Ratios are taken within each run: median [min–max] over the runs.\n\n",
         v["postgres"].as_str().unwrap_or("–"),
         v["sqlite"].as_str().unwrap_or("?"),
         list("libsqlite3-sys"),
@@ -459,6 +459,23 @@ SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one b
                     col("p99_us"),
                 );
             }
+        }
+        let hot = |name: &str| {
+            median(
+                sql_rows(rows, name, "write")
+                    .iter()
+                    .filter_map(|r| r["postgres_hot_update_share"].as_f64())
+                    .collect(),
+            )
+        };
+        let (ours, theirs) = (hot("portcullis-pg"), hot("tower-sessions-pg"));
+        if !ours.is_nan() || !theirs.is_nan() {
+            let _ = writeln!(
+                out,
+                "\nPostgreSQL HOT updates (no index entry written) among the session table's row updates of the WRITE runs: portcullis {:.0} %, tower-sessions {:.0} %.",
+                ours * 100.0,
+                theirs * 100.0
+            );
         }
         out.push_str("\n| target / comparison (same run) | measured (median [min–max] over runs) | met |\n|---|---|---|\n");
         let mut line = |what: &str, v: Vec<f64>, target: Option<f64>| {

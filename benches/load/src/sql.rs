@@ -10,7 +10,8 @@
 //!   `--client-cpu`. Both sides get pools with the same options (no
 //!   checkout ping, the same size), the same PostgreSQL server, the same
 //!   SQLite settings (WAL, `synchronous=NORMAL`) and the same session
-//!   payload (the user and one more key).
+//!   payload (the user and one more key). Each connection has a session
+//!   of its own.
 //! - `refresh`: refresh rotations through `RefreshStore::rotate` directly
 //!   (64 families rotating concurrently in a process pinned to the server
 //!   core): rotations/s and the latency of one.
@@ -204,9 +205,17 @@ async fn ts_sqlite(path: &Path) -> tower_sessions_sqlx_store::SqliteStore {
 /// write is a real change.
 static WRITES: AtomicU64 = AtomicU64::new(0);
 
+/// Logins so far: each one is another user (a user's session cap stays out
+/// of the way).
+static LOGINS: AtomicU64 = AtomicU64::new(0);
+
+fn next_user() -> String {
+    format!("user-{:07}", LOGINS.fetch_add(1, Ordering::Relaxed))
+}
+
 /// `POST /login`: the user and one more key, the same on both sides.
 async fn ours_login(session: Session) -> StatusCode {
-    if session.login("alice").await.is_err() || session.insert("theme", "dark").await.is_err() {
+    if session.login(next_user()).await.is_err() || session.insert("theme", "dark").await.is_err() {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
     StatusCode::OK
@@ -233,7 +242,7 @@ fn ours_app(store: impl SessionStore) -> Router {
 
 async fn ts_login(session: tower_sessions::Session) -> StatusCode {
     if session.cycle_id().await.is_err()
-        || session.insert("user", "alice").await.is_err()
+        || session.insert("user", next_user()).await.is_err()
         || session.insert("theme", "dark").await.is_err()
     {
         return StatusCode::SERVICE_UNAVAILABLE;
@@ -389,7 +398,7 @@ impl Ctx<'_> {
     }
 }
 
-fn sessions(ctx: &Ctx<'_>, runs: usize, opts: &LoadOpts) -> Vec<Value> {
+fn sessions(ctx: &Ctx<'_>, runs: usize, opts: &LoadOpts, only: Option<&str>) -> Vec<Value> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -400,6 +409,7 @@ fn sessions(ctx: &Ctx<'_>, runs: usize, opts: &LoadOpts) -> Vec<Value> {
         let mut order: Vec<&SqlContender> = SQL_CONTENDERS
             .iter()
             .filter(|c| c.db != "pg" || ctx.pg.is_some())
+            .filter(|c| only.is_none_or(|o| o.split(',').any(|x| x == c.name)))
             .collect();
         let k = run * order.len() / runs.max(1);
         order.rotate_left(k);
@@ -408,7 +418,15 @@ fn sessions(ctx: &Ctx<'_>, runs: usize, opts: &LoadOpts) -> Vec<Value> {
                 continue;
             };
             let server = Server::start(&format!("sql-{}", c.name), &ctx.server_cpu, &extra);
-            let headers = rt.block_on(login(server.addr));
+            // One session per connection, as many users would have: 64
+            // requests on one row would measure its row lock instead.
+            let credentials: Vec<Vec<(String, String)>> = rt.block_on(async {
+                let mut all = Vec::new();
+                for _ in 0..opts.conns {
+                    all.push(login(server.addr).await);
+                }
+                all
+            });
             for (op, path) in [("read", "/me"), ("write", "/write")] {
                 let probe: Option<&(dyn Fn() -> u64 + Sync)> = match (&pg_cpu, c.db) {
                     (Some(f), "pg") => Some(f as &(dyn Fn() -> u64 + Sync)),
@@ -417,7 +435,14 @@ fn sessions(ctx: &Ctx<'_>, runs: usize, opts: &LoadOpts) -> Vec<Value> {
                 if let (Some(pg), Some(_)) = (ctx.pg, &db) {
                     pg.reset_statements();
                 }
-                let m = rt.block_on(measure_probed(&server, path, &headers, opts, None, probe));
+                let m = rt.block_on(measure_probed(
+                    &server,
+                    path,
+                    &credentials,
+                    opts,
+                    None,
+                    probe,
+                ));
                 #[allow(clippy::cast_precision_loss)]
                 let db_cpu = m.probe_per_req.map(|ns| ns / 1000.0);
                 // Every request the server answered (warm-up and the checked
@@ -464,6 +489,31 @@ fn sessions(ctx: &Ctx<'_>, runs: usize, opts: &LoadOpts) -> Vec<Value> {
                 }));
             }
             drop(server);
+            // How many of the table's updates were HOT (no index entry
+            // written), counted once the backends have exited.
+            if let (Some(pg), Some(db)) = (ctx.pg, &db) {
+                std::thread::sleep(Duration::from_millis(1500));
+                let q = pg.psql(
+                    db,
+                    "SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables \
+                     WHERE relname IN ('sessions', 'session')",
+                );
+                let v: Vec<f64> = q
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                if let [upd, hot] = v[..]
+                    && let Some(row) = rows.last_mut()
+                {
+                    eprintln!(
+                        "  {} row updates, {:.1} % HOT",
+                        upd,
+                        100.0 * hot / upd.max(1.0)
+                    );
+                    row["postgres_updates"] = json!(upd);
+                    row["postgres_hot_update_share"] = json!(hot / upd.max(1.0));
+                }
+            }
         }
     }
     rows
@@ -1132,7 +1182,7 @@ pub fn run(flags: &Flags) {
         },
     });
     if has("sessions") {
-        doc["sessions"] = json!(sessions(&ctx, runs, &opts));
+        doc["sessions"] = json!(sessions(&ctx, runs, &opts, flags.get("only")));
     }
     if has("refresh") {
         doc["refresh"] = refresh(&ctx, opts.window.as_secs().max(1), opts.conns);
