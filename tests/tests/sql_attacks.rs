@@ -277,7 +277,10 @@ async fn an_instance_whose_clock_jumped_ahead_purges_nothing_live() {
     let b = PgSessionStore::with_clock(&pg_backend(&url).await, clock_b);
     let key = OpaqueToken::generate().unwrap().digest();
     let rec = record(Some("alice"), now);
-    a.create(&key, &rec, None).await.unwrap();
+    assert!(matches!(
+        a.create(&key, &rec, None).await.unwrap(),
+        portcullis::session::CreateOutcome::Created { .. }
+    ));
     assert!(a.load(&key).await.unwrap().is_some());
 
     let purged = b.purge_expired().await.unwrap();
