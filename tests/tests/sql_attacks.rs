@@ -368,3 +368,88 @@ async fn a_sqlite_revocation_that_timed_out_still_reaches_the_view() {
         "committed to the file, absent from the view that checks every JWT"
     );
 }
+
+/// The same on PostgreSQL is defended: a revocation whose statement waits
+/// on a lock past the store's bound answers "timeout"; when the statement
+/// had already been sent whole (prepared on that connection before), it
+/// still runs once the lock is released, and its `pg_notify` (in the same
+/// statement) brings it to every instance's view, this one's included.
+/// (On a connection's first use, sqlx waits for the prepare's answer
+/// before it sends the execution: a timeout there leaves nothing behind.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_revocation_that_timed_out_still_reaches_the_views() {
+    use portcullis_sql::sqlx::Connection as _;
+
+    let url = PgServer::shared().fresh_database();
+    // One connection: the warm-up below prepares the statements on it.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect(&url)
+        .await
+        .unwrap();
+    let short = PgConfig::new(pool)
+        .timeout(Duration::from_millis(300))
+        .purge(NO_PURGE)
+        .build()
+        .unwrap();
+    short.migrate().await.unwrap();
+    let a = PgRevocationStore::new(&short).unwrap();
+    let b = PgRevocationStore::new(&pg_backend(&url).await).unwrap();
+    assert!(a.wait_synced(Duration::from_secs(10)).await);
+    assert!(b.wait_synced(Duration::from_secs(10)).await);
+    let exp = i64::try_from(SystemClock.now().secs()).unwrap() + 3600;
+    a.revoke_token("warm-up", exp).await.unwrap();
+    assert_eq!(a.revoke_user("mallory").await.unwrap(), 1);
+
+    let mut holder = portcullis_sql::sqlx::PgConnection::connect(&url)
+        .await
+        .unwrap();
+    portcullis_sql::sqlx::raw_sql(
+        "BEGIN; LOCK TABLE portcullis.revoked_tokens, portcullis.revoked_users \
+         IN ACCESS EXCLUSIVE MODE",
+    )
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    // The pool's one connection then waits for the answer: one call.
+    let err = a.revoke_token("stolen-jti", exp).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    portcullis_sql::sqlx::raw_sql("COMMIT")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    // What the database holds once the queued statements ran...
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tokens: i64 =
+            portcullis_sql::sqlx::query_scalar("SELECT count(*) FROM portcullis.revoked_tokens")
+                .fetch_one(&mut holder)
+                .await
+                .unwrap();
+        if tokens == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the timed-out revocation never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... every view comes to hold.
+    for store in [&a, &b] {
+        loop {
+            let view = store.view();
+            if view.len().0 == 2 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "a view never saw the committed revocation: {:?}",
+                view.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
