@@ -290,6 +290,62 @@ async fn an_instance_whose_clock_jumped_ahead_purges_nothing_live() {
     );
 }
 
+/// The other way round: the only instance has its clock set back by a
+/// day (a VM restored from a snapshot, a forged NTP answer). A session
+/// that ended a day ago by every other clock (the database's included) is
+/// still in the table when no purge has run since it ended (the
+/// background purge starts only from writes, at most once a minute by
+/// default: a quiet night leaves every session that ended in it), and
+/// only an instance's purge by its own clock ever deletes a row; this
+/// instance's clock says it is live, so it is served again, and its purge
+/// keeps it. On Redis the key would be gone 60 s after its end, counted by
+/// Redis itself, whatever the instance's clock says ("what the stores
+/// forget never hangs on one instance's clock"). The day is simulated by
+/// moving the row's deadlines a day back, as if it had been written a
+/// day ago by a correct clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: an instance whose clock was set back serves sessions that ended long ago by the database's clock"]
+async fn a_clock_set_back_does_not_revive_a_session_that_ended_a_day_ago() {
+    let server = PgServer::shared();
+    let url = server.fresh_database();
+    let db = PgServer::database_of(&url).to_owned();
+    let day = Duration::from_secs(24 * 3600);
+    let real = SystemClock.now();
+    let clock = std::sync::Arc::new(ManualClock::new(real.millis()));
+    let store = PgSessionStore::with_clock(&pg_backend(&url).await, clock.clone());
+    let key = OpaqueToken::generate().unwrap().digest();
+    assert!(matches!(
+        store
+            .create(&key, &record(Some("alice"), real), None)
+            .await
+            .unwrap(),
+        portcullis::session::CreateOutcome::Created { .. }
+    ));
+    // Written a day ago: it ended 23 h ago (idle 10 min, absolute 1 h).
+    let shift = day.as_millis();
+    server.psql(
+        &db,
+        &format!(
+            "UPDATE portcullis.sessions SET created_at = created_at - {shift}, \
+             last_seen = last_seen - {shift}, idle_deadline = idle_deadline - {shift}, \
+             absolute_deadline = absolute_deadline - {shift}"
+        ),
+    );
+    assert!(
+        store.load(&key).await.unwrap().is_none(),
+        "ended by the right clock"
+    );
+    // The clock is set back a day.
+    clock.set(portcullis::core::Timestamp::from_millis(
+        real.millis() - u64::try_from(shift).unwrap(),
+    ));
+    let _ = store.purge_expired().await.unwrap();
+    assert!(
+        store.load(&key).await.unwrap().is_none(),
+        "a session that ended 23 h ago is served again"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 5. A revocation that times out on SQLite.
 
