@@ -1,10 +1,11 @@
 //! Attacks on the SQL stores and their configuration: connection strings
 //! that must never print their password, hostile schema and table names,
 //! notifications forged on the revocation channel by any role of the
-//! database, and an instance whose clock jumped ahead purging what the
-//! other instances still serve. Each runs on real parts: a real
-//! PostgreSQL (one shared server, a fresh database per case) and real
-//! SQLite files.
+//! database, instances whose clocks jumped (ahead: purging what the other
+//! instances still serve; back: serving what ended long ago), and a
+//! revocation whose statement timed out behind a lock (SQLite, and
+//! PostgreSQL for comparison). Each runs on real parts: a real PostgreSQL
+//! (one shared server, a fresh database per case) and real SQLite files.
 //!
 //! Tests marked `#[ignore = "defect: ..."]` show a defect: they fail
 //! today (`cargo nextest run -p portcullis-tests --test sql_attacks
@@ -262,8 +263,10 @@ async fn forged_notifications_change_nothing_and_the_listener_keeps_up() {
 /// alone, which is every session A still serves: one bad clock logs out
 /// every user of every instance, for good. The revocation stores bound
 /// their purge by the earlier of the store's clock and the database's for
-/// this reason; the session store (and the refresh store's background
-/// purge, `clock.now() - 60 s`) do not.
+/// this reason, and on Redis a key is forgotten only by Redis' own TTL
+/// ("what the stores forget never hangs on one instance's clock"); the
+/// session store (and the refresh store's background purge,
+/// `clock.now() - 60 s`) do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "defect: an instance whose clock jumped ahead purges the live sessions of every other instance"]
 async fn an_instance_whose_clock_jumped_ahead_purges_nothing_live() {
