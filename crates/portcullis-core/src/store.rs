@@ -123,9 +123,12 @@ impl std::error::Error for StoreError {
 }
 
 /// A store's connection URL with its secrets removed, for `Debug`,
-/// `Display` and errors: the user-info (`user:password@`) and the whole
-/// query (which can carry `password=`, `sslpassword=` or a key) become
-/// `REDACTED`; the scheme, host, port and path stay.
+/// `Display` and errors: the user-info (`user:password@`, up to the last
+/// `@`, whatever the password holds) and the whole query (which can carry
+/// `password=`, `sslpassword=` or a key) become `REDACTED`; the scheme,
+/// host, port and path stay. Text that is not a `scheme://` URL (a
+/// `key=value` connection string, a mistake) is redacted whole, except a
+/// plain `sqlite:` file name.
 ///
 /// ```
 /// use portcullis_core::store::redact_url;
@@ -134,21 +137,49 @@ impl std::error::Error for StoreError {
 ///     redact_url("postgres://app:s3cret@db:5432/app?sslmode=require&password=x"),
 ///     "postgres://REDACTED@db:5432/app?REDACTED"
 /// );
+/// assert_eq!(redact_url("postgres://app:a?b@c@db/app"), "postgres://REDACTED@db/app");
 /// assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
 /// assert_eq!(redact_url("sqlite://auth.db"), "sqlite://auth.db");
+/// assert_eq!(redact_url("sqlite:auth.db"), "sqlite:auth.db");
+/// assert_eq!(redact_url("host=db password=s3cret"), "REDACTED");
 /// ```
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    let (url, had_query) = match url.split_once('?') {
+    let Some(scheme_end) = url.find("://") else {
+        let plain_sqlite = url
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("sqlite:"))
+            && !url.contains(['?', '@', ' ', '=']);
+        return if plain_sqlite {
+            url.to_owned()
+        } else {
+            "REDACTED".to_owned()
+        };
+    };
+    let scheme = &url[..scheme_end];
+    if !scheme
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return "REDACTED".to_owned();
+    }
+    let after = &url[scheme_end + 3..];
+    // The user-info ends at the last `@`: a password may hold `?`, `#`,
+    // `/` or `@` unescaped. An `@` in the query instead only makes this
+    // redact more than needed.
+    let (userinfo, rest) = match after.rfind('@') {
+        Some(at) => (true, &after[at + 1..]),
+        None => (false, after),
+    };
+    let (rest, had_query) = match rest.split_once('?') {
         Some((before, _)) => (before, true),
-        None => (url, false),
+        None => (rest, false),
     };
-    let mut out = match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://REDACTED@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    };
+    let mut out = format!("{scheme}://");
+    if userinfo {
+        out.push_str("REDACTED@");
+    }
+    out.push_str(rest);
     if had_query {
         out.push_str("?REDACTED");
     }

@@ -33,9 +33,10 @@ pub struct DatabaseUrl {
     kind: DatabaseKind,
 }
 
-/// A URL that names no database this crate serves.
+/// A URL that names no database this crate serves (it carries the scheme
+/// only, never the rest of the text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported database URL {0} (expected postgres://, postgresql:// or sqlite:)")]
+#[error("unsupported database URL scheme {0} (expected postgres://, postgresql:// or sqlite:)")]
 pub struct UnsupportedUrl(String);
 
 impl DatabaseUrl {
@@ -46,13 +47,24 @@ impl DatabaseUrl {
     /// [`UnsupportedUrl`] (redacted) for any other scheme.
     pub fn new(url: impl Into<String>) -> Result<Self, UnsupportedUrl> {
         let url = url.into();
-        let lower = url.get(..11).unwrap_or(&url).to_ascii_lowercase();
-        let kind = if lower.starts_with("postgres://") || lower.starts_with("postgresql") {
+        let lower = url.get(..13).unwrap_or(&url).to_ascii_lowercase();
+        let kind = if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
             DatabaseKind::Postgres
         } else if lower.starts_with("sqlite:") {
             DatabaseKind::Sqlite
         } else {
-            return Err(UnsupportedUrl(redact_url(&url)));
+            // Only what looks like a scheme: the rest of a mistaken
+            // connection string may be a password.
+            let scheme = url
+                .split_once(':')
+                .map(|(s, _)| s)
+                .filter(|s| {
+                    !s.is_empty()
+                        && s.len() <= 16
+                        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+')
+                })
+                .map_or_else(|| "(not a URL)".to_owned(), |s| format!("{s}:"));
+            return Err(UnsupportedUrl(scheme));
         };
         Ok(Self { url, kind })
     }
