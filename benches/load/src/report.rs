@@ -386,7 +386,7 @@ fn sql_md(doc: &Value) -> String {
     let _ = write!(
         out,
         "
-SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one build shared by both sqlx versions); portcullis on sqlx {}, tower-sessions {} with tower-sessions-sqlx-store {} (sqlx {}: the published store is on sqlx 0.8). Load average before/after: {} / {}. Settings: {} runs, {} connections, {} s warm-up + {} s measured per contender and operation; contenders' servers on CPU {}, load generator and PostgreSQL on CPU {}. Pools: {} (PostgreSQL {} connections, SQLite {}). PostgreSQL: {}. SQLite: {}. READ is `GET /me` (an authenticated request that loads the session and returns the user), WRITE is `GET /write` (sets one key to a new value). Each connection has a session of its own, holding the user and one more key on both sides. Ratios are taken within each run: median [min–max] over the runs.\n\n",
+SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one build shared by both sqlx versions); portcullis on sqlx {}, tower-sessions {} with tower-sessions-sqlx-store {} (sqlx {}: the published store is on sqlx 0.8). Settings: {} runs, {} connections, {} s warm-up + {} s measured per contender and operation; contenders' servers on CPU {}, load generator and PostgreSQL on CPU {}. Pools: {} (PostgreSQL {} connections, SQLite {}). PostgreSQL: {}. SQLite: {}. READ is `GET /me` (an authenticated request that loads the session and returns the user), WRITE is `GET /write` (sets one key to a new value). Each connection has a session of its own, holding the user and one more key on both sides. Ratios are taken within each run: median [min–max] over the runs.\n\n",
         v["postgres"].as_str().unwrap_or("–"),
         v["sqlite"].as_str().unwrap_or("?"),
         list("libsqlite3-sys"),
@@ -394,8 +394,6 @@ SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one b
         list("tower-sessions"),
         list("tower-sessions-sqlx-store"),
         v["sqlx_tower_sessions"].as_str().unwrap_or("?"),
-        doc["machine"]["loadavg"].as_str().unwrap_or("?"),
-        doc["loadavg_after"].as_str().unwrap_or("?"),
         st["runs"],
         st["connections"],
         st["warmup_s"],
@@ -408,7 +406,16 @@ SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one b
         st["postgres"].as_str().unwrap_or("?"),
         st["sqlite"].as_str().unwrap_or("?"),
     );
+    let load = |part: &str| {
+        let l = &doc[format!("{part}_loadavg")];
+        format!(
+            "load average before/after this part: {} / {}",
+            l[0].as_str().unwrap_or("?"),
+            l[1].as_str().unwrap_or("?")
+        )
+    };
     if let Some(rows) = doc["sessions"].as_array() {
+        let _ = writeln!(out, "Session READ and WRITE ({}):\n", load("sessions"));
         out.push_str("| contender | op | req/s | vs portcullis MemoryStore | server CPU µs/req | PostgreSQL CPU µs/req | PostgreSQL statements/req | p50 µs | p99 µs | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let mut names: Vec<&str> = Vec::new();
         for r in rows {
@@ -512,7 +519,11 @@ SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one b
         );
     }
     if let Some(r) = doc["refresh"].as_object() {
-        out.push_str("\nRefresh rotation through `RefreshStore::rotate` directly (not HTTP), 64 families rotating concurrently, in a process pinned to the server core (single-threaded runtime); PostgreSQL on the other core:\n\n| store | rotations/s | p50 µs | p99 µs | rotating process CPU µs/rotation | PostgreSQL CPU µs/rotation | errors |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        let _ = write!(
+            out,
+            "\nRefresh rotation through `RefreshStore::rotate` directly (not HTTP), 64 families rotating concurrently, in a process pinned to the server core (single-threaded runtime); PostgreSQL on the other core; {}:\n\n| store | rotations/s | p50 µs | p99 µs | rotating process CPU µs/rotation | PostgreSQL CPU µs/rotation | errors |\n|---|---:|---:|---:|---:|---:|---:|\n",
+            load("refresh")
+        );
         for (name, label) in [
             ("pg", "PgRefreshStore"),
             ("sqlite", "SqliteRefreshStore"),
@@ -534,7 +545,11 @@ SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one b
         }
     }
     if let Some(rows) = doc["size"].as_array() {
-        out.push_str("\nBytes per session on disk (the user and one more key per session; ours also keeps the SHA-256 of the user id with a user index, and its expiry index; PostgreSQL: `pg_total_relation_size` of the table with indexes and TOAST; SQLite: the file after a WAL checkpoint):\n\n| store | sessions | bytes/session |\n|---|---:|---:|\n");
+        let _ = write!(
+            out,
+            "\nBytes per session on disk (the user and one more key per session; ours also keeps the SHA-256 of the user id with a user index, and its expiry index; PostgreSQL: `pg_total_relation_size` of the table with indexes and TOAST; SQLite: the file after a WAL checkpoint; {}):\n\n| store | sessions | bytes/session |\n|---|---:|---:|\n",
+            load("size")
+        );
         for r in rows {
             let _ = writeln!(
                 out,
@@ -548,7 +563,7 @@ SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one b
     for p in doc["purge"].as_array().into_iter().flatten() {
         let _ = write!(
             out,
-            "\n{} purge under load: `purge_expired()` removed {} expired sessions (of {} live + {} expired) in {:.0} ms ({:.0} rows/s; batches of {} with {} ms pauses) while {} connections read a session. Requests that started during the purge: {} (p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs); outside it, same run: {} (p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs); errors {}.\n",
+            "\n{} purge under load: `purge_expired()` removed {} expired sessions (of {} live + {} expired) in {:.0} ms ({:.0} rows/s; batches of {} with {} ms pauses) while {} connections read a session. Requests that started during the purge: {} (p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs); outside it, same run: {} (p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs); errors {}. ({})\n",
             if p["backend"] == "pg" {
                 "PgSessionStore"
             } else {
@@ -571,6 +586,7 @@ SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one b
             f(p, "p99_outside_us"),
             f(p, "max_outside_us"),
             p["errors"],
+            load("purge"),
         );
     }
     out

@@ -1181,30 +1181,46 @@ pub fn run(flags: &Flags) {
             "sqlite": "WAL, synchronous=NORMAL, one file per contender",
         },
     });
-    if has("sessions") {
-        doc["sessions"] = json!(sessions(&ctx, runs, &opts, flags.get("only")));
-    }
-    if has("refresh") {
-        doc["refresh"] = refresh(&ctx, opts.window.as_secs().max(1), opts.conns);
-    }
-    if has("size") {
-        doc["size"] = json!(size(&ctx, flags.num("size-sessions", 100_000)));
-    }
-    if has("purge") {
-        let backends = flags
-            .get("purge-backends")
-            .unwrap_or("pg,sqlite")
-            .to_owned();
-        let mut all = Vec::new();
-        for b in backends.split(',') {
-            if let Some(v) = purge(&ctx, flags, b) {
-                all.push(v);
-            }
+    // Each part with the load average around it (a part run again with
+    // `--merge 1` keeps its own).
+    let mut part = |name: &str, f: &mut dyn FnMut() -> Value| {
+        if has(name) {
+            let before = crate::compare::loadavg();
+            doc[name] = f();
+            doc[format!("{name}_loadavg")] = json!([before, crate::compare::loadavg()]);
         }
-        doc["purge"] = json!(all);
-    }
+    };
+    part("sessions", &mut || {
+        json!(sessions(&ctx, runs, &opts, flags.get("only")))
+    });
+    part("refresh", &mut || {
+        refresh(&ctx, opts.window.as_secs().max(1), opts.conns)
+    });
+    part("size", &mut || {
+        json!(size(&ctx, flags.num("size-sessions", 100_000)))
+    });
+    part("purge", &mut || {
+        let backends = flags.get("purge-backends").unwrap_or("pg,sqlite");
+        json!(
+            backends
+                .split(',')
+                .filter_map(|b| purge(&ctx, flags, b))
+                .collect::<Vec<_>>()
+        )
+    });
     doc["loadavg_after"] = json!(crate::compare::loadavg());
     let path = out_dir.join("sql.json");
+    // `--merge 1`: parts run again replace theirs; the others stay.
+    if let Some(old) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .filter(|_| flags.get("merge").is_some())
+        && let (Some(old), Some(new)) = (old.as_object(), doc.as_object_mut())
+    {
+        for (k, v) in old {
+            new.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
     std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
     eprintln!("wrote {}", path.display());
 }
