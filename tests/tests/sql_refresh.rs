@@ -957,6 +957,138 @@ async fn writes_purge_ended_families_in_the_background() {
 }
 
 // ---------------------------------------------------------------------
+// Clocks that jumped.
+
+/// A family of `user` created at `now` by a correct clock: idle 1 h,
+/// absolute 1 day.
+fn family_at(user: &str, now: Timestamp) -> (Family, RefreshToken) {
+    let (mut f, token) = family(user, 0);
+    f.created_at = now;
+    f.last_used_at = now;
+    f.deadlines.idle = now + Duration::from_secs(3600);
+    f.deadlines.absolute = now + Duration::from_secs(86_400);
+    (f, token)
+}
+
+/// Instance B's clock jumped a year ahead. Its purges (the explicit one
+/// its refresher runs with B's time, and the background one its writes
+/// start) delete only what the earlier of its clock and the database's
+/// has put past its end: instance A's live family stays, and A still
+/// rotates it; a family that ended by both clocks goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_clock_jumped_ahead_purges_no_live_family() {
+    let (url, db) = fresh_pg();
+    let now = portcullis::core::SystemClock.now();
+    let a = PgRefreshStore::new(&pg_backend(&url, no_background_purge()).await);
+    let clock_b = Arc::new(ManualClock::new(
+        (now + Duration::from_secs(365 * 24 * 3600)).millis(),
+    ));
+    let b = PgRefreshStore::with_clock(
+        &pg_backend(&url, background_every_10ms()).await,
+        clock_b.clone(),
+    );
+    let (live, token) = family_at("alice", now);
+    a.create(&live, None).await.unwrap();
+
+    let purged = b.purge_expired(clock_b.now()).await.unwrap();
+    assert!(
+        a.get(&live.id, now).await.unwrap().is_some(),
+        "A's live family was purged by B's explicit purge ({purged} rows)"
+    );
+    // B's writes start its background purge; it has run once the family
+    // that ended in 2023 (by every clock) is gone.
+    let (ended, _) = family("bob", 0);
+    b.create(&ended, None).await.unwrap();
+    let count = |id: &portcullis::refresh::FamilyId| {
+        PgServer::shared()
+            .psql(
+                &db,
+                &format!("SELECT count(*) FROM {PG_TABLE} WHERE family_id = '{id}'"),
+            )
+            .parse::<i64>()
+            .unwrap()
+    };
+    let (probe, _) = rotation(
+        &RefreshToken::first(portcullis::refresh::FamilyId::generate().unwrap()).unwrap(),
+        &RotationKey::generate().unwrap(),
+        clock_b.now(),
+    );
+    let start = Instant::now();
+    while count(&ended.id) != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the background purge never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(b.rotate(&probe).await.unwrap(), RotateOutcome::Invalid);
+    }
+    assert_eq!(
+        count(&live.id),
+        1,
+        "A's live family was purged in the background"
+    );
+    let (r, _) = rotation(&token, &RotationKey::generate().unwrap(), now);
+    assert!(matches!(
+        a.rotate(&r).await.unwrap(),
+        RotateOutcome::Rotated(_)
+    ));
+}
+
+/// The only instance's clock is set back a day. A family that ended
+/// 23 h ago by every other clock (the database's included) is still in the
+/// table when no purge has run since; by the instance's clock it is live.
+/// It is not served: `get` and `list_user` do not return it, its current
+/// token does not rotate (`Invalid`), and the explicit purge with the
+/// instance's time keeps nothing it would serve. The day is simulated by
+/// moving the row's times a day back, as if a correct clock had written it
+/// a day ago.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_set_back_does_not_revive_a_family_that_ended_a_day_ago() {
+    let (url, db) = fresh_pg();
+    let store = PgRefreshStore::new(&pg_backend(&url, no_background_purge()).await);
+    let real = portcullis::core::SystemClock.now();
+    let (fam, token) = family_at("alice", real);
+    store.create(&fam, None).await.unwrap();
+    let key = RotationKey::generate().unwrap();
+    let (r, token) = {
+        let (r, next) = rotation(&token, &key, real);
+        assert!(matches!(
+            store.rotate(&r).await.unwrap(),
+            RotateOutcome::Rotated(_)
+        ));
+        (r, next)
+    };
+    drop(r);
+    // Written a day ago: it ended 23 h ago (idle 1 h).
+    let day = Duration::from_secs(24 * 3600);
+    let shift = day.as_millis();
+    PgServer::shared().psql(
+        &db,
+        &format!(
+            "UPDATE {PG_TABLE} SET created_at = created_at - {shift}, \
+             last_used_at = last_used_at - {shift}, previous_at = previous_at - {shift}, \
+             idle_deadline = idle_deadline - {shift}, \
+             absolute_deadline = absolute_deadline - {shift}"
+        ),
+    );
+    assert!(
+        store.get(&fam.id, real).await.unwrap().is_none(),
+        "ended by the right clock"
+    );
+    // The clock is set back a day: 23 h after the end the family is live
+    // by it.
+    let back = Timestamp::from_millis(real.millis() - u64::try_from(shift).unwrap());
+    let _ = store.purge_expired(back).await.unwrap();
+    assert!(
+        store.get(&fam.id, back).await.unwrap().is_none(),
+        "a family that ended 23 h ago is served again"
+    );
+    assert!(store.list_user("alice", back).await.unwrap().is_empty());
+    let (r, _) = rotation(&token, &key, back);
+    assert_eq!(store.rotate(&r).await.unwrap(), RotateOutcome::Invalid);
+}
+
+// ---------------------------------------------------------------------
 // Outages.
 
 /// PostgreSQL stops: logins and refreshes answer 503 with `Retry-After`

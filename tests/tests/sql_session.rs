@@ -860,7 +860,14 @@ async fn terminated_connections_are_survived() {
 
 /// The plan PostgreSQL picks for one of the store's statements, as a
 /// generic plan (the one a prepared statement settles on).
+/// `pg_stat_statements` shows constants as parameters, and
+/// `extract($n FROM ..)` does not parse: it becomes `date_part($n, ..)`,
+/// the same call with its field as a parameter.
 fn generic_plan(server: &PgServer, db: &str, query: &str) -> String {
+    let mut query = query.to_owned();
+    for n in 1..=9 {
+        query = query.replace(&format!("extract(${n} FROM "), &format!("date_part(${n}, "));
+    }
     let params = (1..=9).filter(|n| query.contains(&format!("${n}"))).count();
     let nulls = vec!["NULL"; params].join(", ");
     server.psql(
@@ -917,7 +924,7 @@ async fn per_user_operations_and_the_purge_use_their_indexes() {
             "Index Scan"
         } else if query.contains("user_digest = $1") {
             "sessions_user"
-        } else if query.contains("expires_at < $1") {
+        } else if query.contains("expires_at < LEAST($1") {
             "sessions_expiry"
         } else {
             continue;
@@ -1135,4 +1142,56 @@ async fn a_server_side_lock_timeout_is_a_timeout() {
         .unwrap();
     let got = store.load(&k).await.unwrap().unwrap();
     assert_eq!(got.data.get("a"), Some(&json!(2)));
+}
+
+/// An instance whose clock was set back a day meets a session that ended
+/// 23 h ago by the database's clock (no purge ran since): `update` and
+/// `touch` change nothing (not found, the deadlines stay where they were)
+/// and `load` does not serve it, though by the instance's clock it is
+/// live. The day is simulated by moving the row's times a day back, as if
+/// a correct clock had written it a day ago.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_set_back_neither_updates_nor_touches_a_session_that_ended_a_day_ago() {
+    let server = PgServer::shared();
+    let url = server.fresh_database();
+    let db = PgServer::database_of(&url).to_owned();
+    let real = portcullis::core::SystemClock.now();
+    let clock = Arc::new(ManualClock::new(real.millis()));
+    let store =
+        PgSessionStore::with_clock(&pg_backend(&url, NO_PURGE, TIMEOUT).await, clock.clone());
+    let key = digest();
+    assert!(matches!(
+        store
+            .create(&key, &record(Some("alice"), real), None)
+            .await
+            .unwrap(),
+        CreateOutcome::Created { .. }
+    ));
+    let shift = Duration::from_secs(24 * 3600).as_millis();
+    server.psql(
+        &db,
+        &format!(
+            "UPDATE portcullis.sessions SET created_at = created_at - {shift}, \
+             last_seen = last_seen - {shift}, idle_deadline = idle_deadline - {shift}, \
+             absolute_deadline = absolute_deadline - {shift}"
+        ),
+    );
+    let deadlines = "SELECT idle_deadline || ' ' || absolute_deadline FROM portcullis.sessions";
+    let before = server.psql(&db, deadlines);
+    let back =
+        portcullis::core::Timestamp::from_millis(real.millis() - u64::try_from(shift).unwrap());
+    clock.set(back + Duration::from_secs(60));
+
+    let err = store
+        .update(&key, &set("k", json!("new"), clock.now()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::NotFound, "updated");
+    let err = store
+        .touch(&key, clock.now(), clock.now() + Duration::from_secs(600))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::NotFound, "touched");
+    assert_eq!(server.psql(&db, deadlines), before, "the row changed");
+    assert!(store.load(&key).await.unwrap().is_none(), "served");
 }

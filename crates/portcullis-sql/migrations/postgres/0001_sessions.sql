@@ -10,6 +10,10 @@ CREATE TABLE IF NOT EXISTS "portcullis"."sessions" (
     expires_at        bigint GENERATED ALWAYS AS (LEAST(idle_deadline, absolute_deadline)) STORED,
     metadata          text   NOT NULL,
     data              jsonb  NOT NULL DEFAULT '{}',
+    -- The writer's clock minus the database's (ms) at the last write: the
+    -- row is served only until `expires_at - clock_offset` plus 60 s by
+    -- the database's clock, whatever a reader's clock says.
+    clock_offset      bigint NOT NULL DEFAULT 0,
     CHECK ((user_id IS NULL) = (user_digest IS NULL))
 );
 -- A user's sessions, in eviction order.

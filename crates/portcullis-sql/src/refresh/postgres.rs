@@ -68,16 +68,27 @@ struct Sql {
     purge: SqlStr,
 }
 
+/// The database's clock, in milliseconds since the Unix epoch.
+const DB_NOW_MS: &str = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
+
 impl Sql {
     fn new(names: &Names) -> Self {
         let t = names.table(TABLE);
         let sql = |s: String| AssertSqlSafe(s).into_sql_str();
+        let grace = EXPIRY_GRACE.as_millis();
+        // A row is served only until its end, moved to the database's
+        // clock by the offset its last writer left, plus the grace, so an
+        // instance whose clock was set back cannot serve a family that
+        // ended long ago. (Written so that no stored value can overflow
+        // it: `expires_at - clock_offset` could.)
+        let served = format!("expires_at > {DB_NOW_MS} - {grace} + clock_offset");
         Self {
             insert: sql(format!(
                 "INSERT INTO {t} (family_digest, family_id, user_digest, user_id, current_digest, \
                  previous_digest, previous_at, history, rotations, created_at, last_used_at, \
-                 idle_deadline, absolute_deadline, claims, device) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 idle_deadline, absolute_deadline, claims, device, clock_offset) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $11 - {DB_NOW_MS}) \
                  ON CONFLICT (family_digest) DO NOTHING"
             )),
             // `Family::rotate` in SQL (the right-hand sides read the row
@@ -89,15 +100,19 @@ impl Sql {
                  ELSE right(history || encode(previous_digest, 'hex'), $4) END, \
                  previous_digest = current_digest, previous_at = $5, current_digest = $3, \
                  last_used_at = $5, idle_deadline = LEAST($6, absolute_deadline), \
-                 rotations = rotations + 1, device = COALESCE($7, device) \
+                 rotations = rotations + 1, device = COALESCE($7, device), \
+                 clock_offset = $5 - {DB_NOW_MS} \
                  WHERE family_digest = $1 AND current_digest = $2 AND expires_at > $5 \
-                 RETURNING {COLUMNS}"
+                 AND {served} RETURNING {COLUMNS}"
             )),
+            // A family the database's clock has put past its end (and the
+            // grace) reads as absent: `Invalid`, never classified.
             read: sql(format!(
-                "SELECT {COLUMNS} FROM {t} WHERE family_digest = $1"
+                "SELECT {COLUMNS} FROM {t} WHERE family_digest = $1 AND {served}"
             )),
             get: sql(format!(
-                "SELECT {COLUMNS} FROM {t} WHERE family_digest = $1 AND expires_at > $2"
+                "SELECT {COLUMNS} FROM {t} WHERE family_digest = $1 AND expires_at > $2 \
+                 AND {served}"
             )),
             delete_seen: sql(format!(
                 "DELETE FROM {t} WHERE family_digest = $1 AND rotations = $2 \
@@ -115,7 +130,7 @@ impl Sql {
             )),
             list_user: sql(format!(
                 "SELECT {COLUMNS} FROM {t} WHERE user_digest = $1 AND user_id = $2 \
-                 AND expires_at > $3 ORDER BY created_at"
+                 AND expires_at > $3 AND {served} ORDER BY created_at"
             )),
             lock_user: sql("SELECT pg_advisory_xact_lock($1, $2)".to_owned()),
             evict: sql(format!(
@@ -123,10 +138,14 @@ impl Sql {
                  RETURNING {COLUMNS}"
             )),
             // `ctid = ANY (ARRAY(...))`: a TID scan of the rows the index
-            // found; `IN (SELECT ...)` would scan the table.
+            // found; `IN (SELECT ...)` would scan the table. `$1` is the
+            // caller's cut-off, `$2` the database's clock's allowance: the
+            // earlier of the two clocks decides, so an instance whose clock
+            // jumped ahead deletes nothing another one still serves.
             purge: sql(format!(
                 "DELETE FROM {t} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {t} \
-                 WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))"
+                 WHERE expires_at <= LEAST($1, {DB_NOW_MS} - $2) \
+                 LIMIT $3 FOR UPDATE SKIP LOCKED))"
             )),
         }
     }
@@ -167,18 +186,26 @@ impl PgRefreshStore {
             let inner = Arc::clone(&inner);
             async move {
                 let before = inner.clock.now() - EXPIRY_GRACE;
-                inner.purge_batch(before, n).await
+                inner.purge_batch(before, EXPIRY_GRACE, n).await
             }
         });
     }
 }
 
 impl Inner {
-    /// Deletes up to `n` families ended at `now`; returns how many.
-    async fn purge_batch(&self, now: Timestamp, n: u32) -> Result<u64, StoreError> {
+    /// Deletes up to `n` families ended at `now` and `grace` before the
+    /// database's clock; returns how many.
+    async fn purge_batch(
+        &self,
+        now: Timestamp,
+        grace: Duration,
+        n: u32,
+    ) -> Result<u64, StoreError> {
+        let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
         bounded(self.timeout, async {
             let done = sqlx::query(self.sql.purge.clone())
                 .bind(ms(now))
+                .bind(grace)
                 .bind(i64::from(n))
                 .execute(&self.pool)
                 .await
@@ -426,7 +453,10 @@ impl RefreshStore for PgRefreshStore {
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
         let inner = &self.inner;
-        inner.purger.run(|n| inner.purge_batch(now, n)).await
+        inner
+            .purger
+            .run(|n| inner.purge_batch(now, Duration::ZERO, n))
+            .await
     }
 }
 

@@ -19,8 +19,8 @@ use sqlx::query::QueryScalar;
 use sqlx::{PgPool, Postgres, SqlStr, Transaction};
 
 use super::{
-    Bound, COLUMNS, Row, decode_row, digest, listed, ms, purge_before, statement, timestamp,
-    update_remove, update_set, user_digest,
+    Bound, COLUMNS, EXPIRY_GRACE, Row, decode_row, digest, listed, ms, purge_before, statement,
+    timestamp, update_remove, update_set, user_digest,
 };
 use crate::error::{SqlResultExt as _, bounded};
 use crate::pg::PgBackend;
@@ -63,6 +63,7 @@ use crate::purge::Purger;
 /// | `expires_at` | `bigint`, generated | the earlier deadline |
 /// | `metadata` | `text` | the user agent and address, as JSON |
 /// | `data` | `jsonb` | an object: escaped key -> the value's JSON text, as a JSON string |
+/// | `clock_offset` | `bigint` | the writing instance's clock minus the database's, in milliseconds, at the last write (see [Expired rows](#expired-rows)) |
 ///
 /// and two indexes: `sessions_user (user_digest, created_at)` (partial:
 /// users only), behind every per-user operation and the cap's eviction
@@ -121,11 +122,31 @@ use crate::purge::Purger;
 ///
 /// `load`, `update`, `touch`, the per-user operations and the cap judge
 /// expiry by the store's clock, so an expired row is never returned,
-/// changed or counted. Rows are deleted 60 s past their end (so that an
-/// instance whose clock is behind by less than that still finds them and
-/// judges them by its own clock, as the Redis stores keep keys), in batches, by a purge that a write starts at most once
-/// per [`PurgeConfig::every`](crate::PurgeConfig::every), or by
-/// [`purge_expired`](Self::purge_expired).
+/// changed or counted.
+///
+/// What is forgotten never hangs on one instance's clock, as on Redis
+/// (whose keys expire by Redis' own count):
+///
+/// - The purge deletes rows that ended 60 s before the **earlier** of the
+///   store's clock and the database's (`statement_timestamp()`), so that
+///   an instance whose clock is behind by less than that still finds them
+///   and judges them by its own clock, and an instance whose clock jumped
+///   ahead, by any amount, deletes nothing another instance still serves.
+///   It runs in batches, started by a write at most once per
+///   [`PurgeConfig::every`](crate::PurgeConfig::every), or by
+///   [`purge_expired`](Self::purge_expired).
+/// - `load`, `update` and `touch` serve a row only until 60 s past its
+///   end as the database's clock counts it, in the same statement:
+///   each write records its instance's clock's offset from the
+///   database's (`clock_offset`), and the row's end moved by it must be
+///   less than 60 s behind the database's clock. So an instance whose
+///   clock was set back cannot serve a session that ended long ago (by
+///   its writer's clock) and that no purge has deleted yet; within that
+///   bound, acceptance is judged by the store's clock alone. This is the
+///   Redis stores' TTL (counted by Redis from its writer's clock's
+///   remaining lifetime) in SQL: it holds whatever the offset between an
+///   instance's clock and the database's (a test's manual clock
+///   included), and costs no statement and no round trip.
 ///
 /// # Errors
 ///
@@ -157,6 +178,9 @@ struct Inner {
     lock_class: i32,
 }
 
+/// The database's clock, in milliseconds since the Unix epoch.
+const DB_NOW_MS: &str = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
+
 /// Every statement, rendered once.
 struct Statements {
     load: SqlStr,
@@ -178,37 +202,54 @@ impl Statements {
         let columns = COLUMNS.replace("{data}", "data::text");
         let live = "idle_deadline > {now} AND absolute_deadline > {now}";
         let live = |now: &str| live.replace("{now}", now);
+        // What a row may still be served at: live by the caller's clock,
+        // and not ended more than the grace ago by the database's clock
+        // (its end moved to that clock by the offset its writer left).
+        // (Written so that no stored value can overflow it: `expires_at -
+        // clock_offset` could.)
+        let grace = EXPIRY_GRACE.as_millis();
+        let served = |now: &str| {
+            format!(
+                "{} AND expires_at > {DB_NOW_MS} - {grace} + clock_offset",
+                live(now)
+            )
+        };
         let s = |template: &str| statement(names, template);
         Self {
             load: s(&format!(
                 "SELECT {columns} FROM {{table:sessions}} WHERE id_digest = $1 AND {}",
-                live("$2")
+                served("$2")
             )),
-            insert: s("INSERT INTO {table:sessions} AS s \
+            insert: s(&format!(
+                "INSERT INTO {{table:sessions}} AS s \
                  (id_digest, user_digest, user_id, created_at, last_seen, idle_deadline, \
-                  absolute_deadline, metadata, data) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb) \
+                  absolute_deadline, metadata, data, clock_offset) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10 - {DB_NOW_MS}) \
                  ON CONFLICT (id_digest) DO UPDATE SET \
                  user_digest = EXCLUDED.user_digest, user_id = EXCLUDED.user_id, \
                  created_at = EXCLUDED.created_at, last_seen = EXCLUDED.last_seen, \
                  idle_deadline = EXCLUDED.idle_deadline, \
                  absolute_deadline = EXCLUDED.absolute_deadline, \
-                 metadata = EXCLUDED.metadata, data = EXCLUDED.data \
+                 metadata = EXCLUDED.metadata, data = EXCLUDED.data, \
+                 clock_offset = EXCLUDED.clock_offset \
                  WHERE s.expires_at <= $10 \
-                 RETURNING true"),
+                 RETURNING true"
+            )),
             // Remove, then set (parenthesised: `||` binds tighter than `-`).
             update: s(&format!(
                 "UPDATE {{table:sessions}} SET data = (data - $2::text[]) || $3::jsonb, \
                  last_seen = GREATEST(last_seen, $4), \
-                 idle_deadline = GREATEST(idle_deadline, LEAST($5, absolute_deadline)) \
+                 idle_deadline = GREATEST(idle_deadline, LEAST($5, absolute_deadline)), \
+                 clock_offset = $6 - {DB_NOW_MS} \
                  WHERE id_digest = $1 AND {}",
-                live("$6")
+                served("$6")
             )),
             touch: s(&format!(
                 "UPDATE {{table:sessions}} SET last_seen = GREATEST(last_seen, $2), \
-                 idle_deadline = GREATEST(idle_deadline, LEAST($3, absolute_deadline)) \
+                 idle_deadline = GREATEST(idle_deadline, LEAST($3, absolute_deadline)), \
+                 clock_offset = $4 - {DB_NOW_MS} \
                  WHERE id_digest = $1 AND {}",
-                live("$4")
+                served("$4")
             )),
             delete: s(&format!(
                 "DELETE FROM {{table:sessions}} WHERE id_digest = $1 RETURNING ({})",
@@ -243,9 +284,15 @@ impl Statements {
             // A Tid scan over a batch picked on the expiry index; rows a
             // request holds are skipped, and instances purging at once take
             // disjoint batches.
-            purge: s("DELETE FROM {table:sessions} WHERE ctid = ANY(ARRAY(\
-                 SELECT ctid FROM {table:sessions} WHERE expires_at < $1 \
-                 LIMIT $2 FOR UPDATE SKIP LOCKED))"),
+            // The cut-off is the earlier of the caller's (`$1`, grace
+            // taken) and the database's clock: one instance whose clock
+            // jumped ahead deletes nothing another one still serves.
+            purge: s(&format!(
+                "DELETE FROM {{table:sessions}} WHERE ctid = ANY(ARRAY(\
+                 SELECT ctid FROM {{table:sessions}} \
+                 WHERE expires_at < LEAST($1, {DB_NOW_MS} - {grace}) \
+                 LIMIT $2 FOR UPDATE SKIP LOCKED))"
+            )),
         }
     }
 }
@@ -323,9 +370,10 @@ impl PgSessionStore {
         &self.inner.backend
     }
 
-    /// Deletes every row that ended more than 60 s ago, now, in batches of [`PurgeConfig::batch`](crate::PurgeConfig)
-    /// rows (each its own short statement, each bounded by the timeout);
-    /// returns how many went.
+    /// Deletes every row that ended more than 60 s before the earlier of
+    /// the store's clock and the database's, now, in batches of
+    /// [`PurgeConfig::batch`](crate::PurgeConfig) rows (each its own short
+    /// statement, each bounded by the timeout); returns how many went.
     ///
     /// # Errors
     ///

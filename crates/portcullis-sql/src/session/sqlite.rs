@@ -77,6 +77,13 @@ use crate::sqlite::SqliteBackend;
 /// most once per [`PurgeConfig::every`](crate::PurgeConfig::every), or by
 /// [`purge_expired`](Self::purge_expired).
 ///
+/// A SQLite file serves the processes of one host, which share the host's
+/// clock with the file: there is no second clock to bound the first by,
+/// so unlike `PgSessionStore` this store neither
+/// takes the earlier of two clocks for its purge nor bounds what it
+/// serves by the database's clock. A host clock set back serves what it
+/// says is live; one jumped ahead purges what it says ended.
+///
 /// # Errors
 ///
 /// Every call is bounded by the backend's timeout
