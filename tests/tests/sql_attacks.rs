@@ -360,7 +360,6 @@ async fn a_clock_set_back_does_not_revive_a_session_that_ended_a_day_ago() {
 /// whatever the outcome of) the write: a denylist only grows, so a
 /// revocation the file lost is only refused too early, never admitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a SQLite revocation that timed out commits later but never reaches the process's view"]
 async fn a_sqlite_revocation_that_timed_out_still_reaches_the_view() {
     use portcullis_sql::SqliteRevocationStore;
     use portcullis_sql::sqlx::Connection as _;

@@ -6,7 +6,9 @@
 //! statement per request, the listener cut off and terminated, the server
 //! stopped and restarted (503 past the staleness bound, then recovery by
 //! itself), awkward user ids, messages that carry only digests and only
-//! committed changes, the purge, and nothing secret in `Debug`.
+//! committed changes, the purge, nothing secret in `Debug`, snapshots read
+//! in pages (200,000 users), SQLite revocations whose write fails, and a
+//! SQLite file restored from an older copy.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -870,4 +872,338 @@ async fn sqlite_is_not_ready_until_its_snapshot_loads() {
     backend.migrate().await.unwrap();
     assert!(store.wait_synced(SYNC).await);
     assert!(store.view().is_ready());
+}
+
+// ---------------------------------------------------------------------------
+// 6. Snapshots in pages; SQLite writes that fail; restored backups.
+
+/// 200,000 user versions (never purged), inserted by `psql` with
+/// `generate_series`, load in pages of 2,000 rows, each page one statement
+/// under the backend's timeout (`pg_stat_statements`: 101 reads of the
+/// users' table, the last one empty, where a single statement read it
+/// whole): the instance becomes ready, holds every user, and over HTTP
+/// refuses the user whose key comes last (the last page) while accepting
+/// a token minted at that user's version; messages flow after the pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_snapshot_of_200000_users_loads_in_pages() {
+    let server = PgServer::shared();
+    let url = server.fresh_database();
+    let db = PgServer::database_of(&url).to_owned();
+    let backend = pg_backend_with(&url, Duration::from_millis(500), NO_BACKGROUND_PURGE).await;
+    server.psql(
+        &db,
+        "INSERT INTO portcullis.revoked_users (user_digest, user_id, version) \
+         SELECT sha256(convert_to('user-' || g, 'UTF8')), convert_to('user-' || g, 'UTF8'), \
+                1 + g % 7 \
+         FROM generate_series(1, 200000) AS g",
+    );
+    let last = server.psql(
+        &db,
+        "SELECT convert_from(user_id, 'UTF8') || ' ' || version \
+         FROM portcullis.revoked_users ORDER BY user_digest DESC LIMIT 1",
+    );
+    let (last_user, last_version) = last.split_once(' ').unwrap();
+    let last_version: u64 = last_version.parse().unwrap();
+
+    server.reset_statement_stats(&db);
+    let store = PgRevocationStore::builder(&backend)
+        .snapshot_page(2_000)
+        .max_staleness(None)
+        .start()
+        .unwrap();
+    let start = Instant::now();
+    assert!(
+        store.wait_synced(Duration::from_secs(60)).await,
+        "the snapshot never loaded"
+    );
+    eprintln!(
+        "200,000 users in pages of 2,000: synced {:?} after start ({} snapshot)",
+        start.elapsed(),
+        store.snapshots()
+    );
+    let reads: Vec<_> = server
+        .statement_stats(&db)
+        .into_iter()
+        .filter(|(_, q)| q.starts_with("SELECT") && q.contains("revoked_users"))
+        .collect();
+    assert_eq!(
+        reads.iter().map(|(calls, _)| *calls).collect::<Vec<_>>(),
+        [101],
+        "the users' table read in pages: {reads:?}"
+    );
+    let view = store.view();
+    assert!(view.is_ready());
+    assert_eq!(view.len(), (0, 0, 200_000));
+    assert_eq!(view.user_version(last_user), last_version);
+    assert_eq!(view.user_version("user-200000"), 1 + 200_000 % 7);
+
+    let issuer = issuer();
+    let app = instance(issuer.keys(), view).await;
+    let old = issuer.token(last_user).mint().unwrap().token;
+    let current = issuer
+        .token(last_user)
+        .ver(last_version)
+        .mint()
+        .unwrap()
+        .token;
+    let stranger = issuer.token("user-0").mint().unwrap().token;
+    assert_eq!(me(&app, &old).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &current).await, StatusCode::OK);
+    assert_eq!(me(&app, &stranger).await, StatusCode::OK);
+    // Messages still flow after the pages.
+    store.revoke_user("user-0").await.unwrap();
+    let app_view = store.view();
+    eventually("user-0", || app_view.user_version("user-0") == 1).await;
+}
+
+/// A snapshot page of zero rows is refused when the store is built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_page_of_zero_rows_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = sqlite_backend(&dir.path().join("zero.db")).await;
+    let err = SqliteRevocationStore::builder(&backend)
+        .snapshot_page(0)
+        .start()
+        .unwrap_err();
+    assert!(
+        matches!(err, portcullis_sql::RevocationStartError::SnapshotPage),
+        "{err:?}"
+    );
+    let pool = PgPoolOptions::new()
+        .connect_lazy("postgres://u@127.0.0.1:1/db")
+        .unwrap();
+    let pg = PgConfig::new(pool).build().unwrap();
+    let err = PgRevocationStore::builder(&pg)
+        .snapshot_page(0)
+        .start()
+        .unwrap_err();
+    assert!(
+        matches!(err, portcullis_sql::RevocationStartError::SnapshotPage),
+        "{err:?}"
+    );
+}
+
+/// SQLite: every table is read in pages of 1,000 rows along its key, the
+/// users an exact multiple of the page (the last page is empty), the
+/// others not; expired denylist rows stay out. The view holds every live
+/// row, and the user whose key comes last is refused over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_snapshot_loads_every_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = sqlite_backend_with(&dir.path().join("pages.db"), NO_BACKGROUND_PURGE).await;
+    let now = now_secs();
+    let mut tx = backend.pool().begin().await.unwrap();
+    let rows = [
+        ("revoked_tokens", 2_500, now + 3600),
+        ("revoked_tokens", 10, now - 3600),
+        ("revoked_sessions", 1_001, now + 3600),
+    ];
+    let mut n = 0u32;
+    for (table, count, exp) in rows {
+        for _ in 0..count {
+            n += 1;
+            let id = format!("id-{n}");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO portcullis_{table} (id_digest, id, expires_at) VALUES (?1, ?2, ?3)"
+            )))
+            .bind(Sha256::digest(id.as_bytes()).to_vec())
+            .bind(id.into_bytes())
+            .bind(exp * 1000)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+    }
+    for u in 1..=3_000 {
+        let user = format!("user-{u}");
+        sqlx::query(
+            "INSERT INTO portcullis_revoked_users (user_digest, user_id, version) \
+             VALUES (?1, ?2, ?3)",
+        )
+        .bind(Sha256::digest(user.as_bytes()).to_vec())
+        .bind(user.into_bytes())
+        .bind(1 + u % 5)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let (last_user, last_version): (Vec<u8>, i64) = sqlx::query_as(
+        "SELECT user_id, version FROM portcullis_revoked_users \
+         ORDER BY user_digest DESC LIMIT 1",
+    )
+    .fetch_one(backend.pool())
+    .await
+    .unwrap();
+    let last_user = String::from_utf8(last_user).unwrap();
+
+    let store = SqliteRevocationStore::builder(&backend)
+        .snapshot_page(1_000)
+        .start()
+        .unwrap();
+    assert!(store.wait_synced(SYNC).await);
+    let view = store.view();
+    assert_eq!(view.len(), (2_500, 1_001, 3_000));
+    assert_eq!(
+        view.user_version(&last_user),
+        u64::try_from(last_version).unwrap()
+    );
+    assert_eq!(
+        view.check(&claims(Some("id-2500"), None, None, None)),
+        Some("token-revoked")
+    );
+    assert_eq!(view.check(&claims(Some("id-2501"), None, None, None)), None);
+    assert!(view.is_session_revoked("id-3511"));
+
+    let issuer = issuer();
+    let app = instance(issuer.keys(), view).await;
+    let token = issuer.token(&last_user).mint().unwrap().token;
+    assert_eq!(me(&app, &token).await, StatusCode::UNAUTHORIZED);
+}
+
+/// A SQLite pool whose writers give up on a lock after 50 ms, on `file`,
+/// with the store's bound well above that: the write fails (SQLite busy),
+/// it does not time out.
+async fn sqlite_impatient_backend(file: &std::path::Path) -> (SqliteBackend, SqliteConnectOptions) {
+    let options = SqliteConnectOptions::new()
+        .filename(file)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_millis(50));
+    let backend = SqliteConfig::new(SqlitePool::connect_with(options.clone()).await.unwrap())
+        .timeout(TIMEOUT)
+        .purge(NO_BACKGROUND_PURGE)
+        .build()
+        .unwrap();
+    backend.migrate().await.unwrap();
+    (backend, options)
+}
+
+/// Another writer holds the SQLite file past the busy timeout: a token and
+/// a session revocation fail (the caller gets the error) yet this
+/// process refuses them at once, over HTTP; the file never got them
+/// (refused early, never admitted). A user revocation that fails changes
+/// nothing (the file numbers versions); once the file is free, the calls
+/// made again succeed and the file has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_revocation_whose_write_fails_is_still_refused_by_the_process() {
+    use sqlx::Connection as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, options) = sqlite_impatient_backend(&dir.path().join("busy.db")).await;
+    let store = SqliteRevocationStore::new(&backend).unwrap();
+    assert!(store.wait_synced(SYNC).await);
+    let issuer = issuer();
+    let app = instance(issuer.keys(), store.view()).await;
+    let stolen = issuer.token("alice").mint().unwrap();
+    let in_session = issuer.token("bob").sid("sid-1").mint().unwrap();
+    let mallory = issuer.token("mallory").mint().unwrap().token;
+    for t in [&stolen.token, &in_session.token, &mallory] {
+        assert_eq!(me(&app, t).await, StatusCode::OK);
+    }
+
+    let mut holder = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let err = store
+        .revoke_token(&stolen.jti, stolen.expires_at)
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let err = store
+        .revoke_session("sid-1", in_session.expires_at)
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let err = store.revoke_user("mallory").await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert_eq!(me(&app, &stolen.token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &in_session.token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(store.view().user_version("mallory"), 0);
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+
+    let count = |table: &'static str| {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM portcullis_{table}"
+        )))
+    };
+    for table in ["revoked_tokens", "revoked_sessions", "revoked_users"] {
+        let n = count(table).fetch_one(&mut holder).await.unwrap();
+        assert_eq!(n, 0, "{table}: the failed writes left nothing");
+    }
+    store
+        .revoke_token(&stolen.jti, stolen.expires_at)
+        .await
+        .unwrap();
+    store
+        .revoke_session("sid-1", in_session.expires_at)
+        .await
+        .unwrap();
+    assert_eq!(store.revoke_user("mallory").await.unwrap(), 1);
+    for table in ["revoked_tokens", "revoked_sessions", "revoked_users"] {
+        let n = count(table).fetch_one(&mut holder).await.unwrap();
+        assert_eq!(n, 1, "{table}");
+    }
+    assert_eq!(me(&app, &mallory).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &stolen.token).await, StatusCode::UNAUTHORIZED);
+}
+
+/// A SQLite file restored from an older copy brings back what it held: a
+/// process started on it refuses what the copy held, accepts again what
+/// was revoked after the copy (lost), and a user revoked again is
+/// refused again, numbered above the copy's version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_restored_backup_brings_back_what_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auth.db");
+    let copy = dir.path().join("copy.db");
+    let now = now_secs();
+    {
+        let backend = sqlite_backend(&file).await;
+        let store = SqliteRevocationStore::new(&backend).unwrap();
+        assert!(store.wait_synced(SYNC).await);
+        assert_eq!(store.revoke_user("alice").await.unwrap(), 1);
+        store.revoke_token("jti-early", now + 600).await.unwrap();
+        sqlx::query("VACUUM INTO ?1")
+            .bind(copy.to_str().unwrap())
+            .execute(backend.pool())
+            .await
+            .unwrap();
+        assert_eq!(store.revoke_user("alice").await.unwrap(), 2);
+        assert_eq!(store.revoke_user("bob").await.unwrap(), 1);
+        store.revoke_token("jti-late", now + 600).await.unwrap();
+        drop(store);
+        backend.pool().close().await;
+    }
+    for leftover in ["auth.db-wal", "auth.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(leftover));
+    }
+    std::fs::copy(&copy, &file).unwrap();
+
+    let store = SqliteRevocationStore::new(&sqlite_backend(&file).await).unwrap();
+    assert!(store.wait_synced(SYNC).await);
+    let view = store.view();
+    assert_eq!(
+        view.check(&claims(Some("jti-early"), None, None, None)),
+        Some("token-revoked")
+    );
+    assert_eq!(
+        view.check(&claims(Some("jti-late"), None, None, None)),
+        None,
+        "revoked after the copy: lost"
+    );
+    assert_eq!(view.user_version("alice"), 1, "the copy's version");
+    assert_eq!(view.user_version("bob"), 0, "revoked after the copy: lost");
+    assert_eq!(store.revoke_user("alice").await.unwrap(), 2);
+    assert_eq!(store.revoke_user("bob").await.unwrap(), 1);
+    let issuer = issuer();
+    let app = instance(issuer.keys(), view).await;
+    for user in ["alice", "bob"] {
+        let token = issuer.token(user).ver(0).mint().unwrap().token;
+        assert_eq!(me(&app, &token).await, StatusCode::UNAUTHORIZED, "{user}");
+    }
 }

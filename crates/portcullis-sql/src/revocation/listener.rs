@@ -12,7 +12,9 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::time::{Instant, timeout};
 
 use super::pg_state::StoreState;
-use super::{Entry, KEEP_MS, SyncState, id_of, jitter, now_ms, user_event};
+use super::{
+    Entry, KEEP_MS, PageRows, SyncState, apply_page, entry_event, id_of, jitter, now_ms, user_event,
+};
 use crate::error::SqlResultExt as _;
 
 /// The `application_name` of the listener's connection (what
@@ -164,52 +166,57 @@ fn synced(shared: &StoreState) {
 
 /// Reads every live row on the listening connection and merges it into
 /// the view (merged, never replacing: revocations only grow, and one this
-/// instance made while the snapshot was read is not dropped). Each of the
-/// three reads has the backend's time bound, times four (a snapshot may
-/// be large).
+/// instance made while the snapshot was read is not dropped). Each table
+/// is read in pages along its key, each page one statement under the
+/// backend's timeout; the caller marks the view synced only after the
+/// last page. Returns how many rows were read.
 async fn load_snapshot(
     shared: &StoreState,
     listener: &mut PgListener,
 ) -> Result<usize, StoreError> {
-    let bound = shared.backend.timeout() * 4;
+    let bound = shared.backend.timeout();
+    let page = shared.snapshot_page;
     let now = now_ms(&shared.clock);
-    let mut events = Vec::new();
+    let mut read = 0;
     for entry in [Entry::Token, Entry::Session] {
         let statement = match entry {
             Entry::Token => &shared.sql.snapshot_tokens,
             Entry::Session => &shared.sql.snapshot_sessions,
         };
-        let rows: Vec<(Vec<u8>, i64)> = timeout(
+        let mut after = Some(Vec::new());
+        while let Some(key) = after {
+            let rows: PageRows = timeout(
+                bound,
+                sqlx::query_as(statement.clone())
+                    .bind(key)
+                    .bind(now)
+                    .bind(KEEP_MS)
+                    .bind(i64::from(page))
+                    .fetch_all(&mut *listener),
+            )
+            .await
+            .map_err(|_| StoreError::timeout())?
+            .store()?;
+            read += rows.len();
+            after = apply_page(&shared.view, rows, page, entry_event(entry));
+        }
+    }
+    let mut after = Some(Vec::new());
+    while let Some(key) = after {
+        let rows: PageRows = timeout(
             bound,
-            sqlx::query_as(statement.clone())
-                .bind(now)
-                .bind(KEEP_MS)
+            sqlx::query_as(shared.sql.snapshot_users.clone())
+                .bind(key)
+                .bind(i64::from(page))
                 .fetch_all(&mut *listener),
         )
         .await
         .map_err(|_| StoreError::timeout())?
         .store()?;
-        events.extend(
-            rows.into_iter()
-                .filter_map(|(id, expires_at)| Some(entry.event(id_of(id)?, expires_at))),
-        );
+        read += rows.len();
+        after = apply_page(&shared.view, rows, page, user_event);
     }
-    let users: Vec<(Vec<u8>, i64)> = timeout(
-        bound,
-        sqlx::query_as(shared.sql.snapshot_users.clone()).fetch_all(&mut *listener),
-    )
-    .await
-    .map_err(|_| StoreError::timeout())?
-    .store()?;
-    events.extend(
-        users
-            .into_iter()
-            .filter_map(|(user, version)| user_event(user, version)),
-    );
-    for event in &events {
-        shared.view.apply(event);
-    }
-    Ok(events.len())
+    Ok(read)
 }
 
 /// A message of the channel: `t:<hex>`, `s:<hex>` or `u:<hex>`, the

@@ -20,6 +20,18 @@
 //! Denylist rows are kept `portcullis_jwt::MAX_LEEWAY` plus 60 s past
 //! their expiry (a layer accepts a token up to its leeway past `exp`), then
 //! purged in batches; user versions are never purged (they only go up).
+//!
+//! Snapshots are read in pages (keyset pagination on each table's digest
+//! key, 10,000 rows a page unless the builder's `snapshot_page` says
+//! otherwise), each page one statement under the backend's timeout: the
+//! time a snapshot takes grows with the tables, and a table of millions of
+//! rows still loads. The view is marked ready only once every page of
+//! every table is in it.
+//!
+//! A database restored from an older backup brings back what it held:
+//! revocations made after the backup are lost to every view that loads
+//! it from then on (a view that saw them keeps them, merged). Run
+//! `revoke_user` again for the users revoked since the backup.
 
 #[cfg(feature = "postgres")]
 mod listener;
@@ -64,6 +76,11 @@ mod shared {
     /// clock alone.
     pub(crate) const KEEP_MS: i64 = (LEEWAY_SECS + SKEW_MARGIN_SECS) * 1000;
 
+    /// The rows a snapshot reads per statement unless the builder says
+    /// otherwise (`snapshot_page`): each page is one statement under the
+    /// backend's timeout.
+    pub(crate) const DEFAULT_SNAPSHOT_PAGE: u32 = 10_000;
+
     /// The first pause before the listener (or the SQLite snapshot) tries
     /// again; it doubles up to the store's maximum backoff.
     pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -96,6 +113,38 @@ mod shared {
         /// stale between two pings.
         #[error("max_staleness must be longer than the ping interval plus the backend's timeout")]
         Staleness,
+        /// The snapshot page size is zero.
+        #[error("the snapshot page size must be at least one row")]
+        SnapshotPage,
+    }
+
+    /// One page of a snapshot read: `(key, id, value)` rows in key order.
+    pub(crate) type PageRows = Vec<(Vec<u8>, Vec<u8>, i64)>;
+
+    /// Applies one page of a snapshot to `view` (each row through
+    /// `event`; rows that are not ours are skipped) and returns the key to
+    /// read the next page after, or `None` when this page was the last (it
+    /// held fewer than `page` rows).
+    pub(crate) fn apply_page(
+        view: &RevocationView,
+        rows: PageRows,
+        page: u32,
+        event: impl Fn(Vec<u8>, i64) -> Option<RevocationEvent>,
+    ) -> Option<Vec<u8>> {
+        let full = u32::try_from(rows.len()).is_ok_and(|n| n >= page);
+        let mut last = None;
+        for (key, id, value) in rows {
+            if let Some(e) = event(id, value) {
+                view.apply(&e);
+            }
+            last = Some(key);
+        }
+        last.filter(|_| full)
+    }
+
+    /// The event of a denylist row, if its id is ours.
+    pub(crate) fn entry_event(entry: Entry) -> impl Fn(Vec<u8>, i64) -> Option<RevocationEvent> {
+        move |id, expires_at| Some(entry.event(id_of(id)?, expires_at))
     }
 
     /// Which denylist a row or a message is about.
@@ -217,6 +266,22 @@ mod shared {
                     expires_at: 1
                 }
             );
+        }
+
+        #[test]
+        fn pages_continue_after_their_last_key_until_a_short_one() {
+            let view = RevocationView::new(portcullis_core::SystemClock::shared());
+            let row = |k: u8, user: &[u8]| (vec![k; 32], user.to_vec(), 1);
+            let full = vec![row(1, b"a"), row(2, &[0xff]), row(3, b"c")];
+            assert_eq!(
+                apply_page(&view, full, 3, user_event),
+                Some(vec![3; 32]),
+                "a full page: the next one starts after its last key, skipped rows included"
+            );
+            assert_eq!(apply_page(&view, vec![row(4, b"d")], 3, user_event), None);
+            assert_eq!(apply_page(&view, Vec::new(), 3, user_event), None);
+            assert_eq!(view.len(), (0, 0, 3));
+            assert_eq!(view.user_version("d"), 1);
         }
 
         #[test]

@@ -23,6 +23,8 @@ pub(super) struct StoreState {
     pub(super) clock: SharedClock,
     pub(super) sql: Statements,
     pub(super) channel: String,
+    /// Rows per snapshot statement.
+    pub(super) snapshot_page: u32,
     pub(super) sync: watch::Sender<SyncState>,
     pub(super) messages: AtomicU64,
     pub(super) health: Mutex<Health>,
@@ -105,14 +107,17 @@ impl Statements {
                 &format!("SELECT id, expires_at FROM {{table:{table}}} WHERE id_digest = $1"),
             )
         };
-        // `$1` the caller's now (ms), `$2` how long rows are kept past
-        // their expiry (ms): the rows that neither clock has put past it.
+        // One page of the rows that neither clock has put past their keep:
+        // `$1` the last key of the page before (empty for the first), `$2`
+        // the caller's now (ms), `$3` how long rows are kept past their
+        // expiry (ms), `$4` the page size. The page walks the primary key.
         let snapshot = |table: &str| {
             sql(
                 names,
                 &format!(
-                    "SELECT id, expires_at FROM {{table:{table}}} \
-                     WHERE expires_at >= LEAST($1, {DB_NOW_MS}) - $2"
+                    "SELECT id_digest, id, expires_at FROM {{table:{table}}} \
+                     WHERE id_digest > $1 AND expires_at >= LEAST($2, {DB_NOW_MS}) - $3 \
+                     ORDER BY id_digest LIMIT $4"
                 ),
             )
         };
@@ -150,7 +155,12 @@ impl Statements {
             ),
             snapshot_tokens: snapshot(Entry::Token.table()),
             snapshot_sessions: snapshot(Entry::Session.table()),
-            snapshot_users: sql(names, "SELECT user_id, version FROM {table:revoked_users}"),
+            // `$1` the last key of the page before, `$2` the page size.
+            snapshot_users: sql(
+                names,
+                "SELECT user_digest, user_id, version FROM {table:revoked_users} \
+                 WHERE user_digest > $1 ORDER BY user_digest LIMIT $2",
+            ),
             purge_tokens: purge(Entry::Token.table()),
             purge_sessions: purge(Entry::Session.table()),
         }

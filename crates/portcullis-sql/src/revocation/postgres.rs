@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use super::listener;
 use super::pg_state::{Health, Statements, StoreState};
 use super::{
-    Entry, KEEP_MS, MIN_BACKOFF, RevocationStartError, SyncState, digest, ms_of, now_ms,
-    version_floor,
+    DEFAULT_SNAPSHOT_PAGE, Entry, KEEP_MS, MIN_BACKOFF, RevocationStartError, SyncState, digest,
+    ms_of, now_ms, version_floor,
 };
 use crate::PgBackend;
 use crate::error::{SqlResultExt as _, bounded};
@@ -78,6 +78,13 @@ const MAX_CHANNEL: usize = 63;
 ///   the snapshot, a later one arrives as a message (or both). After any
 ///   failure it connects again, with a doubling backoff, and loads a fresh
 ///   snapshot: a message missed while disconnected is made up for.
+/// - **Snapshots in pages**: each table is read along its key in pages of
+///   [`snapshot_page`](PgRevocationStoreBuilder::snapshot_page) rows
+///   (10,000 by default), each page one statement under the backend's
+///   timeout, all on the listening connection, before any message is
+///   applied; the view is synced only once the last page is in. Tables of
+///   millions of rows (user versions are never purged) still load; a page
+///   that fails starts the connection and its snapshot over.
 /// - **Pings**: a connection silent for a ping interval (1 s by default)
 ///   is asked `SELECT 1`; no answer within the backend's timeout, and the
 ///   listener starts over.
@@ -86,6 +93,13 @@ const MAX_CHANNEL: usize = 63;
 ///   database restored from an older backup does not bring revoked tokens
 ///   back on instances that saw them, and a revocation this instance made
 ///   is never dropped by a snapshot read just before it.
+/// - **A restored backup brings back what it held**: an instance that
+///   starts (or a view that never saw them) after the database was
+///   restored from an older backup loads that backup: revocations made
+///   after it are lost there (tokens and sessions revoked since are
+///   accepted again until they expire, users revoked since have their older
+///   version back). Run `revoke_user` again for every user revoked since
+///   the backup was taken.
 /// - **Database down**: revoke calls fail with a `StoreError` (503
 ///   upstream) within the backend's timeout; the view keeps its state and
 ///   requests keep being checked against it.
@@ -166,6 +180,7 @@ pub struct PgRevocationStoreBuilder {
     ping_interval: Duration,
     max_backoff: Duration,
     max_staleness: Staleness,
+    snapshot_page: u32,
 }
 
 impl fmt::Debug for PgRevocationStoreBuilder {
@@ -176,6 +191,7 @@ impl fmt::Debug for PgRevocationStoreBuilder {
             .field("ping_interval", &self.ping_interval)
             .field("max_backoff", &self.max_backoff)
             .field("max_staleness", &self.max_staleness)
+            .field("snapshot_page", &self.snapshot_page)
             .finish_non_exhaustive()
     }
 }
@@ -239,6 +255,16 @@ impl PgRevocationStoreBuilder {
         self
     }
 
+    /// How many rows each statement of a snapshot reads (default 10,000):
+    /// the listener walks each table's key in pages of this size, each
+    /// page under the backend's timeout, so the time a snapshot takes
+    /// grows with the tables and a table of millions of rows still loads.
+    /// Lower it if a page takes close to the timeout.
+    pub const fn snapshot_page(mut self, rows: u32) -> Self {
+        self.snapshot_page = rows;
+        self
+    }
+
     /// The staleness bound in force: the one given, or the default.
     fn staleness(&self) -> Option<Duration> {
         match self.max_staleness {
@@ -258,10 +284,14 @@ impl PgRevocationStoreBuilder {
     /// # Errors
     ///
     /// [`RevocationStartError`] outside a Tokio runtime, for a zero
-    /// interval, or for a staleness bound too short.
+    /// interval, for a staleness bound too short, or for a snapshot page
+    /// of zero rows.
     pub fn start(self) -> Result<PgRevocationStore, RevocationStartError> {
         if self.ping_interval.is_zero() || self.max_backoff.is_zero() {
             return Err(RevocationStartError::Interval);
+        }
+        if self.snapshot_page == 0 {
+            return Err(RevocationStartError::SnapshotPage);
         }
         let staleness = self.staleness();
         if staleness.is_some_and(|s| s <= self.ping_interval + self.backend.timeout()) {
@@ -274,6 +304,7 @@ impl PgRevocationStoreBuilder {
         let shared = Arc::new(StoreState {
             sql: Statements::new(names),
             channel: channel_of(names),
+            snapshot_page: self.snapshot_page,
             view: RevocationView::pending(self.clock.clone()),
             backend: self.backend,
             clock: self.clock,
@@ -330,8 +361,8 @@ impl PgRevocationStore {
         Self::builder(backend).clock(clock).start()
     }
 
-    /// A builder, to set the clock, the listener's timing or the staleness
-    /// bound.
+    /// A builder, to set the clock, the listener's timing, the staleness
+    /// bound or the snapshot's page size.
     pub fn builder(backend: &PgBackend) -> PgRevocationStoreBuilder {
         PgRevocationStoreBuilder {
             backend: backend.clone(),
@@ -339,6 +370,7 @@ impl PgRevocationStore {
             ping_interval: DEFAULT_PING_INTERVAL,
             max_backoff: DEFAULT_MAX_BACKOFF,
             max_staleness: Staleness::Default,
+            snapshot_page: DEFAULT_SNAPSHOT_PAGE,
         }
     }
 

@@ -1,9 +1,9 @@
 //! [`SqliteRevocationStore`]: JWT revocations in a SQLite file, for one
 //! process: every store of that process on the file shares one view,
-//! loaded from the file at start and updated by each revocation once it
-//! has committed. (About 530 lines before the tests, 100 of them docs:
-//! the store, its builder, its statements and the per-file view are one
-//! unit.)
+//! loaded from the file at start (in pages) and given each revocation
+//! before it commits. (About 600 lines before the tests, 130 of them
+//! docs: the store, its builder, its statements and the per-file view are
+//! one unit.)
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,8 +18,8 @@ use sqlx::{AssertSqlSafe, SqlSafeStr as _, SqlStr, SqlitePool};
 use tokio::sync::watch;
 
 use super::{
-    Entry, KEEP_MS, MIN_BACKOFF, RevocationStartError, SyncState, digest, id_of, jitter, ms_of,
-    now_ms, user_event, version_floor,
+    DEFAULT_SNAPSHOT_PAGE, Entry, KEEP_MS, MIN_BACKOFF, PageRows, RevocationStartError, SyncState,
+    apply_page, digest, entry_event, jitter, ms_of, now_ms, user_event, version_floor,
 };
 use crate::SqliteBackend;
 use crate::error::{SqlResultExt as _, bounded};
@@ -46,26 +46,46 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// let revocations = SqliteRevocationStore::new(&backend)?; // loads the file in the background
 /// revocations.wait_synced(std::time::Duration::from_secs(5)).await;
 /// let view = revocations.view(); // give it to JwtLayer::builder(..).revocation(view)
-/// revocations.revoke_user("alice").await?; // committed, then in the view
+/// revocations.revoke_user("alice").await?; // in the view, then committed
 /// # let _ = view; Ok(()) }
 /// ```
 ///
-/// - **Written, then applied**: each revocation is one statement
-///   (an upsert); once it has committed, the change is applied to the
-///   view. A JWT check reads only the view: no database call per request.
+/// - **In the view before it is in the file**: a committed revocation is
+///   never missing from the view, whatever the call answered. A token or
+///   session revocation is applied to the view first, then written (one
+///   upsert): a write that fails or times out leaves the entry refused by
+///   this process until it expires (a denylist only grows: a revocation
+///   the file lost is refused, never admitted) and the caller gets the
+///   error, to try again. A user revocation runs in a task of its own,
+///   awaited by the call for the backend's timeout: the task takes the
+///   write lock (`BEGIN IMMEDIATE`), upserts the version the file numbers,
+///   applies it to the view, then commits, and runs to its end even after
+///   the call has answered "timeout" (a writer holding the file longer
+///   than the timeout but less than SQLite's busy timeout), so the version
+///   reaches the view before the file has it. A JWT check reads only the
+///   view: no database call per request.
 /// - **One view per file and table prefix in a process**: every store
 ///   started on the same file (through one pool or several) with the same
 ///   prefix shares the view of the first one (and its clock), so a
 ///   revocation through any of them is refused at once by all.
 /// - **Snapshot at start**: the first store of a file loads every live row
-///   into the view in the background; until then the view is not ready
-///   (layers answer 503), and the load is tried again with a doubling
-///   backoff (up to 2 s) until it succeeds. Wait for
-///   [`wait_synced`](Self::wait_synced) before serving.
-/// - **One process per file**: revocations written to the file by another
-///   process reach this one's view only at its next start. Instances that
-///   scale out share a PostgreSQL database
+///   into the view in the background, in pages of
+///   [`snapshot_page`](SqliteRevocationStoreBuilder::snapshot_page) rows
+///   (10,000 by default), each page one statement under the backend's
+///   timeout, so a file of millions of rows loads; until every page is in,
+///   the view is not ready (layers answer 503), and the load is tried again
+///   from the start with a doubling backoff (up to 2 s) until it succeeds.
+///   Wait for [`wait_synced`](Self::wait_synced) before serving.
+/// - **SQLite serves one process**: revocations written to the file by
+///   another process reach this one's view only at its next start.
+///   Instances that scale out share a PostgreSQL database
 ///   ([`PgRevocationStore`](crate::PgRevocationStore)) instead.
+/// - **A restored backup brings back what it held**: a process started on
+///   a file restored from an older copy loads that copy; revocations made
+///   after the copy are lost (tokens and sessions revoked since are
+///   accepted again until they expire, users revoked since have their
+///   older version back). Run `revoke_user` again for every user revoked
+///   since the copy was taken.
 /// - **Forgetting needs two clocks**: denylist rows are kept
 ///   `portcullis_jwt::MAX_LEEWAY` plus 60 s past their expiry, by the
 ///   earlier of this store's clock and the system clock; only then does
@@ -119,6 +139,10 @@ struct Statements {
     purge_sessions: SqlStr,
 }
 
+/// Opens the transaction of a user revocation: the write lock first, so
+/// the upsert never meets a snapshot it cannot upgrade.
+const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
+
 /// The system clock in milliseconds, as SQLite reads it.
 const DB_NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
@@ -139,14 +163,17 @@ impl Statements {
                 ),
             )
         };
-        // `?1` the caller's now (ms), `?2` how long rows are kept past
-        // their expiry (ms).
+        // One page: `?1` the last key of the page before (an empty blob
+        // for the first), `?2` the caller's now (ms), `?3` how long rows
+        // are kept past their expiry (ms), `?4` the page size. The unary
+        // `+` keeps the expiry index out: the page walks the key.
         let snapshot = |table: &str| {
             sql(
                 names,
                 &format!(
-                    "SELECT id, expires_at FROM {{table:{table}}} \
-                     WHERE expires_at >= MIN(?1, {DB_NOW_MS}) - ?2"
+                    "SELECT id_digest, id, expires_at FROM {{table:{table}}} \
+                     WHERE id_digest > ?1 AND +expires_at >= MIN(?2, {DB_NOW_MS}) - ?3 \
+                     ORDER BY id_digest LIMIT ?4"
                 ),
             )
         };
@@ -175,7 +202,12 @@ impl Statements {
             ),
             snapshot_tokens: snapshot(Entry::Token.table()),
             snapshot_sessions: snapshot(Entry::Session.table()),
-            snapshot_users: sql(names, "SELECT user_id, version FROM {table:revoked_users}"),
+            // `?1` the last key of the page before, `?2` the page size.
+            snapshot_users: sql(
+                names,
+                "SELECT user_digest, user_id, version FROM {table:revoked_users} \
+                 WHERE user_digest > ?1 ORDER BY user_digest LIMIT ?2",
+            ),
             purge_tokens: purge(Entry::Token.table()),
             purge_sessions: purge(Entry::Session.table()),
         }
@@ -199,6 +231,7 @@ impl fmt::Debug for SqliteRevocationStore {
 pub struct SqliteRevocationStoreBuilder {
     backend: SqliteBackend,
     clock: SharedClock,
+    snapshot_page: u32,
 }
 
 impl fmt::Debug for SqliteRevocationStoreBuilder {
@@ -206,11 +239,22 @@ impl fmt::Debug for SqliteRevocationStoreBuilder {
         f.debug_struct("SqliteRevocationStoreBuilder")
             .field("names", self.backend.names())
             .field("clock", &self.clock)
+            .field("snapshot_page", &self.snapshot_page)
             .finish_non_exhaustive()
     }
 }
 
 impl SqliteRevocationStoreBuilder {
+    /// How many rows each statement of the snapshot reads (default
+    /// 10,000): the snapshot walks each table's key in pages of this size,
+    /// each page under the backend's timeout. Lower it if a page takes
+    /// close to the timeout on your disk. It applies to the load of the
+    /// first store of a file (a store joining its view loads nothing).
+    pub const fn snapshot_page(mut self, rows: u32) -> Self {
+        self.snapshot_page = rows;
+        self
+    }
+
     /// The clock that says when entries expire (default: the system
     /// clock). Give the view's users (the JWT layer) the same clock. A
     /// store joining the view of an earlier store on the same file shares
@@ -226,8 +270,12 @@ impl SqliteRevocationStoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`RevocationStartError::NoRuntime`] outside a Tokio runtime.
+    /// [`RevocationStartError::NoRuntime`] outside a Tokio runtime,
+    /// [`RevocationStartError::SnapshotPage`] for a page of zero rows.
     pub fn start(self) -> Result<SqliteRevocationStore, RevocationStartError> {
+        if self.snapshot_page == 0 {
+            return Err(RevocationStartError::SnapshotPage);
+        }
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| RevocationStartError::NoRuntime)?;
         let sql = Arc::new(Statements::new(self.backend.names()));
@@ -244,6 +292,7 @@ impl SqliteRevocationStoreBuilder {
                     self.backend.clone(),
                     self.clock.clone(),
                     Arc::clone(&sql),
+                    self.snapshot_page,
                     view.clone(),
                     sync.clone(),
                 ));
@@ -273,22 +322,20 @@ fn view_key(pool: &SqlitePool, names: &Names) -> ViewKey {
     (file, names.prefix().to_owned())
 }
 
-/// Loads the first snapshot, trying again with a doubling backoff until it
-/// succeeds; then the view is ready.
+/// Loads the first snapshot, trying again from the start with a doubling
+/// backoff until every page has loaded; then the view is ready.
 async fn load_first_snapshot(
     backend: SqliteBackend,
     clock: SharedClock,
     sql: Arc<Statements>,
+    page: u32,
     view: RevocationView,
     sync: watch::Sender<SyncState>,
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        match load_snapshot(&backend, &clock, &sql).await {
-            Ok(events) => {
-                for event in &events {
-                    view.apply(event);
-                }
+        match load_snapshot(&backend, &clock, &sql, page, &view).await {
+            Ok(()) => {
                 view.mark_ready();
                 sync.send_modify(|s| {
                     *s = SyncState {
@@ -312,44 +359,54 @@ async fn load_first_snapshot(
     }
 }
 
-/// Every live row, as events. Bounded by the backend's timeout, times
-/// four (a snapshot may be large).
+/// Reads every live row into `view`, a page at a time: each table's key
+/// in order, each page one statement under the backend's timeout. Rows
+/// are merged into the view as their pages arrive (the view is not ready
+/// meanwhile).
 async fn load_snapshot(
     backend: &SqliteBackend,
     clock: &SharedClock,
     sql: &Statements,
-) -> Result<Vec<RevocationEvent>, StoreError> {
+    page: u32,
+    view: &RevocationView,
+) -> Result<(), StoreError> {
     let pool = backend.pool();
+    let bound = backend.timeout();
     let now = now_ms(clock);
-    bounded(backend.timeout() * 4, async {
-        let mut events = Vec::new();
-        for (entry, statement) in [
-            (Entry::Token, &sql.snapshot_tokens),
-            (Entry::Session, &sql.snapshot_sessions),
-        ] {
-            let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(statement.clone())
-                .bind(now)
-                .bind(KEEP_MS)
+    for (entry, statement) in [
+        (Entry::Token, &sql.snapshot_tokens),
+        (Entry::Session, &sql.snapshot_sessions),
+    ] {
+        let mut after = Some(Vec::new());
+        while let Some(key) = after {
+            let rows: PageRows = bounded(bound, async {
+                sqlx::query_as(statement.clone())
+                    .bind(key)
+                    .bind(now)
+                    .bind(KEEP_MS)
+                    .bind(i64::from(page))
+                    .fetch_all(pool)
+                    .await
+                    .store()
+            })
+            .await?;
+            after = apply_page(view, rows, page, entry_event(entry));
+        }
+    }
+    let mut after = Some(Vec::new());
+    while let Some(key) = after {
+        let rows: PageRows = bounded(bound, async {
+            sqlx::query_as(sql.snapshot_users.clone())
+                .bind(key)
+                .bind(i64::from(page))
                 .fetch_all(pool)
                 .await
-                .store()?;
-            events.extend(
-                rows.into_iter()
-                    .filter_map(|(id, expires_at)| Some(entry.event(id_of(id)?, expires_at))),
-            );
-        }
-        let users: Vec<(Vec<u8>, i64)> = sqlx::query_as(sql.snapshot_users.clone())
-            .fetch_all(pool)
-            .await
-            .store()?;
-        events.extend(
-            users
-                .into_iter()
-                .filter_map(|(user, version)| user_event(user, version)),
-        );
-        Ok(events)
-    })
-    .await
+                .store()
+        })
+        .await?;
+        after = apply_page(view, rows, page, user_event);
+    }
+    Ok(())
 }
 
 impl SqliteRevocationStore {
@@ -374,11 +431,12 @@ impl SqliteRevocationStore {
         Self::builder(backend).clock(clock).start()
     }
 
-    /// A builder, to set the clock.
+    /// A builder, to set the clock or the snapshot's page size.
     pub fn builder(backend: &SqliteBackend) -> SqliteRevocationStoreBuilder {
         SqliteRevocationStoreBuilder {
             backend: backend.clone(),
             clock: SystemClock::shared(),
+            snapshot_page: DEFAULT_SNAPSHOT_PAGE,
         }
     }
 
@@ -437,6 +495,12 @@ impl SqliteRevocationStore {
             Entry::Token => &i.sql.revoke_token,
             Entry::Session => &i.sql.revoke_session,
         };
+        // In the view first: a write that times out may still commit later
+        // (the statement stays queued on the connection's worker), and one
+        // that fails leaves an entry refused early, never one admitted.
+        i.shared
+            .view
+            .apply(&entry.event(id.to_owned(), ms_of(expires_at)));
         bounded(i.backend.timeout(), async {
             sqlx::query(statement.clone())
                 .bind(&key[..])
@@ -447,9 +511,6 @@ impl SqliteRevocationStore {
                 .store()
         })
         .await?;
-        i.shared
-            .view
-            .apply(&entry.event(id.to_owned(), ms_of(expires_at)));
         let purger = match entry {
             Entry::Token => &i.purge_tokens,
             Entry::Session => &i.purge_sessions,
@@ -457,6 +518,34 @@ impl SqliteRevocationStore {
         purger.maybe_start(purge_batch(i, entry));
         Ok(())
     }
+}
+
+/// A user revocation, start to end: takes the write lock, upserts the
+/// version above the view's and the file's, applies it to the view, then
+/// commits. Nothing of it is dropped half-way (its caller may have stopped
+/// waiting), so a version the file holds is always in the view.
+async fn write_user(
+    pool: SqlitePool,
+    statement: SqlStr,
+    view: RevocationView,
+    user: String,
+) -> Result<u64, StoreError> {
+    let key = digest(&user);
+    let mut tx = pool.begin_with(BEGIN_IMMEDIATE).await.store()?;
+    // Read after the lock: every version committed before is in the view.
+    let floor = version_floor(&view, &user);
+    let version: i64 = sqlx::query_scalar(statement)
+        .bind(&key[..])
+        .bind(user.as_bytes())
+        .bind(floor)
+        .fetch_one(&mut *tx)
+        .await
+        .store()?;
+    let version =
+        u64::try_from(version).map_err(|_| StoreError::corrupt("a user version below zero"))?;
+    view.apply(&RevocationEvent::User { user, version });
+    tx.commit().await.store()?;
+    Ok(version)
 }
 
 /// One purge batch of `entry`'s table, as [`Purger`] runs it.
@@ -503,24 +592,20 @@ impl RevocationStore for SqliteRevocationStore {
 
     async fn revoke_user(&self, user: &str) -> Result<u64, StoreError> {
         let i = &self.inner;
-        let key = digest(user);
-        let version: i64 = bounded(i.backend.timeout(), async {
-            sqlx::query_scalar(i.sql.revoke_user.clone())
-                .bind(&key[..])
-                .bind(user.as_bytes())
-                .bind(version_floor(&i.shared.view, user))
-                .fetch_one(i.backend.pool())
+        // The write runs to its end in a task of its own, whatever the
+        // call answers: a version it commits is in the view first.
+        let write = tokio::spawn(write_user(
+            i.backend.pool().clone(),
+            i.sql.revoke_user.clone(),
+            i.shared.view.clone(),
+            user.to_owned(),
+        ));
+        bounded(i.backend.timeout(), async {
+            write
                 .await
-                .store()
+                .map_err(|_| StoreError::backend("the revocation task ended without an answer"))?
         })
-        .await?;
-        let version =
-            u64::try_from(version).map_err(|_| StoreError::corrupt("a user version below zero"))?;
-        i.shared.view.apply(&RevocationEvent::User {
-            user: user.to_owned(),
-            version,
-        });
-        Ok(version)
+        .await
     }
 
     fn view(&self) -> RevocationView {
