@@ -353,12 +353,10 @@ async fn a_clock_set_back_does_not_revive_a_session_that_ended_a_day_ago() {
 /// connection's busy timeout. `revoke_token` and `revoke_user` answer
 /// "timeout", but their statements are still queued on sqlx's SQLite
 /// worker thread, which runs them once the lock is released: the
-/// revocations commit to the file. The process's view is only updated
-/// after a write returned, so it never learns of them (until the process
-/// restarts): the file says "revoked", the view serves the token and the
-/// user's old tokens. A revocation may be applied to the view before (or
-/// whatever the outcome of) the write: a denylist only grows, so a
-/// revocation the file lost is only refused too early, never admitted.
+/// revocations commit to the file. The process's view must hold them all
+/// the same (the store gives the view each revocation before it commits),
+/// or the file would say "revoked" while the view serves the token and the
+/// user's old tokens until the process restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_revocation_that_timed_out_still_reaches_the_view() {
     use portcullis_sql::SqliteRevocationStore;

@@ -123,8 +123,14 @@
 //! build, busy 2-core machine, four runs).
 //!
 //! [`SqliteRevocationStore`] serves one process: stores on the same file
-//! and prefix share one view, updated by their own writes after they
-//! commit, loaded from the file at start.
+//! and prefix share one view, loaded from the file at start and given each
+//! revocation before it commits, so a write that times out and commits
+//! later is never missing from it. Every snapshot, on both databases, is
+//! read in pages (`snapshot_page` rows, 10,000 by default), each under the
+//! backend's timeout, so its time grows with the table and never fails on
+//! size alone. A database restored from an older backup brings back what
+//! it held: revocations made since are lost (run `revoke_user` again for
+//! the users revoked since).
 //!
 //! # Outages and timeouts
 //!
