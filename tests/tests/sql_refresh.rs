@@ -533,6 +533,19 @@ async fn a_rotation_is_one_statement() {
     eprintln!("a reuse: {stats:?}");
     assert_eq!(total(&stats), 3, "{stats:?}");
 
+    // The same token again: the UPDATE finds nothing, the SELECT finds
+    // the mark.
+    repeat.now = repeat.now + Duration::from_secs(1);
+    let stats = statements(&db, async {
+        assert!(matches!(
+            store.rotate(&repeat).await.unwrap(),
+            RotateOutcome::Reused(_)
+        ));
+    })
+    .await;
+    eprintln!("a token of a family marked reused: {stats:?}");
+    assert_eq!(total(&stats), 2, "{stats:?}");
+
     // The other calls.
     let (f2, _) = family("bob", 0);
     let f3 = family("bob", 1).0;
@@ -583,24 +596,41 @@ async fn refresh_and_reuse_over_http_on_postgres() {
     let r2 = refreshed(&app, &r1.refresh).await;
     assert_eq!(api(&app, &r2.access).await, StatusCode::OK);
 
-    // r1 again, 11 s after its rotation: reuse. The family is gone from
-    // the table, its live access token and newest refresh token die; the
-    // other device lives on.
+    // r1 again, 11 s after its rotation: reuse. The family stays in the
+    // table only marked reused (until it ends), its live access token and
+    // newest refresh token die; the other device lives on.
     clock.advance(Duration::from_secs(11));
     assert_eq!(
         refresh(&app, &r1.refresh).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(count(&family_id), "0");
+    let live = PgServer::shared().psql(
+        &db,
+        &format!(
+            "SELECT count(*) FROM {PG_TABLE} WHERE family_id = '{family_id}' \
+             AND reused_at IS NULL"
+        ),
+    );
+    assert_eq!(live, "0");
+    assert_eq!(count(&family_id), "1", "the mark");
     assert_eq!(api(&app, &r2.access).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
         refresh(&app, &r2.refresh).await.status(),
         StatusCode::UNAUTHORIZED
     );
+    // r1 once more (a client retrying after a lost answer): reuse again.
+    assert_eq!(
+        refresh(&app, &r1.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(api(&app, &other.access).await, StatusCode::OK);
     assert_eq!(refresh(&app, &other.refresh).await.status(), StatusCode::OK);
     let events = app.events.lock().unwrap().clone();
-    assert_eq!(events.len(), 1, "one reuse event: {events:?}");
+    assert_eq!(
+        events.len(),
+        2,
+        "a reuse event per presentation: {events:?}"
+    );
     // Nothing of a token in the table: digests only.
     let dump = PgServer::shared().psql(&db, &format!("SELECT t::text FROM {PG_TABLE} t"));
     for token in [&l.refresh, &r1.refresh, &r2.refresh, &other.refresh] {
@@ -954,6 +984,95 @@ async fn writes_purge_ended_families_in_the_background() {
         .unwrap()
     })
     .await;
+}
+
+// ---------------------------------------------------------------------
+// Reuse leaves a tombstone.
+
+/// After a reuse, the family is kept, marked, until it ends: presenting
+/// the reused token again (the retry of a call whose answer was lost: a
+/// 503 after the mark committed) or any other token the family replaced
+/// answers `Reused` with the family again, so the refresher revokes its
+/// access tokens then; the current token, `get`, `list_user`, `revoke`
+/// and the cap find it gone; the purge removes it once it has ended.
+async fn reuse_leaves_a_tombstone(store: &dyn RefreshStore) {
+    let key = RotationKey::generate().unwrap();
+    let (fam, t0) = family("alice", 0);
+    store.create(&fam, None).await.unwrap();
+    let mut now = fam.created_at;
+    let mut tokens = vec![t0];
+    for _ in 0..2 {
+        now = now + Duration::from_secs(60);
+        let (r, next) = rotation(tokens.last().unwrap(), &key, now);
+        assert!(matches!(
+            store.rotate(&r).await.unwrap(),
+            RotateOutcome::Rotated(_)
+        ));
+        tokens.push(next);
+    }
+    let (t0, t1, t2) = (&tokens[0], &tokens[1], &tokens[2]);
+    let replay = |t: &RefreshToken, at: Timestamp| rotation(t, &key, at).0;
+    now = now + Duration::from_secs(60);
+    let first = match store.rotate(&replay(t0, now)).await.unwrap() {
+        RotateOutcome::Reused(f) => f,
+        other => panic!("the grandparent: {other:?}"),
+    };
+    assert_eq!(first.id, fam.id);
+
+    // The retry, later.
+    now = now + Duration::from_secs(5);
+    match store.rotate(&replay(t0, now)).await.unwrap() {
+        RotateOutcome::Reused(f) => assert_eq!(f, first, "the same family, unchanged"),
+        other => panic!("the reused token again: {other:?}"),
+    }
+    match store.rotate(&replay(t1, now)).await.unwrap() {
+        RotateOutcome::Reused(f) => assert_eq!(f.id, fam.id),
+        other => panic!("the previous token: {other:?}"),
+    }
+    assert_eq!(
+        store.rotate(&replay(t2, now)).await.unwrap(),
+        RotateOutcome::Invalid,
+        "the current token finds the family gone"
+    );
+    let forged = RefreshToken::first(fam.id.clone()).unwrap();
+    assert_eq!(
+        store.rotate(&replay(&forged, now)).await.unwrap(),
+        RotateOutcome::Invalid
+    );
+    assert_eq!(store.get(&fam.id, now).await.unwrap(), None);
+    assert!(store.list_user("alice", now).await.unwrap().is_empty());
+    // Not counted under a cap of 1: nothing to evict.
+    let (mut second, _) = family("alice", 300);
+    second.deadlines.idle = second.deadlines.absolute;
+    assert!(store.create(&second, Some(1)).await.unwrap().is_empty());
+    assert_eq!(store.revoke(&fam.id).await.unwrap(), None);
+    assert_eq!(
+        store.revoke_user("alice", Some(&second.id)).await.unwrap(),
+        Vec::new()
+    );
+    match store.rotate(&replay(t0, now)).await.unwrap() {
+        RotateOutcome::Reused(f) => assert_eq!(f.id, fam.id),
+        other => panic!("after revoke calls: {other:?}"),
+    }
+
+    // Purged once it has ended; then its tokens are unknown.
+    let ended = first.expires_at() + Duration::from_secs(1);
+    assert_eq!(
+        store.purge_expired(ended).await.unwrap(),
+        1,
+        "the tombstone"
+    );
+    assert_eq!(
+        store.rotate(&replay(t0, ended)).await.unwrap(),
+        RotateOutcome::Invalid
+    );
+    assert!(store.get(&second.id, ended).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reuse_leaves_a_tombstone_that_answers_reuse_again() {
+    reuse_leaves_a_tombstone(&pg_store().await).await;
+    reuse_leaves_a_tombstone(&sqlite_store().await).await;
 }
 
 // ---------------------------------------------------------------------

@@ -19,7 +19,8 @@ CREATE TABLE "portcullis_refresh_families" (
     absolute_deadline INTEGER NOT NULL,
     expires_at        INTEGER GENERATED ALWAYS AS (min(idle_deadline, absolute_deadline)) STORED,
     claims            TEXT    NOT NULL,              -- JSON object: claims copied into every access token
-    device            TEXT    NOT NULL               -- JSON: user agent and address of the last login or refresh
+    device            TEXT    NOT NULL,              -- JSON: user agent and address of the last login or refresh
+    reused_at         INTEGER                        -- when a rotation found reuse; NULL while live. A reused family is kept until it ends: every token it replaced is reuse again, nothing else finds it
 ) STRICT;
 
 -- A user's families (list, revoke all, the per-user cap), oldest first.

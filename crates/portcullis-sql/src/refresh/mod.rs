@@ -70,6 +70,42 @@ type RawRow = (
     String,
 );
 
+/// The columns the rotation's read returns: [`COLUMNS`], then whether a
+/// rotation found reuse ([`ReadRow`]).
+const READ_COLUMNS: &str = "family_digest, family_id, user_id, current_digest, previous_digest, \
+                            previous_at, history, rotations, created_at, last_used_at, \
+                            idle_deadline, absolute_deadline, claims, device, \
+                            reused_at IS NOT NULL";
+
+/// A row as the rotation's read returns it: [`READ_COLUMNS`].
+type ReadRow = (
+    Vec<u8>,
+    String,
+    Vec<u8>,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Option<i64>,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+    String,
+    bool,
+);
+
+/// A read row as the family's columns and whether it was reused.
+fn split(r: ReadRow) -> (RawRow, bool) {
+    (
+        (
+            r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13,
+        ),
+        r.14,
+    )
+}
+
 /// A row that does not decode; the message names the column, never a value.
 #[derive(Debug, thiserror::Error)]
 #[error("unreadable refresh family row: {0}")]
@@ -273,14 +309,16 @@ impl Swap {
 trait RotationRows: Send {
     /// The compare-and-swap `UPDATE`: the rotated row, if it matched.
     async fn swap(&mut self, swap: &Swap) -> Result<Option<RawRow>, StoreError>;
-    /// The row, live or not.
-    async fn read(&mut self, key: &[u8; 32]) -> Result<Option<RawRow>, StoreError>;
-    /// Deletes the row if it still has `rotations` and `current`; returns it.
-    async fn delete_seen(
+    /// The row, live or not, and whether a rotation found reuse in it.
+    async fn read(&mut self, key: &[u8; 32]) -> Result<Option<(RawRow, bool)>, StoreError>;
+    /// Marks the row reused at `now` if it still has `rotations` and
+    /// `current` and is not marked yet; returns it.
+    async fn mark_reused(
         &mut self,
         key: &[u8; 32],
         rotations: i64,
         current: &[u8; 32],
+        now: i64,
     ) -> Result<Option<RawRow>, StoreError>;
     /// Deletes the row if it has ended at `now`.
     async fn delete_ended(&mut self, key: &[u8; 32], now: i64) -> Result<(), StoreError>;
@@ -295,13 +333,23 @@ async fn rotate<R: RotationRows>(rows: &mut R, r: &Rotation) -> Result<RotateOut
         if let Some(row) = rows.swap(&swap).await? {
             return Ok(RotateOutcome::Rotated(decode(row)?));
         }
-        let Some(row) = rows.read(&swap.key).await? else {
+        let Some((row, reused)) = rows.read(&swap.key).await? else {
             return Ok(RotateOutcome::Invalid);
         };
         let family = decode(row)?;
         if family.is_expired(r.now) {
             rows.delete_ended(&swap.key, swap.now).await?;
             return Ok(RotateOutcome::Invalid);
+        }
+        if reused {
+            // Ended by a reuse, kept until its end: every token it had
+            // replaced is reuse again (so a caller whose answer was lost
+            // still revokes the family's access tokens); its current token
+            // finds it gone.
+            return Ok(match family.classify(&r.presented, r.now, r.grace) {
+                Presented::Reused | Presented::InGrace => RotateOutcome::Reused(family),
+                Presented::Current | Presented::Unknown => RotateOutcome::Invalid,
+            });
         }
         match family.classify(&r.presented, r.now, r.grace) {
             // Rotated back to it between the two statements: only a
@@ -315,12 +363,12 @@ async fn rotate<R: RotationRows>(rows: &mut R, r: &Rotation) -> Result<RotateOut
             Presented::Reused => {
                 let seen = i64::try_from(family.rotations).unwrap_or(i64::MAX);
                 if let Some(row) = rows
-                    .delete_seen(&swap.key, seen, family.current.as_bytes())
+                    .mark_reused(&swap.key, seen, family.current.as_bytes(), swap.now)
                     .await?
                 {
                     return Ok(RotateOutcome::Reused(decode(row)?));
                 }
-                // Rotated (or deleted) since it was read: look again.
+                // Rotated, marked or deleted since it was read: look again.
             }
         }
     }

@@ -11,8 +11,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr as _, SqlStr};
 
 use super::{
-    COLUMNS, EXPIRY_GRACE, LOCK_CLASS, NewRow, RawRow, RotationRows, Swap, TABLE, decode,
-    decode_all, family_key, ms, user_key, victims,
+    COLUMNS, EXPIRY_GRACE, LOCK_CLASS, NewRow, READ_COLUMNS, RawRow, ReadRow, RotationRows, Swap,
+    TABLE, decode, decode_all, family_key, ms, split, user_key, victims,
 };
 use crate::PgBackend;
 use crate::error::{SqlResultExt as _, bounded};
@@ -58,7 +58,7 @@ struct Sql {
     swap: SqlStr,
     read: SqlStr,
     get: SqlStr,
-    delete_seen: SqlStr,
+    mark_reused: SqlStr,
     delete_ended: SqlStr,
     revoke: SqlStr,
     revoke_user: SqlStr,
@@ -103,34 +103,36 @@ impl Sql {
                  rotations = rotations + 1, device = COALESCE($7, device), \
                  clock_offset = $5 - {DB_NOW_MS} \
                  WHERE family_digest = $1 AND current_digest = $2 AND expires_at > $5 \
-                 AND {served} RETURNING {COLUMNS}"
+                 AND {served} AND reused_at IS NULL RETURNING {COLUMNS}"
             )),
             // A family the database's clock has put past its end (and the
             // grace) reads as absent: `Invalid`, never classified.
             read: sql(format!(
-                "SELECT {COLUMNS} FROM {t} WHERE family_digest = $1 AND {served}"
+                "SELECT {READ_COLUMNS} FROM {t} WHERE family_digest = $1 AND {served}"
             )),
             get: sql(format!(
                 "SELECT {COLUMNS} FROM {t} WHERE family_digest = $1 AND expires_at > $2 \
-                 AND {served}"
+                 AND {served} AND reused_at IS NULL"
             )),
-            delete_seen: sql(format!(
-                "DELETE FROM {t} WHERE family_digest = $1 AND rotations = $2 \
-                 AND current_digest = $3 RETURNING {COLUMNS}"
+            mark_reused: sql(format!(
+                "UPDATE {t} SET reused_at = $4 WHERE family_digest = $1 AND rotations = $2 \
+                 AND current_digest = $3 AND reused_at IS NULL RETURNING {COLUMNS}"
             )),
             delete_ended: sql(format!(
                 "DELETE FROM {t} WHERE family_digest = $1 AND expires_at <= $2"
             )),
             revoke: sql(format!(
-                "DELETE FROM {t} WHERE family_digest = $1 RETURNING {COLUMNS}"
+                "DELETE FROM {t} WHERE family_digest = $1 AND reused_at IS NULL \
+                 RETURNING {COLUMNS}"
             )),
             revoke_user: sql(format!(
                 "DELETE FROM {t} WHERE user_digest = $1 AND user_id = $2 \
-                 AND family_digest IS DISTINCT FROM $3 RETURNING {COLUMNS}"
+                 AND family_digest IS DISTINCT FROM $3 AND reused_at IS NULL \
+                 RETURNING {COLUMNS}"
             )),
             list_user: sql(format!(
                 "SELECT {COLUMNS} FROM {t} WHERE user_digest = $1 AND user_id = $2 \
-                 AND expires_at > $3 AND {served} ORDER BY created_at"
+                 AND expires_at > $3 AND {served} AND reused_at IS NULL ORDER BY created_at"
             )),
             lock_user: sql("SELECT pg_advisory_xact_lock($1, $2)".to_owned()),
             evict: sql(format!(
@@ -321,24 +323,27 @@ impl RotationRows for Conn<'_> {
             .store()
     }
 
-    async fn read(&mut self, key: &[u8; 32]) -> Result<Option<RawRow>, StoreError> {
-        sqlx::query_as(self.sql.read.clone())
+    async fn read(&mut self, key: &[u8; 32]) -> Result<Option<(RawRow, bool)>, StoreError> {
+        let row: Option<ReadRow> = sqlx::query_as(self.sql.read.clone())
             .bind(&key[..])
             .fetch_optional(&mut *self.conn)
             .await
-            .store()
+            .store()?;
+        Ok(row.map(split))
     }
 
-    async fn delete_seen(
+    async fn mark_reused(
         &mut self,
         key: &[u8; 32],
         rotations: i64,
         current: &[u8; 32],
+        now: i64,
     ) -> Result<Option<RawRow>, StoreError> {
-        sqlx::query_as(self.sql.delete_seen.clone())
+        sqlx::query_as(self.sql.mark_reused.clone())
             .bind(&key[..])
             .bind(rotations)
             .bind(&current[..])
+            .bind(now)
             .fetch_optional(&mut *self.conn)
             .await
             .store()

@@ -11,8 +11,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, SqlSafeStr as _, SqlStr, Sqlite, SqlitePool};
 
 use super::{
-    COLUMNS, EXPIRY_GRACE, NewRow, RawRow, RotationRows, Swap, TABLE, decode, decode_all,
-    family_key, ms, user_key, victims,
+    COLUMNS, EXPIRY_GRACE, NewRow, READ_COLUMNS, RawRow, ReadRow, RotationRows, Swap, TABLE,
+    decode, decode_all, family_key, ms, split, user_key, victims,
 };
 use crate::SqliteBackend;
 use crate::error::{SqlResultExt as _, bounded};
@@ -59,7 +59,7 @@ struct Sql {
     swap: SqlStr,
     read: SqlStr,
     get: SqlStr,
-    delete_seen: SqlStr,
+    mark_reused: SqlStr,
     delete_ended: SqlStr,
     revoke: SqlStr,
     revoke_user: SqlStr,
@@ -92,31 +92,33 @@ impl Sql {
                  last_used_at = ?5, idle_deadline = min(?6, absolute_deadline), \
                  rotations = rotations + 1, device = coalesce(?7, device) \
                  WHERE family_digest = ?1 AND current_digest = ?2 AND expires_at > ?5 \
-                 RETURNING {COLUMNS}"
+                 AND reused_at IS NULL RETURNING {COLUMNS}"
             )),
             read: sql(format!(
-                "SELECT {COLUMNS} FROM {t} WHERE family_digest = ?1"
+                "SELECT {READ_COLUMNS} FROM {t} WHERE family_digest = ?1"
             )),
             get: sql(format!(
-                "SELECT {COLUMNS} FROM {t} WHERE family_digest = ?1 AND expires_at > ?2"
+                "SELECT {COLUMNS} FROM {t} WHERE family_digest = ?1 AND expires_at > ?2 \
+                 AND reused_at IS NULL"
             )),
-            delete_seen: sql(format!(
-                "DELETE FROM {t} WHERE family_digest = ?1 AND rotations = ?2 \
-                 AND current_digest = ?3 RETURNING {COLUMNS}"
+            mark_reused: sql(format!(
+                "UPDATE {t} SET reused_at = ?4 WHERE family_digest = ?1 AND rotations = ?2 \
+                 AND current_digest = ?3 AND reused_at IS NULL RETURNING {COLUMNS}"
             )),
             delete_ended: sql(format!(
                 "DELETE FROM {t} WHERE family_digest = ?1 AND expires_at <= ?2"
             )),
             revoke: sql(format!(
-                "DELETE FROM {t} WHERE family_digest = ?1 RETURNING {COLUMNS}"
+                "DELETE FROM {t} WHERE family_digest = ?1 AND reused_at IS NULL \
+                 RETURNING {COLUMNS}"
             )),
             revoke_user: sql(format!(
                 "DELETE FROM {t} WHERE user_digest = ?1 AND user_id = ?2 \
-                 AND family_digest IS NOT ?3 RETURNING {COLUMNS}"
+                 AND family_digest IS NOT ?3 AND reused_at IS NULL RETURNING {COLUMNS}"
             )),
             list_user: sql(format!(
                 "SELECT {COLUMNS} FROM {t} WHERE user_digest = ?1 AND user_id = ?2 \
-                 AND expires_at > ?3 ORDER BY created_at"
+                 AND expires_at > ?3 AND reused_at IS NULL ORDER BY created_at"
             )),
             evict: sql(format!(
                 "DELETE FROM {t} WHERE family_digest = ?1 AND user_digest = ?2 \
@@ -275,24 +277,27 @@ impl RotationRows for Conn<'_> {
             .store()
     }
 
-    async fn read(&mut self, key: &[u8; 32]) -> Result<Option<RawRow>, StoreError> {
-        sqlx::query_as(self.sql.read.clone())
+    async fn read(&mut self, key: &[u8; 32]) -> Result<Option<(RawRow, bool)>, StoreError> {
+        let row: Option<ReadRow> = sqlx::query_as(self.sql.read.clone())
             .bind(&key[..])
             .fetch_optional(&mut *self.conn)
             .await
-            .store()
+            .store()?;
+        Ok(row.map(split))
     }
 
-    async fn delete_seen(
+    async fn mark_reused(
         &mut self,
         key: &[u8; 32],
         rotations: i64,
         current: &[u8; 32],
+        now: i64,
     ) -> Result<Option<RawRow>, StoreError> {
-        sqlx::query_as(self.sql.delete_seen.clone())
+        sqlx::query_as(self.sql.mark_reused.clone())
             .bind(&key[..])
             .bind(rotations)
             .bind(&current[..])
+            .bind(now)
             .fetch_optional(&mut *self.conn)
             .await
             .store()

@@ -19,7 +19,8 @@ CREATE TABLE {table:refresh_families} (
     expires_at        bigint GENERATED ALWAYS AS (LEAST(idle_deadline, absolute_deadline)) STORED,
     claims            text   NOT NULL,     -- JSON object: claims copied into every access token
     device            text   NOT NULL,     -- JSON: user agent and address of the last login or refresh
-    clock_offset      bigint NOT NULL DEFAULT 0  -- the writer's clock minus the database's (ms) at the last write: served only until `expires_at - clock_offset` plus 60 s by the database's clock
+    clock_offset      bigint NOT NULL DEFAULT 0,  -- the writer's clock minus the database's (ms) at the last write: served only until `expires_at - clock_offset` plus 60 s by the database's clock
+    reused_at         bigint               -- when a rotation found reuse; NULL while live. A reused family is kept until it ends: every token it replaced is reuse again, nothing else finds it
 );
 
 -- A user's families (list, revoke all, the per-user cap), oldest first.
