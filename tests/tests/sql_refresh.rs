@@ -1075,6 +1075,86 @@ async fn a_reuse_leaves_a_tombstone_that_answers_reuse_again() {
     reuse_leaves_a_tombstone(&sqlite_store().await).await;
 }
 
+/// The defect the mark closes, as it happens: the rotation that finds
+/// reuse waits on a row lock (another transaction holds the family) past
+/// its time bound and answers `Timeout` (the client gets a 503), then the
+/// lock goes and its statement commits. The next presentation of the same
+/// token answers `Reused` with the family, so the refresher revokes the
+/// family's access tokens then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reuse_whose_answer_timed_out_after_it_committed_is_answered_again() {
+    use portcullis_sql::sqlx::Connection as _;
+    let (url, db) = fresh_pg();
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(TIMEOUT)
+        .connect(&url)
+        .await
+        .unwrap();
+    let backend = PgConfig::new(pool)
+        .timeout(Duration::from_millis(300))
+        .purge(no_background_purge())
+        .build()
+        .unwrap();
+    backend.migrate().await.unwrap();
+    let store = PgRefreshStore::new(&backend);
+    let key = RotationKey::generate().unwrap();
+    let (fam, t0) = family("alice", 0);
+    store.create(&fam, None).await.unwrap();
+    let mut now = fam.created_at;
+    let mut token = t0.clone();
+    for _ in 0..2 {
+        now = now + Duration::from_secs(60);
+        let (r, next) = rotation(&token, &key, now);
+        assert!(matches!(
+            store.rotate(&r).await.unwrap(),
+            RotateOutcome::Rotated(_)
+        ));
+        token = next;
+    }
+
+    let mut locker = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM {PG_TABLE} WHERE family_id = $1 FOR UPDATE"
+    )))
+    .bind(fam.id.as_str())
+    .execute(&mut locker)
+    .await
+    .unwrap();
+    now = now + Duration::from_secs(60);
+    let err = store
+        .rotate(&rotation(&t0, &key, now).0)
+        .await
+        .expect_err("the reuse waits on the lock past the bound");
+    assert_eq!(err.kind(), StoreErrorKind::Timeout);
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    // The abandoned statement runs once the lock is gone.
+    let live = || {
+        PgServer::shared().psql(
+            &db,
+            &format!(
+                "SELECT count(*) FROM {PG_TABLE} WHERE family_id = '{}' \
+                 AND reused_at IS NULL",
+                fam.id
+            ),
+        )
+    };
+    let start = Instant::now();
+    while live() != "0" {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the reuse never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    now = now + Duration::from_secs(5);
+    match store.rotate(&rotation(&t0, &key, now).0).await.unwrap() {
+        RotateOutcome::Reused(f) => assert_eq!(f.id, fam.id),
+        other => panic!("the same token after the lost answer: {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------------
 // Clocks that jumped.
 
