@@ -359,8 +359,9 @@ impl Refresher {
                 })
             }
             RotateOutcome::Reused(family) => {
-                // The store has deleted the family: no retry could push the
-                // revocation again, so a failure is only logged.
+                // The family is dead in the store (deleted, or kept as a
+                // tombstone that answers reuse again, as the SQL stores
+                // do): a failure to revoke its access tokens is only logged.
                 let _ = self.kill_access_tokens(&family.id).await;
                 self.reuse_event(&family);
                 Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "reused"))

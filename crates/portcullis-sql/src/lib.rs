@@ -144,8 +144,10 @@
 //!
 //! # Purging expired rows
 //!
-//! Each store deletes its expired rows itself, 60 s after they ended (so an
-//! instance whose clock is a little behind still sees them), in batches
+//! Each store deletes its expired rows itself, 60 s after they ended by
+//! the earlier of the instance's clock and the database's (PostgreSQL;
+//! SQLite: the instance's), so an instance whose clock is a little behind
+//! still sees them, in batches
 //! ([`PurgeConfig`]: 500 rows per statement, a pause between batches, at
 //! most one purge per table per instance per minute, started by a store
 //! call in the background): PostgreSQL deletes by `ctid` rows that no
@@ -165,8 +167,25 @@
 //! # Clocks
 //!
 //! Deadlines are the application's clock's milliseconds, compared with the
-//! `now` each call passes, never with the database's `now()`, as the Redis
-//! stores do: instances must keep their clocks synchronized (NTP).
+//! `now` each call passes, as the Redis stores do: acceptance is judged by
+//! the instance's own clock, so instances must keep their clocks
+//! synchronized (NTP). What the PostgreSQL stores forget or serve never
+//! hangs on one instance's clock:
+//!
+//! - every purge deletes only what the **earlier** of the instance's clock
+//!   and the database's (`statement_timestamp()`) has put past its end, so
+//!   an instance whose clock jumped ahead, by any amount, deletes nothing
+//!   another instance still serves;
+//! - sessions (`load`, `update`, `touch`) and refresh families (`rotate`,
+//!   `get`, `list_user`) are served only until 60 s past their end as the
+//!   database's clock counts it, checked in the same statement: each write
+//!   records its instance's clock's offset from the database's
+//!   (`clock_offset`), so an instance whose clock was set back cannot serve
+//!   a session or family that ended long ago and that no purge has deleted
+//!   yet. This is Redis' key expiry in SQL; it costs no statement.
+//!
+//! A SQLite file serves the processes of one host, which share its clock:
+//! the SQLite stores judge and purge by the caller's clock alone.
 //!
 //! # Connection strings
 //!
