@@ -563,7 +563,7 @@ SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one b
     for p in doc["purge"].as_array().into_iter().flatten() {
         let _ = write!(
             out,
-            "\n{} purge under load: `purge_expired()` removed {} expired sessions (of {} live + {} expired) in {:.0} ms ({:.0} rows/s; batches of {} with {} ms pauses) while {} connections read a session. Requests that started during the purge: {} (p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs); outside it, same run: {} (p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs); errors {}. ({})\n",
+            "\n{} purge under load: `purge_expired()` removed {} expired sessions (of {} live + {} expired) in {:.0} ms ({:.0} rows/s; batches of {} with {} ms pauses) while {} connections read a session. Requests that started during the purge: {} (p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs); outside it, same run: {} (p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs); errors {}; `purge_expired()` calls that failed and were made again: {}. ({})\n",
             if p["backend"] == "pg" {
                 "PgSessionStore"
             } else {
@@ -586,6 +586,7 @@ SQL session stores. Versions: PostgreSQL {}, SQLite {} (libsqlite3-sys {}, one b
             f(p, "p99_outside_us"),
             f(p, "max_outside_us"),
             p["errors"],
+            p["failed_calls"],
             load("purge"),
         );
     }

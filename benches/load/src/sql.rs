@@ -35,7 +35,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use portcullis::core::{Clock as _, Deadlines, OpaqueToken, SystemClock, Timestamp, TokenDigest};
+use futures_util::future::BoxFuture;
+use portcullis::core::{
+    Clock as _, Deadlines, OpaqueToken, StoreError, SystemClock, Timestamp, TokenDigest,
+};
 use portcullis::session::{
     MemoryStore, Session, SessionConfig, SessionLayer, SessionMetadata, SessionRecord, SessionStore,
 };
@@ -901,8 +904,12 @@ fn size(ctx: &Ctx<'_>, n: usize) -> Vec<Value> {
 
 #[derive(Clone)]
 struct PurgeState {
-    purge: Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, u64> + Send + Sync>,
-    last: Arc<std::sync::Mutex<Option<(u64, u64, u64)>>>,
+    /// One `purge_expired()` call.
+    purge: Arc<dyn Fn() -> BoxFuture<'static, Result<u64, StoreError>> + Send + Sync>,
+    /// The table's rows (`count(*)`).
+    rows: Arc<dyn Fn() -> BoxFuture<'static, u64> + Send + Sync>,
+    /// `(start_us, end_us, removed, failed calls)` once done.
+    last: Arc<std::sync::Mutex<Option<(u64, u64, u64, u64)>>>,
 }
 
 /// The purge scenario's server: our store on `--backend pg|sqlite` with
@@ -929,7 +936,8 @@ async fn purge_server(flags: &Flags) -> Router {
             .create(&random_digest(), &our_record(0, now, false), None)
             .await
             .expect("template row");
-        let pool = backend.pool();
+        let pool = backend.pool().clone();
+        const COUNT: &str = "SELECT count(*) FROM portcullis.sessions";
         for (tag, n, idle) in [("live", live, live_idle), ("dead", expired, dead_idle)] {
             let sql = format!(
                 "INSERT INTO portcullis.sessions (id_digest, user_digest, user_id, created_at, \
@@ -941,12 +949,12 @@ async fn purge_server(flags: &Flags) -> Router {
                  FROM generate_series(1, {n}) i, (SELECT * FROM portcullis.sessions LIMIT 1) t"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(pool)
+                .execute(&pool)
                 .await
                 .expect("seed");
         }
         sqlx::query("VACUUM ANALYZE portcullis.sessions")
-            .execute(pool)
+            .execute(&pool)
             .await
             .expect("vacuum");
         let s = store.clone();
@@ -955,7 +963,17 @@ async fn purge_server(flags: &Flags) -> Router {
             PurgeState {
                 purge: Arc::new(move || {
                     let s = s.clone();
-                    Box::pin(async move { s.purge_expired().await.expect("purge") })
+                    Box::pin(async move { s.purge_expired().await })
+                }),
+                rows: Arc::new(move || {
+                    let pool = pool.clone();
+                    Box::pin(async move {
+                        let n: i64 = sqlx::query_scalar(COUNT)
+                            .fetch_one(&pool)
+                            .await
+                            .expect("count");
+                        u64::try_from(n).unwrap_or(0)
+                    })
                 }),
                 last: Arc::default(),
             },
@@ -968,7 +986,8 @@ async fn purge_server(flags: &Flags) -> Router {
             .create(&random_digest(), &our_record(0, now, false), None)
             .await
             .expect("template row");
-        let pool = backend.pool();
+        let pool = backend.pool().clone();
+        const COUNT: &str = "SELECT count(*) FROM portcullis_sessions";
         for (n, idle) in [(live, live_idle), (expired, dead_idle)] {
             let sql = format!(
                 "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) \
@@ -979,12 +998,12 @@ async fn purge_server(flags: &Flags) -> Router {
                  FROM s, (SELECT * FROM portcullis_sessions LIMIT 1)"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(pool)
+                .execute(&pool)
                 .await
                 .expect("seed");
         }
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(pool)
+            .execute(&pool)
             .await
             .expect("checkpoint");
         let s = store.clone();
@@ -993,7 +1012,17 @@ async fn purge_server(flags: &Flags) -> Router {
             PurgeState {
                 purge: Arc::new(move || {
                     let s = s.clone();
-                    Box::pin(async move { s.purge_expired().await.expect("purge") })
+                    Box::pin(async move { s.purge_expired().await })
+                }),
+                rows: Arc::new(move || {
+                    let pool = pool.clone();
+                    Box::pin(async move {
+                        let n: i64 = sqlx::query_scalar(COUNT)
+                            .fetch_one(&pool)
+                            .await
+                            .expect("count");
+                        u64::try_from(n).unwrap_or(0)
+                    })
                 }),
                 last: Arc::default(),
             },
@@ -1003,19 +1032,25 @@ async fn purge_server(flags: &Flags) -> Router {
         .route(
             "/admin/purge",
             post(|State(s): State<PurgeState>| async move {
-                let last = Arc::clone(&s.last);
-                let fut = (s.purge)();
                 tokio::spawn(async move {
+                    let before = (s.rows)().await;
                     let start = crate::unix_us();
-                    let removed = fut.await;
+                    // As an application's periodic task would: a call that
+                    // fails (a batch timed out) is made again; the batches
+                    // before the failure stay deleted.
+                    let mut failed = 0;
+                    while (s.purge)().await.is_err() && failed < 100 {
+                        failed += 1;
+                    }
                     let end = crate::unix_us();
-                    *last.lock().expect("purge lock") = Some((start, end, removed));
+                    let removed = before.saturating_sub((s.rows)().await);
+                    *s.last.lock().expect("purge lock") = Some((start, end, removed, failed));
                 });
                 "started"
             })
             .get(|State(s): State<PurgeState>| async move {
                 match *s.last.lock().expect("purge lock") {
-                    Some((a, b, n)) => format!("{a} {b} {n}"),
+                    Some((a, b, n, f)) => format!("{a} {b} {n} {f}"),
                     None => String::new(),
                 }
             }),
@@ -1086,8 +1121,8 @@ fn purge(ctx: &Ctx<'_>, flags: &Flags, backend: &str) -> Option<Value> {
                 .split_whitespace()
                 .filter_map(|x| x.parse().ok())
                 .collect();
-            if v.len() == 3 {
-                window = Some((v[0], v[1], v[2]));
+            if v.len() == 4 {
+                window = Some((v[0], v[1], v[2], v[3]));
                 break;
             }
         }
@@ -1097,7 +1132,7 @@ fn purge(ctx: &Ctx<'_>, flags: &Flags, backend: &str) -> Option<Value> {
         (outcome, window)
     });
     drop(server);
-    let (start, end, removed) = window.expect("purge finished");
+    let (start, end, removed, failed_calls) = window.expect("purge finished");
     let (during, outside): (Vec<&crate::client::Sample>, Vec<_>) = outcome
         .samples
         .iter()
@@ -1112,6 +1147,7 @@ fn purge(ctx: &Ctx<'_>, flags: &Flags, backend: &str) -> Option<Value> {
         "live": live,
         "expired": expired,
         "removed": removed,
+        "failed_calls": failed_calls,
         "purge_ms": purge_ms,
         "rows_per_s": removed as f64 / (purge_ms / 1000.0),
         "batch": portcullis_sql::PurgeConfig::default().batch,
@@ -1181,13 +1217,16 @@ pub fn run(flags: &Flags) {
             "sqlite": "WAL, synchronous=NORMAL, one file per contender",
         },
     });
+    let path = out_dir.join("sql.json");
+    let merge = flags.get("merge").is_some();
     // Each part with the load average around it (a part run again with
-    // `--merge 1` keeps its own).
+    // `--merge 1` keeps its own), written as soon as it is done.
     let mut part = |name: &str, f: &mut dyn FnMut() -> Value| {
         if has(name) {
             let before = crate::compare::loadavg();
             doc[name] = f();
             doc[format!("{name}_loadavg")] = json!([before, crate::compare::loadavg()]);
+            save(&doc, &path, merge);
         }
     };
     part("sessions", &mut || {
@@ -1209,18 +1248,23 @@ pub fn run(flags: &Flags) {
         )
     });
     doc["loadavg_after"] = json!(crate::compare::loadavg());
-    let path = out_dir.join("sql.json");
-    // `--merge 1`: parts run again replace theirs; the others stay.
-    if let Some(old) = std::fs::read_to_string(&path)
+    save(&doc, &path, merge);
+}
+
+/// Writes `sql.json`; with `merge`, the parts of the file that `doc` lacks
+/// stay (`--merge 1`: parts run again replace theirs).
+fn save(doc: &Value, path: &Path, merge: bool) {
+    let mut doc = doc.clone();
+    if let Some(old) = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .filter(|_| flags.get("merge").is_some())
+        .filter(|_| merge)
         && let (Some(old), Some(new)) = (old.as_object(), doc.as_object_mut())
     {
         for (k, v) in old {
             new.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
+    std::fs::write(path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
     eprintln!("wrote {}", path.display());
 }
