@@ -908,9 +908,11 @@ struct PurgeState {
     purge: Arc<dyn Fn() -> BoxFuture<'static, Result<u64, StoreError>> + Send + Sync>,
     /// The table's rows (`count(*)`).
     rows: Arc<dyn Fn() -> BoxFuture<'static, u64> + Send + Sync>,
-    /// `(start_us, end_us, removed, failed calls)` once done.
-    last: Arc<std::sync::Mutex<Option<(u64, u64, u64, u64)>>>,
+    last: Arc<std::sync::Mutex<Option<PurgeDone>>>,
 }
+
+/// `(start_us, end_us, removed, failed calls)` of a finished purge.
+type PurgeDone = (u64, u64, u64, u64);
 
 /// The purge scenario's server: our store on `--backend pg|sqlite` with
 /// `--live` live and `--expired` expired sessions (copies of one real row,
