@@ -140,7 +140,16 @@
 //! never 500 and never "logged out". A stopped server, a killed connection,
 //! a locked or read-only SQLite file are backend errors, 503 too; service
 //! resumes by itself. PostgreSQL's own `statement_timeout` and
-//! `lock_timeout`, when the application sets them, count as timeouts.
+//! `lock_timeout`, when the application sets them, count as timeouts. A
+//! call that timed out may still take effect: its statement may already
+//! be on its way (PostgreSQL) or queued on the connection's worker
+//! (SQLite), and commits when the database gets to it: a late delete or
+//! revocation ends what it was asked to end, a late update writes what it
+//! was asked to write (never into a deleted session), a late create stores
+//! a session whose token was never handed out, and a late reuse mark is
+//! answered at the next presentation of a replaced token. The SQLite
+//! revocation store puts each revocation in its view before the write, so
+//! a late one is never missing there.
 //!
 //! # Purging expired rows
 //!
