@@ -1392,8 +1392,15 @@ async fn a_locked_sqlite_file_is_unavailable_not_a_panic() {
         Some(fam.clone())
     );
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
-    assert!(matches!(
-        store.rotate(&r).await.unwrap(),
-        RotateOutcome::Rotated(_)
-    ));
+    // The store serves again. The rotation that timed out was queued on
+    // its connection's worker and may have run by now: then this one is
+    // its repeat (the same successor), else it rotates.
+    let outcome = store.rotate(&r).await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            RotateOutcome::Rotated(_) | RotateOutcome::Repeat(_)
+        ),
+        "{outcome:?}"
+    );
 }
