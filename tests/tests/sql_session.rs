@@ -1207,3 +1207,47 @@ async fn a_clock_set_back_neither_updates_nor_touches_a_session_that_ended_a_day
     assert_eq!(server.psql(&db, deadlines), before, "the row changed");
     assert!(store.load(&key).await.unwrap().is_none(), "served");
 }
+
+/// Loads run on the store's own connections (`read_connections`), beside
+/// the pool: with the pool's only connection held elsewhere, a load still
+/// answers; with `read_connections(0)` it waits for the pool and times out.
+/// Both count one statement per load.
+#[tokio::test]
+async fn loads_use_the_stores_own_connections() {
+    let clock = manual_clock();
+    let url = PgServer::shared().fresh_database();
+    for own in [2, 0] {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(1))
+            .test_before_acquire(false)
+            .connect(&url)
+            .await
+            .unwrap();
+        let backend = PgConfig::new(pool.clone())
+            .timeout(Duration::from_millis(300))
+            .read_connections(own)
+            .build()
+            .unwrap();
+        backend.migrate().await.unwrap();
+        let store = PgSessionStore::with_clock(&backend, clock.clone());
+        let k = digest();
+        let _ = store
+            .create(&k, &record(Some("alice"), clock.now()), None)
+            .await
+            .unwrap();
+        let held = pool.acquire().await.unwrap();
+        let loaded = store.load(&k).await;
+        if own > 0 {
+            assert!(loaded.unwrap().is_some(), "own connections serve the load");
+        } else {
+            assert_eq!(
+                loaded.unwrap_err().kind(),
+                StoreErrorKind::Timeout,
+                "through the pool, the load waits for its only connection"
+            );
+        }
+        drop(held);
+        assert!(store.load(&k).await.unwrap().is_some());
+    }
+}

@@ -212,6 +212,8 @@ mod names;
 mod purge;
 mod url;
 
+#[cfg(all(feature = "postgres", feature = "session"))]
+mod direct;
 #[cfg(feature = "postgres")]
 mod pg;
 #[cfg(feature = "sqlite")]

@@ -12,6 +12,11 @@ use crate::migrate::{Dialect, migrator};
 use crate::names::{NameError, Names};
 use crate::purge::PurgeConfig;
 
+/// The database's clock in milliseconds since the Unix epoch, as SQL
+/// (`date_part` is a double: exact for milliseconds until the year 287396,
+/// and cheaper than `extract`'s numeric).
+pub(crate) const DB_NOW_MS: &str = "(date_part('epoch', statement_timestamp()) * 1000)::bigint";
+
 /// The default bound on every store call (pool checkout included).
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -37,6 +42,7 @@ pub struct PgConfig {
     timeout: Duration,
     unlogged_sessions: bool,
     purge: PurgeConfig,
+    read_connections: usize,
 }
 
 impl fmt::Debug for PgConfig {
@@ -50,9 +56,13 @@ impl fmt::Debug for PgConfig {
             .field("timeout", &self.timeout)
             .field("unlogged_sessions", &self.unlogged_sessions)
             .field("purge", &self.purge)
+            .field("read_connections", &self.read_connections)
             .finish()
     }
 }
+
+/// The default number of connections a session store opens for its loads.
+pub(crate) const DEFAULT_READ_CONNECTIONS: usize = 8;
 
 impl PgConfig {
     /// The stores on `pool`, in schema `portcullis`, tables without a
@@ -66,7 +76,24 @@ impl PgConfig {
             timeout: DEFAULT_TIMEOUT,
             unlogged_sessions: false,
             purge: PurgeConfig::default(),
+            read_connections: DEFAULT_READ_CONNECTIONS,
         }
+    }
+
+    /// How many connections of its own each [`PgSessionStore`] opens for
+    /// session loads, the statement of every authenticated request
+    /// (default 8; 0: loads use the pool). They are opened lazily with the
+    /// pool's connect options and kept, beside the pool: count them in the
+    /// server's `max_connections`. sqlx pings a pooled connection on its way
+    /// back to the pool, so a load through the pool costs a second round
+    /// trip and holds the connection meanwhile; these connections do not.
+    /// Every other call uses the pool.
+    ///
+    /// [`PgSessionStore`]: crate::PgSessionStore
+    #[must_use]
+    pub fn read_connections(mut self, n: usize) -> Self {
+        self.read_connections = n;
+        self
     }
 
     /// The schema of the tables (default `portcullis`): 1 to 63 bytes of
@@ -130,6 +157,7 @@ impl PgConfig {
                 timeout: self.timeout,
                 unlogged_sessions: self.unlogged_sessions,
                 purge: self.purge,
+                read_connections: self.read_connections,
             }),
         })
     }
@@ -148,6 +176,7 @@ struct Inner {
     timeout: Duration,
     unlogged_sessions: bool,
     purge: PurgeConfig,
+    read_connections: usize,
 }
 
 impl fmt::Debug for PgBackend {
@@ -219,5 +248,10 @@ impl PgBackend {
 
     pub(crate) fn purge_config(&self) -> PurgeConfig {
         self.inner.purge
+    }
+
+    #[cfg(feature = "session")]
+    pub(crate) fn read_connections(&self) -> usize {
+        self.inner.read_connections
     }
 }

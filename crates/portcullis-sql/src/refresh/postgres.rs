@@ -1,5 +1,6 @@
 //! [`PgRefreshStore`]: refresh families in PostgreSQL.
 
+use crate::pg::DB_NOW_MS;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,9 +68,6 @@ struct Sql {
     evict: SqlStr,
     purge: SqlStr,
 }
-
-/// The database's clock, in milliseconds since the Unix epoch.
-const DB_NOW_MS: &str = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
 
 impl Sql {
     fn new(names: &Names) -> Self {

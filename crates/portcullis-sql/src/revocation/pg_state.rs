@@ -2,6 +2,7 @@
 //! task share: the view, the sync and health state, and the statements,
 //! built once from the names.
 
+use crate::pg::DB_NOW_MS;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -77,9 +78,6 @@ pub(super) struct Statements {
     pub(super) purge_tokens: SqlStr,
     pub(super) purge_sessions: SqlStr,
 }
-
-/// The database's clock in milliseconds.
-const DB_NOW_MS: &str = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
 
 fn sql(names: &Names, template: &str) -> SqlStr {
     AssertSqlSafe(names.render(template)).into_sql_str()

@@ -4,6 +4,8 @@
 //! connection are one contract; the codec shared with SQLite is in
 //! `mod.rs`.)
 
+use crate::direct::DirectConnections;
+use crate::pg::DB_NOW_MS;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -176,10 +178,9 @@ struct Inner {
     purger: Arc<Purger>,
     /// The first key of the per-user advisory lock.
     lock_class: i32,
+    /// The loads' own connections (`None`: loads use the pool).
+    direct: Option<DirectConnections>,
 }
-
-/// The database's clock, in milliseconds since the Unix epoch.
-const DB_NOW_MS: &str = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
 
 /// Every statement, rendered once.
 struct Statements {
@@ -358,6 +359,7 @@ impl PgSessionStore {
                 sql: Statements::new(names),
                 purger: Purger::new(backend.purge_config()),
                 lock_class: i32::from_be_bytes([class[0], class[1], class[2], class[3]]),
+                direct: DirectConnections::new(backend.pool(), backend.read_connections()),
                 backend: backend.clone(),
                 clock,
             }),
@@ -421,6 +423,24 @@ impl Inner {
                 result => return result.store(),
             }
         }
+    }
+
+    /// The load on one of the store's own connections, kept for the next
+    /// load only when the call ended cleanly.
+    async fn load_direct(
+        &self,
+        direct: &DirectConnections,
+        key: &TokenDigest,
+        now: Timestamp,
+    ) -> Result<Option<Row>, sqlx::Error> {
+        let mut lease = direct.lease().await?;
+        let row = sqlx::query_as(self.sql.load.clone())
+            .bind(&key.as_bytes()[..])
+            .bind(ms(now))
+            .fetch_optional(&mut *lease)
+            .await?;
+        lease.keep();
+        Ok(row)
     }
 
     async fn purge_batch(&self, n: u32) -> Result<u64, StoreError> {
@@ -560,14 +580,23 @@ impl SessionStore for PgSessionStore {
         let now = self.inner.clock.now();
         let inner = &self.inner;
         bounded(inner.backend.timeout(), async {
-            let row: Option<Row> = inner
-                .run(true, || {
-                    sqlx::query_as(inner.sql.load.clone())
-                        .bind(&key.as_bytes()[..])
-                        .bind(ms(now))
-                        .fetch_optional(inner.pool())
-                })
-                .await?;
+            let row: Option<Row> = match &inner.direct {
+                Some(direct) => {
+                    inner
+                        .run(true, || inner.load_direct(direct, key, now))
+                        .await?
+                }
+                None => {
+                    inner
+                        .run(true, || {
+                            sqlx::query_as(inner.sql.load.clone())
+                                .bind(&key.as_bytes()[..])
+                                .bind(ms(now))
+                                .fetch_optional(inner.pool())
+                        })
+                        .await?
+                }
+            };
             row.map(decode_row).transpose()
         })
         .await
