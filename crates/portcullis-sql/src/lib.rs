@@ -85,7 +85,11 @@
 //! Each type's docs give its schema and the statements of every operation.
 //! On a pool with sqlx's default `test_before_acquire(true)`, every call
 //! also waits for one ping round trip before its statement: build the pool
-//! with `.test_before_acquire(false)` (as [`Database::connect`] does). The
+//! with `.test_before_acquire(false)` (as [`Database::connect`] does). sqlx
+//! also pings every pooled connection on its way back to the pool, whatever
+//! the options, so the PostgreSQL session store runs its loads on a few
+//! connections of its own ([`PgConfig::read_connections`], 8 by default,
+//! beside the pool: count them in the server's `max_connections`). The
 //! PostgreSQL session store reruns a call on another pooled connection when
 //! the server closed the one it took (a restart, `pg_terminate_backend`),
 //! within the same time bound, and only when the call gives the same result
