@@ -101,9 +101,12 @@ pub const SQL_CONTENDERS: &[SqlContender] = &[
 
 // ---- pools: the same options on both sqlx versions ------------------------
 
+/// Our stores' pool: half the connections of the peer's, because each
+/// session store opens as many again of its own for loads
+/// (`PgConfig::read_connections`), so both sides hold `PG_CONNS`.
 async fn pool9_pg(url: &str) -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
-        .max_connections(PG_CONNS)
+        .max_connections(PG_CONNS / 2)
         .acquire_timeout(ACQUIRE)
         .test_before_acquire(false)
         .connect(url)
@@ -165,7 +168,8 @@ async fn pg_backend(
     url: &str,
     purge: Option<portcullis_sql::PurgeConfig>,
 ) -> portcullis_sql::PgBackend {
-    let mut config = portcullis_sql::PgConfig::new(pool9_pg(url).await);
+    let mut config = portcullis_sql::PgConfig::new(pool9_pg(url).await)
+        .read_connections(usize::try_from(PG_CONNS / 2).unwrap_or(8));
     if let Some(p) = purge {
         config = config.purge(p);
     }
