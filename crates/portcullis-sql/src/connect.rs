@@ -44,8 +44,9 @@ impl Database {
     ///
     /// - PostgreSQL: connects lazily (the application starts while the
     ///   database is down; requests get 503 until it answers), no health
-    ///   check on checkout (one round trip per session load, not two), up
-    ///   to 16 connections.
+    ///   check on checkout, up to 16 connections (a session store opens up
+    ///   to 8 more for its loads, a revocation store one for its listener:
+    ///   see [`PgConfig::read_connections`](crate::PgConfig::read_connections)).
     /// - SQLite: creates the file if missing, write-ahead log (readers never
     ///   wait for the writer). `sqlite::memory:` is one connection (each
     ///   connection would see its own database otherwise).
