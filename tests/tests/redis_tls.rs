@@ -382,8 +382,23 @@ async fn revocations_reach_other_instances_over_tls() {
 /// The default roots are the system's: a process whose system store (here
 /// `SSL_CERT_FILE`, which rustls-native-certs reads) holds the test CA
 /// connects without `tls_root_ca_pem`.
+///
+/// The test runs itself again in a child process (the system store is
+/// read from the environment of the process); in the child,
+/// `PORTCULLIS_TLS_CHILD_URL` is set and the test does the round trip.
 #[test]
 fn the_system_roots_are_trusted_by_default() {
+    if let Ok(url) = std::env::var("PORTCULLIS_TLS_CHILD_URL") {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (store, clock) = store_on(RedisConfig::new(url));
+            round_trip(&store, &clock).await;
+        });
+        return;
+    }
     let ca = Ca::new("a CA in the system store");
     let pki = ca.server_files(&["127.0.0.1"]);
     let server = tls_server(None, &pki);
@@ -391,8 +406,7 @@ fn the_system_roots_are_trusted_by_default() {
         std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "system_roots_child",
-                "--ignored",
+                "the_system_roots_are_trusted_by_default",
                 "--nocapture",
                 "--test-threads",
                 "1",
@@ -427,15 +441,6 @@ fn the_system_roots_are_trusted_by_default() {
         !refused.status.success() && output.contains("UnknownIssuer"),
         "{output}"
     );
-}
-
-/// Run by `the_system_roots_are_trusted_by_default` in a child process.
-#[tokio::test]
-#[ignore = "run by the_system_roots_are_trusted_by_default, in a child process with SSL_CERT_FILE"]
-async fn system_roots_child() {
-    let url = std::env::var("PORTCULLIS_TLS_CHILD_URL").unwrap();
-    let (store, clock) = store_on(RedisConfig::new(url));
-    round_trip(&store, &clock).await;
 }
 
 /// A fresh TLS Redis per store, trusting its CA: the store keeps the
