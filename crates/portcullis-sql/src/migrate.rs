@@ -14,6 +14,8 @@ use crate::names::Names;
 
 /// Which database a template is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// One variant is unused when only one database's feature is on.
+#[cfg_attr(not(all(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 pub(crate) enum Dialect {
     /// PostgreSQL (schema-qualified names).
     Postgres,

@@ -176,6 +176,8 @@ struct Inner {
     timeout: Duration,
     unlogged_sessions: bool,
     purge: PurgeConfig,
+    // Read by the session store only.
+    #[cfg_attr(not(feature = "session"), allow(dead_code))]
     read_connections: usize,
 }
 

@@ -19,6 +19,9 @@ use async_trait::async_trait;
 use portcullis_core::{Deadlines, StoreError, Timestamp, TokenDigest};
 use portcullis_refresh::{Family, FamilyId, Presented, RotateOutcome, Rotated, Rotation};
 
+#[macro_use]
+mod shared;
+
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
