@@ -47,14 +47,26 @@ async fn who_am_i(driver: &WebDriver) -> String {
         .await
         .unwrap();
     click(driver, By::Id("me")).await;
-    wait_for_body(driver, "me: ").await;
-    driver
-        .find(By::Id("out"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    // The answer lands in #out when the fetch completes: poll that element
+    // (the page's body may read "me: " before, elsewhere).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = driver
+            .find(By::Id("out"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.starts_with("me: ") {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "#out never got an answer: {text:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 async fn scenario(dir: &std::path::Path) {
