@@ -1,0 +1,1 @@
+//! Password hashing and verification for the portcullis auth layers.

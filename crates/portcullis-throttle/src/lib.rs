@@ -1,0 +1,1 @@
+//! Brute-force protection for login and refresh routes.
