@@ -1251,3 +1251,111 @@ async fn loads_use_the_stores_own_connections() {
         assert!(store.load(&k).await.unwrap().is_some());
     }
 }
+
+/// Loads that wait for one of the store's own connections share one
+/// statement (`id_digest = ANY($1)`), and each still gets exactly its own
+/// row: live sessions their record, a session deleted on another instance
+/// before the loads began, an expired one and a key never stored nothing.
+/// Loads dropped half-way (their request cancelled) leave no other load
+/// waiting: the loads they had taken are answered by the next connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_loads_share_a_statement_and_each_gets_its_own_row() {
+    let server = PgServer::shared();
+    let url = server.fresh_database();
+    let db = PgServer::database_of(&url).to_owned();
+    let clock = manual_clock();
+    let backend = PgConfig::new(pg_pool(&url).await)
+        .timeout(TIMEOUT)
+        .purge(NO_PURGE)
+        .read_connections(1)
+        .build()
+        .unwrap();
+    backend.migrate().await.unwrap();
+    let store = PgSessionStore::with_clock(&backend, clock.clone());
+    let other = PgSessionStore::with_clock(
+        &pg_backend(&url, NO_PURGE, TIMEOUT).await,
+        clock.clone(),
+    );
+    let now = clock.now();
+
+    // 40 live sessions, 5 of them deleted through the other instance, 5
+    // that ended before now, and 10 keys never stored.
+    let mut expect: Vec<(TokenDigest, Option<String>)> = Vec::new();
+    for i in 0..40 {
+        let k = digest();
+        let user = format!("user-{i}");
+        let _ = store.create(&k, &record(Some(&user), now), None).await.unwrap();
+        if i < 5 {
+            other.delete(&k).await.unwrap();
+            expect.push((k, None));
+        } else {
+            expect.push((k, Some(user)));
+        }
+    }
+    for _ in 0..5 {
+        let k = digest();
+        let mut ended = record(Some("ended"), now - Duration::from_secs(7200));
+        ended.idle_deadline = now - Duration::from_secs(1);
+        let _ = store.create(&k, &ended, None).await;
+        expect.push((k, None));
+    }
+    for _ in 0..10 {
+        expect.push((digest(), None));
+    }
+    let expect = Arc::new(expect);
+
+    server.reset_statement_stats(&db);
+    let loads = 400;
+    let mut tasks = Vec::new();
+    for i in 0..loads {
+        let (store, expect) = (store.clone(), Arc::clone(&expect));
+        tasks.push(tokio::spawn(async move {
+            let (k, want) = &expect[i % expect.len()];
+            let got = store.load(k).await.unwrap().and_then(|r| r.user_id);
+            assert_eq!(&got, want, "load {i}");
+        }));
+    }
+    // Every fifth load of a second wave is cancelled at a random point.
+    let mut cancelled = Vec::new();
+    for i in 0..loads / 5 {
+        let (store, expect) = (store.clone(), Arc::clone(&expect));
+        cancelled.push(tokio::spawn(async move {
+            let (k, _) = &expect[i % expect.len()];
+            let _ = store.load(k).await;
+        }));
+    }
+    for (i, t) in cancelled.iter().enumerate() {
+        if i % 2 == 0 {
+            tokio::task::yield_now().await;
+        }
+        t.abort();
+    }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("every load answered");
+
+    let stats = server.statement_stats(&db);
+    let statements: u64 = stats.iter().map(|(n, _)| n).sum();
+    assert!(
+        stats.iter().any(|(_, q)| q.contains("ANY($1)")),
+        "no shared statement ran: {stats:?}"
+    );
+    assert!(
+        statements < loads as u64,
+        "{statements} statements for {loads} loads: {stats:?}"
+    );
+    assert!(
+        stats.iter().all(|(_, q)| q.starts_with("SELECT ")),
+        "loads only read: {stats:?}"
+    );
+    // Alone, a load still runs the single-key statement.
+    server.reset_statement_stats(&db);
+    assert!(store.load(&expect[10].0).await.unwrap().is_some());
+    let stats = server.statement_stats(&db);
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    assert!(stats[0].1.contains("id_digest = $1"), "{stats:?}");
+}

@@ -18,6 +18,7 @@ pub(crate) struct DirectConnections {
     options: PgConnectOptions,
     idle: Mutex<Vec<PgConnection>>,
     permits: Semaphore,
+    max: usize,
 }
 
 impl fmt::Debug for DirectConnections {
@@ -36,7 +37,13 @@ impl DirectConnections {
             options: (*pool.connect_options()).clone(),
             idle: Mutex::new(Vec::with_capacity(max)),
             permits: Semaphore::new(max),
+            max,
         })
+    }
+
+    /// The most connections open at a time.
+    pub(crate) fn max(&self) -> usize {
+        self.max
     }
 
     /// An idle connection, or a new one when none is idle (at most `max`

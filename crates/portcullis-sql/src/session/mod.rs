@@ -5,6 +5,8 @@
 
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod shared_load;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

@@ -4,7 +4,8 @@
 //! connection are one contract; the codec shared with SQLite is in
 //! `mod.rs`.)
 
-use crate::direct::DirectConnections;
+use crate::direct::{DirectConnections, Lease};
+use crate::error::store_error;
 use crate::pg::DB_NOW_MS;
 use std::fmt;
 use std::future::Future;
@@ -21,8 +22,9 @@ use sqlx::query::QueryScalar;
 use sqlx::{PgPool, Postgres, SqlStr, Transaction};
 
 use super::{
-    Bound, COLUMNS, EXPIRY_GRACE, Row, decode_row, digest, listed, ms, purge_before, statement,
-    timestamp, update_remove, update_set, user_digest,
+    Bound, COLUMNS, EXPIRY_GRACE, Row, decode_row, digest, listed, ms, purge_before,
+    shared_load::{self, LoadQueue, Waiter},
+    statement, timestamp, update_remove, update_set, user_digest,
 };
 use crate::error::{SqlResultExt as _, bounded};
 use crate::pg::PgBackend;
@@ -180,11 +182,14 @@ struct Inner {
     lock_class: i32,
     /// The loads' own connections (`None`: loads use the pool).
     direct: Option<DirectConnections>,
+    /// Loads waiting for one of those connections.
+    queue: LoadQueue,
 }
 
 /// Every statement, rendered once.
 struct Statements {
     load: SqlStr,
+    load_many: SqlStr,
     insert: SqlStr,
     update: SqlStr,
     touch: SqlStr,
@@ -219,6 +224,11 @@ impl Statements {
         Self {
             load: s(&format!(
                 "SELECT {columns} FROM {{table:sessions}} WHERE id_digest = $1 AND {}",
+                served("$2")
+            )),
+            load_many: s(&format!(
+                "SELECT id_digest, {columns} FROM {{table:sessions}} \
+                 WHERE id_digest = ANY($1) AND {}",
                 served("$2")
             )),
             insert: s(&format!(
@@ -360,6 +370,7 @@ impl PgSessionStore {
                 purger: Purger::new(backend.purge_config()),
                 lock_class: i32::from_be_bytes([class[0], class[1], class[2], class[3]]),
                 direct: DirectConnections::new(backend.pool(), backend.read_connections()),
+                queue: LoadQueue::default(),
                 backend: backend.clone(),
                 clock,
             }),
@@ -427,20 +438,78 @@ impl Inner {
 
     /// The load on one of the store's own connections, kept for the next
     /// load only when the call ended cleanly.
-    async fn load_direct(
+    /// Answers the loads of `batch` with one statement on `lease` (the
+    /// single-key statement for one load): each gets its row when the row
+    /// is live by that load's own clock.
+    async fn serve_loads(&self, direct: &DirectConnections, lease: Lease<'_>, batch: Vec<Waiter>) {
+        match self.fetch_loads(direct, lease, &batch).await {
+            Ok(rows) => {
+                for w in batch {
+                    let now = ms(w.now);
+                    let row = rows
+                        .iter()
+                        .find(|(id, _)| id[..] == w.key.as_bytes()[..])
+                        .map(|(_, row)| row)
+                        .filter(|row| row.3 > now && row.4 > now)
+                        .cloned();
+                    w.answer(Ok(row));
+                }
+            }
+            Err(e) => {
+                for w in batch {
+                    w.answer(Err(store_error(&e)));
+                }
+            }
+        }
+    }
+
+    /// The rows of `batch`'s keys that are live by its earliest clock,
+    /// with their keys. A connection found dead (see [`dead_connection`])
+    /// is closed and the statement runs on the next one, until each of
+    /// the store's connections could have been tried.
+    async fn fetch_loads(
         &self,
         direct: &DirectConnections,
-        key: &TokenDigest,
-        now: Timestamp,
-    ) -> Result<Option<Row>, sqlx::Error> {
-        let mut lease = direct.lease().await?;
-        let row = sqlx::query_as(self.sql.load.clone())
-            .bind(&key.as_bytes()[..])
-            .bind(ms(now))
-            .fetch_optional(&mut *lease)
-            .await?;
-        lease.keep();
-        Ok(row)
+        lease: Lease<'_>,
+        batch: &[Waiter],
+    ) -> Result<Vec<(Vec<u8>, Row)>, sqlx::Error> {
+        type Keyed = (Vec<u8>, Option<Vec<u8>>, i64, i64, i64, i64, String, String);
+        let earliest = ms(batch.iter().map(|w| w.now).min().unwrap_or_default());
+        let keys: Vec<&[u8]> = batch.iter().map(|w| &w.key.as_bytes()[..]).collect();
+        let mut tries = direct.max().saturating_add(1);
+        let mut lease = Some(lease);
+        loop {
+            let mut conn = match lease.take() {
+                Some(l) => l,
+                None => direct.lease().await?,
+            };
+            let rows = match keys[..] {
+                [key] => sqlx::query_as::<_, Row>(self.sql.load.clone())
+                    .bind(key)
+                    .bind(earliest)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map(|row| row.map(|row| (key.to_vec(), row)).into_iter().collect()),
+                _ => sqlx::query_as::<_, Keyed>(self.sql.load_many.clone())
+                    .bind(&keys)
+                    .bind(earliest)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map(|rows| {
+                        rows.into_iter()
+                            .map(|(id, u, c, l, i, a, m, d)| (id, (u, c, l, i, a, m, d)))
+                            .collect()
+                    }),
+            };
+            match rows {
+                Ok(rows) => {
+                    conn.keep();
+                    return Ok(rows);
+                }
+                Err(e) if tries > 1 && dead_connection(&e, true) => tries -= 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn purge_batch(&self, n: u32) -> Result<u64, StoreError> {
@@ -582,9 +651,10 @@ impl SessionStore for PgSessionStore {
         bounded(inner.backend.timeout(), async {
             let row: Option<Row> = match &inner.direct {
                 Some(direct) => {
-                    inner
-                        .run(true, || inner.load_direct(direct, key, now))
-                        .await?
+                    shared_load::load(&inner.queue, direct, *key, now, |lease, batch| {
+                        inner.serve_loads(direct, lease, batch)
+                    })
+                    .await?
                 }
                 None => {
                     inner
