@@ -14,6 +14,7 @@
 //! | [`BadRequest`](RejectionKind::BadRequest) | 400 | 3 `INVALID_ARGUMENT` |
 //! | [`NotFound`](RejectionKind::NotFound) | 404 | 5 `NOT_FOUND` |
 //! | [`PayloadTooLarge`](RejectionKind::PayloadTooLarge) | 413 | 8 `RESOURCE_EXHAUSTED` |
+//! | [`TooManyRequests`](RejectionKind::TooManyRequests) | 429 + `Retry-After` (when set) | 8 `RESOURCE_EXHAUSTED` |
 //! | [`Internal`](RejectionKind::Internal) | 500 | 13 `INTERNAL` |
 //!
 //! Every kind has a constructor that takes the client-facing detail and
@@ -68,6 +69,8 @@ pub enum RejectionKind {
     NotFound,
     /// Input larger than the configured limit (413).
     PayloadTooLarge,
+    /// Too many attempts: come back after the `Retry-After` delay (429).
+    TooManyRequests,
     /// A fault on the server's side (500).
     Internal,
 }
@@ -83,6 +86,7 @@ impl RejectionKind {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,7 +100,7 @@ impl RejectionKind {
             Self::Unavailable => 14,
             Self::BadRequest => 3,
             Self::NotFound => 5,
-            Self::PayloadTooLarge => 8,
+            Self::PayloadTooLarge | Self::TooManyRequests => 8,
             Self::Internal => 13,
         }
     }
@@ -109,6 +113,7 @@ impl RejectionKind {
             Self::BadRequest => "Bad Request",
             Self::NotFound => "Not Found",
             Self::PayloadTooLarge => "Content Too Large",
+            Self::TooManyRequests => "Too Many Requests",
             Self::Internal => "Internal Server Error",
         }
     }
@@ -168,6 +173,12 @@ impl Rejection {
     /// 413.
     pub fn payload_too_large(detail: impl Into<Cow<'static, str>>) -> Self {
         Self::new(RejectionKind::PayloadTooLarge, detail)
+    }
+
+    /// 429; give the delay with
+    /// [`with_retry_after`](Self::with_retry_after).
+    pub fn too_many_requests(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(RejectionKind::TooManyRequests, detail)
     }
 
     /// 500.
@@ -383,6 +394,7 @@ mod tests {
             (Rejection::bad_request("x"), 400, 3),
             (Rejection::new(RejectionKind::NotFound, "x"), 404, 5),
             (Rejection::payload_too_large("x"), 413, 8),
+            (Rejection::too_many_requests("x"), 429, 8),
             (Rejection::internal("x"), 500, 13),
         ];
         for (r, http, grpc) in cases {
@@ -415,6 +427,11 @@ mod tests {
             (Rejection::new(RejectionKind::Unavailable, "x"), Some("1")),
             (Rejection::unauthenticated("x"), None),
             (Rejection::internal("x"), None),
+            (Rejection::too_many_requests("x"), None),
+            (
+                Rejection::too_many_requests("x").with_retry_after(secs(900)),
+                Some("900"),
+            ),
             (
                 Rejection::forbidden("x").with_retry_after(secs(7)),
                 Some("7"),
