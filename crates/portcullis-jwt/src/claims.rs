@@ -161,6 +161,18 @@ pub struct RegisteredClaims {
     /// carry one).
     #[serde(default, rename = "nonce", deserialize_with = "present")]
     pub has_nonce: bool,
+    /// `auth_time`: when the user last actively authenticated (entered a
+    /// password, a one-time code, ...), seconds since the epoch. A refresh
+    /// copies it unchanged; only a new login moves it.
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub auth_time: Option<i64>,
+    /// `amr`: how the user authenticated, as RFC 8176 method names
+    /// (`pwd`, `otp`, `mfa`, `hwk`, ...).
+    #[serde(default)]
+    pub amr: Option<Vec<String>>,
+    /// `acr`: the authentication context class the login satisfied.
+    #[serde(default)]
+    pub acr: Option<String>,
 }
 
 pub(crate) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -182,6 +194,15 @@ impl RegisteredClaims {
         self.roles
             .as_ref()
             .is_some_and(|r| r.iter().any(|x| x == role))
+    }
+
+    /// Whether `amr` names the authentication method `method` (RFC 8176:
+    /// `pwd`, `otp`, `mfa`, ...).
+    #[must_use]
+    pub fn has_method(&self, method: &str) -> bool {
+        self.amr
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|x| x == method))
     }
 }
 
@@ -236,7 +257,7 @@ impl<'de> Visitor<'de> for RegisteredUnique {
         // Known claims: one bit each (a known name never equals another
         // key, so the two sets are checked apart). Other keys: a linear
         // scan, as in `Unique` (claim sets are small).
-        let mut seen: u16 = 0;
+        let mut seen: u32 = 0;
         let mut others: Vec<std::borrow::Cow<'de, str>> = Vec::new();
         while let Some(KeyStr(key)) = map.next_key::<KeyStr<'de>>()? {
             let bit: u16 = match &*key {
@@ -255,6 +276,9 @@ impl<'de> Visitor<'de> for RegisteredUnique {
                 "token_use" => 12,
                 "typ" => 13,
                 "nonce" => 14,
+                "auth_time" => 15,
+                "amr" => 16,
+                "acr" => 17,
                 _ => {
                     if others.contains(&key) {
                         return Err(de::Error::custom("duplicate key"));
@@ -283,6 +307,9 @@ impl<'de> Visitor<'de> for RegisteredUnique {
                 11 => c.roles = map.next_value()?,
                 12 => c.token_use = map.next_value()?,
                 13 => c.payload_typ = map.next_value()?,
+                15 => c.auth_time = map.next_value_seed(Date)?,
+                16 => c.amr = map.next_value()?,
+                17 => c.acr = map.next_value()?,
                 _ => {
                     map.next_value_seed(Unique)?;
                     c.has_nonce = true;
@@ -458,12 +485,26 @@ mod tests {
             r#"[1]"#,
             r#"{"exp":1} x"#,
             r#"{"client_id":"c","token_use":"access","typ":"Bearer","jti":"j","sid":"s","ver":3,"nbf":1}"#,
+            r#"{"auth_time":1700000000.5,"amr":["pwd","otp"],"acr":"urn:example:gold"}"#,
+            r#"{"auth_time":1,"auth_time":2}"#,
+            r#"{"amr":"pwd"}"#,
+            r#"{"acr":1}"#,
+            r#"{"auth_time":"1"}"#,
         ];
         for text in cases {
             assert_eq!(registered_unique(text), two_passes(text), "{text}");
         }
         assert!(registered_unique(cases[0]).is_ok_and(|c| c.has_nonce && c.exp == Some(10)));
         assert!(registered_unique(cases[13]).is_ok_and(|c| c.ver == Some(3) && c.nbf == Some(1)));
+        assert!(registered_unique(cases[14]).is_ok_and(|c| {
+            c.auth_time == Some(1_700_000_000)
+                && c.has_method("otp")
+                && !c.has_method("hwk")
+                && c.acr.as_deref() == Some("urn:example:gold")
+        }));
+        for bad in &cases[15..] {
+            assert!(registered_unique(bad).is_err(), "{bad}");
+        }
     }
 
     fn key() -> impl Strategy<Value = String> {
@@ -485,6 +526,9 @@ mod tests {
                 "token_use",
                 "typ",
                 "nonce",
+                "auth_time",
+                "amr",
+                "acr",
                 "x",
                 "y",
                 "\\u0078",

@@ -62,13 +62,20 @@ pub enum JwtErrorKind {
     RevocationUnavailable,
     /// A valid token without the required scope or role: 403.
     InsufficientScope,
+    /// A valid token whose login is too old, or whose authentication
+    /// context class (`acr`) is not one the route accepts: 401 with RFC
+    /// 9470's `insufficient_user_authentication` challenge. The client
+    /// logs in again (step-up) and retries.
+    InsufficientUserAuthentication,
 }
 
-/// A refused token: its [`JwtErrorKind`] and, for scope failures, what was
-/// required.
+/// A refused token: its [`JwtErrorKind`] and, for scope and step-up
+/// failures, what was required.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JwtError {
     kind: JwtErrorKind,
+    /// The missing scope or role; for a step-up refusal, the challenge's
+    /// parameters after the error code, already rendered.
     required: Option<String>,
 }
 
@@ -84,6 +91,16 @@ impl JwtError {
         Self {
             kind: JwtErrorKind::InsufficientScope,
             required: Some(required),
+        }
+    }
+
+    /// A step-up refusal; `params` are the challenge's parameters after
+    /// `error="insufficient_user_authentication"` (`error_description`,
+    /// `max_age`, `acr_values`), rendered by the guard.
+    pub(crate) const fn step_up(params: String) -> Self {
+        Self {
+            kind: JwtErrorKind::InsufficientUserAuthentication,
+            required: Some(params),
         }
     }
 
@@ -120,14 +137,16 @@ impl JwtError {
             JwtErrorKind::KeysUnavailable => "keys-unavailable",
             JwtErrorKind::RevocationUnavailable => "revocation-unavailable",
             JwtErrorKind::InsufficientScope => "insufficient-scope",
+            JwtErrorKind::InsufficientUserAuthentication => "insufficient-user-authentication",
         }
     }
 
     /// The refusal: 401 `invalid_token` with one uniform body for every
     /// token failure, 401 without an error code when no token was sent
     /// (RFC 6750 section 3.1), 400 `invalid_request` for malformed
-    /// credentials, 403 `insufficient_scope`, 503 when keys are
-    /// unavailable.
+    /// credentials, 403 `insufficient_scope`, 401
+    /// `insufficient_user_authentication` (RFC 9470) for a login too old or
+    /// too weak, 503 when keys are unavailable.
     pub fn rejection(&self, realm: Option<&str>, retry_after: std::time::Duration) -> Rejection {
         let rejection = match self.kind {
             JwtErrorKind::Missing => Rejection::unauthenticated("an access token is required"),
@@ -142,6 +161,9 @@ impl JwtError {
             JwtErrorKind::InsufficientScope => {
                 Rejection::forbidden("the access token does not grant this")
             }
+            JwtErrorKind::InsufficientUserAuthentication => Rejection::unauthenticated(
+                "a more recent or stronger login is required: log in again",
+            ),
             _ => Rejection::unauthenticated("the access token is invalid"),
         };
         let value = challenge(self.kind, realm, self.required.as_deref());
@@ -170,7 +192,7 @@ impl std::error::Error for JwtError {}
 /// The `WWW-Authenticate` value for a refusal of `kind` (RFC 6750 §3):
 /// no error code when no token was sent, and no trailing space when there
 /// is nothing after the scheme.
-pub(crate) fn challenge(kind: JwtErrorKind, realm: Option<&str>, scope: Option<&str>) -> String {
+pub(crate) fn challenge(kind: JwtErrorKind, realm: Option<&str>, required: Option<&str>) -> String {
     let mut params: Vec<String> = Vec::with_capacity(3);
     if let Some(realm) = realm {
         params.push(format!("realm=\"{realm}\""));
@@ -180,7 +202,13 @@ pub(crate) fn challenge(kind: JwtErrorKind, realm: Option<&str>, scope: Option<&
         JwtErrorKind::InvalidRequest => params.push("error=\"invalid_request\"".into()),
         JwtErrorKind::InsufficientScope => {
             params.push("error=\"insufficient_scope\"".into());
-            params.push(format!("scope=\"{}\"", scope.unwrap_or_default()));
+            params.push(format!("scope=\"{}\"", required.unwrap_or_default()));
+        }
+        JwtErrorKind::InsufficientUserAuthentication => {
+            params.push("error=\"insufficient_user_authentication\"".into());
+            if let Some(rest) = required {
+                params.push(rest.to_owned());
+            }
         }
         _ => params.push("error=\"invalid_token\"".into()),
     }

@@ -187,9 +187,30 @@ impl JwtIssuerBuilder {
     }
 }
 
-const REGISTERED: [&str; 11] = [
-    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "ver", "scope", "roles",
+/// The claims the issuer controls: an application cannot set them through
+/// [`TokenBuilder::claims`] (only through the builder's typed setters), so
+/// user-controlled data copied into custom claims cannot forge, say, a
+/// fresh `auth_time`.
+pub(crate) const REGISTERED: [&str; 14] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "sid",
+    "ver",
+    "scope",
+    "roles",
+    "auth_time",
+    "amr",
+    "acr",
 ];
+
+/// The `amr` of a [`JwtIssuer::login_token`] unless
+/// [`TokenBuilder::methods`] says otherwise: a password (RFC 8176).
+pub const DEFAULT_AMR: &str = "pwd";
 
 /// A token being minted; see [`JwtIssuer::token`].
 #[must_use]
@@ -199,6 +220,8 @@ pub struct TokenBuilder<'a> {
     claims: Map<String, Value>,
     error: Option<IssueError>,
     lifetime: Option<Duration>,
+    /// A login token: `auth_time` is the minting time unless set.
+    login: bool,
 }
 
 impl fmt::Debug for TokenBuilder<'_> {
@@ -237,6 +260,37 @@ impl TokenBuilder<'_> {
         self
     }
 
+    /// Sets `auth_time`: when the user last actively authenticated,
+    /// seconds since the epoch (for a token minted later than the login,
+    /// such as one minted from a session that recorded its login time).
+    /// [`JwtIssuer::login_token`] sets it to the minting time.
+    pub fn auth_time(mut self, secs: i64) -> Self {
+        self.claims.insert("auth_time".into(), Value::from(secs));
+        self
+    }
+
+    /// Sets `amr`, how the user authenticated: RFC 8176 method names such
+    /// as `pwd`, `otp`, `mfa`, `hwk` (replaces earlier methods). An empty
+    /// list is refused at [`mint`](Self::mint).
+    pub fn methods<I: IntoIterator<Item = S>, S: Into<String>>(mut self, methods: I) -> Self {
+        let methods: Vec<Value> = methods
+            .into_iter()
+            .map(|m| Value::String(m.into()))
+            .collect();
+        if methods.is_empty() {
+            self.error = Some(IssueError::Claims("amr must name a method".into()));
+        }
+        self.claims.insert("amr".into(), Value::Array(methods));
+        self
+    }
+
+    /// Sets `acr`, the authentication context class the login satisfied
+    /// (checked by [`RequireFreshAuthLayer::acr`](crate::RequireFreshAuthLayer::acr)).
+    pub fn acr(mut self, acr: impl Into<String>) -> Self {
+        self.claims.insert("acr".into(), Value::String(acr.into()));
+        self
+    }
+
     /// A shorter (or longer) lifetime for this token.
     pub const fn lifetime(mut self, lifetime: Duration) -> Self {
         self.lifetime = Some(lifetime);
@@ -244,7 +298,11 @@ impl TokenBuilder<'_> {
     }
 
     /// Adds the application's claims (a struct serializing to a JSON object
-    /// whose names are not registered claims).
+    /// whose names are not registered claims). A name the issuer controls
+    /// (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `jti`, `sid`, `ver`,
+    /// `scope`, `roles`, `auth_time`, `amr`, `acr`) makes
+    /// [`mint`](Self::mint) fail with [`IssueError::Claims`]: set those
+    /// through the typed setters.
     pub fn claims(mut self, custom: &impl Serialize) -> Self {
         match serde_json::to_value(custom) {
             Ok(Value::Object(map)) => {
@@ -293,6 +351,9 @@ impl TokenBuilder<'_> {
         claims.insert("iat".into(), Value::from(now));
         claims.insert("exp".into(), Value::from(exp));
         claims.insert("jti".into(), Value::String(jti.clone()));
+        if self.login && !claims.contains_key("auth_time") {
+            claims.insert("auth_time".into(), Value::from(now));
+        }
         if !claims.contains_key("ver") {
             if let Some(view) = &inner.revocation {
                 claims.insert("ver".into(), Value::from(view.user_version(&self.sub)));
@@ -329,7 +390,11 @@ impl JwtIssuer {
         }
     }
 
-    /// Starts a token for user `sub`.
+    /// Starts a token for user `sub`. It carries no `auth_time` (unless
+    /// [`TokenBuilder::auth_time`] sets one), so
+    /// [`RequireFreshAuthLayer`](crate::RequireFreshAuthLayer) never takes
+    /// it for a fresh login: use [`login_token`](Self::login_token) in the
+    /// handler that has just checked the user's credentials.
     pub fn token(&self, sub: impl Into<String>) -> TokenBuilder<'_> {
         TokenBuilder {
             issuer: self,
@@ -337,7 +402,42 @@ impl JwtIssuer {
             claims: Map::new(),
             error: None,
             lifetime: None,
+            login: false,
         }
+    }
+
+    /// Starts a token for user `sub`, who has just authenticated: its
+    /// `auth_time` is the minting time and its `amr` is `["pwd"]`
+    /// ([`DEFAULT_AMR`]) unless [`TokenBuilder::methods`] names other
+    /// methods; [`TokenBuilder::acr`] adds an `acr`.
+    ///
+    /// Step-up (asking for the password again before a sensitive action)
+    /// is a new login: a token minted here again, with a new `auth_time`.
+    /// A token minted later for the same login (from a session, or by a
+    /// refresh) keeps the login's time: [`TokenBuilder::auth_time`].
+    ///
+    /// ```
+    /// use portcullis_jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
+    ///     .issuer("https://auth.example.com")
+    ///     .audience("api")
+    ///     .build()
+    ///     .unwrap();
+    /// // The password and a one-time code were checked.
+    /// let token = issuer.login_token("alice").methods(["pwd", "otp"]).acr("gold").mint().unwrap();
+    /// let claims = JwtLayer::builder_for(&issuer).build().unwrap().verify(&token.token).await.unwrap();
+    /// assert!(claims.registered().auth_time.is_some());
+    /// assert!(claims.registered().has_method("otp"));
+    /// assert_eq!(claims.registered().acr.as_deref(), Some("gold"));
+    /// # }
+    /// ```
+    pub fn login_token(&self, sub: impl Into<String>) -> TokenBuilder<'_> {
+        let mut t = self.token(sub).methods([DEFAULT_AMR]);
+        t.login = true;
+        t
     }
 
     /// The verifying keys: the signing key and the retired ones whose tokens
@@ -509,5 +609,102 @@ impl JwtIssuer {
     #[must_use]
     pub fn jwks_json(&self) -> String {
         serde_json::to_string(&self.jwks()).unwrap_or_else(|_| "{\"keys\":[]}".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use portcullis_core::ManualClock;
+    use serde_json::json;
+
+    use super::*;
+    use crate::alg::Algorithm;
+
+    fn payload(token: &str) -> Value {
+        use base64::Engine as _;
+        let part = token.split('.').nth(1).unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn issuer(clock: Arc<ManualClock>) -> JwtIssuer {
+        JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[1; 32]).unwrap())
+            .issuer("https://i.test")
+            .clock(clock)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn login_tokens_carry_the_login_and_plain_tokens_do_not() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let issuer = issuer(clock.clone());
+        let p = payload(&issuer.login_token("alice").mint().unwrap().token);
+        assert_eq!(p["auth_time"], json!(1_700_000_000));
+        assert_eq!(p["auth_time"], p["iat"]);
+        assert_eq!(p["amr"], json!(["pwd"]));
+        assert!(p.get("acr").is_none());
+
+        let p = payload(
+            &issuer
+                .login_token("alice")
+                .methods(["pwd", "otp"])
+                .acr("gold")
+                .mint()
+                .unwrap()
+                .token,
+        );
+        assert_eq!(p["amr"], json!(["pwd", "otp"]));
+        assert_eq!(p["acr"], json!("gold"));
+
+        let p = payload(&issuer.token("alice").mint().unwrap().token);
+        for name in ["auth_time", "amr", "acr"] {
+            assert!(p.get(name).is_none(), "{name}");
+        }
+        // A token minted later for an earlier login keeps its time.
+        let p = payload(
+            &issuer
+                .login_token("alice")
+                .auth_time(1_600_000_000)
+                .mint()
+                .unwrap()
+                .token,
+        );
+        assert_eq!(p["auth_time"], json!(1_600_000_000));
+        assert!(matches!(
+            issuer
+                .login_token("alice")
+                .methods(Vec::<String>::new())
+                .mint(),
+            Err(IssueError::Claims(_))
+        ));
+    }
+
+    #[test]
+    fn custom_claims_cannot_forge_the_login() {
+        let issuer = issuer(Arc::new(ManualClock::new(1_700_000_000_000)));
+        for forged in [
+            json!({"auth_time": 4_000_000_000_i64}),
+            json!({"amr": ["hwk", "mfa"]}),
+            json!({"acr": "gold"}),
+            json!({"tenant": "acme", "auth_time": 1}),
+        ] {
+            let got = issuer.login_token("alice").claims(&forged).mint();
+            assert!(
+                matches!(got, Err(IssueError::Claims(_))),
+                "{forged}: {got:?}"
+            );
+        }
+        assert!(
+            issuer
+                .login_token("alice")
+                .claims(&json!({"tenant": "acme"}))
+                .mint()
+                .is_ok()
+        );
     }
 }

@@ -22,6 +22,14 @@
 //!   [`JwtIssuer::retire`] refuses a compromised key at once, tokens
 //!   already in the verified-token cache included.
 //!
+//! Fresh login ("sudo mode"): [`JwtIssuer::login_token`] mints `auth_time`
+//! (the login's time), `amr` (how the user authenticated, default
+//! `["pwd"]`) and an optional `acr`; refresh families copy them unchanged.
+//! [`RequireFreshAuthLayer`] refuses a route to a login older than a
+//! maximum age or without an accepted `acr`, with RFC 9470's
+//! `insufficient_user_authentication` challenge; the client steps up by
+//! logging in again.
+//!
 //! Revocation reaches every instance without a store call per request:
 //! the layer checks an in-process [`RevocationView`](revocation::RevocationView)
 //! that a [`RevocationStore`](revocation::RevocationStore) keeps current.
@@ -70,6 +78,7 @@ mod claims;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
+mod fresh;
 mod issuer;
 mod json;
 pub mod jwks;
@@ -95,8 +104,10 @@ pub use error::{JwtError, JwtErrorKind};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::{ClaimsRejection, ClaimsRejectionKind, JwksResponse, OptionalClaims};
+pub use fresh::{FreshAuthConfigError, RequireFreshAuth, RequireFreshAuthLayer};
 pub use issuer::{
-    AccessToken, DEFAULT_ACCESS_LIFETIME, IssueError, JwtIssuer, JwtIssuerBuilder, TokenBuilder,
+    AccessToken, DEFAULT_ACCESS_LIFETIME, DEFAULT_AMR, IssueError, JwtIssuer, JwtIssuerBuilder,
+    TokenBuilder,
 };
 pub use key::{KeyError, SigningKey, VerifyingKey, generate_pkcs8_pem};
 pub use keys::{KeyLookup, KeySet, KeySource, RefreshFuture, SharedKeys};
