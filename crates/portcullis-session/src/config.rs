@@ -25,6 +25,16 @@ pub enum Transport {
 /// ([`SessionConfig::max_sessions_per_user`]).
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 20;
 
+/// The default [`SessionConfig::max_remember`]: 30 days.
+pub const DEFAULT_MAX_REMEMBER: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The longest [`SessionConfig::max_remember`] accepted: 400 days, the
+/// cap browsers put on a cookie's lifetime (RFC 6265bis).
+pub const MAX_REMEMBER_LIMIT: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// The default [`SessionConfig::remembered_idle_timeout`]: 7 days.
+pub const DEFAULT_REMEMBERED_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Configuration of a [`SessionLayer`](crate::SessionLayer).
 ///
 /// Defaults: cookie `__Host-session` (`Secure`, `HttpOnly`, `SameSite=Lax`,
@@ -32,7 +42,11 @@ pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 20;
 /// extension written at most once a minute, at most
 /// [`DEFAULT_MAX_SESSIONS_PER_USER`] sessions per user (the oldest logged
 /// out first, so one account cannot fill a bounded store), `Retry-After:
-/// 1` on 503, the system clock, no `Clear-Site-Data` on logout.
+/// 1` on 503, the system clock, no `Clear-Site-Data` on logout; session
+/// cookies without `Max-Age` (they end with the browser session) unless a
+/// login is remembered ([`LoginOptions::remember`](crate::LoginOptions::remember)),
+/// for at most [`DEFAULT_MAX_REMEMBER`]; no re-authentication page (the
+/// fresh-login guard answers pages 401 as it does APIs).
 ///
 /// ```
 /// use std::time::Duration;
@@ -57,6 +71,9 @@ pub struct SessionConfig {
     pub(crate) clock: SharedClock,
     pub(crate) client_ip: Option<ClientIpFn>,
     pub(crate) clear_site_data: bool,
+    pub(crate) max_remember: Duration,
+    pub(crate) remembered_idle: Duration,
+    pub(crate) reauthentication_url: Option<String>,
 }
 
 impl Default for SessionConfig {
@@ -72,6 +89,9 @@ impl Default for SessionConfig {
             clock: SystemClock::shared(),
             client_ip: None,
             clear_site_data: false,
+            max_remember: DEFAULT_MAX_REMEMBER,
+            remembered_idle: DEFAULT_REMEMBERED_IDLE_TIMEOUT,
+            reauthentication_url: None,
         }
     }
 }
@@ -87,6 +107,9 @@ impl fmt::Debug for SessionConfig {
             .field("cap", &self.cap)
             .field("clock", &self.clock)
             .field("clear_site_data_on_logout", &self.clear_site_data)
+            .field("max_remember", &self.max_remember)
+            .field("remembered_idle_timeout", &self.remembered_idle)
+            .field("reauthentication_url", &self.reauthentication_url)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +127,13 @@ pub enum SessionConfigError {
     /// The per-user cap is zero.
     #[error("the per-user session cap must be at least 1")]
     Cap,
+    /// The longest remembered login is zero or above 400 days, or the
+    /// remembered idle timeout is zero.
+    #[error("the remembered lifetime must be between 1 ms and 400 days, its idle timeout non-zero")]
+    Remember,
+    /// The re-authentication URL is not a path on this site.
+    #[error(transparent)]
+    ReauthenticationUrl(#[from] crate::guard::InvalidLoginUrl),
 }
 
 impl SessionConfig {
@@ -197,6 +227,50 @@ impl SessionConfig {
         self
     }
 
+    /// The longest a login may ask to be remembered
+    /// ([`LoginOptions::remember`](crate::LoginOptions::remember) is capped
+    /// at it). Default [`DEFAULT_MAX_REMEMBER`] (30 days); at most
+    /// [`MAX_REMEMBER_LIMIT`] (400 days, browsers' own cap on a cookie's
+    /// lifetime), checked when the layer is built.
+    ///
+    /// What remembering trades: a remembered session's cookie survives the
+    /// browser closing, so a stolen cookie, or a shared computer someone
+    /// forgot to log out of, stays logged in for days. The server-side
+    /// deadlines (this cap, and [`SessionConfig::remembered_idle_timeout`])
+    /// are the real limit either way: browsers that restore their last
+    /// session also keep "session" cookies, so a login that was not
+    /// remembered is not guaranteed to end when the window closes either.
+    /// Offer remembering as a choice on the login form, keep sensitive
+    /// actions behind [`RequireFreshLogin`](crate::RequireFreshLogin), and
+    /// give users a device list ([`Session::active_sessions`](crate::Session::active_sessions))
+    /// and "log out everywhere".
+    pub const fn max_remember(mut self, max: Duration) -> Self {
+        self.max_remember = max;
+        self
+    }
+
+    /// A remembered login ends after this long without a request (default
+    /// [`DEFAULT_REMEMBERED_IDLE_TIMEOUT`], 7 days), or at its absolute
+    /// deadline, whichever comes first. Logins that are not remembered keep
+    /// [`SessionConfig::idle_timeout`].
+    pub const fn remembered_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.remembered_idle = timeout;
+        self
+    }
+
+    /// Where [`RequireFreshLogin`](crate::RequireFreshLogin) and
+    /// [`FreshLogin`](crate::FreshLogin) send a page (a browser navigation)
+    /// whose login is not recent enough: a form that asks for the password
+    /// again and calls [`Session::reauthenticated`](crate::Session::reauthenticated).
+    /// The page's own path is added as `next` (`/reauth?next=/account`).
+    /// Without it, pages get the 401 that APIs get. Checked when the layer
+    /// is built: it must be a path on this site, as for
+    /// [`RequireLoginLayer::redirect_to`](crate::RequireLoginLayer::redirect_to).
+    pub fn reauthentication_url(mut self, url: impl Into<String>) -> Self {
+        self.reauthentication_url = Some(url.into());
+        self
+    }
+
     /// The cookie settings.
     pub const fn cookie_config(&self) -> &CookieConfig {
         &self.cookie
@@ -217,6 +291,15 @@ impl SessionConfig {
         }
         if matches!(self.cap, Some((0, _))) {
             return Err(SessionConfigError::Cap);
+        }
+        if self.max_remember.is_zero()
+            || self.max_remember > MAX_REMEMBER_LIMIT
+            || self.remembered_idle.is_zero()
+        {
+            return Err(SessionConfigError::Remember);
+        }
+        if let Some(url) = &self.reauthentication_url {
+            crate::guard::check_redirect_url(url)?;
         }
         Ok(())
     }

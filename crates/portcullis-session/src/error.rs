@@ -23,6 +23,10 @@ pub enum SessionErrorKind {
     LayerMissing,
     /// The operating system's random source failed (500).
     Random,
+    /// The application tried to write or remove a data key under the
+    /// reserved prefix [`AUTH_PREFIX`](crate::AUTH_PREFIX), which holds how
+    /// and when the user authenticated (500: a bug in the application).
+    ReservedKey,
 }
 
 /// A failed session operation. Behind the `axum` feature it is also an
@@ -89,6 +93,9 @@ impl SessionError {
             SessionErrorKind::Random => {
                 Rejection::internal("random source failed").with_reason("random")
             }
+            SessionErrorKind::ReservedKey => {
+                Rejection::internal("session data error").with_reason("session-reserved-key")
+            }
         }
     }
 }
@@ -111,6 +118,9 @@ impl fmt::Display for SessionError {
             SessionErrorKind::Serialization => "a session value could not be (de)serialized",
             SessionErrorKind::LayerMissing => "SessionLayer is not installed on this route",
             SessionErrorKind::Random => "the operating system's random source failed",
+            SessionErrorKind::ReservedKey => {
+                "session keys starting with \"~auth:\" are reserved for the authentication state"
+            }
         })
     }
 }

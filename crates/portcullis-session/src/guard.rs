@@ -68,9 +68,7 @@ impl RequireLoginLayer {
     /// [`InvalidLoginUrl`] when `login_url` is not a same-site path.
     pub fn redirect_to(login_url: impl Into<String>) -> Result<Self, InvalidLoginUrl> {
         let login_url = login_url.into();
-        if !is_same_site_path(&login_url) || HeaderValue::from_str(&login_url).is_err() {
-            return Err(InvalidLoginUrl);
-        }
+        check_redirect_url(&login_url)?;
         Ok(Self {
             login_url: login_url.into(),
         })
@@ -167,24 +165,42 @@ enum Refusal {
 
 /// Decides how to refuse a request without a logged-in user.
 fn refusal(method: &Method, headers: &HeaderMap, uri: &Uri, login_url: &str) -> Refusal {
-    let navigation = (method == Method::GET || method == Method::HEAD)
+    if !is_navigation(method, headers) {
+        return Refusal::Unauthenticated;
+    }
+    redirect_location(login_url, uri).map_or(Refusal::Unauthenticated, Refusal::Redirect)
+}
+
+/// Checks that `url` can serve as a redirect target: a same-site path and
+/// a valid header value.
+pub(crate) fn check_redirect_url(url: &str) -> Result<(), InvalidLoginUrl> {
+    if !is_same_site_path(url) || HeaderValue::from_str(url).is_err() {
+        return Err(InvalidLoginUrl);
+    }
+    Ok(())
+}
+
+/// A page: a browser navigation (`GET` or `HEAD` accepting `text/html`).
+pub(crate) fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    (method == Method::GET || method == Method::HEAD)
         && headers
             .get_all(ACCEPT)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.to_ascii_lowercase().contains("text/html"));
-    if !navigation {
-        return Refusal::Unauthenticated;
-    }
-    let mut location = login_url.to_owned();
+            .any(|v| v.to_ascii_lowercase().contains("text/html"))
+}
+
+/// `url` with the request's path as `next`, when that is a same-site path.
+pub(crate) fn redirect_location(url: &str, uri: &Uri) -> Option<HeaderValue> {
+    let mut location = url.to_owned();
     if let Some(next) = uri.path_and_query().map(http::uri::PathAndQuery::as_str) {
         if is_same_site_path(next) {
-            location.push(if login_url.contains('?') { '&' } else { '?' });
+            location.push(if url.contains('?') { '&' } else { '?' });
             location.push_str("next=");
             percent_encode_into(next, &mut location);
         }
     }
-    HeaderValue::try_from(location).map_or(Refusal::Unauthenticated, Refusal::Redirect)
+    HeaderValue::try_from(location).ok()
 }
 
 /// A path on this site: `/...`, never `//host` nor `/\host` (which
@@ -208,7 +224,8 @@ fn percent_encode_into(s: &str, out: &mut String) {
     }
 }
 
-fn redirect<B>(location: HeaderValue) -> Response<ResponseBody<B>> {
+/// A 303 to `location`, never cached.
+pub(crate) fn redirect<B>(location: HeaderValue) -> Response<ResponseBody<B>> {
     let mut response = Response::new(ResponseBody::full(bytes::Bytes::new()));
     *response.status_mut() = StatusCode::SEE_OTHER;
     response.headers_mut().insert(LOCATION, location);

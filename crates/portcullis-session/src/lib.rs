@@ -42,6 +42,15 @@
 //! | `testing` | no | [`testing`]: the store conformance suite and fault injection |
 //! | `tracing` | no | debug/warn events (never carrying an id or a cookie) |
 //!
+//! Sessions record when and how the user authenticated
+//! ([`Session::authenticated_at`], [`Session::auth_methods`], set by
+//! [`Session::login_with`] and [`Session::reauthenticated`]) in data keys
+//! reserved for it ([`AUTH_PREFIX`]); a login can be remembered
+//! ([`LoginOptions::remember`]: a persistent cookie, capped by
+//! [`SessionConfig::max_remember`]), and otherwise gets a cookie that ends
+//! with the browser session; [`Session::password_changed`] logs out the
+//! user's other sessions.
+//!
 //! For tonic or plain hyper, the handle is in the request extensions:
 //! `req.extensions().get::<Session>()`.
 //!
@@ -49,6 +58,7 @@
 //! |---|---|
 //! | [`store`] | the page for store implementers: [`SessionStore`], its records, a complete custom store |
 //! | [`guard`] | [`RequireLoginLayer`]: redirect pages to the login form, 401 for APIs |
+//! | [`fresh`] | [`RequireFreshLogin`], [`FreshLogin`]: "sudo mode", a recent login for sensitive actions |
 //! | [`testing`] | the conformance suite, [`FaultyStore`](testing::FaultyStore) (feature `testing`) |
 //!
 //! Inside: `layer.rs` builds `service.rs` ([`SessionManager`]), which hands
@@ -62,12 +72,14 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod auth;
 mod config;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
 #[cfg(feature = "file-store")]
 mod file;
+pub mod fresh;
 pub mod guard;
 mod layer;
 mod login;
@@ -82,7 +94,11 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
-pub use config::{DEFAULT_MAX_SESSIONS_PER_USER, SessionConfig, SessionConfigError, Transport};
+pub use auth::{AUTH_PREFIX, AuthMethod, InvalidAuthMethod, LoginOptions};
+pub use config::{
+    DEFAULT_MAX_REMEMBER, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_REMEMBERED_IDLE_TIMEOUT,
+    MAX_REMEMBER_LIMIT, SessionConfig, SessionConfigError, Transport,
+};
 pub use error::{SessionError, SessionErrorKind};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
@@ -90,6 +106,9 @@ pub use extract::CurrentUser;
 #[cfg(feature = "file-store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "file-store")))]
 pub use file::FileStore;
+pub use fresh::{
+    FreshLogin, FreshLoginGuard, FreshLoginRejection, LOGIN_NOT_FRESH, RequireFreshLogin,
+};
 pub use guard::{InvalidLoginUrl, RequireLogin, RequireLoginLayer};
 pub use layer::SessionLayer;
 pub use login::RENEW_SCOPED_PREFIX;

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::auth::{self, AuthMethod, LoginOptions};
 use crate::error::SessionError;
 use crate::session::Session;
-use crate::state::ClearSiteData;
+use crate::state::{ClearSiteData, State};
 
 /// Data keys starting with this prefix are dropped whenever the session id
 /// is renewed (login, [`Session::renew`]). Secrets bound to one id, such as
@@ -35,7 +36,19 @@ fn carried_data(
 }
 
 impl Session {
-    /// Logs `user_id` in, under a new session id.
+    /// Logs `user_id` in, under a new session id, as a password login
+    /// that is not remembered: [`Session::login_with`] with
+    /// [`LoginOptions::default`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::login_with`].
+    pub async fn login(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
+        self.login_with(user_id, LoginOptions::default()).await
+    }
+
+    /// Logs `user_id` in, under a new session id, recording how
+    /// (`options`: the methods used, and whether the login is remembered).
     ///
     /// The new record is stored first, then the old one deleted; if storing
     /// fails the old session stays as it was. Whatever id the client sent
@@ -50,23 +63,67 @@ impl Session {
     /// - from a session of **another** user: nothing. The new session
     ///   starts from empty data, so nothing the previous user stored (an
     ///   `mfa_verified` flag, a cart, a pending action) is ever seen by the
-    ///   next one in the same browser.
+    ///   next one in the same browser;
+    /// - always: the authentication time (now) and methods
+    ///   ([`Session::authenticated_at`], [`Session::auth_methods`]) under
+    ///   [`AUTH_PREFIX`](crate::AUTH_PREFIX), replacing those of an earlier
+    ///   login.
+    ///
+    /// A remembered login ([`LoginOptions::remember`]) ends at
+    /// `now + min(lifetime, max_remember)` and after
+    /// [`SessionConfig::remembered_idle_timeout`](crate::SessionConfig::remembered_idle_timeout)
+    /// without a request, and its cookie carries `Max-Age` up to that
+    /// deadline. Any other login gets the configured idle timeout and
+    /// absolute lifetime and a browser-session cookie (no `Max-Age`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use portcullis_session::{LoginOptions, Session, SessionError};
+    ///
+    /// async fn login(session: Session, remember_me: bool) -> Result<(), SessionError> {
+    ///     // ... check the credentials first ...
+    ///     let mut options = LoginOptions::new();
+    ///     if remember_me {
+    ///         options = options.remember(Duration::from_secs(14 * 24 * 3600));
+    ///     }
+    ///     session.login_with("alice", options).await
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
     /// [`SessionErrorKind::Unavailable`](crate::SessionErrorKind::Unavailable),
     /// or [`SessionErrorKind::LimitReached`](crate::SessionErrorKind::LimitReached)
     /// when the cap refuses the login.
-    pub async fn login(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
+    pub async fn login_with(
+        &self,
+        user_id: impl Into<String>,
+        options: LoginOptions,
+    ) -> Result<(), SessionError> {
         let user_id = user_id.into();
         let request = self.request();
+        let config = &request.ctx().config;
         let mut st = request.lock().await?;
-        let data = carried_data(st.user_id(), Some(&user_id), st.data());
-        request.renew_id(&mut st, Some(user_id), data).await
+        let mut data = carried_data(st.user_id(), Some(&user_id), st.data());
+        auth::strip_reserved(&mut data);
+        let now = config.clock.now();
+        auth::set_authenticated(&mut data, now, &options.methods);
+        let remembered_until = options.remember.map(|lifetime| {
+            let lifetime = lifetime.min(config.max_remember);
+            auth::set_remembered(&mut data, Some(config.remembered_idle.min(lifetime)));
+            now + lifetime
+        });
+        request
+            .renew_id(&mut st, Some(user_id), data, remembered_until)
+            .await
     }
 
     /// Moves this session to a new id (for example after a privilege
     /// change), keeping its data and user. Does nothing without a session.
+    ///
+    /// The authentication time and methods move unchanged: a renewal never
+    /// makes a login fresh (that takes [`Session::reauthenticated`]). A
+    /// remembered login keeps its deadlines and its cookie's lifetime.
     ///
     /// # Errors
     ///
@@ -80,7 +137,65 @@ impl Session {
         };
         let user = st.user_id().map(str::to_owned);
         let data = carried_data(user.as_deref(), user.as_deref(), Some(old));
-        request.renew_id(&mut st, user, data).await
+        let remembered_until = st.remembered_until();
+        request
+            .renew_id(&mut st, user, data, remembered_until)
+            .await
+    }
+
+    /// Records that the logged-in user just proved who they are again (for
+    /// example re-entered their password on the form a
+    /// [`RequireFreshLogin`](crate::RequireFreshLogin) guard sent them to):
+    /// the authentication time becomes now and `methods` join those already
+    /// recorded. The session moves to a new id, as after any change of
+    /// privilege (OWASP's session management guidance), keeping its data; it
+    /// is the same login, not a new one: a remembered login keeps its
+    /// deadlines.
+    ///
+    /// Check the credentials before calling it, through the same brute-force
+    /// throttle as the login form.
+    ///
+    /// ```
+    /// use portcullis_session::{AuthMethod, Session, SessionError};
+    ///
+    /// async fn reauth(session: Session) -> Result<(), SessionError> {
+    ///     // ... verify the password the form sent ...
+    ///     session.reauthenticated([AuthMethod::PASSWORD]).await
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionErrorKind::NotAuthenticated`](crate::SessionErrorKind::NotAuthenticated)
+    /// without a logged-in user (nothing changes);
+    /// [`SessionErrorKind::Unavailable`](crate::SessionErrorKind::Unavailable)
+    /// when the store fails (the session stays as it was).
+    pub async fn reauthenticated(
+        &self,
+        methods: impl IntoIterator<Item = AuthMethod>,
+    ) -> Result<(), SessionError> {
+        let request = self.request();
+        let mut st = request.lock().await?;
+        let user = st.require_user()?;
+        self.reauthenticate_locked(&mut st, user, methods).await
+    }
+
+    /// [`Session::reauthenticated`] with the state locked.
+    pub(crate) async fn reauthenticate_locked(
+        &self,
+        st: &mut State,
+        user: String,
+        methods: impl IntoIterator<Item = AuthMethod>,
+    ) -> Result<(), SessionError> {
+        let request = self.request();
+        let mut data = carried_data(Some(&user), Some(&user), st.data());
+        let mut recorded = auth::auth_methods(&data);
+        auth::merge_methods(&mut recorded, methods);
+        auth::set_authenticated(&mut data, request.ctx().config.clock.now(), &recorded);
+        let remembered_until = st.remembered_until();
+        request
+            .renew_id(st, Some(user), data, remembered_until)
+            .await
     }
 
     /// Ends this session: deletes it from the store, and the response

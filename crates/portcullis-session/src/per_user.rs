@@ -3,6 +3,7 @@
 
 use portcullis_core::{ActiveSession, TokenDigest};
 
+use crate::auth::AuthMethod;
 use crate::error::SessionError;
 use crate::session::Session;
 use crate::state::{ClearSiteData, active_session};
@@ -55,6 +56,61 @@ impl Session {
             .delete_for_user(&user, keep.as_ref())
             .await
             .map_err(|e| request.unavailable(e))
+    }
+
+    /// The session half of a password change: ends every other session of
+    /// the logged-in user at once (a thief's copy of an old password, or
+    /// of a session cookie, is logged out everywhere), and keeps this one,
+    /// under a new id, with a fresh authentication time (`pwd` joins the
+    /// recorded methods: the user just gave a password). Returns how many
+    /// sessions were ended.
+    ///
+    /// Order, so that a failure half-way never leaves the user less logged
+    /// out than asked: store the new password hash first, then revoke the
+    /// user's tokens (refresh families, the access-token version), then
+    /// call this. Inside, the other sessions are deleted first, then this
+    /// session moves to its new id, then the old id is deleted. Any store
+    /// failure is an error (a 503 through `?`, with `Retry-After`), and
+    /// calling it again finishes the job; the sessions already ended stay
+    /// ended.
+    ///
+    /// ```
+    /// use portcullis_session::{Session, SessionError};
+    ///
+    /// async fn change_password(session: Session) -> Result<String, SessionError> {
+    ///     // ... check the current password, store the new hash,
+    ///     // revoke the user's refresh tokens ...
+    ///     let ended = session.password_changed().await?;
+    ///     Ok(format!("password changed; {ended} other sessions logged out"))
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionErrorKind::NotAuthenticated`](crate::SessionErrorKind::NotAuthenticated)
+    /// without a user;
+    /// [`SessionErrorKind::Unavailable`](crate::SessionErrorKind::Unavailable)
+    /// when the store fails at any step.
+    pub async fn password_changed(&self) -> Result<u64, SessionError> {
+        let request = self.request();
+        let mut st = request.lock().await?;
+        let user = st.require_user()?;
+        let keep = st.current_key();
+        let store = request.store();
+        let ended = store
+            .delete_for_user(&user, keep.as_ref())
+            .await
+            .map_err(|e| request.unavailable(e))?;
+        self.reauthenticate_locked(&mut st, user, [AuthMethod::PASSWORD])
+            .await?;
+        // The old id must not outlive the call: it is another session now.
+        if let Some(old) = st.take_leftover() {
+            if let Err(e) = store.delete(&old).await {
+                st.set_leftover(old);
+                return Err(request.unavailable(e));
+            }
+        }
+        Ok(ended)
     }
 
     /// The logged-in user's live sessions, newest first.

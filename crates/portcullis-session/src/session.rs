@@ -5,13 +5,22 @@
 use std::fmt;
 use std::sync::Arc;
 
-use portcullis_core::ActiveSession;
+use portcullis_core::{ActiveSession, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::auth::{self, AuthMethod};
 use crate::error::{SessionError, SessionErrorKind};
 use crate::state::RequestSession;
+
+/// Refuses a key under the reserved prefix.
+fn refuse_reserved(key: &str) -> Result<(), SessionError> {
+    if auth::is_reserved(key) {
+        return Err(SessionError::new(SessionErrorKind::ReservedKey));
+    }
+    Ok(())
+}
 
 /// The session of the current request.
 ///
@@ -95,8 +104,11 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionErrorKind::Unavailable`] when the store cannot be read,
-    /// [`SessionErrorKind::Serialization`] when `value` does not serialize.
+    /// [`SessionErrorKind::Serialization`] when `value` does not serialize,
+    /// [`SessionErrorKind::ReservedKey`] when `key` starts with
+    /// [`AUTH_PREFIX`](crate::AUTH_PREFIX) (nothing is written).
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        refuse_reserved(key)?;
         let value = serde_json::to_value(value)
             .map_err(|e| SessionError::with_source(SessionErrorKind::Serialization, e))?;
         let mut st = self.request.lock().await?;
@@ -107,8 +119,11 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`SessionErrorKind::Unavailable`] when the store cannot be read.
+    /// [`SessionErrorKind::Unavailable`] when the store cannot be read,
+    /// [`SessionErrorKind::ReservedKey`] when `key` starts with
+    /// [`AUTH_PREFIX`](crate::AUTH_PREFIX) (nothing is removed).
     pub async fn remove(&self, key: &str) -> Result<bool, SessionError> {
+        refuse_reserved(key)?;
         Ok(self.request.lock().await?.remove(key))
     }
 
@@ -119,6 +134,34 @@ impl Session {
     /// [`SessionErrorKind::Unavailable`] when the store cannot be read.
     pub async fn user_id(&self) -> Result<Option<String>, SessionError> {
         Ok(self.request.lock().await?.user_id().map(str::to_owned))
+    }
+
+    /// When the user last entered credentials: at login, or at
+    /// [`Session::reauthenticated`] (never moved by [`Session::renew`]).
+    /// `None` without a logged-in user.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionErrorKind::Unavailable`] when the store cannot be read.
+    pub async fn authenticated_at(&self) -> Result<Option<Timestamp>, SessionError> {
+        let st = self.request.lock().await?;
+        Ok(st
+            .user_id()
+            .and_then(|_| st.data().and_then(auth::authenticated_at)))
+    }
+
+    /// How the user authenticated, as RFC 8176 names (`pwd`, `otp`, ...),
+    /// in the order first used; empty without a logged-in user.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionErrorKind::Unavailable`] when the store cannot be read.
+    pub async fn auth_methods(&self) -> Result<Vec<AuthMethod>, SessionError> {
+        let st = self.request.lock().await?;
+        Ok(match (st.user_id(), st.data()) {
+            (Some(_), Some(data)) => auth::auth_methods(data),
+            _ => Vec::new(),
+        })
     }
 
     /// This session as an [`ActiveSession`], if there is one.

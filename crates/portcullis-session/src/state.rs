@@ -13,18 +13,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use http::header::{CACHE_CONTROL, SET_COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use portcullis_core::cookie::find_cookie;
 use portcullis_core::lifetime::{MaybeConflict, retry_on_conflict};
 use portcullis_core::{
-    ActiveSession, Lifetimes, OpaqueToken, ProblemJson, ResponseBody, StoreError, StoreErrorKind,
-    TokenDigest,
+    ActiveSession, Deadlines, Lifetimes, OpaqueToken, ProblemJson, ResponseBody, StoreError,
+    StoreErrorKind, Timestamp, TokenDigest,
 };
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::auth;
 use crate::config::{SessionConfig, SessionConfigError, Transport};
 use crate::error::{SessionError, SessionErrorKind};
 use crate::store::{
@@ -185,6 +187,23 @@ impl State {
             .and_then(|c| c.persisted.then_some(c.key))
     }
 
+    /// The absolute deadline of the current session when its login was
+    /// remembered: a new id keeps it.
+    pub(crate) fn remembered_until(&self) -> Option<Timestamp> {
+        let cur = self.current.as_ref()?;
+        auth::remembered_idle(&cur.record.data).map(|_| cur.record.absolute_deadline)
+    }
+
+    /// Takes the old id left over by a renewal whose delete failed.
+    pub(crate) const fn take_leftover(&mut self) -> Option<TokenDigest> {
+        self.leftover.take()
+    }
+
+    /// Puts back an old id whose delete failed again (retried at commit).
+    pub(crate) const fn set_leftover(&mut self, key: TokenDigest) {
+        self.leftover = Some(key);
+    }
+
     /// The current session's data.
     pub(crate) fn data(&self) -> Option<&BTreeMap<String, Value>> {
         self.current.as_ref().map(|c| &c.record.data)
@@ -239,6 +258,8 @@ impl State {
 #[derive(Debug, Default)]
 pub(crate) struct CommitOutcome {
     set_token: Option<OpaqueToken>,
+    /// The new cookie's `Max-Age`: for a remembered login only.
+    max_age: Option<Duration>,
     remove: bool,
     clear_site_data: bool,
     error: Option<SessionError>,
@@ -357,14 +378,26 @@ impl RequestSession {
         Ok(st)
     }
 
-    /// A record for a session starting now.
+    /// A record for a session starting now: with the configured lifetimes,
+    /// or, for a remembered login (`data` says so), ending at
+    /// `remembered_until` with the remembered idle window.
     fn fresh_record(
         &self,
         user_id: Option<String>,
-        data: BTreeMap<String, Value>,
+        mut data: BTreeMap<String, Value>,
+        remembered_until: Option<Timestamp>,
     ) -> SessionRecord {
         let now = self.ctx.config.clock.now();
-        let deadlines = self.ctx.lifetimes.start(now);
+        let deadlines = match (auth::remembered_idle(&data), remembered_until) {
+            (Some(idle), Some(absolute)) => Deadlines {
+                idle: (now + idle).min(absolute),
+                absolute,
+            },
+            _ => {
+                auth::set_remembered(&mut data, None);
+                self.ctx.lifetimes.start(now)
+            }
+        };
         let user_agent = self.user_agent.as_ref().and_then(|v| {
             let mut headers = HeaderMap::with_capacity(1);
             headers.insert(http::header::USER_AGENT, v.clone());
@@ -396,7 +429,7 @@ impl RequestSession {
             let token = new_token()?;
             st.current = Some(Box::new(Current {
                 key: token.digest(),
-                record: self.fresh_record(None, BTreeMap::new()),
+                record: self.fresh_record(None, BTreeMap::new(), None),
                 set: BTreeMap::new(),
                 remove: BTreeSet::new(),
                 persisted: false,
@@ -419,15 +452,17 @@ impl RequestSession {
     /// Moves the session to a new id carrying `user_id` and `data`: the new
     /// record is stored first (under the per-user cap), then the old one
     /// deleted (retried at commit when that fails). When storing fails the
-    /// old session stays as it was.
+    /// old session stays as it was. A remembered login (see
+    /// [`State::remembered_until`]) ends at `remembered_until`.
     pub(crate) async fn renew_id(
         &self,
         st: &mut State,
         user_id: Option<String>,
         data: BTreeMap<String, Value>,
+        remembered_until: Option<Timestamp>,
     ) -> Result<(), SessionError> {
         let old_key = st.stored_key();
-        let record = self.fresh_record(user_id, data);
+        let record = self.fresh_record(user_id, data, remembered_until);
         let cap = match (self.ctx.config.cap, &record.user_id) {
             (Some((max, policy)), Some(_)) => Some(SessionCap {
                 max,
@@ -483,9 +518,12 @@ impl RequestSession {
             outcome.remove = true;
         }
         let now = self.ctx.config.clock.now();
-        let idle_deadline = self.ctx.lifetimes.idle_from(now);
         let mut gone = false;
         if let Some(cur) = st.current.as_mut() {
+            let idle_deadline = match auth::remembered_idle(&cur.record.data) {
+                Some(idle) => now + idle,
+                None => self.ctx.lifetimes.idle_from(now),
+            };
             if !cur.persisted {
                 match store.create(&cur.key, &cur.record, None).await {
                     Ok(_) => cur.persisted = true,
@@ -526,6 +564,9 @@ impl RequestSession {
             match std::mem::take(&mut st.cookie) {
                 CookieAction::Keep => {}
                 CookieAction::Set(token) => {
+                    outcome.max_age = st
+                        .remembered_until()
+                        .map(|until| until.saturating_since(now));
                     outcome.set_token = Some(token);
                     outcome.remove = false;
                 }
@@ -586,7 +627,7 @@ pub(crate) fn respond<B>(
                 SET_COOKIE,
                 config
                     .cookie
-                    .set_cookie(&token.to_encoded(), Some(config.absolute_timeout)),
+                    .set_cookie(&token.to_encoded(), outcome.max_age),
             );
         }
         (Transport::Cookie, None) if outcome.remove => {
