@@ -1,6 +1,7 @@
 //! The `ThrottleStore` trait, its counters and the backoff rule.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +63,47 @@ impl ThrottleKey {
         Self { scope, digest }
     }
 
+    /// The key of an account's counter (every address). `account` is the
+    /// normalised name ([`normalize_account`](crate::normalize_account) by
+    /// default); only its SHA-256 digest is kept.
+    #[must_use]
+    pub fn for_account(account: &str) -> Self {
+        let mut input = Vec::with_capacity(account.len() + 32);
+        input.extend_from_slice(b"portcullis-throttle/account\0");
+        input.extend_from_slice(account.as_bytes());
+        Self::new(ThrottleScope::Account, TokenDigest::of(&input))
+    }
+
+    /// The key of a client address's counter (every account): IPv4
+    /// addresses whole, IPv6 by their /64
+    /// ([`counted_address`](crate::address::counted_address)).
+    ///
+    /// ```
+    /// use portcullis_throttle::ThrottleKey;
+    ///
+    /// let a = ThrottleKey::for_address("2001:db8::1".parse().unwrap());
+    /// let b = ThrottleKey::for_address("2001:db8::ffff".parse().unwrap());
+    /// assert_eq!(a, b);
+    /// ```
+    #[must_use]
+    pub fn for_address(ip: IpAddr) -> Self {
+        let mut input = Vec::with_capacity(48);
+        input.extend_from_slice(b"portcullis-throttle/address\0");
+        push_address(&mut input, ip);
+        Self::new(ThrottleScope::Address, TokenDigest::of(&input))
+    }
+
+    /// The key of an account's counter at one client address.
+    #[must_use]
+    pub fn for_account_at_address(account: &str, ip: IpAddr) -> Self {
+        let mut input = Vec::with_capacity(account.len() + 64);
+        input.extend_from_slice(b"portcullis-throttle/account-at-address\0");
+        input.extend_from_slice(&(account.len() as u64).to_be_bytes());
+        input.extend_from_slice(account.as_bytes());
+        push_address(&mut input, ip);
+        Self::new(ThrottleScope::AccountAtAddress, TokenDigest::of(&input))
+    }
+
     /// What the counter counts failures of.
     #[must_use]
     pub const fn scope(&self) -> ThrottleScope {
@@ -72,6 +114,19 @@ impl ThrottleKey {
     #[must_use]
     pub const fn digest(&self) -> &TokenDigest {
         &self.digest
+    }
+}
+
+fn push_address(out: &mut Vec<u8>, ip: IpAddr) {
+    match crate::address::counted_address(ip) {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets()[..8]);
+        }
     }
 }
 
