@@ -1,1 +1,137 @@
-//! Password hashing and verification for the portcullis auth layers.
+//! Password hashing and verification for the portcullis auth layers: what
+//! happens before `session.login(user)` or `refresher.login(user)`.
+//!
+//! - [`PasswordHasher`]: argon2id v19 in PHC strings at OWASP's parameters
+//!   (m = 19456 KiB, t = 2, p = 1), run on tokio's blocking pool with a
+//!   bounded number in flight and a bounded queue (503 + `Retry-After`
+//!   past it); one [`verify`](PasswordHasher::verify) call with the same
+//!   cost whether the user exists or not; `needs_rehash` when the
+//!   parameters have been raised; stored hashes refused before hashing when
+//!   they are not argon2id v19 or ask for more than a ceiling.
+//! - [`PasswordPolicy`]: new passwords per NIST SP 800-63B rev. 4: at
+//!   least 15 code points (8 with a second factor), up to 128, no
+//!   composition rules, a [`Blocklist`] of common passwords and context
+//!   words, errors with a message for the user.
+//!
+//! # A login handler
+//!
+//! Look the user up, hand whatever you found (or `None`) to `verify`, and
+//! answer a mismatch and an unknown user with the same
+//! [`invalid_credentials`] 401. On success, store a new hash when the old
+//! one is weaker than the current parameters (the password is at hand only
+//! now), then log the user in.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::sync::{Arc, Mutex};
+//!
+//! use axum::body::Body;
+//! use axum::extract::State;
+//! use axum::response::{IntoResponse, Response};
+//! use axum::routing::post;
+//! use axum::{Json, Router};
+//! use portcullis_core::{ProblemJson, RenderRejection};
+//! use portcullis_password::{invalid_credentials, PasswordHasher, Verification};
+//!
+//! #[derive(Clone)]
+//! struct App {
+//!     hasher: PasswordHasher,
+//!     /// user name -> PHC string (your user table).
+//!     users: Arc<Mutex<HashMap<String, String>>>,
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Login {
+//!     user: String,
+//!     password: String,
+//! }
+//!
+//! async fn login(State(app): State<App>, Json(form): Json<Login>) -> Response {
+//!     let stored = app.users.lock().unwrap().get(&form.user).cloned();
+//!     // `None` (no such user) costs one verification too.
+//!     match app.hasher.verify(stored.as_deref(), form.password.as_str()).await {
+//!         Ok(Verification::Verified { needs_rehash }) => {
+//!             if needs_rehash {
+//!                 // A failure here (busy) only delays the upgrade.
+//!                 if let Ok(phc) = app.hasher.rehash(form.password).await {
+//!                     app.users.lock().unwrap().insert(form.user.clone(), phc);
+//!                 }
+//!             }
+//!             // session.login(&form.user).await? ...
+//!             "welcome".into_response()
+//!         }
+//!         Ok(Verification::Mismatch) => {
+//!             ProblemJson.render(&invalid_credentials(), false).map(Body::from)
+//!         }
+//!         // Busy: 503 + Retry-After; an unusable stored hash: the same 401
+//!         // as a wrong password. (`IntoResponse` with the `axum` feature.)
+//!         Err(e) => e.to_http_response().map(Body::from),
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let hasher = PasswordHasher::builder().build().unwrap();
+//! let alice = hasher.hash_for("plum orchard at dusk, 1987", &["alice"]).await.unwrap();
+//! let app = App {
+//!     hasher,
+//!     users: Arc::new(Mutex::new(HashMap::from([("alice".to_owned(), alice)]))),
+//! };
+//! let router: Router = Router::new().route("/login", post(login)).with_state(app);
+//! # }
+//! ```
+//!
+//! Put a brute-force throttle in front of the login route: the hasher makes
+//! each guess cost the server ~20 ms of a core, it does not count guesses.
+//!
+//! # What the parameters cost
+//!
+//! Measured on the project's 2-core machine (AVX2, `cargo bench -p
+//! portcullis-benches --bench password`): one hash or verification at
+//! m = 19456 KiB, t = 2, p = 1 takes about 20 ms of one core and allocates
+//! 19 MiB; with both cores busy the machine verifies about 95 passwords a
+//! second. Builds without optimisation are 10 to 20 times slower: the
+//! workspace compiles `argon2` and `blake2` at `opt-level = 3` in the dev
+//! profile too.
+//!
+//! # What the bound protects
+//!
+//! Without it, every concurrent login runs its own argon2 on the blocking
+//! pool (up to 512 threads): a flood of N logins allocates N × 19 MiB and
+//! takes every core, so every other request of the process (and the
+//! logins themselves) slows down with N. With it, at most `max_in_flight`
+//! hashes run (default: one per core), so memory stays under
+//! `max_in_flight × ceiling.m_kib()` KiB, the async workers keep a share
+//! of the CPU, and the callers beyond the queue get a quick 503 with
+//! `Retry-After` instead of a long wait. The ceiling on stored hashes keeps
+//! that memory bound true when a stored hash was tampered with (a hash
+//! asking for m = 4000000000 KiB is refused before anything is allocated).
+//! glibc keeps freed argon2 buffers for reuse, so a process's resident
+//! memory settles at a plateau a few times `max_in_flight × 19 MiB`.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | no | `IntoResponse` for [`PasswordError`], on axum-core only |
+//! | `tracing` | no | a `warn` event when a stored hash is refused, `debug` when busy (never a password or a hash) |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod hasher;
+pub mod policy;
+mod secret;
+
+pub use error::{
+    INVALID_CREDENTIALS, PasswordConfigError, PasswordError, StoredHashError, invalid_credentials,
+};
+pub use hasher::{
+    Argon2Params, DEFAULT_CEILING_FACTOR, DEFAULT_QUEUE_PER_SLOT, DEFAULT_QUEUE_WAIT,
+    DEFAULT_RETRY_AFTER, MAX_PASSWORD_BYTES, PasswordHasher, PasswordHasherBuilder, PoolStats,
+    Verification,
+};
+pub use policy::{
+    Blocklist, CommonPasswords, PasswordPolicy, PasswordPolicyBuilder, PolicyError, WordList,
+};
+pub use secret::Password;
