@@ -82,6 +82,10 @@ impl Failure {
 pub(crate) enum Op<'a> {
     Cmd(&'a Cmd),
     Script(&'a ScriptInvocation<'a>),
+    /// Commands sent together and answered together: one round trip (on a
+    /// cluster, every command of a pipeline must be in one slot).
+    #[cfg(feature = "throttle")]
+    Pipeline(&'a redis::Pipeline),
     /// A command sent where `routing` says on a cluster (a plain command
     /// elsewhere).
     #[cfg(feature = "cluster")]
@@ -317,6 +321,8 @@ impl RedisBackend {
                 match op {
                     Op::Cmd(cmd) => cmd.query_async(&mut lease).await,
                     Op::Script(script) => script.invoke_async(&mut lease).await,
+                    #[cfg(feature = "throttle")]
+                    Op::Pipeline(pipe) => pipe.query_async(&mut lease).await,
                     #[cfg(feature = "cluster")]
                     Op::Routed(cmd, routing) => match &mut lease {
                         Lease::Shared(_, Conn::Cluster(c)) => c

@@ -24,6 +24,7 @@
 //! | `session` | yes | `RedisSessionStore`, a `portcullis_session::SessionStore` |
 //! | `jwt` | no | `RedisRevocationStore`, a `portcullis_jwt::revocation::RevocationStore` whose in-process view Redis pub/sub keeps current |
 //! | `refresh` | no | `RedisRefreshStore`, a `portcullis_refresh::RefreshStore` (turns on `jwt`: a refresh store shared by instances needs a shared revocation view) |
+//! | `throttle` | no | `RedisThrottleStore`, the login throttle's counters (`portcullis_throttle::ThrottleStore`; see [`throttle`]) |
 //! | `cluster` | no | `RedisConfig::cluster`: Redis Cluster targets |
 //! | `tls` | no | `rediss://` (and `valkeys://`) URLs: TLS with rustls on the aws-lc-rs provider, the system's roots or `RedisConfig::tls_root_ca_pem` (see [TLS](#tls)) |
 //! | `testing` | no | `testing::CommandStats`: count the commands a request costs |
@@ -470,6 +471,9 @@ mod session;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+#[cfg(feature = "throttle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
+pub mod throttle;
 
 /// The `deadpool-redis` this crate is built on (and the `redis` crate, as
 /// `deadpool_redis::redis`), for [`RedisConfig::from_pool`].
@@ -488,6 +492,9 @@ pub use revocation::{RedisRevocationStore, RedisRevocationStoreBuilder, Revocati
 #[cfg(feature = "session")]
 #[cfg_attr(docsrs, doc(cfg(feature = "session")))]
 pub use session::RedisSessionStore;
+#[cfg(feature = "throttle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
+pub use throttle::RedisThrottleStore;
 
 /// How long Redis keeps a record (a session, a refresh family, a user
 /// index) after the store's clock says it ended: room for clock skew
