@@ -132,6 +132,19 @@ impl Database {
         }
     }
 
+    /// The login throttle's counter store on this database.
+    #[cfg(feature = "throttle")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
+    #[must_use]
+    pub fn throttle_store(&self) -> std::sync::Arc<dyn portcullis_throttle::ThrottleStore> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(b) => std::sync::Arc::new(crate::PgThrottleStore::new(b)),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(b) => std::sync::Arc::new(crate::SqliteThrottleStore::new(b)),
+        }
+    }
+
     /// The revocation store on this database, started, once its view has
     /// loaded the revocations already made (so this instance never trusts
     /// an empty view).

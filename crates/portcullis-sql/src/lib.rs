@@ -45,6 +45,7 @@
 //! | `session` | yes | the session stores |
 //! | `jwt` | no | the JWT revocation stores |
 //! | `refresh` | no | the refresh-family stores (turns on `jwt`) |
+//! | `throttle` | no | the login throttle's counter stores ([`throttle`]) |
 //! | `testing` | no | what the conformance suites need |
 //! | `tracing` | no | debug/warn events (never an id, a token, data or the connection string) |
 //!
@@ -232,6 +233,10 @@ mod refresh;
 #[cfg(feature = "jwt")]
 mod revocation;
 
+#[cfg(feature = "throttle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
+pub mod throttle;
+
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
 pub use connect::{ConnectError, Database};
@@ -280,3 +285,11 @@ pub use revocation::{PgRevocationStore, PgRevocationStoreBuilder};
 #[cfg(all(feature = "jwt", feature = "sqlite"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "jwt", feature = "sqlite"))))]
 pub use revocation::{SqliteRevocationStore, SqliteRevocationStoreBuilder};
+
+// throttle: the login throttle's counter stores.
+#[cfg(all(feature = "throttle", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "throttle", feature = "postgres"))))]
+pub use throttle::PgThrottleStore;
+#[cfg(all(feature = "throttle", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "throttle", feature = "sqlite"))))]
+pub use throttle::SqliteThrottleStore;

@@ -32,7 +32,7 @@ pub(crate) struct Template {
 }
 
 /// Every migration, in order. Never edit a shipped one: add the next.
-pub(crate) const TEMPLATES: [Template; 3] = [
+pub(crate) const TEMPLATES: [Template; 4] = [
     Template {
         version: 1,
         description: "sessions",
@@ -50,6 +50,12 @@ pub(crate) const TEMPLATES: [Template; 3] = [
         description: "revocations",
         postgres: include_str!("schema/postgres/0003_revocations.sql"),
         sqlite: include_str!("schema/sqlite/0003_revocations.sql"),
+    },
+    Template {
+        version: 5,
+        description: "throttle",
+        postgres: include_str!("schema/postgres/0005_throttle.sql"),
+        sqlite: include_str!("schema/sqlite/0005_throttle.sql"),
     },
 ];
 
