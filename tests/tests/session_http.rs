@@ -373,7 +373,7 @@ async fn exact_cookie_attributes_secure_and_dev() {
     assert_eq!(value.len(), 43);
     assert_eq!(
         cookies[0],
-        format!("{COOKIE}={value}; Max-Age=43200; Path=/; Secure; HttpOnly; SameSite=Lax")
+        format!("{COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Lax")
     );
     assert_eq!(resp.headers()["cache-control"], "no-store");
 
@@ -382,9 +382,7 @@ async fn exact_cookie_attributes_secure_and_dev() {
     let value = cookie_value(&resp, "session").unwrap();
     assert_eq!(
         set_cookies(&resp),
-        vec![format!(
-            "session={value}; Max-Age=43200; Path=/; HttpOnly; SameSite=Lax"
-        )]
+        vec![format!("session={value}; Path=/; HttpOnly; SameSite=Lax")]
     );
 }
 
