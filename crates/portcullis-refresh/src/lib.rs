@@ -19,6 +19,13 @@
 //!   tokens die at once** on every instance, with no store call per request.
 //! - Idle timeout 7 days, absolute lifetime 30 days (never extended by a
 //!   refresh).
+//! - Every access token of a family carries the login's `auth_time`
+//!   (unchanged by refreshes), `amr` (default `["pwd"]`) and optional
+//!   `acr`, for [`RequireFreshAuthLayer`](portcullis_jwt::RequireFreshAuthLayer)
+//!   ("sudo mode"); stepping up is a new login.
+//! - [`Refresher::password_changed`] ends every family of the user and
+//!   kills their live access tokens at once, in one call that fails
+//!   (answer 503, retry) rather than half-succeed.
 //! - At most 20 families (devices) per user by default
 //!   ([`RefreshConfig::max_families_per_user`]): a login beyond the cap
 //!   logs the user's oldest device out, its access tokens included.

@@ -150,7 +150,31 @@ impl RefresherBuilder {
     }
 }
 
+/// The claims the issuer and the refresher control: [`Login::claim`]
+/// refuses them (the login's own setters set `roles`, `scope`, `amr` and
+/// `acr`; `auth_time` is the login's time).
+const RESERVED: [&str; 12] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "sid",
+    "ver",
+    "auth_time",
+    "amr",
+    "acr",
+];
+
+/// The `amr` of a login unless [`Login::methods`] names others.
+const DEFAULT_METHODS: [&str; 1] = [portcullis_jwt::DEFAULT_AMR];
+
 /// Splits family claims into the builder's typed setters and the rest.
+/// The login's `auth_time`, `amr` and `acr` are copied as they were
+/// stored at login; a reserved name of another shape (a family stored by
+/// an older version) is left out rather than failing every refresh.
 fn mint(issuer: &JwtIssuer, family: &Family, ver: u64) -> Result<AccessToken, RefreshError> {
     let mut t = issuer
         .token(family.user_id.clone())
@@ -163,6 +187,16 @@ fn mint(issuer: &JwtIssuer, family: &Family, ver: u64) -> Result<AccessToken, Re
                 t = t.roles(roles.iter().filter_map(Value::as_str).map(str::to_owned));
             }
             ("scope", Value::String(scope)) => t = t.scope(scope.clone()),
+            ("auth_time", Value::Number(n)) => {
+                if let Some(secs) = n.as_i64() {
+                    t = t.auth_time(secs);
+                }
+            }
+            ("amr", Value::Array(methods)) if !methods.is_empty() => {
+                t = t.methods(methods.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
+            ("acr", Value::String(acr)) => t = t.acr(acr.clone()),
+            (name, _) if RESERVED.contains(&name) || name == "roles" || name == "scope" => {}
             _ => {
                 rest.insert(k.clone(), v.clone());
             }
@@ -252,6 +286,9 @@ impl Refresher {
             user_id: user_id.into(),
             claims: Map::new(),
             device: DeviceInfo::default(),
+            methods: DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect(),
+            acr: None,
+            refused: false,
         }
     }
 
@@ -275,6 +312,14 @@ impl Refresher {
     ) -> Result<TokenPair, RefreshError> {
         let c = &self.inner.config;
         let now = self.now();
+        // The login's time: copied unchanged into every access token of
+        // the family, refreshes included.
+        let mut claims = claims.clone();
+        claims.insert(
+            "auth_time".into(),
+            Value::from(i64::try_from(now.secs()).unwrap_or(i64::MAX)),
+        );
+        let claims = &claims;
         let (family, token, evicted) = retry_on_conflict(|| async {
             let id = FamilyId::generate().map_err(|e| RefreshError::internal("random", e))?;
             let token =
@@ -519,6 +564,87 @@ impl Refresher {
         Ok(gone.len())
     }
 
+    /// The refresh and access-token half of a password change, in one
+    /// call: ends every refresh family of the user (no device can mint a
+    /// new access token from then on), then bumps the user's token version
+    /// (every live access token of the user is refused at once, on every
+    /// instance, through the revocation view), then revokes the ended
+    /// families' `sid`s (an access token that a refresh racing with this
+    /// call minted after the bump). Returns how many devices were logged
+    /// out.
+    ///
+    /// Call it after storing the new password hash, before ending the
+    /// user's other cookie sessions. The device that changed the password
+    /// is logged out too: answer it with a new login
+    /// ([`Refresher::login`]), whose tokens carry the new version and a
+    /// fresh `auth_time`.
+    ///
+    /// Unlike [`revoke_user`](Self::revoke_user), every step must succeed:
+    /// a failure at any step is an error (answer 503), and each step
+    /// leaves the user more logged out, never less. Until the version bump
+    /// has succeeded the caller's access token still works, so the client
+    /// can simply retry; a retry bumps the version again, which also kills
+    /// whatever a racing refresh minted, and finishes the job.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use portcullis_jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
+    /// # use portcullis_jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
+    /// # use portcullis_refresh::{MemoryRefreshStore, Refresher};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let revocations = Arc::new(MemoryRevocationStore::new());
+    /// # let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
+    /// #     .issuer("https://app.example.com").audience("app").build().unwrap();
+    /// # let jwt = JwtLayer::builder_for(&issuer).revocation(revocations.view()).build().unwrap();
+    /// # let refresher = Refresher::builder(MemoryRefreshStore::new(), issuer, revocations, jwt.clone())
+    /// #     .build().unwrap();
+    /// let phone = refresher.login("alice").issue().await.unwrap();
+    /// let laptop = refresher.login("alice").issue().await.unwrap();
+    /// // On the laptop, alice has entered her old and new passwords; the
+    /// // new hash is stored.
+    /// assert_eq!(refresher.password_changed("alice").await.unwrap(), 2);
+    /// let fresh = refresher.login("alice").issue().await.unwrap();
+    /// assert!(jwt.verify(&phone.access.token).await.is_err());
+    /// assert!(jwt.verify(&laptop.access.token).await.is_err());
+    /// assert!(jwt.verify(&fresh.access.token).await.is_ok());
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshErrorKind::Unavailable`] when the refresh store or the
+    /// revocation store fails at any step (answer 503; retry).
+    pub async fn password_changed(&self, user_id: &str) -> Result<usize, RefreshError> {
+        let gone = self
+            .inner
+            .store
+            .revoke_user(user_id, None)
+            .await
+            .map_err(RefreshError::store)?;
+        self.inner
+            .revocation
+            .revoke_user(user_id)
+            .await
+            .map_err(RefreshError::store)?;
+        let mut outcome = Ok(gone.len());
+        for fam in &gone {
+            // Every family is tried; the first failure is the answer.
+            if let Err(e) = self.kill_access_tokens(&fam.id).await {
+                if outcome.is_ok() {
+                    outcome = Err(e);
+                }
+            }
+        }
+        portcullis_core::event!(
+            debug,
+            reason = "password-changed",
+            families = gone.len(),
+            "every refresh family of the user ended, the token version bumped"
+        );
+        outcome
+    }
+
     /// The live family of `token` and what the token is to it.
     async fn classify(
         &self,
@@ -598,12 +724,23 @@ impl Refresher {
 
 /// A login being started: the claims its access tokens will carry, then
 /// [`Login::issue`] or [`Login::reply`]. Built by [`Refresher::login`].
+///
+/// Every access token of the family carries the login's `auth_time` (the
+/// time of this login, unchanged by refreshes), `amr` (default `["pwd"]`,
+/// [`Login::methods`]) and, if set, `acr` ([`Login::acr`]), which
+/// [`RequireFreshAuthLayer`](portcullis_jwt::RequireFreshAuthLayer)
+/// checks. Step-up is a new login: a new family with a new `auth_time`
+/// (families cannot change their claims).
 #[must_use = "a login does nothing until issued or replied"]
 pub struct Login {
     pub(crate) refresher: Refresher,
     pub(crate) user_id: String,
     pub(crate) claims: Map<String, Value>,
     pub(crate) device: DeviceInfo,
+    methods: Vec<String>,
+    acr: Option<String>,
+    /// A custom claim set a reserved name: the login is refused.
+    refused: bool,
 }
 
 impl fmt::Debug for Login {
@@ -611,6 +748,8 @@ impl fmt::Debug for Login {
         f.debug_struct("Login")
             .field("user_id", &self.user_id)
             .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .field("methods", &self.methods)
+            .field("acr", &self.acr)
             .finish_non_exhaustive()
     }
 }
@@ -634,11 +773,47 @@ impl Login {
         self
     }
 
+    /// How the user authenticated, as RFC 8176 method names (`pwd`,
+    /// `otp`, `mfa`, `hwk`, ...; default `["pwd"]`): the access tokens'
+    /// `amr`. Replaces earlier methods; an empty list makes the login fail.
+    pub fn methods<I, M>(mut self, methods: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: Into<String>,
+    {
+        self.methods = methods.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The authentication context class the login satisfied: the access
+    /// tokens' `acr`.
+    pub fn acr(mut self, acr: impl Into<String>) -> Self {
+        self.acr = Some(acr.into());
+        self
+    }
+
     /// A custom claim copied into every access token of the family (fixed
-    /// at login). Registered claims (`sub`, `exp`, `sid`, ...) are the
-    /// issuer's: a custom claim of the same name does not replace them.
+    /// at login). The names the issuer controls (`iss`, `sub`, `aud`,
+    /// `exp`, `nbf`, `iat`, `jti`, `sid`, `ver`) and the login's own
+    /// (`auth_time`, `amr`, `acr`), or `roles` that is not an array of
+    /// strings or `scope` that is not a string, make the login fail before
+    /// any family is stored ([`RefreshErrorKind::Internal`], reason
+    /// `reserved-claim`): data copied from a request into custom claims
+    /// cannot forge a fresh login.
     pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.claims.insert(name.into(), value.into());
+        let (name, value) = (name.into(), value.into());
+        let allowed = match name.as_str() {
+            "roles" => value
+                .as_array()
+                .is_some_and(|roles| roles.iter().all(Value::is_string)),
+            "scope" => value.is_string(),
+            other => !RESERVED.contains(&other),
+        };
+        if allowed {
+            self.claims.insert(name, value);
+        } else {
+            self.refused = true;
+        }
         self
     }
 
@@ -655,10 +830,27 @@ impl Login {
     /// # Errors
     ///
     /// [`RefreshErrorKind::Unavailable`] when the store fails,
-    /// [`RefreshErrorKind::Internal`] when signing or randomness fails.
+    /// [`RefreshErrorKind::Internal`] when signing or randomness fails, or
+    /// for a reserved custom claim or an empty list of methods (then
+    /// nothing is stored).
     pub async fn issue(self) -> Result<TokenPair, RefreshError> {
+        if self.refused {
+            return Err(RefreshError::new(
+                RefreshErrorKind::Internal,
+                "reserved-claim",
+            ));
+        }
+        if self.methods.is_empty() {
+            return Err(RefreshError::new(RefreshErrorKind::Internal, "no-method"));
+        }
+        let mut claims = self.claims;
+        let methods = self.methods.into_iter().map(Value::String).collect();
+        claims.insert("amr".into(), Value::Array(methods));
+        if let Some(acr) = self.acr {
+            claims.insert("acr".into(), Value::String(acr));
+        }
         self.refresher
-            .start_family(&self.user_id, &self.claims, &self.device)
+            .start_family(&self.user_id, &claims, &self.device)
             .await
     }
 }
