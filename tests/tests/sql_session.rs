@@ -1272,10 +1272,8 @@ async fn concurrent_loads_share_a_statement_and_each_gets_its_own_row() {
         .unwrap();
     backend.migrate().await.unwrap();
     let store = PgSessionStore::with_clock(&backend, clock.clone());
-    let other = PgSessionStore::with_clock(
-        &pg_backend(&url, NO_PURGE, TIMEOUT).await,
-        clock.clone(),
-    );
+    let other =
+        PgSessionStore::with_clock(&pg_backend(&url, NO_PURGE, TIMEOUT).await, clock.clone());
     let now = clock.now();
 
     // 40 live sessions, 5 of them deleted through the other instance, 5
@@ -1284,7 +1282,10 @@ async fn concurrent_loads_share_a_statement_and_each_gets_its_own_row() {
     for i in 0..40 {
         let k = digest();
         let user = format!("user-{i}");
-        let _ = store.create(&k, &record(Some(&user), now), None).await.unwrap();
+        let _ = store
+            .create(&k, &record(Some(&user), now), None)
+            .await
+            .unwrap();
         if i < 5 {
             other.delete(&k).await.unwrap();
             expect.push((k, None));

@@ -67,13 +67,21 @@ impl LoadQueue {
         answer
     }
 
-    /// Up to [`MAX_BATCH`] of the oldest loads still waiting for an answer.
-    fn take(&self) -> Vec<Waiter> {
+    /// The oldest loads still waiting for an answer: this connection's
+    /// share of them (an equal part for each of the `connections`, so
+    /// that the others come free to take theirs in parallel rather than
+    /// wait for one statement that answers everybody), at most
+    /// [`MAX_BATCH`].
+    fn take(&self, connections: usize) -> Vec<Waiter> {
         let Ok(mut waiting) = self.waiting.lock() else {
             return Vec::new();
         };
-        let mut batch = Vec::with_capacity(waiting.len().min(MAX_BATCH));
-        while batch.len() < MAX_BATCH {
+        let share = waiting
+            .len()
+            .div_ceil(connections.max(1))
+            .clamp(1, MAX_BATCH);
+        let mut batch = Vec::with_capacity(share);
+        while batch.len() < share {
             match waiting.pop_front() {
                 Some(w) if w.reply.is_closed() => {}
                 Some(w) => batch.push(w),
@@ -126,7 +134,7 @@ where
             Next::Answer(Err(_)) => answer = queue.push(key, now),
             Next::Lease(Err(e)) => return Err(crate::error::store_error(&e)),
             Next::Lease(Ok(lease)) => {
-                let batch = queue.take();
+                let batch = queue.take(direct.max());
                 if batch.is_empty() {
                     // Another load took ours: its answer is on the way.
                     lease.keep();
