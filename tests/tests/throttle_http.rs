@@ -542,3 +542,30 @@ async fn a_flood_of_distinct_addresses_leaves_memory_bounded() {
         "memory plateaus: {half_rss} KiB -> {end_rss} KiB"
     );
 }
+
+/// `ClientAddressLayer` gives every route the address behind trusted
+/// proxies, read through the `ClientIpFn`-shaped `client_ip` (what
+/// sessions and refresh families record); an untrusted peer's header is
+/// ignored there too.
+#[tokio::test]
+async fn client_address_layer_feeds_client_ip() {
+    async fn whoami(req: axum::extract::Request) -> String {
+        let ip = portcullis_throttle::client_ip(req.extensions(), req.headers());
+        ip.map(|ip| ip.to_string()).unwrap_or_default()
+    }
+    let proxies = ClientAddress::peer().trust_proxy("127.0.0.1").unwrap();
+    let app = Router::new()
+        .route("/whoami", axum::routing::get(whoami))
+        .layer(portcullis_throttle::ClientAddressLayer::new(proxies));
+    let server = TestServer::start(app).await;
+    let ask = |client: reqwest::Client| {
+        client
+            .get(server.url("/whoami"))
+            .header("x-forwarded-for", "198.51.100.1, 203.0.113.50")
+            .send()
+    };
+    let behind = ask(client_from(1)).await.unwrap().text().await.unwrap();
+    assert_eq!(behind, "203.0.113.50");
+    let direct = ask(client_from(12)).await.unwrap().text().await.unwrap();
+    assert_eq!(direct, "127.0.0.12");
+}

@@ -337,6 +337,80 @@ pub fn client_ip(extensions: &Extensions, _headers: &HeaderMap) -> Option<IpAddr
         .or_else(|| peer_address(extensions))
 }
 
+/// Puts the [`ClientIp`] a [`ClientAddress`] finds into every request's
+/// extensions, for routes the throttle is not on: with it outside the
+/// session or refresh layer, [`client_ip`] gives them the address behind
+/// trusted proxies too. A request whose address cannot be found passes
+/// without one.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use portcullis_throttle::{ClientAddress, ClientAddressLayer};
+///
+/// let proxies = ClientAddress::peer().trust_proxy("10.0.0.0/8").unwrap();
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hi" }))
+///     .layer(ClientAddressLayer::new(proxies));
+/// # let _ = app;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientAddressLayer {
+    address: ClientAddress,
+}
+
+impl ClientAddressLayer {
+    /// A layer finding the client address with `address`.
+    #[must_use]
+    pub const fn new(address: ClientAddress) -> Self {
+        Self { address }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ClientAddressLayer {
+    type Service = ClientAddressService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientAddressService {
+            inner,
+            address: self.address.clone(),
+        }
+    }
+}
+
+/// The service [`ClientAddressLayer`] builds.
+#[derive(Debug, Clone)]
+pub struct ClientAddressService<S> {
+    inner: S,
+    address: ClientAddress,
+}
+
+impl<S> ClientAddressService<S> {
+    portcullis_core::inner_service_accessors!();
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for ClientAddressService<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if let Some(ip) = self.address.resolve(req.extensions(), req.headers()) {
+            req.extensions_mut().insert(ClientIp(ip));
+        }
+        self.inner.call(req)
+    }
+}
+
 /// Every entry of every `X-Forwarded-For` line, left to right; `None` for an
 /// entry that is not an address.
 fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {

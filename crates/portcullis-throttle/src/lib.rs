@@ -71,7 +71,10 @@ pub mod store;
 pub mod testing;
 
 pub use account::{NormalizeFn, normalize_account};
-pub use address::{ClientAddress, ClientIp, IpRange, IpRangeError, ProxyHeader, client_ip};
+pub use address::{
+    ClientAddress, ClientAddressLayer, ClientAddressService, ClientIp, IpRange, IpRangeError,
+    ProxyHeader, client_ip,
+};
 pub use body::RequestBody;
 pub use config::{
     DEFAULT_ACCOUNT, DEFAULT_ACCOUNT_AT_ADDRESS, DEFAULT_ACCOUNT_FIELD, DEFAULT_ADDRESS,
