@@ -1,0 +1,617 @@
+//! Attacks on the front door's login throttle through a real axum server on
+//! a real socket: one account spelled many ways, duplicated and disguised
+//! account fields, bodies the throttle cannot read, the right password
+//! while blocked, IPv6 and IPv4-mapped clients, and forged or malformed
+//! proxy headers behind a trusted proxy. Tests marked `#[ignore]` show a
+//! defect; the others prove a defence that held.
+//!
+//! Clients bind distinct loopback addresses (127.0.0.2, ...) so the server
+//! sees distinct peers; 127.0.0.1 plays the trusted proxy where one is
+//! configured, appending the real client to the header the way nginx's
+//! `$proxy_add_x_forwarded_for` does.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Form, Json, Router};
+use http::{HeaderValue, StatusCode};
+use portcullis_core::ManualClock;
+use portcullis_tests::TestServer;
+use portcullis_throttle::{
+    ClientAddress, ClientIp, LoginOutcome, LoginThrottleLayer, MemoryThrottleStore, ProxyHeader,
+    ThrottleConfig, ThrottleConfigBuilder,
+};
+use serde::Deserialize;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Deserialize)]
+struct Creds {
+    username: String,
+    password: String,
+}
+
+#[derive(Clone, Default)]
+struct Calls(Arc<AtomicUsize>);
+
+impl Calls {
+    fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// alice's password is right, everything else wrong; the handler counts
+/// its calls (each a password check) and echoes the client address the
+/// throttle found.
+fn answer(calls: &Calls, ip: IpAddr, c: &Creds) -> Response {
+    calls.0.fetch_add(1, Ordering::SeqCst);
+    let mut r = if c.username == "alice" && c.password == PASSWORD {
+        (StatusCode::NO_CONTENT, LoginOutcome::Succeeded).into_response()
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            LoginOutcome::Failed,
+            "wrong user name or password",
+        )
+            .into_response()
+    };
+    r.headers_mut()
+        .insert("x-client-ip", ip.to_string().parse().unwrap());
+    r
+}
+
+async fn form_login(
+    State(calls): State<Calls>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Form(c): Form<Creds>,
+) -> Response {
+    answer(&calls, ip, &c)
+}
+
+async fn json_login(
+    State(calls): State<Calls>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Json(c): Json<Creds>,
+) -> Response {
+    answer(&calls, ip, &c)
+}
+
+struct Harness {
+    server: TestServer,
+    clock: Arc<ManualClock>,
+    calls: Calls,
+}
+
+async fn start_with(builder: ThrottleConfigBuilder) -> Harness {
+    let clock = Arc::new(ManualClock::starting_now());
+    let config = builder.clock(clock.clone()).build().unwrap();
+    let throttle = LoginThrottleLayer::new(MemoryThrottleStore::new(), config);
+    let calls = Calls::default();
+    let app = Router::new()
+        .route("/login", post(form_login).layer(throttle.clone()))
+        .route("/api/login", post(json_login).layer(throttle))
+        .with_state(calls.clone());
+    Harness {
+        server: TestServer::start(app).await,
+        clock,
+        calls,
+    }
+}
+
+async fn start() -> Harness {
+    start_with(ThrottleConfig::builder()).await
+}
+
+/// Behind one trusted proxy, 127.0.0.1, reading `header`.
+async fn start_behind_proxy(header: ProxyHeader) -> Harness {
+    let proxies = ClientAddress::peer()
+        .trust_proxy("127.0.0.1")
+        .unwrap()
+        .proxy_header(header);
+    start_with(ThrottleConfig::builder().client_address(proxies)).await
+}
+
+/// A client whose connections come from `127.0.0.<last>`.
+fn client_from(last: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, last]))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// POSTs `body` to `/login` as an urlencoded form.
+async fn raw_form(h: &Harness, c: &reqwest::Client, body: &str) -> reqwest::Response {
+    c.post(h.server.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// POSTs `body` to `/api/login` as JSON.
+async fn raw_json(h: &Harness, c: &reqwest::Client, body: &str) -> reqwest::Response {
+    c.post(h.server.url("/api/login"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A wrong password for `user` sent by the proxy (127.0.0.1) with
+/// `header: value`.
+async fn via_proxy(
+    h: &Harness,
+    header: &'static str,
+    value: HeaderValue,
+    user: &str,
+) -> reqwest::Response {
+    client_from(1)
+        .post(h.server.url("/login"))
+        .header(header, value)
+        .form(&[("username", user), ("password", "wrong")])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Writes `request` on a fresh connection and returns the answer's status
+/// code (the server may answer before it has read everything).
+async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let line = String::from_utf8_lossy(&answer);
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+fn client_ip(r: &reqwest::Response) -> String {
+    r.headers()["x-client-ip"].to_str().unwrap().to_owned()
+}
+
+fn retry_after(r: &reqwest::Response) -> u64 {
+    r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// One account spelled many ways (case, surrounding Unicode white space,
+/// a percent-encoded field name, `+` for a space, a JSON key written with
+/// a `\u` escape) is one account: five wrong guesses under five spellings
+/// exhaust alice's free failures at this address, and the sixth, in yet
+/// another spelling and with the right password, is refused without
+/// reaching the handler.
+#[tokio::test]
+async fn every_spelling_of_an_account_shares_its_counter() {
+    let h = start().await;
+    let c = client_from(2);
+    let spellings = [
+        raw_form(&h, &c, "username=Alice&password=w1").await,
+        raw_form(&h, &c, "username=%20ALICE%09&password=w2").await,
+        raw_form(&h, &c, "user%6Eame=aLiCe&password=w3").await,
+        raw_form(&h, &c, "username=+alice+&password=w4").await,
+        raw_json(
+            &h,
+            &c,
+            r#"{"user\u006eame":"\u0041lice\u00a0","password":"w5"}"#,
+        )
+        .await,
+    ];
+    for r in spellings {
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(h.calls.get(), 5);
+    let r = raw_json(
+        &h,
+        &c,
+        &format!(r#"{{"username":"\u2003ALICE","password":"{PASSWORD}"}}"#),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h.calls.get(), 5, "no password checked while blocked");
+}
+
+/// A second copy of the account field disguised from the throttle (a
+/// percent-encoded name in a form, a `\u` escaped key in JSON) is still a
+/// second copy: 400 before the handler, so the throttle can never count
+/// one account while the handler checks another.
+#[tokio::test]
+async fn a_disguised_second_account_field_is_refused() {
+    let h = start().await;
+    let c = client_from(3);
+    for body in [
+        "username=nobody&user%6Eame=alice&password=x",
+        "user%6eame=alice&username=nobody&password=x",
+        "username=nobody&password=x&%75sername=alice",
+    ] {
+        let r = raw_form(&h, &c, body).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    for body in [
+        r#"{"username":"nobody","user\u006eame":"alice","password":"x"}"#,
+        r#"{"username":"nobody","password":"x","username":"alice"}"#,
+        r#"{"username":["alice"],"password":"x"}"#,
+        r#"{"username":null,"password":"x"}"#,
+    ] {
+        let r = raw_json(&h, &c, body).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+    assert_eq!(h.calls.get(), 0, "no refused request reached the handler");
+}
+
+/// Bodies the throttle cannot read never reach the handler uncounted: no
+/// content type, a gzip-encoded form, a chunked body past the limit (no
+/// `Content-Length` to refuse early), a JSON body sent as a form's content
+/// type. Each is a clear 400 or 413, and none is a password check.
+#[tokio::test]
+async fn bodies_the_throttle_cannot_read_never_reach_the_handler() {
+    let h = start().await;
+    let c = client_from(4);
+    let r = c
+        .post(h.server.url("/login"))
+        .body("username=alice&password=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no content type");
+    // A gzip member header and garbage: not a form the handler can read
+    // either, but the throttle must not pass it on uncounted.
+    let r = c
+        .post(h.server.url("/api/login"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff, 1, 2, 3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "gzip body");
+    // Chunked, so no Content-Length announces the size: 40 chunks of
+    // 1 KiB after the fields, written on a raw socket.
+    let mut request = format!(
+        "POST /login HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        h.server.addr
+    )
+    .into_bytes();
+    let head = b"username=alice&password=";
+    request.extend_from_slice(format!("{:x}\r\n", head.len()).as_bytes());
+    request.extend_from_slice(head);
+    request.extend_from_slice(b"\r\n");
+    for _ in 0..40 {
+        request.extend_from_slice(b"400\r\n");
+        request.extend_from_slice(&[b'x'; 1024]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(
+        raw_status(h.server.addr, &request).await,
+        413,
+        "chunked past the limit"
+    );
+    assert_eq!(h.calls.get(), 0);
+}
+
+/// While alice is blocked, her right password gets the very answer a wrong
+/// one gets (status, `Retry-After`, content type, body), and is not
+/// checked; once the wait is served it works.
+#[tokio::test]
+async fn the_right_password_while_blocked_is_answered_like_a_wrong_one() {
+    let h = start().await;
+    let c = client_from(5);
+    for i in 0..5 {
+        let r = raw_form(&h, &c, &format!("username=alice&password=w{i}")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let calls = h.calls.get();
+    let mut answers = Vec::new();
+    for password in [PASSWORD, "still wrong"] {
+        let r = c
+            .post(h.server.url("/login"))
+            .form(&[("username", "alice"), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        let head = (
+            r.status(),
+            r.headers().get("retry-after").cloned(),
+            r.headers().get("content-type").cloned(),
+            r.headers().get("set-cookie").cloned(),
+        );
+        answers.push((head, r.bytes().await.unwrap()));
+    }
+    assert_eq!(answers[0].0.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answers[0], answers[1], "the right guess is not revealed");
+    assert_eq!(h.calls.get(), calls, "neither password was checked");
+    h.clock.advance(Duration::from_secs(1));
+    let r = c
+        .post(h.server.url("/login"))
+        .form(&[("username", "alice"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
+/// Behind a trusted proxy, an IPv4-mapped IPv6 address is the IPv4 client,
+/// and every address of one /64 is one client: changing the last 64 bits,
+/// or writing the client as `::ffff:a.b.c.d`, buys no fresh counter. A
+/// client in another /64 is counted apart.
+#[tokio::test]
+async fn ipv6_variants_behind_a_proxy_share_one_counter() {
+    let h = start_behind_proxy(ProxyHeader::XForwardedFor).await;
+    let v4 = [
+        "203.0.113.7",
+        "::ffff:203.0.113.7",
+        "[::ffff:203.0.113.7]",
+        "203.0.113.7:5555",
+        "::ffff:cb00:7107",
+    ];
+    for (i, xff) in v4.iter().enumerate() {
+        let r = via_proxy(
+            &h,
+            "x-forwarded-for",
+            HeaderValue::from_static(xff),
+            "alice",
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{xff}");
+        assert_eq!(client_ip(&r), "203.0.113.7", "try {i}: {xff}");
+    }
+    let r = via_proxy(
+        &h,
+        "x-forwarded-for",
+        HeaderValue::from_static("203.0.113.7"),
+        "alice",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    for i in 0..5u16 {
+        let xff = format!("2001:db8:aa:bb:{i:x}:{i:x}::{i:x}");
+        let r = via_proxy(&h, "x-forwarded-for", xff.parse().unwrap(), "bob").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{xff}");
+    }
+    let r = via_proxy(
+        &h,
+        "x-forwarded-for",
+        HeaderValue::from_static("[2001:db8:aa:bb:ffff::1]:443"),
+        "bob",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "same /64");
+    let r = via_proxy(
+        &h,
+        "x-forwarded-for",
+        HeaderValue::from_static("2001:db8:aa:bc::1"),
+        "bob",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "another /64");
+}
+
+/// Behind a trusted proxy, entries the client wrote left of the real one
+/// (`unknown`, an RFC 7239 obfuscated name, garbage, a second header line
+/// sent before the proxy's) never choose the counted address.
+#[tokio::test]
+async fn short_forged_chains_never_choose_the_counted_address() {
+    let h = start_behind_proxy(ProxyHeader::XForwardedFor).await;
+    for (i, forged) in ["unknown", "_hidden", "not an address", "10.9.8.7", "::1"]
+        .iter()
+        .enumerate()
+    {
+        let value = format!("{forged}, 192.0.2.{i}, 203.0.113.9");
+        let r = via_proxy(&h, "x-forwarded-for", value.parse().unwrap(), "carol").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(client_ip(&r), "203.0.113.9", "{value}");
+    }
+    let r = via_proxy(
+        &h,
+        "x-forwarded-for",
+        HeaderValue::from_static("203.0.113.9"),
+        "carol",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// A chain of `n` forged addresses (varied by `salt`) followed by the real
+/// client, as the proxy forwards it.
+fn long_chain(n: usize, salt: u8, real: &str, forwarded: bool) -> HeaderValue {
+    let mut entries: Vec<String> = (0..n)
+        .map(|j| {
+            let ip = format!("198.18.{salt}.{}", j % 250);
+            if forwarded { format!("for={ip}") } else { ip }
+        })
+        .collect();
+    entries.push(if forwarded {
+        format!("for={real}")
+    } else {
+        real.to_owned()
+    });
+    entries.join(", ").parse().unwrap()
+}
+
+/// Behind a trusted proxy that appends the real client to
+/// `X-Forwarded-For`, a client that sends 130 forged entries first must
+/// still be counted at its real address. The throttle reads at most 129
+/// entries from the left and walks those from the right, so the address
+/// it counts is one the client chose: a fresh one per guess evades the
+/// account-at-address and address counters entirely.
+#[tokio::test]
+#[ignore = "defect: a long forged X-Forwarded-For behind a trusted proxy chooses the counted client address"]
+async fn a_long_forged_x_forwarded_for_cannot_choose_the_counted_address() {
+    let h = start_behind_proxy(ProxyHeader::XForwardedFor).await;
+    for salt in 0..6u8 {
+        let r = via_proxy(
+            &h,
+            "x-forwarded-for",
+            long_chain(130, salt, "203.0.113.7", false),
+            "alice",
+        )
+        .await;
+        if salt < 5 {
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(client_ip(&r), "203.0.113.7", "guess {salt}");
+        } else {
+            assert_eq!(
+                r.status(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "the sixth guess from one client at one account is refused"
+            );
+        }
+    }
+}
+
+/// The same with RFC 7239 `Forwarded`.
+#[tokio::test]
+#[ignore = "defect: a long forged Forwarded header behind a trusted proxy chooses the counted client address"]
+async fn a_long_forged_forwarded_header_cannot_choose_the_counted_address() {
+    let h = start_behind_proxy(ProxyHeader::Forwarded).await;
+    for salt in 0..6u8 {
+        let r = via_proxy(
+            &h,
+            "forwarded",
+            long_chain(130, salt, "203.0.113.7", true),
+            "alice",
+        )
+        .await;
+        if salt < 5 {
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(client_ip(&r), "203.0.113.7", "guess {salt}");
+        } else {
+            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+}
+
+/// Under the entry limit, a long forged chain is walked correctly (the
+/// control for the two tests above: 120 forged entries are fine).
+#[tokio::test]
+async fn a_forged_chain_under_the_entry_limit_is_walked_from_the_right() {
+    let h = start_behind_proxy(ProxyHeader::XForwardedFor).await;
+    for salt in 0..5u8 {
+        let r = via_proxy(
+            &h,
+            "x-forwarded-for",
+            long_chain(120, salt, "203.0.113.7", false),
+            "alice",
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(client_ip(&r), "203.0.113.7");
+    }
+    let r = via_proxy(
+        &h,
+        "x-forwarded-for",
+        long_chain(120, 9, "203.0.113.7", false),
+        "alice",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// A client's `X-Forwarded-For` holding one byte that is not visible ASCII
+/// (obs-text, which HTTP/1.1 servers accept) makes the whole line,
+/// including the entry the trusted proxy appended, unreadable: the throttle
+/// then counts the proxy's own address instead of the client. The client
+/// so gets a second set of counters (its poisoned guesses and its plain
+/// ones are counted apart), and shares the poisoned set with every other
+/// request the throttle cannot place. The entry the proxy appended must be
+/// the client.
+#[tokio::test]
+#[ignore = "defect: an obs-text byte in a client's X-Forwarded-For makes the throttle count the trusted proxy, not the client the proxy appended"]
+async fn a_non_ascii_forwarded_for_byte_does_not_hide_the_client_behind_the_proxy() {
+    let h = start_behind_proxy(ProxyHeader::XForwardedFor).await;
+    let poisoned = HeaderValue::from_bytes(b"\xff, 203.0.113.66").unwrap();
+    for i in 0..5 {
+        let r = via_proxy(&h, "x-forwarded-for", poisoned.clone(), "alice").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            client_ip(&r),
+            "203.0.113.66",
+            "guess {i}: the entry the proxy appended is the client"
+        );
+    }
+    let r = via_proxy(
+        &h,
+        "x-forwarded-for",
+        HeaderValue::from_static("203.0.113.66"),
+        "alice",
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the client's sixth guess at alice, its header now clean, is refused"
+    );
+}
+
+/// A flood of distinct accounts from many addresses does not evict a
+/// counter that is blocking a guessed account: 5,000 one-failure accounts
+/// later, the attacker's address is still refused at alice.
+#[tokio::test]
+async fn a_flood_of_distinct_accounts_does_not_free_a_blocked_counter() {
+    let store = Arc::new(MemoryThrottleStore::with_capacity(1_600));
+    let clock = Arc::new(ManualClock::starting_now());
+    let config = ThrottleConfig::builder()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    let app = Router::new()
+        .route(
+            "/login",
+            post(form_login).layer(LoginThrottleLayer::new(store.clone(), config)),
+        )
+        .with_state(calls.clone());
+    let h = Harness {
+        server: TestServer::start(app).await,
+        clock,
+        calls,
+    };
+    let attacker = client_from(11);
+    for i in 0..5 {
+        let r = raw_form(&h, &attacker, &format!("username=alice&password=g{i}")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The flood: other addresses (127.0.0.12 ..) trying distinct accounts,
+    // each address staying under its own 20 free failures.
+    let mut sent = 0u32;
+    for last in 12..=250u8 {
+        let c = client_from(last);
+        for j in 0..19 {
+            let r = raw_form(&h, &c, &format!("username=flood{last}-{j}&password=x")).await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            sent += 1;
+        }
+        if sent > 4_500 {
+            break;
+        }
+    }
+    assert!(store.len() <= 3 * 1_600, "bounded: {}", store.len());
+    let r = raw_form(
+        &h,
+        &attacker,
+        &format!("username=alice&password={PASSWORD}"),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the guessed account's counters survived the flood"
+    );
+    assert!(retry_after(&r) >= 1);
+}
