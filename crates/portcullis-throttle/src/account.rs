@@ -166,6 +166,15 @@ mod tests {
         assert_eq!(encoding(&twice), Err(AccountError::ContentType));
     }
 
+    proptest::proptest! {
+        /// Any body bytes: an answer or a typed error, never a panic.
+        #[test]
+        fn bodies_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = find_account(Encoding::Form, &body, "username");
+            let _ = find_account(Encoding::Json, &body, "username");
+        }
+    }
+
     #[test]
     fn fields_table() {
         let form = Encoding::Form;

@@ -688,6 +688,30 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any header bytes, either header: an answer, never a panic.
+        #[test]
+        fn headers_never_panic(lines in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..80), 0..4)) {
+            for (name, header) in [("x-forwarded-for", ProxyHeader::XForwardedFor), ("forwarded", ProxyHeader::Forwarded)] {
+                let proxies = ClientAddress::peer().trust_proxy("10.0.0.0/8").unwrap().proxy_header(header);
+                let mut ext = Extensions::new();
+                ext.insert(SocketAddr::new(ip("10.0.0.1"), 1));
+                let mut h = HeaderMap::new();
+                for l in &lines {
+                    if let Ok(v) = HeaderValue::from_bytes(l) {
+                        h.append(HeaderName::from_static(name), v);
+                    }
+                }
+                proptest::prop_assert!(proxies.resolve(&ext, &h).is_some());
+            }
+        }
+
+        #[test]
+        fn ranges_never_panic(s in "\\PC{0,50}") {
+            let _ = s.parse::<IpRange>();
+        }
+    }
+
     #[test]
     fn client_ip_prefers_the_throttle_s_answer() {
         let mut ext = Extensions::new();
