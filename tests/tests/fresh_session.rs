@@ -145,10 +145,7 @@ async fn delete_account(fresh: FreshLogin<600>) -> Json<Value> {
     Json(json!({ "deleting": fresh.user, "methods": methods }))
 }
 
-fn app(store: Arc<dyn SessionStore>, clock: SharedClock) -> Router {
-    let config = SessionConfig::default()
-        .clock(clock)
-        .reauthentication_url("/reauth");
+fn app(store: Arc<dyn SessionStore>, config: SessionConfig) -> Router {
     let layer = SessionLayer::from_arc(store, config).unwrap();
     let guarded = Router::new()
         .route(
@@ -187,8 +184,19 @@ impl Fixture {
     }
 
     async fn with_store(store: Arc<dyn SessionStore>, clock: Arc<ManualClock>) -> Self {
+        let config = SessionConfig::default()
+            .clock(clock.clone())
+            .reauthentication_url("/reauth");
+        Self::with_config(store, clock, config).await
+    }
+
+    async fn with_config(
+        store: Arc<dyn SessionStore>,
+        clock: Arc<ManualClock>,
+        config: SessionConfig,
+    ) -> Self {
         Self {
-            server: TestServer::start(app(store, clock.clone())).await,
+            server: TestServer::start(app(store, config)).await,
             clock,
             http: client(),
         }
@@ -346,6 +354,12 @@ async fn reauthentication_merges_the_methods(backend: Backend) {
     let resp = f.post("/account/delete", Some(&cookie)).await;
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["methods"], json!(["pwd", "otp"]));
+    // Another user logging in on this browser starts from their own.
+    let resp = f.post("/login/bob", Some(&cookie)).await;
+    let bob = cookie_value(&resp, COOKIE_NAME).unwrap();
+    let (_, me) = f.me(&bob).await;
+    assert_eq!(me["user"], "bob");
+    assert_eq!(me["methods"], json!(["pwd"]));
 }
 
 async fn the_app_cannot_write_the_reserved_keys(backend: Backend) {
@@ -565,4 +579,27 @@ async fn a_password_change_that_cannot_delete_the_old_id_is_a_503_and_a_retry_fi
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the old id is gone");
     let (status, _) = f.me(&laptop_final).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn without_a_reauthentication_url_pages_get_the_api_answer() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let config = SessionConfig::default().clock(clock.clone());
+    let f = Fixture::with_config(store, clock, config).await;
+    let cookie = f.login("alice").await;
+    f.clock.advance(20 * MINUTE);
+    let page = f
+        .send(
+            reqwest::Method::GET,
+            "/account/password",
+            Some(&cookie),
+            Some(HTML),
+        )
+        .await;
+    assert_eq!(page.status(), StatusCode::UNAUTHORIZED);
+    assert!(page.headers().get(LOCATION).is_none());
+    let body: Value = page.json().await.unwrap();
+    assert_eq!(body["reason"], "login_not_fresh");
+    assert_eq!(body["max_age"], 600);
 }
