@@ -15,7 +15,8 @@ use axum::routing::{get, post};
 use portcullis::core::{Clock as _, ManualClock};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, RequireFreshAuthLayer, SigningKey};
-use portcullis::refresh::{MemoryRefreshStore, RefreshLayer, Refresher};
+use portcullis::refresh::testing::family;
+use portcullis::refresh::{MemoryRefreshStore, RefreshLayer, RefreshStore as _, Refresher};
 use portcullis_tests::refresh_app::{COOKIE, Login, read_login};
 use portcullis_tests::{TestServer, client};
 use reqwest::StatusCode;
@@ -43,6 +44,7 @@ struct App {
     server: TestServer,
     clock: Arc<ManualClock>,
     refresher: Refresher,
+    store: Arc<MemoryRefreshStore>,
 }
 
 /// The claims a route saw, as JSON.
@@ -101,7 +103,11 @@ async fn jwt_plain(State(s): State<AppState>, Path(user): Path<String>) -> Respo
 }
 
 async fn start() -> App {
-    let clock = Arc::new(ManualClock::starting_now());
+    start_at(Arc::new(ManualClock::starting_now())).await
+}
+
+async fn start_at(clock: Arc<ManualClock>) -> App {
+    let store = Arc::new(MemoryRefreshStore::new());
     let revocations = Arc::new(MemoryRevocationStore::with_clock(clock.clone()));
     let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
         .issuer(ISS)
@@ -113,15 +119,10 @@ async fn start() -> App {
         .revocation(revocations.view())
         .build()
         .unwrap();
-    let refresher = Refresher::builder(
-        MemoryRefreshStore::new(),
-        issuer.clone(),
-        revocations,
-        jwt.clone(),
-    )
-    .clock(clock.clone())
-    .build()
-    .unwrap();
+    let refresher = Refresher::builder(store.clone(), issuer.clone(), revocations, jwt.clone())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     let sudo = Router::new()
         .route("/api/sudo", get(me))
         .route_layer(RequireFreshAuthLayer::within(SUDO_MAX_AGE).clock(clock.clone()));
@@ -151,6 +152,7 @@ async fn start() -> App {
         server: TestServer::start(app).await,
         clock,
         refresher,
+        store,
     }
 }
 
@@ -259,6 +261,7 @@ async fn custom_claims_cannot_forge_a_fresh_or_strong_login() {
         json!({"nickname": "al", "acr": "mfa"}),
         json!({"sub": "bob"}),
         json!({"roles": "admin"}),
+        json!({"scope": ["admin"]}),
     ] {
         let resp = client()
             .post(app.server.url("/auth/login-profile/alice"))
@@ -375,4 +378,34 @@ async fn jwt_issuer_login_tokens_are_fresh_and_plain_tokens_never() {
     app.clock.advance(Duration::from_secs(11 * 60));
     assert_eq!(call(&app, "/api/me", &login).await.status(), StatusCode::OK);
     assert_step_up(call(&app, "/api/sudo", &login).await, STALE).await;
+}
+
+/// A family stored before logins recorded their time and methods (or
+/// with claims of another shape under those names): it still refreshes,
+/// its tokens carry no login time, method or class (so it is never
+/// fresh: the user logs in again for a sensitive route), and the names
+/// the issuer controls are left out rather than failing every refresh.
+#[tokio::test]
+async fn a_family_stored_without_a_login_time_refreshes_but_is_never_fresh() {
+    // `testing::family` creates at 1_700_000_000 s, alive for a day.
+    let app = start_at(Arc::new(ManualClock::new(1_700_000_060_000))).await;
+    let (mut fam, token) = family("alice", 0);
+    fam.claims = serde_json::from_value(json!({
+        "roles": ["user"],
+        "sub": "mallory",
+        "auth_time": "yesterday",
+        "amr": "pwd",
+        "acr": 7,
+        "tenant": "acme",
+    }))
+    .unwrap();
+    app.store.create(&fam, None).await.unwrap();
+    let later = refreshed(&app, &token.to_encoded()).await;
+    let c = claims(&app, &later.access).await;
+    assert_eq!(c["sub"], json!("alice"));
+    for name in ["auth_time", "amr", "acr"] {
+        assert_eq!(c[name], Value::Null, "{name}");
+    }
+    assert_step_up(call(&app, "/api/sudo", &later.access).await, STALE).await;
+    assert_step_up(call(&app, "/api/mfa", &later.access).await, WEAK).await;
 }

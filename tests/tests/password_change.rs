@@ -45,6 +45,8 @@ const PROPAGATION: Duration = Duration::from_secs(2);
 /// the refresh endpoints.
 struct Instance {
     server: TestServer,
+    clock: Arc<ManualClock>,
+    view: RevocationView,
 }
 
 /// `POST /account/password`: (the new hash would be stored here) the
@@ -84,12 +86,8 @@ async fn instance(
     revocations: Arc<dyn RevocationStore>,
     clock: Arc<ManualClock>,
 ) -> Instance {
-    let issuer = JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
-        .issuer(ISS)
-        .audience(AUD)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let issuer = issuer(&clock);
+    let view = revocations.view();
     let jwt = JwtLayer::builder_for(&issuer)
         .revocation(revocations.view())
         .build()
@@ -101,7 +99,7 @@ async fn instance(
         .unwrap();
     let protected = Router::new()
         .route("/account/password", post(change_password))
-        .route_layer(RequireFreshAuthLayer::within(Duration::from_secs(600)).clock(clock))
+        .route_layer(RequireFreshAuthLayer::within(Duration::from_secs(600)).clock(clock.clone()))
         .route("/api/me", get(me))
         .layer(jwt);
     let app = Router::new()
@@ -111,7 +109,34 @@ async fn instance(
         .layer(RefreshLayer::new(&refresher));
     Instance {
         server: TestServer::start(app).await,
+        clock,
+        view,
     }
+}
+
+/// The instances' issuer (their signing key).
+fn issuer(clock: &Arc<ManualClock>) -> JwtIssuer {
+    JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
+/// What a refresh of the family of `refresh` racing with a password
+/// change could mint on `at` once the version bump reached its view: an
+/// access token of that family (`sid`) stamped with the user's new
+/// version.
+fn racing_token(at: &Instance, user: &str, refresh: &str) -> String {
+    let sid = refresh.split_once('.').unwrap().0;
+    issuer(&at.clock)
+        .token(user)
+        .sid(sid)
+        .ver(at.view.user_version(user))
+        .mint()
+        .unwrap()
+        .token
 }
 
 async fn log_in(at: &Instance, user: &str) -> Login {
@@ -187,6 +212,11 @@ async fn password_change_on_two_instances(a: &Instance, b: &Instance) {
     let took = refused_soon(a, &phone.access).await;
     eprintln!("password change on B: the phone's access token refused on A after {took:?}");
     assert_eq!(api(a, &laptop.access).await, StatusCode::UNAUTHORIZED);
+    // A token a racing refresh of the phone minted after the bump is
+    // refused too: the ended families' `sid`s are revoked.
+    let racing = racing_token(b, "alice", &phone.refresh);
+    assert_eq!(api(b, &racing).await, StatusCode::UNAUTHORIZED);
+    refused_soon(a, &racing).await;
     // Every refresh family alice had is gone, whichever instance asks.
     for at in [a, b] {
         for token in [&phone.refresh, &laptop.refresh] {
@@ -371,9 +401,14 @@ async fn a_failing_step_answers_503_leaves_the_user_more_logged_out_and_a_retry_
             StatusCode::UNAUTHORIZED
         );
     }
+    // What a refresh of the tablet racing with the change could have
+    // minted after the bump lives on: the reason the change is not done.
+    let racing = racing_token(&app, "alice", &tablet.refresh);
+    assert_eq!(api(&app, &racing).await, StatusCode::OK);
     let laptop = log_in(&app, "alice").await;
     let resp = change(&app, &laptop.access).await;
     assert_eq!(resp.status(), StatusCode::OK, "the retry");
     let laptop = read_login(resp).await;
+    assert_eq!(api(&app, &racing).await, StatusCode::UNAUTHORIZED);
     assert_eq!(api(&app, &laptop.access).await, StatusCode::OK);
 }

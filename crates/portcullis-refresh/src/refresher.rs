@@ -776,6 +776,32 @@ impl Login {
     /// How the user authenticated, as RFC 8176 method names (`pwd`,
     /// `otp`, `mfa`, `hwk`, ...; default `["pwd"]`): the access tokens'
     /// `amr`. Replaces earlier methods; an empty list makes the login fail.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use portcullis_jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
+    /// # use portcullis_jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
+    /// # use portcullis_refresh::{MemoryRefreshStore, Refresher};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let revocations = Arc::new(MemoryRevocationStore::new());
+    /// # let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
+    /// #     .issuer("https://app.example.com").audience("app").build().unwrap();
+    /// # let jwt = JwtLayer::builder_for(&issuer).revocation(revocations.view()).build().unwrap();
+    /// # let refresher = Refresher::builder(MemoryRefreshStore::new(), issuer, revocations, jwt.clone())
+    /// #     .build().unwrap();
+    /// // The password and a one-time code were checked.
+    /// let pair = refresher.login("alice").methods(["pwd", "otp"]).acr("mfa").issue().await.unwrap();
+    /// let claims = jwt.verify(&pair.access.token).await.unwrap();
+    /// assert_eq!(claims.registered().amr, Some(vec!["pwd".to_owned(), "otp".to_owned()]));
+    /// assert_eq!(claims.registered().acr.as_deref(), Some("mfa"));
+    /// assert!(claims.registered().auth_time.is_some());
+    ///
+    /// let none: [&str; 0] = [];
+    /// assert!(refresher.login("alice").methods(none).issue().await.is_err());
+    /// assert_eq!(refresher.devices("alice", None).await.unwrap().len(), 1);
+    /// # }
+    /// ```
     pub fn methods<I, M>(mut self, methods: I) -> Self
     where
         I: IntoIterator<Item = M>,
