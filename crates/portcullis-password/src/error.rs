@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use portcullis_core::ResponseBody;
 use portcullis_core::rejection::{ProblemJson, Rejection, RenderRejection};
 
 use crate::policy::PolicyError;
@@ -84,22 +83,20 @@ impl PasswordError {
         }
     }
 
-    /// The problem+json response (the [`Rejection`] in its extensions).
+    /// The problem+json response ([`ProblemJson`] rendering
+    /// [`rejection`](Self::rejection)); with the `axum` feature the error
+    /// is also `IntoResponse`.
     ///
     /// ```
     /// use std::time::Duration;
     /// use portcullis_password::PasswordError;
     ///
     /// let busy = PasswordError::Busy { retry_after: Duration::from_secs(2) };
-    /// let response = busy.into_response::<http_body_util::Empty<bytes::Bytes>>();
+    /// let response = busy.to_http_response();
     /// assert_eq!(response.status(), 503);
     /// assert_eq!(response.headers()["retry-after"], "2");
+    /// assert_eq!(response.headers()["content-type"], "application/problem+json");
     /// ```
-    pub fn into_response<B>(self) -> http::Response<ResponseBody<B>> {
-        self.rejection().into_response(&ProblemJson, false)
-    }
-
-    /// The same response with a plain [`Bytes`] body.
     #[must_use]
     pub fn to_http_response(&self) -> http::Response<Bytes> {
         ProblemJson.render(&self.rejection(), false)
