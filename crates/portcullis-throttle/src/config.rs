@@ -94,7 +94,8 @@ pub enum ThrottleConfigError {
 /// strict counter is bound to the attacker's own address, and the
 /// account-wide counter never blocks longer than its cap (a minute by
 /// default): the rightful user, from their own address, is slowed by at
-/// most that, never locked out. The price: a guesser with many addresses
+/// most that, never locked out (unless the attacker shares that address,
+/// one NAT: then the address counter applies to both). The price: a guesser with many addresses
 /// gets about one guess per account per minute (525,600 a year against
 /// one account, far below what a password of the policy's length yields);
 /// raise [`DEFAULT_ACCOUNT`]'s cap to trade the rightful user's wait for
