@@ -74,8 +74,9 @@ async fn login(State(r): State<Refresher>, Path(user): Path<String>, req: Reques
     r.login(user).reply(&parts).await.into_response()
 }
 
-async fn me(c: Claims) -> String {
-    c.subject().unwrap_or_default().to_owned()
+async fn me(c: Claims) -> axum::Json<serde_json::Value> {
+    let r = c.registered();
+    axum::Json(serde_json::json!({"sub": r.sub, "auth_time": r.auth_time, "amr": r.amr}))
 }
 
 /// An instance on `store` and `revocations`; instances share the clock,
@@ -159,6 +160,17 @@ async fn api(at: &Instance, access: &str) -> StatusCode {
         .status()
 }
 
+async fn me_json(at: &Instance, access: &str) -> serde_json::Value {
+    let resp = client()
+        .get(at.server.url("/api/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.unwrap()
+}
+
 async fn refresh(at: &Instance, token: &str) -> reqwest::Response {
     client()
         .post(at.server.url("/auth/refresh"))
@@ -226,10 +238,19 @@ async fn password_change_on_two_instances(a: &Instance, b: &Instance) {
     // The laptop's new login works on both instances, and refreshes.
     assert_eq!(api(a, &fresh.access).await, StatusCode::OK);
     assert_eq!(api(b, &fresh.access).await, StatusCode::OK);
+    a.clock.advance(Duration::from_secs(60));
     let next = refresh(a, &fresh.refresh).await;
     assert_eq!(next.status(), StatusCode::OK);
     let next = read_login(next).await;
     assert_eq!(api(b, &next.access).await, StatusCode::OK);
+    // The store kept the login's time and methods: the refresh copied them.
+    let (login, refreshed) = (
+        me_json(b, &fresh.access).await,
+        me_json(b, &next.access).await,
+    );
+    assert!(login["auth_time"].is_i64(), "{login}");
+    assert_eq!(login["amr"], serde_json::json!(["pwd"]));
+    assert_eq!(refreshed, login);
     // bob is untouched.
     assert_eq!(api(a, &bob.access).await, StatusCode::OK);
     assert_eq!(api(b, &bob.access).await, StatusCode::OK);

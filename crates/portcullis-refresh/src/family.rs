@@ -38,7 +38,8 @@ pub struct Family {
     /// The user.
     pub user_id: String,
     /// Claims copied into every access token minted for the family (roles,
-    /// scope, ...), fixed at login.
+    /// scope, ..., and the login's `auth_time`, `amr` and `acr`), fixed at
+    /// login.
     #[serde(default)]
     pub claims: Map<String, Value>,
     /// Device metadata.
