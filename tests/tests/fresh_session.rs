@@ -390,7 +390,8 @@ async fn the_app_cannot_write_the_reserved_keys(backend: Backend) {
 
 async fn a_password_change_logs_out_the_other_sessions_at_once(backend: Backend) {
     let f = Fixture::on(backend).await;
-    let laptop = f.login("alice").await;
+    let resp = f.post("/login/alice?methods=hwk", None).await;
+    let laptop = cookie_value(&resp, COOKIE_NAME).unwrap();
     let phone = f.login("alice").await;
     let thief = f.login("alice").await;
     let bob = f.login("bob").await;
@@ -409,6 +410,7 @@ async fn a_password_change_logs_out_the_other_sessions_at_once(backend: Backend)
     let (status, me) = f.me(&laptop_now).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["authenticated_at"], f.now_ms());
+    assert_eq!(me["methods"], json!(["hwk", "pwd"]), "a password was given");
     assert_fresh(&f, &laptop_now).await;
     let (status, _) = f.me(&bob).await;
     assert_eq!(status, StatusCode::OK, "another user's session stays");

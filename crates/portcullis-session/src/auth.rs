@@ -349,6 +349,30 @@ mod tests {
     }
 
     #[test]
+    fn record_accessors_read_the_reserved_keys() {
+        let t = Timestamp::from_secs(1_700_000_000);
+        let mut rec = SessionRecord {
+            user_id: Some("alice".into()),
+            data: BTreeMap::new(),
+            created_at: t,
+            last_seen: t,
+            idle_deadline: t,
+            absolute_deadline: t,
+            metadata: crate::store::SessionMetadata::default(),
+        };
+        assert_eq!(rec.authenticated_at(), None);
+        assert!(rec.auth_methods().is_empty());
+        assert!(!rec.is_remembered());
+        set_authenticated(&mut rec.data, t, &[AuthMethod::HARDWARE_KEY]);
+        set_remembered(&mut rec.data, Some(Duration::from_secs(60)));
+        assert_eq!(rec.authenticated_at(), Some(t));
+        assert_eq!(rec.auth_methods(), vec![AuthMethod::HARDWARE_KEY]);
+        assert!(rec.is_remembered());
+        set_remembered(&mut rec.data, None);
+        assert!(!rec.is_remembered());
+    }
+
+    #[test]
     fn methods_merge_without_duplicates() {
         let opts =
             LoginOptions::new().methods([AuthMethod::OTP, AuthMethod::PASSWORD, AuthMethod::OTP]);
