@@ -179,7 +179,6 @@ fn cpu_time() -> Duration {
 /// connection and an empty queue. Over the next second the process must
 /// stay nearly idle, as it is (the control) while both connections stall.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a load whose shared statement stalls busy-loops on a free connection (a core per waiting load)"]
 async fn a_load_waiting_on_a_stalled_batch_does_not_spin() {
     let s = setup().await;
     let keys = [

@@ -136,8 +136,15 @@ where
             Next::Lease(Ok(lease)) => {
                 let batch = queue.take(direct.max());
                 if batch.is_empty() {
-                    // Another load took ours: its answer is on the way.
+                    // Another load took ours: wait for its answer alone
+                    // (competing for connections meanwhile would find
+                    // nothing to do, again and again).
                     lease.keep();
+                    match (&mut answer).await {
+                        Ok(a) => return a,
+                        // That load was dropped before it answered.
+                        Err(_) => answer = queue.push(key, now),
+                    }
                     continue;
                 }
                 serve(lease, batch).await;
