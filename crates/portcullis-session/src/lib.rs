@@ -38,7 +38,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `file-store` | no | [`FileStore`], durable sessions on one node |
-//! | `axum` | no | extractors: [`Session`], [`CurrentUser`]; `IntoResponse` for [`SessionError`] |
+//! | `axum` | no | extractors: [`Session`], [`CurrentUser`], [`FreshLogin`]; `IntoResponse` for [`SessionError`] and [`FreshLoginRejection`] |
 //! | `testing` | no | [`testing`]: the store conformance suite and fault injection |
 //! | `tracing` | no | debug/warn events (never carrying an id or a cookie) |
 //!
