@@ -570,3 +570,37 @@ async fn client_address_layer_feeds_client_ip() {
     let direct = ask(client_from(12)).await.unwrap().text().await.unwrap();
     assert_eq!(direct, "127.0.0.12");
 }
+
+/// Behind a trusted proxy, a client prepending a long forged chain (more
+/// entries than the walk reads) or a byte that is not ASCII to its
+/// `X-Forwarded-For` is still counted at the address the proxy appended:
+/// its sixth guess at one account is refused.
+#[tokio::test]
+async fn a_long_or_non_ascii_forged_prefix_cannot_choose_the_counted_address() {
+    let store: Arc<dyn ThrottleStore> = Arc::new(MemoryThrottleStore::new());
+    let proxies = ClientAddress::peer().trust_proxy("127.0.0.1").unwrap();
+    let h = start_with(ThrottleConfig::builder().client_address(proxies), store).await;
+    let proxy = client_from(1);
+    for guess in 0..6u8 {
+        let xff = if guess % 2 == 0 {
+            let mut chain: Vec<String> = (0..200).map(|j| format!("198.18.{guess}.{j}")).collect();
+            chain.push("203.0.113.70".to_owned());
+            http::HeaderValue::from_str(&chain.join(", ")).unwrap()
+        } else {
+            http::HeaderValue::from_bytes(b"\xff, 203.0.113.70").unwrap()
+        };
+        let r = proxy
+            .post(h.server.url("/login"))
+            .header("x-forwarded-for", xff)
+            .form(&[("username", "alice"), ("password", "wrong")])
+            .send()
+            .await
+            .unwrap();
+        if guess < 5 {
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "guess {guess}");
+            assert_eq!(r.headers()["x-client-ip"], "203.0.113.70", "guess {guess}");
+        } else {
+            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+}

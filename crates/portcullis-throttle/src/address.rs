@@ -32,8 +32,9 @@ use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, HeaderName};
 
-/// The most addresses read from a proxy header: a longer chain stops the
-/// walk there (the address reached so far is the client).
+/// The most entries of a proxy header walked, from the right: a longer
+/// chain of trusted proxies stops the walk there (the address reached so
+/// far is the client). Entries left of them are never read.
 const MAX_HOPS: usize = 64;
 
 /// A range of addresses in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`;
@@ -211,7 +212,10 @@ pub fn peer_address(extensions: &Extensions) -> Option<IpAddr> {
 /// trusted proxy is the client. Everything left of it may be forged and is
 /// ignored. When every address is a trusted proxy, the leftmost is the
 /// client. Every line of the header counts, in order (RFC 9110 list
-/// semantics), so a second line cannot hide the real chain. An entry that
+/// semantics), so a second line cannot hide the real chain; entries are
+/// split on raw bytes, so a byte that is not ASCII spoils only its own
+/// entry. At most 64 entries are walked, and only from the right, so a
+/// client prepending any number of forged entries changes nothing. An entry that
 /// is not an address (`unknown`, an obfuscated `_name` of RFC 7239, or
 /// garbage) ends the walk: the nearest trusted hop is taken as the client,
 /// never an address the client chose.
@@ -306,7 +310,7 @@ impl ClientAddress {
             ProxyHeader::Forwarded => forwarded_for(headers),
         };
         let mut client = peer;
-        for hop in hops.into_iter().rev().take(MAX_HOPS) {
+        for hop in hops {
             let Some(ip) = hop else {
                 return Some(client);
             };
@@ -411,23 +415,26 @@ where
     }
 }
 
-/// Every entry of every `X-Forwarded-For` line, left to right; `None` for an
-/// entry that is not an address.
+/// The last [`MAX_HOPS`] entries of the `X-Forwarded-For` lines, right to
+/// left (the last line's last entry first); `None` for an entry that is not
+/// an address. Entries are split on raw bytes: a byte that is not ASCII
+/// spoils only the entry it is in, never the entries a proxy appended.
 fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     let name = HeaderName::from_static("x-forwarded-for");
+    let lines: Vec<&[u8]> = headers
+        .get_all(name)
+        .iter()
+        .map(http::HeaderValue::as_bytes)
+        .collect();
     let mut hops = Vec::new();
-    for line in headers.get_all(name) {
-        let Ok(line) = line.to_str() else {
-            hops.push(None);
-            continue;
-        };
-        for entry in line.split(',') {
-            let entry = entry.trim();
+    for line in lines.into_iter().rev() {
+        for entry in line.rsplit(|&b| b == b',') {
+            let entry = entry.trim_ascii();
             if entry.is_empty() {
                 continue;
             }
-            hops.push(parse_node(entry));
-            if hops.len() > MAX_HOPS * 2 {
+            hops.push(std::str::from_utf8(entry).ok().and_then(parse_node));
+            if hops.len() == MAX_HOPS {
                 return hops;
             }
         }
@@ -448,22 +455,24 @@ fn parse_node(s: &str) -> Option<IpAddr> {
     inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
-/// The `for=` node of every element of every `Forwarded` line, left to
-/// right; `None` for an element without a usable address (`unknown`, an
-/// obfuscated identifier, no `for`, a syntax error).
+/// The `for=` node of the last [`MAX_HOPS`] elements of the `Forwarded`
+/// lines, right to left; `None` for an element without a usable address
+/// (`unknown`, an obfuscated identifier, no `for`, a syntax error, a byte
+/// that is not ASCII: it spoils only its own element).
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let lines: Vec<String> = headers
+        .get_all(http::header::FORWARDED)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
     let mut hops = Vec::new();
-    for line in headers.get_all(http::header::FORWARDED) {
-        let Ok(line) = line.to_str() else {
-            hops.push(None);
-            continue;
-        };
-        for element in split_unquoted(line, ',') {
+    for line in lines.iter().rev() {
+        for element in split_unquoted(line, ',').into_iter().rev() {
             if element.trim().is_empty() {
                 continue;
             }
             hops.push(element_for(element));
-            if hops.len() > MAX_HOPS * 2 {
+            if hops.len() == MAX_HOPS {
                 return hops;
             }
         }
@@ -580,6 +589,9 @@ mod tests {
             ("10.0.0.1", &[b"203.0.113.5, garbage, 10.0.0.2"], "10.0.0.2"),
             ("10.0.0.1", &[b"garbage"], "10.0.0.1"),
             ("10.0.0.1", &[b"\xff"], "10.0.0.1"),
+            // A byte that is not ASCII spoils only its own entry.
+            ("10.0.0.1", &[b"\xff, 203.0.113.66"], "203.0.113.66"),
+            ("10.0.0.1", &[b"203.0.113.5, \xff, 10.0.0.2"], "10.0.0.2"),
             // Mapped addresses are IPv4.
             ("::ffff:10.0.0.1", &[b"::ffff:203.0.113.5"], "203.0.113.5"),
             ("fd00::1", &[b"203.0.113.5"], "203.0.113.5"),
@@ -644,6 +656,31 @@ mod tests {
             ClientAddress::peer().resolve(&Extensions::new(), &HeaderMap::new()),
             None
         );
+    }
+
+    #[test]
+    fn a_long_forged_prefix_changes_nothing() {
+        for header in [ProxyHeader::XForwardedFor, ProxyHeader::Forwarded] {
+            let proxies = ClientAddress::peer()
+                .trust_proxy("10.0.0.0/8")
+                .unwrap()
+                .proxy_header(header);
+            let (name, node): (&str, fn(String) -> String) = match header {
+                ProxyHeader::XForwardedFor => ("x-forwarded-for", |ip| ip),
+                _ => ("forwarded", |ip| format!("for={ip}")),
+            };
+            let mut chain: Vec<String> = (0..10_000)
+                .map(|i| node(format!("198.18.{}.{}", i / 250 % 250, i % 250)))
+                .collect();
+            chain.push(node("203.0.113.7".to_owned()));
+            let line = chain.join(", ");
+            let (ext, h) = request("10.0.0.1", name, &[line.as_bytes(), b"\xff"]);
+            // The last line's garbage ends the walk at the proxy itself...
+            assert_eq!(proxies.resolve(&ext, &h), Some(ip("10.0.0.1")), "{name}");
+            let (ext, h) = request("10.0.0.1", name, &[line.as_bytes()]);
+            // ...and without it, the real client, however long the prefix.
+            assert_eq!(proxies.resolve(&ext, &h), Some(ip("203.0.113.7")), "{name}");
+        }
     }
 
     #[test]
