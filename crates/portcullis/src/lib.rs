@@ -11,7 +11,9 @@
 //! | `jwks-remote` | no | [`jwt`] | JWKS from an HTTPS URL |
 //! | `refresh` | no | [`refresh`] | `RefreshLayer`, `Refresher`: rotating refresh tokens |
 //! | `csrf` | no | [`csrf`] | `CsrfLayer`: Fetch Metadata, Origin and token checks |
-//! | `redis` | no | [`redis`] | Redis stores for every enabled layer |
+//! | `password` | no | [`password`] | `PasswordHasher` (argon2id, bounded pool, equal cost for unknown users), `PasswordPolicy` |
+//! | `throttle` | no | [`throttle`] | `LoginThrottleLayer`: brute-force protection for login and refresh routes |
+//! | `redis` | no | [`redis`] | Redis stores for every enabled layer (the throttle's too) |
 //! | `redis-cluster` | no | [`redis`] | Redis Cluster targets |
 //! | `redis-tls` | no | [`redis`] | `rediss://` (TLS with rustls) |
 //! | `axum` | no | | extractors for every enabled layer |
@@ -20,7 +22,28 @@
 //!
 //! The shared vocabulary (tokens, clocks, cookies, rejections) is in
 //! [`core`]. The PostgreSQL and SQLite stores are in the `portcullis-sql`
-//! crate, used directly (it needs Rust 1.94, sqlx 0.9's minimum).
+//! crate, used directly (it needs Rust 1.94, sqlx 0.9's minimum); its
+//! `throttle` feature holds the SQL throttle stores.
+//!
+//! ## The front door
+//!
+//! What happens before `session.login(user)`: check the password with
+//! [`password::PasswordHasher::verify`] (the same cost for an unknown
+//! user), and put a [`throttle::LoginThrottleLayer`] on the login route,
+//! counting the failures the handler reports with a
+//! [`throttle::LoginOutcome`]. The `session-login`, `web-app`,
+//! `hybrid-spa` and `jwt-api` templates show the whole login.
+//!
+//! ```
+//! # #[cfg(all(feature = "password", feature = "throttle"))] {
+//! use portcullis::password::PasswordHasher;
+//! use portcullis::throttle::{LoginThrottleLayer, MemoryThrottleStore, ThrottleConfig};
+//!
+//! let hasher = PasswordHasher::builder().build().unwrap();
+//! let throttle = LoginThrottleLayer::new(MemoryThrottleStore::new(), ThrottleConfig::default());
+//! # let _ = (hasher, throttle);
+//! # }
+//! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -52,6 +75,21 @@ pub mod refresh {
 #[cfg_attr(docsrs, doc(cfg(feature = "csrf")))]
 pub mod csrf {
     pub use portcullis_csrf::*;
+}
+
+/// Password hashing and checking: see [`portcullis_password`].
+#[cfg(feature = "password")]
+#[cfg_attr(docsrs, doc(cfg(feature = "password")))]
+pub mod password {
+    pub use portcullis_password::*;
+}
+
+/// Brute-force protection for login and refresh routes: see
+/// [`portcullis_throttle`].
+#[cfg(feature = "throttle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
+pub mod throttle {
+    pub use portcullis_throttle::*;
 }
 
 /// Redis stores: see [`portcullis_redis`].
