@@ -1,6 +1,7 @@
 //! The example's JSON contract, against the real binary: on the memory
-//! store, on Redis and PostgreSQL with two instances sharing them, on a
-//! SQLite file across a restart, and its CSRF protection.
+//! store, on Redis and PostgreSQL with two instances sharing them (the
+//! sessions and the login throttle's counters), on a SQLite file across a
+//! restart, and its CSRF protection.
 
 use portcullis_tests::pg_harness::PgServer;
 use portcullis_tests::redis_harness::RedisServer;
@@ -170,6 +171,27 @@ async fn two_instances_share(store: (&str, &str)) {
         me(&a, &cookie).await,
         StatusCode::UNAUTHORIZED,
         "logout on B is refused on A at once"
+    );
+
+    // The login throttle counts in the same store: failures alternating
+    // between A and B are blocked once their sum passes the 5 free ones
+    // (per-instance counters would let each instance take 5, blocking at
+    // the 11th attempt at the earliest).
+    let mut blocked_at = None;
+    for attempt in 1..=12 {
+        let app = if attempt % 2 == 1 { &a } else { &b };
+        let resp = login(app, "bob", "not his password").await;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(resp.headers().contains_key("retry-after"));
+            blocked_at = Some(attempt);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let blocked_at = blocked_at.expect("the failures on both instances add up");
+    assert!(
+        blocked_at <= 8,
+        "blocked only at attempt {blocked_at}: the instances count apart"
     );
 }
 
