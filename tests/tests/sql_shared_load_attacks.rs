@@ -322,3 +322,57 @@ async fn each_load_in_a_batch_is_judged_by_the_clock_it_was_asked_at() {
     assert_eq!(after.await.unwrap(), None);
     assert_eq!(after2.await.unwrap(), None);
 }
+
+/// The store's connections die while their statements wait (PostgreSQL
+/// terminates them, as a failover or an administrator would): the loads
+/// they were answering, alone or in a batch, run again on fresh
+/// connections and each gets its own row once the lock goes; none hangs
+/// and none gets another's answer or an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_mid_batch_strand_no_load() {
+    let s = setup().await;
+    let keys = [
+        s.session("u0").await,
+        s.session("u1").await,
+        s.session("u2").await,
+        s.session("u3").await,
+        s.session("u4").await,
+        s.session("u5").await,
+    ];
+    let mut holder = s.lock_table().await;
+    let t0 = s.load(keys[0]);
+    s.until_waiting("id_digest = $1", 1).await;
+    let t1 = s.load(keys[1]);
+    s.until_waiting("id_digest = $1", 2).await;
+    let mut queued = Vec::new();
+    for k in &keys[2..] {
+        queued.push(s.load(*k));
+        settle().await;
+    }
+    // Both of the store's connections are killed mid-statement.
+    let killed = s.server.psql(
+        &s.db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock' \
+         AND query LIKE '%id_digest%'",
+    );
+    assert_eq!(killed.trim(), "2");
+    // Their loads run again (the single-key statements, or a batch with
+    // the queued loads) and wait for the lock once more.
+    for _ in 0..500 {
+        if s.waiting("id_digest") >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        assert_eq!(t0.await.unwrap().as_deref(), Some("u0"));
+        assert_eq!(t1.await.unwrap().as_deref(), Some("u1"));
+        for (i, t) in queued.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap(), Some(format!("u{}", i + 2)));
+        }
+    })
+    .await
+    .expect("every load answered after its connection died");
+}
