@@ -15,7 +15,7 @@ use axum::routing::post;
 use axum::{Extension, Form, Json, Router};
 use futures_util::StreamExt as _;
 use http::StatusCode;
-use portcullis_core::{ManualClock, StoreError, Timestamp};
+use portcullis_core::{Clock as _, ManualClock, StoreError, Timestamp};
 use portcullis_tests::TestServer;
 use portcullis_throttle::{
     ClientAddress, ClientIp, LoginOutcome, LoginThrottleLayer, MemoryThrottleStore, ThrottleConfig,
@@ -603,4 +603,30 @@ async fn a_long_or_non_ascii_forged_prefix_cannot_choose_the_counted_address() {
             assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         }
     }
+}
+
+/// Two instances share one store, one with its clock an hour fast: the
+/// failures landed on the fast instance carry a last failure an hour
+/// ahead, and must not hold the rightful user back on the correct instance
+/// past the account counter's one-minute cap.
+#[tokio::test]
+async fn a_fast_instance_cannot_lock_the_rightful_user_out() {
+    let store: Arc<dyn ThrottleStore> = Arc::new(MemoryThrottleStore::new());
+    let right = start_with(ThrottleConfig::builder(), store.clone()).await;
+    let fast = start_with(ThrottleConfig::builder(), store).await;
+    fast.clock
+        .set(right.clock.now() + Duration::from_secs(3600));
+    for last in 20..30u8 {
+        let r = login(&fast, &client_from(last), "alice", "guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let alice = client_from(40);
+    let r = login(&right, &alice, "alice", PASSWORD).await;
+    if r.status() == StatusCode::TOO_MANY_REQUESTS {
+        let wait = retry_after(&r);
+        assert!(wait <= 60, "held back {wait} s");
+        right.clock.advance(Duration::from_secs(wait));
+    }
+    let r = login(&right, &alice, "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
 }

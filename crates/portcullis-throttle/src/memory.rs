@@ -228,7 +228,7 @@ impl MemoryThrottleStore {
             } else {
                 Counter {
                     failures: c.failures.saturating_add(1),
-                    last_failure: c.last_failure.max(now),
+                    last_failure: now,
                 }
             };
             return c.state();

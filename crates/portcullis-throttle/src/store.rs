@@ -198,6 +198,12 @@ impl ThrottleState {
     /// and the counter is not forgotten (`last_failure + forget_after <=
     /// now` counts as 0 failures).
     ///
+    /// A `last_failure` after `now` (written by an instance whose clock runs
+    /// ahead) blocks nothing: a wait measured from a time that has not come
+    /// would hold the rightful user back for the whole skew, past every
+    /// cap. Instances sharing a store need synchronised clocks; skew only
+    /// weakens the throttle by its length, it never locks anyone out.
+    ///
     /// ```
     /// use std::time::Duration;
     /// use portcullis_core::Timestamp;
@@ -212,11 +218,13 @@ impl ThrottleState {
     /// let s = ThrottleState { failures: 2, last_failure: Some(Timestamp::from_secs(100)) };
     /// assert_eq!(s.blocked_until(&b, Timestamp::from_secs(101)), Some(Timestamp::from_secs(102)));
     /// assert_eq!(s.blocked_until(&b, Timestamp::from_secs(102)), None);
+    /// // A failure from the future (a fast clock elsewhere) blocks nothing.
+    /// assert_eq!(s.blocked_until(&b, Timestamp::from_secs(99)), None);
     /// ```
     #[must_use]
     pub fn blocked_until(&self, backoff: &Backoff, now: Timestamp) -> Option<Timestamp> {
         let last = self.last_failure?;
-        if last + backoff.forget_after <= now {
+        if last > now || last + backoff.forget_after <= now {
             return None;
         }
         let until = last + backoff.delay(self.failures);
