@@ -5,6 +5,18 @@
 //! checks it (and tower-http's Fetch Metadata / `Origin` check) before any
 //! handler runs.
 //!
+//! The front door: the demo users are argon2id PHC strings checked by
+//! [`PasswordHasher::verify`] (an unknown user costs the same and reads the
+//! same page as a wrong password; a hash made with older parameters is
+//! replaced at the next login); `POST /login` and `POST /reauth` sit behind
+//! a [`LoginThrottleLayer`] (429 with `Retry-After` after repeated
+//! failures); the login form has a "remember me" box (a cookie that
+//! outlives the browser, [`REMEMBER_FOR`]); `/account/password` needs a
+//! login at most [`FRESH_FOR`] old ([`RequireFreshLogin`]: an older one is
+//! sent to `/reauth` to enter the password again), checks the new
+//! password against the policy, stores its hash and ends the user's other
+//! sessions.
+//!
 //! Tokens are signed (`CsrfConfig::signed` with `SignedBinding::session`):
 //! an anonymous visitor's token is bound to the `__Host-csrf` pre-session
 //! cookie, a logged-in user's to the session id, so logging in renews it
@@ -28,34 +40,54 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use portcullis::core::{SharedClock, SystemClock};
 use portcullis::csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
-use portcullis::session::{Session, SessionConfig, SessionError, SessionLayer, SessionStore};
+use portcullis::password::{PasswordError, PasswordHasher, Verification};
+use portcullis::session::{
+    AuthMethod, LoginOptions, RequireFreshLogin, Session, SessionConfig, SessionError,
+    SessionLayer, SessionStore,
+};
+use portcullis::throttle::{
+    LoginOutcome, LoginThrottleLayer, MemoryThrottleStore, ThrottleConfig, ThrottleStore,
+};
 use serde::Deserialize;
-use subtle::ConstantTimeEq as _;
 
-/// Demo users. A real app checks a slow password hash (argon2) instead.
-const USERS: &[(&str, &str, &str)] = &[
-    ("alice", "wonderland", "Alice Liddell"),
-    ("bob", "builder", "Bob the Builder"),
+/// The demo users: name, argon2id PHC string (never the password), display
+/// name. `alice` / `wonderland` is hashed at the current parameters
+/// (m = 19456 KiB, t = 2, p = 1); `bob` / `builder` at older ones
+/// (m = 12288 KiB, t = 3), so his first login upgrades his hash.
+pub const DEMO_USERS: &[(&str, &str, &str)] = &[
+    (
+        "alice",
+        "$argon2id$v=19$m=19456,t=2,p=1$SKNIe9Qv37UkvGtgT0BKhA$tCXZtDFrZJ2oq2MyC3XNsklOKMYWSvzViShADKeaXDg",
+        "Alice Liddell",
+    ),
+    (
+        "bob",
+        "$argon2id$v=19$m=12288,t=3,p=1$gyONp0l0Rkw7LppCn+pSXA$A3V9W57TaK6FS6ebnjGqEhMITZLVQIkX0jFkJecKKc4",
+        "Bob the Builder",
+    ),
 ];
+
+/// How long a "remember me" login lasts: 30 days.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How recent a login must be to change the password: 10 minutes.
+pub const FRESH_FOR: Duration = Duration::from_secs(10 * 60);
 
 /// The longest display name accepted, in characters.
 const MAX_DISPLAY_NAME: usize = 64;
 
-fn check_password(username: &str, password: &str) -> bool {
-    USERS
-        .iter()
-        .any(|(u, p, _)| *u == username && bool::from(p.as_bytes().ct_eq(password.as_bytes())))
-}
-
 /// How the app is deployed.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct AppConfig {
     /// The origin users reach the app at (`https://example.com`) when it
     /// runs behind a proxy; `None` compares `Origin` with `Host`.
@@ -68,6 +100,12 @@ pub struct AppConfig {
     /// the app is built, so tokens die with the process and are not
     /// accepted by other instances.
     pub csrf_key: Option<Vec<u8>>,
+    /// Where the login throttle counts failures; `None`: this process'
+    /// memory. Give every instance the same shared store (Redis, SQL).
+    pub throttle: Option<Arc<dyn ThrottleStore>>,
+    /// The clock of sessions and the throttle; `None`: the system clock
+    /// (tests pass a manual one).
+    pub clock: Option<SharedClock>,
 }
 
 impl fmt::Debug for AppConfig {
@@ -76,21 +114,61 @@ impl fmt::Debug for AppConfig {
             .field("public_origin", &self.public_origin)
             .field("insecure_dev_cookies", &self.insecure_dev_cookies)
             .field("csrf_key", &self.csrf_key.as_ref().map(|_| "REDACTED"))
-            .finish()
+            .field("shared_throttle", &self.throttle.is_some())
+            .finish_non_exhaustive()
     }
 }
 
-/// The app's own state: display names, and how often each state-changing
-/// handler ran (tests read them to prove a refused request changed
-/// nothing).
-#[derive(Debug, Default)]
+/// The app's own state: the user table (password hashes, display names),
+/// and how often each state-changing handler ran (tests read them to prove
+/// a refused request changed nothing).
+#[derive(Debug)]
 pub struct AppState {
+    hasher: PasswordHasher,
+    password_hashes: Mutex<HashMap<String, String>>,
     display_names: Mutex<HashMap<String, String>>,
     profile_updates: AtomicU64,
     logins: AtomicU64,
 }
 
 impl AppState {
+    /// The PHC string stored for `user`.
+    ///
+    /// # Panics
+    ///
+    /// Never: a poisoned lock is recovered.
+    #[must_use]
+    pub fn stored_hash(&self, user: &str) -> Option<String> {
+        self.hashes().get(user).cloned()
+    }
+
+    fn hashes(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.password_hashes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks `password` against `user`'s hash (an unknown user costs the
+    /// same), and upgrades a hash made with older parameters.
+    async fn check_password(&self, user: &str, password: &str) -> Result<bool, PasswordError> {
+        let stored = self.stored_hash(user);
+        match self.hasher.verify(stored.as_deref(), password).await {
+            Ok(Verification::Verified { needs_rehash }) => {
+                if needs_rehash {
+                    // The password is at hand only now; a busy pool only
+                    // delays the upgrade to the next login.
+                    if let Ok(phc) = self.hasher.rehash(password).await {
+                        self.hashes().insert(user.to_owned(), phc);
+                    }
+                }
+                Ok(true)
+            }
+            // An unusable stored hash reads as a wrong password.
+            Ok(Verification::Mismatch) | Err(PasswordError::StoredHash(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The display name of `user`.
     ///
     /// # Panics
@@ -155,6 +233,8 @@ fn login_page(token: &CsrfToken, error: Option<&str>) -> Html<String> {
              <label>User <input id=\"username\" name=\"username\" autocomplete=\"username\"></label>\
              <label>Password <input id=\"password\" name=\"password\" type=\"password\" \
              autocomplete=\"current-password\"></label>\
+             <label><input id=\"remember\" name=\"remember\" type=\"checkbox\" value=\"on\"> \
+             Remember me for 30 days</label>\
              <button id=\"login-submit\" type=\"submit\">Log in</button></form>",
             token.hidden_input()
         ),
@@ -176,6 +256,29 @@ async fn login_form(token: CsrfToken) -> Html<String> {
 struct Credentials {
     username: String,
     password: String,
+    /// The "remember me" box: present when ticked.
+    remember: Option<String>,
+}
+
+/// The page for a busy hashing pool: 503 with `Retry-After`, counted as no
+/// attempt by the throttle.
+fn busy(e: &PasswordError) -> Response {
+    let rejection = e.rejection();
+    let mut response = (
+        rejection.status(),
+        page(
+            "Try again shortly",
+            "<p id=\"error\" role=\"alert\">Too many logins are being checked; try again in a moment.</p>",
+        ),
+    )
+        .into_response();
+    if let Some(after) = rejection.retry_after() {
+        response.headers_mut().insert(
+            "retry-after",
+            axum::http::HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    response
 }
 
 async fn login(
@@ -184,15 +287,151 @@ async fn login(
     token: CsrfToken,
     Form(creds): Form<Credentials>,
 ) -> Result<Response, SessionError> {
-    if !check_password(&creds.username, &creds.password) {
-        let page = login_page(&token, Some("Unknown user or wrong password."));
-        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+    match state.check_password(&creds.username, &creds.password).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // The same page for a wrong password and an unknown user.
+            let page = login_page(&token, Some("Unknown user or wrong password."));
+            return Ok((StatusCode::UNAUTHORIZED, LoginOutcome::Failed, page).into_response());
+        }
+        Err(e) => return Ok(busy(&e)),
+    }
+    let mut options = LoginOptions::new();
+    if creds.remember.is_some() {
+        options = options.remember(REMEMBER_FOR);
     }
     // Renews the session id, and with it the CSRF binding: tokens rendered
     // before the login are dead now.
-    session.login(creds.username).await?;
+    session.login_with(creds.username, options).await?;
     state.logins.fetch_add(1, Ordering::SeqCst);
-    Ok(Redirect::to("/profile").into_response())
+    Ok((LoginOutcome::Succeeded, Redirect::to("/profile")).into_response())
+}
+
+/// Only this page may be asked for as `next` after re-authentication.
+const PASSWORD_PAGE: &str = "/account/password";
+
+fn reauth_page(user: &str, token: &CsrfToken, error: Option<&str>) -> Html<String> {
+    let error = error.map_or(String::new(), |e| {
+        format!("<p id=\"error\" role=\"alert\">{}</p>", escape(e))
+    });
+    page(
+        "Confirm it is you",
+        &format!(
+            "{error}<p>Enter the password of <span id=\"user\">{user}</span> again to go on.</p>\
+             <form id=\"reauth\" method=\"post\" action=\"/reauth\">{}\
+             <label>Password <input id=\"password\" name=\"password\" type=\"password\" \
+             autocomplete=\"current-password\"></label>\
+             <button id=\"reauth-submit\" type=\"submit\">Confirm</button></form>",
+            token.hidden_input(),
+            user = escape(user),
+        ),
+    )
+}
+
+/// `GET /reauth`: where [`RequireFreshLogin`] sends a page whose login is
+/// older than [`FRESH_FOR`].
+async fn reauth_form(session: Session, token: CsrfToken) -> Result<Response, SessionError> {
+    Ok(match session.user_id().await? {
+        Some(user) => reauth_page(&user, &token, None).into_response(),
+        None => Redirect::to("/login").into_response(),
+    })
+}
+
+#[derive(Deserialize)]
+struct ReauthForm {
+    password: String,
+}
+
+/// `POST /reauth` (behind the login throttle): the right password makes
+/// the login fresh again, and leads on to the password page.
+async fn reauth(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    token: CsrfToken,
+    Form(form): Form<ReauthForm>,
+) -> Result<Response, SessionError> {
+    let Some(user) = session.user_id().await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    match state.check_password(&user, &form.password).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let page = reauth_page(&user, &token, Some("Wrong password."));
+            return Ok((StatusCode::UNAUTHORIZED, LoginOutcome::Failed, page).into_response());
+        }
+        Err(e) => return Ok(busy(&e)),
+    }
+    session.reauthenticated([AuthMethod::PASSWORD]).await?;
+    Ok((LoginOutcome::Succeeded, Redirect::to(PASSWORD_PAGE)).into_response())
+}
+
+fn password_page(user: &str, token: &CsrfToken, error: Option<&str>) -> Html<String> {
+    let error = error.map_or(String::new(), |e| {
+        format!("<p id=\"error\" role=\"alert\">{}</p>", escape(e))
+    });
+    page(
+        "Change password",
+        &format!(
+            "{error}<p>User: <span id=\"user\">{user}</span></p>\
+             <form id=\"change-password\" method=\"post\" action=\"{PASSWORD_PAGE}\">{}\
+             <label>New password (15 characters or more) <input id=\"new-password\" \
+             name=\"new_password\" type=\"password\" autocomplete=\"new-password\"></label>\
+             <button id=\"change-password-submit\" type=\"submit\">Change password</button></form>\
+             <p>Changing it logs out your other devices.</p>",
+            token.hidden_input(),
+            user = escape(user),
+        ),
+    )
+}
+
+/// `GET /account/password` (behind [`RequireFreshLogin`]).
+async fn password_form(session: Session, token: CsrfToken) -> Result<Response, SessionError> {
+    Ok(match session.user_id().await? {
+        Some(user) => password_page(&user, &token, None).into_response(),
+        None => Redirect::to("/login").into_response(),
+    })
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    new_password: String,
+}
+
+/// `POST /account/password` (behind [`RequireFreshLogin`]): the policy
+/// checks the new password, its hash replaces the old one, and every other
+/// session of the user ends.
+async fn change_password(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    token: CsrfToken,
+    Form(form): Form<PasswordForm>,
+) -> Result<Response, SessionError> {
+    let Some(user) = session.user_id().await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let phc = match state
+        .hasher
+        .hash_for(form.new_password.as_str(), &[&user, "web-app"])
+        .await
+    {
+        Ok(phc) => phc,
+        Err(PasswordError::Policy(e)) => {
+            let page = password_page(&user, &token, Some(&e.to_string()));
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        }
+        Err(e) => return Ok(busy(&e)),
+    };
+    state.hashes().insert(user, phc);
+    let ended = session.password_changed().await?;
+    Ok(page(
+        "Password changed",
+        &format!(
+            "<p id=\"password-changed\">Your password is changed; \
+             <span id=\"ended\">{ended}</span> other session(s) logged out.</p>\
+             <p><a href=\"/profile\">Back to the profile</a></p>"
+        ),
+    )
+    .into_response())
 }
 
 async fn profile(
@@ -223,6 +462,7 @@ fn profile_page(
         &format!(
             "{error}<p>User: <span id=\"user\">{user}</span></p>\
              <p>Display name: <span id=\"display-name\">{display}</span></p>\
+             <p><a id=\"change-password-link\" href=\"{PASSWORD_PAGE}\">Change password</a></p>\
              <form id=\"profile\" method=\"post\" action=\"/profile\">{hidden}\
              <label>New display name <input id=\"display-name-input\" name=\"display_name\" \
              maxlength=\"{MAX_DISPLAY_NAME}\"></label>\
@@ -295,7 +535,11 @@ pub fn app(
     store: impl SessionStore,
     config: AppConfig,
 ) -> Result<(Router, Arc<AppState>), Box<dyn std::error::Error + Send + Sync>> {
-    let mut session_config = SessionConfig::default().client_ip(peer_ip);
+    let clock = config.clock.unwrap_or_else(SystemClock::shared);
+    let mut session_config = SessionConfig::default()
+        .client_ip(peer_ip)
+        .clock(Arc::clone(&clock))
+        .reauthentication_url("/reauth");
     if config.insecure_dev_cookies {
         session_config = session_config.insecure_dev_cookies();
     }
@@ -312,15 +556,39 @@ pub fn app(
     if let Some(origin) = config.public_origin {
         csrf = csrf.public_origin(origin);
     }
-    let state = Arc::new(AppState::default());
-    state.names().extend(
-        USERS
-            .iter()
-            .map(|(u, _, d)| ((*u).to_owned(), (*d).to_owned())),
+    let state = Arc::new(AppState {
+        hasher: PasswordHasher::builder().build()?,
+        password_hashes: Mutex::new(
+            DEMO_USERS
+                .iter()
+                .map(|(u, h, _)| ((*u).to_owned(), (*h).to_owned()))
+                .collect(),
+        ),
+        display_names: Mutex::new(
+            DEMO_USERS
+                .iter()
+                .map(|(u, _, d)| ((*u).to_owned(), (*d).to_owned()))
+                .collect(),
+        ),
+        profile_updates: AtomicU64::new(0),
+        logins: AtomicU64::new(0),
+    });
+    let throttle = LoginThrottleLayer::from_arc(
+        config
+            .throttle
+            .unwrap_or_else(|| Arc::new(MemoryThrottleStore::new())),
+        ThrottleConfig::builder().clock(clock).build()?,
     );
     let router = Router::new()
+        .route(PASSWORD_PAGE, get(password_form).post(change_password))
+        // Only the route above: a login at most FRESH_FOR old.
+        .route_layer(RequireFreshLogin::within(FRESH_FOR))
         .route("/", get(home))
-        .route("/login", get(login_form).post(login))
+        .route(
+            "/login",
+            get(login_form).post(login).layer(throttle.clone()),
+        )
+        .route("/reauth", get(reauth_form).post(reauth).layer(throttle))
         .route("/profile", get(profile).post(update_profile))
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))

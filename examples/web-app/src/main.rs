@@ -12,17 +12,18 @@
 //! - `CSRF_KEY`: the key that signs CSRF tokens, as hex (at least 64 hex
 //!   digits: 32 bytes; `openssl rand -hex 32`). Give every instance the
 //!   same one; unset, each process draws its own.
-//! - `REDIS_URL` (for example `redis://127.0.0.1:6379/`): sessions live in
-//!   Redis, shared by every instance started on it (keys under
-//!   `$REDIS_KEY_PREFIX`, default `web-app`); unset, in this process'
-//!   memory.
+//! - `REDIS_URL` (for example `redis://127.0.0.1:6379/`): sessions and the
+//!   login throttle's counters live in Redis, shared by every instance
+//!   started on it (keys under `$REDIS_KEY_PREFIX`, default `web-app`);
+//!   unset, in this process' memory.
 //! - `DATABASE_URL` (`postgres://...`, or `sqlite://web-app.db` for a
-//!   durable single node): sessions live in that database (tables created
-//!   at start); it wins over `REDIS_URL`.
+//!   durable single node): sessions and the throttle's counters live in
+//!   that database (tables created at start); it wins over `REDIS_URL`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use portcullis::redis::{RedisConfig, RedisSessionStore};
+use portcullis::redis::{RedisConfig, RedisSessionStore, RedisThrottleStore};
 use portcullis::session::MemoryStore;
 use portcullis_sql::{Database, DatabaseUrl};
 use web_app::{AppConfig, app};
@@ -44,11 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             None
         }
     };
-    let config = AppConfig {
-        public_origin: std::env::var("PUBLIC_ORIGIN").ok(),
-        insecure_dev_cookies: std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some(),
-        csrf_key,
-    };
+    let mut config = AppConfig::default();
+    config.public_origin = std::env::var("PUBLIC_ORIGIN").ok();
+    config.insecure_dev_cookies = std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some();
+    config.csrf_key = csrf_key;
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
     let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
     let (router, _state) = match (database_url, redis_url) {
@@ -58,7 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             db.migrate()
                 .await
                 .map_err(|e| format!("DATABASE_URL ({url}): {e}"))?;
-            eprintln!("sessions: in {url}");
+            eprintln!("sessions and login throttle: in {url}");
+            config.throttle = Some(db.throttle_store());
             app(db.session_store(), config)?
         }
         (None, Some(url)) => {
@@ -66,17 +67,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let backend = RedisConfig::new(url).key_prefix(prefix).build()?;
             // The store connects lazily; this only tells the operator early.
             match backend.ping().await {
-                Ok(()) => eprintln!("sessions: in Redis ({backend:?})"),
+                Ok(()) => eprintln!("sessions and login throttle: in Redis ({backend:?})"),
                 Err(e) => eprintln!(
-                    "sessions: in Redis, which does not answer yet ({e}); \
+                    "sessions and login throttle: in Redis, which does not answer yet ({e}); \
                      requests that need a session get 503 until it does"
                 ),
             }
+            config.throttle = Some(Arc::new(RedisThrottleStore::new(backend.clone())));
             app(RedisSessionStore::new(backend), config)?
         }
         (None, None) => {
             eprintln!(
-                "sessions: in memory (set DATABASE_URL or REDIS_URL to share them between instances)"
+                "sessions and login throttle: in memory (set DATABASE_URL or REDIS_URL to share them between instances)"
             );
             app(MemoryStore::new(), config)?
         }

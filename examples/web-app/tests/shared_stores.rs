@@ -1,6 +1,7 @@
 //! `REDIS_URL` and `DATABASE_URL`: two instances of the real binary share
-//! sessions through a throwaway redis-server or PostgreSQL, and, with one
-//! `CSRF_KEY`, each other's CSRF tokens.
+//! sessions and the login throttle's counters through a throwaway
+//! redis-server or PostgreSQL, and, with one `CSRF_KEY`, each other's CSRF
+//! tokens.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use portcullis_tests::pg_harness::PgServer;
@@ -128,5 +129,34 @@ async fn shared_by_two_instances(store: (&str, &str), stored: impl Fn() -> i64) 
         status,
         StatusCode::SEE_OTHER,
         "B sends the logged-out user to /login"
+    );
+
+    // The login throttle counts in the same store: failures alternating
+    // between A and B are blocked once their sum passes the 5 free ones
+    // (per-instance counters would let each instance take 5, blocking at
+    // the 11th attempt at the earliest).
+    let mut blocked_at = None;
+    for attempt in 1..=12 {
+        let app = if attempt % 2 == 1 { &a } else { &b };
+        let (_, _, pre, body) = get(app, "/login", None).await;
+        let pre = format!("{PRE_SESSION}={}", pre.unwrap());
+        let token = token_in(&body);
+        let form = [
+            ("username", "bob"),
+            ("password", "not his password"),
+            ("csrf_token", token.as_str()),
+        ];
+        let resp = post(app, "/login", &pre, &form).await;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(resp.headers().contains_key("retry-after"));
+            blocked_at = Some(attempt);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let blocked_at = blocked_at.expect("the failures on both instances add up");
+    assert!(
+        blocked_at <= 8,
+        "blocked only at attempt {blocked_at}: the instances count apart"
     );
 }
