@@ -180,50 +180,70 @@ async fn right_wrong_and_unknown() {
 /// user with a wrong password from an unknown user. 200 logins of each,
 /// interleaved (known, unknown, unknown, known, ...) so a drifting machine
 /// load weighs on both alike; every pair gets the same status and body,
-/// and the two medians are within 5 % of each other.
+/// and the medians of the two are within 5 % of each other.
+///
+/// The test suite runs many tests at once on few cores, so when the medians
+/// of 200 tries are not within 5 %, 200 more of each are taken (up to 600)
+/// and the medians of all of them compared again: the noise of a median
+/// shrinks with more tries, a real difference does not (without the dummy
+/// hash, an unknown user answers 20 times faster).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_and_known_users_cost_the_same() {
     const TRIES: usize = 200;
+    const ROUNDS: usize = 3;
     let hasher = PasswordHasher::builder().build().unwrap();
     let stored = alice(&hasher).await;
     let (server, _) = serve(hasher, &[("alice", stored)]).await;
-    // Warm up the connection pool and the allocator.
+    // Warm up the connection pool and the hasher's buffers.
     for _ in 0..4 {
         post_form(&server, "/login", "alice", "wrong password, long enough").await;
         post_form(&server, "/login", "nobody", "wrong password, long enough").await;
     }
 
-    let mut known = Vec::with_capacity(TRIES);
-    let mut unknown = Vec::with_capacity(TRIES);
-    for i in 0..TRIES {
-        let order: [(&str, bool); 2] = if i % 2 == 0 {
-            [("alice", true), ("nobody", false)]
-        } else {
-            [("nobody", false), ("alice", true)]
-        };
-        let mut answers = Vec::with_capacity(2);
-        for (user, is_known) in order {
-            let start = Instant::now();
-            let a = post_form(&server, "/login", user, "wrong password, long enough").await;
-            let took = start.elapsed();
-            if is_known {
-                known.push(took);
+    let mut known = Vec::with_capacity(TRIES * ROUNDS);
+    let mut unknown = Vec::with_capacity(TRIES * ROUNDS);
+    let mut ratio = 0.0;
+    for round in 0..ROUNDS {
+        for i in 0..TRIES {
+            let order: [(&str, bool); 2] = if i % 2 == 0 {
+                [("alice", true), ("nobody", false)]
             } else {
-                unknown.push(took);
+                [("nobody", false), ("alice", true)]
+            };
+            let mut answers = Vec::with_capacity(2);
+            for (user, is_known) in order {
+                let start = Instant::now();
+                let a = post_form(&server, "/login", user, "wrong password, long enough").await;
+                let took = start.elapsed();
+                if is_known {
+                    known.push(took);
+                } else {
+                    unknown.push(took);
+                }
+                answers.push(a);
             }
-            answers.push(a);
+            assert_eq!(answers[0].status, 401);
+            assert_eq!(answers[0].status, answers[1].status, "try {i}");
+            assert_eq!(answers[0].body, answers[1].body, "try {i}");
+            assert_eq!(answers[0].content_type, answers[1].content_type);
         }
-        assert_eq!(answers[0].status, 401);
-        assert_eq!(answers[0].status, answers[1].status, "try {i}");
-        assert_eq!(answers[0].body, answers[1].body, "try {i}");
-        assert_eq!(answers[0].content_type, answers[1].content_type);
+        let (k, u) = (median(&mut known), median(&mut unknown));
+        ratio = k.as_secs_f64() / u.as_secs_f64();
+        eprintln!(
+            "median login over {} tries each: known user {k:?}, unknown user {u:?}, ratio {ratio:.3}",
+            known.len()
+        );
+        if (0.95..=1.05).contains(&ratio) {
+            return;
+        }
+        assert!(
+            (0.75..=1.33).contains(&ratio),
+            "round {round}: ratio {ratio:.3} is no noise"
+        );
     }
-    let (k, u) = (median(&mut known), median(&mut unknown));
-    let ratio = k.as_secs_f64() / u.as_secs_f64();
-    eprintln!("median login: known user {k:?}, unknown user {u:?}, ratio {ratio:.3}");
-    assert!(
-        (0.95..=1.05).contains(&ratio),
-        "known {k:?} vs unknown {u:?}: ratio {ratio:.3}"
+    panic!(
+        "medians not within 5 % after {} tries each: ratio {ratio:.3}",
+        known.len()
     );
 }
 
@@ -430,5 +450,45 @@ async fn the_policy_answers_400_with_a_message() {
             .await
             .status,
         200
+    );
+}
+
+/// A flood of 160 logins, 32 at a time, against two slots: the process'
+/// peak memory grows by the two reused 19 MiB buffers at most, not by the
+/// buffers the allocator would keep per thread if each hash allocated
+/// its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_under_a_flood() {
+    let hasher = PasswordHasher::builder()
+        .max_in_flight(2)
+        .queue_length(64)
+        .queue_wait(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let stored = alice(&hasher).await;
+    let (server, app) = serve(hasher, &[("alice", stored)]).await;
+    let server = Arc::new(server);
+    let before = peak_rss_kib();
+    for _ in 0..5 {
+        let calls: Vec<_> = (0..32)
+            .map(|i| {
+                let server = Arc::clone(&server);
+                tokio::spawn(async move {
+                    let user = if i % 2 == 0 { "alice" } else { "nobody" };
+                    post_form(&server, "/login", user, ALICE_PW).await.status
+                })
+            })
+            .collect();
+        for call in calls {
+            assert!([200, 401].contains(&call.await.unwrap()));
+        }
+    }
+    let grown = peak_rss_kib().saturating_sub(before);
+    let stats = app.hasher.stats();
+    eprintln!("peak memory grew by {grown} KiB over {stats:?}");
+    assert_eq!(stats.peak_in_flight, 2);
+    assert!(
+        grown < 96 * 1024,
+        "peak memory grew by {grown} KiB under a flood against two slots"
     );
 }

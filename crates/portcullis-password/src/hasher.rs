@@ -2,14 +2,13 @@
 //! at a time.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use argon2::password_hash::Error as HashError;
+use argon2::password_hash::phc::{Output, ParamsString, Salt};
 use argon2::{
-    ARGON2ID_IDENT, Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _,
-    PasswordVerifier as _, Version,
+    ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher as _, Version,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -159,8 +158,9 @@ pub struct PoolStats {
 /// `Arc` inside): build one at startup and share it.
 ///
 /// - **Bounded**: at most `max_in_flight` hashes run at once (default: the
-///   number of cores), each allocating `m` KiB (19 MiB by default), so a
-///   login flood takes at most that many cores and that much memory.
+///   number of cores), each in an `m` KiB buffer (19 MiB by default) that
+///   is kept and reused, so a login flood takes at most that many cores
+///   and that much memory.
 ///   Callers beyond it wait in a queue of `queue_length` for up to
 ///   `queue_wait`; past either, the call answers [`PasswordError::Busy`]
 ///   (503 + `Retry-After`). A slot is released when its hash finishes, even
@@ -222,6 +222,72 @@ struct Inner {
     peak_in_flight: AtomicUsize,
     busy_refusals: AtomicU64,
     completed: AtomicU64,
+    /// The memory of the current parameters, in blocks of 1 KiB.
+    blocks: usize,
+    /// Memory buffers of `blocks` blocks, reused: at most one per slot.
+    buffers: Mutex<Vec<Vec<Block>>>,
+}
+
+impl Inner {
+    /// Runs `argon2` over a memory buffer: a reused one of the current
+    /// size when the parameters need no more, else one for this call.
+    /// Reusing keeps memory at one buffer per slot: freed 19 MiB buffers
+    /// are otherwise kept by the allocator, per thread arena, and a
+    /// process' memory grows far past what is in flight.
+    fn fill(
+        &self,
+        argon2: &Argon2<'_>,
+        blocks: usize,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> argon2::Result<()> {
+        if blocks > self.blocks {
+            let mut own = vec![Block::default(); blocks];
+            return argon2.hash_password_into_with_memory(password, salt, out, &mut own[..]);
+        }
+        let reused = self.buffers.lock().ok().and_then(|mut b| b.pop());
+        let mut buffer = reused.unwrap_or_else(|| vec![Block::default(); self.blocks]);
+        let result =
+            argon2.hash_password_into_with_memory(password, salt, out, &mut buffer[..blocks]);
+        if let Ok(mut buffers) = self.buffers.lock() {
+            buffers.push(buffer);
+        }
+        result
+    }
+
+    /// Whether `password` hashes to `hash` (argon2id v19, checked by the
+    /// caller), compared in constant time.
+    fn verify_phc(&self, password: &[u8], hash: &PasswordHash) -> Result<bool, ()> {
+        let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+            return Err(());
+        };
+        let params = Params::try_from(hash).map_err(drop)?;
+        let blocks = params.block_count();
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let mut out = [0_u8; Output::MAX_LENGTH];
+        let out = out.get_mut(..expected.as_bytes().len()).ok_or(())?;
+        self.fill(&argon2, blocks, password, salt, out)
+            .map_err(drop)?;
+        // `Output`'s equality is constant-time.
+        Ok(Output::new(out).map_err(drop)? == *expected)
+    }
+
+    /// A new PHC string at the current parameters, with a random salt.
+    fn hash_new(&self, password: &[u8]) -> Result<String, ()> {
+        let salt = argon2::password_hash::try_generate_salt().map_err(drop)?;
+        let mut out = [0_u8; Params::DEFAULT_OUTPUT_LEN];
+        self.fill(&self.argon2, self.blocks, password, &salt, &mut out)
+            .map_err(drop)?;
+        let phc = PasswordHash {
+            algorithm: ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(self.argon2.params()).map_err(drop)?,
+            salt: Some(Salt::new(&salt).map_err(drop)?),
+            hash: Some(Output::new(&out).map_err(drop)?),
+        };
+        Ok(phc.to_string())
+    }
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -345,15 +411,13 @@ impl PasswordHasher {
         };
         let needs_rehash = needs_rehash(&hash, inner.params);
         let outcome = self
-            .run(move |argon2| argon2.verify_password(password.expose().as_bytes(), &hash))
+            .run(move |inner| inner.verify_phc(password.expose().as_bytes(), &hash))
             .await?;
         match (known, outcome) {
             (Err(refused), _) => Err(PasswordError::StoredHash(refused)),
-            (Ok(false), _) | (Ok(true), Err(HashError::PasswordInvalid)) => {
-                Ok(Verification::Mismatch)
-            }
-            (Ok(true), Ok(())) => Ok(Verification::Verified { needs_rehash }),
-            (Ok(true), Err(_)) => Err(PasswordError::Internal {
+            (Ok(false), _) | (Ok(true), Ok(false)) => Ok(Verification::Mismatch),
+            (Ok(true), Ok(true)) => Ok(Verification::Verified { needs_rehash }),
+            (Ok(true), Err(())) => Err(PasswordError::Internal {
                 reason: "argon2 could not verify",
             }),
         }
@@ -404,15 +468,11 @@ impl PasswordHasher {
                 reason: "password longer than MAX_PASSWORD_BYTES",
             });
         }
-        self.run(move |argon2| {
-            argon2
-                .hash_password(password.expose().as_bytes())
-                .map(|h| h.to_string())
-        })
-        .await?
-        .map_err(|_| PasswordError::Internal {
-            reason: "argon2 could not hash",
-        })
+        self.run(move |inner| inner.hash_new(password.expose().as_bytes()))
+            .await?
+            .map_err(|_| PasswordError::Internal {
+                reason: "argon2 could not hash",
+            })
     }
 
     fn dummy(&self) -> Result<PasswordHash, PasswordError> {
@@ -436,7 +496,7 @@ impl PasswordHasher {
     /// Runs `job` on the blocking pool once a slot is free.
     async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
+        job: impl FnOnce(&Inner) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
         let handle =
             tokio::runtime::Handle::try_current().map_err(|_| PasswordError::Internal {
@@ -464,7 +524,7 @@ impl PasswordHasher {
         let running = Running::new(Arc::clone(inner), slot, admission);
         handle
             .spawn_blocking(move || {
-                let result = job(&running.inner.argon2);
+                let result = job(&running.inner);
                 drop(running);
                 result
             })
@@ -634,6 +694,7 @@ impl PasswordHasherBuilder {
                 max: max_permits,
             });
         }
+        let blocks = params.block_count();
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy = dummy_hash(&argon2)?;
         Ok(PasswordHasher {
@@ -653,6 +714,8 @@ impl PasswordHasherBuilder {
                 peak_in_flight: AtomicUsize::new(0),
                 busy_refusals: AtomicU64::new(0),
                 completed: AtomicU64::new(0),
+                blocks,
+                buffers: Mutex::new(Vec::with_capacity(max_in_flight)),
             }),
         })
     }
@@ -720,6 +783,42 @@ mod tests {
             h.verify(Some(&stored), long).await.unwrap(),
             Verification::Mismatch
         );
+    }
+
+    #[tokio::test]
+    async fn agrees_with_the_argon2_crate() {
+        use argon2::PasswordVerifier as _;
+        let h = hasher();
+        // Ours verified by argon2's own verify_password.
+        let ours = h.hash(PW).await.unwrap();
+        let reference = Argon2::default();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(reference.verify_password(PW.as_bytes(), &parsed).is_ok());
+        assert!(reference.verify_password(b"other", &parsed).is_err());
+        // argon2's hashes verified by ours: the current parameters, more
+        // memory and lanes (a buffer of its own), a 64-byte output.
+        for (params, needs_rehash) in [
+            (Params::new(19_456, 2, 1, None), false),
+            (Params::new(24_576, 2, 2, None), false),
+            (Params::new(19_456, 2, 1, Some(64)), false),
+            (Params::new(9216, 4, 1, None), true),
+        ] {
+            let a2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.unwrap());
+            let theirs = a2.hash_password(PW.as_bytes()).unwrap().to_string();
+            assert_eq!(
+                h.verify(Some(&theirs), PW).await.unwrap(),
+                Verification::Verified { needs_rehash },
+                "{theirs}"
+            );
+            assert_eq!(
+                h.verify(Some(&theirs), "other").await.unwrap(),
+                Verification::Mismatch
+            );
+        }
+        // Buffers are reused: never more than one per slot is kept.
+        let kept = h.inner.buffers.lock().unwrap();
+        assert!(!kept.is_empty() && kept.len() <= h.stats().max_in_flight);
+        assert!(kept.iter().all(|b| b.len() == h.inner.blocks));
     }
 
     #[tokio::test]
