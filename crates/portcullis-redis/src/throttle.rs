@@ -43,10 +43,13 @@
 //! # Clocks and expiry
 //!
 //! Forgetting is judged by the `now` the throttle passes (its clock, never
-//! Redis'), and the last failure never moves back: an instance whose clock
-//! runs behind cannot shorten a backoff another instance imposed. Each
-//! counter also carries a native TTL, `forget_after` past its last failure,
-//! so Redis removes forgotten counters by itself: no purge to run.
+//! Redis'), and each failure stamps the counter with that `now`: a stamp
+//! from an instance whose clock runs ahead is replaced by the next failure
+//! anywhere, so it cannot silence the counter for the others (see
+//! `ThrottleState::blocked_until`; instances sharing a store need
+//! synchronised clocks). Each counter also carries a native TTL,
+//! `forget_after` past its last failure, so Redis removes forgotten
+//! counters by itself: no purge to run.
 //!
 //! # Failures
 //!
@@ -73,24 +76,16 @@ const MAX_TTL_MS: u64 = 1 << 40;
 /// The failure script's source (kept for `SCRIPT LOAD`).
 const RECORD_FAILURE_LUA: &str = r"
 local now = tonumber(ARGV[1])
-local forget = tonumber(ARGV[2])
 local v = redis.call('HMGET', KEYS[1], 'n', 'l')
 local n = tonumber(v[1])
 local l = tonumber(v[2])
-local last = v[2]
-if n == nil or l == nil or l + forget <= now then
+if n == nil or l == nil or l + tonumber(ARGV[2]) <= now then
   n = 0
-  l = now
-  last = ARGV[1]
 end
 if n < 4294967295 then n = n + 1 end
-if now > l then
-  l = now
-  last = ARGV[1]
-end
-redis.call('HSET', KEYS[1], 'n', string.format('%d', n), 'l', last)
-redis.call('PEXPIRE', KEYS[1], string.format('%d', l - now + forget))
-return {n, last}
+redis.call('HSET', KEYS[1], 'n', string.format('%d', n), 'l', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {n, ARGV[1]}
 ";
 
 /// One failure on one counter, atomically.
@@ -98,9 +93,8 @@ return {n, last}
 /// `KEYS[1]` the counter. `ARGV[1]` now (ms), `ARGV[2]` forget after (ms,
 /// at least 1). A counter whose last failure is `forget` old or older
 /// starts again from zero; then the count goes up by one (saturating at
-/// `u32::MAX`), the last failure becomes the later of the stored one and
-/// now, and the key expires `forget` after that. Returns `{n, last}`
-/// (`last` as the string stored).
+/// `u32::MAX`), the last failure becomes now, and the key expires `forget`
+/// after now. Returns `{n, now}`.
 static RECORD_FAILURE: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_FAILURE_LUA));
 
 /// A [`ThrottleStore`] on Redis (or Redis Cluster): the counters of

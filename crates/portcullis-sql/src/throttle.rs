@@ -20,7 +20,7 @@
 //! | call | statements |
 //! |---|---|
 //! | `check` (every request the throttle guards) | **one** `SELECT` of every counter of the request, by primary key |
-//! | `record_failure` | **one** `INSERT .. ON CONFLICT DO UPDATE .. RETURNING` over every counter of the request: a counter forgotten by `now` starts again from 1, any other goes up by one (saturating at `u32::MAX`); the last failure never moves back (an instance whose clock runs behind cannot shorten another's backoff) |
+//! | `record_failure` | **one** `INSERT .. ON CONFLICT DO UPDATE .. RETURNING` over every counter of the request: a counter forgotten by `now` starts again from 1, any other goes up by one (saturating at `u32::MAX`); the last failure becomes `now` (a stamp from an instance whose clock runs ahead is replaced by the next failure anywhere, so it cannot silence the counter for the others) |
 //! | `reset` | one `DELETE` of the given counters |
 //!
 //! The upsert is atomic per row: racing failures from any number of

@@ -84,8 +84,7 @@ impl Sql {
                  ON CONFLICT (key_digest, scope) DO UPDATE SET \
                  failures = CASE WHEN t.last_failure <= $3 - $4 THEN 1 \
                  ELSE LEAST(t.failures + 1, 4294967295) END, \
-                 last_failure = GREATEST(t.last_failure, $3), \
-                 expires_at = GREATEST(t.last_failure, $3) + $4 \
+                 last_failure = $3, expires_at = $3 + $4 \
                  RETURNING {COLUMNS}"
             )),
             reset: sql(format!(

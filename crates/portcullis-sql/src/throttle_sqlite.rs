@@ -104,8 +104,7 @@ impl Sql {
                  ON CONFLICT (key_digest, scope) DO UPDATE SET \
                  failures = CASE WHEN last_failure <= ?1 - ?2 THEN 1 \
                  ELSE min(failures + 1, 4294967295) END, \
-                 last_failure = max(last_failure, ?1), \
-                 expires_at = max(last_failure, ?1) + ?2 \
+                 last_failure = ?1, expires_at = ?3 \
                  RETURNING {COLUMNS}"
             )),
             reset: sql(format!(
