@@ -593,20 +593,25 @@ async fn redis_counters_expire_by_themselves() {
     };
     let first = ttl(redis.command(&["PTTL", &store.counter_key(&k)]));
     assert!((590_000..=600_000).contains(&first), "{first}");
-    // A failure stamped earlier (a writer whose clock is behind) neither
-    // moves the last failure back nor shortens the expiry.
-    let states = store.record_failure(&[k], at(40), forget).await.unwrap();
-    assert_eq!(states[0].last_failure, Some(at(100)));
-    assert_eq!(states[0].failures, 2);
+    // Each failure sets it again.
+    redis.command(&["PEXPIRE", &store.counter_key(&k), "1000"]);
+    store.record_failure(&[k], at(160), forget).await.unwrap();
     let second = ttl(redis.command(&["PTTL", &store.counter_key(&k)]));
-    assert!(second > 600_000, "{second}");
+    assert!((590_000..=600_000).contains(&second), "{second}");
     // Fields as documented.
     let fields = redis.command(&["HGETALL", &store.counter_key(&k)]);
     let Reply::Array(Some(fields)) = fields else {
         panic!("{fields:?}");
     };
     let fields: Vec<String> = fields.iter().map(Reply::text).collect();
-    assert_eq!(fields, ["n", "2", "l", &at(100).millis().to_string()]);
+    assert_eq!(fields, ["n", "2", "l", &at(160).millis().to_string()]);
+    // Gone by itself once expired.
+    redis.command(&["PEXPIRE", &store.counter_key(&k), "1"]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        redis.command(&["EXISTS", &store.counter_key(&k)]),
+        Reply::Int(0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -636,6 +641,31 @@ async fn redis_unreadable_counters_are_errors_not_panics() {
     redis.command(&["SET", &store.counter_key(&ip_key), "x"]);
     let resp = post_login(&app, "alice", RIGHT).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// After a restart broke the connection, a check and a reset are sent
+/// again on a new connection (the caller sees nothing); a failure is not
+/// (sent twice it could count twice): that one call fails, the next works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_resends_checks_and_resets_but_not_failures() {
+    let mut redis = RedisServer::start();
+    let store = redis_store(&redis.url(), "app");
+    let k = fresh_key(ThrottleScope::Account);
+    store.record_failure(&[k], at(0), FORGET).await.unwrap();
+
+    redis.restart();
+    assert_eq!(
+        store.check(&[k], at(1), FORGET).await.unwrap(),
+        [ThrottleState::default()],
+        "resent; the restarted Redis is empty"
+    );
+    redis.restart();
+    store.reset(&[k]).await.unwrap();
+    redis.restart();
+    let e = store.record_failure(&[k], at(2), FORGET).await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    let states = store.record_failure(&[k], at(3), FORGET).await.unwrap();
+    assert_eq!(states[0].failures, 1, "the failed call left nothing");
 }
 
 // ---------------------------------------------------------------------
@@ -773,6 +803,76 @@ async fn sql_purges_forgotten_counters_in_batches() {
         assert!(Instant::now() < deadline, "{} rows left", rows().await);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Each failure stamps its counter with its writer's `now`, as the trait
+/// says: a stamp from an instance whose clock runs 48 minutes ahead (which
+/// `ThrottleState::blocked_until` ignores) is replaced by the next failure
+/// anywhere, so it cannot silence the counter for the other instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_clock_elsewhere_cannot_silence_a_counter() {
+    let redis = RedisServer::start();
+    let url = PgServer::shared().fresh_database();
+    let pg = PgThrottleStore::new(&pg_backend(&url, no_background_purge(), TIMEOUT).await);
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteThrottleStore::new(&sqlite_backend(&dir, no_background_purge()).await);
+    let stores: [(&str, &dyn ThrottleStore); 3] = [
+        ("redis", &redis_store(&redis.url(), "app")),
+        ("postgres", &pg),
+        ("sqlite", &sqlite),
+    ];
+    let strict = portcullis_throttle::DEFAULT_ACCOUNT_AT_ADDRESS;
+    for (name, store) in stores {
+        let k = fresh_key(ThrottleScope::AccountAtAddress);
+        for _ in 0..5 {
+            store.record_failure(&[k], at(100), FORGET).await.unwrap();
+        }
+        // One failure on an instance 48 minutes ahead...
+        store.record_failure(&[k], at(3000), FORGET).await.unwrap();
+        // ...then the next one on a right clock.
+        let states = store.record_failure(&[k], at(101), FORGET).await.unwrap();
+        assert_eq!(
+            states,
+            [ThrottleState {
+                failures: 7,
+                last_failure: Some(at(101))
+            }],
+            "{name}"
+        );
+        assert_eq!(
+            states[0].blocked_until(&strict, at(101)),
+            Some(at(105)),
+            "{name}: 7 failures, 5 free: 4 s"
+        );
+        assert_eq!(
+            store.check(&[k], at(102), FORGET).await.unwrap(),
+            states,
+            "{name}"
+        );
+    }
+}
+
+/// PostgreSQL purges by the earlier of the caller's clock and the
+/// database's: an instance whose clock jumped ahead deletes nothing the
+/// database's clock still counts. (SQLite, one host's clock, follows the
+/// caller.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_purge_never_runs_ahead_of_the_database_clock() {
+    let url = PgServer::shared().fresh_database();
+    let pg = PgThrottleStore::new(&pg_backend(&url, no_background_purge(), TIMEOUT).await);
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteThrottleStore::new(&sqlite_backend(&dir, no_background_purge()).await);
+    let now = portcullis::core::Timestamp::from(std::time::SystemTime::now());
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let k = fresh_key(ThrottleScope::Address);
+    for store in [&pg as &dyn ThrottleStore, &sqlite] {
+        store
+            .record_failure(&[k], now, Duration::from_secs(600))
+            .await
+            .unwrap();
+    }
+    assert_eq!(pg.purge_expired(now + year).await.unwrap(), 0);
+    assert_eq!(sqlite.purge_expired(now + year).await.unwrap(), 1);
 }
 
 /// Unreadable rows are errors, never a pass or a panic.
