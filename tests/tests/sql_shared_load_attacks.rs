@@ -164,12 +164,12 @@ fn cpu_time() -> Duration {
 
 /// The loads of one batch whose statement stalls, with a connection of the
 /// store free and nobody else waiting, must wait for their answer, not
-/// spin. Today a load whose key another load's batch has taken polls the
-/// free connection, finds the queue empty, puts the connection back and
-/// loops at once, for as long as the batch's statement takes: a core burnt
-/// per such load while PostgreSQL is slow (a lock, a checkpoint, a network
-/// stall, up to the store's timeout), starving every other request of the
-/// process exactly when the database is under pressure.
+/// spin. (A load whose key another load's batch had taken once polled the
+/// free connection, found the queue empty, put the connection back and
+/// looped at once, for as long as the batch's statement took: a core burnt
+/// per such load while PostgreSQL is slow, a lock, a checkpoint, a network
+/// stall, up to the store's timeout, starving every other request of the
+/// process exactly when the database is under pressure.)
 ///
 /// Built with two connections: loads 0 and 1 stall alone on both; loads
 /// 2, 3 and 4 queue. Load 0's request is cancelled: load 2 takes its
