@@ -956,3 +956,131 @@ async fn a_burst_of_parallel_guesses_gets_no_more_than_the_free_failures() {
         checks.get()
     );
 }
+
+mod web_app_reauth {
+    //! The `web-app` template's re-authentication form (`POST /reauth`,
+    //! behind the login throttle) in the hands of someone who holds a
+    //! logged-in session cookie but not the password: the case the
+    //! fresh-login guard exists for.
+
+    use std::net::IpAddr;
+
+    use portcullis::session::MemoryStore;
+    use portcullis_tests::{TestServer, cookie_value};
+    use reqwest::StatusCode;
+    use web_app::AppConfig;
+
+    const SESSION: &str = "__Host-session";
+
+    fn client_from(last: u8) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(IpAddr::from([127, 0, 0, last]))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    fn token_in(body: &str) -> String {
+        let marker = "name=\"csrf_token\" value=\"";
+        let start = body.find(marker).expect("a csrf_token field") + marker.len();
+        let end = body[start..].find('"').unwrap() + start;
+        body[start..end].to_owned()
+    }
+
+    /// A same-origin form POST, as a browser sends it.
+    async fn post(
+        server: &TestServer,
+        c: &reqwest::Client,
+        path: &str,
+        cookie: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = c
+            .post(server.url(path))
+            .header("sec-fetch-site", "same-origin")
+            .header("origin", format!("http://{}", server.addr))
+            .form(form);
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie.to_owned());
+        }
+        req.send().await.unwrap()
+    }
+
+    /// alice's session cookie, through the login form.
+    async fn alice_session(server: &TestServer) -> String {
+        let c = client_from(70);
+        let resp = c.get(server.url("/login")).send().await.unwrap();
+        let pre = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let token = token_in(&resp.text().await.unwrap());
+        let resp = post(
+            server,
+            &c,
+            "/login",
+            Some(&pre),
+            &[
+                ("username", "alice"),
+                ("password", "wonderland"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        cookie_value(&resp, SESSION).unwrap()
+    }
+
+    /// A wrong password at `/reauth` with the session `cookie`, from
+    /// `client`: the status.
+    async fn guess(server: &TestServer, client: &reqwest::Client, cookie: &str, n: u32) -> u16 {
+        let cookie = format!("{SESSION}={cookie}");
+        let page = client
+            .get(server.url("/reauth"))
+            .header("cookie", cookie.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let token = token_in(&page.text().await.unwrap());
+        post(
+            server,
+            client,
+            "/reauth",
+            Some(&cookie),
+            &[("password", &format!("guess {n}")), ("csrf_token", &token)],
+        )
+        .await
+        .status()
+        .as_u16()
+    }
+
+    /// The re-authentication form names no account in its body (the user
+    /// is the session's), so the throttle in front of it counts only the
+    /// address: someone holding alice's session cookie gets the address
+    /// counter's 20 free guesses at her password from each address, where
+    /// the login form allows 5 per address and 10 per account across all
+    /// addresses, and the guesses never touch alice's account counters.
+    /// The sixth wrong guess from one address at alice's password must be
+    /// refused, as at the login form.
+    #[tokio::test]
+    #[ignore = "defect: the web-app's /reauth throttle counts the address only (no account in the body), so a stolen session gets 20 password guesses per address instead of 5, outside the account's counters"]
+    async fn reauth_guesses_count_against_the_sessions_account() {
+        let (router, _) = web_app::app(MemoryStore::new(), AppConfig::default()).unwrap();
+        let server = TestServer::start(router).await;
+        let cookie = alice_session(&server).await;
+        let thief = client_from(71);
+        let mut statuses = Vec::new();
+        for n in 0..6 {
+            statuses.push(guess(&server, &thief, &cookie, n).await);
+        }
+        assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+        assert_eq!(
+            statuses[5], 429,
+            "the sixth guess at alice's password from one address: {statuses:?}"
+        );
+    }
+}
