@@ -1,4 +1,5 @@
-//! The example's JSON contract, against the real binary.
+//! The example's JSON contract, against the real binary, and its front
+//! door (hashed passwords, the login throttle).
 
 use portcullis_tests::{ExampleProcess, client};
 use reqwest::StatusCode;
@@ -132,4 +133,51 @@ async fn key_file_picks_the_algorithm_and_instances_share_keys() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Status, content type and body of a response.
+async fn answer(resp: reqwest::Response) -> (StatusCode, String, String) {
+    let status = resp.status();
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    (status, ct, resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn an_unknown_user_gets_the_answer_of_a_wrong_password_and_failures_are_throttled() {
+    let app = ExampleProcess::start(env!("CARGO_BIN_EXE_jwt-api"), &[]);
+    let wrong = answer(login(&app, "alice", "nope").await).await;
+    let unknown = answer(login(&app, "mallory", "wonderland").await).await;
+    assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.1, "application/problem+json");
+    assert_eq!(
+        wrong, unknown,
+        "an unknown user is told what a known one is"
+    );
+
+    // Bob's wrong passwords: 5 free, then 429 with Retry-After before the
+    // password is even checked (a late 6th try may still pass if the first
+    // block of a second has run out: then the 7th is refused).
+    let mut blocked = None;
+    for attempt in 1..=8 {
+        let resp = login(&app, "bob", &format!("guess {attempt}")).await;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            blocked = Some((attempt, resp));
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    let (attempt, resp) = blocked.expect("throttled after 5 failures");
+    assert!(
+        attempt >= 6,
+        "blocked at attempt {attempt}: before the free ones ran out"
+    );
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    // Another account from the same address is not blocked by bob's.
+    token(&app, "alice", "wonderland").await;
 }

@@ -1,5 +1,6 @@
-//! `REDIS_URL` and `DATABASE_URL`: revocations shared by every instance,
-//! against a throwaway redis-server or PostgreSQL and the real binary.
+//! `REDIS_URL` and `DATABASE_URL`: revocations and the login throttle's
+//! counters shared by every instance, against a throwaway redis-server or
+//! PostgreSQL and the real binary.
 
 use std::time::{Duration, Instant};
 
@@ -103,4 +104,30 @@ async fn a_revocation_reaches_the_others(store: (&str, &str)) {
     let bob_again = token(&c, "bob", "builder").await;
     assert_eq!(me(&a, &bob_again).await, StatusCode::OK);
     assert_eq!(me(&b, &bob_again).await, StatusCode::OK);
+
+    // The login throttle counts in the same store: failures alternating
+    // between A and B are blocked once their sum passes the 5 free ones
+    // (per-instance counters would let each instance take 5, blocking at
+    // the 11th attempt at the earliest).
+    let mut blocked_at = None;
+    for attempt in 1..=12 {
+        let app = if attempt % 2 == 1 { &a } else { &b };
+        let resp = client()
+            .post(app.at("/login"))
+            .json(&json!({"username": "bob", "password": "not his password"}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(resp.headers().contains_key("retry-after"));
+            blocked_at = Some(attempt);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let blocked_at = blocked_at.expect("the failures on both instances add up");
+    assert!(
+        blocked_at <= 8,
+        "blocked only at attempt {blocked_at}: the instances count apart"
+    );
 }
