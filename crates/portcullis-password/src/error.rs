@@ -7,8 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use portcullis_core::rejection::{ProblemJson, Rejection, RenderRejection};
 
-use crate::policy::PolicyError;
-
 /// The detail of the 401 answered for a wrong password, an unknown user and
 /// an unusable stored hash alike.
 pub const INVALID_CREDENTIALS: &str = "invalid user name or password";
@@ -101,6 +99,35 @@ impl PasswordError {
     pub fn to_http_response(&self) -> http::Response<Bytes> {
         ProblemJson.render(&self.rejection(), false)
     }
+}
+
+/// Why a new password was refused. Each variant's `Display` is a message
+/// for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// Fewer code points than the policy's minimum.
+    #[error("the password must be at least {min} characters long")]
+    TooShort {
+        /// The minimum, in code points.
+        min: usize,
+    },
+    /// More code points than the policy's maximum.
+    #[error("the password must be at most {max} characters long")]
+    TooLong {
+        /// The maximum, in code points.
+        max: usize,
+    },
+    /// A common or expected password (or one of them with digits around
+    /// it, or repeated).
+    #[error(
+        "this password is too common: it is among the first ones attackers try; choose another"
+    )]
+    Blocklisted,
+    /// Contains the user name, the name of the service, or another
+    /// context word the app passed.
+    #[error("the password must not contain your user name or the name of this service")]
+    ContainsContext,
 }
 
 /// Why a stored hash was not used. Holds the parameters it asked for (not

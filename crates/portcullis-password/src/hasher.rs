@@ -1,5 +1,9 @@
 //! [`PasswordHasher`]: argon2id on tokio's blocking pool, a bounded number
 //! at a time.
+//!
+//! Over 500 lines in one file: the hasher, the pool its calls share, the
+//! argon2 core running in the pool and the builder filling the hasher's
+//! private state are one unit; split, each part would reach into the others.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -34,6 +34,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use crate::error::PasswordConfigError;
+pub use crate::error::PolicyError;
 
 /// The default minimum length in code points (NIST SP 800-63B-4 for a
 /// password that is the only factor).
@@ -58,35 +59,6 @@ pub const HIGHEST_MAX_CHARS: usize = 1024;
 /// Context words shorter than this (in code points) are ignored: a user
 /// named "al" must not forbid every password containing "al".
 const MIN_CONTEXT_CHARS: usize = 3;
-
-/// Why a new password was refused. Each variant's `Display` is a message
-/// for the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PolicyError {
-    /// Fewer code points than the policy's minimum.
-    #[error("the password must be at least {min} characters long")]
-    TooShort {
-        /// The minimum, in code points.
-        min: usize,
-    },
-    /// More code points than the policy's maximum.
-    #[error("the password must be at most {max} characters long")]
-    TooLong {
-        /// The maximum, in code points.
-        max: usize,
-    },
-    /// A common or expected password (or one of them with digits around
-    /// it, or repeated).
-    #[error(
-        "this password is too common: it is among the first ones attackers try; choose another"
-    )]
-    Blocklisted,
-    /// Contains the user name, the name of the service, or another
-    /// context word the app passed.
-    #[error("the password must not contain your user name or the name of this service")]
-    ContainsContext,
-}
 
 /// A list of passwords to refuse.
 ///
