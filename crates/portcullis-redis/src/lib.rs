@@ -24,7 +24,7 @@
 //! | `session` | yes | `RedisSessionStore`, a `portcullis_session::SessionStore` |
 //! | `jwt` | no | `RedisRevocationStore`, a `portcullis_jwt::revocation::RevocationStore` whose in-process view Redis pub/sub keeps current |
 //! | `refresh` | no | `RedisRefreshStore`, a `portcullis_refresh::RefreshStore` (turns on `jwt`: a refresh store shared by instances needs a shared revocation view) |
-//! | `throttle` | no | `RedisThrottleStore`, the login throttle's counters (`portcullis_throttle::ThrottleStore`; see [`throttle`]) |
+//! | `throttle` | no | `RedisThrottleStore`, the login throttle's counters (`portcullis_throttle::ThrottleStore`; see the `throttle` module) |
 //! | `cluster` | no | `RedisConfig::cluster`: Redis Cluster targets |
 //! | `tls` | no | `rediss://` (and `valkeys://`) URLs: TLS with rustls on the aws-lc-rs provider, the system's roots or `RedisConfig::tls_root_ca_pem` (see [TLS](#tls)) |
 //! | `testing` | no | `testing::CommandStats`: count the commands a request costs |

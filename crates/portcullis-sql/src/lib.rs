@@ -45,7 +45,7 @@
 //! | `session` | yes | the session stores |
 //! | `jwt` | no | the JWT revocation stores |
 //! | `refresh` | no | the refresh-family stores (turns on `jwt`) |
-//! | `throttle` | no | the login throttle's counter stores ([`throttle`]) |
+//! | `throttle` | no | the login throttle's counter stores (`PgThrottleStore`, `SqliteThrottleStore`; see the `throttle` module) |
 //! | `testing` | no | what the conformance suites need |
 //! | `tracing` | no | debug/warn events (never an id, a token, data or the connection string) |
 //!
