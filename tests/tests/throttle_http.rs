@@ -630,3 +630,60 @@ async fn a_fast_instance_cannot_lock_the_rightful_user_out() {
     let r = login(&right, &alice, "alice", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 }
+
+/// While one attempt at an account is in the handler, parallel attempts
+/// at the same account (from the same address or another) get the same
+/// 429 without reaching it; once the first is recorded, the next attempt
+/// goes through. A burst of parallel guesses so gets one password check,
+/// not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_attempts_at_one_account_get_one_check() {
+    #[derive(Default)]
+    struct Gate {
+        entered: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+        calls: AtomicUsize,
+    }
+    async fn gated(State(g): State<Arc<Gate>>, Form(_): Form<Creds>) -> Response {
+        // Only the first attempt is held in the handler.
+        if g.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            g.entered.notify_one();
+            g.release.notified().await;
+        }
+        (StatusCode::UNAUTHORIZED, LoginOutcome::Failed).into_response()
+    }
+    let clock = Arc::new(ManualClock::starting_now());
+    let config = ThrottleConfig::builder().clock(clock).build().unwrap();
+    let gate = Arc::new(Gate::default());
+    let app = Router::new()
+        .route(
+            "/login",
+            post(gated).layer(LoginThrottleLayer::new(MemoryThrottleStore::new(), config)),
+        )
+        .with_state(gate.clone());
+    let server = TestServer::start(app).await;
+    let send = |last: u8, user: &'static str| {
+        client_from(last)
+            .post(server.url("/login"))
+            .form(&[("username", user), ("password", "guess")])
+            .send()
+    };
+    let first = tokio::spawn(send(13, "alice"));
+    gate.entered.notified().await;
+    let burst = (0..20).map(|i| send(if i % 2 == 0 { 13 } else { 14 }, "alice"));
+    for r in futures_util::future::join_all(burst).await {
+        let r = r.unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()["retry-after"], "1");
+    }
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 1, "one check in flight");
+    gate.release.notify_one();
+    assert_eq!(
+        first.await.unwrap().unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // The claim is released with the recorded outcome.
+    let next = send(13, "alice").await.unwrap();
+    assert_eq!(next.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 2);
+}

@@ -43,10 +43,14 @@ use crate::store::ThrottleStore;
 /// Requests that are counted are handled in a boxed future (they await the
 /// store before and after the handler).
 ///
-/// Failures racing one another (an attacker's parallel requests) are all
-/// checked before any of them is recorded: each counter can be overrun by
-/// the number of requests in flight at once. Bound that number where the
-/// password is checked (a bounded verification pool).
+/// One attempt per account at a time: while a request for an account is
+/// between its check and its recorded outcome, another request for the
+/// same account (from any address) gets the same 429 (`Retry-After: 1`)
+/// without reaching the handler, so a burst of parallel guesses cannot all
+/// pass the check before the first failure is counted. This holds per
+/// process: behind a load balancer, a burst can reach each instance once.
+/// Requests without an account (refresh endpoints) are not serialised:
+/// many users behind one address refresh at once.
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -98,7 +102,11 @@ impl LoginThrottleLayer {
     #[must_use]
     pub fn from_arc(store: Arc<dyn ThrottleStore>, config: ThrottleConfig) -> Self {
         Self {
-            shared: Arc::new(Shared { store, config }),
+            shared: Arc::new(Shared {
+                store,
+                config,
+                in_flight: crate::service::InFlight::default(),
+            }),
             renderer: ProblemJson,
         }
     }

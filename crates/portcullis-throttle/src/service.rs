@@ -1,9 +1,10 @@
 //! `LoginThrottle<S>`: the service [`LoginThrottleLayer`](crate::LoginThrottleLayer)
 //! builds, and the decisions it makes (plain functions, tested below).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,6 +32,58 @@ pub type ResponseFuture<F, B, E> = portcullis_core::LayerFuture<F, B, E>;
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn ThrottleStore>,
     pub(crate) config: ThrottleConfig,
+    pub(crate) in_flight: InFlight,
+}
+
+/// The account counters of the requests now between their check and their
+/// record, in this process: one attempt per account (and per account at
+/// an address) at a time, so a burst of parallel guesses cannot all pass
+/// the check before the first failure is recorded.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    keys: Mutex<HashSet<ThrottleKey>>,
+}
+
+/// Keys claimed in an [`InFlight`], released when dropped (also when the
+/// request is abandoned).
+pub(crate) struct Claim<'a> {
+    in_flight: &'a InFlight,
+    keys: Vec<ThrottleKey>,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<ThrottleKey>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Claims every key, or none when one is already claimed.
+    pub(crate) fn try_claim(&self, keys: Vec<ThrottleKey>) -> Option<Claim<'_>> {
+        let mut held = self.lock();
+        if keys.iter().any(|k| held.contains(k)) {
+            return None;
+        }
+        held.extend(keys.iter().copied());
+        Some(Claim {
+            in_flight: self,
+            keys,
+        })
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut held = self.in_flight.lock();
+        for k in &self.keys {
+            held.remove(k);
+        }
+    }
 }
 
 impl fmt::Debug for Shared {
@@ -119,6 +172,16 @@ impl Counters {
             store.record_failure(&self.pick(&idx), now, forget).await?;
         }
         Ok(())
+    }
+
+    /// The account counters (not the address one): one attempt at a time
+    /// per key.
+    fn exclusive(&self) -> Vec<ThrottleKey> {
+        self.keys
+            .iter()
+            .copied()
+            .filter(|k| k.scope() != ThrottleScope::Address)
+            .collect()
     }
 
     /// Resets the account's counters; the address counter stays.
@@ -323,6 +386,16 @@ where
         }
     };
     let counters = Counters::new(config, account.as_deref(), ip);
+    // Held until the outcome is recorded: a parallel attempt at the same
+    // account waits for nothing and is refused like a blocked one.
+    let Some(_claim) = shared.in_flight.try_claim(counters.exclusive()) else {
+        portcullis_core::event!(
+            debug,
+            reason = "in-flight",
+            "login attempt already in flight"
+        );
+        return Ok(Err(throttled(Duration::from_secs(1))));
+    };
     let now = config.clock.now();
     match counters.blocked(store, now).await {
         Ok(None) => {}
@@ -439,6 +512,22 @@ mod tests {
             ThrottleKey::for_account("alice"),
             ThrottleKey::for_account("bob")
         );
+    }
+
+    #[test]
+    fn in_flight_claims_are_exclusive_and_released() {
+        let f = InFlight::default();
+        let a = ThrottleKey::for_account("alice");
+        let b = ThrottleKey::for_account("bob");
+        let claim = f.try_claim(vec![a]).unwrap();
+        assert!(f.try_claim(vec![b, a]).is_none(), "all or nothing");
+        assert_eq!(f.len(), 1);
+        let other = f.try_claim(vec![b]).unwrap();
+        drop(claim);
+        assert!(f.try_claim(vec![a]).is_some());
+        drop(other);
+        assert_eq!(f.len(), 0);
+        assert!(f.try_claim(Vec::new()).is_some(), "no keys, no wait");
     }
 
     #[test]
