@@ -82,6 +82,10 @@ enum Verdict {
     Anonymous,
 }
 
+/// How far ahead of the clock a login time may be and still count (clock
+/// skew between instances); the JWT guard allows the same.
+const FUTURE_SKEW: Duration = Duration::from_secs(5);
+
 /// Decides on a session's user and authentication time at `now`.
 fn decide(
     user: Option<&str>,
@@ -91,6 +95,10 @@ fn decide(
 ) -> Verdict {
     match (user, authenticated_at) {
         (None, _) => Verdict::Anonymous,
+        // A login time ahead of the clock (a clock stepped back, an
+        // instance running fast) is not fresh beyond a little skew: it would
+        // read as "just now" until the clock caught up.
+        (Some(_), Some(at)) if at > now + FUTURE_SKEW => Verdict::Stale,
         (Some(_), Some(at)) if now.saturating_since(at) <= max_age => Verdict::Fresh(at),
         (Some(_), _) => Verdict::Stale,
     }

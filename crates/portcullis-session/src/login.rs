@@ -114,7 +114,7 @@ impl Session {
             now + lifetime
         });
         request
-            .renew_id(&mut st, Some(user_id), data, remembered_until)
+            .renew_id(&mut st, Some(user_id), data, remembered_until, None)
             .await
     }
 
@@ -138,8 +138,9 @@ impl Session {
         let user = st.user_id().map(str::to_owned);
         let data = carried_data(user.as_deref(), user.as_deref(), Some(old));
         let remembered_until = st.remembered_until();
+        let same_login_until = st.absolute_deadline();
         request
-            .renew_id(&mut st, user, data, remembered_until)
+            .renew_id(&mut st, user, data, remembered_until, same_login_until)
             .await
     }
 
@@ -193,8 +194,9 @@ impl Session {
         auth::merge_methods(&mut recorded, methods);
         auth::set_authenticated(&mut data, request.ctx().config.clock.now(), &recorded);
         let remembered_until = st.remembered_until();
+        let same_login_until = st.absolute_deadline();
         request
-            .renew_id(st, Some(user), data, remembered_until)
+            .renew_id(st, Some(user), data, remembered_until, same_login_until)
             .await
     }
 

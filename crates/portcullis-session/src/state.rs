@@ -194,6 +194,14 @@ impl State {
         auth::remembered_idle(&cur.record.data).map(|_| cur.record.absolute_deadline)
     }
 
+    /// The absolute deadline of the current session: a new id for the same
+    /// login keeps it.
+    pub(crate) fn absolute_deadline(&self) -> Option<Timestamp> {
+        self.current
+            .as_ref()
+            .map(|cur| cur.record.absolute_deadline)
+    }
+
     /// Takes the old id left over by a renewal whose delete failed.
     pub(crate) const fn take_leftover(&mut self) -> Option<TokenDigest> {
         self.leftover.take()
@@ -386,6 +394,7 @@ impl RequestSession {
         user_id: Option<String>,
         mut data: BTreeMap<String, Value>,
         remembered_until: Option<Timestamp>,
+        same_login_until: Option<Timestamp>,
     ) -> SessionRecord {
         let now = self.ctx.config.clock.now();
         let deadlines = match (auth::remembered_idle(&data), remembered_until) {
@@ -395,7 +404,14 @@ impl RequestSession {
             },
             _ => {
                 auth::set_remembered(&mut data, None);
-                self.ctx.lifetimes.start(now)
+                let mut d = self.ctx.lifetimes.start(now);
+                // The same login under a new id ends when it would have:
+                // the absolute lifetime counts from the login.
+                if let Some(until) = same_login_until {
+                    d.absolute = d.absolute.min(until);
+                    d.idle = d.idle.min(d.absolute);
+                }
+                d
             }
         };
         let user_agent = self.user_agent.as_ref().and_then(|v| {
@@ -429,7 +445,7 @@ impl RequestSession {
             let token = new_token()?;
             st.current = Some(Box::new(Current {
                 key: token.digest(),
-                record: self.fresh_record(None, BTreeMap::new(), None),
+                record: self.fresh_record(None, BTreeMap::new(), None, None),
                 set: BTreeMap::new(),
                 remove: BTreeSet::new(),
                 persisted: false,
@@ -460,9 +476,10 @@ impl RequestSession {
         user_id: Option<String>,
         data: BTreeMap<String, Value>,
         remembered_until: Option<Timestamp>,
+        same_login_until: Option<Timestamp>,
     ) -> Result<(), SessionError> {
         let old_key = st.stored_key();
-        let record = self.fresh_record(user_id, data, remembered_until);
+        let record = self.fresh_record(user_id, data, remembered_until, same_login_until);
         let cap = match (self.ctx.config.cap, &record.user_id) {
             (Some((max, policy)), Some(_)) => Some(SessionCap {
                 max,

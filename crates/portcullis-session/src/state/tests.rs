@@ -125,7 +125,7 @@ async fn run_with<O: portcullis_core::StoreObserver>(
         Action::Login => {
             let mut st = rs.lock().await.unwrap();
             let data = st.data().cloned().unwrap_or_default();
-            rs.renew_id(&mut st, Some("alice".into()), data, None)
+            rs.renew_id(&mut st, Some("alice".into()), data, None, None)
                 .await
                 .unwrap();
         }
@@ -332,7 +332,7 @@ async fn a_session_deleted_meanwhile_is_not_resurrected() {
     let rs = RequestSession::new(ctx.clone(), Incoming::None, None, None);
     {
         let mut st = rs.lock().await.unwrap();
-        rs.renew_id(&mut st, Some("alice".into()), BTreeMap::new(), None)
+        rs.renew_id(&mut st, Some("alice".into()), BTreeMap::new(), None, None)
             .await
             .unwrap();
     }
