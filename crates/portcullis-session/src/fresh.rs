@@ -447,14 +447,16 @@ mod tests {
                 min(10),
                 Verdict::Fresh(t0),
             ),
-            // A clock behind the login's: fresh (no negative ages).
+            // A clock a little behind the login's: fresh (skew between
+            // instances); a minute behind: not fresh.
             (
                 Some("a"),
-                Some(t0 + min(1)),
+                Some(t0 + Duration::from_secs(3)),
                 t0,
                 min(10),
-                Verdict::Fresh(t0 + min(1)),
+                Verdict::Fresh(t0 + Duration::from_secs(3)),
             ),
+            (Some("a"), Some(t0 + min(1)), t0, min(10), Verdict::Stale),
             // Not recorded (a session from before the upgrade): never fresh.
             (Some("a"), None, t0, min(10), Verdict::Stale),
             (None, Some(t0), t0, min(10), Verdict::Anonymous),
