@@ -2,30 +2,116 @@
 //! serves it).
 //!
 //! Run it with `cargo run -p hybrid-spa`; see this crate's README.
+//!
+//! The front door: the demo users are argon2id PHC strings checked by
+//! [`PasswordHasher::verify`] (an unknown user costs the same and gets the
+//! same 401 as a wrong password; a hash made with older parameters is
+//! replaced at the next login). A [`LoginThrottleLayer`] guards
+//! `POST /auth/login` (per account and per address) and the refresh
+//! endpoints (`/auth/refresh`, `/auth/logout`, `/auth/logout-everywhere`,
+//! per address: a bad refresh token's 401 counts as a failure).
+//! `POST /auth/password` needs a login at most [`FRESH_FOR`] old
+//! ([`RequireFreshAuthLayer`]: RFC 9470's `insufficient_user_authentication`
+//! challenge otherwise; step-up is a new login), checks the new password
+//! against the policy, stores its hash, and ends every refresh family and
+//! live access token of the user ([`Refresher::password_changed`]) before
+//! logging this client in again.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use portcullis::core::{ProblemJson, RenderRejection as _, SharedClock, SystemClock};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
-use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
-use portcullis::redis::{RedisConfig, RedisRefreshStore, RedisRevocationStore};
+use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, RequireFreshAuthLayer, SigningKey};
+use portcullis::password::{PasswordError, PasswordHasher, Verification, invalid_credentials};
+use portcullis::redis::{RedisConfig, RedisRefreshStore, RedisRevocationStore, RedisThrottleStore};
 use portcullis::refresh::{
     MemoryRefreshStore, RefreshConfig, RefreshLayer, RefreshStore, Refresher, RotationKey,
+};
+use portcullis::throttle::{
+    LoginOutcome, LoginThrottleLayer, MemoryThrottleStore, ThrottleConfig, ThrottleStore,
 };
 use portcullis_sql::{Database, DatabaseUrl};
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq as _;
+use tower_layer::Layer as _;
 
-const USERS: &[(&str, &str, &[&str])] =
-    &[("alice", "wonderland", &["admin"]), ("bob", "builder", &[])];
+/// The demo users: name, argon2id PHC string (never the password), roles.
+/// `alice` / `wonderland` is hashed at the current parameters
+/// (m = 19456 KiB, t = 2, p = 1); `bob` / `builder` at older ones
+/// (m = 12288 KiB, t = 3), so his first login upgrades his hash.
+pub const DEMO_USERS: &[(&str, &str, &[&str])] = &[
+    (
+        "alice",
+        "$argon2id$v=19$m=19456,t=2,p=1$SKNIe9Qv37UkvGtgT0BKhA$tCXZtDFrZJ2oq2MyC3XNsklOKMYWSvzViShADKeaXDg",
+        &["admin"],
+    ),
+    (
+        "bob",
+        "$argon2id$v=19$m=12288,t=3,p=1$gyONp0l0Rkw7LppCn+pSXA$A3V9W57TaK6FS6ebnjGqEhMITZLVQIkX0jFkJecKKc4",
+        &[],
+    ),
+];
+
+/// How recent a login must be to change the password: 10 minutes.
+pub const FRESH_FOR: Duration = Duration::from_secs(10 * 60);
+
+/// The app's state: the refresher and the user table.
+#[derive(Clone)]
+struct App {
+    refresher: Refresher,
+    hasher: PasswordHasher,
+    /// User name to PHC string (a real app keeps them in its database).
+    hashes: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl App {
+    fn hashes(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.hashes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks `password` against `user`'s hash (an unknown user costs the
+    /// same), and upgrades a hash made with older parameters.
+    async fn check_password(&self, user: &str, password: &str) -> Result<bool, PasswordError> {
+        let stored = self.hashes().get(user).cloned();
+        match self.hasher.verify(stored.as_deref(), password).await {
+            Ok(Verification::Verified { needs_rehash }) => {
+                if needs_rehash {
+                    // A busy pool only delays the upgrade to the next login.
+                    if let Ok(phc) = self.hasher.rehash(password).await {
+                        self.hashes().insert(user.to_owned(), phc);
+                    }
+                }
+                Ok(true)
+            }
+            // An unusable stored hash reads as a wrong password.
+            Ok(Verification::Mismatch) | Err(PasswordError::StoredHash(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn roles_of(user: &str) -> &'static [&'static str] {
+    DEMO_USERS
+        .iter()
+        .find(|(u, _, _)| *u == user)
+        .map_or(&[], |(_, _, roles)| *roles)
+}
+
+/// A problem+json response.
+fn problem(rejection: &portcullis::core::Rejection) -> Response {
+    ProblemJson
+        .render(rejection, false)
+        .map(axum::body::Body::from)
+}
 const ISS: &str = "hybrid-spa";
 const AUD: &str = "hybrid-spa";
 
@@ -40,26 +126,101 @@ struct Credentials {
 /// preflight; the refresher also refuses a cross-site login that would set
 /// the refresh cookie (403), so a form on another site cannot log the
 /// visitor into the attacker's account.
-async fn login(
-    State(refresher): State<Refresher>,
-    parts: Parts,
-    Json(creds): Json<Credentials>,
-) -> Response {
-    let user = USERS.iter().find(|(u, p, _)| {
-        *u == creds.username && bool::from(p.as_bytes().ct_eq(creds.password.as_bytes()))
-    });
-    let Some((name, _, roles)) = user else {
-        let body = json!({"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": "bad credentials"});
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::CONTENT_TYPE, "application/problem+json")],
+///
+/// Behind the login throttle: a wrong password and an unknown user get one
+/// 401, marked as a failure; a success resets the account's counters.
+async fn login(State(app): State<App>, parts: Parts, Json(creds): Json<Credentials>) -> Response {
+    match app.check_password(&creds.username, &creds.password).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return (LoginOutcome::Failed, problem(&invalid_credentials())).into_response();
+        }
+        // A full hashing pool: 503 + Retry-After, not a failure.
+        Err(e) => return problem(&e.rejection()),
+    }
+    let reply = app
+        .refresher
+        .login(creds.username.as_str())
+        .roles(roles_of(&creds.username).iter().copied())
+        .reply(&parts)
+        .await;
+    let outcome = if reply.status().is_success() {
+        LoginOutcome::Succeeded
+    } else {
+        LoginOutcome::Failed
+    };
+    (outcome, reply).into_response()
+}
+
+/// Refuses a login that is not `application/json` (or `application/*+json`)
+/// with 415, as the handler's `Json` would, before the throttle reads the
+/// body: a cross-site `<form enctype="text/plain">` never gets further.
+async fn json_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|mime| {
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        });
+    if json {
+        next.run(req).await
+    } else {
+        let status = axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        let body = json!({
+            "type": "about:blank",
+            "title": "Unsupported Media Type",
+            "status": status.as_u16(),
+            "detail": "the login takes Content-Type: application/json",
+        });
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
             body.to_string(),
         )
-            .into_response();
+            .into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct NewPassword {
+    new_password: String,
+}
+
+/// `POST /auth/password` (bearer, behind [`RequireFreshAuthLayer`]): the
+/// policy checks the new password, its hash replaces the old one, every
+/// refresh family and live access token of the user ends, and this client
+/// is logged in again (a new token pair).
+async fn change_password(
+    State(app): State<App>,
+    claims: Claims,
+    parts: Parts,
+    Json(form): Json<NewPassword>,
+) -> Response {
+    let Some(user) = claims.subject().map(str::to_owned) else {
+        return problem(&portcullis::core::Rejection::unauthenticated(
+            "the access token names no user",
+        ));
     };
-    refresher
-        .login(*name)
-        .roles(roles.iter().copied())
+    let phc = match app
+        .hasher
+        .hash_for(form.new_password.as_str(), &[&user, "hybrid-spa"])
+        .await
+    {
+        Ok(phc) => phc,
+        Err(e) => return problem(&e.rejection()),
+    };
+    app.hashes().insert(user.clone(), phc);
+    if let Err(e) = app.refresher.password_changed(&user).await {
+        // A store failed half-way: 503; a retry finishes the job.
+        return problem(&e.rejection(Duration::from_secs(1)));
+    }
+    app.refresher
+        .login(user.as_str())
+        .roles(roles_of(&user).iter().copied())
         .reply(&parts)
         .await
         .into_response()
@@ -87,12 +248,15 @@ fn signing_key() -> Result<SigningKey, String> {
     }
 }
 
-/// Where refresh families and revocations live.
+/// Where refresh families, revocations and the login throttle's counters
+/// live.
 pub struct Stores {
     /// The refresh families.
     pub refresh: Arc<dyn RefreshStore>,
     /// The revocations (the JWT layer checks their view).
     pub revocations: Arc<dyn RevocationStore>,
+    /// The login throttle's counters.
+    pub throttle: Arc<dyn ThrottleStore>,
 }
 
 impl Stores {
@@ -102,6 +266,7 @@ impl Stores {
         Self {
             refresh: Arc::new(MemoryRefreshStore::new()),
             revocations: Arc::new(MemoryRevocationStore::new()),
+            throttle: Arc::new(MemoryThrottleStore::new()),
         }
     }
 }
@@ -126,14 +291,17 @@ pub async fn stores() -> Result<Stores, String> {
             .revocation_store(Duration::from_secs(10))
             .await
             .map_err(|e| e.to_string())?;
-        eprintln!("refresh families and revocations: in {url}");
+        eprintln!("refresh families, revocations and login throttle: in {url}");
         return Ok(Stores {
             refresh: db.refresh_store(),
             revocations,
+            throttle: db.throttle_store(),
         });
     }
     let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
-        eprintln!("refresh families and revocations: in memory (set REDIS_URL to share them)");
+        eprintln!(
+            "refresh families, revocations and login throttle: in memory (set REDIS_URL to share them)"
+        );
         return Ok(Stores::memory());
     };
     warn_unshared("REDIS_URL");
@@ -150,10 +318,11 @@ pub async fn stores() -> Result<Stores, String> {
             "Redis ({backend:?}) did not answer within 10 s; not serving without the revocations made by other instances"
         ));
     }
-    eprintln!("refresh families and revocations: in Redis ({backend:?})");
+    eprintln!("refresh families, revocations and login throttle: in Redis ({backend:?})");
     Ok(Stores {
-        refresh: Arc::new(RedisRefreshStore::new(backend)),
+        refresh: Arc::new(RedisRefreshStore::new(backend.clone())),
         revocations: Arc::new(revocations),
+        throttle: Arc::new(RedisThrottleStore::new(backend)),
     })
 }
 
@@ -171,23 +340,37 @@ fn warn_unshared(store_var: &str) {
     }
 }
 
-/// The app on `stores`: the page, `POST /auth/login`, `GET /api/me`, and
-/// the refresher's endpoints under `/auth`.
+/// The app on `stores`: the page, `POST /auth/login`, `GET /api/me`,
+/// `POST /auth/password`, and the refresher's endpoints under `/auth`.
+/// Serve it with the peer address
+/// (`into_make_service_with_connect_info::<SocketAddr>()`): the throttle
+/// counts per client address.
 ///
 /// # Errors
 ///
 /// A bad `JWT_KEY_FILE` or `REFRESH_ROTATION_KEY`.
 pub fn app(stores: Stores) -> Result<Router, String> {
+    app_on_clock(stores, SystemClock::shared())
+}
+
+/// [`app`] reading the time from `clock` (tests pass a manual one).
+///
+/// # Errors
+///
+/// As [`app`].
+pub fn app_on_clock(stores: Stores, clock: SharedClock) -> Result<Router, String> {
     let revocations = stores.revocations;
     let issuer = JwtIssuer::builder(signing_key()?)
         .issuer(ISS)
         .audience(AUD)
+        .clock(Arc::clone(&clock))
         .build()
         .map_err(|e| e.to_string())?;
     let jwt = JwtLayer::builder(issuer.keys())
         .issuer(ISS)
         .audience(AUD)
         .revocation(revocations.view())
+        .clock(Arc::clone(&clock))
         .build()
         .map_err(|e| e.to_string())?;
     let mut config = RefreshConfig::default().client_ip(peer_ip);
@@ -200,16 +383,62 @@ pub fn app(stores: Stores) -> Result<Router, String> {
     }
     let refresher = Refresher::builder_arc(stores.refresh, issuer, revocations, jwt.clone())
         .config(config)
+        .clock(Arc::clone(&clock))
         .build()
         .map_err(|e| e.to_string())?;
+    let state = App {
+        refresher: refresher.clone(),
+        hasher: PasswordHasher::builder()
+            .build()
+            .map_err(|e| e.to_string())?,
+        hashes: Arc::new(Mutex::new(
+            DEMO_USERS
+                .iter()
+                .map(|(u, h, _)| ((*u).to_owned(), (*h).to_owned()))
+                .collect(),
+        )),
+    };
+    let login_throttle = LoginThrottleLayer::from_arc(
+        Arc::clone(&stores.throttle),
+        ThrottleConfig::builder()
+            .clock(Arc::clone(&clock))
+            .build()
+            .map_err(|e| e.to_string())?,
+    );
+    // The refresher's endpoints, answered by its layer in front of a 404;
+    // those that take a refresh token behind the throttle too (no account
+    // in their requests: per address; a 401 counts as a failure).
+    let endpoints = RefreshLayer::new(&refresher).layer(Router::new());
+    let refresh_throttle = LoginThrottleLayer::from_arc(
+        stores.throttle,
+        ThrottleConfig::builder()
+            .no_account()
+            .clock(Arc::clone(&clock))
+            .build()
+            .map_err(|e| e.to_string())?,
+    );
+    let throttled = refresh_throttle.layer(endpoints.clone());
+    let sudo = RequireFreshAuthLayer::within(FRESH_FOR).clock(clock);
     Ok(Router::new()
+        .route(
+            "/auth/password",
+            post(change_password).layer(DefaultBodyLimit::max(4096)),
+        )
+        .route_layer(sudo)
         .route("/api/me", get(me))
         .layer(jwt)
         .route("/", get(|| async { Html(include_str!("page.html")) }))
         .route(
             "/auth/login",
-            post(login).layer(DefaultBodyLimit::max(4096)),
+            post(login)
+                .layer::<_, std::convert::Infallible>(login_throttle)
+                .layer::<_, std::convert::Infallible>(axum::middleware::from_fn(json_only))
+                .layer(DefaultBodyLimit::max(4096)),
         )
-        .with_state(refresher.clone())
-        .layer(RefreshLayer::new(&refresher)))
+        .route_service("/auth/refresh", throttled.clone())
+        .route_service("/auth/logout", throttled.clone())
+        .route_service("/auth/logout-everywhere", throttled)
+        .route_service("/auth/sessions", endpoints.clone())
+        .route_service("/auth/sessions/{id}", endpoints)
+        .with_state(state))
 }

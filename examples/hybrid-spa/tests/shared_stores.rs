@@ -1,6 +1,7 @@
 //! `REDIS_URL` and `DATABASE_URL`: two instances of the real binary sharing
-//! a throwaway redis-server or PostgreSQL, the rotation key and the signing
-//! key; a SQLite file that keeps the families across a restart.
+//! a throwaway redis-server or PostgreSQL (refresh families, revocations,
+//! the login throttle's counters), the rotation key and the signing key; a
+//! SQLite file that keeps the families across a restart.
 
 use std::time::{Duration, Instant};
 
@@ -184,4 +185,30 @@ async fn two_instances_share(store: (&str, &str)) {
             "B still accepts"
         );
     }
+
+    // The login throttle counts in the same store: failures alternating
+    // between A and B are blocked once their sum passes the 5 free ones
+    // (per-instance counters would let each instance take 5, blocking at
+    // the 11th attempt at the earliest).
+    let mut blocked_at = None;
+    for attempt in 1..=12 {
+        let app = if attempt % 2 == 1 { &a } else { &b };
+        let resp = client()
+            .post(app.at("/auth/login"))
+            .json(&json!({"username": "bob", "password": "not his password"}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(resp.headers().contains_key("retry-after"));
+            blocked_at = Some(attempt);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let blocked_at = blocked_at.expect("the failures on both instances add up");
+    assert!(
+        blocked_at <= 8,
+        "blocked only at attempt {blocked_at}: the instances count apart"
+    );
 }
