@@ -467,7 +467,7 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
         .collect();
     let mut hops = Vec::new();
     for line in lines.iter().rev() {
-        for element in split_unquoted(line, ',').into_iter().rev() {
+        for element in rsplit_unquoted(line, ',') {
             if element.trim().is_empty() {
                 continue;
             }
@@ -507,6 +507,36 @@ fn element_for(element: &str) -> Option<IpAddr> {
         found = Some(node);
     }
     found
+}
+
+/// Splits at `sep` outside double-quoted strings, scanning from the right
+/// end (the end a trusted proxy wrote): the parts come right to left. A
+/// quote preceded by an odd number of backslashes is escaped. Scanning from
+/// the right, an unbalanced quote a client wrote can only swallow what is
+/// left of it, never the elements appended after it.
+fn rsplit_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let bytes = s.as_bytes();
+    let sep = u8::try_from(sep).unwrap_or(b',');
+    let mut parts = Vec::new();
+    let mut end = bytes.len();
+    let mut quoted = false;
+    for i in (0..bytes.len()).rev() {
+        match bytes[i] {
+            b'"' => {
+                let backslashes = bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+                if !quoted || backslashes % 2 == 0 {
+                    quoted = !quoted;
+                }
+            }
+            b if b == sep && !quoted => {
+                parts.push(&s[i + 1..end]);
+                end = i;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[..end]);
+    parts
 }
 
 /// Splits at `sep` outside double-quoted strings (a backslash escapes the
@@ -639,6 +669,28 @@ mod tests {
             ("10.0.0.1", &[b"proto=https"], "10.0.0.1"),
             ("10.0.0.1", &[b"for=1.1.1.1;for=2.2.2.2"], "10.0.0.1"),
             ("10.0.0.1", &[b"for=\"unterminated"], "10.0.0.1"),
+            // A client's unbalanced quote cannot swallow the proxy's element.
+            (
+                "10.0.0.1",
+                &[b"for=\"198.51.100.1, for=203.0.113.66"],
+                "203.0.113.66",
+            ),
+            (
+                "10.0.0.1",
+                &[b"for=\"198.51.100.1\\, for=203.0.113.66"],
+                "203.0.113.66",
+            ),
+            (
+                "10.0.0.1",
+                &[b"for=x;by=\", for=203.0.113.66"],
+                "203.0.113.66",
+            ),
+            // Escaped quotes inside a quoted value.
+            (
+                "10.0.0.1",
+                &[b"for=203.0.113.5;x=\"a\\\",b\""],
+                "203.0.113.5",
+            ),
         ];
         for (peer, lines, want) in cases {
             let (ext, h) = request(peer, "forwarded", lines);
