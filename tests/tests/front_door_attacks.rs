@@ -504,7 +504,6 @@ async fn a_long_forged_forwarded_header_cannot_choose_the_counted_address() {
 /// element the proxy appended must be the client, whatever the client
 /// wrote before it.
 #[tokio::test]
-#[ignore = "defect: an unbalanced quote in a client's Forwarded header swallows the element the trusted proxy appended, so the proxy's address is counted"]
 async fn an_unbalanced_quote_in_forwarded_does_not_hide_the_client() {
     let h = start_behind_proxy(ProxyHeader::Forwarded).await;
     for forged in [
@@ -917,7 +916,6 @@ async fn a_fast_instance_cannot_lock_the_rightful_user_out_on_postgres() {
 /// backoff instead of one guess). Counting a failure before the handler
 /// runs (undone on success) would hold the burst to the free failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: parallel guesses from one address all pass the throttle's check before any is recorded (a burst of pool-size guesses per backoff instead of five)"]
 async fn a_burst_of_parallel_guesses_gets_no_more_than_the_free_failures() {
     use portcullis_password::{PasswordHasher, Verification};
 
