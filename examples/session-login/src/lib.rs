@@ -151,6 +151,13 @@ impl Users {
         self.table().get(user).cloned()
     }
 
+    /// How many hashes the hasher has computed (verifications, those of
+    /// unknown users included, and new hashes).
+    #[must_use]
+    pub fn hashes_computed(&self) -> u64 {
+        self.hasher.stats().completed
+    }
+
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.hashes.lock().unwrap_or_else(PoisonError::into_inner)
     }

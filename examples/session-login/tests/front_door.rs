@@ -116,8 +116,15 @@ async fn no_template_user_is_stored_as_a_plain_password() {
 #[tokio::test]
 async fn a_wrong_password_and_an_unknown_user_get_the_same_answer() {
     let app = start().await;
+    let before = app.users.hashes_computed();
     let wrong = answer(login(&app, "alice", "nope").await).await;
+    let after_wrong = app.users.hashes_computed();
     let unknown = answer(login(&app, "mallory", "wonderland").await).await;
+    let after_unknown = app.users.hashes_computed();
+    // The same cost: one verification each (the unknown user's against the
+    // dummy hash).
+    assert_eq!(after_wrong - before, 1);
+    assert_eq!(after_unknown - after_wrong, 1);
     assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.1, "application/problem+json");
     assert_eq!(

@@ -142,6 +142,13 @@ impl AppState {
         self.hashes().get(user).cloned()
     }
 
+    /// How many hashes the hasher has computed (verifications, those of
+    /// unknown users included, and new hashes).
+    #[must_use]
+    pub fn hashes_computed(&self) -> u64 {
+        self.hasher.stats().completed
+    }
+
     fn hashes(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.password_hashes
             .lock()

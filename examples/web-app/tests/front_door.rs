@@ -124,8 +124,15 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_page() {
         let token = token_in(&body);
         (status, body.replace(&token, "TOKEN"))
     };
+    let before = app.state.hashes_computed();
     let wrong = answer(app.login("alice", "nope", false).await).await;
+    let after_wrong = app.state.hashes_computed();
     let unknown = answer(app.login("mallory", "wonderland", false).await).await;
+    let after_unknown = app.state.hashes_computed();
+    // The same cost: one verification each (the unknown user's against the
+    // dummy hash).
+    assert_eq!(after_wrong - before, 1);
+    assert_eq!(after_unknown - after_wrong, 1);
     assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong, unknown);
     assert_eq!(app.state.logins(), 0);
