@@ -456,6 +456,8 @@ async fn a_store_failure_answers_503() {
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(h.calls.get(), 0, "no password checked without the counters");
     flaky.fail_check.store(false, Ordering::SeqCst);
+    // One failure counted: a success now has a counter to reset.
+    assert_eq!(login(&h, &c, "alice", "wrong").await.status(), 401);
     flaky.fail_writes.store(true, Ordering::SeqCst);
     let r = login(&h, &c, "alice", "wrong").await;
     assert_eq!(

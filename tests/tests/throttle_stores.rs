@@ -561,6 +561,48 @@ async fn redis_allowed_request_is_one_round_trip() {
     assert_eq!(delta.calls("del"), 3, "{delta:?}");
 }
 
+/// A login that succeeds at the first try costs Redis one round trip (the
+/// check found the account's counters clean: nothing to reset); one that
+/// succeeds after a failure costs two (the check, then the reset), and the
+/// reset does forget the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_first_try_login_is_one_round_trip() {
+    let redis = RedisServer::start();
+    let proxy = RoundTripProxy::start(redis.port()).await;
+    let store = redis_store(&proxy.url(), "app");
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let app = TestServer::start(login_app(Arc::new(store.clone()), clock.clone())).await;
+    store.backend().ping().await.unwrap();
+
+    let exchanges = proxy.exchanges();
+    let resp = post_login(&app, "alice", RIGHT).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(proxy.exchanges() - exchanges, 1, "first-try login");
+
+    assert_eq!(
+        post_login(&app, "alice", "wrong").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let exchanges = proxy.exchanges();
+    let stats = redis.command_stats();
+    let resp = post_login(&app, "alice", RIGHT).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(proxy.exchanges() - exchanges, 2, "login after a failure");
+    assert_eq!(redis.command_stats().since(&stats).calls("del"), 2);
+    // Forgotten: four more failures and the fifth attempt still reaches
+    // the handler (five are free at one address).
+    for _ in 0..4 {
+        assert_eq!(
+            post_login(&app, "alice", "wrong").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        post_login(&app, "alice", RIGHT).await.status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_lost_scripts_are_loaded_again_and_counted_once() {
     let redis = RedisServer::start();

@@ -144,23 +144,28 @@ impl Counters {
         idx.iter().map(|&i| self.keys[i]).collect()
     }
 
-    /// How long the request must wait: the latest `blocked_until` of its
-    /// counters, `None` when none is blocked.
+    /// How long the request must wait (the latest `blocked_until` of its
+    /// counters, `None` when none is blocked), and whether an account
+    /// counter holds failures (a success then has something to reset).
     async fn blocked(
         &self,
         store: &dyn ThrottleStore,
         now: Timestamp,
-    ) -> Result<Option<Duration>, StoreError> {
+    ) -> Result<(Option<Duration>, bool), StoreError> {
         let mut until: Option<Timestamp> = None;
+        let mut account_failures = false;
         for (forget, idx) in self.groups() {
             let states = store.check(&self.pick(&idx), now, forget).await?;
             for (state, &i) in states.iter().zip(&idx) {
                 if let Some(u) = state.blocked_until(&self.backoffs[i], now) {
                     until = until.max(Some(u));
                 }
+                if state.failures > 0 && self.keys[i].scope() != ThrottleScope::Address {
+                    account_failures = true;
+                }
             }
         }
-        Ok(until.map(|u| u.saturating_since(now)))
+        Ok((until.map(|u| u.saturating_since(now)), account_failures))
     }
 
     async fn record_failure(
@@ -397,9 +402,9 @@ where
         return Ok(Err(throttled(Duration::from_secs(1))));
     };
     let now = config.clock.now();
-    match counters.blocked(store, now).await {
-        Ok(None) => {}
-        Ok(Some(wait)) => {
+    let account_failures = match counters.blocked(store, now).await {
+        Ok((None, account_failures)) => account_failures,
+        Ok((Some(wait), _)) => {
             portcullis_core::event!(
                 debug,
                 reason = "throttled",
@@ -412,12 +417,17 @@ where
             portcullis_core::event!(warn, reason = "throttle-store", error = %_e, "login throttle store failed");
             return Ok(Err(store_down()));
         }
-    }
+    };
     let response = inner.call(Request::from_parts(parts, body)).await?;
     let now = config.clock.now();
     let written = match outcome_of(&response) {
         Some(LoginOutcome::Failed) => counters.record_failure(store, now).await,
-        Some(LoginOutcome::Succeeded) => counters.reset(store).await,
+        // Nothing to forget when the check found the account's counters
+        // clean: a first-try login costs the store one call. (A failure
+        // another instance records meanwhile stays counted: the throttle
+        // errs towards counting.)
+        Some(LoginOutcome::Succeeded) if account_failures => counters.reset(store).await,
+        Some(LoginOutcome::Succeeded) => Ok(()),
         None => Ok(()),
     };
     if let Err(_e) = written {
