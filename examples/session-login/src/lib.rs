@@ -234,8 +234,13 @@ async fn login(
         .into_response())
 }
 
+/// `{"username": <the session's user>, "password": ...}`: naming the user
+/// lets the login throttle count the guesses against that account (not
+/// only the address); a body naming anyone else is refused before any
+/// password is checked.
 #[derive(Deserialize)]
 struct Reauth {
+    username: String,
     password: String,
 }
 
@@ -247,6 +252,13 @@ async fn reauth(
     session: Session,
     Json(form): Json<Reauth>,
 ) -> Result<Response, SessionError> {
+    if form.username != user {
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "the username is not the session's user" })),
+        )
+            .into_response());
+    }
     match users.check(&user, &form.password).await {
         Ok(true) => {}
         Ok(false) => return Ok(refused(None)),

@@ -235,9 +235,21 @@ async fn a_password_change_needs_a_fresh_login_and_logs_out_the_other_devices() 
     assert_eq!(body["max_age"], FRESH_FOR.as_secs());
 
     // A wrong password does not make it fresh; the right one does.
-    let resp = post(&app, "/reauth", &laptop, json!({"password": "nope"})).await;
+    let resp = post(
+        &app,
+        "/reauth",
+        &laptop,
+        json!({"username": "alice", "password": "nope"}),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let resp = post(&app, "/reauth", &laptop, json!({"password": "wonderland"})).await;
+    let resp = post(
+        &app,
+        "/reauth",
+        &laptop,
+        json!({"username": "alice", "password": "wonderland"}),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let laptop = format!("{COOKIE}={}", cookie_value(&resp, COOKIE).unwrap());
 

@@ -466,7 +466,7 @@ async fn csrf_token(token: CsrfToken) -> Json<Value> {
 
 async fn session_login(session: Session, body: Body) -> Result<Response, SessionError> {
     let bytes = to_bytes(body, 4096).await.unwrap_or_default();
-    let (user, roles) = match users::authenticate(&bytes) {
+    let (user, roles) = match users::authenticate(&bytes).await {
         Ok(u) => u,
         Err(refusal) => return Ok(refusal.into_response()),
     };
@@ -498,7 +498,7 @@ pub(crate) fn jwt_routes(layer: JwtLayer, issuer: JwtIssuer) -> Router {
 
 async fn jwt_login(State(issuer): State<JwtIssuer>, body: Body) -> Response {
     let bytes = to_bytes(body, 4096).await.unwrap_or_default();
-    let (user, roles) = match users::authenticate(&bytes) {
+    let (user, roles) = match users::authenticate(&bytes).await {
         Ok(u) => u,
         Err(refusal) => return refusal.into_response(),
     };
@@ -524,7 +524,7 @@ async fn jwt_profile(claims: Claims) -> Json<Value> {
 async fn hybrid_login(State(refresher): State<Refresher>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = to_bytes(body, 4096).await.unwrap_or_default();
-    let (user, roles) = match users::authenticate(&bytes) {
+    let (user, roles) = match users::authenticate(&bytes).await {
         Ok(u) => u,
         Err(refusal) => return refusal.into_response(),
     };

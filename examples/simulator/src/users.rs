@@ -1,17 +1,35 @@
 //! The demo users and the login handlers every strategy shares.
 
+use std::sync::OnceLock;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use portcullis::password::{PasswordHasher, Verification};
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq as _;
 
-/// Demo users: name, password, roles. A real app checks a slow password
-/// hash (argon2) instead.
+/// Demo users as a user table stores them: name, argon2id PHC string (never
+/// the password), roles. `alice` / `wonderland`, `bob` / `builder`.
 const USERS: &[(&str, &str, &[&str])] = &[
-    ("alice", "wonderland", &["user"]),
-    ("bob", "builder", &["user"]),
+    (
+        "alice",
+        "$argon2id$v=19$m=19456,t=2,p=1$SKNIe9Qv37UkvGtgT0BKhA$tCXZtDFrZJ2oq2MyC3XNsklOKMYWSvzViShADKeaXDg",
+        &["user"],
+    ),
+    (
+        "bob",
+        "$argon2id$v=19$m=12288,t=3,p=1$gyONp0l0Rkw7LppCn+pSXA$A3V9W57TaK6FS6ebnjGqEhMITZLVQIkX0jFkJecKKc4",
+        &["user"],
+    ),
 ];
+
+/// The one hasher of the process (argon2id on a bounded blocking pool).
+fn hasher() -> Option<&'static PasswordHasher> {
+    static HASHER: OnceLock<Option<PasswordHasher>> = OnceLock::new();
+    HASHER
+        .get_or_init(|| PasswordHasher::builder().build().ok())
+        .as_ref()
+}
 
 /// A login request's body.
 #[derive(Deserialize)]
@@ -30,6 +48,8 @@ pub(crate) enum Refusal {
     Malformed,
     /// Wrong user name or password: 401.
     BadCredentials,
+    /// Too many logins being checked at once: 503.
+    Busy,
 }
 
 impl IntoResponse for Refusal {
@@ -40,6 +60,10 @@ impl IntoResponse for Refusal {
                 "expected {\"username\": ..., \"password\": ...}",
             ),
             Self::BadCredentials => (StatusCode::UNAUTHORIZED, "wrong user name or password"),
+            Self::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many logins at once; try again in a second",
+            ),
         };
         let body = json!({
             "type": "about:blank",
@@ -56,16 +80,18 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Checks the JSON credentials in `body`.
-pub(crate) fn authenticate(body: &[u8]) -> Result<User, Refusal> {
+/// Checks the JSON credentials in `body` against the stored hash, with one
+/// verification whether the user exists or not (the hasher checks a dummy
+/// hash for unknown users), so the answer takes as long whoever asks.
+pub(crate) async fn authenticate(body: &[u8]) -> Result<User, Refusal> {
     let creds: Credentials = serde_json::from_slice(body).map_err(|_| Refusal::Malformed)?;
-    let mut found = None;
-    for (name, password, roles) in USERS {
-        // Compare every password, so the answer takes as long whoever asks.
-        let ok = bool::from(password.as_bytes().ct_eq(creds.password.as_bytes()));
-        if ok && *name == creds.username {
-            found = Some((*name, *roles));
-        }
+    let user = USERS.iter().find(|(name, _, _)| *name == creds.username);
+    let hasher = hasher().ok_or(Refusal::Busy)?;
+    match hasher.verify(user.map(|u| u.1), creds.password).await {
+        Ok(Verification::Verified { .. }) => user
+            .map(|(name, _, roles)| (*name, *roles))
+            .ok_or(Refusal::BadCredentials),
+        Ok(_) => Err(Refusal::BadCredentials),
+        Err(_) => Err(Refusal::Busy),
     }
-    found.ok_or(Refusal::BadCredentials)
 }

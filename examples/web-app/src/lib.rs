@@ -326,6 +326,7 @@ fn reauth_page(user: &str, token: &CsrfToken, error: Option<&str>) -> Html<Strin
         &format!(
             "{error}<p>Enter the password of <span id=\"user\">{user}</span> again to go on.</p>\
              <form id=\"reauth\" method=\"post\" action=\"/reauth\">{}\
+             <input type=\"hidden\" name=\"username\" value=\"{user}\">\
              <label>Password <input id=\"password\" name=\"password\" type=\"password\" \
              autocomplete=\"current-password\"></label>\
              <button id=\"reauth-submit\" type=\"submit\">Confirm</button></form>",
@@ -344,8 +345,13 @@ async fn reauth_form(session: Session, token: CsrfToken) -> Result<Response, Ses
     })
 }
 
+/// The re-authentication form names the session's user, so that the
+/// login throttle counts the guesses against that account (not only the
+/// address); the handler refuses a form naming anyone else before any
+/// password is checked.
 #[derive(Deserialize)]
 struct ReauthForm {
+    username: String,
     password: String,
 }
 
@@ -360,6 +366,13 @@ async fn reauth(
     let Some(user) = session.user_id().await? else {
         return Ok(Redirect::to("/login").into_response());
     };
+    if form.username != user {
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            reauth_page(&user, &token, Some("This form is for another user.")),
+        )
+            .into_response());
+    }
     match state.check_password(&user, &form.password).await {
         Ok(true) => {}
         Ok(false) => {

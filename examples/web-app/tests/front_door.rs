@@ -232,7 +232,11 @@ async fn the_password_page_needs_a_fresh_login_and_a_change_logs_out_the_other_d
         .post(
             "/reauth",
             &laptop,
-            &[("password", "nope"), ("csrf_token", &token)],
+            &[
+                ("username", "alice"),
+                ("password", "nope"),
+                ("csrf_token", &token),
+            ],
         )
         .await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
@@ -240,7 +244,11 @@ async fn the_password_page_needs_a_fresh_login_and_a_change_logs_out_the_other_d
         .post(
             "/reauth",
             &laptop,
-            &[("password", "wonderland"), ("csrf_token", &token)],
+            &[
+                ("username", "alice"),
+                ("password", "wonderland"),
+                ("csrf_token", &token),
+            ],
         )
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
