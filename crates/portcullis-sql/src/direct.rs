@@ -34,7 +34,15 @@ impl DirectConnections {
     /// `None` when `max` is 0 (the calls use the pool).
     pub(crate) fn new(pool: &PgPool, max: usize) -> Option<Self> {
         (max > 0).then(|| Self {
-            options: (*pool.connect_options()).clone(),
+            // These connections run primary-key lookups only: one plan per
+            // statement for good (never planned again per execution), and
+            // on the index however small the table is (a scan of a small
+            // table costs more per statement than the index, and more
+            // again per key of `id_digest = ANY($1)`).
+            options: (*pool.connect_options()).clone().options([
+                ("plan_cache_mode", "force_generic_plan"),
+                ("enable_seqscan", "off"),
+            ]),
             idle: Mutex::new(Vec::with_capacity(max)),
             permits: Semaphore::new(max),
             max,
@@ -54,6 +62,19 @@ impl DirectConnections {
             .acquire()
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
+        self.open(permit).await
+    }
+
+    /// Like [`lease`](Self::lease) when fewer than `max` are in use;
+    /// `None` at once otherwise.
+    pub(crate) async fn try_lease(&self) -> Result<Option<Lease<'_>>, sqlx::Error> {
+        match self.permits.try_acquire() {
+            Ok(permit) => self.open(permit).await.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn open<'a>(&'a self, permit: SemaphorePermit<'a>) -> Result<Lease<'a>, sqlx::Error> {
         let idle = self.idle.lock().map(|mut v| v.pop()).unwrap_or_default();
         let conn = match idle {
             Some(c) => c,

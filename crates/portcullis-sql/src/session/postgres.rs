@@ -440,10 +440,16 @@ impl Inner {
     /// load only when the call ended cleanly.
     /// Answers the loads of `batch` with one statement on `lease` (the
     /// single-key statement for one load): each gets its row when the row
-    /// is live by that load's own clock.
-    async fn serve_loads(&self, direct: &DirectConnections, lease: Lease<'_>, batch: Vec<Waiter>) {
+    /// is live by that load's own clock. Gives the connection back unless
+    /// it broke.
+    async fn serve_loads<'a>(
+        &self,
+        direct: &'a DirectConnections,
+        lease: Lease<'a>,
+        batch: Vec<Waiter>,
+    ) -> Option<Lease<'a>> {
         match self.fetch_loads(direct, lease, &batch).await {
-            Ok(rows) => {
+            Ok((rows, lease)) => {
                 for w in batch {
                     let now = ms(w.now);
                     let row = rows
@@ -454,25 +460,28 @@ impl Inner {
                         .cloned();
                     w.answer(Ok(row));
                 }
+                Some(lease)
             }
             Err(e) => {
                 for w in batch {
                     w.answer(Err(store_error(&e)));
                 }
+                None
             }
         }
     }
 
     /// The rows of `batch`'s keys that are live by its earliest clock,
-    /// with their keys. A connection found dead (see [`dead_connection`])
-    /// is closed and the statement runs on the next one, until each of
-    /// the store's connections could have been tried.
-    async fn fetch_loads(
+    /// with their keys, and the connection they came on. A connection
+    /// found dead (see [`dead_connection`]) is closed and the statement
+    /// runs on the next one, until each of the store's connections could
+    /// have been tried.
+    async fn fetch_loads<'a>(
         &self,
-        direct: &DirectConnections,
-        lease: Lease<'_>,
+        direct: &'a DirectConnections,
+        lease: Lease<'a>,
         batch: &[Waiter],
-    ) -> Result<Vec<(Vec<u8>, Row)>, sqlx::Error> {
+    ) -> Result<(Vec<(Vec<u8>, Row)>, Lease<'a>), sqlx::Error> {
         type Keyed = (Vec<u8>, Option<Vec<u8>>, i64, i64, i64, i64, String, String);
         let earliest = ms(batch.iter().map(|w| w.now).min().unwrap_or_default());
         let keys: Vec<&[u8]> = batch.iter().map(|w| &w.key.as_bytes()[..]).collect();
@@ -502,10 +511,7 @@ impl Inner {
                     }),
             };
             match rows {
-                Ok(rows) => {
-                    conn.keep();
-                    return Ok(rows);
-                }
+                Ok(rows) => return Ok((rows, conn)),
                 Err(e) if tries > 1 && dead_connection(&e, true) => tries -= 1,
                 Err(e) => return Err(e),
             }
