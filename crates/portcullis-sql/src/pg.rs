@@ -89,6 +89,14 @@ impl PgConfig {
     /// trip and holds the connection meanwhile; these connections do not.
     /// Every other call uses the pool.
     ///
+    /// Loads that wait for one of these connections are answered together:
+    /// a connection that comes free takes its share of the waiting loads
+    /// and answers them with one `id_digest = ANY($1)` statement (each
+    /// load still sees only what a statement begun after it was asked
+    /// sees). These connections run primary-key lookups only, and are
+    /// opened with `plan_cache_mode=force_generic_plan` and
+    /// `enable_seqscan=off` (PostgreSQL 12 or later).
+    ///
     /// [`PgSessionStore`]: crate::PgSessionStore
     #[must_use]
     pub fn read_connections(mut self, n: usize) -> Self {

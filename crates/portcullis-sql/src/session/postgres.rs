@@ -98,7 +98,7 @@ use crate::purge::Purger;
 ///
 /// | operation | statements |
 /// |---|---|
-/// | `load` (the one store call of an authenticated request) | **1**: a `SELECT` by primary key, no transaction |
+/// | `load` (the one store call of an authenticated request) | **at most 1**: a `SELECT` by primary key, no transaction; under load, the loads waiting for a connection share one (`id_digest = ANY($1)`) |
 /// | `update`, `touch` | 1: one `UPDATE` (key-level, update-only) |
 /// | `delete` | 1: `DELETE ... RETURNING` |
 /// | `create` without a cap (anonymous, or a login without one) | 1: `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired` |
