@@ -1,3 +1,5 @@
+// Over 500 lines: nearly all of it the crate's documentation, one guide read
+// from top to bottom; the code is in its modules.
 //! Redis stores for the portcullis layers, for applications that run many
 //! instances behind a load balancer: every instance sees the same sessions
 //! and refresh-token families, a logout on one is refused on all others at

@@ -133,7 +133,7 @@ pub enum SessionConfigError {
     Remember,
     /// The re-authentication URL is not a path on this site.
     #[error(transparent)]
-    ReauthenticationUrl(#[from] crate::guard::InvalidLoginUrl),
+    ReauthenticationUrl(#[from] crate::redirect_url::InvalidLoginUrl),
 }
 
 impl SessionConfig {
@@ -299,7 +299,7 @@ impl SessionConfig {
             return Err(SessionConfigError::Remember);
         }
         if let Some(url) = &self.reauthentication_url {
-            crate::guard::check_redirect_url(url)?;
+            crate::redirect_url::check_redirect_url(url)?;
         }
         Ok(())
     }

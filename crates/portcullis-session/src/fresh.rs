@@ -104,7 +104,9 @@ fn decide(
     }
 }
 
-/// A login recent enough, as [`check`] found it.
+/// A login recent enough, as [`check`] found it (read by the axum
+/// extractor).
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 struct Checked {
     user: String,
     authenticated_at: Timestamp,
@@ -272,6 +274,7 @@ pub struct FreshLogin<const MAX_AGE_SECS: u64> {
 }
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<S: Send + Sync, const MAX_AGE_SECS: u64> axum_core::extract::FromRequestParts<S>
     for FreshLogin<MAX_AGE_SECS>
 {
@@ -416,6 +419,7 @@ impl std::error::Error for FreshLoginRejection {
 }
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl axum_core::response::IntoResponse for FreshLoginRejection {
     fn into_response(self) -> axum_core::response::Response {
         self.render(false).map(axum_core::body::Body::from)

@@ -30,14 +30,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::{SessionError, SessionErrorKind};
+pub use crate::redirect_url::InvalidLoginUrl;
+use crate::redirect_url::{check_redirect_url, is_same_site_path};
 use crate::session::Session;
-
-/// A login URL that cannot serve as a redirect target: it must be a path
-/// on this site (`/login`, `/auth/login?x=1`), not `//host/..`, not a full
-/// URL, and a valid header value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the login URL must be a path on this site, such as \"/login\"")]
-pub struct InvalidLoginUrl;
 
 /// Builds [`RequireLogin`]: lets requests of a logged-in user through,
 /// redirects pages to the login URL (303, with `next=<original path>`) and
@@ -171,15 +166,6 @@ fn refusal(method: &Method, headers: &HeaderMap, uri: &Uri, login_url: &str) -> 
     redirect_location(login_url, uri).map_or(Refusal::Unauthenticated, Refusal::Redirect)
 }
 
-/// Checks that `url` can serve as a redirect target: a same-site path and
-/// a valid header value.
-pub(crate) fn check_redirect_url(url: &str) -> Result<(), InvalidLoginUrl> {
-    if !is_same_site_path(url) || HeaderValue::from_str(url).is_err() {
-        return Err(InvalidLoginUrl);
-    }
-    Ok(())
-}
-
 /// A page: a browser navigation (`GET` or `HEAD` accepting `text/html`).
 pub(crate) fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
     (method == Method::GET || method == Method::HEAD)
@@ -201,13 +187,6 @@ pub(crate) fn redirect_location(url: &str, uri: &Uri) -> Option<HeaderValue> {
         }
     }
     HeaderValue::try_from(location).ok()
-}
-
-/// A path on this site: `/...`, never `//host` nor `/\host` (which
-/// browsers read as another host).
-fn is_same_site_path(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.first() == Some(&b'/') && !matches!(b.get(1), Some(b'/' | b'\\'))
 }
 
 /// Percent-encodes all but unreserved characters and `/`.

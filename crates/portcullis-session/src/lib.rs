@@ -81,6 +81,7 @@ mod extract;
 mod file;
 pub mod fresh;
 pub mod guard;
+mod redirect_url;
 mod layer;
 mod login;
 mod memory;

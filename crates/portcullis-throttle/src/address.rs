@@ -1,6 +1,10 @@
 //! The client address: the connection's peer, or behind proxies the app
 //! names, the address those proxies report.
 //!
+//! Over 500 lines in one file: the two proxy headers' parsers, the walk
+//! from the right and the ranges are one rule, read together when it is
+//! audited.
+//!
 //! By default only the peer address counts (axum's `ConnectInfo<SocketAddr>`
 //! with the `axum` feature, or a plain `SocketAddr` in the request's
 //! extensions). Headers are read only when the peer is one of the trusted

@@ -49,6 +49,7 @@ pub enum LoginOutcome {
 }
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl axum_core::response::IntoResponseParts for LoginOutcome {
     type Error = std::convert::Infallible;
 
@@ -62,6 +63,7 @@ impl axum_core::response::IntoResponseParts for LoginOutcome {
 }
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl axum_core::response::IntoResponse for LoginOutcome {
     fn into_response(self) -> axum_core::response::Response {
         let mut res = ().into_response();
