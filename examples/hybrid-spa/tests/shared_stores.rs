@@ -158,10 +158,13 @@ async fn two_instances_share(store: (&str, &str)) {
             .status()
             .is_success()
     );
+    // The wiring, not the speed: propagation itself (median and max over
+    // 100 revocations) is measured by the stores' own tests; a template's
+    // debug build under a loaded test run gets half a second.
     let started = Instant::now();
     while me(&a, &phone.access).await != StatusCode::UNAUTHORIZED {
         assert!(
-            started.elapsed() < Duration::from_millis(100),
+            started.elapsed() < Duration::from_millis(500),
             "A still accepts"
         );
     }
@@ -178,10 +181,13 @@ async fn two_instances_share(store: (&str, &str)) {
             .status()
             .is_success()
     );
+    // The wiring, not the speed: propagation itself (median and max over
+    // 100 revocations) is measured by the stores' own tests; a template's
+    // debug build under a loaded test run gets half a second.
     let started = Instant::now();
     while me(&b, &laptop.access).await != StatusCode::UNAUTHORIZED {
         assert!(
-            started.elapsed() < Duration::from_millis(100),
+            started.elapsed() < Duration::from_millis(500),
             "B still accepts"
         );
     }

@@ -88,10 +88,13 @@ async fn a_revocation_reaches_the_others(store: (&str, &str)) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    // The wiring, not the speed: propagation itself (median and max over
+    // 100 revocations) is measured by the stores' own tests; a template's
+    // debug build under a loaded test run gets half a second.
     let started = Instant::now();
     while me(&b, &bob).await != StatusCode::UNAUTHORIZED {
         assert!(
-            started.elapsed() < Duration::from_millis(100),
+            started.elapsed() < Duration::from_millis(500),
             "B still accepts bob"
         );
     }
