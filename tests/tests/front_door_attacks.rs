@@ -2,8 +2,8 @@
 //! a real socket: one account spelled many ways, duplicated and disguised
 //! account fields, bodies the throttle cannot read, the right password
 //! while blocked, IPv6 and IPv4-mapped clients, and forged or malformed
-//! proxy headers behind a trusted proxy. Tests marked `#[ignore]` show a
-//! defect; the others prove a defence that held.
+//! proxy headers behind a trusted proxy. Each test proves a defence holds;
+//! the defects they found first are fixed.
 //!
 //! Clients bind distinct loopback addresses (127.0.0.2, ...) so the server
 //! sees distinct peers; 127.0.0.1 plays the trusted proxy where one is

@@ -3,8 +3,8 @@
 //! `id_digest = ANY($1)` statement), on a real PostgreSQL: loads whose
 //! statements stall behind a table lock held by another client, loads
 //! cancelled half-way (their requests gone), duplicate keys and keys of
-//! deleted, expired and never stored sessions in one batch. Tests marked
-//! `#[ignore]` show a defect; the others prove a defence that held.
+//! deleted, expired and never stored sessions in one batch. Each test
+//! proves a defence holds; the defects they found first are fixed.
 //!
 //! The stalls are built, not timed: another connection holds an `ACCESS
 //! EXCLUSIVE` lock on the sessions table, so every load statement waits
