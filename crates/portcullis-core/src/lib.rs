@@ -18,6 +18,7 @@
 //! | [`origin`] | the trusted-origin policy ([`OriginCheck`]) of CSRF and refresh |
 //! | [`lifetime`] | idle and absolute lifetimes, the retry on id collisions |
 //! | [`active`] | [`ActiveSession`], a device in "your active sessions" |
+//! | [`events`] | the typed [`AuthEvent`](events::AuthEvent) stream every layer emits, its recorder (metrics) |
 //! | [`event!`] | the tracing macro every layer logs through |
 //! | [`inner_service_accessors!`] | `get_ref`, `get_mut`, `into_inner` of a middleware service |
 //!
@@ -27,6 +28,7 @@ pub mod active;
 pub mod body;
 pub mod clock;
 pub mod cookie;
+pub mod events;
 pub mod future;
 pub mod lifetime;
 pub mod origin;

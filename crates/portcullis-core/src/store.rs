@@ -256,6 +256,23 @@ pub trait StoreObserver: Send + Sync + fmt::Debug + 'static {
     fn after(&self, op: &'static str, outcome: Result<(), &StoreError>) {
         let _ = (op, outcome);
     }
+
+    /// Whether this observer wants calls timed ([`took`](Self::took)):
+    /// `false` by default, so that calls pay for no clock read.
+    fn timed(&self) -> bool {
+        false
+    }
+
+    /// After `op` ran, with how long it took, when
+    /// [`timed`](Self::timed) says so.
+    fn took(
+        &self,
+        op: &'static str,
+        outcome: Result<(), &StoreError>,
+        elapsed: std::time::Duration,
+    ) {
+        let _ = (op, outcome, elapsed);
+    }
 }
 
 impl StoreObserver for FaultSwitch {
@@ -274,11 +291,15 @@ pub async fn observe<T, O: StoreObserver + ?Sized>(
     op: &'static str,
     call: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
+    let started = observer.timed().then(std::time::Instant::now);
     let result = match observer.before(op) {
         Ok(()) => call.await,
         Err(e) => Err(e),
     };
     observer.after(op, result.as_ref().map(|_| ()));
+    if let Some(started) = started {
+        observer.took(op, result.as_ref().map(|_| ()), started.elapsed());
+    }
     result
 }
 
@@ -346,6 +367,42 @@ impl<O: StoreObserver> StoreObserver for Arc<O> {
     }
     fn after(&self, op: &'static str, outcome: Result<(), &StoreError>) {
         (**self).after(op, outcome);
+    }
+    fn timed(&self) -> bool {
+        (**self).timed()
+    }
+    fn took(
+        &self,
+        op: &'static str,
+        outcome: Result<(), &StoreError>,
+        elapsed: std::time::Duration,
+    ) {
+        (**self).took(op, outcome, elapsed);
+    }
+}
+
+/// Two observers in turn: the first's refusal wins; both are told the
+/// outcome (counting and metrics on one store).
+impl<A: StoreObserver, B: StoreObserver> StoreObserver for (A, B) {
+    fn before(&self, op: &'static str) -> Result<(), StoreError> {
+        self.0.before(op)?;
+        self.1.before(op)
+    }
+    fn after(&self, op: &'static str, outcome: Result<(), &StoreError>) {
+        self.0.after(op, outcome);
+        self.1.after(op, outcome);
+    }
+    fn timed(&self) -> bool {
+        self.0.timed() || self.1.timed()
+    }
+    fn took(
+        &self,
+        op: &'static str,
+        outcome: Result<(), &StoreError>,
+        elapsed: std::time::Duration,
+    ) {
+        self.0.took(op, outcome, elapsed);
+        self.1.took(op, outcome, elapsed);
     }
 }
 

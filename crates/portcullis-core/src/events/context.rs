@@ -1,0 +1,146 @@
+//! Where an event happened: the request's route, client and trace.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{Extensions, HeaderMap};
+
+/// Reads the route template of a request from its extensions: axum's
+/// `MatchedPath` (the `portcullis` facade's `events::matched_path` with
+/// its `axum` feature). Never the raw path: paths carry ids and sometimes
+/// tokens.
+pub type RouteFn = fn(&Extensions) -> Option<Arc<str>>;
+
+/// Reads the trace id of a request. The default is [`traceparent`]; an
+/// application that makes its own trace ids (an OpenTelemetry context
+/// attached by its tracing layer) sets its own.
+pub type TraceIdFn = fn(&Extensions, &HeaderMap) -> Option<TraceId>;
+
+/// A W3C trace id: 16 bytes, shown as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId(pub [u8; 16]);
+
+impl TraceId {
+    /// Parses 32 hex digits; `None` for anything else or the all-zero
+    /// (invalid) id.
+    #[must_use]
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 32 {
+            return None;
+        }
+        let mut id = [0_u8; 16];
+        for (out, pair) in id.iter_mut().zip(bytes.chunks_exact(2)) {
+            let digit = |b: u8| match b {
+                b'0'..=b'9' => Some(b - b'0'),
+                b'a'..=b'f' => Some(b - b'a' + 10),
+                _ => None,
+            };
+            *out = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        (id != [0; 16]).then_some(Self(id))
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceId({self})")
+    }
+}
+
+/// The trace id of a W3C `traceparent` header
+/// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`); `None` when
+/// the header is missing, repeated or malformed.
+///
+/// ```
+/// use http::{Extensions, HeaderMap};
+/// use portcullis_core::events::traceparent;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(
+///     "traceparent",
+///     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap(),
+/// );
+/// let id = traceparent(&Extensions::new(), &headers).unwrap();
+/// assert_eq!(id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// ```
+#[must_use]
+pub fn traceparent(_: &Extensions, headers: &HeaderMap) -> Option<TraceId> {
+    let mut values = headers.get_all("traceparent").iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let value = value.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    // Version 00 has exactly four parts; later versions may add more.
+    if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    if parent.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    TraceId::from_hex(trace)
+}
+
+/// What a layer knows of the request an event belongs to, captured once
+/// when the request arrives (only while events are
+/// [enabled](super::Events::enabled)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventContext {
+    /// The route template.
+    pub route: Option<Arc<str>>,
+    /// The client address, as configured.
+    pub client: Option<IpAddr>,
+    /// The request's trace id.
+    pub trace_id: Option<TraceId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: &str) -> Option<TraceId> {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", value.parse().unwrap());
+        traceparent(&Extensions::new(), &headers)
+    }
+
+    #[test]
+    fn traceparent_table() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(parse(good).is_some());
+        for bad in [
+            "",
+            "00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra").is_some());
+    }
+
+    #[test]
+    fn repeated_traceparent_is_ignored() {
+        let mut headers = HeaderMap::new();
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        headers.append("traceparent", good.parse().unwrap());
+        headers.append("traceparent", good.parse().unwrap());
+        assert_eq!(traceparent(&Extensions::new(), &headers), None);
+    }
+}
