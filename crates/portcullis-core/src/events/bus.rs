@@ -98,9 +98,13 @@ impl fmt::Debug for EventsBuilder {
 impl EventsBuilder {
     /// Called inline with every event, sampled layer decision and timed
     /// store call: metrics (`portcullis_otel::OtelRecorder`). It must not
-    /// block.
+    /// block. Called again, the recorders are called in turn.
     pub fn recorder(mut self, recorder: impl Recorder) -> Self {
-        self.recorder = Some(Arc::new(recorder));
+        let recorder: Arc<dyn Recorder> = match self.recorder.take() {
+            None => Arc::new(recorder),
+            Some(first) => Arc::new(Both(first, Arc::new(recorder))),
+        };
+        self.recorder = Some(recorder);
         self
     }
 
@@ -153,6 +157,37 @@ impl EventsBuilder {
                 sample_every: self.sample_every.unwrap_or(16),
             }),
         }
+    }
+}
+
+/// Two recorders in turn.
+#[derive(Debug)]
+struct Both(Arc<dyn Recorder>, Arc<dyn Recorder>);
+
+impl Recorder for Both {
+    fn event(&self, event: &AuthEvent) {
+        self.0.event(event);
+        self.1.event(event);
+    }
+    fn decision(
+        &self,
+        layer: &'static str,
+        decision: Decision,
+        reason: Option<&'static str>,
+        elapsed: std::time::Duration,
+    ) {
+        self.0.decision(layer, decision, reason, elapsed);
+        self.1.decision(layer, decision, reason, elapsed);
+    }
+    fn store_call(
+        &self,
+        store: &'static str,
+        operation: &'static str,
+        error: Option<&'static str>,
+        elapsed: std::time::Duration,
+    ) {
+        self.0.store_call(store, operation, error, elapsed);
+        self.1.store_call(store, operation, error, elapsed);
     }
 }
 
