@@ -8,9 +8,11 @@ use tokio::net::TcpListener;
 
 pub mod browser;
 pub mod jwt_app;
+pub mod otel;
 pub mod pg_harness;
 pub mod redis_harness;
 pub mod refresh_app;
+pub mod secret_scan;
 pub mod session_app;
 
 /// The README's Rust code blocks, compiled (and run unless `no_run`) as doc

@@ -191,6 +191,19 @@ impl Recorder for Both {
     }
 }
 
+/// The process-wide tap ([`install_tap`]).
+static TAP: std::sync::OnceLock<fn(&AuthEvent)> = std::sync::OnceLock::new();
+
+/// Sees every event of every [`Events`] handle in the process, including
+/// the handles nothing subscribed to (which then build their events):
+/// for test harnesses that check what events carry across a whole suite.
+/// Installed once; later calls return `false` and change nothing.
+///
+/// It is called inline like a [`Recorder`]: it must not block.
+pub fn install_tap(tap: fn(&AuthEvent)) -> bool {
+    TAP.set(tap).is_ok()
+}
+
 thread_local! {
     static DECISIONS: Cell<u32> = const { Cell::new(0) };
 }
@@ -211,7 +224,7 @@ impl Events {
     #[inline]
     #[must_use]
     pub fn enabled(&self) -> bool {
-        self.inner.live.load(Ordering::Relaxed) != 0
+        self.inner.live.load(Ordering::Relaxed) != 0 || TAP.get().is_some()
     }
 
     /// A new subscriber receiving every event from now on, through a
@@ -251,6 +264,9 @@ impl Events {
             return;
         }
         let event = Arc::new(make());
+        if let Some(tap) = TAP.get() {
+            tap(&event);
+        }
         if let Some(recorder) = &self.inner.recorder {
             recorder.event(&event);
         }

@@ -45,12 +45,14 @@
 //! # });
 //! ```
 
+mod audit;
 mod bus;
 mod context;
 mod kind;
 mod recorder;
 
-pub use bus::{EventStream, Events, EventsBuilder};
+pub use audit::*;
+pub use bus::{EventStream, Events, EventsBuilder, install_tap};
 pub use context::{EventContext, RouteFn, TraceId, TraceIdFn, traceparent};
 pub use kind::{AuthEvent, AuthEventKind};
 pub use recorder::{Decision, DecisionTimer, Recorder, StoreEvents};

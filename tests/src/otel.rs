@@ -1,0 +1,1 @@
+//! OpenTelemetry metrics in tests: an in-memory exporter behind the recorder.
