@@ -45,13 +45,12 @@
 //! # });
 //! ```
 
-mod audit;
+pub mod audit;
 mod bus;
 mod context;
 mod kind;
 mod recorder;
 
-pub use audit::*;
 pub use bus::{EventStream, Events, EventsBuilder, install_tap};
 pub use context::{EventContext, RouteFn, TraceId, TraceIdFn, traceparent};
 pub use kind::{AuthEvent, AuthEventKind};
