@@ -51,6 +51,7 @@ mod context;
 mod kind;
 mod recorder;
 
+pub use audit::{AuditTrail, JsonLines, RecentActivity};
 pub use bus::{EventStream, Events, EventsBuilder, install_tap};
 pub use context::{EventContext, RouteFn, TraceId, TraceIdFn, traceparent};
 pub use kind::{AuthEvent, AuthEventKind};
