@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, HeaderName};
 use portcullis_core::CookieConfig;
+use portcullis_core::events::Events;
 
 /// Reads an application-defined binding (for example a JWT's `sid`) from a
 /// request; `None` means "no session": the pre-session cookie is used.
@@ -142,6 +143,7 @@ pub struct CsrfConfig {
     pub(crate) previous_keys: Vec<SigningKey>,
     pub(crate) signed_only_option: Option<&'static str>,
     pub(crate) http_site: bool,
+    pub(crate) events: Events,
 }
 
 /// The default form body limit: 1 MiB.
@@ -161,6 +163,7 @@ impl CsrfConfig {
             previous_keys: Vec::new(),
             signed_only_option: None,
             http_site: false,
+            events: Events::default(),
         }
     }
 
@@ -295,6 +298,29 @@ impl CsrfConfig {
         if !matches!(self.mode, TokenModeConfig::Signed { .. }) {
             self.signed_only_option.get_or_insert(option);
         }
+    }
+
+    /// Sends every refusal to `events` as a
+    /// [`CsrfRefused`](portcullis_core::events::AuthEventKind::CsrfRefused)
+    /// event (source `csrf`, reason [`CsrfErrorKind::as_str`](crate::CsrfErrorKind::as_str),
+    /// with the request's route, client and trace id), and the layer's
+    /// decisions to its recorder. Default `Events::default()`: nothing
+    /// listens, and the layer builds no event.
+    ///
+    /// ```
+    /// use portcullis_core::events::Events;
+    /// use portcullis_csrf::{CsrfConfig, CsrfLayer};
+    ///
+    /// let events = Events::new();
+    /// let mut refusals = events.subscribe("csrf", 1024);
+    /// let layer = CsrfLayer::new(CsrfConfig::session().events(events.clone()))?;
+    /// // ... serve; then `refusals.recv().await` yields each refusal.
+    /// # let _ = (layer, refusals.try_recv());
+    /// # Ok::<(), portcullis_csrf::ConfigError>(())
+    /// ```
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
     }
 
     /// The configured exemptions.

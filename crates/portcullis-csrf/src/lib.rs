@@ -112,6 +112,7 @@ mod error;
 mod extract;
 mod handle;
 mod layer;
+mod obs;
 mod policy;
 mod service;
 mod token;

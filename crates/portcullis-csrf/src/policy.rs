@@ -8,6 +8,7 @@ use std::fmt;
 
 use http::header::UPGRADE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use portcullis_core::events::Events;
 use portcullis_core::{CookieConfig, OriginCheck};
 use tower_http::csrf::ProtectionErrorKind;
 
@@ -41,6 +42,7 @@ pub(crate) struct Policy {
     pub(crate) max_body: usize,
     pub(crate) exempt: Vec<String>,
     pub(crate) pre_cookie: CookieConfig,
+    pub(crate) events: Events,
 }
 
 impl fmt::Debug for Policy {
@@ -181,6 +183,7 @@ impl Policy {
             max_body: config.max_body_bytes,
             exempt: config.exempt,
             pre_cookie: config.pre_session_cookie,
+            events: config.events,
         })
     }
 

@@ -11,6 +11,9 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, SET_COOKIE, VARY};
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
+use portcullis_core::events::{
+    AuthEvent, AuthEventKind, Decision as Verdict, DecisionTimer, EventContext, Events,
+};
 use portcullis_core::future::{After, AfterResponse, LayerFuture};
 use portcullis_core::rejection::is_grpc;
 use portcullis_core::{ProblemJson, RenderRejection, ResponseBody};
@@ -19,6 +22,7 @@ use tower_service::Service;
 use crate::body::{FormKind, RequestBody, find_field, read_form};
 use crate::error::{CsrfError, CsrfErrorKind};
 use crate::handle::CsrfHandle;
+use crate::obs::{LayerSpan, SOURCE};
 use crate::policy::{Decision, Policy, Presented};
 
 /// The service built by [`CsrfLayer`](crate::CsrfLayer): CSRF protection
@@ -102,23 +106,68 @@ impl<B> AfterResponse<B> for AddResponseHeaders {
     }
 }
 
+/// What the layer reports about one request: the event context (read when
+/// the request arrives, only while something listens), the sampled
+/// decision timer and the `portcullis.csrf` span.
+struct Report {
+    events: Events,
+    ctx: EventContext,
+    timer: Option<DecisionTimer>,
+    span: LayerSpan,
+}
+
+impl Report {
+    fn new<B>(events: &Events, req: &Request<B>) -> Self {
+        let timer = events.start_decision();
+        let ctx = if events.enabled() {
+            events.context(req.extensions(), req.headers())
+        } else {
+            EventContext::default()
+        };
+        let span = LayerSpan::new(&ctx);
+        Self {
+            events: events.clone(),
+            ctx,
+            timer,
+            span,
+        }
+    }
+
+    /// Records the decision (recorder, span).
+    fn decided(&mut self, decision: Verdict, reason: Option<&'static str>) {
+        self.events
+            .decided(self.timer.take(), SOURCE, decision, reason);
+        self.span.decided(decision, reason);
+    }
+
+    /// Records a refusal: the decision, and a `CsrfRefused` event.
+    fn refused(&mut self, reason: &'static str) {
+        self.decided(Verdict::Failure, Some(reason));
+        let ctx = &self.ctx;
+        self.events
+            .emit(|| AuthEvent::new(SOURCE, AuthEventKind::CsrfRefused { reason }).context(ctx));
+    }
+}
+
 /// The refusal of a request: the renderer's response, `Vary` when the
 /// decision read the origin headers, the [`CsrfError`] in the extensions,
-/// and a debug event with the reason.
+/// a debug event with the reason and the route template (never the path:
+/// paths carry ids and sometimes tokens), and a `CsrfRefused` event.
 fn refuse<B, R: RenderRejection>(
     renderer: &R,
     error: CsrfError,
     vary: bool,
     grpc: bool,
-    path: &str,
+    report: &mut Report,
 ) -> Response<ResponseBody<B>> {
+    let reason = error.kind().as_str();
     portcullis_core::event!(
         debug,
-        reason = error.kind().as_str(),
-        path = path,
+        reason = reason,
+        route = report.ctx.route.as_deref(),
         "request refused by CSRF protection"
     );
-    let _ = path;
+    report.refused(reason);
     let mut response = error.rejection().into_response(renderer, grpc);
     if vary {
         response.headers_mut().append(VARY, VARY_VALUE);
@@ -160,13 +209,13 @@ async fn verify_then_call<S, R, ReqBody, ResBody>(
     handle: CsrfHandle,
     policy: Arc<Policy>,
     renderer: R,
+    mut report: Report,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
     R: RenderRejection,
     ReqBody: Body<Data = Bytes>,
 {
-    let path = req.uri().path().to_owned();
     let grpc = is_grpc(req.headers());
     // A header token is checked without moving the request through a
     // nested future; a form token needs the body read first.
@@ -178,8 +227,10 @@ where
         Presented::Form(kind) => verify_form(req, kind, &handle, &policy).await,
     };
     match verified {
-        Err(error) => Ok(refuse(&renderer, error, true, grpc, &path)),
+        Err(error) => Ok(refuse(&renderer, error, true, grpc, &mut report)),
         Ok(req) => {
+            report.decided(Verdict::Success, None);
+            drop(report);
             let response = inner.call(req).await?;
             let finish = AddResponseHeaders {
                 handle: Some(handle),
@@ -211,6 +262,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let mut report = Report::new(&self.policy.events, &req);
+        #[cfg(feature = "tracing")]
+        let span = report.span.span().clone();
+        #[cfg(feature = "tracing")]
+        let _entered = span.enter();
         let decision = self.policy.decide(req.method(), req.uri(), req.headers());
         let handle = self.policy.tokens().then(|| {
             let h = CsrfHandle::new(Arc::clone(&self.policy), &req);
@@ -218,17 +274,29 @@ where
             h
         });
         match (decision, handle) {
-            (Decision::Pass { vary }, handle) => LayerFuture::inner_then(
-                self.inner.call(req.map(RequestBody::inner)),
-                AddResponseHeaders { handle, vary },
-            ),
+            (Decision::Pass { vary }, handle) => {
+                // `vary`: the origin check ran, and passed.
+                let verdict = if vary {
+                    Verdict::Success
+                } else {
+                    Verdict::None
+                };
+                report.decided(verdict, None);
+                drop(report);
+                LayerFuture::inner_then(
+                    self.inner.call(req.map(RequestBody::inner)),
+                    AddResponseHeaders { handle, vary },
+                )
+            }
             (Decision::Verify(presented), Some(handle)) => {
                 let inner = self.take_ready_inner();
                 let policy = Arc::clone(&self.policy);
                 let renderer = self.renderer.clone();
-                LayerFuture::boxed(Box::pin(verify_then_call(
-                    inner, req, presented, handle, policy, renderer,
-                )))
+                let verify =
+                    verify_then_call(inner, req, presented, handle, policy, renderer, report);
+                #[cfg(feature = "tracing")]
+                let verify = tracing::Instrument::instrument(verify, span.clone());
+                LayerFuture::boxed(Box::pin(verify))
             }
             (
                 Decision::Refuse {
@@ -237,12 +305,20 @@ where
                     vary,
                 },
                 _,
-            ) => self.refuse_now(&req, CsrfError::with_protection(kind, protection), vary),
+            ) => self.refuse_now(
+                &req,
+                CsrfError::with_protection(kind, protection),
+                vary,
+                &mut report,
+            ),
             // A token is verified only when tokens are on, and then every
             // request has a handle.
-            (Decision::Verify(_), None) => {
-                self.refuse_now(&req, CsrfError::new(CsrfErrorKind::LayerMissing), true)
-            }
+            (Decision::Verify(_), None) => self.refuse_now(
+                &req,
+                CsrfError::new(CsrfErrorKind::LayerMissing),
+                true,
+                &mut report,
+            ),
         }
     }
 }
@@ -261,9 +337,10 @@ impl<S: Clone, R: RenderRejection> Csrf<S, R> {
         req: &Request<ReqBody>,
         error: CsrfError,
         vary: bool,
+        report: &mut Report,
     ) -> ResponseFuture<F, B, E> {
         let grpc = is_grpc(req.headers());
-        LayerFuture::ready(refuse(&self.renderer, error, vary, grpc, req.uri().path()))
+        LayerFuture::ready(refuse(&self.renderer, error, vary, grpc, report))
     }
 }
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use http::HeaderName;
+use portcullis_core::events::Events;
 use portcullis_core::request::ClientIpFn;
 use portcullis_core::{CookieConfig, CookieConfigError, SharedClock, SystemClock};
 
@@ -74,6 +75,7 @@ pub struct SessionConfig {
     pub(crate) max_remember: Duration,
     pub(crate) remembered_idle: Duration,
     pub(crate) reauthentication_url: Option<String>,
+    pub(crate) events: Events,
 }
 
 impl Default for SessionConfig {
@@ -92,6 +94,7 @@ impl Default for SessionConfig {
             max_remember: DEFAULT_MAX_REMEMBER,
             remembered_idle: DEFAULT_REMEMBERED_IDLE_TIMEOUT,
             reauthentication_url: None,
+            events: Events::default(),
         }
     }
 }
@@ -110,6 +113,7 @@ impl fmt::Debug for SessionConfig {
             .field("max_remember", &self.max_remember)
             .field("remembered_idle_timeout", &self.remembered_idle)
             .field("reauthentication_url", &self.reauthentication_url)
+            .field("events", &self.events)
             .finish_non_exhaustive()
     }
 }
@@ -268,6 +272,33 @@ impl SessionConfig {
     /// [`RequireLoginLayer::redirect_to`](crate::RequireLoginLayer::redirect_to).
     pub fn reauthentication_url(mut self, url: impl Into<String>) -> Self {
         self.reauthentication_url = Some(url.into());
+        self
+    }
+
+    /// Sends what happens to sessions to `events` (default
+    /// `Events::default()`: nothing listens and the layer builds no event):
+    /// logins, logouts, renewals, evictions, expiries, revocations,
+    /// refused fresh-login checks and store failures, under the source
+    /// `session` (the table is in the [crate docs](crate#events)). Each
+    /// request's route, client and trace id are read once, when it
+    /// arrives, and only while something listens.
+    ///
+    /// ```
+    /// use portcullis_core::events::Events;
+    /// use portcullis_session::{MemoryStore, SessionConfig, SessionLayer};
+    ///
+    /// let events = Events::new();
+    /// let mut audit = events.subscribe("audit", 1024);
+    /// let layer = SessionLayer::new(
+    ///     MemoryStore::new(),
+    ///     SessionConfig::default().events(events.clone()),
+    /// )
+    /// .unwrap();
+    /// // ... serve; then `audit.recv().await` yields each `AuthEvent`.
+    /// # let _ = (layer, audit.try_recv());
+    /// ```
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
         self
     }
 

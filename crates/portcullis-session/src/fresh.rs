@@ -57,6 +57,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use portcullis_core::events::AuthEventKind;
 use portcullis_core::future::LayerFuture;
 use portcullis_core::rejection::is_grpc;
 use portcullis_core::{ProblemJson, Rejection, RenderRejection as _, ResponseBody, Timestamp};
@@ -151,10 +152,24 @@ async fn check(
                 max_age_secs = max_age.as_secs(),
                 "login older than the route allows"
             );
+            request.emit(
+                AuthEventKind::ReauthRequired {
+                    reason: "login-not-fresh",
+                },
+                user,
+                st.current_key().as_ref(),
+            );
             Refusal::NotFresh { max_age }
         }
         Verdict::Anonymous => {
             portcullis_core::event!(debug, reason = "login-required", "no logged-in user");
+            request.emit(
+                AuthEventKind::ReauthRequired {
+                    reason: "login-required",
+                },
+                None,
+                None,
+            );
             Refusal::Session(SessionError::new(SessionErrorKind::NotAuthenticated))
         }
     };

@@ -84,6 +84,7 @@ pub mod guard;
 mod layer;
 mod login;
 mod memory;
+mod obs;
 mod per_user;
 mod redirect_url;
 mod schedule;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use portcullis_core::events::AuthEventKind;
 use serde_json::Value;
 
 use crate::auth::{self, AuthMethod, LoginOptions};
@@ -114,8 +115,14 @@ impl Session {
             now + lifetime
         });
         request
-            .renew_id(&mut st, Some(user_id), data, remembered_until, None)
-            .await
+            .renew_id(&mut st, Some(user_id.clone()), data, remembered_until, None)
+            .await?;
+        request.emit(
+            AuthEventKind::LoginSucceeded,
+            Some(&user_id),
+            st.current_key().as_ref(),
+        );
+        Ok(())
     }
 
     /// Moves this session to a new id (for example after a privilege
@@ -141,7 +148,13 @@ impl Session {
         let same_login_until = st.absolute_deadline();
         request
             .renew_id(&mut st, user, data, remembered_until, same_login_until)
-            .await
+            .await?;
+        request.emit(
+            AuthEventKind::SessionRenewed,
+            st.user_id(),
+            st.current_key().as_ref(),
+        );
+        Ok(())
     }
 
     /// Records that the logged-in user just proved who they are again (for
@@ -178,7 +191,13 @@ impl Session {
         let request = self.request();
         let mut st = request.lock().await?;
         let user = st.require_user()?;
-        self.reauthenticate_locked(&mut st, user, methods).await
+        self.reauthenticate_locked(&mut st, user, methods).await?;
+        request.emit(
+            AuthEventKind::SessionRenewed,
+            st.user_id(),
+            st.current_key().as_ref(),
+        );
+        Ok(())
     }
 
     /// [`Session::reauthenticated`] with the state locked.
@@ -218,7 +237,8 @@ impl Session {
                 .store()
                 .delete(&key)
                 .await
-                .map_err(|e| request.unavailable(e))?;
+                .map_err(|e| request.unavailable(e, "delete"))?;
+            request.emit(AuthEventKind::Logout, st.user_id(), Some(&key));
         }
         st.forget(ClearSiteData::Ask);
         Ok(())

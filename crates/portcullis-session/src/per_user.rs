@@ -1,6 +1,7 @@
 //! The operations on all of a user's sessions: log out everywhere, log out
 //! the other devices, list them, revoke one.
 
+use portcullis_core::events::AuthEventKind;
 use portcullis_core::{ActiveSession, TokenDigest};
 
 use crate::auth::AuthMethod;
@@ -35,13 +36,23 @@ impl Session {
             .store()
             .delete_for_user(&user, None)
             .await
-            .map_err(|e| request.unavailable(e))?;
+            .map_err(|e| request.unavailable(e, "delete_for_user"))?;
+        request.emit(
+            AuthEventKind::LogoutEverywhere,
+            Some(&user),
+            st.current_key().as_ref(),
+        );
         st.forget(ClearSiteData::Ask);
         Ok(n)
     }
 
     /// Ends every other session of the logged-in user, keeping this one;
     /// returns how many were ended.
+    ///
+    /// Emits [`LogoutEverywhere`](portcullis_core::events::AuthEventKind::LogoutEverywhere)
+    /// like [`Session::logout_everywhere`] (the user asked for every other
+    /// device to be logged out; the event's device is this session, the one
+    /// that stays), even when there was no other session to end.
     ///
     /// # Errors
     ///
@@ -51,11 +62,13 @@ impl Session {
         let st = request.lock().await?;
         let user = st.require_user()?;
         let keep = st.current_key();
-        request
+        let n = request
             .store()
             .delete_for_user(&user, keep.as_ref())
             .await
-            .map_err(|e| request.unavailable(e))
+            .map_err(|e| request.unavailable(e, "delete_for_user"))?;
+        request.emit(AuthEventKind::LogoutEverywhere, Some(&user), keep.as_ref());
+        Ok(n)
     }
 
     /// The session half of a password change: ends every other session of
@@ -95,21 +108,27 @@ impl Session {
         let request = self.request();
         let mut st = request.lock().await?;
         let user = st.require_user()?;
+        let user_for_event = user.clone();
         let keep = st.current_key();
         let store = request.store();
         let ended = store
             .delete_for_user(&user, keep.as_ref())
             .await
-            .map_err(|e| request.unavailable(e))?;
+            .map_err(|e| request.unavailable(e, "delete_for_user"))?;
         self.reauthenticate_locked(&mut st, user, [AuthMethod::PASSWORD])
             .await?;
         // The old id must not outlive the call: it is another session now.
         if let Some(old) = st.take_leftover() {
             if let Err(e) = store.delete(&old).await {
                 st.set_leftover(old);
-                return Err(request.unavailable(e));
+                return Err(request.unavailable(e, "delete"));
             }
         }
+        request.emit(
+            AuthEventKind::PasswordChanged,
+            Some(&user_for_event),
+            st.current_key().as_ref(),
+        );
         Ok(ended)
     }
 
@@ -127,7 +146,7 @@ impl Session {
             .store()
             .list_for_user(&user)
             .await
-            .map_err(|e| request.unavailable(e))?
+            .map_err(|e| request.unavailable(e, "list_for_user"))?
             .iter()
             .map(|(key, rec)| active_session(key, rec, Some(*key) == me))
             .collect();
@@ -150,14 +169,23 @@ impl Session {
             return Ok(false);
         };
         let store = request.store();
-        let unavailable = |e| request.unavailable(e);
-        let Some(rec) = store.load(&key).await.map_err(unavailable)? else {
+        let Some(rec) = store
+            .load(&key)
+            .await
+            .map_err(|e| request.unavailable(e, "load"))?
+        else {
             return Ok(false);
         };
         if rec.user_id.as_deref() != Some(user.as_str()) {
             return Ok(false);
         }
-        let deleted = store.delete(&key).await.map_err(unavailable)?;
+        let deleted = store
+            .delete(&key)
+            .await
+            .map_err(|e| request.unavailable(e, "delete"))?;
+        if deleted {
+            request.emit(AuthEventKind::DeviceRevoked, Some(&user), Some(&key));
+        }
         if st.current_key() == Some(key) {
             st.forget(ClearSiteData::No);
         }

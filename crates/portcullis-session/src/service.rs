@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use http::header::USER_AGENT;
 use http::{Request, Response};
 use portcullis_core::ResponseBody;
+use portcullis_core::events::EventContext;
 use portcullis_core::future::{After, AfterResponse, LayerFuture};
 use portcullis_core::rejection::is_grpc;
 use tower_service::Service;
@@ -92,11 +93,19 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let config = &self.ctx.config;
         let headers = req.headers();
+        // Read once, and only while something listens: handlers emit
+        // later (login, logout) with what the request carried.
+        let event_ctx = if config.events.enabled() {
+            config.events.context(req.extensions(), headers)
+        } else {
+            EventContext::default()
+        };
         let request = RequestSession::new(
             Arc::clone(&self.ctx),
             Incoming::read(config, headers),
             headers.get(USER_AGENT).cloned(),
             config.client_ip.and_then(|f| f(req.extensions(), headers)),
+            event_ctx,
         );
         let grpc = is_grpc(headers);
         let session = Session::new(request);

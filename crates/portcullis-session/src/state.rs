@@ -18,6 +18,7 @@ use std::time::Duration;
 use http::header::{CACHE_CONTROL, SET_COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use portcullis_core::cookie::find_cookie;
+use portcullis_core::events::{AuthEvent, AuthEventKind, Decision, DecisionTimer, EventContext};
 use portcullis_core::lifetime::{MaybeConflict, retry_on_conflict};
 use portcullis_core::{
     ActiveSession, Deadlines, Lifetimes, OpaqueToken, ProblemJson, ResponseBody, StoreError,
@@ -29,6 +30,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::auth;
 use crate::config::{SessionConfig, SessionConfigError, Transport};
 use crate::error::{SessionError, SessionErrorKind};
+use crate::obs::{LayerSpan, SOURCE};
 use crate::store::{
     CreateOutcome, SessionCap, SessionMetadata, SessionRecord, SessionStore, SessionUpdate,
 };
@@ -119,6 +121,10 @@ pub(crate) struct RequestSession {
     /// without locking anything.
     used: AtomicBool,
     state: Mutex<State>,
+    /// The request's route, client and trace id: read when it arrived,
+    /// and only if something listened then (empty otherwise).
+    event_ctx: EventContext,
+    span: LayerSpan,
 }
 
 /// What the handler did to the session so far.
@@ -133,6 +139,9 @@ pub(crate) struct State {
     /// The old id's record, when deleting it after a login failed: retried
     /// once when the request ends.
     leftover: Option<TokenDigest>,
+    /// Times the load of the presented session (sampled; see
+    /// `Events::start_decision`).
+    timer: Option<DecisionTimer>,
 }
 
 #[derive(Default)]
@@ -290,20 +299,71 @@ fn new_token() -> Result<OpaqueToken, SessionError> {
 }
 
 impl RequestSession {
+    /// The state of a request that carried `incoming`. A request without
+    /// a session id, or with one that cannot be a session id, is decided
+    /// here; a session id is decided when its record is loaded.
     pub(crate) fn new(
         ctx: Arc<SessionContext>,
         incoming: Incoming,
         user_agent: Option<HeaderValue>,
         ip: Option<IpAddr>,
+        event_ctx: EventContext,
     ) -> Self {
+        let events = &ctx.config.events;
+        let timer = events.start_decision();
+        let span = LayerSpan::new(&event_ctx);
+        let decided = match &incoming {
+            Incoming::None => Some((Decision::None, None)),
+            Incoming::Invalid => Some((Decision::Failure, Some("session-malformed"))),
+            Incoming::Token(_) => None,
+        };
+        let mut state = State::default();
+        match decided {
+            Some((decision, reason)) => {
+                events.decided(timer, SOURCE, decision, reason);
+                span.decided(decision, reason);
+            }
+            None => state.timer = timer,
+        }
         Self {
             ctx,
             incoming,
             user_agent,
             ip,
             used: AtomicBool::new(false),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
+            event_ctx,
+            span,
         }
+    }
+
+    /// Emits `kind` with this request's context, `user` and the session
+    /// handle `device` (the public id of a device list, never the
+    /// session id).
+    pub(crate) fn emit(
+        &self,
+        kind: AuthEventKind,
+        user: Option<&str>,
+        device: Option<&TokenDigest>,
+    ) {
+        self.ctx.config.events.emit(|| {
+            let event = AuthEvent::new(SOURCE, kind)
+                .context(&self.event_ctx)
+                .maybe_user(user);
+            match device {
+                Some(d) => event.device(d.to_hex()),
+                None => event,
+            }
+        });
+    }
+
+    /// Records the layer's decision on the presented session.
+    fn decided(&self, st: &mut State, decision: Decision, reason: Option<&'static str>) {
+        self.ctx
+            .config
+            .events
+            .decided(st.timer.take(), SOURCE, decision, reason);
+        self.span.decided(decision, reason);
     }
 
     /// The layer's store and configuration.
@@ -323,12 +383,22 @@ impl RequestSession {
         &*self.ctx.store
     }
 
-    /// A store failure as the 503 it becomes.
-    pub(crate) fn unavailable(&self, e: StoreError) -> SessionError {
+    /// A store failure as the 503 it becomes; `operation` is the store
+    /// call that failed (the `StoreUnavailable` event says so).
+    pub(crate) fn unavailable(&self, e: StoreError, operation: &'static str) -> SessionError {
         portcullis_core::event!(
             warn,
             reason = "store-unavailable",
+            operation = operation,
             "session store unavailable; answering 503"
+        );
+        self.emit(
+            AuthEventKind::StoreUnavailable {
+                store: SOURCE,
+                operation,
+            },
+            None,
+            None,
         );
         self.ctx.unavailable(e)
     }
@@ -352,12 +422,24 @@ impl RequestSession {
         };
         let key = token.digest();
         let config = &self.ctx.config;
-        match self.store().load(&key).await {
+        let load = self.store().load(&key);
+        #[cfg(feature = "tracing")]
+        let load = tracing::Instrument::instrument(load, self.span.span().clone());
+        match load.await {
             Ok(Some(record)) => {
                 let now = config.clock.now();
                 if record.is_expired(now) {
+                    // Only a store that still returns it (see the crate
+                    // docs): the others make it an unknown id, below.
+                    self.emit(
+                        AuthEventKind::SessionExpired,
+                        record.user_id.as_deref(),
+                        Some(&key),
+                    );
+                    self.decided(&mut st, Decision::Failure, Some("session-expired"));
                     st.cookie = CookieAction::Remove;
                 } else {
+                    self.decided(&mut st, Decision::Success, None);
                     let touch_due =
                         now.saturating_since(record.last_seen) >= config.effective_touch_interval();
                     st.current = Some(Box::new(Current {
@@ -371,16 +453,27 @@ impl RequestSession {
                 }
             }
             // Unknown or expired id: strict mode, never adopt it; clear it.
-            Ok(None) => st.cookie = CookieAction::Remove,
+            Ok(None) => {
+                self.decided(&mut st, Decision::Failure, Some("session-unknown"));
+                st.cookie = CookieAction::Remove;
+            }
             Err(e) if e.kind() == StoreErrorKind::Corrupt => {
                 portcullis_core::event!(
                     warn,
                     reason = "corrupt-record",
                     "session record is corrupt; treating it as absent"
                 );
+                self.decided(&mut st, Decision::Failure, Some("session-corrupt"));
                 st.cookie = CookieAction::Remove;
             }
-            Err(e) => return Err(self.unavailable(e)),
+            Err(e) => {
+                self.decided(
+                    &mut st,
+                    Decision::Failure,
+                    Some("session-store-unavailable"),
+                );
+                return Err(self.unavailable(e, "load"));
+            }
         }
         st.loaded = true;
         Ok(st)
@@ -499,12 +592,22 @@ impl RequestSession {
         })
         .await;
         let token = match created {
-            Ok((token, CreateOutcome::Created { .. })) => token,
+            Ok((token, CreateOutcome::Created { evicted })) => {
+                // The per-user cap ended these to make room.
+                for key in &evicted {
+                    self.emit(
+                        AuthEventKind::SessionEvicted,
+                        record.user_id.as_deref(),
+                        Some(key),
+                    );
+                }
+                token
+            }
             Ok((_, CreateOutcome::LimitReached)) => {
                 return Err(SessionError::new(SessionErrorKind::LimitReached));
             }
             Err(CreateError::Random(e)) => return Err(e),
-            Err(CreateError::Store(e)) => return Err(self.unavailable(e)),
+            Err(CreateError::Store(e)) => return Err(self.unavailable(e, "create")),
         };
         if let Some(old) = old_key {
             if store.delete(&old).await.is_err() {
@@ -544,7 +647,7 @@ impl RequestSession {
             if !cur.persisted {
                 match store.create(&cur.key, &cur.record, None).await {
                     Ok(_) => cur.persisted = true,
-                    Err(e) => outcome.error = Some(self.unavailable(e)),
+                    Err(e) => outcome.error = Some(self.unavailable(e, "create")),
                 }
             } else if !cur.set.is_empty() || !cur.remove.is_empty() {
                 let update = SessionUpdate {
@@ -557,7 +660,7 @@ impl RequestSession {
                     Ok(()) => {}
                     // Deleted meanwhile (logout elsewhere): never resurrect it.
                     Err(e) if e.kind() == StoreErrorKind::NotFound => gone = true,
-                    Err(e) => outcome.error = Some(self.unavailable(e)),
+                    Err(e) => outcome.error = Some(self.unavailable(e, "update")),
                 }
             } else if cur.touch_due {
                 match store.touch(&cur.key, now, idle_deadline).await {

@@ -105,7 +105,13 @@ async fn run_with<O: portcullis_core::StoreObserver>(
         _ => Incoming::Token(token),
     };
     let ctx = Arc::new(SessionContext::new(store, config).unwrap());
-    let mut rs = Arc::new(RequestSession::new(ctx, incoming, None, None));
+    let mut rs = Arc::new(RequestSession::new(
+        ctx,
+        incoming,
+        None,
+        None,
+        EventContext::default(),
+    ));
     match action {
         Action::Nothing => {}
         Action::Read => {
@@ -303,7 +309,7 @@ async fn a_store_outage_at_commit_is_a_503_and_no_cookie() {
             Load::Live => Incoming::Token(token),
             _ => Incoming::None,
         };
-        let rs = RequestSession::new(ctx, incoming, None, None);
+        let rs = RequestSession::new(ctx, incoming, None, None, EventContext::default());
         {
             let mut st = rs.lock().await.unwrap();
             rs.insert(&mut st, "n", json!(1)).unwrap();
@@ -329,7 +335,13 @@ async fn a_session_deleted_meanwhile_is_not_resurrected() {
     let clock = Arc::new(ManualClock::new(T0));
     let store = Arc::new(CountingStore::new(MemoryStore::with_clock(clock.clone())));
     let ctx = Arc::new(SessionContext::new(store.clone(), config(&clock)).unwrap());
-    let rs = RequestSession::new(ctx.clone(), Incoming::None, None, None);
+    let rs = RequestSession::new(
+        ctx.clone(),
+        Incoming::None,
+        None,
+        None,
+        EventContext::default(),
+    );
     {
         let mut st = rs.lock().await.unwrap();
         rs.renew_id(&mut st, Some("alice".into()), BTreeMap::new(), None, None)
