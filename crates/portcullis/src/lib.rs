@@ -16,7 +16,8 @@
 //! | `redis` | no | [`redis`] | Redis stores for every enabled layer (the throttle's too) |
 //! | `redis-cluster` | no | [`redis`] | Redis Cluster targets |
 //! | `redis-tls` | no | [`redis`] | `rediss://` (TLS with rustls) |
-//! | `axum` | no | | extractors for every enabled layer |
+//! | `opentelemetry` | no | [`otel`] | `OtelRecorder`: OpenTelemetry metrics of the auth events (`opentelemetry` 0.33) |
+//! | `axum` | no | [`events`] | extractors for every enabled layer; [`events::matched_path`] |
 //! | `tracing` | yes | | `tracing` events (never a token) |
 //! | `testing` | no | | store conformance suites |
 //!
@@ -48,6 +49,40 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use portcullis_core as core;
+
+/// The typed auth event stream every layer emits: see
+/// [`portcullis_core::events`]. Build one [`Events`](events::Events) handle
+/// and give it to each layer's configuration (`.events(events.clone())`).
+pub mod events {
+    pub use portcullis_core::events::*;
+
+    /// The route template axum matched (`/users/{id}`), for
+    /// [`EventsBuilder::route`]: events then carry the template, never the
+    /// path. The layer must run inside the router (`Router::layer` or
+    /// `route_layer`), where axum has set `MatchedPath`.
+    ///
+    /// ```
+    /// use portcullis::events::{Events, matched_path};
+    ///
+    /// let events = Events::builder().route(matched_path).build();
+    /// # let _ = events;
+    /// ```
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    #[must_use]
+    pub fn matched_path(extensions: &axum::http::Extensions) -> Option<std::sync::Arc<str>> {
+        extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str().into())
+    }
+}
+
+/// OpenTelemetry metrics of the auth event stream: see [`portcullis_otel`].
+#[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+pub mod otel {
+    pub use portcullis_otel::*;
+}
 
 /// Server-side sessions: see [`portcullis_session`].
 #[cfg(feature = "session")]
