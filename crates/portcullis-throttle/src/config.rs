@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use portcullis_core::events::Events;
 use portcullis_core::{SharedClock, SystemClock};
 
 use crate::account::{NormalizeFn, normalize_account};
@@ -133,6 +134,7 @@ pub struct ThrottleConfig {
     pub(crate) max_body: usize,
     pub(crate) client_address: ClientAddress,
     pub(crate) clock: SharedClock,
+    pub(crate) events: Events,
 }
 
 impl Default for ThrottleConfig {
@@ -146,6 +148,7 @@ impl Default for ThrottleConfig {
             max_body: DEFAULT_MAX_BODY,
             client_address: ClientAddress::peer(),
             clock: SystemClock::shared(),
+            events: Events::default(),
         }
     }
 }
@@ -159,6 +162,7 @@ impl fmt::Debug for ThrottleConfig {
             .field("account_field", &self.account_field)
             .field("max_body", &self.max_body)
             .field("client_address", &self.client_address)
+            .field("events", &self.events)
             .finish_non_exhaustive()
     }
 }
@@ -208,6 +212,13 @@ impl ThrottleConfig {
     #[must_use]
     pub const fn client_address(&self) -> &ClientAddress {
         &self.client_address
+    }
+
+    /// Where the throttle's events go (see
+    /// [`ThrottleConfigBuilder::events`]).
+    #[must_use]
+    pub const fn events(&self) -> &Events {
+        &self.events
     }
 
     fn slot(&mut self, scope: ThrottleScope) -> &mut Option<Backoff> {
@@ -278,6 +289,43 @@ impl ThrottleConfigBuilder {
     /// The clock (default: the system clock).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.config.clock = clock;
+        self
+    }
+
+    /// Where the throttle's [`AuthEvent`](portcullis_core::events::AuthEvent)s
+    /// go (default [`Events::default`]: nothing listens, nothing is built).
+    /// Source `throttle`:
+    ///
+    /// | kind | when | carries |
+    /// |---|---|---|
+    /// | `throttled` | a 429 before the handler (a blocked counter, or an attempt at the same account already in flight) | `retry_after`, the request's context |
+    /// | `login_failed` | the handler marked the attempt failed ([`LoginOutcome::Failed`](crate::LoginOutcome), a [`LoginFailure`](crate::LoginFailure)), or answered 401 without a marker | the [`LoginFailure`](crate::LoginFailure)'s reason (`invalid_credentials` by default) and user id, when the handler gave one |
+    /// | `store_unavailable` | a store error answered 503 | store `throttle`, operation `check` (before the handler), `record` (a failure) or `reset` (a success) |
+    ///
+    /// An event never carries the account name the request typed: it is
+    /// user input. Only the user id the handler resolved and handed over
+    /// in a [`LoginFailure`](crate::LoginFailure).
+    ///
+    /// No `login_succeeded` comes from the throttle: the session or refresh
+    /// login that creates the session or family emits it, with the user.
+    ///
+    /// Layer decisions (for a recorder's timing histogram) are `Success`
+    /// for an attempt let through to the handler, `Failure` for a refusal
+    /// (reason `throttled`, `throttle-store`, or the 400/413 codes), and
+    /// `None` for a request not counted (`GET`, `HEAD`, `OPTIONS`).
+    ///
+    /// ```
+    /// use portcullis_core::events::Events;
+    /// use portcullis_throttle::ThrottleConfig;
+    ///
+    /// let events = Events::new();
+    /// let audit = events.subscribe("audit", 1024);
+    /// let config = ThrottleConfig::builder().events(events.clone()).build().unwrap();
+    /// assert!(config.events().enabled());
+    /// # drop(audit);
+    /// ```
+    pub fn events(mut self, events: Events) -> Self {
+        self.config.events = events;
         self
     }
 

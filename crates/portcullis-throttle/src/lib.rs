@@ -39,11 +39,19 @@
 //! The client address is the connection's peer unless the app names the
 //! proxies it trusts ([`ClientAddress`]); IPv6 clients are counted per /64.
 //!
+//! With [`ThrottleConfigBuilder::events`] the throttle emits typed
+//! authentication events (source `throttle`): `throttled` for a 429,
+//! `login_failed` for every failed attempt (the reason and user id come
+//! from the handler's [`LoginFailure`], never the typed account name), and
+//! `store_unavailable` for a 503; the table is at
+//! [`events`](ThrottleConfigBuilder::events). `login_succeeded` comes from
+//! the session or refresh login, not from here.
+//!
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | no | [`LoginOutcome`] as a response part; the peer address from axum's `ConnectInfo<SocketAddr>` |
 //! | `testing` | no | [`testing`]: the store conformance suite |
-//! | `tracing` | no | events at debug (throttled) and warn (store failures), never an account name or address |
+//! | `tracing` | no | events at debug (throttled) and warn (store failures), never an account name or address; a `portcullis.throttle` span per counted request (`otel.kind`, `portcullis.decision`, `error.type`, `http.route`) |
 //!
 //! | file | what it holds |
 //! |---|---|
@@ -53,7 +61,7 @@
 //! | `address.rs` | [`ClientAddress`]: the peer, trusted proxies, `X-Forwarded-For`, `Forwarded` |
 //! | `account.rs` | the account field of a form or JSON body |
 //! | `layer.rs`, `service.rs` | [`LoginThrottleLayer`] and the [`LoginThrottle`] service |
-//! | `outcome.rs` | [`LoginOutcome`] |
+//! | `outcome.rs` | [`LoginOutcome`], [`LoginFailure`] |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -83,6 +91,6 @@ pub use config::{
 };
 pub use layer::LoginThrottleLayer;
 pub use memory::{DEFAULT_CAPACITY, MemoryThrottleStore};
-pub use outcome::LoginOutcome;
+pub use outcome::{LoginFailure, LoginOutcome};
 pub use service::{LoginThrottle, ResponseFuture};
 pub use store::{Backoff, ThrottleKey, ThrottleScope, ThrottleState, ThrottleStore};

@@ -11,6 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
+use portcullis_core::events::{
+    AuthEvent, AuthEventKind, Decision, DecisionTimer, EventContext, Events,
+};
 use portcullis_core::rejection::{Rejection, RenderRejection, is_grpc};
 use portcullis_core::request::{BodyReadError, read_limited};
 use portcullis_core::{ResponseBody, StoreError, Timestamp};
@@ -20,7 +23,7 @@ use crate::account::{AccountError, encoding, find_account};
 use crate::address::ClientIp;
 use crate::body::RequestBody;
 use crate::config::ThrottleConfig;
-use crate::outcome::LoginOutcome;
+use crate::outcome::{LoginFailure, LoginOutcome};
 use crate::store::{Backoff, ThrottleKey, ThrottleScope, ThrottleStore};
 
 /// The response future of [`LoginThrottle`]: the inner future for requests
@@ -211,13 +214,130 @@ pub(crate) fn retry_after(wait: Duration) -> Duration {
     Duration::from_secs(u64::try_from(secs).unwrap_or(u64::MAX))
 }
 
-/// What the handler's response says happened.
+/// What the handler's response says happened: its [`LoginOutcome`], else
+/// a failure when it carries a [`LoginFailure`] or is a 401.
 pub(crate) fn outcome_of<B>(response: &Response<B>) -> Option<LoginOutcome> {
-    response
-        .extensions()
-        .get::<LoginOutcome>()
-        .copied()
-        .or_else(|| (response.status() == StatusCode::UNAUTHORIZED).then_some(LoginOutcome::Failed))
+    let extensions = response.extensions();
+    extensions.get::<LoginOutcome>().copied().or_else(|| {
+        (extensions.get::<LoginFailure>().is_some()
+            || response.status() == StatusCode::UNAUTHORIZED)
+            .then_some(LoginOutcome::Failed)
+    })
+}
+
+/// The `login_failed` event of a failed attempt: the handler's reason and
+/// user id, `invalid_credentials` and no user without a [`LoginFailure`].
+fn login_failed<B>(response: &Response<B>, ctx: &EventContext) -> AuthEvent {
+    let failure = response.extensions().get::<LoginFailure>();
+    let reason = failure.map_or(LoginFailure::INVALID_CREDENTIALS, LoginFailure::reason);
+    AuthEvent::new(SOURCE, AuthEventKind::LoginFailed { reason })
+        .context(ctx)
+        .maybe_user(failure.and_then(LoginFailure::user_id))
+}
+
+/// The source and layer name of the throttle's events and decisions.
+const SOURCE: &str = "throttle";
+
+/// The layer's span (`portcullis.throttle`) with the `tracing` feature;
+/// nothing without it.
+#[derive(Clone)]
+struct LayerSpan {
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
+}
+
+impl LayerSpan {
+    fn new() -> Self {
+        Self {
+            #[cfg(feature = "tracing")]
+            span: tracing::info_span!(
+                "portcullis.throttle",
+                otel.kind = "internal",
+                portcullis.decision = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                http.route = tracing::field::Empty,
+            ),
+        }
+    }
+
+    #[cfg_attr(not(feature = "tracing"), allow(clippy::unused_self))]
+    fn route(&self, _ctx: &EventContext) {
+        #[cfg(feature = "tracing")]
+        if let Some(route) = _ctx.route.as_deref() {
+            self.span.record("http.route", route);
+        }
+    }
+
+    #[cfg_attr(not(feature = "tracing"), allow(clippy::unused_self))]
+    fn decided(&self, _decision: Decision, _reason: Option<&'static str>) {
+        #[cfg(feature = "tracing")]
+        {
+            self.span.record("portcullis.decision", _decision.as_str());
+            if let Some(reason) = _reason {
+                self.span.record("error.type", reason);
+            }
+        }
+    }
+
+    /// Runs `f` inside the span.
+    async fn enter<F: std::future::Future>(&self, f: F) -> F::Output {
+        #[cfg(feature = "tracing")]
+        {
+            use tracing::Instrument as _;
+            f.instrument(self.span.clone()).await
+        }
+        #[cfg(not(feature = "tracing"))]
+        f.await
+    }
+}
+
+/// What the throttle reports of one counted request: events, the decision
+/// (once) and the span.
+struct Report<'a> {
+    events: &'a Events,
+    ctx: EventContext,
+    timer: Option<DecisionTimer>,
+    span: LayerSpan,
+}
+
+impl Report<'_> {
+    fn decided(&mut self, decision: Decision, reason: Option<&'static str>) {
+        self.events
+            .decided(self.timer.take(), SOURCE, decision, reason);
+        self.span.decided(decision, reason);
+    }
+
+    /// A refusal before the handler: `Failure` with the rejection's reason.
+    fn refused(&mut self, rejection: Rejection) -> Rejection {
+        self.decided(Decision::Failure, Some(rejection.reason()));
+        rejection
+    }
+
+    /// A 429: the `throttled` event, then the refusal.
+    fn throttled(&mut self, wait: Duration) -> Rejection {
+        let rejection = throttled(wait);
+        let retry_after = retry_after(wait);
+        let ctx = &self.ctx;
+        self.events
+            .emit(|| AuthEvent::new(SOURCE, AuthEventKind::Throttled { retry_after }).context(ctx));
+        self.refused(rejection)
+    }
+
+    /// A store error answered 503: the `store_unavailable` event.
+    fn store_down(&self, operation: &'static str) -> Rejection {
+        let ctx = &self.ctx;
+        self.events.emit(|| {
+            AuthEvent::new(
+                SOURCE,
+                AuthEventKind::StoreUnavailable {
+                    store: "throttle",
+                    operation,
+                },
+            )
+            .context(ctx)
+        });
+        store_down()
+    }
 }
 
 /// Requests the throttle lets through without counting: they carry no
@@ -313,9 +433,13 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let events = &self.shared.config.events;
         if passes_through(req.method()) {
+            events.decided(events.start_decision(), SOURCE, Decision::None, None);
             return ResponseFuture::inner(self.inner.call(req.map(RequestBody::inner)));
         }
+        let timer = events.start_decision();
+        let span = LayerSpan::new();
         // The ready service goes into the future, its clone stays (tower's
         // "Be careful when cloning inner services").
         let clone = self.inner.clone();
@@ -324,7 +448,7 @@ where
         let renderer = self.renderer.clone();
         ResponseFuture::boxed(Box::pin(async move {
             let grpc = is_grpc(req.headers());
-            match guard(&shared, inner, req).await? {
+            match guard(&shared, inner, req, timer, span).await? {
                 Ok(response) => Ok(response.map(ResponseBody::inner)),
                 Err(rejection) => Ok(rejection.into_response(&renderer, grpc)),
             }
@@ -338,6 +462,8 @@ async fn guard<S, ReqBody, ResBody>(
     shared: &Shared,
     mut inner: S,
     req: Request<ReqBody>,
+    timer: Option<DecisionTimer>,
+    span: LayerSpan,
 ) -> Result<Result<Response<ResBody>, Rejection>, S::Error>
 where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
@@ -345,7 +471,76 @@ where
 {
     let config = &shared.config;
     let store = &*shared.store;
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    let events = &config.events;
+    let ctx = if events.enabled() {
+        events.context(&parts.extensions, &parts.headers)
+    } else {
+        EventContext::default()
+    };
+    span.route(&ctx);
+    let mut report = Report {
+        events,
+        ctx,
+        timer,
+        span: span.clone(),
+    };
+    let admitted = span.enter(admit(shared, parts, body, &mut report)).await;
+    let (parts, body, counters, claim, account_failures) = match admitted {
+        Ok(admitted) => admitted,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
+    let response = inner.call(Request::from_parts(parts, body)).await?;
+    let now = config.clock.now();
+    let written = match outcome_of(&response) {
+        Some(LoginOutcome::Failed) => {
+            events.emit(|| login_failed(&response, &report.ctx));
+            counters
+                .record_failure(store, now)
+                .await
+                .map_err(|e| (e, "record"))
+        }
+        // Nothing to forget when the check found the account's counters
+        // clean: a first-try login costs the store one call. (A failure
+        // another instance records meanwhile stays counted: the throttle
+        // errs towards counting.)
+        Some(LoginOutcome::Succeeded) if account_failures => {
+            counters.reset(store).await.map_err(|e| (e, "reset"))
+        }
+        Some(LoginOutcome::Succeeded) | None => Ok(()),
+    };
+    drop(claim);
+    if let Err((_e, operation)) = written {
+        portcullis_core::event!(warn, reason = "throttle-store", error = %_e, "login throttle store failed after the handler");
+        return Ok(Err(report.store_down(operation)));
+    }
+    Ok(Ok(response))
+}
+
+/// What [`admit`] hands on for an attempt let through: the request, its
+/// counters, its claim on them, and whether an account counter holds
+/// failures.
+type Admitted<'a, B> = (
+    http::request::Parts,
+    RequestBody<B>,
+    Counters,
+    Claim<'a>,
+    bool,
+);
+
+/// The decision before the handler: the client address, the account, the
+/// counters' check. `Err` is the throttle's own answer.
+async fn admit<'a, ReqBody>(
+    shared: &'a Shared,
+    mut parts: http::request::Parts,
+    body: ReqBody,
+    report: &mut Report<'_>,
+) -> Result<Admitted<'a, ReqBody>, Rejection>
+where
+    ReqBody: Body<Data = Bytes>,
+{
+    let config = &shared.config;
+    let store = &*shared.store;
     let Some(ip) = config
         .client_address
         .resolve(&parts.extensions, &parts.headers)
@@ -355,10 +550,10 @@ where
             reason = "no-client-address",
             "login throttle: the server gives no peer address"
         );
-        return Ok(Err(Rejection::internal(
-            "the client address is unavailable",
-        )
-        .with_reason("no-client-address")));
+        return Err(report.refused(
+            Rejection::internal("the client address is unavailable")
+                .with_reason("no-client-address"),
+        ));
     };
     parts.extensions.insert(ClientIp(ip));
     let (account, body) = match config.account_field.as_deref() {
@@ -366,26 +561,26 @@ where
         Some(field) => {
             let enc = match encoding(&parts.headers) {
                 Ok(enc) => enc,
-                Err(e) => return Ok(Err(account_rejection(e))),
+                Err(e) => return Err(report.refused(account_rejection(e))),
             };
             let read = match read_limited(body, config.max_body).await {
                 Ok(read) => read,
                 Err(BodyReadError::TooLarge) => {
-                    return Ok(Err(Rejection::payload_too_large(
-                        "the login request body is too large",
-                    )
-                    .with_reason("body-too-large")));
+                    return Err(report.refused(
+                        Rejection::payload_too_large("the login request body is too large")
+                            .with_reason("body-too-large"),
+                    ));
                 }
                 Err(_) => {
-                    return Ok(Err(Rejection::bad_request(
-                        "the request body could not be read",
-                    )
-                    .with_reason("body-unreadable")));
+                    return Err(report.refused(
+                        Rejection::bad_request("the request body could not be read")
+                            .with_reason("body-unreadable"),
+                    ));
                 }
             };
             let account = match find_account(enc, &read.data, field) {
                 Ok(a) => a.map(|a| (config.normalize)(&a)).filter(|a| !a.is_empty()),
-                Err(e) => return Ok(Err(account_rejection(e))),
+                Err(e) => return Err(report.refused(account_rejection(e))),
             };
             (account, RequestBody::buffered(read.data, read.trailers))
         }
@@ -393,17 +588,20 @@ where
     let counters = Counters::new(config, account.as_deref(), ip);
     // Held until the outcome is recorded: a parallel attempt at the same
     // account waits for nothing and is refused like a blocked one.
-    let Some(_claim) = shared.in_flight.try_claim(counters.exclusive()) else {
+    let Some(claim) = shared.in_flight.try_claim(counters.exclusive()) else {
         portcullis_core::event!(
             debug,
             reason = "in-flight",
             "login attempt already in flight"
         );
-        return Ok(Err(throttled(Duration::from_secs(1))));
+        return Err(report.throttled(Duration::from_secs(1)));
     };
     let now = config.clock.now();
-    let account_failures = match counters.blocked(store, now).await {
-        Ok((None, account_failures)) => account_failures,
+    match counters.blocked(store, now).await {
+        Ok((None, account_failures)) => {
+            report.decided(Decision::Success, None);
+            Ok((parts, body, counters, claim, account_failures))
+        }
         Ok((Some(wait), _)) => {
             portcullis_core::event!(
                 debug,
@@ -411,30 +609,14 @@ where
                 wait_ms = wait.as_millis() as u64,
                 "login throttled"
             );
-            return Ok(Err(throttled(wait)));
+            Err(report.throttled(wait))
         }
         Err(_e) => {
             portcullis_core::event!(warn, reason = "throttle-store", error = %_e, "login throttle store failed");
-            return Ok(Err(store_down()));
+            let rejection = report.store_down("check");
+            Err(report.refused(rejection))
         }
-    };
-    let response = inner.call(Request::from_parts(parts, body)).await?;
-    let now = config.clock.now();
-    let written = match outcome_of(&response) {
-        Some(LoginOutcome::Failed) => counters.record_failure(store, now).await,
-        // Nothing to forget when the check found the account's counters
-        // clean: a first-try login costs the store one call. (A failure
-        // another instance records meanwhile stays counted: the throttle
-        // errs towards counting.)
-        Some(LoginOutcome::Succeeded) if account_failures => counters.reset(store).await,
-        Some(LoginOutcome::Succeeded) => Ok(()),
-        None => Ok(()),
-    };
-    if let Err(_e) = written {
-        portcullis_core::event!(warn, reason = "throttle-store", error = %_e, "login throttle store failed after the handler");
-        return Ok(Err(store_down()));
     }
-    Ok(Ok(response))
 }
 
 #[cfg(test)]
@@ -491,6 +673,34 @@ mod tests {
             with(303, Some(LoginOutcome::Succeeded)),
             Some(LoginOutcome::Succeeded)
         );
+        // A LoginFailure alone marks a failure; a LoginOutcome beside it
+        // decides.
+        let mut r = Response::new(());
+        r.extensions_mut()
+            .insert(LoginFailure::new("account_locked"));
+        assert_eq!(outcome_of(&r), Some(LoginOutcome::Failed));
+        r.extensions_mut().insert(LoginOutcome::Succeeded);
+        assert_eq!(outcome_of(&r), Some(LoginOutcome::Succeeded));
+    }
+
+    #[test]
+    fn login_failed_takes_the_handlers_reason_and_user() {
+        let ctx = EventContext::default();
+        let mut r = Response::new(());
+        let bare = login_failed(&r, &ctx);
+        assert_eq!(
+            bare.kind,
+            AuthEventKind::LoginFailed {
+                reason: "invalid_credentials"
+            }
+        );
+        assert_eq!(bare.user, None);
+        r.extensions_mut()
+            .insert(LoginFailure::new("account_locked").user("user-2"));
+        let given = login_failed(&r, &ctx);
+        assert_eq!(given.kind.reason(), Some("account_locked"));
+        assert_eq!(given.user.as_deref(), Some("user-2"));
+        assert_eq!(given.source, "throttle");
     }
 
     #[test]
