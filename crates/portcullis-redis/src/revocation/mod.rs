@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use portcullis_core::events::{AuthEvent, AuthEventKind, Events};
 use portcullis_core::{SharedClock, StoreError, SystemClock};
 use portcullis_jwt::revocation::{RevocationEvent, RevocationStore, RevocationView};
 use tokio::sync::watch;
@@ -66,6 +67,9 @@ const LEEWAY_SECS: i64 = portcullis_jwt::MAX_LEEWAY.as_secs() as i64;
 /// The default staleness bound is this many ping intervals (or the ping
 /// interval plus two call timeouts, if that is longer).
 const STALENESS_PINGS: u32 = 4;
+
+/// The source of the store's events.
+const EVENT_SOURCE: &str = "redis";
 
 /// A [`RevocationStore`] on Redis (or Redis Cluster) whose
 /// [`RevocationView`] every instance keeps current by Redis pub/sub.
@@ -132,6 +136,7 @@ struct StoreState {
     sync: watch::Sender<SyncState>,
     messages: AtomicU64,
     health: Mutex<Health>,
+    events: Events,
 }
 
 /// When the subscriber's connection was last verified alive, and whether
@@ -156,12 +161,20 @@ impl StoreState {
         h.stale
     }
 
-    /// A fresh snapshot has loaded: the view is current and trusted.
+    /// A fresh snapshot has loaded: the view is current and trusted. A view
+    /// the watchdog had marked stale is in step again: the
+    /// `revocation_view_recovered` event (not on every connect).
     fn fresh(&self) {
-        let mut h = self.health();
-        h.alive_at = Instant::now();
-        h.stale = false;
+        let was_stale = {
+            let mut h = self.health();
+            h.alive_at = Instant::now();
+            std::mem::replace(&mut h.stale, false)
+        };
         self.view.mark_ready();
+        if was_stale {
+            self.events
+                .emit(|| AuthEvent::new(EVENT_SOURCE, AuthEventKind::RevocationViewRecovered));
+        }
     }
 }
 
@@ -240,6 +253,7 @@ pub struct RedisRevocationStoreBuilder {
     ping_interval: Duration,
     max_backoff: Duration,
     max_staleness: Staleness,
+    events: Events,
 }
 
 /// The staleness bound a builder was given.
@@ -301,6 +315,33 @@ impl RedisRevocationStoreBuilder {
         self
     }
 
+    /// Where the store's events go (default [`Events::default`]: nothing
+    /// listens). Source `redis`:
+    ///
+    /// | kind | when |
+    /// |---|---|
+    /// | `revocation_view_stale` | the view went past [`max_staleness`](Self::max_staleness) without a verified connection: JWT requests answer 503 from now on |
+    /// | `revocation_view_recovered` | a fresh snapshot loaded after that: the view is in step again (once per stale spell, not on every connect) |
+    ///
+    /// ```no_run
+    /// use portcullis_core::events::Events;
+    /// use portcullis_redis::{RedisConfig, RedisRevocationStore};
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let events = Events::new();
+    /// let mut alerts = events.subscribe("alerts", 16);
+    /// let backend = RedisConfig::new("redis://127.0.0.1:6379/").build()?;
+    /// let revocations = RedisRevocationStore::builder(backend).events(events.clone()).start()?;
+    /// while let Some(event) = alerts.recv().await {
+    ///     eprintln!("{}: {}", event.source, event.kind.name());
+    /// }
+    /// # let _ = revocations; Ok(()) }
+    /// ```
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
     /// The staleness bound in force: the one given, or the default.
     fn staleness(&self) -> Option<Duration> {
         match self.max_staleness {
@@ -346,6 +387,7 @@ impl RedisRevocationStoreBuilder {
                 alive_at: Instant::now(),
                 stale: false,
             }),
+            events: self.events,
         });
         let min_backoff = shared.backend.reconnect_backoff().min(self.max_backoff);
         let task = runtime.spawn(subscriber::run(
@@ -390,6 +432,7 @@ impl RedisRevocationStore {
             ping_interval: DEFAULT_PING_INTERVAL,
             max_backoff: DEFAULT_MAX_BACKOFF,
             max_staleness: Staleness::Default,
+            events: Events::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use deadpool_redis::redis::{self, Client, Value};
 use futures_util::StreamExt as _;
 use portcullis_core::StoreError;
+use portcullis_core::events::{AuthEvent, AuthEventKind};
 use portcullis_jwt::revocation::RevocationEvent;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 
@@ -180,6 +181,9 @@ pub(super) async fn watchdog(shared: Arc<StoreState>, bound: Duration) {
             if !h.stale && Instant::now() >= deadline {
                 h.stale = true;
                 shared.view.mark_stale();
+                shared.events.emit(|| {
+                    AuthEvent::new(super::EVENT_SOURCE, AuthEventKind::RevocationViewStale)
+                });
                 portcullis_core::event!(
                     warn,
                     reason = "revocation-view-stale",

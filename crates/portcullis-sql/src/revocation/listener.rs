@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use portcullis_core::events::{AuthEvent, AuthEventKind};
 use portcullis_core::{StoreError, TokenDigest};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::time::{Instant, timeout};
 
-use super::pg_state::StoreState;
+use super::pg_state::{EVENT_SOURCE, StoreState};
 use super::{
     Entry, KEEP_MS, PageRows, SyncState, apply_page, entry_event, id_of, jitter, now_ms, user_event,
 };
@@ -307,6 +308,9 @@ pub(super) async fn watchdog(shared: Arc<StoreState>, bound: Duration) {
             if !h.stale && Instant::now() >= deadline {
                 h.stale = true;
                 shared.view.mark_stale();
+                shared
+                    .events
+                    .emit(|| AuthEvent::new(EVENT_SOURCE, AuthEventKind::RevocationViewStale));
                 portcullis_core::event!(
                     warn,
                     reason = "revocation-view-stale",

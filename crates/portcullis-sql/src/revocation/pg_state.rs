@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use portcullis_core::SharedClock;
+use portcullis_core::events::{AuthEvent, AuthEventKind, Events};
 use portcullis_jwt::revocation::RevocationView;
 use sqlx::{AssertSqlSafe, SqlSafeStr as _, SqlStr};
 use tokio::sync::watch;
@@ -31,7 +32,12 @@ pub(super) struct StoreState {
     pub(super) health: Mutex<Health>,
     pub(super) purge_tokens: Arc<Purger>,
     pub(super) purge_sessions: Arc<Purger>,
+    /// Where the store's events go (source `postgres`).
+    pub(super) events: Events,
 }
+
+/// The source of the store's events.
+pub(super) const EVENT_SOURCE: &str = "postgres";
 
 /// When the listener's connection was last verified alive, and whether
 /// the watchdog has marked the view stale since.
@@ -55,12 +61,20 @@ impl StoreState {
         h.stale
     }
 
-    /// A fresh snapshot has loaded: the view is current and trusted.
+    /// A fresh snapshot has loaded: the view is current and trusted. A view
+    /// the watchdog had marked stale is in step again: the
+    /// `revocation_view_recovered` event (not on every connect).
     pub(super) fn fresh(&self) {
-        let mut h = self.health();
-        h.alive_at = Instant::now();
-        h.stale = false;
+        let was_stale = {
+            let mut h = self.health();
+            h.alive_at = Instant::now();
+            std::mem::replace(&mut h.stale, false)
+        };
         self.view.mark_ready();
+        if was_stale {
+            self.events
+                .emit(|| AuthEvent::new(EVENT_SOURCE, AuthEventKind::RevocationViewRecovered));
+        }
     }
 }
 

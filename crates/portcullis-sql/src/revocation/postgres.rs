@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use portcullis_core::events::Events;
 use portcullis_core::{SharedClock, StoreError, SystemClock, TokenDigest};
 use portcullis_jwt::revocation::{RevocationEvent, RevocationStore, RevocationView};
 use tokio::sync::watch;
@@ -181,6 +182,7 @@ pub struct PgRevocationStoreBuilder {
     max_backoff: Duration,
     max_staleness: Staleness,
     snapshot_page: u32,
+    events: Events,
 }
 
 impl fmt::Debug for PgRevocationStoreBuilder {
@@ -192,6 +194,7 @@ impl fmt::Debug for PgRevocationStoreBuilder {
             .field("max_backoff", &self.max_backoff)
             .field("max_staleness", &self.max_staleness)
             .field("snapshot_page", &self.snapshot_page)
+            .field("events", &self.events)
             .finish_non_exhaustive()
     }
 }
@@ -265,6 +268,32 @@ impl PgRevocationStoreBuilder {
         self
     }
 
+    /// Where the store's events go (default [`Events::default`]: nothing
+    /// listens). Source `postgres`:
+    ///
+    /// | kind | when |
+    /// |---|---|
+    /// | `revocation_view_stale` | the view went past [`max_staleness`](Self::max_staleness) without a verified connection: JWT requests answer 503 from now on |
+    /// | `revocation_view_recovered` | a fresh snapshot loaded after that: the view is in step again (once per stale spell, not on every connect) |
+    ///
+    /// ```no_run
+    /// use portcullis_core::events::Events;
+    /// use portcullis_sql::{PgBackend, PgRevocationStore};
+    ///
+    /// # async fn demo(backend: PgBackend) -> Result<(), Box<dyn std::error::Error>> {
+    /// let events = Events::new();
+    /// let mut alerts = events.subscribe("alerts", 16);
+    /// let revocations = PgRevocationStore::builder(&backend).events(events.clone()).start()?;
+    /// while let Some(event) = alerts.recv().await {
+    ///     eprintln!("{}: {}", event.source, event.kind.name());
+    /// }
+    /// # let _ = revocations; Ok(()) }
+    /// ```
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
     /// The staleness bound in force: the one given, or the default.
     fn staleness(&self) -> Option<Duration> {
         match self.max_staleness {
@@ -316,6 +345,7 @@ impl PgRevocationStoreBuilder {
             }),
             purge_tokens: Purger::new(purge),
             purge_sessions: Purger::new(purge),
+            events: self.events,
         });
         let task = runtime.spawn(listener::run(
             Arc::clone(&shared),
@@ -370,6 +400,7 @@ impl PgRevocationStore {
             ping_interval: DEFAULT_PING_INTERVAL,
             max_backoff: DEFAULT_MAX_BACKOFF,
             max_staleness: Staleness::Default,
+            events: Events::default(),
             snapshot_page: DEFAULT_SNAPSHOT_PAGE,
         }
     }
