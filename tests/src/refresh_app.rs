@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::response::IntoResponse;
 use axum::routing::{self, get};
+use portcullis::core::events::{AuthEvent, EventStream, Events};
 use portcullis::core::store::FaultSwitch;
 use portcullis::core::{ManualClock, StoreError, Timestamp};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore, RevocationView};
@@ -20,7 +21,7 @@ use portcullis::jwt::{
 use portcullis::refresh::testing::FaultyRefreshStore;
 use portcullis::refresh::{
     Family, FamilyId, MemoryRefreshStore, RefreshConfig, RefreshLayer, RefreshStore, Refresher,
-    RotateOutcome, Rotation, SecurityEvent,
+    RotateOutcome, Rotation,
 };
 use serde_json::{Value, json};
 
@@ -120,7 +121,10 @@ pub struct HybridApp {
     pub clock: Arc<ManualClock>,
     pub store_calls: Arc<AtomicU64>,
     pub down: Arc<std::sync::atomic::AtomicBool>,
-    pub events: Arc<Mutex<Vec<SecurityEvent>>>,
+    /// The event handle of the refresher, the `JwtLayer` and the issuer.
+    pub bus: Events,
+    /// Every event of `bus` since the app started.
+    pub events: EventLog,
     pub api_hits: Arc<AtomicUsize>,
     pub refresher: Refresher,
 }
@@ -146,10 +150,13 @@ pub async fn start_with_leeway(
 ) -> HybridApp {
     let revocations: Arc<dyn RevocationStore> =
         revocations.unwrap_or_else(|| Arc::new(MemoryRevocationStore::with_clock(clock.clone())));
+    let bus = events_bus();
+    let events = EventLog::new(&bus);
     let issuer = JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
         .issuer(ISS)
         .audience(AUD)
         .clock(clock.clone())
+        .events(bus.clone())
         .build()
         .unwrap();
     let jwt = JwtLayer::builder(issuer.keys())
@@ -158,6 +165,7 @@ pub async fn start_with_leeway(
         .audience(AUD)
         .clock(clock.clone())
         .revocation(revocations.view())
+        .events(bus.clone())
         .build()
         .unwrap();
     let faulty =
@@ -168,11 +176,7 @@ pub async fn start_with_leeway(
         inner: faulty,
         calls: store_calls.clone(),
     };
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = events.clone();
-    let config = config(
-        RefreshConfig::default().on_security_event(move |e| sink.lock().unwrap().push(e.clone())),
-    );
+    let config = config(RefreshConfig::default().events(bus.clone()));
     let refresher = Refresher::builder(counting, issuer, revocations, jwt.clone())
         .config(config)
         .clock(clock.clone())
@@ -193,6 +197,7 @@ pub async fn start_with_leeway(
         )
         .layer(jwt)
         .route("/auth/login/{user}", routing::post(login_handler))
+        .route("/account/password/{user}", routing::post(password_handler))
         .with_state(refresher.clone())
         .layer(RefreshLayer::new(&refresher));
     HybridApp {
@@ -200,9 +205,83 @@ pub async fn start_with_leeway(
         clock,
         store_calls,
         down,
+        bus,
         events,
         api_hits,
         refresher,
+    }
+}
+
+/// An event handle reading the route from axum's `MatchedPath`, the
+/// client from `ConnectInfo` and the trace id from `traceparent`.
+#[must_use]
+pub fn events_bus() -> Events {
+    Events::builder()
+        .route(portcullis::events::matched_path)
+        .client_ip(|ext, _| {
+            ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip())
+        })
+        .build()
+}
+
+/// Collects every event of a handle (a subscriber drained on demand:
+/// events are delivered before the response that caused them is sent).
+pub struct EventLog {
+    stream: Mutex<EventStream>,
+    seen: Mutex<Vec<Arc<AuthEvent>>>,
+}
+
+impl EventLog {
+    /// Subscribes to `events`.
+    #[must_use]
+    pub fn new(events: &Events) -> Self {
+        Self {
+            stream: Mutex::new(events.subscribe("test-log", 1 << 14)),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every event so far, oldest first.
+    ///
+    /// # Panics
+    ///
+    /// When the subscriber missed an event.
+    pub fn all(&self) -> Vec<Arc<AuthEvent>> {
+        let mut stream = self.stream.lock().unwrap();
+        let mut seen = self.seen.lock().unwrap();
+        while let Some(e) = stream.try_recv() {
+            seen.push(e);
+        }
+        assert_eq!(stream.dropped(), 0, "the test log missed events");
+        seen.clone()
+    }
+
+    /// The events of kind `name` (`refresh_reuse_detected`, ...).
+    pub fn named(&self, name: &str) -> Vec<Arc<AuthEvent>> {
+        self.all()
+            .into_iter()
+            .filter(|e| e.kind.name() == name)
+            .collect()
+    }
+
+    /// The reuse detections so far.
+    pub fn reuses(&self) -> Vec<Arc<AuthEvent>> {
+        self.named("refresh_reuse_detected")
+    }
+}
+
+/// The refresh half of a password change (the new hash is stored): every
+/// device of `user` logged out. 204, or 503 when a store fails.
+async fn password_handler(
+    State(refresher): State<Refresher>,
+    Path(user): Path<String>,
+    req: Request,
+) -> impl IntoResponse {
+    let (parts, _) = req.into_parts();
+    match refresher.for_request(&parts).password_changed(&user).await {
+        Ok(_) => axum::http::StatusCode::NO_CONTENT,
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

@@ -592,7 +592,7 @@ async fn rotation_and_reuse_across_instances() {
     );
     assert_eq!(api(a, &other.access).await, StatusCode::OK);
     assert_eq!(api(b, &other.access).await, StatusCode::OK);
-    let events = b.events.lock().unwrap().clone();
+    let events = b.events.reuses();
     assert_eq!(events.len(), 1, "{events:?}");
 }
 

@@ -12,7 +12,7 @@ use portcullis::core::ManualClock;
 use portcullis::jwt::MAX_LEEWAY;
 use portcullis::jwt::revocation::RevocationStore;
 use portcullis::refresh::{
-    MemoryRefreshStore, RefreshConfig, RefreshConfigError, RefreshStore, SecurityEvent, Transport,
+    MemoryRefreshStore, RefreshConfig, RefreshConfigError, RefreshStore, Transport,
 };
 use portcullis_tests::refresh_app::{
     COOKIE, FaultyRevocations, HybridApp, Login, api, login_with, post, post_login, post_token,
@@ -51,12 +51,9 @@ async fn app_with_faulty_revocations() -> (HybridApp, Arc<std::sync::atomic::Ato
 
 fn reuse_events(app: &HybridApp, user: &str) -> usize {
     app.events
-        .lock()
-        .unwrap()
+        .reuses()
         .iter()
-        .filter(
-            |e| matches!(e, SecurityEvent::RefreshTokenReuse { user_id, .. } if user_id == user),
-        )
+        .filter(|e| e.user.as_deref() == Some(user))
         .count()
 }
 

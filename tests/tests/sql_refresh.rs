@@ -625,7 +625,7 @@ async fn refresh_and_reuse_over_http_on_postgres() {
     );
     assert_eq!(api(&app, &other.access).await, StatusCode::OK);
     assert_eq!(refresh(&app, &other.refresh).await.status(), StatusCode::OK);
-    let events = app.events.lock().unwrap().clone();
+    let events = app.events.reuses();
     assert_eq!(
         events.len(),
         2,

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
+use portcullis_core::events::Events;
 use portcullis_core::rejection::is_grpc;
 use portcullis_core::{ProblemJson, ResponseBody, SharedClock, SystemClock};
 use tower_layer::Layer;
@@ -16,6 +17,7 @@ use tower_service::Service;
 
 use crate::claims::{Claims, NoCustomClaims};
 use crate::error::{JwtError, JwtErrorKind};
+use crate::events::Observation;
 use crate::service::ResponseFuture;
 use crate::validation::DEFAULT_LEEWAY;
 
@@ -47,6 +49,7 @@ struct Rule {
     /// Accepted `acr` values, in preference order (empty: any).
     acr_values: Vec<String>,
     clock: SharedClock,
+    events: Events,
 }
 
 impl fmt::Debug for Rule {
@@ -146,6 +149,7 @@ impl RequireFreshAuthLayer {
             max_age: Some(max_age.as_secs()),
             acr_values: Vec::new(),
             clock: SystemClock::shared(),
+            events: Events::default(),
         })
     }
 
@@ -165,6 +169,7 @@ impl RequireFreshAuthLayer {
             max_age: None,
             acr_values: acr_values(values)?,
             clock: SystemClock::shared(),
+            events: Events::default(),
         }))
     }
 }
@@ -182,6 +187,7 @@ impl<T> RequireFreshAuthLayer<T> {
             max_age: self.rule.max_age,
             acr_values: self.rule.acr_values.clone(),
             clock: Arc::clone(&self.rule.clock),
+            events: self.rule.events.clone(),
         };
         f(&mut rule);
         Self::from_rule(rule)
@@ -213,6 +219,27 @@ impl<T> RequireFreshAuthLayer<T> {
     #[must_use]
     pub fn clock(self, clock: SharedClock) -> Self {
         self.with(|r| r.clock = clock)
+    }
+
+    /// Reports to `events` (default: nothing listens): a
+    /// `reauth_required` event (reason `insufficient-user-authentication`,
+    /// with the user) for every step-up refusal, `jwt_refused` (`missing`)
+    /// for a request no `JwtLayer` verified, and the time each decision
+    /// took (layer `require_fresh_auth`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use portcullis_core::events::Events;
+    /// use portcullis_jwt::RequireFreshAuthLayer;
+    ///
+    /// let events = Events::new();
+    /// let mut audit = events.subscribe("audit", 1024);
+    /// let sudo = RequireFreshAuthLayer::within(Duration::from_secs(600)).events(events);
+    /// # let _ = (sudo, audit.try_recv());
+    /// ```
+    #[must_use]
+    pub fn events(self, events: Events) -> Self {
+        self.with(|r| r.events = events)
     }
 
     /// For layers that decode application claims as `U`.
@@ -316,8 +343,19 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let rule = &self.layer.rule;
+        let events = &rule.events;
+        let observation = Observation::start(events, (req.extensions(), req.headers()), false);
         let now = i64::try_from(rule.clock.now().secs()).unwrap_or(i64::MAX);
-        match decide(rule, req.extensions().get::<Claims<T>>(), now) {
+        let claims = req.extensions().get::<Claims<T>>();
+        let decision = decide(rule, claims, now);
+        let user = claims.and_then(Claims::subject);
+        observation.decided(
+            events,
+            "require_fresh_auth",
+            decision.as_ref().map(|()| true),
+            user,
+        );
+        match decision {
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
             Err(e) => {
                 portcullis_core::event!(
@@ -350,6 +388,7 @@ mod tests {
             max_age,
             acr_values: acr.iter().map(|s| (*s).to_owned()).collect(),
             clock: SystemClock::shared(),
+            events: Events::default(),
         }
     }
 

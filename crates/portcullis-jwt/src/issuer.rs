@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
+use portcullis_core::events::{AuthEvent, AuthEventKind, Events};
 use portcullis_core::{OpaqueToken, SharedClock, SystemClock};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -107,6 +108,7 @@ struct Inner {
     lifetime: Duration,
     clock: SharedClock,
     revocation: Option<RevocationView>,
+    events: Events,
 }
 
 impl fmt::Debug for JwtIssuer {
@@ -129,6 +131,7 @@ pub struct JwtIssuerBuilder {
     lifetime: Duration,
     clock: SharedClock,
     revocation: Option<RevocationView>,
+    events: Events,
 }
 
 impl JwtIssuerBuilder {
@@ -163,6 +166,33 @@ impl JwtIssuerBuilder {
         self
     }
 
+    /// Reports to `events` (default: nothing listens): `key_rotated` from
+    /// [`JwtIssuer::rotate`], `key_retired` from [`JwtIssuer::retire`]
+    /// (with the key id, which is public) and `login_succeeded` (user =
+    /// `sub`) for every token [`JwtIssuer::login_token`] mints. They happen
+    /// outside any request: no route, client or trace id.
+    ///
+    /// ```
+    /// use portcullis_core::events::{AuthEventKind, Events};
+    /// use portcullis_jwt::{Algorithm, JwtIssuer, SigningKey};
+    ///
+    /// let events = Events::new();
+    /// let mut audit = events.subscribe("audit", 16);
+    /// let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
+    ///     .issuer("https://auth.example.com")
+    ///     .audience("api")
+    ///     .events(events)
+    ///     .build()
+    ///     .unwrap();
+    /// issuer.rotate(SigningKey::generate("k2", Algorithm::ES256).unwrap()).unwrap();
+    /// let event = audit.try_recv().unwrap();
+    /// assert_eq!(event.kind, AuthEventKind::KeyRotated { kid: "k2".into() });
+    /// ```
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
     /// The issuer.
     ///
     /// # Errors
@@ -182,6 +212,7 @@ impl JwtIssuerBuilder {
                 lifetime: self.lifetime,
                 clock: self.clock,
                 revocation: self.revocation,
+                events: self.events,
             }),
         })
     }
@@ -368,6 +399,13 @@ impl TokenBuilder<'_> {
         header.kid = Some(key.kid().to_owned());
         let token = jsonwebtoken::encode(&header, &claims, key.encoding_key())
             .map_err(|_| IssueError::Sign)?;
+        drop(keys);
+        if self.login {
+            let sub = self.sub.as_str();
+            inner.events.emit(|| {
+                AuthEvent::new(crate::events::SOURCE, AuthEventKind::LoginSucceeded).user(sub)
+            });
+        }
         Ok(AccessToken {
             token,
             jti,
@@ -387,6 +425,7 @@ impl JwtIssuer {
             lifetime: DEFAULT_ACCESS_LIFETIME,
             clock: SystemClock::shared(),
             revocation: None,
+            events: Events::default(),
         }
     }
 
@@ -530,6 +569,15 @@ impl JwtIssuer {
         })?;
         keys.current = key;
         keys.last_exp = i64::MIN;
+        drop(keys);
+        self.inner.events.emit(|| {
+            AuthEvent::new(
+                crate::events::SOURCE,
+                AuthEventKind::KeyRotated {
+                    kid: kid.as_str().into(),
+                },
+            )
+        });
         Ok(())
     }
 
@@ -585,6 +633,15 @@ impl JwtIssuer {
                 .collect();
             Ok::<_, IssueError>(Update::Replace(KeySet::from_arcs(all)?, retiring))
         })?;
+        drop(keys);
+        if removed {
+            self.inner.events.emit(|| {
+                AuthEvent::new(
+                    crate::events::SOURCE,
+                    AuthEventKind::KeyRetired { kid: kid.into() },
+                )
+            });
+        }
         Ok(removed)
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
+use portcullis_core::events::Events;
 use portcullis_core::{ProblemJson, RenderRejection, SharedClock, SystemClock};
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
@@ -51,6 +52,7 @@ pub struct JwtLayerBuilder<T = NoCustomClaims> {
     clock: SharedClock,
     realm: Option<String>,
     retry_after: Duration,
+    events: Events,
     _claims: PhantomData<fn() -> T>,
 }
 
@@ -151,6 +153,36 @@ impl<T> JwtLayerBuilder<T> {
         self
     }
 
+    /// Reports to `events` (default: nothing listens): a `jwt_refused`
+    /// event with the refusal's reason code for every refused request
+    /// (`store_unavailable` `revocation`/`check` too when the revocation
+    /// view cannot answer), the time each decision took, and, with the
+    /// `tracing` feature, a `portcullis.jwt` span per request. No event
+    /// carries the token. See the crate docs for the table of events.
+    ///
+    /// ```
+    /// use portcullis_core::events::{AuthEventKind, Events};
+    /// use portcullis_jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
+    ///     .issuer("https://auth.example.com")
+    ///     .audience("api")
+    ///     .build()
+    ///     .unwrap();
+    /// let events = Events::new();
+    /// let mut audit = events.subscribe("audit", 1024);
+    /// let jwt = JwtLayer::builder_for(&issuer).events(events).build().unwrap();
+    /// // Every request a `jwt` refuses is now in `audit`:
+    /// // AuthEventKind::JwtRefused { reason: "expired" }, ...
+    /// # let _ = (jwt, audit.try_recv());
+    /// # });
+    /// ```
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
     /// Decodes the application's claims as `U` (any `DeserializeOwned`).
     pub fn claims<U>(self) -> JwtLayerBuilder<U> {
         JwtLayerBuilder {
@@ -165,6 +197,7 @@ impl<T> JwtLayerBuilder<T> {
             clock: self.clock,
             realm: self.realm,
             retry_after: self.retry_after,
+            events: self.events,
             _claims: PhantomData,
         }
     }
@@ -199,6 +232,7 @@ impl<T> JwtLayerBuilder<T> {
                 },
                 realm: self.realm,
                 retry_after: self.retry_after,
+                events: self.events,
             }),
             renderer: ProblemJson,
         })
@@ -300,6 +334,7 @@ impl JwtLayer {
             clock: SystemClock::shared(),
             realm: None,
             retry_after: Duration::from_secs(1),
+            events: Events::default(),
             _claims: PhantomData,
         }
     }

@@ -76,6 +76,7 @@ mod alg;
 mod cache;
 mod claims;
 mod error;
+mod events;
 #[cfg(feature = "axum")]
 mod extract;
 mod fresh;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use portcullis_core::events::Events;
 use portcullis_core::rejection::is_grpc;
 use portcullis_core::{ProblemJson, ResponseBody};
 use tower_layer::Layer;
@@ -14,6 +15,7 @@ use tower_service::Service;
 
 use crate::claims::{Claims, NoCustomClaims};
 use crate::error::{JwtError, JwtErrorKind};
+use crate::events::Observation;
 use crate::service::ResponseFuture;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,7 @@ enum Need {
 /// ```
 pub struct RequireClaimsLayer<T = NoCustomClaims> {
     needs: Arc<Vec<Need>>,
+    events: Events,
     _claims: PhantomData<fn() -> T>,
 }
 
@@ -45,6 +48,7 @@ impl<T> Clone for RequireClaimsLayer<T> {
     fn clone(&self) -> Self {
         Self {
             needs: Arc::clone(&self.needs),
+            events: self.events.clone(),
             _claims: PhantomData,
         }
     }
@@ -64,6 +68,7 @@ impl RequireClaimsLayer {
     pub fn scope(scope: impl Into<String>) -> Self {
         Self {
             needs: Arc::new(vec![Need::Scope(scope.into())]),
+            events: Events::default(),
             _claims: PhantomData,
         }
     }
@@ -73,6 +78,7 @@ impl RequireClaimsLayer {
     pub fn role(role: impl Into<String>) -> Self {
         Self {
             needs: Arc::new(vec![Need::Role(role.into())]),
+            events: Events::default(),
             _claims: PhantomData,
         }
     }
@@ -96,8 +102,29 @@ impl<T> RequireClaimsLayer<T> {
         needs.push(need);
         Self {
             needs: Arc::new(needs),
+            events: self.events,
             _claims: PhantomData,
         }
+    }
+
+    /// Reports to `events` (default: nothing listens): a `jwt_refused`
+    /// event for every refusal (`insufficient-scope` with the user, or
+    /// `missing` when no `JwtLayer` verified a token), and the time each
+    /// decision took (layer `require_claims`).
+    ///
+    /// ```
+    /// use portcullis_core::events::Events;
+    /// use portcullis_jwt::RequireClaimsLayer;
+    ///
+    /// let events = Events::new();
+    /// let mut audit = events.subscribe("audit", 1024);
+    /// let admins = RequireClaimsLayer::role("admin").events(events);
+    /// # let _ = (admins, audit.try_recv());
+    /// ```
+    #[must_use]
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
     }
 
     /// For layers that decode application claims as `U`.
@@ -105,6 +132,7 @@ impl<T> RequireClaimsLayer<T> {
     pub fn for_claims<U>(self) -> RequireClaimsLayer<U> {
         RequireClaimsLayer {
             needs: self.needs,
+            events: self.events,
             _claims: PhantomData,
         }
     }
@@ -183,7 +211,18 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match decide(&self.layer.needs, req.extensions().get::<Claims<T>>()) {
+        let events = &self.layer.events;
+        let observation = Observation::start(events, (req.extensions(), req.headers()), false);
+        let claims = req.extensions().get::<Claims<T>>();
+        let decision = decide(&self.layer.needs, claims);
+        let user = claims.and_then(Claims::subject);
+        observation.decided(
+            events,
+            "require_claims",
+            decision.as_ref().map(|()| true),
+            user,
+        );
+        match decision {
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
             Err(e) => {
                 let grpc = is_grpc(req.headers());

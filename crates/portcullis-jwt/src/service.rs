@@ -15,11 +15,13 @@ use tower_service::Service;
 
 use crate::claims::{NoCustomClaims, mark};
 use crate::error::JwtError;
+use crate::events::Observation;
 use crate::verifier::{Decision, Refresh, Verifier};
 
 /// A built layer's configuration: the verifier and how refusals look.
 pub(crate) struct Config<T> {
     pub(crate) verifier: Verifier<T>,
+    pub(crate) events: portcullis_core::events::Events,
     pub(crate) realm: Option<String>,
     pub(crate) retry_after: Duration,
 }
@@ -99,17 +101,27 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        match self.config.verifier.decide_request(req.headers()) {
+        let events = &self.config.events;
+        let observation = Observation::start(events, (req.extensions(), req.headers()), true);
+        #[cfg(feature = "tracing")]
+        let entered = observation.span.clone().entered();
+        let decision = self.config.verifier.decide_request(req.headers());
+        let future = match decision {
             Decision::Pass(claims) => {
+                observation.decided(events, "jwt", Ok(claims.is_some()), None);
                 mark(req.extensions_mut(), claims);
                 ResponseFuture::inner(self.inner.call(req))
             }
             Decision::Reject(e) => {
+                observation.decided(events, "jwt", Err(&e), None);
                 let grpc = is_grpc(req.headers());
                 ResponseFuture::ready(self.config.refuse(&e, &self.renderer, grpc))
             }
-            Decision::Wait(refresh, token) => self.after_refresh(req, refresh, token),
-        }
+            Decision::Wait(refresh, token) => self.after_refresh(req, refresh, token, observation),
+        };
+        #[cfg(feature = "tracing")]
+        drop(entered);
+        future
     }
 }
 
@@ -124,6 +136,7 @@ where
         mut req: Request<ReqBody>,
         refresh: crate::keys::RefreshFuture,
         token: String,
+        observation: Observation,
     ) -> ResponseFuture<S::Future, ResBody, S::Error>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -140,16 +153,23 @@ where
         let renderer = self.renderer.clone();
         ResponseFuture::boxed(Box::pin(async move {
             refresh.await;
-            match config.verifier.decide(&token, Refresh::Done) {
-                Decision::Pass(claims) => {
+            #[cfg(feature = "tracing")]
+            let entered = observation.span.clone().entered();
+            let events = &config.events;
+            let outcome = match config.verifier.decide(&token, Refresh::Done) {
+                Decision::Pass(claims) => Ok(claims),
+                Decision::Reject(e) => Err(e),
+                Decision::Wait(..) => Err(JwtError::new(crate::error::JwtErrorKind::UnknownKey)),
+            };
+            observation.decided(events, "jwt", outcome.as_ref().map(Option::is_some), None);
+            #[cfg(feature = "tracing")]
+            drop(entered);
+            match outcome {
+                Ok(claims) => {
                     mark(req.extensions_mut(), claims);
                     inner.call(req).await.map(|r| r.map(ResponseBody::inner))
                 }
-                Decision::Reject(e) => Ok(config.refuse(&e, &renderer, is_grpc(req.headers()))),
-                Decision::Wait(..) => {
-                    let e = JwtError::new(crate::error::JwtErrorKind::UnknownKey);
-                    Ok(config.refuse(&e, &renderer, is_grpc(req.headers())))
-                }
+                Err(e) => Ok(config.refuse(&e, &renderer, is_grpc(req.headers()))),
             }
         }))
     }

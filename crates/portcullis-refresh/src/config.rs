@@ -1,10 +1,10 @@
 //! Refresh configuration: [`RefreshConfig`], where the token travels
-//! ([`Transport`]), security events, and what cannot work.
+//! ([`Transport`]), where events go, and what cannot work.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis_core::events::Events;
 use portcullis_core::lifetime::Lifetimes;
 pub use portcullis_core::request::ClientIpFn;
 use portcullis_core::{CookieConfig, SameSite};
@@ -25,23 +25,6 @@ pub enum Transport {
     /// `x-refresh-transport: body`.
     Either,
 }
-
-/// A security event the application can subscribe to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SecurityEvent {
-    /// A rotated refresh token was presented again outside the grace window:
-    /// the family has been revoked, its access tokens too.
-    RefreshTokenReuse {
-        /// The user.
-        user_id: String,
-        /// The revoked family (device).
-        family_id: String,
-    },
-}
-
-/// A callback for [`SecurityEvent`]s.
-pub type EventHook = Arc<dyn Fn(&SecurityEvent) + Send + Sync>;
 
 /// The default per-user family cap: [`RefreshConfig::max_families_per_user`].
 pub const DEFAULT_MAX_FAMILIES_PER_USER: usize = 20;
@@ -84,7 +67,7 @@ pub struct RefreshConfig {
     pub(crate) rotation_key: Option<RotationKey>,
     pub(crate) retry_after: Duration,
     pub(crate) max_body: usize,
-    pub(crate) on_event: Option<EventHook>,
+    pub(crate) events: Events,
     pub(crate) trusted_origins: Vec<String>,
     pub(crate) client_ip: Option<ClientIpFn>,
     pub(crate) public_origin: Option<String>,
@@ -118,7 +101,7 @@ impl Default for RefreshConfig {
             rotation_key: None,
             retry_after: Duration::from_secs(1),
             max_body: 4096,
-            on_event: None,
+            events: Events::default(),
             trusted_origins: Vec::new(),
             client_ip: None,
             public_origin: None,
@@ -197,12 +180,25 @@ impl RefreshConfig {
         self
     }
 
-    /// Calls `hook` on every security event (also logged with `tracing`).
-    pub fn on_security_event(
-        mut self,
-        hook: impl Fn(&SecurityEvent) + Send + Sync + 'static,
-    ) -> Self {
-        self.on_event = Some(Arc::new(hook));
+    /// Reports to `events` (default: nothing listens): logins, rotations,
+    /// reuse detections, logouts, revoked and evicted devices, expired
+    /// families, password changes and store outages, each with the user
+    /// and the family id (the device; never a token). See the crate docs
+    /// for the table of events, and
+    /// [`Refresher::for_request`](crate::Refresher::for_request) for the
+    /// request context of operations called from handlers.
+    ///
+    /// ```
+    /// use portcullis_core::events::Events;
+    /// use portcullis_refresh::RefreshConfig;
+    ///
+    /// let events = Events::new();
+    /// let mut audit = events.subscribe("audit", 1024);
+    /// let config = RefreshConfig::default().events(events);
+    /// # let _ = (config, audit.try_recv());
+    /// ```
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
         self
     }
 

@@ -271,7 +271,8 @@ impl Login {
     /// # let _ = reply; }
     /// ```
     pub async fn reply(mut self, parts: &Parts) -> http::Response<http_body_util::Full<Bytes>> {
-        let refresher = self.refresher.clone();
+        let refresher = self.refresher.for_request(parts);
+        self.refresher = refresher.clone();
         let carrier = login_carrier(refresher.config().transport, &parts.headers);
         if carrier == Carrier::Cookie
             && is_cross_site(&refresher, &http::Uri::default(), &parts.headers)

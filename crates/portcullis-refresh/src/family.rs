@@ -184,6 +184,12 @@ pub enum RotateOutcome {
     Reused(Family),
     /// No live family, or a token this family never issued: nothing changed.
     Invalid,
+    /// The family has passed its idle or absolute deadline and the
+    /// presented token is one it issued: nothing rotated (the family may
+    /// have been deleted). A store may answer [`Invalid`](Self::Invalid)
+    /// instead; with this answer the refresher reports the expiry (event
+    /// `family_expired`).
+    Expired(Family),
     /// The previous token inside grace, but the current token is not the
     /// successor the caller derived (instances with different rotation
     /// keys): nothing changed.

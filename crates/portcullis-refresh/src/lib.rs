@@ -12,7 +12,7 @@
 //!   fork the chain. Presenting an older token, or the previous one after
 //!   the window, to any endpoint (refresh, logout, log out everywhere) is
 //!   **reuse**: the family is revoked at once, newest token included, and a
-//!   [`SecurityEvent`] is emitted.
+//!   `refresh_reuse_detected` event is emitted (see [Events](#events)).
 //! - Access tokens carry the family as `sid` and the user's token version
 //!   as `ver`. Logging a device out, a reuse, or logging out everywhere puts
 //!   the family or the user into the JWT revocation view, so **live access
@@ -103,8 +103,7 @@ pub mod testing;
 mod token;
 
 pub use config::{
-    ClientIpFn, DEFAULT_MAX_FAMILIES_PER_USER, EventHook, RefreshConfig, RefreshConfigError,
-    SecurityEvent, Transport,
+    ClientIpFn, DEFAULT_MAX_FAMILIES_PER_USER, RefreshConfig, RefreshConfigError, Transport,
 };
 pub use error::{RefreshError, RefreshErrorKind};
 pub use family::{DeviceInfo, Family, Presented, RotateOutcome, Rotated, Rotation};

@@ -169,14 +169,25 @@ impl RefreshStore for MemoryRefreshStore {
 
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
         let mut inner = self.lock();
+        // The presented family first: the sweep could remove it unseen.
+        if inner
+            .families
+            .get(&r.family)
+            .is_some_and(|f| f.is_expired(r.now))
+        {
+            let gone = inner.remove(&r.family);
+            inner.sweep(r.now, SWEEP_PER_WRITE);
+            return Ok(match gone {
+                Some(f) if f.classify(&r.presented, r.now, r.grace) != Presented::Unknown => {
+                    RotateOutcome::Expired(f)
+                }
+                _ => RotateOutcome::Invalid,
+            });
+        }
         inner.sweep(r.now, SWEEP_PER_WRITE);
         let Some(fam) = inner.families.get_mut(&r.family) else {
             return Ok(RotateOutcome::Invalid);
         };
-        if fam.is_expired(r.now) {
-            inner.remove(&r.family);
-            return Ok(RotateOutcome::Invalid);
-        }
         match fam.classify(&r.presented, r.now, r.grace) {
             Presented::Current => {
                 fam.rotate(r.successor, r.now, r.idle, r.history_limit, &r.device);

@@ -9,17 +9,23 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis_core::events::{AuthEvent, AuthEventKind, EventContext};
 use portcullis_core::lifetime::{Lifetimes, retry_on_conflict};
-use portcullis_core::{ActiveSession, OriginCheck, SharedClock, SystemClock, Timestamp};
+use portcullis_core::{
+    ActiveSession, OriginCheck, SharedClock, StoreError, SystemClock, Timestamp,
+};
 use portcullis_jwt::revocation::RevocationStore;
 use portcullis_jwt::{AccessToken, JwtIssuer, JwtLayer};
 use serde_json::{Map, Value};
 
-use crate::config::{RefreshConfig, RefreshConfigError, SecurityEvent};
+use crate::config::{RefreshConfig, RefreshConfigError};
 use crate::error::{RefreshError, RefreshErrorKind};
 use crate::family::{DeviceInfo, Family, Presented, RotateOutcome, Rotation};
 use crate::store::RefreshStore;
 use crate::token::{FamilyId, RefreshToken, RotationKey};
+
+/// The source name of every event this crate emits.
+const SOURCE: &str = "refresh";
 
 /// Added to the `exp` bound of a revoked family's access tokens: a refresh
 /// in flight when the family is revoked, and other instances' clocks.
@@ -53,9 +59,19 @@ impl fmt::Debug for TokenPair {
 /// The application's login handler checks credentials and starts a family
 /// with [`Refresher::login`]; the [`RefreshLayer`](crate::RefreshLayer)
 /// serves refresh, logout and device endpoints. Cheap to clone.
+///
+/// Its events ([`RefreshConfig::events`]) carry the route, client address
+/// and trace id of the request when the handle knows the request: the
+/// endpoints of the [`RefreshLayer`](crate::RefreshLayer) and
+/// [`Login::reply`] do; in a handler of yours, call
+/// [`for_request`](Self::for_request) first. Without it an operation's
+/// events carry the user and device only.
 #[derive(Clone)]
 pub struct Refresher {
     pub(crate) inner: Arc<Inner>,
+    /// The request the events of this handle belong to (empty when none,
+    /// or when nothing listens).
+    ctx: EventContext,
 }
 
 pub(crate) struct Inner {
@@ -135,6 +151,7 @@ impl RefresherBuilder {
             origin = origin.insecure_http_site();
         }
         Ok(Refresher {
+            ctx: EventContext::default(),
             inner: Arc::new(Inner {
                 store: self.store,
                 issuer: self.issuer,
@@ -250,6 +267,113 @@ impl Refresher {
         &self.inner.config
     }
 
+    /// This refresher, for the request whose `parts` are given: the events
+    /// of every operation called on the returned handle carry the
+    /// request's route, client address and trace id (read as the
+    /// [`Events`](portcullis_core::events::Events) handle was built to).
+    /// Nothing is read while nothing listens. Use it in the handlers that
+    /// call [`login`](Self::login) with [`Login::issue`],
+    /// [`password_changed`](Self::password_changed),
+    /// [`revoke_user`](Self::revoke_user) or
+    /// [`revoke_device`](Self::revoke_device).
+    ///
+    /// ```no_run
+    /// # async fn change_password(refresher: portcullis_refresh::Refresher, parts: http::request::Parts) {
+    /// // ... old password checked, new hash stored ...
+    /// let ended = refresher.for_request(&parts).password_changed("alice").await;
+    /// # let _ = ended; }
+    /// ```
+    #[must_use]
+    pub fn for_request(&self, parts: &http::request::Parts) -> Self {
+        self.with_context(&parts.extensions, &parts.headers)
+    }
+
+    /// [`for_request`](Self::for_request) from a request's extensions and
+    /// headers.
+    pub(crate) fn with_context(
+        &self,
+        extensions: &http::Extensions,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        let events = &self.inner.config.events;
+        Self {
+            inner: Arc::clone(&self.inner),
+            ctx: if events.enabled() {
+                events.context(extensions, headers)
+            } else {
+                EventContext::default()
+            },
+        }
+    }
+
+    /// Sets the route of this handle's events to `prefix` + `template`
+    /// when the route reader found none (and something listens).
+    pub(crate) fn route_fallback(&mut self, template: &str) {
+        if self.ctx.route.is_none() && self.inner.config.events.enabled() {
+            self.ctx.route = Some(format!("{}{template}", self.inner.config.prefix).into());
+        }
+    }
+
+    /// The request context of this handle's events.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) const fn event_context(&self) -> &EventContext {
+        &self.ctx
+    }
+
+    /// Emits `kind` for `user` and `device`, with this handle's request.
+    pub(crate) fn emit(&self, kind: AuthEventKind, user: Option<&str>, device: Option<&str>) {
+        self.inner.config.events.emit(|| {
+            let event = AuthEvent::new(SOURCE, kind)
+                .context(&self.ctx)
+                .maybe_user(user);
+            match device {
+                Some(d) => event.device(d),
+                None => event,
+            }
+        });
+    }
+
+    /// Maps a failure of `store` during `operation` to the 503 error, and
+    /// emits `store_unavailable`.
+    fn store_failed(
+        &self,
+        store: &'static str,
+        operation: &'static str,
+    ) -> impl FnOnce(StoreError) -> RefreshError + '_ {
+        move |e| {
+            self.emit(
+                AuthEventKind::StoreUnavailable { store, operation },
+                None,
+                None,
+            );
+            RefreshError::store(e)
+        }
+    }
+
+    /// Emits `family_expired` when `token`, presented to log out, names a
+    /// family that is still stored but past its idle or absolute deadline,
+    /// and `token` is one the family issued (a guessed secret emits
+    /// nothing). Only while something listens: the probe is one more store
+    /// read, on a request that found no live family. Stores that delete
+    /// expired families at their deadline (Redis expiry) have nothing to
+    /// find.
+    async fn expired_probe(&self, token: &RefreshToken, now: Timestamp) {
+        if !self.inner.config.events.enabled() {
+            return;
+        }
+        if let Ok(Some(fam)) = self.inner.store.get(token.family(), Timestamp::EPOCH).await {
+            if fam.is_expired(now)
+                && fam.classify(&token.digest(), now, self.inner.config.grace) != Presented::Unknown
+            {
+                self.emit(
+                    AuthEventKind::FamilyExpired,
+                    Some(&fam.user_id),
+                    Some(fam.id.as_str()),
+                );
+            }
+        }
+    }
+
     /// Starts a login for `user_id`, after the application checked the
     /// credentials: set the access tokens' roles, scope and other claims,
     /// then finish with [`Login::issue`] (a [`TokenPair`]) or
@@ -345,14 +469,36 @@ impl Refresher {
                 .map_err(RefreshError::store)?;
             Ok((family, token, evicted))
         })
-        .await?;
+        .await
+        .inspect_err(|e: &RefreshError| {
+            if e.kind() == RefreshErrorKind::Unavailable {
+                self.emit(
+                    AuthEventKind::StoreUnavailable {
+                        store: "refresh",
+                        operation: "create",
+                    },
+                    None,
+                    None,
+                );
+            }
+        })?;
         for gone in &evicted {
             portcullis_core::event!(debug, reason = "family-evicted", family = %gone.id, "family cap: oldest family logged out");
+            self.emit(
+                AuthEventKind::SessionEvicted,
+                Some(&gone.user_id),
+                Some(gone.id.as_str()),
+            );
             // The login itself succeeded; on failure (logged) an evicted
             // device's access token lives until its `exp`.
             let _ = self.kill_access_tokens(&gone.id).await;
         }
         let access = mint(&self.inner.issuer, &family, self.ver(user_id))?;
+        self.emit(
+            AuthEventKind::LoginSucceeded,
+            Some(user_id),
+            Some(family.id.as_str()),
+        );
         Ok(TokenPair {
             access,
             refresh: token,
@@ -363,7 +509,7 @@ impl Refresher {
     /// Rotates `token`: a new pair, or an error. A repeat of the previous
     /// token inside the grace window gets the same successor; anything
     /// older, or later, revokes the family (and its access tokens) and
-    /// emits [`SecurityEvent::RefreshTokenReuse`].
+    /// emits a `refresh_reuse_detected` event.
     ///
     /// # Errors
     ///
@@ -393,10 +539,15 @@ impl Refresher {
             .store
             .rotate(&rotation)
             .await
-            .map_err(RefreshError::store)?
+            .map_err(self.store_failed("refresh", "rotate"))?
         {
             RotateOutcome::Rotated(family) | RotateOutcome::Repeat(family) => {
                 let access = mint(&self.inner.issuer, &family, self.ver(&family.user_id))?;
+                self.emit(
+                    AuthEventKind::RefreshRotated,
+                    Some(&family.user_id),
+                    Some(family.id.as_str()),
+                );
                 Ok(TokenPair {
                     access,
                     refresh: successor,
@@ -422,20 +573,26 @@ impl Refresher {
                     "rotation-key-mismatch",
                 ))
             }
+            RotateOutcome::Expired(family) => {
+                self.emit(
+                    AuthEventKind::FamilyExpired,
+                    Some(&family.user_id),
+                    Some(family.id.as_str()),
+                );
+                Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "invalid"))
+            }
             _ => Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "invalid")),
         }
     }
 
-    /// Emits [`SecurityEvent::RefreshTokenReuse`] for `family`.
+    /// Emits `refresh_reuse_detected` for `family`.
     fn reuse_event(&self, family: &Family) {
-        let event = SecurityEvent::RefreshTokenReuse {
-            user_id: family.user_id.clone(),
-            family_id: family.id.to_string(),
-        };
         portcullis_core::event!(warn, reason = "reuse-detected", family = %family.id, "refresh token reuse: family revoked");
-        if let Some(hook) = &self.inner.config.on_event {
-            hook(&event);
-        }
+        self.emit(
+            AuthEventKind::RefreshReuseDetected,
+            Some(&family.user_id),
+            Some(family.id.as_str()),
+        );
     }
 
     /// The `expires_at` of a revoked family's entry in the revocation
@@ -460,7 +617,7 @@ impl Refresher {
             .await
             .map_err(|e| {
                 portcullis_core::event!(error, reason = "revocation-push-failed", family = %sid, "could not push the family's revocation to the view");
-                RefreshError::store(e)
+                self.store_failed("revocation", "revoke_session")(e)
             })
     }
 
@@ -473,7 +630,7 @@ impl Refresher {
             .store
             .revoke(&family.id)
             .await
-            .map_err(RefreshError::store)?;
+            .map_err(self.store_failed("refresh", "revoke"))?;
         Ok(())
     }
 
@@ -484,7 +641,7 @@ impl Refresher {
     /// A token that was already rotated (outside the grace window) is
     /// reuse, wherever it is presented: the family is ended all the same
     /// (the newest token too, which a thief may hold) and
-    /// [`SecurityEvent::RefreshTokenReuse`] is emitted.
+    /// a `refresh_reuse_detected` event is emitted.
     ///
     /// # Errors
     ///
@@ -493,13 +650,25 @@ impl Refresher {
     /// a retry with the same token finishes the job.
     pub async fn logout(&self, token: &RefreshToken) -> Result<(), RefreshError> {
         match self.classify(token).await? {
-            Some((fam, Presented::Current | Presented::InGrace)) => self.end_family(&fam).await,
+            Some((fam, Presented::Current | Presented::InGrace)) => {
+                self.end_family(&fam).await?;
+                self.emit(
+                    AuthEventKind::Logout,
+                    Some(&fam.user_id),
+                    Some(fam.id.as_str()),
+                );
+                Ok(())
+            }
             Some((fam, Presented::Reused)) => {
                 self.end_family(&fam).await?;
                 self.reuse_event(&fam);
                 Ok(())
             }
-            Some((_, Presented::Unknown)) | None => Ok(()),
+            Some((_, Presented::Unknown)) => Ok(()),
+            None => {
+                self.expired_probe(token, self.now()).await;
+                Ok(())
+            }
         }
     }
 
@@ -509,7 +678,7 @@ impl Refresher {
     ///
     /// A token that was already rotated (outside the grace window) is
     /// reuse: the user is logged out everywhere all the same and
-    /// [`SecurityEvent::RefreshTokenReuse`] is emitted.
+    /// a `refresh_reuse_detected` event is emitted.
     ///
     /// # Errors
     ///
@@ -519,14 +688,24 @@ impl Refresher {
     pub async fn logout_everywhere(&self, token: &RefreshToken) -> Result<usize, RefreshError> {
         match self.classify(token).await? {
             Some((fam, Presented::Current | Presented::InGrace)) => {
-                self.revoke_user(&fam.user_id).await
+                let n = self.end_user(&fam.user_id).await?;
+                self.emit(
+                    AuthEventKind::LogoutEverywhere,
+                    Some(&fam.user_id),
+                    Some(fam.id.as_str()),
+                );
+                Ok(n)
             }
             Some((fam, Presented::Reused)) => {
-                let n = self.revoke_user(&fam.user_id).await?;
+                let n = self.end_user(&fam.user_id).await?;
                 self.reuse_event(&fam);
                 Ok(n)
             }
-            Some((_, Presented::Unknown)) | None => {
+            Some((_, Presented::Unknown)) => {
+                Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "invalid"))
+            }
+            None => {
+                self.expired_probe(token, self.now()).await;
                 Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "invalid"))
             }
         }
@@ -544,18 +723,27 @@ impl Refresher {
     /// # Errors
     ///
     /// [`RefreshErrorKind::Unavailable`] when a store fails.
+    ///
+    /// Emits `logout_everywhere` for the user.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, RefreshError> {
+        let n = self.end_user(user_id).await?;
+        self.emit(AuthEventKind::LogoutEverywhere, Some(user_id), None);
+        Ok(n)
+    }
+
+    /// [`revoke_user`](Self::revoke_user) without its event.
+    async fn end_user(&self, user_id: &str) -> Result<usize, RefreshError> {
         self.inner
             .revocation
             .revoke_user(user_id)
             .await
-            .map_err(RefreshError::store)?;
+            .map_err(self.store_failed("revocation", "revoke_user"))?;
         let gone = self
             .inner
             .store
             .revoke_user(user_id, None)
             .await
-            .map_err(RefreshError::store)?;
+            .map_err(self.store_failed("refresh", "revoke_user"))?;
         for fam in &gone {
             // Every token minted before the version bump is dead already;
             // a failure here is logged.
@@ -621,12 +809,12 @@ impl Refresher {
             .store
             .revoke_user(user_id, None)
             .await
-            .map_err(RefreshError::store)?;
+            .map_err(self.store_failed("refresh", "revoke_user"))?;
         self.inner
             .revocation
             .revoke_user(user_id)
             .await
-            .map_err(RefreshError::store)?;
+            .map_err(self.store_failed("revocation", "revoke_user"))?;
         let mut outcome = Ok(gone.len());
         for fam in &gone {
             // Every family is tried; the first failure is the answer.
@@ -642,6 +830,9 @@ impl Refresher {
             families = gone.len(),
             "every refresh family of the user ended, the token version bumped"
         );
+        if outcome.is_ok() {
+            self.emit(AuthEventKind::PasswordChanged, Some(user_id), None);
+        }
         outcome
     }
 
@@ -656,7 +847,7 @@ impl Refresher {
             .store
             .get(token.family(), now)
             .await
-            .map_err(RefreshError::store)?;
+            .map_err(self.store_failed("refresh", "get"))?;
         Ok(fam.map(|fam| {
             let presented = fam.classify(&token.digest(), now, self.inner.config.grace);
             (fam, presented)
@@ -678,7 +869,7 @@ impl Refresher {
             .store
             .list_user(user_id, self.now())
             .await
-            .map_err(RefreshError::store)?
+            .map_err(self.store_failed("refresh", "get"))?
             .into_iter()
             .map(|f| ActiveSession {
                 current: Some(f.id.as_str()) == current,
@@ -713,12 +904,18 @@ impl Refresher {
             .store
             .get(&id, self.now())
             .await
-            .map_err(RefreshError::store)?
+            .map_err(self.store_failed("refresh", "list"))?
             .ok_or_else(not_found)?;
         if fam.user_id != user_id {
             return Err(not_found());
         }
-        self.end_family(&fam).await
+        self.end_family(&fam).await?;
+        self.emit(
+            AuthEventKind::DeviceRevoked,
+            Some(user_id),
+            Some(fam.id.as_str()),
+        );
+        Ok(())
     }
 }
 

@@ -18,6 +18,11 @@ use crate::refresher::{Refresher, TokenPair};
 /// An endpoint's answer.
 pub(crate) type Reply = Response<Full<Bytes>>;
 
+/// The reason code of a refusal, in the reply's extensions until the
+/// service has recorded the decision (then removed).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refused(pub(crate) &'static str);
+
 /// How the refresh token came (or, for a login, goes), and so how the
 /// answer carries the new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,5 +123,6 @@ pub(crate) fn error_reply(
     if cookie == OnRefusal::ClearDeadCookie && err.kind() == RefreshErrorKind::InvalidGrant {
         clear_cookie(refresher, &mut reply);
     }
+    reply.extensions_mut().insert(Refused(err.reason()));
     reply
 }

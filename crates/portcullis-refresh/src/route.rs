@@ -22,6 +22,23 @@ pub(crate) enum Route {
 
 /// The endpoint `method path` is for; `None` for every other request (the
 /// inner service's, the application's login route among them).
+impl Route {
+    /// The endpoint's path template under the prefix (`/refresh`,
+    /// `/sessions/{id}`): the route of its events when the application's
+    /// route reader finds none (the layer answers before any router
+    /// matches). `None` for a wrong method.
+    pub(crate) const fn template(&self) -> Option<&'static str> {
+        match self {
+            Self::Refresh => Some("/refresh"),
+            Self::Logout => Some("/logout"),
+            Self::LogoutEverywhere => Some("/logout-everywhere"),
+            Self::Sessions => Some("/sessions"),
+            Self::Device(_) => Some("/sessions/{id}"),
+            Self::WrongMethod(_) => None,
+        }
+    }
+}
+
 pub(crate) fn route(prefix: &str, method: &Method, path: &str) -> Option<Route> {
     let rest = path.strip_prefix(prefix)?;
     let (route, allowed) = match rest {

@@ -10,11 +10,13 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt as _;
 use portcullis_core::ResponseBody;
+use portcullis_core::events::Decision;
 use tower_service::Service;
 
 use crate::endpoints::answer;
 use crate::refresher::Refresher;
-use crate::route::route;
+use crate::reply::Refused;
+use crate::route::{Route, route};
 
 /// The response future of [`Refresh`]: the inner future for other routes,
 /// a boxed one for the endpoints (they await the store).
@@ -65,10 +67,48 @@ where
             return ResponseFuture::inner(self.inner.call(req));
         };
         // The endpoints never call the inner service: no clone of it is
-        // taken.
-        let refresher = self.refresher.clone();
-        ResponseFuture::boxed(Box::pin(async move {
-            let reply = answer(&refresher, route, req).await;
+        // taken. The handle carries the request's event context.
+        let mut refresher = self.refresher.with_context(req.extensions(), req.headers());
+        if let Some(template) = route.template() {
+            refresher.route_fallback(template);
+        }
+        let timer = refresher.config().events.start_decision();
+        let wrong_method = matches!(route, Route::WrongMethod(_));
+        #[cfg(feature = "tracing")]
+        let span = {
+            let span = tracing::info_span!(
+                "portcullis.refresh",
+                otel.kind = "internal",
+                portcullis.decision = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                http.route = tracing::field::Empty,
+            );
+            if let Some(route) = refresher.event_context().route.as_deref() {
+                span.record("http.route", route);
+            }
+            span
+        };
+        let future = async move {
+            let mut reply = answer(&refresher, route, req).await;
+            // Success: the endpoint did its work; failure: it refused
+            // (reason code); none: a method the endpoint does not serve.
+            let (decision, reason) = match reply.extensions_mut().remove::<Refused>() {
+                Some(Refused(reason)) => (Decision::Failure, Some(reason)),
+                None if wrong_method => (Decision::None, None),
+                None => (Decision::Success, None),
+            };
+            #[cfg(feature = "tracing")]
+            {
+                let span = tracing::Span::current();
+                span.record("portcullis.decision", decision.as_str());
+                if let Some(reason) = reason {
+                    span.record("error.type", reason);
+                }
+            }
+            refresher
+                .config()
+                .events
+                .decided(timer, "refresh", decision, reason);
             let (parts, body) = reply.into_parts();
             let bytes = body
                 .collect()
@@ -76,6 +116,9 @@ where
                 .map(http_body_util::Collected::to_bytes)
                 .unwrap_or_default();
             Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
-        }))
+        };
+        #[cfg(feature = "tracing")]
+        let future = tracing::Instrument::instrument(future, span);
+        ResponseFuture::boxed(Box::pin(future))
     }
 }

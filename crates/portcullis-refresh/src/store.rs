@@ -41,8 +41,12 @@ pub trait RefreshStore: Send + Sync + 'static {
     /// Rotates atomically (compare-and-swap on the presented digest), with
     /// exactly the semantics of [`Family::classify`] and [`Family::rotate`]:
     ///
-    /// - family absent or expired at `rotation.now`: [`RotateOutcome::Invalid`]
-    ///   (an expired family may be deleted);
+    /// - family absent: [`RotateOutcome::Invalid`];
+    /// - family expired at `rotation.now`: [`RotateOutcome::Expired`] with
+    ///   it when the presented token is one it issued (or
+    ///   [`RotateOutcome::Invalid`], which loses the `family_expired`
+    ///   event), else [`RotateOutcome::Invalid`]; an expired family may be
+    ///   deleted;
     /// - presented is current: rotate, return [`RotateOutcome::Rotated`];
     /// - presented is the previous token inside the grace window: if the
     ///   current token is `rotation.successor`, return

@@ -1,0 +1,116 @@
+//! What the JWT layers and the issuer tell the event stream
+//! ([`Events`](portcullis_core::events::Events)): one refusal event per
+//! refused request, decision timing, and the `portcullis.jwt` span.
+
+use portcullis_core::events::{
+    AuthEvent, AuthEventKind, Decision, DecisionTimer, EventContext, Events,
+};
+
+use crate::error::{JwtError, JwtErrorKind};
+
+/// The source name of every event this crate emits.
+pub(crate) const SOURCE: &str = "jwt";
+
+/// One request's observation: started when a layer begins its own work,
+/// finished with [`Observation::decided`]. Holds no token.
+pub(crate) struct Observation {
+    timer: Option<DecisionTimer>,
+    /// Captured only while something listens.
+    ctx: EventContext,
+    #[cfg(feature = "tracing")]
+    pub(crate) span: tracing::Span,
+}
+
+impl Observation {
+    /// Starts observing a request; `span`: open the `portcullis.jwt` span
+    /// (the `JwtLayer` does; the route guards only time and emit).
+    pub(crate) fn start(
+        events: &Events,
+        parts: (&http::Extensions, &http::HeaderMap),
+        span: bool,
+    ) -> Self {
+        let timer = events.start_decision();
+        let ctx = if events.enabled() {
+            events.context(parts.0, parts.1)
+        } else {
+            EventContext::default()
+        };
+        #[cfg(not(feature = "tracing"))]
+        let _ = span;
+        #[cfg(feature = "tracing")]
+        let span = if span {
+            let span = tracing::info_span!(
+                "portcullis.jwt",
+                otel.kind = "internal",
+                portcullis.decision = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                http.route = tracing::field::Empty,
+            );
+            if let Some(route) = ctx.route.as_deref() {
+                span.record("http.route", route);
+            }
+            span
+        } else {
+            tracing::Span::none()
+        };
+        Self {
+            timer,
+            ctx,
+            #[cfg(feature = "tracing")]
+            span,
+        }
+    }
+
+    /// Records what `layer` decided: `Ok(true)` a verified token,
+    /// `Ok(false)` nothing to check (passed on anonymous), `Err` a refusal,
+    /// which is emitted (see [`refusal`]).
+    pub(crate) fn decided(
+        self,
+        events: &Events,
+        layer: &'static str,
+        outcome: Result<bool, &JwtError>,
+        user: Option<&str>,
+    ) {
+        let (decision, reason) = match outcome {
+            Ok(true) => (Decision::Success, None),
+            Ok(false) => (Decision::None, None),
+            Err(e) => (Decision::Failure, Some(e.reason())),
+        };
+        #[cfg(feature = "tracing")]
+        {
+            self.span.record("portcullis.decision", decision.as_str());
+            if let Some(reason) = reason {
+                self.span.record("error.type", reason);
+            }
+        }
+        events.decided(self.timer, layer, decision, reason);
+        if let Err(e) = outcome {
+            refusal(events, &self.ctx, e, user);
+        }
+    }
+}
+
+/// Emits a refusal: `reauth_required` for a step-up refusal, otherwise
+/// `jwt_refused` with the error's reason; a revocation view that cannot
+/// answer (503) is also `store_unavailable` (`revocation`, `check`).
+pub(crate) fn refusal(events: &Events, ctx: &EventContext, e: &JwtError, user: Option<&str>) {
+    let reason = e.reason();
+    let kind = if e.kind() == JwtErrorKind::InsufficientUserAuthentication {
+        AuthEventKind::ReauthRequired { reason }
+    } else {
+        AuthEventKind::JwtRefused { reason }
+    };
+    events.emit(|| AuthEvent::new(SOURCE, kind).context(ctx).maybe_user(user));
+    if e.kind() == JwtErrorKind::RevocationUnavailable {
+        events.emit(|| {
+            AuthEvent::new(
+                SOURCE,
+                AuthEventKind::StoreUnavailable {
+                    store: "revocation",
+                    operation: "check",
+                },
+            )
+            .context(ctx)
+        });
+    }
+}
