@@ -22,6 +22,7 @@ use portcullis_core::events::{
     AuthEvent, AuthEventKind, Decision, EventStream, Events, EventsBuilder, Recorder,
 };
 use portcullis_redis::{RedisConfig, RedisThrottleStore};
+use portcullis_tests::otel::Metrics;
 use portcullis_tests::redis_harness::RedisServer;
 use portcullis_tests::{TestServer, client};
 use portcullis_throttle::{
@@ -55,8 +56,10 @@ fn traceparent() -> String {
     format!("00-{TRACE}-00f067aa0ba902b7-01")
 }
 
-fn events() -> EventsBuilder {
-    Events::builder().route(route).client_ip(peer)
+/// The events of a test app: counted as OpenTelemetry metrics, with the
+/// route and the peer address.
+fn events(metrics: &Metrics) -> EventsBuilder {
+    metrics.events().route(route).client_ip(peer)
 }
 
 #[derive(Deserialize)]
@@ -169,7 +172,8 @@ fn check(event: &AuthEvent) {
 /// refresh login emits `login_succeeded`).
 #[tokio::test]
 async fn login_failed_carries_the_handlers_reason_and_user_never_the_typed_name() {
-    let events = events().build();
+    let metrics = Metrics::new();
+    let events = events(&metrics).build();
     let mut stream = events.subscribe("t", 64);
     let server = serve(
         Arc::new(MemoryThrottleStore::new()),
@@ -207,6 +211,15 @@ async fn login_failed_carries_the_handlers_reason_and_user_never_the_typed_name(
     assert_eq!(event.kind.name(), "login_failed");
     assert_eq!(event.user, None);
     assert!(stream.try_recv().is_none());
+    assert_eq!(
+        metrics.event_count("login_failed", Some("invalid_credentials")),
+        4
+    );
+    assert_eq!(
+        metrics.event_count("login_failed", Some("account_locked")),
+        1
+    );
+    assert_eq!(metrics.event_count("login_succeeded", None), 0);
 }
 
 /// A blocked counter answers 429 and emits `throttled` with the
@@ -214,7 +227,8 @@ async fn login_failed_carries_the_handlers_reason_and_user_never_the_typed_name(
 /// handler does not run.
 #[tokio::test]
 async fn throttled_carries_retry_after_and_the_context() {
-    let events = events().build();
+    let metrics = Metrics::new();
+    let events = events(&metrics).build();
     let mut stream = events.subscribe("t", 64);
     let strict = Backoff {
         free_failures: 2,
@@ -255,6 +269,8 @@ async fn throttled_carries_retry_after_and_the_context() {
     assert_eq!(event.to_json()["retry_after_s"], told);
     check(&event);
     assert!(stream.try_recv().is_none(), "the handler did not run");
+    assert_eq!(metrics.event_count("throttled", None), 1);
+    assert_eq!(metrics.event_count("login_failed", None), 2);
 }
 
 /// The throttle store's Redis dies: each store operation that fails is one
@@ -272,7 +288,8 @@ async fn store_unavailable_names_the_throttle_operation_that_failed() {
             .build()
             .unwrap(),
     );
-    let events = events().build();
+    let metrics = Metrics::new();
+    let events = events(&metrics).build();
     let mut stream = events.subscribe("t", 64);
     let app = App {
         redis: Some(Arc::clone(&redis)),
@@ -318,12 +335,14 @@ async fn store_unavailable_names_the_throttle_operation_that_failed() {
     // password while the handler kills Redis.
     tokio::task::block_in_place(|| redis.lock().unwrap().restart());
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    let mut checks = 1;
     for _ in 0..100 {
         status = post_login(&server, TYPED[0], WRONG).await.status();
         if status != StatusCode::SERVICE_UNAVAILABLE {
             break;
         }
         assert_eq!(next(&mut stream).await.kind, unavailable("check"));
+        checks += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, StatusCode::UNAUTHORIZED, "Redis is back");
@@ -335,6 +354,8 @@ async fn store_unavailable_names_the_throttle_operation_that_failed() {
     assert_eq!(event.kind, unavailable("reset"));
     check(&event);
     assert!(stream.try_recv().is_none());
+    assert_eq!(metrics.event_count("store_unavailable", None), checks + 2);
+    assert_eq!(metrics.event_count("login_failed", None), 2);
 }
 
 /// Decisions as a recorder sees them (every one timed): `none` for a page
@@ -357,7 +378,8 @@ async fn decisions_none_success_and_failure() {
         }
     }
     let seen = Decisions::default();
-    let events = events().recorder(seen.clone()).sample_decisions(1).build();
+    let metrics = Metrics::new();
+    let events = events(&metrics).recorder(seen.clone()).build();
     let strict = Backoff {
         free_failures: 1,
         base: Duration::from_secs(60),
@@ -395,7 +417,8 @@ async fn the_span_records_route_decision_and_reason() {
     let subscriber = tracing_subscriber::registry().with(SpanFields(Arc::clone(&spans)));
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let events = events().build();
+    let metrics = Metrics::new();
+    let events = events(&metrics).build();
     let _stream = events.subscribe("t", 64);
     let strict = Backoff {
         free_failures: 1,

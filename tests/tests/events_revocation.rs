@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use portcullis::jwt::revocation::{RevocationStore as _, RevocationView};
 use portcullis::jwt::{Algorithm, JwtIssuer, JwtLayer, SigningKey};
-use portcullis_core::events::{AuthEvent, AuthEventKind, EventStream, Events};
+use portcullis_core::events::{AuthEvent, AuthEventKind, EventStream};
 use portcullis_redis::{RedisConfig, RedisRevocationStore};
 use portcullis_sql::sqlx::postgres::PgPoolOptions;
 use portcullis_sql::{PgBackend, PgConfig, PgRevocationStore};
 use portcullis_tests::TestServer;
 use portcullis_tests::jwt_app::{AUD, ISS, me, serve_subject};
+use portcullis_tests::otel::Metrics;
 use portcullis_tests::pg_harness::PgServer;
 use portcullis_tests::redis_harness::{CutProxy, RedisServer, Reply};
 use reqwest::StatusCode;
@@ -88,7 +89,8 @@ fn check(event: Arc<AuthEvent>, kind: &AuthEventKind, source: &str) {
 async fn redis_subscriber_reports_stale_then_recovered() {
     let redis = RedisServer::start();
     let cut = CutProxy::start(redis.port()).await;
-    let events = Events::new();
+    let metrics = Metrics::new();
+    let events = metrics.events().build();
     let mut stream = events.subscribe("t", 64);
     let store = RedisRevocationStore::builder(
         RedisConfig::new(cut.url())
@@ -137,6 +139,8 @@ async fn redis_subscriber_reports_stale_then_recovered() {
         "redis",
     );
     assert!(stream.try_recv().is_none(), "once per stale spell");
+    assert_eq!(metrics.event_count("revocation_view_stale", None), 1);
+    assert_eq!(metrics.event_count("revocation_view_recovered", None), 1);
 }
 
 async fn pg_backend(url: &str) -> PgBackend {
@@ -159,7 +163,8 @@ async fn postgres_listener_reports_stale_then_recovered() {
     let mut server = PgServer::start();
     let url = server.fresh_database();
     let backend = pg_backend(&url).await;
-    let events = Events::new();
+    let metrics = Metrics::new();
+    let events = metrics.events().build();
     let mut stream = events.subscribe("t", 64);
     let store = PgRevocationStore::builder(&backend)
         .ping_interval(PING)
@@ -207,4 +212,6 @@ async fn postgres_listener_reports_stale_then_recovered() {
         "postgres",
     );
     assert!(stream.try_recv().is_none(), "once per stale spell");
+    assert_eq!(metrics.event_count("revocation_view_stale", None), 1);
+    assert_eq!(metrics.event_count("revocation_view_recovered", None), 1);
 }
