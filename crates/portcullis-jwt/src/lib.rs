@@ -59,11 +59,36 @@
 //! # let _ = (app, token);
 //! ```
 //!
+//! # Events
+//!
+//! Give the layers and the issuer an
+//! [`Events`](portcullis_core::events::Events) handle
+//! ([`JwtLayerBuilder::events`], [`RequireClaimsLayer::events`],
+//! [`RequireFreshAuthLayer::events`], [`JwtIssuerBuilder::events`]) and
+//! they emit, with source `jwt`:
+//!
+//! | event | when | user | route, client, trace id |
+//! |---|---|---|---|
+//! | `jwt_refused` (reason = [`JwtError::reason`]) | a `JwtLayer` refuses a request (`missing`, `expired`, `bad-signature`, `revoked`, ...); a `RequireClaimsLayer` refuses one (`insufficient-scope`, or `missing` without verified claims); a `RequireFreshAuthLayer` gets a request without verified claims (`missing`) | the token's `sub` behind the route guards; none at the `JwtLayer` (the token was not trusted) | yes |
+//! | `reauth_required` (`insufficient-user-authentication`) | a `RequireFreshAuthLayer` asks for a fresher or stronger login | the token's `sub` | yes |
+//! | `store_unavailable` (`revocation`, `check`) | the revocation view is not ready: 503 (after the `jwt_refused` with reason `revocation-unavailable`) | none | yes |
+//! | `login_succeeded` | [`JwtIssuer::login_token`] minted a token | `sub` | no (outside a request) |
+//! | `key_rotated` (`kid`) | [`JwtIssuer::rotate`] | none | no |
+//! | `key_retired` (`kid`) | [`JwtIssuer::retire`] removed a key | none | no |
+//!
+//! Each `JwtLayer` decision is timed for the recorder (layer `jwt`:
+//! success = a verified token, none = no token on an optional layer,
+//! failure = a refusal with its reason), as are the route guards'
+//! (`require_claims`, `require_fresh_auth`). With the `tracing` feature a
+//! `JwtLayer` opens one `portcullis.jwt` span per request (`otel.kind`,
+//! `portcullis.decision`, `error.type`, `http.route`). No event and no
+//! span field carries a token.
+//!
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | no | extractors [`Claims`], `OptionalClaims`, `Option<Claims>`; `JwksResponse` |
 //! | `jwks-remote` | no | `RemoteJwks`: keys from an HTTPS JWKS URL, cached and refreshed |
-//! | `tracing` | no | debug events with the refusal reason (never a token or key) |
+//! | `tracing` | no | debug events with the refusal reason and the `portcullis.jwt` span (never a token or key) |
 //! | `testing` | no | `revocation_testing`: the conformance suite every `RevocationStore` passes |
 //!
 //! Cryptography is jsonwebtoken 11 on its `aws_lc_rs` backend; this crate

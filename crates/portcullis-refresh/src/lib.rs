@@ -56,10 +56,39 @@
 //! rate limiter in front of `/auth/*` (in the proxy, or a tower layer such
 //! as `tower::limit`).
 //!
+//! # Events
+//!
+//! Give [`RefreshConfig::events`] an
+//! [`Events`](portcullis_core::events::Events) handle and the refresher
+//! emits, with source `refresh`, the user and (but for password changes
+//! and outages) the family id as the device:
+//!
+//! | event | when |
+//! |---|---|
+//! | `login_succeeded` | [`Login::issue`] / [`Login::reply`] started a family |
+//! | `refresh_rotated` | a refresh token was rotated (a repeat inside the grace window too) |
+//! | `refresh_reuse_detected` | a rotated token was presented again: the family is revoked |
+//! | `family_expired` | a token of a family past its idle or absolute deadline was presented (on refresh when the store answers [`RotateOutcome::Expired`], as [`MemoryRefreshStore`] does; on logout when the store still holds the family) |
+//! | `logout` | `POST {prefix}/logout` ended the family |
+//! | `logout_everywhere` | `POST {prefix}/logout-everywhere`, or [`Refresher::revoke_user`] (no device) |
+//! | `device_revoked` | `DELETE {prefix}/sessions/{id}`, or [`Refresher::revoke_device`] |
+//! | `password_changed` | [`Refresher::password_changed`] succeeded (no device) |
+//! | `session_evicted` | a login beyond [`RefreshConfig::max_families_per_user`] ended an older family |
+//! | `store_unavailable` (`refresh` or `revocation`, operation) | a store call failed: the caller answers 503 |
+//!
+//! Events of the endpoints carry the request's route (the application's
+//! route reader, else the endpoint's template, such as
+//! `/auth/sessions/{id}`), client and trace id; so do [`Login::reply`]'s.
+//! An operation called from a handler of the application carries them
+//! when called on [`Refresher::for_request`]`(&parts)`; otherwise the
+//! user and device only. The layer times each endpoint's decision (layer
+//! `refresh`) and, with the `tracing` feature, opens a `portcullis.refresh`
+//! span per endpoint request. No event carries a token.
+//!
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `testing` | no | [`testing`]: the store conformance suite and fault injection |
-//! | `tracing` | no | events: reuse detections at warn, refusals at debug |
+//! | `tracing` | no | events: reuse detections at warn, refusals at debug; the `portcullis.refresh` span |
 
 //!
 //! The application's login handler checks the credentials, then starts a
