@@ -30,6 +30,18 @@ pub const RSA_PUBLIC: &[u8] = include_bytes!("../fixtures/rsa2048-public.pem");
 pub const P256_PRIVATE: &[u8] = include_bytes!("../fixtures/p256-private.pem");
 pub const P256_PUBLIC: &[u8] = include_bytes!("../fixtures/p256-public.pem");
 
+/// Registers this module's fixed keys with the secret scan (once; a no-op
+/// when not scanning): the HMAC secret raw and encoded, the private keys'
+/// PEM bodies.
+pub fn register_keys() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        crate::secret_scan::register_key(HS_SECRET);
+        crate::secret_scan::register_pem(RSA_PRIVATE);
+        crate::secret_scan::register_pem(P256_PRIVATE);
+    });
+}
+
 pub fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -48,6 +60,7 @@ pub fn hs256(secret: &[u8], msg: &[u8]) -> Vec<u8> {
 /// Signs raw JSON texts with an asymmetric private key (PEM) or an HMAC
 /// secret, through jsonwebtoken's primitive (no claim handling at all).
 pub fn forge(header: &str, payload: &str, alg: Algorithm, key: &[u8]) -> String {
+    register_keys();
     let input = signing_input(header, payload);
     let enc = match alg {
         Algorithm::RS256 | Algorithm::PS256 => {
@@ -82,6 +95,7 @@ pub fn header(alg: &str, kid: Option<&str>) -> Value {
 /// An app behind `layer`: `/me` answers the subject, `/admin` needs the
 /// admin role. `hits` counts handler runs.
 pub fn app(layer: JwtLayer, hits: Arc<AtomicUsize>) -> Router {
+    register_keys();
     let h1 = hits.clone();
     let h2 = hits;
     Router::new()
@@ -115,6 +129,7 @@ pub fn app(layer: JwtLayer, hits: Arc<AtomicUsize>) -> Router {
 /// An issuer signing with `key` for [`ISS`] and [`AUD`] on `clock`, to be
 /// finished with `.build()`.
 pub fn issuer_builder(key: SigningKey, clock: &Arc<ManualClock>) -> JwtIssuerBuilder {
+    register_keys();
     JwtIssuer::builder(key)
         .issuer(ISS)
         .audience(AUD)
@@ -129,6 +144,7 @@ pub fn layer_builder(
     clock: &Arc<ManualClock>,
     validation: Validation,
 ) -> JwtLayerBuilder {
+    register_keys();
     JwtLayer::builder(keys)
         .validation(validation)
         .issuer(ISS)

@@ -29,8 +29,11 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Serves `app` on `127.0.0.1:0`.
+    /// Serves `app` on `127.0.0.1:0`. When `PORTCULLIS_SCAN_DIR` is set,
+    /// installs the secret scan's recorder and serves `app` behind its
+    /// ledger ([`secret_scan`]).
     pub async fn start(app: Router) -> Self {
+        let app = secret_scan::wrap(app);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
