@@ -16,8 +16,10 @@ use portcullis::session::{
     AuthMethod, CapPolicy, LoginOptions, MemoryStore, RequireFreshLogin, Session, SessionConfig,
     SessionError, SessionLayer,
 };
-use portcullis_core::events::{AuthEvent, AuthEventKind, EventStream, Events, TraceId};
-use portcullis_core::{ManualClock, SharedClock};
+use portcullis_core::events::{
+    AuthEvent, AuthEventKind, Decision, EventStream, Events, Recorder, TraceId,
+};
+use portcullis_core::{ManualClock, OpaqueToken, SharedClock};
 use portcullis_tests::session_app::peer_ip;
 use portcullis_tests::{TestServer, client, cookie_value};
 use serde_json::{Value, json};
@@ -516,4 +518,76 @@ async fn without_listeners_nothing_is_emitted_and_no_context_is_read() {
     let (status, _) = app.call(true, "/logout", Some(&cookie)).await;
     assert_eq!(status, 200);
     app.check(&only(&mut stream, "logout"), "/logout");
+}
+
+/// The layer's decisions, as a recorder sees them.
+#[derive(Debug, Default, Clone)]
+struct Decisions(Arc<std::sync::Mutex<Vec<(&'static str, Decision, Option<&'static str>)>>>);
+
+impl Recorder for Decisions {
+    fn decision(
+        &self,
+        layer: &'static str,
+        decision: Decision,
+        reason: Option<&'static str>,
+        _: Duration,
+    ) {
+        self.0.lock().unwrap().push((layer, decision, reason));
+    }
+}
+
+/// The decision on the presented session: success when one was loaded,
+/// none without a session id, failure with a reason code otherwise.
+#[tokio::test]
+async fn decisions_say_what_the_request_presented() {
+    let decisions = Decisions::default();
+    let events = Events::builder()
+        .recorder(decisions.clone())
+        .sample_decisions(1)
+        .build();
+    let app = start(events, SessionConfig::default()).await;
+    let cookie = app.login("alice").await;
+    let unknown = OpaqueToken::generate().unwrap().to_encoded();
+    let take = || std::mem::take(&mut *decisions.0.lock().unwrap());
+    take();
+    let cases: [(Option<&str>, Decision, Option<&str>, u16); 4] = [
+        (None, Decision::None, None, 200),
+        (Some(&cookie), Decision::Success, None, 200),
+        (
+            Some("not-a-session-id"),
+            Decision::Failure,
+            Some("session-malformed"),
+            200,
+        ),
+        (
+            Some(&unknown),
+            Decision::Failure,
+            Some("session-unknown"),
+            200,
+        ),
+    ];
+    for (cookie, decision, reason, status) in cases {
+        let (got, _) = app.call(false, "/me", cookie).await;
+        assert_eq!(got, status);
+        assert_eq!(take(), [("session", decision, reason)], "{cookie:?}");
+    }
+    app.outage.store(true, Ordering::SeqCst);
+    let (got, _) = app.call(false, "/me", Some(&cookie)).await;
+    assert_eq!(got, 503);
+    assert_eq!(
+        take(),
+        [(
+            "session",
+            Decision::Failure,
+            Some("session-store-unavailable")
+        )]
+    );
+    app.outage.store(false, Ordering::SeqCst);
+    app.clock.advance(Duration::from_secs(31 * 60));
+    let (got, _) = app.call(false, "/me", Some(&cookie)).await;
+    assert_eq!(got, 200);
+    assert_eq!(
+        take(),
+        [("session", Decision::Failure, Some("session-expired"))]
+    );
 }

@@ -79,7 +79,9 @@
 //! same body whatever failed; the reason is a [`CsrfError`] in the
 //! response's extensions (and the core [`Rejection`](portcullis_core::Rejection)),
 //! and the `reason` field of a debug `tracing` event (feature `tracing`;
-//! `RUST_LOG=portcullis_csrf=debug` shows why each request was refused).
+//! `RUST_LOG=portcullis_csrf=debug` shows why each request was refused,
+//! with the route template when the layer's [events](#events) know it;
+//! never the raw path, which can carry ids or tokens).
 //! No token, cookie or key is ever logged or shown by `Debug`.
 //!
 //! Exemptions are exact paths listed in the configuration
@@ -93,7 +95,24 @@
 //! |---|---|---|
 //! | `session` | yes | [`CsrfConfig::session`] and [`SignedBinding::session`] (needs `portcullis-session`) |
 //! | `axum` | no | extractors: [`CsrfToken`], [`CsrfHandle`]; `IntoResponse` for [`CsrfError`] |
-//! | `tracing` | no | debug events with a reason and the path (never a token) |
+//! | `tracing` | no | debug events with a reason and the route template (never a token or a raw path); a `portcullis.csrf` span per request |
+//!
+//! # Events
+//!
+//! Given an [`Events`](portcullis_core::events::Events) handle
+//! ([`CsrfConfig::events`]), the layer emits, under the source `csrf`:
+//!
+//! | kind | when | fields |
+//! |---|---|---|
+//! | `csrf_refused` | every refusal: cross-origin, token missing, malformed, mismatched or expired, body too large or unreadable, session unavailable, layer missing | `reason` = [`CsrfErrorKind::as_str`] (`csrf-cross-origin`, `csrf-token-mismatch`, ...), route, client, trace id |
+//!
+//! and tells the recorder each decision: success (the origin check, and
+//! the token when there is one, passed), failure (refused, with the same
+//! reason code) or none (a safe method or an exempt path: nothing to
+//! check). The route, client and trace id are read when the request
+//! arrives, only while something listens. With the `tracing` feature each
+//! request gets a `portcullis.csrf` span (`otel.kind = "internal"`,
+//! `portcullis.decision`, `error.type` = the reason code, `http.route`).
 //!
 //! # Known limits
 //!

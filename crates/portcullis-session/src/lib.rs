@@ -40,7 +40,7 @@
 //! | `file-store` | no | [`FileStore`], durable sessions on one node |
 //! | `axum` | no | extractors: [`Session`], [`CurrentUser`], [`FreshLogin`]; `IntoResponse` for [`SessionError`] and [`FreshLoginRejection`] |
 //! | `testing` | no | [`testing`]: the store conformance suite and fault injection |
-//! | `tracing` | no | debug/warn events (never carrying an id or a cookie) |
+//! | `tracing` | no | debug/warn events (never carrying an id or a cookie); a `portcullis.session` span per request |
 //!
 //! Sessions record when and how the user authenticated
 //! ([`Session::authenticated_at`], [`Session::auth_methods`], set by
@@ -69,6 +69,46 @@
 //!
 //! Requests are refused with a reason in the `portcullis_session` tracing
 //! target (feature `tracing`): `RUST_LOG=portcullis_session=debug`.
+//!
+//! # Events
+//!
+//! Given an [`Events`](portcullis_core::events::Events) handle
+//! ([`SessionConfig::events`]), the layer emits, under the source
+//! `session` (user = the id the application passed to [`Session::login`];
+//! device = the session's public handle, its [`ActiveSession::id`], never
+//! the session id; every event also carries the request's route, client
+//! and trace id):
+//!
+//! | kind | when | user, device |
+//! |---|---|---|
+//! | `login_succeeded` | [`Session::login`], [`Session::login_with`] | the user; the new session |
+//! | `logout` | [`Session::logout`] ended a session | its user (if any); the ended session |
+//! | `logout_everywhere` | [`Session::logout_everywhere`], and [`Session::logout_other_sessions`] (the user asked every other device out) | the user; the session that asked |
+//! | `session_renewed` | [`Session::renew`], [`Session::reauthenticated`] | the user; the new id's session |
+//! | `session_evicted` | the per-user cap ([`SessionConfig::max_sessions_per_user`]) ended a session to make room: one event per session | the user; the evicted session |
+//! | `session_expired` | a request presented a session the store returned but that is past its idle or absolute deadline by the layer's clock | its user; the session |
+//! | `device_revoked` | [`Session::revoke_session`] ended a session | the user; the revoked session |
+//! | `password_changed` | [`Session::password_changed`] (only this event: not a renewal, not a logout everywhere) | the user; the session's new id |
+//! | `reauth_required` | [`RequireFreshLogin`] or [`FreshLogin`] refused: `reason` `login-not-fresh` (a login too old) or `login-required` (nobody logged in) | the user (if any); the session |
+//! | `store_unavailable` | a store failure became a 503: `store` `session`, `operation` `load`, `create`, `update`, `delete`, `delete_for_user` or `list_for_user` | none |
+//!
+//! `session_expired` needs a store that still returns the expired record:
+//! the stores of this project (and any store passing the conformance suite)
+//! drop expired records on their own, so for them an expired session is an
+//! unknown one (no event; the decision says `session-unknown`). It fires
+//! when the store's clock lags the layer's (another instance, a database
+//! clock) or for a store that leaves expiry to the layer.
+//!
+//! The recorder is told the layer's decision on the presented session:
+//! success (a session was loaded), none (no session id) or failure
+//! (`session-malformed`, `session-unknown`, `session-expired`,
+//! `session-corrupt`, `session-store-unavailable`). The session is lazy:
+//! a request whose handler never uses it is decided only when it carried
+//! no id or an invalid one. The route, client and trace id are read when
+//! the request arrives, and only while something listens. With the
+//! `tracing` feature each request gets a `portcullis.session` span
+//! (`otel.kind = "internal"`, `portcullis.decision`, `error.type` = the
+//! reason code, `http.route`).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
