@@ -285,6 +285,68 @@ async fn password_handler(
     }
 }
 
+/// One captured span: its name and its fields as recorded (values as
+/// text: strings as they are, others as `Debug`).
+pub type CapturedSpan = (&'static str, Vec<(String, String)>);
+
+/// A `tracing` subscriber that keeps every span and the fields recorded on
+/// it (events are ignored). Install it for the test's thread with
+/// `tracing::subscriber::set_default`: a current-thread test runtime runs
+/// the test server's tasks on that thread too.
+#[derive(Debug, Clone, Default)]
+pub struct SpanCapture(pub Arc<Mutex<Vec<CapturedSpan>>>);
+
+struct FieldText<'a>(&'a mut Vec<(String, String)>);
+
+impl tracing::field::Visit for FieldText<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+}
+
+impl tracing::Subscriber for SpanCapture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, attrs: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut fields = Vec::new();
+        attrs.record(&mut FieldText(&mut fields));
+        let mut spans = self.0.lock().unwrap();
+        spans.push((attrs.metadata().name(), fields));
+        tracing::span::Id::from_u64(spans.len() as u64)
+    }
+    fn record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut spans = self.0.lock().unwrap();
+        let index = usize::try_from(id.into_u64()).unwrap() - 1;
+        values.record(&mut FieldText(&mut spans[index].1));
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+impl SpanCapture {
+    /// The spans named `name` so far, each as a field map.
+    pub fn named(&self, name: &str) -> Vec<std::collections::HashMap<String, String>> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, fields)| fields.iter().cloned().collect())
+            .collect()
+    }
+
+    /// Every field value of every span, as one text.
+    pub fn text(&self) -> String {
+        format!("{:?}", self.0.lock().unwrap())
+    }
+}
+
 async fn login_handler(
     State(refresher): State<Refresher>,
     Path(user): Path<String>,

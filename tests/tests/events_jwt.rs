@@ -433,3 +433,42 @@ async fn key_rotation_retirement_and_login_tokens_are_events_of_the_issuer() {
         }
     );
 }
+
+#[tokio::test]
+async fn the_jwt_layer_opens_one_span_per_request_with_its_decision_and_route() {
+    let spans = portcullis_tests::refresh_app::SpanCapture::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let app = start().await;
+    let good = app.issuer.token("alice").mint().unwrap().token;
+    let expired = app.issuer.token("alice").mint().unwrap().token;
+    app.clock.advance(Duration::from_secs(3600));
+    let good_now = app.issuer.token("alice").mint().unwrap().token;
+    assert_eq!(
+        get_with(&app, "/me/1", Some(&expired)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_with(&app, "/me/1", Some(&good_now)).await,
+        StatusCode::OK
+    );
+    assert_eq!(get_with(&app, "/open", None).await, StatusCode::OK);
+    let jwt = spans.named("portcullis.jwt");
+    assert_eq!(jwt.len(), 3, "{jwt:?}");
+    let field = |i: usize, name: &str| jwt[i].get(name).map(String::as_str);
+    for i in 0..3 {
+        assert_eq!(field(i, "otel.kind"), Some("internal"));
+    }
+    assert_eq!(field(0, "portcullis.decision"), Some("failure"));
+    assert_eq!(field(0, "error.type"), Some("expired"));
+    assert_eq!(field(0, "http.route"), Some("/me/{id}"));
+    assert_eq!(field(1, "portcullis.decision"), Some("success"));
+    assert_eq!(field(1, "error.type"), None);
+    assert_eq!(field(2, "portcullis.decision"), Some("none"));
+    assert_eq!(field(2, "http.route"), Some("/open"));
+    let text = spans.text();
+    for token in [&good, &expired, &good_now] {
+        for part in token.split('.') {
+            assert!(!text.contains(part), "a token in a span");
+        }
+    }
+}

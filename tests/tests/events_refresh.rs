@@ -313,3 +313,34 @@ async fn a_store_outage_is_store_unavailable_with_the_operation() {
     }
     assert_no_secret(&app, &[&l]);
 }
+
+#[tokio::test]
+async fn the_refresh_layer_opens_one_span_per_endpoint_request_with_its_decision() {
+    let spans = portcullis_tests::refresh_app::SpanCapture::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let app = start_memory(|c| c).await;
+    let l = login(&app, "alice").await;
+    let r = read_login(post(&app, "/auth/refresh", Some(&l.refresh)).await).await;
+    app.clock.advance(Duration::from_secs(60));
+    let resp = post(&app, "/auth/refresh", Some(&l.refresh)).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = send(&app, reqwest::Method::GET, "/auth/refresh", None, None).await;
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let found = spans.named("portcullis.refresh");
+    assert_eq!(found.len(), 3, "one per endpoint request: {found:?}");
+    let field = |i: usize, name: &str| found[i].get(name).map(String::as_str);
+    assert_eq!(field(0, "otel.kind"), Some("internal"));
+    assert_eq!(field(0, "portcullis.decision"), Some("success"));
+    assert_eq!(field(0, "http.route"), Some("/auth/refresh"));
+    assert_eq!(field(1, "portcullis.decision"), Some("failure"));
+    assert_eq!(field(1, "error.type"), Some("reused"));
+    assert_eq!(field(2, "portcullis.decision"), Some("none"));
+    let text = spans.text();
+    for login in [&l, &r] {
+        let secret = login.refresh.split_once('.').unwrap().1;
+        assert!(!text.contains(secret), "a refresh secret in a span");
+        for part in login.access.split('.').skip(1) {
+            assert!(!text.contains(part), "an access token in a span");
+        }
+    }
+}

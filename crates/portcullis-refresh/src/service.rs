@@ -88,6 +88,8 @@ where
             }
             span
         };
+        #[cfg(feature = "tracing")]
+        let (span, instrumented) = (span.clone(), span);
         let future = async move {
             let mut reply = answer(&refresher, route, req).await;
             // Success: the endpoint did its work; failure: it refused
@@ -99,7 +101,6 @@ where
             };
             #[cfg(feature = "tracing")]
             {
-                let span = tracing::Span::current();
                 span.record("portcullis.decision", decision.as_str());
                 if let Some(reason) = reason {
                     span.record("error.type", reason);
@@ -118,7 +119,7 @@ where
             Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
         };
         #[cfg(feature = "tracing")]
-        let future = tracing::Instrument::instrument(future, span);
+        let future = tracing::Instrument::instrument(future, instrumented);
         ResponseFuture::boxed(Box::pin(future))
     }
 }
