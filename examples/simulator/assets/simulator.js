@@ -1,7 +1,7 @@
 // The simulator page. Every action is a real HTTP request to the server;
 // status, store operations, server time and what the server received come
 // from the response (x-store-ops, x-store-ops-detail, x-server-time-us,
-// x-received, x-auth-reason). Nothing here builds HTML from strings: every
+// x-received, x-auth-reason, x-auth-events). Nothing here builds HTML from strings: every
 // node is created and filled with textContent.
 'use strict';
 
@@ -107,6 +107,7 @@ async function call(method, path, opts) {
     status: resp.status,
     ops: Number(get('x-store-ops') || 0),
     detail: get('x-store-ops-detail') || '',
+    events: get('x-auth-events') || '',
     timeUs: get('x-server-time-us'),
     received,
     reason: get('x-auth-reason'),
@@ -116,6 +117,11 @@ async function call(method, path, opts) {
     json,
     sentToken: o.token || null,
   };
+}
+
+/** The authentication events the request's layers emitted, in order. */
+function eventsText(r) {
+  return r.events ? r.events.split(',').join(', ') : 'none';
 }
 
 function opsText(r) {
@@ -243,6 +249,7 @@ function record(listId, kind, action, r, extra) {
   const facts = h('dl', { class: 'facts' },
     h('dt', {}, 'Sent'), h('dd', { class: 'sent' }, admin ? `the admin's request: ${sentText(r, kind)}` : sentText(r, kind)),
     h('dt', {}, 'Store'), h('dd', { class: 'ops', 'data-ops': r.ops }, opsText(r)),
+    h('dt', {}, 'Events'), h('dd', { class: 'events' }, eventsText(r)),
     h('dt', {}, 'Server'), h('dd', { class: 'time' }, r.timeUs ? `${r.timeUs} µs` : '—'),
   );
   const token = action === 'login' || action === 'refresh' ? (r.json && r.json.access_token) : r.sentToken;

@@ -1,14 +1,17 @@
 //! What the server tells the page about each request: the store operations
-//! it performed (read from real instrumented store wrappers), its own time,
-//! and what the client sent (sizes and names, never values).
+//! it performed (read from real instrumented store wrappers), the
+//! authentication events its layers emitted (read from a subscriber of the
+//! strategy's [`Events`] handle), its own time, and what the client sent
+//! (sizes and names, never values).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
+use portcullis::core::events::{AuthEvent, EventStream, Events};
 use portcullis::core::store::CallCounter;
 use portcullis::core::{Rejection, StoreError};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore, RevocationView};
@@ -22,6 +25,10 @@ pub(crate) const STORE_OPS_DETAIL: HeaderName = HeaderName::from_static("x-store
 pub(crate) const SERVER_TIME: HeaderName = HeaderName::from_static("x-server-time-us");
 /// What the client sent: credential sizes and cookie names (JSON).
 pub(crate) const RECEIVED: HeaderName = HeaderName::from_static("x-received");
+/// The authentication events the layers emitted for the request, in
+/// order: their names, with the reason code in parentheses where there is
+/// one (`csrf_refused(csrf-token-missing),session_expired`).
+pub(crate) const AUTH_EVENTS: HeaderName = HeaderName::from_static("x-auth-events");
 /// Why a layer refused the request (the rejection's machine-readable
 /// reason). Real apps keep it in their logs; the simulator shows it.
 pub(crate) const AUTH_REASON: HeaderName = HeaderName::from_static("x-auth-reason");
@@ -78,12 +85,44 @@ impl RevocationStore for CountingRevocations {
     }
 }
 
-/// The instrumented stores behind one strategy.
+/// A subscriber of one strategy's [`Events`]: what its layers emitted.
+#[derive(Debug, Clone)]
+pub(crate) struct EventLog(Arc<Mutex<EventStream>>);
+
+impl EventLog {
+    /// Room for the events of one request, many times over.
+    const CAPACITY: usize = 256;
+
+    /// Subscribes to `events`.
+    pub(crate) fn new(events: &Events) -> Self {
+        Self(Arc::new(Mutex::new(
+            events.subscribe("simulator", Self::CAPACITY),
+        )))
+    }
+
+    /// The events emitted since the last call (emission never waits, so
+    /// a request's events are all in by the time its response is built).
+    fn take(&self) -> Vec<Arc<AuthEvent>> {
+        let mut stream = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        std::iter::from_fn(|| stream.try_recv()).collect()
+    }
+}
+
+/// `name` or `name(reason)`: static codes, never a user's input.
+fn event_text(event: &AuthEvent) -> String {
+    match event.kind.reason() {
+        Some(reason) => format!("{}({reason})", event.kind.name()),
+        None => event.kind.name().to_owned(),
+    }
+}
+
+/// The instrumented stores behind one strategy, and its events.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Counters {
     pub(crate) sessions: Vec<Arc<CallCounter>>,
     pub(crate) refresh: Option<Arc<CallCounter>>,
     pub(crate) revocations: Option<Arc<RevocationOpCounter>>,
+    pub(crate) events: Option<EventLog>,
 }
 
 type Snapshot = Vec<(&'static str, u64)>;
@@ -173,8 +212,9 @@ fn received(headers: &HeaderMap) -> String {
 }
 
 /// Runs `handle` and reports on the response what it cost: the store
-/// operations counted by `counters` meanwhile, the server time, what the
-/// client sent, and the refusal reason if a layer refused.
+/// operations counted by `counters` meanwhile, the events emitted, the
+/// server time, what the client sent, and the refusal reason if a layer
+/// refused.
 ///
 /// Callers serialise the requests of one strategy, so that the counters'
 /// difference belongs to this request alone.
@@ -183,11 +223,20 @@ where
     F: Future<Output = Response>,
 {
     let received = received(headers);
+    if let Some(log) = &counters.events {
+        // Anything emitted outside a request is not this request's.
+        log.take();
+    }
     let before = counters.snapshot();
     let started = Instant::now();
     let mut response = handle.await;
     let elapsed = started.elapsed();
     let after = counters.snapshot();
+    let events: Vec<String> = counters
+        .events
+        .as_ref()
+        .map(|log| log.take().iter().map(|e| event_text(e)).collect())
+        .unwrap_or_default();
 
     let mut total = 0;
     let mut detail = Vec::new();
@@ -219,6 +268,11 @@ where
     }
     if let Some(reason) = reason {
         h.insert(AUTH_REASON, HeaderValue::from_static(reason));
+    }
+    if !events.is_empty()
+        && let Ok(v) = HeaderValue::try_from(events.join(","))
+    {
+        h.insert(AUTH_EVENTS, v);
     }
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

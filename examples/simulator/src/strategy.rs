@@ -8,6 +8,10 @@
 //! | `jwt-revocation` | `JwtLayer` + revocation view | no store call; revocation pushed into the view |
 //! | `hybrid` | `JwtLayer` + `RefreshLayer` | no store call; each refresh rotates one family |
 //!
+//! Every layer, issuer and refresher of a strategy emits its
+//! authentication events through the strategy's one `Events` handle; the
+//! page shows each request's events beside its store operations.
+//!
 //! Each strategy is mounted under `/{slug}`; besides its own routes it
 //! answers the simulator's controls `POST /{slug}/admin/revoke` (the admin
 //! revokes a user), `/admin/expire` (jump the clock) and `/admin/reset`.
@@ -22,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis::core::cookie::CookiePrefix;
+use portcullis::core::events::Events;
 use portcullis::core::{Clock as _, CookieConfig, ManualClock, SameSite, SharedClock, Timestamp};
 use portcullis::csrf::{CsrfConfig, CsrfLayer, CsrfToken};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
@@ -37,7 +42,7 @@ use portcullis::session::{
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-use crate::ops::{Counters, CountingRevocations, measured};
+use crate::ops::{Counters, CountingRevocations, EventLog, measured};
 use crate::users;
 
 /// What building a router can fail with.
@@ -160,6 +165,18 @@ enum Admin {
     Hybrid(Refresher, Arc<CountingRevocations>),
 }
 
+/// A strategy's event handle (with the route template of each request),
+/// and the log the page's reports read it through.
+fn events() -> (Events, EventLog) {
+    fn matched_path(ext: &axum::http::Extensions) -> Option<Arc<str>> {
+        ext.get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str().into())
+    }
+    let events = Events::builder().route(matched_path).build();
+    let log = EventLog::new(&events);
+    (events, log)
+}
+
 fn manual_clock() -> (Arc<ManualClock>, SharedClock) {
     let clock = Arc::new(ManualClock::starting_now());
     let shared: SharedClock = clock.clone();
@@ -185,16 +202,18 @@ impl Instance {
         let counting = CountingStore::new(settings.session_store(shared.clone()));
         let counter = counting.counter();
         let store: Arc<dyn SessionStore> = Arc::new(counting);
-        let config = settings.session_config(shared);
+        let (events, log) = events();
+        let config = settings.session_config(shared).events(events.clone());
         let cookie = config.cookie_config().clone();
         Ok(Self {
             router: session_routes()
-                .layer(CsrfLayer::new(CsrfConfig::session())?)
+                .layer(CsrfLayer::new(CsrfConfig::session().events(events))?)
                 .layer(SessionLayer::from_arc(Arc::clone(&store), config)?),
             started: clock.now(),
             clock,
             counters: Counters {
                 sessions: vec![counter],
+                events: Some(log),
                 ..Counters::default()
             },
             admin: Admin::Session(store),
@@ -204,11 +223,16 @@ impl Instance {
 
     fn jwt(with_revocation: bool) -> Result<Self, BuildError> {
         let (clock, shared) = manual_clock();
+        let (events, log) = events();
         let mut issuer = JwtIssuer::builder(signing_key()?)
             .issuer(ISS)
             .audience(AUD)
-            .clock(shared.clone());
-        let mut counters = Counters::default();
+            .clock(shared.clone())
+            .events(events.clone());
+        let mut counters = Counters {
+            events: Some(log),
+            ..Counters::default()
+        };
         let mut admin = Admin::Jwt;
         let mut view = None;
         if with_revocation {
@@ -224,7 +248,8 @@ impl Instance {
         let mut layer = JwtLayer::builder(issuer.keys())
             .issuer(ISS)
             .audience(AUD)
-            .clock(shared);
+            .clock(shared)
+            .events(events);
         if let Some(view) = view {
             layer = layer.revocation(view);
         }
@@ -240,6 +265,7 @@ impl Instance {
 
     fn hybrid(settings: &Settings) -> Result<Self, BuildError> {
         let (clock, shared) = manual_clock();
+        let (events, log) = events();
         let revocations = Arc::new(CountingRevocations::new(MemoryRevocationStore::with_clock(
             shared.clone(),
         )));
@@ -248,17 +274,23 @@ impl Instance {
             .audience(AUD)
             .clock(shared.clone())
             .revocation(revocations.view())
+            .events(events.clone())
             .build()?;
         let jwt = JwtLayer::builder(issuer.keys())
             .issuer(ISS)
             .audience(AUD)
             .clock(shared.clone())
             .revocation(revocations.view())
+            .events(events.clone())
             .build()?;
         let store = CountingRefreshStore::new(MemoryRefreshStore::new());
         let cookie = settings.refresh_cookie();
         let refresher = Refresher::builder(store.clone(), issuer, revocations.clone(), jwt.clone())
-            .config(RefreshConfig::default().cookie(cookie.clone()))
+            .config(
+                RefreshConfig::default()
+                    .cookie(cookie.clone())
+                    .events(events),
+            )
             .clock(shared)
             .build()?;
         let router = Router::new()
@@ -275,7 +307,8 @@ impl Instance {
             counters: Counters {
                 refresh: Some(store.counter()),
                 revocations: Some(revocations.counter()),
-                ..Counters::default()
+                sessions: Vec::new(),
+                events: Some(log),
             },
             admin: Admin::Hybrid(refresher, revocations),
             cookies: vec![cookie],
