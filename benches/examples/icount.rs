@@ -11,6 +11,12 @@
 //! `csrf-signed {safe,header,form}`, `csrf-session {safe,header,form}`;
 //! a `-base` suffix on the layer (`session-base`) runs the same request
 //! without it.
+//!
+//! The cost of observability: `obs-session {off,on,base}` (a session
+//! read) and `obs-jwt {off,on,base}` (an HS256 check, cache on), with
+//! events off, on (the `observability` bench's handle: OpenTelemetry
+//! recorder on an SDK meter provider, audit drain, client address and
+//! route), and without the layer (`benches/icount.sh observability`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
@@ -19,7 +25,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http::Request;
+use portcullis::events::Events;
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
+use portcullis::session::SessionConfig;
+use portcullis_benches::jwt_app::Jwt;
+use portcullis_benches::observability::{Observability, served, traceparent_fixed};
 use portcullis_benches::{call, csrf_app, session_app};
 
 async fn me(claims: Claims) -> String {
@@ -58,9 +68,54 @@ fn jwt_case(base: bool, case: &str) -> (Router, Request<Body>) {
     (app, req)
 }
 
+/// `n` requests of the observability case `layer` (`session`, `jwt`) with
+/// events `mode` (`off`, `on`, `base`: without the layer; `fasttrace`: on,
+/// the trace id read by `traceparent_fixed`; `notrace`: on, no trace id).
+async fn observability(layer: &str, mode: &str, n: usize) {
+    let obs = match mode {
+        "fasttrace" => Observability::with(|b| b.trace_id(Some(traceparent_fixed))),
+        "notrace" => Observability::with(|b| b.trace_id(None)),
+        _ => Observability::new(),
+    };
+    let events = if matches!(mode, "off" | "base") {
+        Events::default()
+    } else {
+        obs.events.clone()
+    };
+    if layer == "session" {
+        let apps = session_app::apps_with(SessionConfig::default().events(events)).await;
+        let app = if mode == "base" {
+            &apps.baseline
+        } else {
+            &apps.layered
+        };
+        for _ in 0..n {
+            black_box(call(app, served(session_app::request("read", &apps.cookie))).await);
+        }
+    } else {
+        let jwt = Jwt::new();
+        let app = if mode == "base" {
+            Jwt::baseline()
+        } else {
+            jwt.layered(events)
+        };
+        for _ in 0..n {
+            black_box(call(&app, served(jwt.request())).await);
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (layer, case, n) = (&args[1], &args[2], args[3].parse::<usize>().unwrap());
+    if let Some(layer) = layer.strip_prefix("obs-") {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(observability(layer, case, n));
+        return;
+    }
     let base = layer.ends_with("-base");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,6 +2,8 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod csrf_app;
+pub mod jwt_app;
+pub mod observability;
 pub mod session_app;
 
 use axum::Router;

@@ -37,7 +37,12 @@ pub struct Apps {
 
 /// Builds both apps and logs `alice` in on the layered one.
 pub async fn apps() -> Apps {
-    let layer = SessionLayer::new(MemoryStore::new(), SessionConfig::default()).unwrap();
+    apps_with(SessionConfig::default()).await
+}
+
+/// [`apps`] with the layer configured by `config`.
+pub async fn apps_with(config: SessionConfig) -> Apps {
+    let layer = SessionLayer::new(MemoryStore::new(), config).unwrap();
     let layered = Router::new()
         .route("/untouched", get(untouched))
         .route("/read", get(read))
