@@ -34,9 +34,12 @@ fn traceparent() -> String {
     format!("00-{TRACE}-00f067aa0ba902b7-01")
 }
 
+/// One decision: layer, what it decided, the reason code.
+type Decided = (&'static str, Decision, Option<&'static str>);
+
 /// The layer's decisions, as a recorder sees them.
 #[derive(Debug, Default, Clone)]
-struct Decisions(Arc<Mutex<Vec<(&'static str, Decision, Option<&'static str>)>>>);
+struct Decisions(Arc<Mutex<Vec<Decided>>>);
 
 impl Recorder for Decisions {
     fn decision(
@@ -51,7 +54,7 @@ impl Recorder for Decisions {
 }
 
 impl Decisions {
-    fn take(&self) -> Vec<(&'static str, Decision, Option<&'static str>)> {
+    fn take(&self) -> Vec<Decided> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }

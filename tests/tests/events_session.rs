@@ -520,9 +520,12 @@ async fn without_listeners_nothing_is_emitted_and_no_context_is_read() {
     app.check(&only(&mut stream, "logout"), "/logout");
 }
 
+/// One decision: layer, what it decided, the reason code.
+type Decided = (&'static str, Decision, Option<&'static str>);
+
 /// The layer's decisions, as a recorder sees them.
 #[derive(Debug, Default, Clone)]
-struct Decisions(Arc<std::sync::Mutex<Vec<(&'static str, Decision, Option<&'static str>)>>>);
+struct Decisions(Arc<std::sync::Mutex<Vec<Decided>>>);
 
 impl Recorder for Decisions {
     fn decision(
