@@ -483,8 +483,11 @@ impl OtelRecorder {
     }
 
     /// Reports the events `events` dropped (all its subscribers together)
-    /// as `portcullis.events.dropped{portcullis.events.handle=name}`. The
-    /// recorder keeps the handle (a clone) alive.
+    /// as `portcullis.events.dropped{portcullis.events.handle=name}`.
+    ///
+    /// The recorder keeps a clone of the handle. When that handle's
+    /// recorder is this one, the two keep each other alive: watch handles
+    /// that live as long as the application.
     pub fn watch_events(&self, name: &'static str, events: &Events) {
         lock(&self.inner.watched.handles).push((name, events.clone()));
     }
