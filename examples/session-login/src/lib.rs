@@ -15,6 +15,13 @@
 //!   ([`RequireFreshLogin`]); `POST /reauth` makes it fresh again. A
 //!   password change stores the new hash and ends the user's other
 //!   sessions.
+//! - Every layer emits its authentication events through one [`Events`]
+//!   handle. `GET /activity` (logged in) is "your security activity": the
+//!   user's last [`RecentActivity::PER_USER`] audit events (logins, failed
+//!   logins at their account, logouts, password changes...) with time,
+//!   client address and reason, never another user's. With
+//!   [`Options::audit_log`] the same events are appended to a file as JSON
+//!   lines (the audit trail).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -29,14 +36,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use portcullis::core::events::{AuditTrail, AuthEvent, Events, RecentActivity};
 use portcullis::core::{ProblemJson, RenderRejection as _, SharedClock, SystemClock};
 use portcullis::password::{PasswordError, PasswordHasher, Verification, invalid_credentials};
 use portcullis::session::{
@@ -44,7 +53,8 @@ use portcullis::session::{
     SessionLayer, SessionStore,
 };
 use portcullis::throttle::{
-    LoginOutcome, LoginThrottleLayer, MemoryThrottleStore, ThrottleConfig, ThrottleStore,
+    LoginFailure, LoginOutcome, LoginThrottleLayer, MemoryThrottleStore, ThrottleConfig,
+    ThrottleStore,
 };
 use portcullis_csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
 use serde::Deserialize;
@@ -85,6 +95,14 @@ pub struct Options {
     /// **Insecure.** Cookies without `Secure` and `__Host-`, for
     /// plain-http development on hosts other than localhost.
     pub insecure_dev_cookies: bool,
+    /// The audit trail: a file the audit events are appended to, one JSON
+    /// object per line ([`AuditTrail`]); `None`: no file (the activity page
+    /// works either way). The lines carry user ids and client addresses,
+    /// personal data: rotate the file outside the process (logrotate with
+    /// `copytruncate`) and keep it no longer than the retention period you
+    /// have set. [`app`] must then be called inside a Tokio runtime: it
+    /// spawns the task that writes the file.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Options {
@@ -97,6 +115,7 @@ impl Options {
             throttle: None,
             clock: SystemClock::shared(),
             insecure_dev_cookies: false,
+            audit_log: None,
         }
     }
 }
@@ -107,6 +126,7 @@ impl fmt::Debug for Options {
             .field("csrf_key", &"REDACTED")
             .field("shared_throttle", &self.throttle.is_some())
             .field("insecure_dev_cookies", &self.insecure_dev_cookies)
+            .field("audit_log", &self.audit_log)
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +136,8 @@ impl fmt::Debug for Options {
 pub struct Users {
     hasher: PasswordHasher,
     hashes: Mutex<HashMap<String, String>>,
+    /// Each user's last audit events: the activity page.
+    activity: RecentActivity,
 }
 
 impl fmt::Debug for Users {
@@ -142,6 +164,7 @@ impl Users {
                     .map(|(u, h)| ((*u).to_owned(), (*h).to_owned()))
                     .collect(),
             ),
+            activity: RecentActivity::new(),
         })
     }
 
@@ -202,6 +225,21 @@ fn refused(error: Option<&PasswordError>) -> Response {
     }
 }
 
+/// The answer to a wrong password: [`refused`], and when the account
+/// exists, its user id for the `login_failed` event (so the failure shows
+/// on that user's activity page). The client sees the same answer either
+/// way. (The demo's user ids are the user names; a real app gives the id
+/// its user table resolved, never the name typed.)
+fn refused_at(users: &Users, name: &str) -> Response {
+    let mut response = refused(None);
+    if users.table().contains_key(name) {
+        response
+            .extensions_mut()
+            .insert(LoginFailure::invalid_credentials().user(name));
+    }
+    response
+}
+
 #[derive(Deserialize)]
 struct Credentials {
     username: String,
@@ -218,7 +256,7 @@ async fn login(
 ) -> Result<Response, SessionError> {
     match users.check(&creds.username, &creds.password).await {
         Ok(true) => {}
-        Ok(false) => return Ok(refused(None)),
+        Ok(false) => return Ok(refused_at(&users, &creds.username)),
         Err(e) => return Ok(refused(Some(&e))),
     }
     let mut options = LoginOptions::new();
@@ -261,7 +299,7 @@ async fn reauth(
     }
     match users.check(&user, &form.password).await {
         Ok(true) => {}
-        Ok(false) => return Ok(refused(None)),
+        Ok(false) => return Ok(refused_at(&users, &user)),
         Err(e) => return Ok(refused(Some(&e))),
     }
     session.reauthenticated([AuthMethod::PASSWORD]).await?;
@@ -321,6 +359,92 @@ async fn sessions(session: Session) -> Result<Json<serde_json::Value>, SessionEr
     ))
 }
 
+/// Escapes text for HTML element content and quoted attribute values.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `2026-12-06T22:48:49Z`: a time in UTC, to the second.
+fn utc(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days to a civil date (H. Hinnant's algorithm, proleptic Gregorian).
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// One row of the activity page.
+fn activity_row(event: &AuthEvent) -> String {
+    format!(
+        "<tr><td><time>{}</time></td><td class=\"event\">{}</td><td class=\"client\">{}</td>\
+         <td class=\"reason\">{}</td></tr>",
+        utc(event.at),
+        escape(event.kind.name()),
+        escape(&event.client.map(|ip| ip.to_string()).unwrap_or_default()),
+        escape(event.kind.reason().unwrap_or("")),
+    )
+}
+
+/// `GET /activity`: "your security activity", the logged-in user's last
+/// audit events, newest first (401 without a login).
+async fn activity_page(
+    State(users): State<Arc<Users>>,
+    CurrentUser(user): CurrentUser,
+) -> Response {
+    let rows: String = users
+        .activity
+        .recent(&user)
+        .iter()
+        .map(|e| activity_row(e))
+        .collect();
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Your security activity</title></head><body>\
+         <h1>Your security activity</h1><p>User: <span id=\"user\">{}</span></p>\
+         <table id=\"activity\"><thead><tr><th>Time (UTC)</th><th>Event</th>\
+         <th>Client address</th><th>Reason</th></tr></thead><tbody>{rows}</tbody></table>\
+         </body></html>\n",
+        escape(&user)
+    );
+    (
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Html(page),
+    )
+        .into_response()
+}
+
+/// The route template of the request, for events.
+fn matched_path(ext: &axum::http::Extensions) -> Option<Arc<str>> {
+    ext.get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().into())
+}
+
 fn peer_ip(ext: &axum::http::Extensions, _: &axum::http::HeaderMap) -> Option<std::net::IpAddr> {
     ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
@@ -338,10 +462,42 @@ pub fn app(
     store: Arc<dyn SessionStore>,
     options: Options,
 ) -> Result<(Router, Arc<Users>), Box<dyn std::error::Error + Send + Sync>> {
+    let users = Arc::new(Users::demo()?);
+    // One handle for every layer. The activity log is fed inline (a page
+    // read right after a request shows its events); the audit file by a
+    // task of its own.
+    let events = Events::builder()
+        .client_ip(peer_ip)
+        .route(matched_path)
+        .recorder(users.activity.clone())
+        .build();
+    if let Some(path) = &options.audit_log {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "an audit log needs app() to be called inside a Tokio runtime")?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("audit log {}: {e}", path.display()))?;
+        let drain = AuditTrail::new()
+            .json_lines(std::io::BufWriter::new(file))
+            .drain(events.subscribe("audit-log", 4096));
+        let path = path.clone();
+        runtime.spawn(async move {
+            if let Err(e) = drain.await {
+                eprintln!(
+                    "audit log {}: {e}; no more lines are written",
+                    path.display()
+                );
+            }
+        });
+    }
     let mut config = SessionConfig::default()
         .client_ip(peer_ip)
-        .clock(options.clock.clone());
-    let mut csrf = CsrfConfig::signed(options.csrf_key, SignedBinding::session());
+        .clock(options.clock.clone())
+        .events(events.clone());
+    let mut csrf =
+        CsrfConfig::signed(options.csrf_key, SignedBinding::session()).events(events.clone());
     if options.insecure_dev_cookies {
         config = config.insecure_dev_cookies();
         csrf = csrf.insecure_dev_cookies();
@@ -351,9 +507,11 @@ pub fn app(
         .unwrap_or_else(|| Arc::new(MemoryThrottleStore::new()));
     let throttle = LoginThrottleLayer::from_arc(
         throttle_store,
-        ThrottleConfig::builder().clock(options.clock).build()?,
+        ThrottleConfig::builder()
+            .clock(options.clock)
+            .events(events)
+            .build()?,
     );
-    let users = Arc::new(Users::demo()?);
     let layer = SessionLayer::from_arc(store, config)?;
     let router = Router::new()
         .route("/password", post(change_password))
@@ -367,10 +525,43 @@ pub fn app(
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
         .route("/sessions", get(sessions))
+        .route("/activity", get(activity_page))
         .with_state(Arc::clone(&users))
         // Inner: the checks run after the session is installed, before any
         // handler.
         .layer(CsrfLayer::new(csrf)?)
         .layer(layer);
     Ok((router, users))
+}
+
+#[cfg(test)]
+mod activity_tests {
+    use std::time::{Duration, SystemTime};
+
+    use portcullis::core::events::{AuthEvent, AuthEventKind};
+
+    use super::{activity_row, escape, utc};
+
+    #[test]
+    fn times_are_utc_dates() {
+        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(utc(at(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(at(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(at(1_796_597_329)), "2026-12-06T22:48:49Z");
+    }
+
+    #[test]
+    fn rows_are_escaped() {
+        assert_eq!(
+            escape(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#x27;"
+        );
+        let row = activity_row(&AuthEvent::new(
+            "throttle",
+            AuthEventKind::LoginFailed {
+                reason: "<b>locked</b>",
+            },
+        ));
+        assert!(row.contains("&lt;b&gt;locked&lt;/b&gt;") && !row.contains("<b>"));
+    }
 }

@@ -18,6 +18,12 @@
 //! `CSRF_KEY` (hex, at least 32 bytes: `openssl rand -hex 32`) is the key
 //! that signs them; give every instance the same one (unset, each process
 //! draws its own).
+//!
+//! `AUDIT_LOG` (a file path) appends the audit trail to that file, one
+//! JSON object per audit event. It holds user ids and client addresses:
+//! rotate it outside the process (logrotate with `copytruncate`) and keep
+//! it no longer than your retention period. `GET /activity` shows the
+//! logged-in user their own last events.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -103,6 +109,9 @@ async fn main() -> std::io::Result<()> {
     let mut options = Options::new(csrf_key()?);
     options.throttle = throttle;
     options.insecure_dev_cookies = std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some();
+    options.audit_log = std::env::var_os("AUDIT_LOG")
+        .filter(|p| !p.is_empty())
+        .map(Into::into);
     let (router, _users) = app(sessions, options).map_err(std::io::Error::other)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;

@@ -17,6 +17,14 @@
 //! password against the policy, stores its hash and ends the user's other
 //! sessions.
 //!
+//! Every layer emits its authentication events through one [`Events`]
+//! handle. `/account/activity` is "your security activity": the logged-in
+//! user's last [`RecentActivity::PER_USER`] audit events (logins, failed
+//! logins at their account, logouts, password changes...) with time,
+//! client address and reason, never another user's. With
+//! [`AppConfig::audit_log`] the same events are appended to a file as JSON
+//! lines (the audit trail).
+//!
 //! Tokens are signed (`CsrfConfig::signed` with `SignedBinding::session`):
 //! an anonymous visitor's token is bound to the `__Host-csrf` pre-session
 //! cookie, a logged-in user's to the session id, so logging in renews it
@@ -38,15 +46,17 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use portcullis::core::events::{AuditTrail, AuthEvent, Events, RecentActivity};
 use portcullis::core::{SharedClock, SystemClock};
 use portcullis::csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
 use portcullis::password::{PasswordError, PasswordHasher, Verification};
@@ -55,7 +65,8 @@ use portcullis::session::{
     SessionLayer, SessionStore,
 };
 use portcullis::throttle::{
-    LoginOutcome, LoginThrottleLayer, MemoryThrottleStore, ThrottleConfig, ThrottleStore,
+    LoginFailure, LoginOutcome, LoginThrottleLayer, MemoryThrottleStore, ThrottleConfig,
+    ThrottleStore,
 };
 use serde::Deserialize;
 
@@ -106,6 +117,14 @@ pub struct AppConfig {
     /// The clock of sessions and the throttle; `None`: the system clock
     /// (tests pass a manual one).
     pub clock: Option<SharedClock>,
+    /// The audit trail: a file the audit events are appended to, one JSON
+    /// object per line ([`AuditTrail`]); `None`: no file (the activity page
+    /// works either way). The lines carry user ids and client addresses,
+    /// personal data: rotate the file outside the process (logrotate with
+    /// `copytruncate`) and keep it no longer than the retention period you
+    /// have set. [`app`] must then be called inside a Tokio runtime: it
+    /// spawns the task that writes the file.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl fmt::Debug for AppConfig {
@@ -115,6 +134,7 @@ impl fmt::Debug for AppConfig {
             .field("insecure_dev_cookies", &self.insecure_dev_cookies)
             .field("csrf_key", &self.csrf_key.as_ref().map(|_| "REDACTED"))
             .field("shared_throttle", &self.throttle.is_some())
+            .field("audit_log", &self.audit_log)
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +149,8 @@ pub struct AppState {
     display_names: Mutex<HashMap<String, String>>,
     profile_updates: AtomicU64,
     logins: AtomicU64,
+    /// Each user's last audit events: the activity page.
+    activity: RecentActivity,
 }
 
 impl AppState {
@@ -299,7 +321,19 @@ async fn login(
         Ok(false) => {
             // The same page for a wrong password and an unknown user.
             let page = login_page(&token, Some("Unknown user or wrong password."));
-            return Ok((StatusCode::UNAUTHORIZED, LoginOutcome::Failed, page).into_response());
+            let mut response =
+                (StatusCode::UNAUTHORIZED, LoginOutcome::Failed, page).into_response();
+            // An existing account's id goes into the `login_failed` event, so
+            // the failure shows on its activity page; the client sees the
+            // same page either way. (The demo's user ids are the user names;
+            // a real app gives the id its user table resolved, never the
+            // name typed.)
+            if state.stored_hash(&creds.username).is_some() {
+                response
+                    .extensions_mut()
+                    .insert(LoginFailure::invalid_credentials().user(creds.username.as_str()));
+            }
+            return Ok(response);
         }
         Err(e) => return Ok(busy(&e)),
     }
@@ -377,7 +411,12 @@ async fn reauth(
         Ok(true) => {}
         Ok(false) => {
             let page = reauth_page(&user, &token, Some("Wrong password."));
-            return Ok((StatusCode::UNAUTHORIZED, LoginOutcome::Failed, page).into_response());
+            return Ok((
+                StatusCode::UNAUTHORIZED,
+                LoginFailure::invalid_credentials().user(user.as_str()),
+                page,
+            )
+                .into_response());
         }
         Err(e) => return Ok(busy(&e)),
     }
@@ -483,6 +522,7 @@ fn profile_page(
             "{error}<p>User: <span id=\"user\">{user}</span></p>\
              <p>Display name: <span id=\"display-name\">{display}</span></p>\
              <p><a id=\"change-password-link\" href=\"{PASSWORD_PAGE}\">Change password</a></p>\
+             <p><a id=\"activity-link\" href=\"{ACTIVITY_PAGE}\">Your security activity</a></p>\
              <form id=\"profile\" method=\"post\" action=\"/profile\">{hidden}\
              <label>New display name <input id=\"display-name-input\" name=\"display_name\" \
              maxlength=\"{MAX_DISPLAY_NAME}\"></label>\
@@ -495,6 +535,75 @@ fn profile_page(
             display = escape(&display),
         ),
     )
+}
+
+/// The activity page.
+const ACTIVITY_PAGE: &str = "/account/activity";
+
+/// `2026-12-06T22:48:49Z`: a time in UTC, to the second.
+fn utc(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days to a civil date (H. Hinnant's algorithm, proleptic Gregorian).
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// One row of the activity page.
+fn activity_row(event: &AuthEvent) -> String {
+    format!(
+        "<tr><td><time>{}</time></td><td class=\"event\">{}</td><td class=\"client\">{}</td>\
+         <td class=\"reason\">{}</td></tr>",
+        utc(event.at),
+        escape(event.kind.name()),
+        escape(&event.client.map(|ip| ip.to_string()).unwrap_or_default()),
+        escape(event.kind.reason().unwrap_or("")),
+    )
+}
+
+/// `GET /account/activity`: "your security activity", the logged-in
+/// user's last audit events, newest first (the login page without a
+/// login).
+async fn activity_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+) -> Result<Response, SessionError> {
+    let Some(user) = session.user_id().await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let rows: String = state
+        .activity
+        .recent(&user)
+        .iter()
+        .map(|e| activity_row(e))
+        .collect();
+    let body = format!(
+        "<p>User: <span id=\"user\">{}</span></p>\
+         <table id=\"activity\"><thead><tr><th>Time (UTC)</th><th>Event</th>\
+         <th>Client address</th><th>Reason</th></tr></thead><tbody>{rows}</tbody></table>\
+         <p><a href=\"/profile\">Back to the profile</a></p>",
+        escape(&user)
+    );
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        page("Your security activity", &body),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -540,6 +649,12 @@ async fn logout_everywhere(session: Session) -> Result<Redirect, SessionError> {
     Ok(Redirect::to("/login"))
 }
 
+/// The route template of the request, for events.
+fn matched_path(ext: &axum::http::Extensions) -> Option<Arc<str>> {
+    ext.get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().into())
+}
+
 fn peer_ip(ext: &axum::http::Extensions, _: &axum::http::HeaderMap) -> Option<std::net::IpAddr> {
     ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
@@ -556,10 +671,41 @@ pub fn app(
     config: AppConfig,
 ) -> Result<(Router, Arc<AppState>), Box<dyn std::error::Error + Send + Sync>> {
     let clock = config.clock.unwrap_or_else(SystemClock::shared);
+    let activity = RecentActivity::new();
+    // One handle for every layer. The activity log is fed inline (a page
+    // read right after a request shows its events); the audit file by a
+    // task of its own.
+    let events = Events::builder()
+        .client_ip(peer_ip)
+        .route(matched_path)
+        .recorder(activity.clone())
+        .build();
+    if let Some(path) = &config.audit_log {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "an audit log needs app() to be called inside a Tokio runtime")?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("audit log {}: {e}", path.display()))?;
+        let drain = AuditTrail::new()
+            .json_lines(std::io::BufWriter::new(file))
+            .drain(events.subscribe("audit-log", 4096));
+        let path = path.clone();
+        runtime.spawn(async move {
+            if let Err(e) = drain.await {
+                eprintln!(
+                    "audit log {}: {e}; no more lines are written",
+                    path.display()
+                );
+            }
+        });
+    }
     let mut session_config = SessionConfig::default()
         .client_ip(peer_ip)
         .clock(Arc::clone(&clock))
-        .reauthentication_url("/reauth");
+        .reauthentication_url("/reauth")
+        .events(events.clone());
     if config.insecure_dev_cookies {
         session_config = session_config.insecure_dev_cookies();
     }
@@ -569,7 +715,7 @@ pub fn app(
             .as_bytes()
             .to_vec(),
     };
-    let mut csrf = CsrfConfig::signed(key, SignedBinding::session());
+    let mut csrf = CsrfConfig::signed(key, SignedBinding::session()).events(events.clone());
     if config.insecure_dev_cookies {
         csrf = csrf.insecure_dev_cookies();
     }
@@ -592,12 +738,16 @@ pub fn app(
         ),
         profile_updates: AtomicU64::new(0),
         logins: AtomicU64::new(0),
+        activity,
     });
     let throttle = LoginThrottleLayer::from_arc(
         config
             .throttle
             .unwrap_or_else(|| Arc::new(MemoryThrottleStore::new())),
-        ThrottleConfig::builder().clock(clock).build()?,
+        ThrottleConfig::builder()
+            .clock(clock)
+            .events(events)
+            .build()?,
     );
     let router = Router::new()
         .route(PASSWORD_PAGE, get(password_form).post(change_password))
@@ -610,6 +760,7 @@ pub fn app(
         )
         .route("/reauth", get(reauth_form).post(reauth).layer(throttle))
         .route("/profile", get(profile).post(update_profile))
+        .route(ACTIVITY_PAGE, get(activity_page))
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
         .with_state(Arc::clone(&state))
@@ -617,4 +768,36 @@ pub fn app(
         .layer(CsrfLayer::new(csrf)?)
         .layer(SessionLayer::new(store, session_config)?);
     Ok((router, state))
+}
+
+#[cfg(test)]
+mod activity_tests {
+    use std::time::{Duration, SystemTime};
+
+    use portcullis::core::events::{AuthEvent, AuthEventKind};
+
+    use super::{activity_row, escape, utc};
+
+    #[test]
+    fn times_are_utc_dates() {
+        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(utc(at(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(at(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(at(1_796_597_329)), "2026-12-06T22:48:49Z");
+    }
+
+    #[test]
+    fn rows_are_escaped() {
+        assert_eq!(
+            escape(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#x27;"
+        );
+        let row = activity_row(&AuthEvent::new(
+            "throttle",
+            AuthEventKind::LoginFailed {
+                reason: "<b>locked</b>",
+            },
+        ));
+        assert!(row.contains("&lt;b&gt;locked&lt;/b&gt;") && !row.contains("<b>"));
+    }
 }

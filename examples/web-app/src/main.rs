@@ -19,6 +19,10 @@
 //! - `DATABASE_URL` (`postgres://...`, or `sqlite://web-app.db` for a
 //!   durable single node): sessions and the throttle's counters live in
 //!   that database (tables created at start); it wins over `REDIS_URL`.
+//! - `AUDIT_LOG` (a file path): the audit trail, one JSON object per
+//!   audit event appended to that file. It holds user ids and client
+//!   addresses: rotate it outside the process (logrotate with
+//!   `copytruncate`) and keep it no longer than your retention period.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +53,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     config.public_origin = std::env::var("PUBLIC_ORIGIN").ok();
     config.insecure_dev_cookies = std::env::var_os("PORTCULLIS_INSECURE_DEV_COOKIES").is_some();
     config.csrf_key = csrf_key;
+    config.audit_log = std::env::var_os("AUDIT_LOG")
+        .filter(|p| !p.is_empty())
+        .map(Into::into);
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
     let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
     let (router, _state) = match (database_url, redis_url) {
