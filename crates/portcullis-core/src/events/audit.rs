@@ -3,7 +3,7 @@
 //!
 //! An [`AuditTrail`] takes the events of one subscriber
 //! ([`Events::subscribe`](super::Events::subscribe)) and keeps those a
-//! compliance reviewer asks for ([`AuthEventKind::is_audit`]):
+//! compliance reviewer asks for ([`AuthEventKind::is_audit`](super::AuthEventKind::is_audit)):
 //!
 //! - as **JSON lines** ([`AuditTrail::json_lines`]): one
 //!   [`AuthEvent::to_json`] object per line, to any [`Write`] (a file in
