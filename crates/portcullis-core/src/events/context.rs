@@ -135,6 +135,29 @@ mod tests {
         assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra").is_some());
     }
 
+    proptest::proptest! {
+        /// Any header bytes: no panic, and an accepted id is exactly the
+        /// 32 lowercase hex digits the header carried.
+        #[test]
+        fn traceparent_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = http::HeaderValue::from_bytes(&bytes) {
+                headers.insert("traceparent", value);
+                if let Some(id) = traceparent(&Extensions::new(), &headers) {
+                    let text = std::str::from_utf8(&bytes).unwrap();
+                    proptest::prop_assert!(text.contains(&id.to_string()));
+                }
+            }
+        }
+
+        #[test]
+        fn well_formed_ids_round_trip(id in proptest::array::uniform16(proptest::num::u8::ANY)) {
+            let hex = TraceId(id).to_string();
+            let parsed = parse(&format!("00-{hex}-00f067aa0ba902b7-01"));
+            proptest::prop_assert_eq!(parsed, (id != [0; 16]).then_some(TraceId(id)));
+        }
+    }
+
     #[test]
     fn repeated_traceparent_is_ignored() {
         let mut headers = HeaderMap::new();
