@@ -15,6 +15,7 @@ use futures_util::{StreamExt as _, stream};
 use http::StatusCode;
 use portcullis_core::events::{AuthEvent, Decision, EventStream, Events, Recorder, TraceId};
 use portcullis_csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
+use portcullis_tests::otel::Metrics;
 use portcullis_tests::session_app::peer_ip;
 use portcullis_tests::{TestServer, client, cookie_value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -91,12 +92,14 @@ async fn start(events: Events, body_read: Arc<Notify>) -> TestServer {
     TestServer::start(app).await
 }
 
-fn events(decisions: &Decisions) -> Events {
-    Events::builder()
+/// Counted as OpenTelemetry metrics (every decision timed), with the route
+/// template and the client address, the decisions also seen by `decisions`.
+fn events(metrics: &Metrics, decisions: &Decisions) -> Events {
+    metrics
+        .events()
         .client_ip(peer_ip)
         .route(route)
         .recorder(decisions.clone())
-        .sample_decisions(1)
         .build()
 }
 
@@ -139,8 +142,10 @@ fn check(event: &AuthEvent, reason: &str, secrets: &[&str]) {
 #[tokio::test]
 async fn every_refusal_emits_csrf_refused_with_its_reason() {
     let decisions = Decisions::default();
-    let events = events(&decisions);
+    let metrics = Metrics::new();
+    let events = events(&metrics, &decisions);
     let mut stream = events.subscribe("t", 64);
+    let mut seen: Vec<&str> = Vec::new();
     let server = start(events, Arc::new(Notify::new())).await;
     let (token, cookie) = token(&server).await;
     assert!(drain(&mut stream).is_empty());
@@ -192,6 +197,7 @@ async fn every_refusal_emits_csrf_refused_with_its_reason() {
         let got = drain(&mut stream);
         assert_eq!(got.len(), 1, "{reason}: {got:?}");
         check(&got[0], reason, &[&token, &wrong, &cookie]);
+        seen.extend(got.iter().filter_map(|e| e.kind.reason()));
         assert_eq!(
             decisions.take(),
             [("csrf", Decision::Failure, Some(reason))],
@@ -203,6 +209,24 @@ async fn every_refusal_emits_csrf_refused_with_its_reason() {
     assert_eq!(resp.status(), 200);
     assert!(drain(&mut stream).is_empty());
     assert_eq!(decisions.take(), [("csrf", Decision::Success, None)]);
+
+    // Each refusal counted once under its reason, and nothing else.
+    for reason in [
+        "csrf-cross-origin",
+        "csrf-token-missing",
+        "csrf-token-malformed",
+        "csrf-token-mismatch",
+        "csrf-body-too-large",
+    ] {
+        let n = seen.iter().filter(|r| **r == reason).count() as u64;
+        assert_eq!(n, 1, "{reason}");
+        assert_eq!(
+            metrics.event_count("csrf_refused", Some(reason)),
+            n,
+            "{reason}"
+        );
+    }
+    assert_eq!(metrics.event_count("csrf_refused", None), seen.len() as u64);
 }
 
 /// A layer whose `Events` nothing listens to emits nothing, and reads no

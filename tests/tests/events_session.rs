@@ -11,15 +11,17 @@ use axum::extract::{MatchedPath, Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
+use portcullis::otel::{OPERATION, STORE, event_metric};
 use portcullis::session::testing::FaultyStore;
 use portcullis::session::{
     AuthMethod, CapPolicy, LoginOptions, MemoryStore, RequireFreshLogin, Session, SessionConfig,
     SessionError, SessionLayer,
 };
 use portcullis_core::events::{
-    AuthEvent, AuthEventKind, Decision, EventStream, Events, Recorder, TraceId,
+    AuthEvent, AuthEventKind, Decision, EventStream, Events, EventsBuilder, Recorder, TraceId,
 };
 use portcullis_core::{ManualClock, OpaqueToken, SharedClock};
+use portcullis_tests::otel::Metrics;
 use portcullis_tests::session_app::peer_ip;
 use portcullis_tests::{TestServer, client, cookie_value};
 use serde_json::{Value, json};
@@ -229,21 +231,66 @@ fn only(stream: &mut EventStream, kind: &str) -> Arc<AuthEvent> {
     event
 }
 
-fn events() -> Events {
-    Events::builder().client_ip(peer_ip).route(route).build()
+/// The events of a test app: counted as OpenTelemetry metrics, with the
+/// route template and the client address.
+fn events(metrics: &Metrics) -> EventsBuilder {
+    metrics.events().client_ip(peer_ip).route(route)
 }
 
-async fn app(config: SessionConfig) -> (App, EventStream) {
-    let events = events();
+/// Every event a test app emitted (a subscriber of its own), against the
+/// OpenTelemetry counters.
+struct Counted {
+    metrics: Metrics,
+    all: EventStream,
+}
+
+impl Counted {
+    fn new(metrics: Metrics, events: &Events) -> Self {
+        let all = events.subscribe("all", 256);
+        Self { metrics, all }
+    }
+
+    /// The events seen so far are exactly `expected` (kind, reason when
+    /// the kind has one, how many), and each is counted as its metric.
+    fn assert(&mut self, expected: &[(&str, Option<&str>, u64)]) {
+        let seen = drain(&mut self.all);
+        assert_eq!(self.all.dropped(), 0);
+        for (kind, reason, n) in expected {
+            let of_kind = seen
+                .iter()
+                .filter(|e| {
+                    e.kind.name() == *kind && (reason.is_none() || e.kind.reason() == *reason)
+                })
+                .count() as u64;
+            assert_eq!(of_kind, *n, "{kind} {reason:?} seen: {seen:?}");
+            assert_eq!(
+                self.metrics.event_count(kind, *reason),
+                *n,
+                "{kind} {reason:?} counted"
+            );
+        }
+        for e in &seen {
+            assert!(
+                expected.iter().any(|(kind, _, _)| e.kind.name() == *kind),
+                "not expected: {e:?}"
+            );
+        }
+    }
+}
+
+async fn app(config: SessionConfig) -> (App, EventStream, Counted) {
+    let metrics = Metrics::new();
+    let events = events(&metrics).build();
     let stream = events.subscribe("t", 64);
-    (start(events, config).await, stream)
+    let counted = Counted::new(metrics, &events);
+    (start(events, config).await, stream, counted)
 }
 
 /// `login` and `login_with`: `login_succeeded` with the id the app passed
 /// and the new session's public handle, the one the device list shows.
 #[tokio::test]
 async fn login_and_login_with_emit_login_succeeded() {
-    let (app, mut stream) = app(SessionConfig::default()).await;
+    let (app, mut stream, mut counted) = app(SessionConfig::default()).await;
     let cookie = app.login("alice").await;
     let event = only(&mut stream, "login_succeeded");
     app.check(&event, "/login/{user}");
@@ -265,13 +312,14 @@ async fn login_and_login_with_emit_login_succeeded() {
     app.check(&event, "/remembered/{user}");
     assert_eq!(event.user.as_deref(), Some("bob"));
     assert!(event.kind.is_audit());
+    counted.assert(&[("login_succeeded", None, 2)]);
 }
 
 /// `logout`: `logout` with the user and the ended session's handle; a
 /// logout without a session ends nothing and says nothing.
 #[tokio::test]
 async fn logout_emits_logout() {
-    let (app, mut stream) = app(SessionConfig::default()).await;
+    let (app, mut stream, mut counted) = app(SessionConfig::default()).await;
     let cookie = app.login("alice").await;
     let login = only(&mut stream, "login_succeeded");
     let (status, _) = app.call(true, "/logout", Some(&cookie)).await;
@@ -284,6 +332,7 @@ async fn logout_emits_logout() {
     let (status, _) = app.call(true, "/logout", None).await;
     assert_eq!(status, 200);
     assert!(drain(&mut stream).is_empty());
+    counted.assert(&[("login_succeeded", None, 1), ("logout", None, 1)]);
 }
 
 /// `logout_everywhere` and `logout_other_sessions` both emit
@@ -291,7 +340,7 @@ async fn logout_emits_logout() {
 /// is the session that asked).
 #[tokio::test]
 async fn logout_everywhere_and_logout_others_emit_logout_everywhere() {
-    let (app, mut stream) = app(SessionConfig::default()).await;
+    let (app, mut stream, mut counted) = app(SessionConfig::default()).await;
     let phone = app.login("alice").await;
     let laptop = app.login("alice").await;
     let laptop_login = drain(&mut stream).pop().unwrap();
@@ -311,13 +360,14 @@ async fn logout_everywhere_and_logout_others_emit_logout_everywhere() {
     let event = only(&mut stream, "logout_everywhere");
     app.check(&event, "/logout-everywhere");
     assert_eq!(event.user.as_deref(), Some("alice"));
+    counted.assert(&[("login_succeeded", None, 2), ("logout_everywhere", None, 2)]);
 }
 
 /// `renew` and `reauthenticated`: `session_renewed`, with the new id's
 /// handle.
 #[tokio::test]
 async fn renew_and_reauthenticated_emit_session_renewed() {
-    let (app, mut stream) = app(SessionConfig::default()).await;
+    let (app, mut stream, mut counted) = app(SessionConfig::default()).await;
     let cookie = app.login("alice").await;
     let login = only(&mut stream, "login_succeeded");
     let (status, renewed) = app.call(true, "/renew", Some(&cookie)).await;
@@ -332,6 +382,7 @@ async fn renew_and_reauthenticated_emit_session_renewed() {
     let event = only(&mut stream, "session_renewed");
     app.check(&event, "/reauth");
     assert_eq!(event.user.as_deref(), Some("alice"));
+    counted.assert(&[("login_succeeded", None, 1), ("session_renewed", None, 2)]);
 }
 
 /// The per-user cap: a login past it evicts the oldest session, one
@@ -339,7 +390,7 @@ async fn renew_and_reauthenticated_emit_session_renewed() {
 #[tokio::test]
 async fn the_cap_emits_session_evicted() {
     let config = SessionConfig::default().max_sessions_per_user(1, CapPolicy::EvictOldest);
-    let (app, mut stream) = app(config).await;
+    let (app, mut stream, mut counted) = app(config).await;
     app.login("alice").await;
     let first = only(&mut stream, "login_succeeded");
     app.login("alice").await;
@@ -351,6 +402,7 @@ async fn the_cap_emits_session_evicted() {
     assert_eq!(evicted.user.as_deref(), Some("alice"));
     assert_eq!(evicted.device, first.device);
     assert_ne!(events[1].device, first.device);
+    counted.assert(&[("login_succeeded", None, 2), ("session_evicted", None, 1)]);
 }
 
 /// A session the store still returns but that has expired by the layer's
@@ -358,7 +410,7 @@ async fn the_cap_emits_session_evicted() {
 /// and handle.
 #[tokio::test]
 async fn an_expired_session_emits_session_expired() {
-    let (app, mut stream) = app(SessionConfig::default()).await;
+    let (app, mut stream, mut counted) = app(SessionConfig::default()).await;
     let cookie = app.login("alice").await;
     let login = only(&mut stream, "login_succeeded");
     app.clock.advance(Duration::from_secs(31 * 60));
@@ -368,13 +420,14 @@ async fn an_expired_session_emits_session_expired() {
     app.check(&event, "/me");
     assert_eq!(event.user.as_deref(), Some("alice"));
     assert_eq!(event.device, login.device);
+    counted.assert(&[("login_succeeded", None, 1), ("session_expired", None, 1)]);
 }
 
 /// `revoke_session`: `device_revoked` with the revoked session's handle;
 /// an id that is not the user's revokes nothing and says nothing.
 #[tokio::test]
 async fn revoke_session_emits_device_revoked() {
-    let (app, mut stream) = app(SessionConfig::default()).await;
+    let (app, mut stream, mut counted) = app(SessionConfig::default()).await;
     let phone = app.login("alice").await;
     let phone_login = drain(&mut stream).pop().unwrap();
     let laptop = app.login("alice").await;
@@ -396,13 +449,14 @@ async fn revoke_session_emits_device_revoked() {
         .await;
     assert_eq!(status, 200);
     assert!(drain(&mut stream).is_empty());
+    counted.assert(&[("login_succeeded", None, 2), ("device_revoked", None, 1)]);
 }
 
 /// `password_changed`: one `password_changed` event (not a renewal, not a
 /// logout everywhere), with the user and the session's new handle.
 #[tokio::test]
 async fn password_changed_emits_password_changed() {
-    let (app, mut stream) = app(SessionConfig::default()).await;
+    let (app, mut stream, mut counted) = app(SessionConfig::default()).await;
     let cookie = app.login("alice").await;
     drain(&mut stream);
     let (status, _) = app.call(true, "/password", Some(&cookie)).await;
@@ -411,13 +465,14 @@ async fn password_changed_emits_password_changed() {
     app.check(&event, "/password");
     assert_eq!(event.user.as_deref(), Some("alice"));
     assert!(event.device.is_some());
+    counted.assert(&[("login_succeeded", None, 1), ("password_changed", None, 1)]);
 }
 
 /// `RequireFreshLogin` refusals: `reauth_required` with `login-not-fresh`
 /// for an old login, `login-required` for no login.
 #[tokio::test]
 async fn fresh_login_refusals_emit_reauth_required() {
-    let (app, mut stream) = app(SessionConfig::default()).await;
+    let (app, mut stream, mut counted) = app(SessionConfig::default()).await;
     let cookie = app.login("alice").await;
     drain(&mut stream);
     let (status, _) = app.call(false, "/fresh", Some(&cookie)).await;
@@ -437,6 +492,12 @@ async fn fresh_login_refusals_emit_reauth_required() {
     app.check(&event, "/fresh");
     assert_eq!(event.kind.reason(), Some("login-required"));
     assert_eq!(event.user, None);
+    counted.assert(&[
+        ("login_succeeded", None, 1),
+        ("reauth_required", Some("login-not-fresh"), 1),
+        ("reauth_required", Some("login-required"), 1),
+        ("reauth_required", None, 2),
+    ]);
 }
 
 /// A store failure that becomes a 503: `store_unavailable` with the store
@@ -444,7 +505,7 @@ async fn fresh_login_refusals_emit_reauth_required() {
 /// writes.
 #[tokio::test]
 async fn store_failures_emit_store_unavailable() {
-    let (app, mut stream) = app(SessionConfig::default()).await;
+    let (app, mut stream, mut counted) = app(SessionConfig::default()).await;
     let cookie = app.login("alice").await;
     drain(&mut stream);
 
@@ -472,6 +533,15 @@ async fn store_failures_emit_store_unavailable() {
         }
     );
     app.outage.store(false, Ordering::SeqCst);
+    counted.assert(&[("login_succeeded", None, 1), ("store_unavailable", None, 2)]);
+    let store_unavailable = |operation: &str| {
+        let metric = event_metric("store_unavailable").unwrap().metric;
+        counted
+            .metrics
+            .counter(metric, &[(STORE, "session"), (OPERATION, operation)])
+    };
+    assert_eq!(store_unavailable("update"), 1);
+    assert_eq!(store_unavailable("load"), 1);
 }
 
 /// A layer given `Events::default()` emits nothing while nothing listens,
@@ -544,10 +614,9 @@ impl Recorder for Decisions {
 #[tokio::test]
 async fn decisions_say_what_the_request_presented() {
     let decisions = Decisions::default();
-    let events = Events::builder()
-        .recorder(decisions.clone())
-        .sample_decisions(1)
-        .build();
+    let metrics = Metrics::new();
+    let events = events(&metrics).recorder(decisions.clone()).build();
+    let mut counted = Counted::new(metrics, &events);
     let app = start(events, SessionConfig::default()).await;
     let cookie = app.login("alice").await;
     let unknown = OpaqueToken::generate().unwrap().to_encoded();
@@ -593,4 +662,9 @@ async fn decisions_say_what_the_request_presented() {
         take(),
         [("session", Decision::Failure, Some("session-expired"))]
     );
+    counted.assert(&[
+        ("login_succeeded", None, 1),
+        ("store_unavailable", None, 1),
+        ("session_expired", None, 1),
+    ]);
 }
