@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, ObservableGauge};
-use portcullis_core::events::{AuthEvent, AuthEventKind, Decision, Events, Recorder};
+use portcullis_core::events::{AuthEvent, AuthEventKind, Decision, Events, Recorder, WeakEvents};
 
 /// The attribute naming the layer or store that emitted an event.
 pub const SOURCE: &str = "portcullis.source";
@@ -368,7 +368,7 @@ type CountFn = Box<dyn Fn() -> u64 + Send + Sync>;
 /// What the observable instruments read at collection time.
 #[derive(Default)]
 struct Watched {
-    handles: Mutex<Vec<(&'static str, Events)>>,
+    handles: Mutex<Vec<(&'static str, WeakEvents)>>,
     gauges: Mutex<Vec<(Gauge, &'static str, CountFn)>>,
 }
 
@@ -448,7 +448,9 @@ impl OtelRecorder {
             )
             .with_callback(move |o| {
                 for (name, events) in lock(&w.handles).iter() {
-                    o.observe(events.dropped(), &[KeyValue::new(EVENTS_HANDLE, *name)]);
+                    if let Some(events) = events.upgrade() {
+                        o.observe(events.dropped(), &[KeyValue::new(EVENTS_HANDLE, *name)]);
+                    }
                 }
             })
             .build();
@@ -485,11 +487,11 @@ impl OtelRecorder {
     /// Reports the events `events` dropped (all its subscribers together)
     /// as `portcullis.events.dropped{portcullis.events.handle=name}`.
     ///
-    /// The recorder keeps a clone of the handle. When that handle's
-    /// recorder is this one, the two keep each other alive: watch handles
-    /// that live as long as the application.
+    /// The recorder keeps a weak handle: a bus whose recorder is this one
+    /// is still freed when the application drops it (and is no longer
+    /// reported).
     pub fn watch_events(&self, name: &'static str, events: &Events) {
-        lock(&self.inner.watched.handles).push((name, events.clone()));
+        lock(&self.inner.watched.handles).push((name, events.downgrade()));
     }
 
     /// Reports `count()` as `gauge` with `portcullis.store = store`, each

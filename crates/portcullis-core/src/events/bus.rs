@@ -309,6 +309,13 @@ impl Events {
             .collect()
     }
 
+    /// A handle that does not keep the bus alive (for a recorder that
+    /// watches the bus it records for: no reference cycle).
+    #[must_use]
+    pub fn downgrade(&self) -> WeakEvents {
+        WeakEvents(Arc::downgrade(&self.inner))
+    }
+
     /// The recorder, if any.
     #[must_use]
     pub fn recorder(&self) -> Option<&dyn Recorder> {
@@ -348,6 +355,25 @@ impl Events {
         if let (Some(timer), Some(recorder)) = (timer, &self.inner.recorder) {
             recorder.decision(layer, decision, reason, timer.0.elapsed());
         }
+    }
+}
+
+/// An [`Events`] handle that does not keep the bus alive
+/// ([`Events::downgrade`]).
+#[derive(Clone)]
+pub struct WeakEvents(std::sync::Weak<Inner>);
+
+impl WeakEvents {
+    /// The handle, while the bus lives.
+    #[must_use]
+    pub fn upgrade(&self) -> Option<Events> {
+        self.0.upgrade().map(|inner| Events { inner })
+    }
+}
+
+impl fmt::Debug for WeakEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakEvents")
     }
 }
 
@@ -436,6 +462,10 @@ mod tests {
         assert_eq!(b.try_recv().unwrap().kind.name(), "key_rotated");
         drop(b);
         assert!(!events.enabled());
+        let weak = events.downgrade();
+        assert!(weak.upgrade().is_some());
+        drop(events);
+        assert!(weak.upgrade().is_none());
     }
 
     #[test]

@@ -52,7 +52,7 @@ mod kind;
 mod recorder;
 
 pub use audit::{AuditTrail, JsonLines, RecentActivity};
-pub use bus::{EventStream, Events, EventsBuilder, install_tap};
+pub use bus::{EventStream, Events, EventsBuilder, WeakEvents, install_tap};
 pub use context::{EventContext, RouteFn, TraceId, TraceIdFn, traceparent};
 pub use kind::{AuthEvent, AuthEventKind};
 pub use recorder::{Decision, DecisionTimer, Recorder, StoreEvents};
