@@ -1,11 +1,9 @@
-//! The inline side of the bus: [`Recorder`] (metrics) and store timing.
+//! The inline side of the bus: [`Recorder`] (metrics).
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::bus::Events;
 use super::kind::AuthEvent;
-use crate::store::{StoreError, StoreErrorKind, StoreObserver};
 
 /// What a layer decided about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,7 +58,7 @@ pub trait Recorder: Send + Sync + fmt::Debug + 'static {
         let _ = (layer, decision, reason, elapsed);
     }
 
-    /// A store call through [`StoreEvents`] finished in `elapsed`;
+    /// A store call through [`StoreEvents`](super::StoreEvents) finished in `elapsed`;
     /// `error` is its error kind (`backend`, `timeout`, ...) when it failed.
     fn store_call(
         &self,
@@ -70,47 +68,5 @@ pub trait Recorder: Send + Sync + fmt::Debug + 'static {
         elapsed: Duration,
     ) {
         let _ = (store, operation, error, elapsed);
-    }
-}
-
-/// A [`StoreObserver`] that times every call of an instrumented store for
-/// the recorder's store-latency histogram: wrap a store with it
-/// (`InstrumentedStore::with_observer(store, StoreEvents::new("redis", events))`).
-#[derive(Debug, Clone)]
-pub struct StoreEvents {
-    store: &'static str,
-    events: Events,
-}
-
-impl StoreEvents {
-    /// Times the calls of the store named `store` (`redis`, `postgres`,
-    /// `memory`, ...).
-    #[must_use]
-    pub const fn new(store: &'static str, events: Events) -> Self {
-        Self { store, events }
-    }
-}
-
-/// The name of a store error kind, as recorded.
-const fn kind_name(kind: StoreErrorKind) -> &'static str {
-    match kind {
-        StoreErrorKind::Backend => "backend",
-        StoreErrorKind::Timeout => "timeout",
-        StoreErrorKind::Conflict => "conflict",
-        StoreErrorKind::NotFound => "not_found",
-        StoreErrorKind::Corrupt => "corrupt",
-    }
-}
-
-impl StoreObserver for StoreEvents {
-    fn timed(&self) -> bool {
-        self.events.recorder().is_some()
-    }
-
-    fn took(&self, op: &'static str, outcome: Result<(), &StoreError>, elapsed: Duration) {
-        if let Some(recorder) = self.events.recorder() {
-            let error = outcome.err().map(|e| kind_name(e.kind()));
-            recorder.store_call(self.store, op, error, elapsed);
-        }
     }
 }
