@@ -1,0 +1,289 @@
+//! Attacks on the auth event stream, through real servers on real
+//! sockets: what a hostile client or an unlucky operator can make the
+//! events, the audit trail and the activity log say or cost.
+//!
+//! A test marked `#[ignore = "defect: ..."]` shows a defect: it fails on
+//! the code as it is. The others show a defence that holds.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use http::{Extensions, HeaderMap, StatusCode};
+use portcullis::core::ManualClock;
+use portcullis::core::events::{AuthEvent, AuthEventKind, EventStream, Events};
+use portcullis_tests::refresh_app::{FaultyRevocations, start_with};
+use portcullis_tests::{TestServer, client};
+use portcullis_throttle::{
+    ClientAddress, ClientIp, LoginOutcome, LoginThrottleLayer, MemoryThrottleStore, ThrottleConfig,
+};
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+fn route(e: &Extensions) -> Option<Arc<str>> {
+    e.get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().into())
+}
+
+fn peer(e: &Extensions, _: &HeaderMap) -> Option<IpAddr> {
+    e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// Every event `stream` holds now (emission never waits: the events of a
+/// request are in before its response is sent).
+fn drain(stream: &mut EventStream) -> Vec<Arc<AuthEvent>> {
+    std::iter::from_fn(|| stream.try_recv()).collect()
+}
+
+/// A login route that always fails (401, `LoginOutcome::Failed`), behind a
+/// `LoginThrottleLayer` counting addresses only, with `events`. The body of
+/// each answer is the client address the throttle resolved (its
+/// `ClientIp`).
+async fn throttled_login(events: &Events, client_address: ClientAddress) -> TestServer {
+    async fn login(req: Request) -> axum::response::Response {
+        let ip = req
+            .extensions()
+            .get::<ClientIp>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default();
+        (StatusCode::UNAUTHORIZED, LoginOutcome::Failed, ip).into_response()
+    }
+    let config = ThrottleConfig::builder()
+        .no_account()
+        .client_address(client_address)
+        .events(events.clone())
+        .build()
+        .unwrap();
+    let throttle = LoginThrottleLayer::new(MemoryThrottleStore::new(), config);
+    TestServer::start(
+        Router::new()
+            .route("/login", post(login))
+            .route_layer(throttle),
+    )
+    .await
+}
+
+/// `POST /login` with `headers`.
+async fn post_login(server: &TestServer, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client().post(server.url("/login"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap()
+}
+
+/// Behind a proxy the throttle trusts, the throttle counts the client the
+/// proxy names (`X-Forwarded-For`) and hands it on as `ClientIp`;
+/// `portcullis_throttle::client_ip` is the `ClientIpFn` documented to give
+/// layers "the address the throttle counted". Given to the events, it
+/// still names the proxy on the throttle's own `login_failed` and
+/// `throttled`: the context is read before the throttle resolves the
+/// address. Every event of every client behind the proxy then carries
+/// the proxy's address (the audit trail and the activity page included).
+#[tokio::test]
+#[ignore = "defect: behind a trusted proxy the throttle's own events name the proxy, not the client it counted"]
+async fn throttle_events_behind_a_trusted_proxy_name_the_client_it_counted() {
+    let events = Events::builder()
+        .route(route)
+        .client_ip(portcullis_throttle::client_ip)
+        .build();
+    let mut stream = events.subscribe("t", 256);
+    let proxies = ClientAddress::peer().trust_proxy("127.0.0.1").unwrap();
+    let server = throttled_login(&events, proxies).await;
+    let client_ip = "203.0.113.9";
+    let mut throttled = false;
+    for _ in 0..40 {
+        let resp = post_login(&server, &[("x-forwarded-for", client_ip)]).await;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled = true;
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        // The throttle resolved the client behind the proxy.
+        assert_eq!(resp.text().await.unwrap(), client_ip);
+    }
+    assert!(throttled, "the address counter blocks after 20 failures");
+    // Another client behind the same proxy is not blocked: the throttle
+    // counted 203.0.113.9, not the proxy.
+    let other = post_login(&server, &[("x-forwarded-for", "198.51.100.7")]).await;
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+
+    let seen = drain(&mut stream);
+    let blocked: Vec<_> = seen
+        .iter()
+        .filter(|e| e.kind.name() == "login_failed" || e.kind.name() == "throttled")
+        .take(21)
+        .collect();
+    assert_eq!(blocked.len(), 21, "{seen:?}");
+    assert!(matches!(blocked[20].kind, AuthEventKind::Throttled { .. }));
+    for e in blocked {
+        assert_eq!(
+            e.client,
+            Some(client_ip.parse().unwrap()),
+            "the event names the client the throttle counted: {e:?}"
+        );
+    }
+}
+
+/// A client that is not a trusted proxy cannot put an address of its
+/// choosing on an event: a forged `X-Forwarded-For` or `Forwarded` is
+/// ignored, by the throttle and by the events.
+#[tokio::test]
+async fn a_forged_forwarded_header_never_reaches_an_event() {
+    let events = Events::builder()
+        .route(route)
+        .client_ip(portcullis_throttle::client_ip)
+        .build();
+    let mut stream = events.subscribe("t", 64);
+    // Trusts a proxy the test is not.
+    let proxies = ClientAddress::peer().trust_proxy("10.0.0.0/8").unwrap();
+    let server = throttled_login(&events, proxies).await;
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-for", "10.0.0.1, 203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+        ("forwarded", "for=\"[2001:db8::1]\";proto=https"),
+        ("x-real-ip", "203.0.113.9"),
+    ] {
+        let resp = post_login(&server, &[(name, value)]).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{name}: {value}");
+        assert_eq!(resp.text().await.unwrap(), "127.0.0.1");
+    }
+    let seen = drain(&mut stream);
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    for e in &seen {
+        assert_eq!(e.client, Some(IpAddr::from([127, 0, 0, 1])), "{e:?}");
+    }
+}
+
+/// W3C Trace Context: a `traceparent` whose version, parent id or flags
+/// are not lowercase hex, or whose parent id is all zeros, is invalid and
+/// must be ignored as a whole. The parser checks only the trace id and the
+/// lengths of the other parts, so any client puts a trace id on the
+/// events (and the audit lines) with a header no tracer would accept, and
+/// the event's trace id then points at a trace that does not exist.
+#[tokio::test]
+#[ignore = "defect: a traceparent with a non-hex or all-zero parent id, non-hex flags or version is taken"]
+async fn an_invalid_traceparent_gives_no_trace_id() {
+    let events = Events::builder().route(route).client_ip(peer).build();
+    let mut stream = events.subscribe("t", 64);
+    let server = throttled_login(&events, ClientAddress::peer()).await;
+    let invalid = [
+        format!("00-{TRACE}-0000000000000000-01"),
+        format!("00-{TRACE}-zzzzzzzzzzzzzzzz-01"),
+        format!("00-{TRACE}-00f067aa0ba902b7-zz"),
+        format!("zz-{TRACE}-00f067aa0ba902b7-01"),
+        format!("00-{TRACE}-00F067AA0BA902B7-01"),
+    ];
+    for value in &invalid {
+        let resp = post_login(&server, &[("traceparent", value)]).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let seen = drain(&mut stream);
+    assert_eq!(seen.len(), invalid.len(), "{seen:?}");
+    let taken: Vec<_> = seen
+        .iter()
+        .zip(&invalid)
+        .filter(|(e, _)| e.trace_id.is_some())
+        .map(|(_, value)| value)
+        .collect();
+    assert!(
+        taken.is_empty(),
+        "invalid traceparent headers taken: {taken:?}"
+    );
+}
+
+/// Hostile `traceparent` headers (repeated, huge, not UTF-8, truncated,
+/// with extra parts) are answered as usual, never a panic, and give no
+/// trace id; a valid one still does.
+#[tokio::test]
+async fn hostile_traceparent_headers_are_ignored_without_a_panic() {
+    let events = Events::builder().route(route).client_ip(peer).build();
+    let mut stream = events.subscribe("t", 64);
+    let server = throttled_login(&events, ClientAddress::peer()).await;
+    let valid = format!("00-{TRACE}-00f067aa0ba902b7-01");
+    let huge = format!("00-{}-00f067aa0ba902b7-01", "a".repeat(8000));
+    let cases: Vec<Vec<(&str, Vec<u8>)>> = vec![
+        vec![("traceparent", valid.clone().into_bytes())],
+        vec![
+            ("traceparent", valid.clone().into_bytes()),
+            ("traceparent", valid.clone().into_bytes()),
+        ],
+        vec![("traceparent", huge.into_bytes())],
+        vec![("traceparent", b"00-\xff\xfe-00f067aa0ba902b7-01".to_vec())],
+        vec![("traceparent", b"-".to_vec())],
+        vec![("traceparent", b"00---".to_vec())],
+        vec![(
+            "traceparent",
+            format!("00-{TRACE}-00f067aa0ba902b7-01-").into_bytes(),
+        )],
+        vec![(
+            "traceparent",
+            format!("00-{TRACE}\u{e9}-00f067aa0ba902b7-01").into_bytes(),
+        )],
+    ];
+    for case in &cases {
+        let mut req = client().post(server.url("/login"));
+        for (name, value) in case {
+            req = req.header(*name, http::HeaderValue::from_bytes(value).unwrap());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{case:?}");
+    }
+    let seen = drain(&mut stream);
+    assert_eq!(seen.len(), cases.len(), "{seen:?}");
+    assert_eq!(
+        seen[0].trace_id.map(|t| t.to_string()).as_deref(),
+        Some(TRACE)
+    );
+    for e in &seen[1..] {
+        assert_eq!(e.trace_id, None, "{e:?}");
+    }
+}
+
+/// `store_unavailable` is documented as "a store call failed: the request
+/// was answered 503". A login beyond the family cap evicts the oldest
+/// device and pushes its `sid` to the revocation store; when that push
+/// fails the login still succeeds (200, by design: the evicted device's
+/// access token lives to its `exp`), yet `store_unavailable` is emitted
+/// and counted, for a request that was not answered 503. (The same holds
+/// for refresh-token reuse answered 401 and for `revoke_user`, whose
+/// per-family pushes are best effort too.)
+#[tokio::test]
+#[ignore = "defect: a best-effort revocation push that fails inside a 200 login emits store_unavailable"]
+async fn a_login_answered_200_emits_no_store_unavailable() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let revocations = FaultyRevocations::memory(clock.clone());
+    let failing = revocations.failing.shared();
+    let app = start_with(
+        None,
+        Some(Arc::new(revocations)),
+        |c| c.max_families_per_user(1),
+        clock,
+    )
+    .await;
+    let login = || async {
+        client()
+            .post(app.server.url("/auth/login/alice"))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(login().await.status(), StatusCode::OK);
+    let from = app.events.all().len();
+    failing.store(true, Ordering::SeqCst);
+    let resp = login().await;
+    assert_eq!(resp.status(), StatusCode::OK, "the login itself succeeds");
+    let later: Vec<_> = app.events.all()[from..].to_vec();
+    let names: Vec<_> = later.iter().map(|e| e.kind.name()).collect();
+    assert!(names.contains(&"login_succeeded"), "{later:?}");
+    assert!(names.contains(&"session_evicted"), "{later:?}");
+    assert!(
+        !names.contains(&"store_unavailable"),
+        "a 200 answer with a store_unavailable event: {later:?}"
+    );
+}
