@@ -25,6 +25,7 @@ use portcullis::refresh::{
 };
 use serde_json::{Value, json};
 
+use crate::otel::Metrics;
 use crate::{TestServer, client, cookie_value};
 
 pub const ISS: &str = "https://hybrid.test";
@@ -125,6 +126,8 @@ pub struct HybridApp {
     pub bus: Events,
     /// Every event of `bus` since the app started.
     pub events: EventLog,
+    /// The OpenTelemetry metrics `bus` records to.
+    pub metrics: Metrics,
     pub api_hits: Arc<AtomicUsize>,
     pub refresher: Refresher,
 }
@@ -150,7 +153,8 @@ pub async fn start_with_leeway(
 ) -> HybridApp {
     let revocations: Arc<dyn RevocationStore> =
         revocations.unwrap_or_else(|| Arc::new(MemoryRevocationStore::with_clock(clock.clone())));
-    let bus = events_bus();
+    let metrics = Metrics::new();
+    let bus = events_bus(&metrics);
     let events = EventLog::new(&bus);
     let issuer = JwtIssuer::builder(SigningKey::hmac("k", Algorithm::HS256, &[7; 32]).unwrap())
         .issuer(ISS)
@@ -207,16 +211,19 @@ pub async fn start_with_leeway(
         down,
         bus,
         events,
+        metrics,
         api_hits,
         refresher,
     }
 }
 
-/// An event handle reading the route from axum's `MatchedPath`, the
-/// client from `ConnectInfo` and the trace id from `traceparent`.
+/// An event handle recording to `metrics`, reading the route from axum's
+/// `MatchedPath`, the client from `ConnectInfo` and the trace id from
+/// `traceparent`.
 #[must_use]
-pub fn events_bus() -> Events {
-    Events::builder()
+pub fn events_bus(metrics: &Metrics) -> Events {
+    metrics
+        .events()
         .route(portcullis::events::matched_path)
         .client_ip(|ext, _| {
             ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -268,6 +275,38 @@ impl EventLog {
     /// The reuse detections so far.
     pub fn reuses(&self) -> Vec<Arc<AuthEvent>> {
         self.named("refresh_reuse_detected")
+    }
+
+    /// Asserts, for each `(kind, reason, n)` of `expected`, that the log
+    /// saw `n` events of the kind named `kind` (with `reason` when given)
+    /// and that `metrics` counted `n` of them; and that every kind the log
+    /// saw is among `expected`.
+    ///
+    /// # Panics
+    ///
+    /// When a count differs, or the log saw a kind `expected` leaves out.
+    pub fn assert_counted(&self, metrics: &Metrics, expected: &[(&str, Option<&str>, u64)]) {
+        let all = self.all();
+        for &(kind, reason, n) in expected {
+            let seen = all
+                .iter()
+                .filter(|e| {
+                    e.kind.name() == kind && reason.is_none_or(|r| e.kind.reason() == Some(r))
+                })
+                .count() as u64;
+            assert_eq!(seen, n, "{kind} {reason:?} events seen: {all:?}");
+            assert_eq!(
+                metrics.event_count(kind, reason),
+                n,
+                "{kind} {reason:?} events counted"
+            );
+        }
+        for e in &all {
+            assert!(
+                expected.iter().any(|(kind, ..)| *kind == e.kind.name()),
+                "an event of a kind not counted: {e:?}"
+            );
+        }
     }
 }
 

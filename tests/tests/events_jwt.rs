@@ -3,7 +3,8 @@
 //! with its reason, route, client and trace id; a revocation view that
 //! cannot answer is also `store_unavailable`; key rotation, retirement and
 //! login tokens are events; each decision is timed with what it decided;
-//! no event carries a token.
+//! every event is counted as its OpenTelemetry metric; no event carries a
+//! token.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,11 +14,13 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use http::StatusCode;
 use portcullis::core::ManualClock;
-use portcullis::core::events::{AuthEvent, AuthEventKind, Decision, Events, Recorder};
+use portcullis::core::events::{AuthEvent, AuthEventKind, Decision, Recorder};
 use portcullis::jwt::revocation::RevocationView;
 use portcullis::jwt::{
     Algorithm, Claims, JwtIssuer, JwtLayer, RequireClaimsLayer, RequireFreshAuthLayer, SigningKey,
 };
+use portcullis::otel::{OPERATION, STORE};
+use portcullis_tests::otel::Metrics;
 use portcullis_tests::refresh_app::EventLog;
 use portcullis_tests::{TestServer, client};
 
@@ -56,6 +59,7 @@ struct App {
     issuer: JwtIssuer,
     clock: Arc<ManualClock>,
     log: EventLog,
+    metrics: Metrics,
     decisions: Decisions,
 }
 
@@ -66,14 +70,15 @@ fn hmac(kid: &str, byte: u8) -> SigningKey {
 async fn start() -> App {
     let clock = Arc::new(ManualClock::starting_now());
     let decisions = Decisions::default();
-    let events = Events::builder()
+    let metrics = Metrics::new();
+    let events = metrics
+        .events()
         .route(portcullis::events::matched_path)
         .client_ip(|ext, _| {
             ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                 .map(|c| c.0.ip())
         })
         .recorder(decisions.clone())
-        .sample_decisions(1)
         .build();
     let log = EventLog::new(&events);
     let issuer = JwtIssuer::builder(hmac("k1", 1))
@@ -155,6 +160,7 @@ async fn start() -> App {
         issuer,
         clock,
         log,
+        metrics,
         decisions,
     }
 }
@@ -250,6 +256,16 @@ async fn every_refusal_of_the_jwt_layer_is_one_jwt_refused_event_with_its_contex
             ("jwt", Decision::Success, None),
         ]
     );
+    app.log.assert_counted(
+        &app.metrics,
+        &[
+            ("jwt_refused", Some("missing"), 1),
+            ("jwt_refused", Some("bad-signature"), 1),
+            ("jwt_refused", Some("expired"), 1),
+            ("jwt_refused", Some("malformed"), 1),
+            ("jwt_refused", None, 4),
+        ],
+    );
     assert_no_secret(&app.log.all(), &[&good, &forged, &old, &fresh]);
 }
 
@@ -281,6 +297,8 @@ async fn an_optional_layer_passes_anonymous_requests_as_decision_none_without_an
         }
     );
     assert_context(&events[0], "/open", None);
+    app.log
+        .assert_counted(&app.metrics, &[("jwt_refused", Some("malformed"), 1)]);
     assert_no_secret(&events, &[&token]);
 }
 
@@ -325,6 +343,10 @@ async fn insufficient_scope_is_jwt_refused_with_the_user() {
         Some("insufficient-scope")
     )));
     assert!(decisions.contains(&("require_claims", Decision::Success, None)));
+    app.log.assert_counted(
+        &app.metrics,
+        &[("jwt_refused", Some("insufficient-scope"), 1)],
+    );
     assert_no_secret(&events, &[&reader, &admin]);
 }
 
@@ -349,6 +371,18 @@ async fn a_login_too_old_for_the_route_is_reauth_required_with_the_user() {
         }
     );
     assert_context(&events[0], "/sudo", Some("alice"));
+    // Both login tokens are logins of the issuer.
+    app.log.assert_counted(
+        &app.metrics,
+        &[
+            ("login_succeeded", None, 2),
+            (
+                "reauth_required",
+                Some("insufficient-user-authentication"),
+                1,
+            ),
+        ],
+    );
     assert_no_secret(&app.log.all(), &[&stale, &fresh]);
 }
 
@@ -377,6 +411,20 @@ async fn a_revocation_view_not_ready_is_a_503_and_store_unavailable() {
     for e in &events {
         assert_context(e, "/pending", None);
     }
+    app.log.assert_counted(
+        &app.metrics,
+        &[
+            ("jwt_refused", Some("revocation-unavailable"), 1),
+            ("store_unavailable", None, 1),
+        ],
+    );
+    assert_eq!(
+        app.metrics.counter(
+            "portcullis.store.unavailable",
+            &[(STORE, "revocation"), (OPERATION, "check")]
+        ),
+        1
+    );
     assert_no_secret(&events, &[&token]);
 }
 
@@ -419,6 +467,14 @@ async fn key_rotation_retirement_and_login_tokens_are_events_of_the_issuer() {
         );
     }
     assert_eq!(events[1].to_json()["kid"], "k2");
+    app.log.assert_counted(
+        &app.metrics,
+        &[
+            ("login_succeeded", None, 1),
+            ("key_rotated", None, 1),
+            ("key_retired", None, 1),
+        ],
+    );
     assert_no_secret(&events, &[&login, &plain]);
     // The retired key's token is refused: one more event, reason unknown-key.
     assert_eq!(
@@ -431,6 +487,15 @@ async fn key_rotation_retirement_and_login_tokens_are_events_of_the_issuer() {
         AuthEventKind::JwtRefused {
             reason: "unknown-key"
         }
+    );
+    app.log.assert_counted(
+        &app.metrics,
+        &[
+            ("login_succeeded", None, 1),
+            ("key_rotated", None, 1),
+            ("key_retired", None, 1),
+            ("jwt_refused", Some("unknown-key"), 1),
+        ],
     );
 }
 
@@ -465,6 +530,8 @@ async fn the_jwt_layer_opens_one_span_per_request_with_its_decision_and_route() 
     assert_eq!(field(1, "error.type"), None);
     assert_eq!(field(2, "portcullis.decision"), Some("none"));
     assert_eq!(field(2, "http.route"), Some("/open"));
+    app.log
+        .assert_counted(&app.metrics, &[("jwt_refused", Some("expired"), 1)]);
     let text = spans.text();
     for token in [&good, &expired, &good_now] {
         for part in token.split('.') {

@@ -2,7 +2,8 @@
 //! real server: logins, rotations, reuse, logouts, revoked and evicted
 //! devices, expired families, password changes and store outages, each
 //! with the user, the family (device), the route, the client and the trace
-//! id; no event carries a token or a token's secret.
+//! id, each counted as its OpenTelemetry metric; no event carries a token
+//! or a token's secret.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use portcullis::core::events::{AuthEvent, AuthEventKind};
+use portcullis::otel::{OPERATION, STORE};
 use portcullis_tests::client;
 use portcullis_tests::refresh_app::{COOKIE, HybridApp, Login, read_login, start_memory};
 
@@ -54,6 +56,13 @@ fn family(token: &str) -> &str {
 /// The events since `from` (an index into the log).
 fn since(app: &HybridApp, from: usize) -> Vec<Arc<AuthEvent>> {
     app.events.all()[from..].to_vec()
+}
+
+/// Every event kind the app emitted so far is among `expected`
+/// (`(kind, reason, n)`), and the app's log saw `n` of each, and its
+/// metrics counted `n`.
+fn assert_counted(app: &HybridApp, expected: &[(&str, Option<&str>, u64)]) {
+    app.events.assert_counted(&app.metrics, expected);
 }
 
 /// `e` is `kind` from the refresh layer, for `user` and `device`, on
@@ -136,6 +145,14 @@ async fn login_refresh_and_logout_are_events_with_the_device_and_the_request() {
         Some(&fam),
         "/auth/logout",
     );
+    assert_counted(
+        &app,
+        &[
+            ("login_succeeded", None, 1),
+            ("refresh_rotated", None, 1),
+            ("logout", None, 1),
+        ],
+    );
     assert_no_secret(&app, &[&l, &r]);
 }
 
@@ -169,6 +186,15 @@ async fn reuse_and_logout_everywhere_are_events() {
         "/auth/logout-everywhere",
     );
     assert_eq!(app.events.reuses().len(), 1);
+    assert_counted(
+        &app,
+        &[
+            ("login_succeeded", None, 2),
+            ("refresh_rotated", None, 1),
+            ("refresh_reuse_detected", None, 1),
+            ("logout_everywhere", None, 1),
+        ],
+    );
     assert_no_secret(&app, &[&l, &other, &r]);
 }
 
@@ -196,6 +222,10 @@ async fn revoking_a_device_is_an_event_on_the_device_route() {
         Some(family(&phone.refresh)),
         "/auth/sessions/{id}",
     );
+    assert_counted(
+        &app,
+        &[("login_succeeded", None, 2), ("device_revoked", None, 1)],
+    );
     assert_no_secret(&app, &[&phone, &laptop]);
 }
 
@@ -214,6 +244,10 @@ async fn a_password_change_called_from_a_handler_carries_its_request() {
         "alice",
         None,
         "/account/password/{user}",
+    );
+    assert_counted(
+        &app,
+        &[("login_succeeded", None, 1), ("password_changed", None, 1)],
     );
     assert_no_secret(&app, &[&l]);
 }
@@ -239,6 +273,10 @@ async fn a_login_beyond_the_family_cap_evicts_the_oldest_device_as_an_event() {
     );
     assert!(later.iter().any(|e| e.kind == AuthEventKind::LoginSucceeded
         && e.device.as_deref() == Some(family(&second.refresh))));
+    assert_counted(
+        &app,
+        &[("login_succeeded", None, 2), ("session_evicted", None, 1)],
+    );
     assert_no_secret(&app, &[&first, &second]);
 }
 
@@ -277,6 +315,10 @@ async fn an_expired_family_presented_is_an_event_and_a_guess_is_not() {
         Some(family(&a.refresh)),
         "/auth/refresh",
     );
+    assert_counted(
+        &app,
+        &[("login_succeeded", None, 2), ("family_expired", None, 2)],
+    );
     assert_no_secret(&app, &[&a, &b]);
 }
 
@@ -311,6 +353,20 @@ async fn a_store_outage_is_store_unavailable_with_the_operation() {
         assert_eq!(e.source, "refresh");
         assert_eq!(e.trace_id.map(|t| t.to_string()).as_deref(), Some(TRACE));
     }
+    assert_counted(
+        &app,
+        &[("login_succeeded", None, 1), ("store_unavailable", None, 2)],
+    );
+    for operation in ["rotate", "create"] {
+        assert_eq!(
+            app.metrics.counter(
+                "portcullis.store.unavailable",
+                &[(STORE, "refresh"), (OPERATION, operation)]
+            ),
+            1,
+            "{operation}"
+        );
+    }
     assert_no_secret(&app, &[&l]);
 }
 
@@ -335,6 +391,14 @@ async fn the_refresh_layer_opens_one_span_per_endpoint_request_with_its_decision
     assert_eq!(field(1, "portcullis.decision"), Some("failure"));
     assert_eq!(field(1, "error.type"), Some("reused"));
     assert_eq!(field(2, "portcullis.decision"), Some("none"));
+    assert_counted(
+        &app,
+        &[
+            ("login_succeeded", None, 1),
+            ("refresh_rotated", None, 1),
+            ("refresh_reuse_detected", None, 1),
+        ],
+    );
     let text = spans.text();
     for login in [&l, &r] {
         let secret = login.refresh.split_once('.').unwrap().1;
