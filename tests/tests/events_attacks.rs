@@ -287,3 +287,119 @@ async fn a_login_answered_200_emits_no_store_unavailable() {
         "a 200 answer with a store_unavailable event: {later:?}"
     );
 }
+
+/// The process's resident memory, in KiB.
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4
+}
+
+/// `RecentActivity::new()` promises "a few hundred bytes per event: tens
+/// of megabytes at most" for its defaults (20 events of 100 000 users).
+/// Fed events shaped as the session layer emits them (a user, the
+/// session's 64-hex-digit handle, the route, the client, the trace id,
+/// each its own allocation), one event costs about 300 bytes, so the
+/// defaults hold about 2 000 000 events: over half a gigabyte, an order of
+/// magnitude past the promise. A flood of logins at distinct accounts
+/// (self-service sign-up makes accounts cheap) grows an example app to
+/// that size. Measured on a tenth of the users and scaled.
+#[test]
+#[ignore = "defect: RecentActivity's default bounds hold ~0.6 GB, not the documented tens of megabytes"]
+fn recent_activity_defaults_stay_within_tens_of_megabytes() {
+    use portcullis::core::events::{EventContext, RecentActivity, TraceId};
+    let users = RecentActivity::MAX_USERS / 10;
+    let recent = RecentActivity::new();
+    let before = rss_kib();
+    for u in 0..users {
+        let user = format!("user-{u:08}");
+        for i in 0..RecentActivity::PER_USER {
+            let ctx = EventContext {
+                route: Some(Arc::from("/login")),
+                client: Some(IpAddr::from([203, 0, 113, (u % 250) as u8])),
+                trace_id: TraceId::from_hex(TRACE),
+            };
+            let event = AuthEvent::new("session", AuthEventKind::LoginSucceeded)
+                .context(&ctx)
+                .user(user.as_str())
+                .device(format!("{:064x}", u * 100 + i));
+            recent.record(&event);
+        }
+    }
+    assert_eq!(recent.users(), users);
+    let used_kib = rss_kib().saturating_sub(before);
+    let full_mib = used_kib * 10 / 1024;
+    assert!(
+        full_mib < 100,
+        "{users} users took {used_kib} KiB: the default bounds hold about {full_mib} MiB"
+    );
+}
+
+/// The audit drain (`AuditTrail::drain`, spawned as its docs say) writes
+/// the JSON lines with blocking I/O on the runtime's own thread. When the
+/// file blocks (a pipe to a stalled log collector, as `AUDIT_LOG=/dev/stdout`
+/// under a platform's collector; a hung network mount), the drain blocks
+/// the worker it runs on. On a current-thread runtime that is every
+/// request: the server stops answering at all. (On a multi-thread runtime
+/// it takes one worker, and the tasks queued on it, out.)
+#[test]
+#[ignore = "defect: the audit drain writes on a runtime worker: a writer that blocks stops the requests on that runtime"]
+fn a_stuck_audit_writer_never_holds_a_request_up() {
+    use portcullis::core::events::AuditTrail;
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.pipe");
+    let path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    // The collector: it opened the pipe, then hung (never reads).
+    let _collector = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let events = Events::builder().route(route).client_ip(peer).build();
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&fifo)
+                .unwrap();
+            tokio::spawn(
+                AuditTrail::new()
+                    .json_lines(std::io::BufWriter::new(file))
+                    .drain(events.subscribe("audit-log", 4096)),
+            );
+            let server = throttled_login(&events, ClientAddress::peer()).await;
+            tx.send(server.url("/login")).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    let url = rx.recv().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap();
+        // Each answer is a `login_failed` or a `throttled`, both audit
+        // events: about 150 bytes a line, 64 KiB fill the pipe.
+        for i in 0..2000 {
+            let resp = client.post(&url).send().await;
+            assert!(
+                resp.is_ok(),
+                "request {i} not answered within 10 s: {resp:?}"
+            );
+        }
+    });
+}
