@@ -403,3 +403,114 @@ fn a_stuck_audit_writer_never_holds_a_request_up() {
         }
     });
 }
+
+/// A cookie jar: the last value of each cookie the server set.
+#[derive(Default)]
+struct Jar(Vec<(String, String)>);
+
+impl Jar {
+    fn absorb(&mut self, resp: &reqwest::Response) {
+        for c in portcullis_tests::set_cookies(resp) {
+            let first = c.split(';').next().unwrap();
+            let (k, v) = first.split_once('=').unwrap();
+            self.0.retain(|(n, _)| n != k);
+            if !v.is_empty() {
+                self.0.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// A session store outage is not a CSRF attack. With CSRF tokens bound to
+/// the session, a `POST` carrying its valid token during an outage is
+/// answered 503, and the session layer says why (`store_unavailable`,
+/// `session`, `load`). The CSRF layer adds a `csrf_refused`
+/// (`csrf-session-unavailable`) for the same request: every state-changing
+/// request of every logged-in user during an outage is counted in
+/// `portcullis.csrf.refusals`, the metric an operator watches for forged
+/// requests, and the outage is counted twice.
+#[tokio::test]
+#[ignore = "defect: a session-store outage is counted as a CSRF refusal (csrf_refused) besides store_unavailable"]
+async fn a_session_store_outage_is_not_a_csrf_refusal() {
+    use axum::routing::get;
+    use portcullis::session::testing::FaultyStore;
+    use portcullis::session::{MemoryStore, Session, SessionConfig, SessionLayer};
+    use portcullis_csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
+
+    async fn token(token: CsrfToken) -> String {
+        token.as_str().to_owned()
+    }
+    async fn login(session: Session) -> &'static str {
+        session.login("alice").await.unwrap();
+        "in"
+    }
+    let events = Events::builder().route(route).client_ip(peer).build();
+    let mut stream = events.subscribe("t", 64);
+    let store = FaultyStore::new(MemoryStore::new());
+    let outage = store.switch();
+    let router = Router::new()
+        .route("/token", get(token))
+        .route("/login", post(login))
+        .route("/act", post(|| async { "done" }))
+        .layer(
+            CsrfLayer::new(
+                CsrfConfig::signed([0x5a; 32], SignedBinding::session()).events(events.clone()),
+            )
+            .unwrap(),
+        )
+        .layer(SessionLayer::new(store, SessionConfig::default().events(events.clone())).unwrap());
+    let server = TestServer::start(router).await;
+    let post_with = |jar: &Jar, path: &str, token: &str| {
+        client()
+            .post(server.url(path))
+            .header("cookie", jar.header())
+            .header("x-csrf-token", token.to_owned())
+            .header("sec-fetch-site", "same-origin")
+            .send()
+    };
+    let get_token = |jar: &Jar| {
+        client()
+            .get(server.url("/token"))
+            .header("cookie", jar.header())
+            .send()
+    };
+    let mut jar = Jar::default();
+    let resp = get_token(&jar).await.unwrap();
+    jar.absorb(&resp);
+    let pre = resp.text().await.unwrap();
+    let resp = post_with(&jar, "/login", &pre).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    jar.absorb(&resp);
+    let resp = get_token(&jar).await.unwrap();
+    let token = resp.text().await.unwrap();
+    let resp = post_with(&jar, "/act", &token).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "the token is good");
+    drain(&mut stream);
+
+    outage.store(true, Ordering::SeqCst);
+    let resp = post_with(&jar, "/act", &token).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let seen = drain(&mut stream);
+    let kinds: Vec<_> = seen.iter().map(|e| e.kind.clone()).collect();
+    assert!(
+        kinds.contains(&AuthEventKind::StoreUnavailable {
+            store: "session",
+            operation: "load"
+        }),
+        "{seen:?}"
+    );
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, AuthEventKind::CsrfRefused { .. })),
+        "an outage counted as a CSRF refusal: {seen:?}"
+    );
+}
