@@ -19,8 +19,9 @@
 //! Then a paired measurement, finer than criterion's seconds-long
 //! windows: `OBS_PAIRED_ROUNDS` (default 15) rounds of 100 pairs of
 //! blocks of 2 000 requests, off and on in alternating order, plus "on"
-//! with the trace id read at fixed offsets (`traceparent_fixed`, a
-//! candidate change). A round's ratio is the median of its pairs' ratios:
+//! as a candidate change would make it (`OBS_CANDIDATE`: `fasttrace`,
+//! the default, the trace id read at fixed offsets; `notrace`;
+//! `nocontext`: see `Observability::candidate`). A round's ratio is the median of its pairs' ratios:
 //! both halves of a pair ran within milliseconds of each other, under the
 //! same load.
 
@@ -34,7 +35,7 @@ use criterion::Criterion;
 use portcullis::events::Events;
 use portcullis::session::SessionConfig;
 use portcullis_benches::jwt_app::Jwt;
-use portcullis_benches::observability::{Observability, served, traceparent_fixed};
+use portcullis_benches::observability::{Observability, served};
 use portcullis_benches::{call, session_app};
 
 type MakeRequest = Box<dyn Fn() -> http::Request<axum::body::Body>>;
@@ -45,7 +46,7 @@ struct Case {
     name: &'static str,
     off: Router,
     on: Router,
-    /// "on" with the trace id read by `traceparent_fixed`.
+    /// "on" as the candidate change makes it.
     fast: Router,
     baseline: Router,
     off_req: MakeRequest,
@@ -72,14 +73,14 @@ fn min_max(v: &[f64]) -> (f64, f64) {
 }
 
 /// The paired measurement of one case (see the crate docs).
-fn paired(rt: &tokio::runtime::Runtime, case: &Case, rounds: usize) {
+fn paired(rt: &tokio::runtime::Runtime, case: &Case, rounds: usize, candidate: &str) {
     const PAIRS: usize = 100;
     const N: u32 = 2_000;
     println!(
-        "\n{} (paired: {PAIRS} pairs of {N}-request blocks per round; ns/request: medians of the blocks)",
+        "\n{} (paired: {PAIRS} pairs of {N}-request blocks per round; ns/request: medians of the blocks)\n",
         case.name
     );
-    println!("| round | off | on | on/off | on, fixed-offset trace id | its ratio to off |");
+    println!("| round | off | on | on/off | on, {candidate} | its ratio to off |");
     println!("|---:|---:|---:|---:|---:|---:|");
     let (mut ratios, mut fast_ratios) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -116,7 +117,7 @@ fn paired(rt: &tokio::runtime::Runtime, case: &Case, rounds: usize) {
     let (lo, hi) = min_max(&ratios);
     let (flo, fhi) = min_max(&fast_ratios);
     println!(
-        "on/off over {rounds} rounds: median {:.4} [{lo:.4}–{hi:.4}]; fixed-offset trace id: median {:.4} [{flo:.4}–{fhi:.4}]",
+        "\non/off over {rounds} rounds: median {:.4} [{lo:.4}–{hi:.4}]; {candidate}: median {:.4} [{flo:.4}–{fhi:.4}]",
         median(&mut ratios),
         median(&mut fast_ratios)
     );
@@ -154,6 +155,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
+    let candidate = std::env::var("OBS_CANDIDATE").unwrap_or_else(|_| "fasttrace".into());
     let dir = criterion_dir();
     let mut c = Criterion::default()
         .output_directory(&dir)
@@ -167,7 +169,7 @@ fn main() {
         .unwrap();
     let (obs, fast_obs, cases) = rt.block_on(async {
         let obs = Observability::new();
-        let fast_obs = Observability::with(|b| b.trace_id(Some(traceparent_fixed)));
+        let fast_obs = Observability::candidate(&candidate);
         let session_req = |cookie: String| -> MakeRequest {
             Box::new(move || served(session_app::request("read", &cookie)))
         };
@@ -245,7 +247,10 @@ fn main() {
 
     println!("\nobservability: per round, criterion's median ns/request");
     for case in &cases {
-        println!("\n{}\n| round | baseline | off | on | on/off |", case.name);
+        println!(
+            "\n{}\n\n| round | baseline | off | on | on/off |",
+            case.name
+        );
         println!("|---:|---:|---:|---:|---:|");
         let mut ratios = Vec::new();
         for round in 0..rounds {
@@ -261,7 +266,7 @@ fn main() {
         if !ratios.is_empty() {
             let (lo, hi) = min_max(&ratios);
             println!(
-                "on/off over {} rounds: median {:.4} [{lo:.4}–{hi:.4}]",
+                "\non/off over {} rounds: median {:.4} [{lo:.4}–{hi:.4}]",
                 ratios.len(),
                 median(&mut ratios)
             );
@@ -274,7 +279,7 @@ fn main() {
     if paired_rounds > 0 {
         println!("\nobservability, paired");
         for case in &cases {
-            paired(&rt, case, paired_rounds);
+            paired(&rt, case, paired_rounds, &candidate);
         }
     }
 

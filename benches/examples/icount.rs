@@ -29,7 +29,7 @@ use portcullis::events::Events;
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
 use portcullis::session::SessionConfig;
 use portcullis_benches::jwt_app::Jwt;
-use portcullis_benches::observability::{Observability, served, traceparent_fixed};
+use portcullis_benches::observability::{Observability, served};
 use portcullis_benches::{call, csrf_app, session_app};
 
 async fn me(claims: Claims) -> String {
@@ -69,13 +69,13 @@ fn jwt_case(base: bool, case: &str) -> (Router, Request<Body>) {
 }
 
 /// `n` requests of the observability case `layer` (`session`, `jwt`) with
-/// events `mode` (`off`, `on`, `base`: without the layer; `fasttrace`: on,
-/// the trace id read by `traceparent_fixed`; `notrace`: on, no trace id).
+/// events `mode` (`off`, `on`, `base`: without the layer; or a candidate
+/// change, [`Observability::candidate`]: `fasttrace`, `notrace`,
+/// `nocontext`).
 async fn observability(layer: &str, mode: &str, n: usize) {
     let obs = match mode {
-        "fasttrace" => Observability::with(|b| b.trace_id(Some(traceparent_fixed))),
-        "notrace" => Observability::with(|b| b.trace_id(None)),
-        _ => Observability::new(),
+        "off" | "on" | "base" => Observability::new(),
+        candidate => Observability::candidate(candidate),
     };
     let events = if matches!(mode, "off" | "base") {
         Events::default()

@@ -162,6 +162,25 @@ impl Observability {
 }
 
 impl Observability {
+    /// "On" as a candidate change would make it, to measure the change
+    /// before making it: `fasttrace` (the trace id read by
+    /// [`traceparent_fixed`]), `notrace` (no trace id), `nocontext` (no
+    /// route, client or trace id read: what a layer that builds the
+    /// context only when it emits costs on a request that emits nothing).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, or for another name.
+    #[must_use]
+    pub fn candidate(name: &str) -> Self {
+        match name {
+            "fasttrace" => Self::with(|b| b.trace_id(Some(traceparent_fixed))),
+            "notrace" => Self::with(|b| b.trace_id(None)),
+            "nocontext" => Self::with(|b| b.trace_id(None).route(|_| None).client_ip(|_, _| None)),
+            other => panic!("no candidate {other:?}"),
+        }
+    }
+
     /// Flushes the meter provider and returns, for each metric exported,
     /// its name and its total (a counter's sum, a histogram's count).
     ///
