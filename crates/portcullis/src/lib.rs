@@ -66,14 +66,42 @@ pub mod events {
     ///
     /// let events = Events::builder().route(matched_path).build();
     /// # let _ = events;
+    /// // Nothing matched: no route.
+    /// assert_eq!(matched_path(&axum::http::Extensions::new()), None);
     /// ```
     #[cfg(feature = "axum")]
     #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     #[must_use]
     pub fn matched_path(extensions: &axum::http::Extensions) -> Option<std::sync::Arc<str>> {
-        extensions
-            .get::<axum::extract::MatchedPath>()
-            .map(|m| m.as_str().into())
+        let path = extensions.get::<axum::extract::MatchedPath>()?.as_str();
+        Some(intern(path))
+    }
+
+    /// The shared copy of a route template: each thread keeps the last
+    /// templates it saw, so a request costs a comparison, not an
+    /// allocation (a route is read on every request while something
+    /// listens).
+    #[cfg(feature = "axum")]
+    fn intern(path: &str) -> std::sync::Arc<str> {
+        use std::cell::RefCell;
+        use std::sync::Arc;
+        /// Routes kept per thread; past it the oldest is forgotten.
+        const KEPT: usize = 64;
+        thread_local! {
+            static ROUTES: RefCell<Vec<Arc<str>>> = const { RefCell::new(Vec::new()) };
+        }
+        ROUTES.with(|routes| {
+            let mut routes = routes.borrow_mut();
+            if let Some(route) = routes.iter().find(|r| ***r == *path) {
+                return Arc::clone(route);
+            }
+            let route: Arc<str> = path.into();
+            if routes.len() == KEPT {
+                routes.remove(0);
+            }
+            routes.push(Arc::clone(&route));
+            route
+        })
     }
 }
 

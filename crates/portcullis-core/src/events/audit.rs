@@ -11,8 +11,11 @@
 //! - in a **recent-activity log** ([`RecentActivity`]): the last events of
 //!   each user, in memory, for a "your security activity" page.
 //!
-//! The core crate has no runtime: [`AuditTrail::drain`] is a future the
-//! application spawns on its own.
+//! The JSON lines are written on a thread of their own
+//! ([`AuditTrail::spawn`]): a writer that blocks (a pipe to a stalled log
+//! collector, a hung network mount) never holds up a runtime worker, so
+//! never a request. Open the file with [`open_file`]: readable by its
+//! owner only.
 //!
 //! ```
 //! use portcullis_core::events::{AuthEvent, AuthEventKind, Events};
@@ -24,12 +27,11 @@
 //! let trail = AuditTrail::new()
 //!     .json_lines(Vec::new()) // std::fs::File + BufWriter in production
 //!     .recent(recent.clone());
-//! let drain = trail.drain(events.subscribe("audit", 1024));
-//! // In an application: tokio::spawn(drain);
+//! let writer = trail.spawn(events.subscribe("audit", 1024)).unwrap();
 //!
 //! events.emit(|| AuthEvent::new("session", AuthEventKind::LoginSucceeded).user("alice"));
-//! drop(events); // every handle gone: the drain ends
-//! drain.await.unwrap();
+//! drop(events); // every handle gone: the writer ends
+//! writer.finished().await.unwrap();
 //! assert_eq!(recent.recent("alice")[0].kind.name(), "login_succeeded");
 //! # });
 //! ```
@@ -47,18 +49,27 @@
 //!
 //! # What may be missed
 //!
-//! The drain reads a bounded channel like every subscriber: when it falls
+//! The writer reads a bounded channel like every subscriber: when it falls
 //! behind by more than the channel's capacity, events are dropped and
 //! counted ([`EventStream::dropped`]); give the audit subscriber a roomy
-//! capacity (thousands) and a buffered writer. [`RecentActivity`] is
-//! bounded by construction (events per user, and users), so a flood of
-//! distinct user ids cannot grow it without bound: the least recently
-//! active users are forgotten first.
+//! capacity (thousands) and a buffered writer. A writer that blocks for
+//! good loses the events that arrive meanwhile, counted the same way; the
+//! requests go on. [`RecentActivity`] is bounded by construction (events
+//! per user, and users), so a flood of distinct user ids cannot grow it
+//! without bound: the least recently active users are forgotten first.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::fs::File;
+use std::future::Future;
 use std::io::{self, Write};
+use std::path::Path;
+use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+
+use tokio::sync::oneshot;
 
 use super::bus::EventStream;
 use super::kind::AuthEvent;
@@ -71,6 +82,13 @@ use super::recorder::Recorder;
 /// [`per_user`](Self::with_limits) events per user (the oldest goes
 /// first) and at most `max_users` users (the user whose last event is the
 /// oldest goes first).
+///
+/// Failed logins and throttled attempts are events anyone can add to an
+/// account (by typing its name with a wrong password): of a user's
+/// `per_user` events, at most [`failures`](Self::failures) are those (the
+/// oldest failure goes first), so they never push the user's other events
+/// (logins, logouts, password changes, revoked devices) off the page: the
+/// last `per_user - failures` of those always stay.
 ///
 /// ```
 /// use portcullis_core::events::{AuthEvent, AuthEventKind};
@@ -91,6 +109,7 @@ pub struct RecentActivity {
 
 struct Log {
     per_user: usize,
+    max_failures: usize,
     max_users: usize,
     /// Incremented on every recorded event: the users' recency.
     tick: u64,
@@ -103,6 +122,17 @@ struct UserLog {
     last: u64,
     /// Oldest first.
     events: VecDeque<Arc<AuthEvent>>,
+    /// How many of `events` are failures ([`is_failure`]).
+    failures: usize,
+}
+
+/// Events anyone can add to an account's log: a wrong password typed at
+/// its name, and the throttle refusing the attempts that follow.
+fn is_failure(event: &AuthEvent) -> bool {
+    matches!(
+        event.kind,
+        super::AuthEventKind::LoginFailed { .. } | super::AuthEventKind::Throttled { .. }
+    )
 }
 
 impl fmt::Debug for RecentActivity {
@@ -110,6 +140,7 @@ impl fmt::Debug for RecentActivity {
         let log = self.lock();
         f.debug_struct("RecentActivity")
             .field("per_user", &log.per_user)
+            .field("failures", &log.max_failures)
             .field("max_users", &log.max_users)
             .field("users", &log.users.len())
             .finish_non_exhaustive()
@@ -125,30 +156,64 @@ impl Default for RecentActivity {
 impl RecentActivity {
     /// The default number of events kept per user.
     pub const PER_USER: usize = 20;
+    /// The default number of failures ([`failures`](Self::failures))
+    /// among a user's events.
+    pub const FAILURES: usize = 5;
     /// The default number of users kept.
-    pub const MAX_USERS: usize = 100_000;
+    pub const MAX_USERS: usize = 10_000;
 
     /// The last [`PER_USER`](Self::PER_USER) events of at most
-    /// [`MAX_USERS`](Self::MAX_USERS) users (a few hundred bytes per
-    /// event: tens of megabytes at most).
+    /// [`MAX_USERS`](Self::MAX_USERS) users, at most
+    /// [`FAILURES`](Self::FAILURES) of them failures. An event as the
+    /// session layer emits it (user, device handle, route, client, trace
+    /// id) takes about 400 bytes here: the defaults hold 200 000 events,
+    /// about 80 MiB at most. Lower `max_users` for a smaller bound.
     #[must_use]
     pub fn new() -> Self {
         Self::with_limits(Self::PER_USER, Self::MAX_USERS)
     }
 
     /// The last `per_user` events of at most `max_users` users (each at
-    /// least 1).
+    /// least 1), at most a quarter of them (at least 1) failures.
     #[must_use]
     pub fn with_limits(per_user: usize, max_users: usize) -> Self {
+        let per_user = per_user.max(1);
         Self {
             inner: Arc::new(Mutex::new(Log {
-                per_user: per_user.max(1),
+                per_user,
+                max_failures: (per_user / 4).max(1),
                 max_users: max_users.max(1),
                 tick: 0,
                 users: HashMap::new(),
                 by_recency: BTreeMap::new(),
             })),
         }
+    }
+
+    /// At most `failures` (at least 1, at most the events kept per user)
+    /// of a user's events are failed logins or throttled attempts: the
+    /// events anyone can add to an account. The oldest failure goes first.
+    ///
+    /// ```
+    /// use portcullis_core::events::{AuthEvent, AuthEventKind};
+    /// use portcullis_core::events::audit::RecentActivity;
+    ///
+    /// let recent = RecentActivity::with_limits(3, 100).failures(1);
+    /// recent.record(&AuthEvent::new("session", AuthEventKind::LoginSucceeded).user("alice"));
+    /// for _ in 0..10 {
+    ///     let failed = AuthEventKind::LoginFailed { reason: "invalid_credentials" };
+    ///     recent.record(&AuthEvent::new("session", failed).user("alice"));
+    /// }
+    /// let names: Vec<_> = recent.recent("alice").iter().map(|e| e.kind.name()).collect();
+    /// assert_eq!(names, ["login_failed", "login_succeeded"]);
+    /// ```
+    #[must_use]
+    pub fn failures(self, failures: usize) -> Self {
+        {
+            let mut log = self.lock();
+            log.max_failures = failures.clamp(1, log.per_user);
+        }
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
@@ -160,7 +225,14 @@ impl RecentActivity {
     /// Keeps `event` if it is an audit event ([`AuthEventKind::is_audit`](super::AuthEventKind::is_audit))
     /// with a user; returns whether it was kept.
     pub fn record(&self, event: &AuthEvent) -> bool {
+        if !Self::keeps(event) {
+            return false;
+        }
         self.record_arc(&Arc::new(event.clone()))
+    }
+
+    fn keeps(event: &AuthEvent) -> bool {
+        event.user.is_some() && event.kind.is_audit()
     }
 
     fn record_arc(&self, event: &Arc<AuthEvent>) -> bool {
@@ -186,15 +258,29 @@ impl RecentActivity {
                 UserLog {
                     last: tick,
                     events: VecDeque::new(),
+                    failures: 0,
                 },
             );
         }
         log.by_recency.insert(tick, Arc::clone(user));
-        let per_user = log.per_user;
+        let (per_user, max_failures) = (log.per_user, log.max_failures);
         let entry = log.users.get_mut(user).expect("inserted above");
-        if entry.events.len() >= per_user {
-            entry.events.pop_front();
+        let failure = is_failure(event);
+        if failure && entry.failures >= max_failures {
+            // A failure only ever replaces a failure.
+            let oldest = entry.events.iter().position(|e| is_failure(e));
+            if let Some(i) = oldest {
+                entry.events.remove(i);
+                entry.failures -= 1;
+            }
         }
+        if entry.events.len() >= per_user {
+            let oldest = entry.events.pop_front();
+            if oldest.is_some_and(|e| is_failure(&e)) {
+                entry.failures -= 1;
+            }
+        }
+        entry.failures += usize::from(failure);
         entry.events.push_back(Arc::clone(event));
         true
     }
@@ -347,19 +433,50 @@ impl AuditTrail {
         Ok(())
     }
 
-    /// Feeds the sinks with `stream`'s events until every
-    /// [`Events`](super::Events) handle is gone. Spawn it
-    /// (`tokio::spawn(trail.drain(stream))`). Writing is blocking I/O:
-    /// one buffered line per audit event, flushed whenever no event is
+    /// Feeds the sinks with `stream`'s events on a thread of its own
+    /// (`portcullis-audit`) until every [`Events`](super::Events) handle
+    /// is gone. Writing is blocking I/O, kept off the runtime: a writer
+    /// that blocks (a pipe nobody reads) stops this thread only, never a
+    /// request. One line per audit event, flushed whenever no event is
     /// waiting.
+    ///
+    /// The thread stops at the first write or flush error of the JSON
+    /// lines writer, so a broken audit file is seen
+    /// ([`AuditWriter::finished`], [`AuditWriter::join`]: log the error)
+    /// rather than silently skipped.
+    ///
+    /// ```
+    /// use portcullis_core::events::{AuthEvent, AuthEventKind, Events};
+    /// use portcullis_core::events::audit::AuditTrail;
+    ///
+    /// let events = Events::new();
+    /// let writer = AuditTrail::new()
+    ///     .json_lines(Vec::new())
+    ///     .spawn(events.subscribe("audit", 1024))
+    ///     .expect("a thread");
+    /// events.emit(|| AuthEvent::new("session", AuthEventKind::Logout).user("alice"));
+    /// drop(events);
+    /// writer.join().unwrap(); // or, in a task: writer.finished().await
+    /// ```
     ///
     /// # Errors
     ///
-    /// The first write or flush error of the JSON lines writer: the drain
-    /// stops there, so a broken audit file is seen (log the error) rather
-    /// than silently skipped.
-    pub async fn drain(mut self, mut stream: EventStream) -> io::Result<()> {
-        while let Some(event) = stream.recv().await {
+    /// The thread could not be started.
+    pub fn spawn(mut self, mut stream: EventStream) -> io::Result<AuditWriter> {
+        let (tx, rx) = oneshot::channel();
+        let thread = thread::Builder::new()
+            .name("portcullis-audit".into())
+            .spawn(move || {
+                let result = self.feed(&mut stream);
+                // Nobody waiting for the result is fine.
+                let _ = tx.send(result);
+            })?;
+        Ok(AuditWriter { thread, rx })
+    }
+
+    /// Runs on the writer's thread.
+    fn feed(&mut self, stream: &mut EventStream) -> io::Result<()> {
+        while let Some(event) = block_on(stream.recv()) {
             self.record(&event)?;
             while let Some(event) = stream.try_recv() {
                 self.record(&event)?;
@@ -373,6 +490,113 @@ impl AuditTrail {
         }
         Ok(())
     }
+
+    /// [`spawn`](Self::spawn), then [`AuditWriter::finished`]: a future
+    /// that ends when the writer's thread does (`tokio::spawn(trail.drain(stream))`).
+    /// The writing happens on the thread, never in the future; dropping
+    /// the future does not stop the thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`AuditWriter::finished`], or the thread could not be started.
+    pub async fn drain(self, stream: EventStream) -> io::Result<()> {
+        self.spawn(stream)?.finished().await
+    }
+}
+
+/// The audit trail's writer thread ([`AuditTrail::spawn`]). Dropping the
+/// handle leaves the thread running: it ends when every
+/// [`Events`](super::Events) handle is gone, or at a write error.
+#[derive(Debug)]
+#[must_use = "the handle reports the writer's error"]
+pub struct AuditWriter {
+    thread: thread::JoinHandle<()>,
+    rx: oneshot::Receiver<io::Result<()>>,
+}
+
+impl AuditWriter {
+    /// Whether the thread has ended.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits (without blocking a runtime) for the thread to end: every
+    /// [`Events`](super::Events) handle gone and every line flushed, or
+    /// the first write error.
+    ///
+    /// # Errors
+    ///
+    /// The JSON lines writer's first write or flush error; an
+    /// [`io::ErrorKind::Other`] error if the thread panicked.
+    pub async fn finished(self) -> io::Result<()> {
+        self.rx
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("the audit writer thread panicked")))
+    }
+
+    /// Blocks the calling thread until the writer's ends. Not on a
+    /// runtime worker: use [`finished`](Self::finished) there.
+    ///
+    /// # Errors
+    ///
+    /// As [`finished`](Self::finished).
+    pub fn join(self) -> io::Result<()> {
+        let Self { thread, mut rx } = self;
+        if thread.join().is_err() {
+            return Err(io::Error::other("the audit writer thread panicked"));
+        }
+        rx.try_recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the audit writer thread panicked")))
+    }
+}
+
+/// Runs `future` to completion on the calling thread, parking it while the
+/// future waits: the writer's thread has no runtime (the event channel
+/// needs none).
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        thread::park();
+    }
+}
+
+/// Opens (creating it if need be) the audit file at `path` for appending;
+/// a file it creates is readable and writable by its owner only (mode
+/// `0600` on Unix): audit lines are personal data. An existing file keeps
+/// its mode.
+///
+/// ```no_run
+/// use portcullis_core::events::audit::{AuditTrail, open_file};
+///
+/// let file = open_file("/var/log/app/audit.jsonl")?;
+/// let trail = AuditTrail::new().json_lines(std::io::BufWriter::new(file));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// The error opening or creating the file.
+pub fn open_file(path: impl AsRef<Path>) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 #[cfg(test)]

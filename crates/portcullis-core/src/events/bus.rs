@@ -209,6 +209,10 @@ thread_local! {
 }
 
 impl Events {
+    /// The largest channel a subscriber gets (a larger request is taken as
+    /// this): 1 Mi events.
+    pub const MAX_CAPACITY: usize = 1 << 20;
+
     /// A handle with no subscriber and no recorder (subscribe later).
     #[must_use]
     pub fn new() -> Self {
@@ -228,11 +232,12 @@ impl Events {
     }
 
     /// A new subscriber receiving every event from now on, through a
-    /// channel of `capacity` events (at least 1). Dropping the stream
+    /// channel of `capacity` events (taken between 1 and
+    /// [`MAX_CAPACITY`](Self::MAX_CAPACITY)). Dropping the stream
     /// unsubscribes it.
     #[must_use]
     pub fn subscribe(&self, name: &str, capacity: usize) -> EventStream {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = mpsc::channel(capacity.clamp(1, Self::MAX_CAPACITY));
         let dropped = Arc::new(AtomicU64::new(0));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot {
@@ -466,6 +471,14 @@ mod tests {
         assert!(weak.upgrade().is_some());
         drop(events);
         assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn a_huge_capacity_is_clamped() {
+        let events = Events::new();
+        let mut stream = events.subscribe("big", usize::MAX);
+        events.emit(|| AuthEvent::new("jwt", AuthEventKind::Logout));
+        assert!(stream.try_recv().is_some());
     }
 
     #[test]

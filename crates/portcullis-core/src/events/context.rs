@@ -32,12 +32,7 @@ impl TraceId {
         }
         let mut id = [0_u8; 16];
         for (out, pair) in id.iter_mut().zip(bytes.chunks_exact(2)) {
-            let digit = |b: u8| match b {
-                b'0'..=b'9' => Some(b - b'0'),
-                b'a'..=b'f' => Some(b - b'a' + 10),
-                _ => None,
-            };
-            *out = digit(pair[0])? << 4 | digit(pair[1])?;
+            *out = hex_pair(pair[0], pair[1])?;
         }
         (id != [0; 16]).then_some(Self(id))
     }
@@ -55,9 +50,35 @@ impl fmt::Debug for TraceId {
     }
 }
 
+/// The `traceparent` header's name, parsed once.
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// Two lowercase hex digits as a byte.
+const fn hex_pair(hi: u8, lo: u8) -> Option<u8> {
+    const fn digit(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        }
+    }
+    match (digit(hi), digit(lo)) {
+        (Some(h), Some(l)) => Some(h << 4 | l),
+        _ => None,
+    }
+}
+
+/// Whether every byte is lowercase hex and not all are `0`.
+fn nonzero_hex(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) && bytes.iter().any(|&b| b != b'0')
+}
+
 /// The trace id of a W3C `traceparent` header
 /// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`); `None` when
-/// the header is missing, repeated or malformed.
+/// the header is missing, repeated or not what the W3C Trace Context
+/// recommendation accepts: every part lowercase hex, neither id all
+/// zeros, version `ff` invalid, version `00` exactly 55 characters, a later
+/// version at least that with a `-` after the flags.
 ///
 /// ```
 /// use http::{Extensions, HeaderMap};
@@ -73,23 +94,29 @@ impl fmt::Debug for TraceId {
 /// ```
 #[must_use]
 pub fn traceparent(_: &Extensions, headers: &HeaderMap) -> Option<TraceId> {
-    let mut values = headers.get_all("traceparent").iter();
-    let value = values.next()?;
-    if values.next().is_some() {
+    let mut values = headers.get_all(&TRACEPARENT).iter();
+    let value = values.next()?.as_bytes();
+    if values.next().is_some() || value.len() < 55 {
         return None;
     }
-    let value = value.to_str().ok()?;
-    let mut parts = value.split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    // Version 00 has exactly four parts; later versions may add more.
-    if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+    let version = hex_pair(value[0], value[1])?;
+    let dashes = value[2] == b'-' && value[35] == b'-' && value[52] == b'-';
+    let length_ok = match version {
+        0 => value.len() == 55,
+        0xff => false,
+        _ => value.len() == 55 || value[55] == b'-',
+    };
+    if !dashes || !length_ok || hex_pair(value[53], value[54]).is_none() {
         return None;
     }
-    if parent.len() != 16 || flags.len() != 2 {
+    if !nonzero_hex(&value[36..52]) {
         return None;
     }
-    TraceId::from_hex(trace)
+    let mut id = [0_u8; 16];
+    for (out, pair) in id.iter_mut().zip(value[3..35].chunks_exact(2)) {
+        *out = hex_pair(pair[0], pair[1])?;
+    }
+    (id != [0; 16]).then_some(TraceId(id))
 }
 
 /// What a layer knows of the request an event belongs to, captured once
@@ -129,6 +156,13 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902zz-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00F067AA0BA902B7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz",
+            "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
