@@ -509,7 +509,10 @@ impl Refresher {
     /// Rotates `token`: a new pair, or an error. A repeat of the previous
     /// token inside the grace window gets the same successor; anything
     /// older, or later, revokes the family (and its access tokens) and
-    /// emits a `refresh_reuse_detected` event.
+    /// emits a `refresh_reuse_detected` event: one per family, however
+    /// often the reused token is replayed while the family's access
+    /// tokens stay revoked (a store that keeps a reused family as a
+    /// tombstone answers reuse to every replay).
     ///
     /// # Errors
     ///
@@ -558,8 +561,18 @@ impl Refresher {
                 // The family is dead in the store (deleted, or kept as a
                 // tombstone that answers reuse again, as the SQL stores
                 // do): a failure to revoke its access tokens is only logged.
+                // A family whose access tokens are revoked already was
+                // detected by an earlier replay: one detection per family,
+                // however often a stolen token is replayed.
+                let detected_before = self
+                    .inner
+                    .revocation
+                    .view()
+                    .is_session_revoked(family.id.as_str());
                 let _ = self.kill_access_tokens(&family.id).await;
-                self.reuse_event(&family);
+                if !detected_before {
+                    self.reuse_event(&family);
+                }
                 Err(RefreshError::new(RefreshErrorKind::InvalidGrant, "reused"))
             }
             RotateOutcome::KeyMismatch => {
@@ -609,15 +622,17 @@ impl Refresher {
     }
 
     /// Puts `sid` in the revocation view until every access token of the
-    /// family has expired, leeway included. Logs a failure.
-    async fn kill_access_tokens(&self, sid: &FamilyId) -> Result<(), RefreshError> {
+    /// family has expired, leeway included. Logs a failure; a caller whose
+    /// answer the failure becomes (503) maps it with
+    /// [`store_failed`](Self::store_failed), which emits
+    /// `store_unavailable`; a best-effort caller only has the log.
+    async fn kill_access_tokens(&self, sid: &FamilyId) -> Result<(), StoreError> {
         self.inner
             .revocation
             .revoke_session(sid.as_str(), self.revocation_until())
             .await
-            .map_err(|e| {
+            .inspect_err(|_| {
                 portcullis_core::event!(error, reason = "revocation-push-failed", family = %sid, "could not push the family's revocation to the view");
-                self.store_failed("revocation", "revoke_session")(e)
             })
     }
 
@@ -625,7 +640,9 @@ impl Refresher {
     /// is deleted, so that a failure at either step leaves the family in
     /// place and a retry with the same token does the whole job again.
     async fn end_family(&self, family: &Family) -> Result<(), RefreshError> {
-        self.kill_access_tokens(&family.id).await?;
+        self.kill_access_tokens(&family.id)
+            .await
+            .map_err(self.store_failed("revocation", "revoke_session"))?;
         self.inner
             .store
             .revoke(&family.id)
@@ -820,7 +837,7 @@ impl Refresher {
             // Every family is tried; the first failure is the answer.
             if let Err(e) = self.kill_access_tokens(&fam.id).await {
                 if outcome.is_ok() {
-                    outcome = Err(e);
+                    outcome = Err(self.store_failed("revocation", "revoke_session")(e));
                 }
             }
         }
@@ -869,7 +886,7 @@ impl Refresher {
             .store
             .list_user(user_id, self.now())
             .await
-            .map_err(self.store_failed("refresh", "get"))?
+            .map_err(self.store_failed("refresh", "list_user"))?
             .into_iter()
             .map(|f| ActiveSession {
                 current: Some(f.id.as_str()) == current,
@@ -904,7 +921,7 @@ impl Refresher {
             .store
             .get(&id, self.now())
             .await
-            .map_err(self.store_failed("refresh", "list"))?
+            .map_err(self.store_failed("refresh", "get"))?
             .ok_or_else(not_found)?;
         if fam.user_id != user_id {
             return Err(not_found());
