@@ -631,7 +631,7 @@ mod tests {
 
     #[test]
     fn keeps_the_last_n_events_of_a_user_newest_first() {
-        let recent = RecentActivity::with_limits(3, 10);
+        let recent = RecentActivity::with_limits(3, 10).failures(3);
         for i in 0..5 {
             let reason = ["r0", "r1", "r2", "r3", "r4"][i];
             recent.record(
@@ -791,17 +791,20 @@ mod tests {
         assert_eq!(recent.recent("bob").len(), 1);
     }
 
+    /// A writer that always fails.
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk full"))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn the_drain_stops_at_a_broken_writer() {
-        struct Broken;
-        impl Write for Broken {
-            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-                Err(io::Error::other("disk full"))
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let events = Events::new();
         let recent = RecentActivity::new();
         let drain = AuditTrail::new()
@@ -817,6 +820,158 @@ mod tests {
         assert_eq!(err.to_string(), "disk full");
         // The in-memory log kept the event the file could not.
         assert_eq!(recent.recent("alice").len(), 1);
+    }
+
+    fn failed(user: &str) -> AuthEvent {
+        AuthEvent::new(
+            "session",
+            AuthEventKind::LoginFailed {
+                reason: "invalid_credentials",
+            },
+        )
+        .user(user)
+    }
+
+    fn names(recent: &RecentActivity, user: &str) -> Vec<&'static str> {
+        recent.recent(user).iter().map(|e| e.kind.name()).collect()
+    }
+
+    #[test]
+    fn failures_never_push_other_events_off_a_users_log() {
+        let recent = RecentActivity::new();
+        recent.record(&login("alice"));
+        recent.record(&AuthEvent::new("session", AuthEventKind::PasswordChanged).user("alice"));
+        for _ in 0..100 {
+            recent.record(&failed("alice"));
+            recent.record(
+                &AuthEvent::new(
+                    "throttle",
+                    AuthEventKind::Throttled {
+                        retry_after: Duration::from_secs(1),
+                    },
+                )
+                .user("alice"),
+            );
+        }
+        let kept = names(&recent, "alice");
+        assert_eq!(kept.len(), 2 + RecentActivity::FAILURES);
+        assert_eq!(
+            &kept[kept.len() - 2..],
+            ["password_changed", "login_succeeded"]
+        );
+        // The newest failures are the ones kept.
+        assert_eq!(kept[0], "throttled");
+    }
+
+    #[test]
+    fn a_users_own_events_still_age_out_past_the_bound() {
+        let recent = RecentActivity::with_limits(4, 10).failures(2);
+        recent.record(&failed("alice"));
+        recent.record(&failed("alice"));
+        for _ in 0..3 {
+            recent.record(&login("alice"));
+        }
+        // Four kept: the oldest failure gave way to the third login.
+        assert_eq!(
+            names(&recent, "alice"),
+            [
+                "login_succeeded",
+                "login_succeeded",
+                "login_succeeded",
+                "login_failed"
+            ]
+        );
+        for _ in 0..3 {
+            recent.record(&failed("alice"));
+        }
+        // Failures replace failures: at most two, and two logins stay.
+        assert_eq!(
+            names(&recent, "alice"),
+            [
+                "login_failed",
+                "login_failed",
+                "login_succeeded",
+                "login_succeeded"
+            ]
+        );
+        let log = recent.lock();
+        assert_eq!(log.users["alice"].failures, 2);
+    }
+
+    #[test]
+    fn the_failure_share_is_clamped_to_the_log() {
+        let recent = RecentActivity::with_limits(3, 10).failures(0);
+        recent.record(&failed("alice"));
+        recent.record(&failed("alice"));
+        assert_eq!(names(&recent, "alice"), ["login_failed"]);
+        let recent = RecentActivity::with_limits(3, 10).failures(99);
+        for _ in 0..5 {
+            recent.record(&failed("alice"));
+        }
+        assert_eq!(recent.recent("alice").len(), 3);
+    }
+
+    #[test]
+    fn lines_are_written_on_the_writers_own_thread() {
+        /// Records the name of the thread each write runs on.
+        #[derive(Clone, Default)]
+        struct Threads(Arc<Mutex<Vec<Option<String>>>>);
+        impl Write for Threads {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(thread::current().name().map(str::to_owned));
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let events = Events::new();
+        let threads = Threads::default();
+        let writer = AuditTrail::new()
+            .json_lines(threads.clone())
+            .spawn(events.subscribe("audit", 64))
+            .unwrap();
+        events.emit(|| login("alice"));
+        drop(events);
+        writer.join().unwrap();
+        assert_eq!(
+            *threads.0.lock().unwrap(),
+            [Some("portcullis-audit".to_owned())]
+        );
+    }
+
+    #[test]
+    fn the_writer_reports_a_broken_file_when_joined() {
+        let events = Events::new();
+        let writer = AuditTrail::new()
+            .json_lines(Broken)
+            .spawn(events.subscribe("audit", 64))
+            .unwrap();
+        events.emit(|| login("alice"));
+        assert_eq!(writer.join().unwrap_err().to_string(), "disk full");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_audit_file_is_created_for_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("portcullis-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let mut file = open_file(&path).unwrap();
+        file.write_all(b"one\n").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        drop(file);
+        // Reopened: appended to, not truncated.
+        open_file(&path).unwrap().write_all(b"two\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(mode, 0o600);
+        assert_eq!(text, "one\ntwo\n");
     }
 
     #[test]
