@@ -633,8 +633,8 @@ async fn refresh_and_reuse_over_http_on_postgres() {
     let events = app.events.reuses();
     assert_eq!(
         events.len(),
-        2,
-        "a reuse event per presentation: {events:?}"
+        1,
+        "one reuse event per family, not per presentation: {events:?}"
     );
     // Nothing of a token in the table: digests only.
     let dump = PgServer::shared().psql(&db, &format!("SELECT t::text FROM {PG_TABLE} t"));
