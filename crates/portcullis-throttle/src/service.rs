@@ -263,15 +263,17 @@ impl LayerSpan {
     #[cfg_attr(not(feature = "tracing"), allow(clippy::unused_self))]
     fn route(&self, _ctx: &EventContext) {
         #[cfg(feature = "tracing")]
-        if let Some(route) = _ctx.route.as_deref() {
-            self.span.record("http.route", route);
+        if !self.span.is_disabled() {
+            if let Some(route) = _ctx.route.as_deref() {
+                self.span.record("http.route", route);
+            }
         }
     }
 
     #[cfg_attr(not(feature = "tracing"), allow(clippy::unused_self))]
     fn decided(&self, _decision: Decision, _reason: Option<&'static str>) {
         #[cfg(feature = "tracing")]
-        {
+        if !self.span.is_disabled() {
             self.span.record("portcullis.decision", _decision.as_str());
             if let Some(reason) = _reason {
                 self.span.record("error.type", reason);
@@ -556,6 +558,11 @@ where
         ));
     };
     parts.extensions.insert(ClientIp(ip));
+    // The events name the client the throttle counts (behind a trusted
+    // proxy, not the proxy the context read when the request arrived).
+    if report.events.enabled() {
+        report.ctx.client = Some(ip);
+    }
     let (account, body) = match config.account_field.as_deref() {
         None => (None, RequestBody::inner(body)),
         Some(field) => {
