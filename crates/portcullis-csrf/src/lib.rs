@@ -104,12 +104,16 @@
 //!
 //! | kind | when | fields |
 //! |---|---|---|
-//! | `csrf_refused` | every refusal: cross-origin, token missing, malformed, mismatched or expired, body too large or unreadable, session unavailable, layer missing | `reason` = [`CsrfErrorKind::as_str`] (`csrf-cross-origin`, `csrf-token-mismatch`, ...), route, client, trace id |
+//! | `csrf_refused` | every refusal: cross-origin, token missing, malformed, mismatched or expired, body too large or unreadable, layer missing | `reason` = [`CsrfErrorKind::as_str`] (`csrf-cross-origin`, `csrf-token-mismatch`, ...), route, client, trace id |
 //!
-//! and tells the recorder each decision: success (the origin check, and
-//! the token when there is one, passed), failure (refused, with the same
-//! reason code) or none (a safe method or an exempt path: nothing to
-//! check). The route, client and trace id are read when the request
+//! A session store outage (the 503 with `csrf-session-unavailable`) is no
+//! refusal of the request's token: it emits no `csrf_refused` (the session
+//! layer emits `store_unavailable` for it).
+//!
+//! The layer tells the recorder each decision: success (the origin check,
+//! and the token when there is one, passed), failure (refused, with the
+//! same reason code, `csrf-session-unavailable` included) or none (a safe
+//! method or an exempt path: nothing to check). The route, client and trace id are read when the request
 //! arrives, only while something listens. With the `tracing` feature each
 //! request gets a `portcullis.csrf` span (`otel.kind = "internal"`,
 //! `portcullis.decision`, `error.type` = the reason code, `http.route`).

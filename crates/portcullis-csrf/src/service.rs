@@ -140,9 +140,15 @@ impl Report {
         self.span.decided(decision, reason);
     }
 
-    /// Records a refusal: the decision, and a `CsrfRefused` event.
-    fn refused(&mut self, reason: &'static str) {
+    /// Records a refusal: the decision, and a `CsrfRefused` event unless
+    /// the session store was out (the session layer reports the outage as
+    /// `store_unavailable`; nothing was refused as a forgery).
+    fn refused(&mut self, kind: CsrfErrorKind) {
+        let reason = kind.as_str();
         self.decided(Verdict::Failure, Some(reason));
+        if kind == CsrfErrorKind::SessionUnavailable {
+            return;
+        }
         let ctx = &self.ctx;
         self.events
             .emit(|| AuthEvent::new(SOURCE, AuthEventKind::CsrfRefused { reason }).context(ctx));
@@ -152,7 +158,8 @@ impl Report {
 /// The refusal of a request: the renderer's response, `Vary` when the
 /// decision read the origin headers, the [`CsrfError`] in the extensions,
 /// a debug event with the reason and the route template (never the path:
-/// paths carry ids and sometimes tokens), and a `CsrfRefused` event.
+/// paths carry ids and sometimes tokens), and a `CsrfRefused` event
+/// (none for an unavailable session store).
 fn refuse<B, R: RenderRejection>(
     renderer: &R,
     error: CsrfError,
@@ -167,7 +174,7 @@ fn refuse<B, R: RenderRejection>(
         route = report.ctx.route.as_deref(),
         "request refused by CSRF protection"
     );
-    report.refused(reason);
+    report.refused(error.kind());
     let mut response = error.rejection().into_response(renderer, grpc);
     if vary {
         response.headers_mut().append(VARY, VARY_VALUE);
