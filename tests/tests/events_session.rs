@@ -25,7 +25,7 @@ use portcullis_tests::otel::Metrics;
 use portcullis_tests::session_app::peer_ip;
 use portcullis_tests::{TestServer, client, cookie_value};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio::sync::{Barrier, Notify};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -58,6 +58,8 @@ struct AppState {
     outage: Arc<AtomicBool>,
     arrived: Arc<Notify>,
     gate: Arc<Notify>,
+    /// Holds each `/racing-logout` until two have loaded their session.
+    racing: Arc<Barrier>,
 }
 
 async fn start(events: Events, config: SessionConfig) -> App {
@@ -76,6 +78,7 @@ async fn start(events: Events, config: SessionConfig) -> App {
         outage: Arc::clone(&outage),
         arrived: Arc::new(Notify::new()),
         gate: Arc::new(Notify::new()),
+        racing: Arc::new(Barrier::new(2)),
     };
     let (arrived, gate) = (Arc::clone(&state.arrived), Arc::clone(&state.gate));
     let app = Router::new()
@@ -106,6 +109,7 @@ async fn start(events: Events, config: SessionConfig) -> App {
             "/password",
             post(|s: Session| async move { s.password_changed().await.map(|_| ()) }),
         )
+        .route("/racing-logout", post(racing_logout))
         .route("/sessions", get(sessions))
         .route("/revoke/{id}", post(revoke))
         .route("/write-then-fail", post(write_then_fail))
@@ -139,6 +143,14 @@ async fn gated_login(
     st.arrived.notify_one();
     st.gate.notified().await;
     s.login(user).await
+}
+
+/// Loads the session, waits until a second `/racing-logout` has loaded
+/// it too, then logs out: both find the session, one deletes it.
+async fn racing_logout(State(st): State<AppState>, s: Session) -> Result<(), SessionError> {
+    s.user_id().await?;
+    st.racing.wait().await;
+    s.logout().await
 }
 
 async fn me(s: Session) -> Result<Json<Value>, SessionError> {
@@ -332,6 +344,25 @@ async fn logout_emits_logout() {
     let (status, _) = app.call(true, "/logout", None).await;
     assert_eq!(status, 200);
     assert!(drain(&mut stream).is_empty());
+    counted.assert(&[("login_succeeded", None, 1), ("logout", None, 1)]);
+}
+
+/// Two logouts of one session racing (both loaded it before either
+/// deleted it): one session ended, one `logout`.
+#[tokio::test]
+async fn two_racing_logouts_of_one_session_emit_one_logout() {
+    let (app, mut stream, mut counted) = app(SessionConfig::default()).await;
+    let cookie = app.login("alice").await;
+    let login = only(&mut stream, "login_succeeded");
+    let (first, second) = tokio::join!(
+        app.call(true, "/racing-logout", Some(&cookie)),
+        app.call(true, "/racing-logout", Some(&cookie)),
+    );
+    assert_eq!((first.0, second.0), (StatusCode::OK, StatusCode::OK));
+    let event = only(&mut stream, "logout");
+    app.check(&event, "/racing-logout");
+    assert_eq!(event.user.as_deref(), Some("alice"));
+    assert_eq!(event.device, login.device);
     counted.assert(&[("login_succeeded", None, 1), ("logout", None, 1)]);
 }
 

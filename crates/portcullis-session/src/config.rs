@@ -209,7 +209,17 @@ impl SessionConfig {
     }
 
     /// Records the client address of new sessions with `f` (for example
-    /// from axum's `ConnectInfo`).
+    /// from axum's `ConnectInfo`, or `portcullis_throttle::client_ip`).
+    ///
+    /// `f` reads the request when it reaches the session layer, and again
+    /// each time a handler takes the [`Session`](crate::Session) with its
+    /// axum extractor: a layer inside the session layer (a login throttle
+    /// on the login route that finds the client behind a trusted proxy)
+    /// is then heard. The events' client address is read again at the
+    /// same moments. A handler that takes the `Session` from the
+    /// extensions itself (tonic, hyper) gets the address as it was when
+    /// the request arrived: put `portcullis_throttle::ClientAddressLayer`
+    /// outside the session layer when a proxy is trusted.
     pub fn client_ip(mut self, f: ClientIpFn) -> Self {
         self.client_ip = Some(f);
         self
@@ -280,8 +290,9 @@ impl SessionConfig {
     /// logins, logouts, renewals, evictions, expiries, revocations,
     /// refused fresh-login checks and store failures, under the source
     /// `session` (the table is in the [crate docs](crate#events)). Each
-    /// request's route, client and trace id are read once, when it
-    /// arrives, and only while something listens.
+    /// request's route and trace id are read once, when it arrives, and
+    /// only while something listens; its client also when a handler takes
+    /// the session (see [`client_ip`](Self::client_ip)).
     ///
     /// ```
     /// use portcullis_core::events::Events;

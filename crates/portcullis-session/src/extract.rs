@@ -13,11 +13,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = SessionError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
+        let session = parts
             .extensions
             .get::<Self>()
             .cloned()
-            .ok_or_else(|| SessionError::new(SessionErrorKind::LayerMissing))
+            .ok_or_else(|| SessionError::new(SessionErrorKind::LayerMissing))?;
+        // The layers inside the session layer have run: a login throttle
+        // there has put the client it found behind a trusted proxy in the
+        // extensions.
+        session
+            .request()
+            .observe_client(&parts.extensions, &parts.headers);
+        Ok(session)
     }
 }
 

@@ -82,7 +82,7 @@
 //! | kind | when | user, device |
 //! |---|---|---|
 //! | `login_succeeded` | [`Session::login`], [`Session::login_with`] | the user; the new session |
-//! | `logout` | [`Session::logout`] ended a session | its user (if any); the ended session |
+//! | `logout` | [`Session::logout`] ended a session (deleted it from the store: of two logouts racing on one session, only the one that deleted it) | its user (if any); the ended session |
 //! | `logout_everywhere` | [`Session::logout_everywhere`], and [`Session::logout_other_sessions`] (the user asked every other device out) | the user; the session that asked |
 //! | `session_renewed` | [`Session::renew`], [`Session::reauthenticated`] | the user; the new id's session |
 //! | `session_evicted` | the per-user cap ([`SessionConfig::max_sessions_per_user`]) ended a session to make room: one event per session | the user; the evicted session |
@@ -105,7 +105,9 @@
 //! `session-corrupt`, `session-store-unavailable`). The session is lazy:
 //! a request whose handler never uses it is decided only when it carried
 //! no id or an invalid one. The route, client and trace id are read when
-//! the request arrives, and only while something listens. With the
+//! the request arrives, and only while something listens (the client
+//! again when a handler takes the session: see
+//! [`SessionConfig::client_ip`]). With the
 //! `tracing` feature each request gets a `portcullis.session` span
 //! (`otel.kind = "internal"`, `portcullis.decision`, `error.type` = the
 //! reason code, `http.route`).

@@ -233,12 +233,16 @@ impl Session {
         let request = self.request();
         let mut st = request.lock().await?;
         if let Some(key) = st.stored_key() {
-            request
+            let deleted = request
                 .store()
                 .delete(&key)
                 .await
                 .map_err(|e| request.unavailable(e, "delete"))?;
-            request.emit(AuthEventKind::Logout, st.user_id(), Some(&key));
+            // A logout racing another one (or a revocation) ends nothing:
+            // only the one that deleted the session says so.
+            if deleted {
+                request.emit(AuthEventKind::Logout, st.user_id(), Some(&key));
+            }
         }
         st.forget(ClearSiteData::Ask);
         Ok(())

@@ -30,8 +30,10 @@ impl LayerSpan {
                 error.type = Empty,
                 http.route = Empty,
             );
-            if let Some(route) = ctx.route.as_deref() {
-                span.record("http.route", route);
+            if !span.is_disabled() {
+                if let Some(route) = ctx.route.as_deref() {
+                    span.record("http.route", route);
+                }
             }
             Self { span }
         }
@@ -46,7 +48,7 @@ impl LayerSpan {
     #[cfg_attr(not(feature = "tracing"), allow(clippy::unused_self))]
     pub(crate) fn decided(&self, decision: Decision, reason: Option<&'static str>) {
         #[cfg(feature = "tracing")]
-        {
+        if !self.span.is_disabled() {
             self.span.record("portcullis.decision", decision.as_str());
             if let Some(reason) = reason {
                 self.span.record("error.type", reason);

@@ -14,7 +14,7 @@ use portcullis_core::rejection::is_grpc;
 use tower_service::Service;
 
 use crate::session::Session;
-use crate::state::{Incoming, RequestSession, SessionContext, respond};
+use crate::state::{ClientAddress, Incoming, RequestSession, SessionContext, respond};
 
 /// The service built by [`SessionLayer`](crate::SessionLayer).
 #[derive(Clone)]
@@ -104,7 +104,7 @@ where
             Arc::clone(&self.ctx),
             Incoming::read(config, headers),
             headers.get(USER_AGENT).cloned(),
-            config.client_ip.and_then(|f| f(req.extensions(), headers)),
+            ClientAddress::read(config, req.extensions(), headers),
             event_ctx,
         );
         let grpc = is_grpc(headers);

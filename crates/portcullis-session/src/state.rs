@@ -115,16 +115,48 @@ pub(crate) struct RequestSession {
     ctx: Arc<SessionContext>,
     incoming: Incoming,
     user_agent: Option<HeaderValue>,
-    ip: Option<IpAddr>,
+    /// The client address: read when the request arrived, read again
+    /// when a handler takes the session (by then a layer inside this one,
+    /// the login throttle, may have found the client behind a proxy).
+    client: std::sync::Mutex<ClientAddress>,
     /// Set before the state is first locked by a handler's call: while it
     /// is false the state is the default one and the commit is skipped
     /// without locking anything.
     used: AtomicBool,
     state: Mutex<State>,
     /// The request's route, client and trace id: read when it arrived,
-    /// and only if something listened then (empty otherwise).
+    /// and only if something listened then (empty otherwise). Its client
+    /// is in `client`.
     event_ctx: EventContext,
     span: LayerSpan,
+}
+
+/// Where a request comes from, as the session records it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClientAddress {
+    /// For the device list (`SessionConfig::client_ip`).
+    pub(crate) device: Option<IpAddr>,
+    /// For the events (the `Events` handle's client address).
+    pub(crate) event: Option<IpAddr>,
+}
+
+impl ClientAddress {
+    /// The address `config` finds in a request's `extensions` and
+    /// `headers`; the event's only while events are enabled.
+    pub(crate) fn read(
+        config: &SessionConfig,
+        extensions: &http::Extensions,
+        headers: &HeaderMap,
+    ) -> Self {
+        Self {
+            device: config.client_ip.and_then(|f| f(extensions, headers)),
+            event: if config.events.enabled() {
+                config.events.context(extensions, headers).client
+            } else {
+                None
+            },
+        }
+    }
 }
 
 /// What the handler did to the session so far.
@@ -306,7 +338,7 @@ impl RequestSession {
         ctx: Arc<SessionContext>,
         incoming: Incoming,
         user_agent: Option<HeaderValue>,
-        ip: Option<IpAddr>,
+        client: ClientAddress,
         event_ctx: EventContext,
     ) -> Self {
         let events = &ctx.config.events;
@@ -329,12 +361,30 @@ impl RequestSession {
             ctx,
             incoming,
             user_agent,
-            ip,
+            client: std::sync::Mutex::new(client),
             used: AtomicBool::new(false),
             state: Mutex::new(state),
             event_ctx,
             span,
         }
+    }
+
+    /// The client address as last read.
+    fn client(&self) -> ClientAddress {
+        *self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads the client address again from the request as a handler gets
+    /// it (`extensions` and `headers` after every layer inside this one).
+    pub(crate) fn observe_client(&self, extensions: &http::Extensions, headers: &HeaderMap) {
+        let client = ClientAddress::read(&self.ctx.config, extensions, headers);
+        *self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
     }
 
     /// Emits `kind` with this request's context, `user` and the session
@@ -347,9 +397,10 @@ impl RequestSession {
         device: Option<&TokenDigest>,
     ) {
         self.ctx.config.events.emit(|| {
-            let event = AuthEvent::new(SOURCE, kind)
+            let mut event = AuthEvent::new(SOURCE, kind)
                 .context(&self.event_ctx)
                 .maybe_user(user);
+            event.client = self.client().event;
             match device {
                 Some(d) => event.device(d.to_hex()),
                 None => event,
@@ -521,7 +572,7 @@ impl RequestSession {
             absolute_deadline: deadlines.absolute,
             metadata: SessionMetadata {
                 user_agent,
-                ip: self.ip.map(|ip| ip.to_string()),
+                ip: self.client().device.map(|ip| ip.to_string()),
             },
         }
     }

@@ -109,7 +109,7 @@ async fn run_with<O: portcullis_core::StoreObserver>(
         ctx,
         incoming,
         None,
-        None,
+        ClientAddress::default(),
         EventContext::default(),
     ));
     match action {
@@ -309,7 +309,13 @@ async fn a_store_outage_at_commit_is_a_503_and_no_cookie() {
             Load::Live => Incoming::Token(token),
             _ => Incoming::None,
         };
-        let rs = RequestSession::new(ctx, incoming, None, None, EventContext::default());
+        let rs = RequestSession::new(
+            ctx,
+            incoming,
+            None,
+            ClientAddress::default(),
+            EventContext::default(),
+        );
         {
             let mut st = rs.lock().await.unwrap();
             rs.insert(&mut st, "n", json!(1)).unwrap();
@@ -339,7 +345,7 @@ async fn a_session_deleted_meanwhile_is_not_resurrected() {
         ctx.clone(),
         Incoming::None,
         None,
-        None,
+        ClientAddress::default(),
         EventContext::default(),
     );
     {
