@@ -6,8 +6,10 @@
 //! lines, and no password, cookie or token.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis::core::ManualClock;
 use portcullis::session::MemoryStore;
 use portcullis_tests::{TestServer, client, cookie_value};
 use reqwest::StatusCode;
@@ -204,7 +206,7 @@ async fn the_audit_file_holds_the_audit_events_as_json_lines() {
     assert!(login(&server, "alice", "not-her-password").await.is_none());
     logout(&server, &cookie).await;
 
-    // The file is written by a task of its own: wait for its three lines.
+    // The file is written by a thread of its own: wait for its three lines.
     let mut text = String::new();
     for _ in 0..500 {
         text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -244,4 +246,39 @@ async fn the_audit_file_holds_the_audit_events_as_json_lines() {
         ]
     );
     assert_eq!(lines[1]["reason"], "invalid_credentials");
+}
+
+/// Anyone can add failed logins to an account's page by typing its name
+/// with a wrong password. They take at most five of its rows: an
+/// intruder's login stays on the owner's page however many wrong
+/// passwords follow it.
+#[tokio::test]
+async fn failed_logins_take_at_most_five_rows_of_the_activity_page() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let mut config = AppConfig::default();
+    config.clock = Some(clock.clone());
+    let server = start(config).await;
+    assert!(login(&server, "alice", "wonderland").await.is_some());
+    for i in 0..30 {
+        // Past the throttle's backoff for one account at one address.
+        clock.advance(Duration::from_secs(15 * 60 + 1));
+        let wrong = format!("wrong-{i}");
+        assert!(login(&server, "alice", &wrong).await.is_none(), "{i}");
+    }
+    clock.advance(Duration::from_secs(15 * 60 + 1));
+    let cookie = login(&server, "alice", "wonderland").await.unwrap();
+    let failed = row("login_failed", "invalid_credentials");
+    let succeeded = row("login_succeeded", "");
+    assert_eq!(
+        activity(&server, &cookie).await,
+        [
+            succeeded.clone(),
+            failed.clone(),
+            failed.clone(),
+            failed.clone(),
+            failed.clone(),
+            failed,
+            succeeded,
+        ]
+    );
 }

@@ -153,7 +153,7 @@ async fn the_audit_file_holds_the_audit_events_as_json_lines() {
     assert!(login(&server, "alice", "not-her-password").await.is_none());
     logout(&server, &cookie).await;
 
-    // The file is written by a task of its own: wait for its three lines.
+    // The file is written by a thread of its own: wait for its three lines.
     let mut lines = Vec::new();
     for _ in 0..500 {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -188,4 +188,31 @@ async fn the_audit_file_holds_the_audit_events_as_json_lines() {
         ]
     );
     assert_eq!(lines[1]["reason"], "invalid_credentials");
+}
+
+/// The audit file holds personal data: the template creates it readable
+/// and writable by the service's account only, whatever the umask lets
+/// other files be.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_audit_file_is_created_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    // What a file created the ordinary way gets here: the case worth
+    // guarding against when others may read it.
+    let ordinary = dir.path().join("ordinary");
+    std::fs::File::create(&ordinary).unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut options = Options::new(vec![0x5c; 32]);
+    options.audit_log = Some(path.clone());
+    let server = start(options).await;
+    assert!(login(&server, "alice", "not-her-password").await.is_none());
+    assert_eq!(
+        mode(&path),
+        0o600,
+        "ordinary files here are {:o}",
+        mode(&ordinary)
+    );
 }

@@ -56,7 +56,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use portcullis::core::events::{AuditTrail, AuthEvent, Events, RecentActivity};
+use portcullis::core::events::{AuditTrail, AuthEvent, Events, RecentActivity, audit};
 use portcullis::core::{SharedClock, SystemClock};
 use portcullis::csrf::{CsrfConfig, CsrfLayer, CsrfToken, SignedBinding};
 use portcullis::password::{PasswordError, PasswordHasher, Verification};
@@ -122,8 +122,10 @@ pub struct AppConfig {
     /// works either way). The lines carry user ids and client addresses,
     /// personal data: rotate the file outside the process (logrotate with
     /// `copytruncate`) and keep it no longer than the retention period you
-    /// have set. [`app`] must then be called inside a Tokio runtime: it
-    /// spawns the task that writes the file.
+    /// have set. The file is created readable by the process's account
+    /// only (`0600`), and written on a thread of its own: a file that
+    /// blocks never holds a request up. [`app`] must then be called inside
+    /// a Tokio runtime: it spawns the task that reports a write error.
     pub audit_log: Option<PathBuf>,
 }
 
@@ -683,17 +685,17 @@ pub fn app(
     if let Some(path) = &config.audit_log {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "an audit log needs app() to be called inside a Tokio runtime")?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| format!("audit log {}: {e}", path.display()))?;
-        let drain = AuditTrail::new()
+        let file =
+            audit::open_file(path).map_err(|e| format!("audit log {}: {e}", path.display()))?;
+        // The lines are written on a thread of their own: a stalled
+        // reader of the file never holds up a request.
+        let writer = AuditTrail::new()
             .json_lines(std::io::BufWriter::new(file))
-            .drain(events.subscribe("audit-log", 4096));
+            .spawn(events.subscribe("audit-log", 4096))
+            .map_err(|e| format!("audit log {}: {e}", path.display()))?;
         let path = path.clone();
         runtime.spawn(async move {
-            if let Err(e) = drain.await {
+            if let Err(e) = writer.finished().await {
                 eprintln!(
                     "audit log {}: {e}; no more lines are written",
                     path.display()
