@@ -292,3 +292,96 @@ async fn without_listeners_nothing_is_emitted_and_no_context_is_read() {
     assert_eq!(got.len(), 1, "{got:?}");
     check(&got[0], "csrf-cross-origin", &[]);
 }
+
+/// A session store outage is no CSRF refusal: the request is answered 503
+/// (`csrf-session-unavailable`), the recorder is told a failure with that
+/// reason, the session layer emits `store_unavailable`, and no
+/// `csrf_refused` is emitted or counted.
+#[tokio::test]
+async fn a_session_store_outage_is_a_failure_decision_but_no_csrf_refused() {
+    use portcullis::session::testing::FaultyStore;
+    use portcullis::session::{MemoryStore, Session, SessionConfig, SessionLayer};
+    use std::sync::atomic::Ordering;
+
+    let decisions = Decisions::default();
+    let metrics = Metrics::new();
+    let events = events(&metrics, &decisions);
+    let mut stream = events.subscribe("t", 64);
+    let store = FaultyStore::new(MemoryStore::new());
+    let outage = store.switch();
+    let csrf = CsrfLayer::new(
+        CsrfConfig::signed(KEY, SignedBinding::session())
+            .insecure_dev_cookies()
+            .events(events.clone()),
+    )
+    .unwrap();
+    let sessions = SessionLayer::new(
+        store,
+        SessionConfig::default()
+            .insecure_dev_cookies()
+            .events(events.clone()),
+    )
+    .unwrap();
+    let app = Router::new()
+        .route(
+            "/form",
+            get(|token: CsrfToken| async move { token.as_str().to_owned() }),
+        )
+        .route(
+            "/login",
+            post(|s: Session| async move { s.login("alice").await }),
+        )
+        .route("/orders/{id}", post(|| async { "saved" }))
+        .route_layer(csrf)
+        .layer(sessions);
+    let server = TestServer::start(app).await;
+
+    // A pre-session token, a login, the session's token.
+    let resp = client().get(server.url("/form")).send().await.unwrap();
+    let pre_cookie = cookie_value(&resp, "csrf").unwrap();
+    let pre_token = resp.text().await.unwrap();
+    let resp = client()
+        .post(server.url("/login"))
+        .header("sec-fetch-site", "same-origin")
+        .header("cookie", format!("csrf={pre_cookie}"))
+        .header("x-csrf-token", &pre_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let session = cookie_value(&resp, "session").unwrap();
+    let resp = client()
+        .get(server.url("/form"))
+        .header("cookie", format!("session={session}"))
+        .send()
+        .await
+        .unwrap();
+    let token = resp.text().await.unwrap();
+    let act = || {
+        client()
+            .post(server.url(&format!("/orders/{PATH_SECRET}")))
+            .header("traceparent", traceparent())
+            .header("sec-fetch-site", "same-origin")
+            .header("cookie", format!("session={session}"))
+            .header("x-csrf-token", &token)
+            .send()
+    };
+    assert_eq!(act().await.unwrap().status(), 200, "the token is good");
+    drain(&mut stream);
+    decisions.take();
+
+    outage.store(true, Ordering::SeqCst);
+    assert_eq!(act().await.unwrap().status(), 503);
+    let seen = drain(&mut stream);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].source, "session", "{seen:?}");
+    assert_eq!(seen[0].kind.name(), "store_unavailable", "{seen:?}");
+    assert!(
+        decisions
+            .take()
+            .contains(&("csrf", Decision::Failure, Some("csrf-session-unavailable"))),
+        "the CSRF layer still decided: failure"
+    );
+    assert_eq!(metrics.event_count("csrf_refused", None), 0);
+    assert_eq!(metrics.event_count("store_unavailable", None), 1);
+}
