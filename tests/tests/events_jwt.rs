@@ -539,3 +539,69 @@ async fn the_jwt_layer_opens_one_span_per_request_with_its_decision_and_route() 
         }
     }
 }
+
+/// How often [`counted_route`] was asked for a request's route.
+static ROUTE_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// [`portcullis::events::matched_path`], counting its calls: a read of a
+/// request's event context.
+fn counted_route(ext: &http::Extensions) -> Option<Arc<str>> {
+    ROUTE_READS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    portcullis::events::matched_path(ext)
+}
+
+#[tokio::test]
+async fn an_accepted_request_reads_no_event_context_a_refused_one_reads_it_once() {
+    let events = portcullis::core::events::Events::builder()
+        .route(counted_route)
+        .build();
+    let log = EventLog::new(&events);
+    let issuer = JwtIssuer::builder(hmac("k1", 1))
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let jwt = JwtLayer::builder_for(&issuer)
+        .events(events.clone())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/admin/{id}", get(|| async { "admin" }))
+        .route_layer(RequireClaimsLayer::scope("admin").events(events.clone()))
+        .route_layer(jwt);
+    let server = TestServer::start(app).await;
+    let admin = issuer.token("alice").scope("admin").mint().unwrap().token;
+    let user = issuer.token("bob").mint().unwrap().token;
+    let get = |token: String| {
+        client()
+            .get(server.url("/admin/1"))
+            .bearer_auth(token)
+            .send()
+    };
+    let reads = || ROUTE_READS.load(std::sync::atomic::Ordering::SeqCst);
+
+    let before = reads();
+    assert_eq!(get(admin.clone()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(reads(), before, "an accepted request reads no context");
+    assert!(log.all().is_empty());
+
+    // Refused by the JWT layer, then by the scope guard: each refusal
+    // reads the context once, for its event.
+    for (token, status, name) in [
+        (
+            "not-a-jwt".to_owned(),
+            StatusCode::UNAUTHORIZED,
+            "jwt_refused",
+        ),
+        (user.clone(), StatusCode::FORBIDDEN, "jwt_refused"),
+    ] {
+        let before = reads();
+        assert_eq!(get(token).await.unwrap().status(), status);
+        assert_eq!(reads(), before + 1, "one read per refusal");
+        let last = log.all().last().cloned().unwrap();
+        assert_eq!(last.kind.name(), name);
+        assert_eq!(last.route.as_deref(), Some("/admin/{id}"), "{last:?}");
+    }
+    assert_eq!(log.all().len(), 2);
+    assert_no_secret(&log.all(), &[&admin, &user]);
+}

@@ -12,11 +12,13 @@ use crate::error::{JwtError, JwtErrorKind};
 pub(crate) const SOURCE: &str = "jwt";
 
 /// One request's observation: started when a layer begins its own work,
-/// finished with [`Observation::decided`]. Holds no token.
+/// finished with [`Observation::decided`]. Holds no token, and reads the
+/// request's [`EventContext`] only when it is needed: for a refusal event,
+/// or for the `http.route` of a span a subscriber records.
 pub(crate) struct Observation {
     timer: Option<DecisionTimer>,
-    /// Captured only while something listens.
-    ctx: EventContext,
+    /// Read at the start only for a recorded span; reused by a refusal.
+    ctx: Option<EventContext>,
     #[cfg(feature = "tracing")]
     pub(crate) span: tracing::Span,
 }
@@ -30,15 +32,12 @@ impl Observation {
         span: bool,
     ) -> Self {
         let timer = events.start_decision();
-        let ctx = if events.enabled() {
-            events.context(parts.0, parts.1)
-        } else {
-            EventContext::default()
-        };
         #[cfg(not(feature = "tracing"))]
-        let _ = span;
+        let _ = (span, parts);
+        #[cfg(not(feature = "tracing"))]
+        let ctx = None;
         #[cfg(feature = "tracing")]
-        let span = if span {
+        let (span, ctx) = if span {
             let span = tracing::info_span!(
                 "portcullis.jwt",
                 otel.kind = "internal",
@@ -46,12 +45,15 @@ impl Observation {
                 error.type = tracing::field::Empty,
                 http.route = tracing::field::Empty,
             );
-            if let Some(route) = ctx.route.as_deref() {
+            // A span nobody records gets no field work.
+            let ctx =
+                (!span.is_disabled() && events.enabled()).then(|| events.context(parts.0, parts.1));
+            if let Some(route) = ctx.as_ref().and_then(|c| c.route.as_deref()) {
                 span.record("http.route", route);
             }
-            span
+            (span, ctx)
         } else {
-            tracing::Span::none()
+            (tracing::Span::none(), None)
         };
         Self {
             timer,
@@ -63,10 +65,12 @@ impl Observation {
 
     /// Records what `layer` decided: `Ok(true)` a verified token,
     /// `Ok(false)` nothing to check (passed on anonymous), `Err` a refusal,
-    /// which is emitted (see [`refusal`]).
+    /// which is emitted (see [`refusal`]) with the context of the request
+    /// whose `parts` are given, read only then.
     pub(crate) fn decided(
         self,
         events: &Events,
+        parts: (&http::Extensions, &http::HeaderMap),
         layer: &'static str,
         outcome: Result<bool, &JwtError>,
         user: Option<&str>,
@@ -77,7 +81,7 @@ impl Observation {
             Err(e) => (Decision::Failure, Some(e.reason())),
         };
         #[cfg(feature = "tracing")]
-        {
+        if !self.span.is_disabled() {
             self.span.record("portcullis.decision", decision.as_str());
             if let Some(reason) = reason {
                 self.span.record("error.type", reason);
@@ -85,7 +89,10 @@ impl Observation {
         }
         events.decided(self.timer, layer, decision, reason);
         if let Err(e) = outcome {
-            refusal(events, &self.ctx, e, user);
+            if events.enabled() {
+                let ctx = self.ctx.unwrap_or_else(|| events.context(parts.0, parts.1));
+                refusal(events, &ctx, e, user);
+            }
         }
     }
 }

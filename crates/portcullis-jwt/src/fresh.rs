@@ -351,6 +351,7 @@ where
         let user = claims.and_then(Claims::subject);
         observation.decided(
             events,
+            (req.extensions(), req.headers()),
             "require_fresh_auth",
             decision.as_ref().map(|()| true),
             user,

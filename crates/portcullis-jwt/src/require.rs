@@ -218,6 +218,7 @@ where
         let user = claims.and_then(Claims::subject);
         observation.decided(
             events,
+            (req.extensions(), req.headers()),
             "require_claims",
             decision.as_ref().map(|()| true),
             user,

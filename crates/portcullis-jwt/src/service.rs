@@ -108,12 +108,14 @@ where
         let decision = self.config.verifier.decide_request(req.headers());
         let future = match decision {
             Decision::Pass(claims) => {
-                observation.decided(events, "jwt", Ok(claims.is_some()), None);
+                let parts = (req.extensions(), req.headers());
+                observation.decided(events, parts, "jwt", Ok(claims.is_some()), None);
                 mark(req.extensions_mut(), claims);
                 ResponseFuture::inner(self.inner.call(req))
             }
             Decision::Reject(e) => {
-                observation.decided(events, "jwt", Err(&e), None);
+                let parts = (req.extensions(), req.headers());
+                observation.decided(events, parts, "jwt", Err(&e), None);
                 let grpc = is_grpc(req.headers());
                 ResponseFuture::ready(self.config.refuse(&e, &self.renderer, grpc))
             }
@@ -161,7 +163,9 @@ where
                 Decision::Reject(e) => Err(e),
                 Decision::Wait(..) => Err(JwtError::new(crate::error::JwtErrorKind::UnknownKey)),
             };
-            observation.decided(events, "jwt", outcome.as_ref().map(Option::is_some), None);
+            let parts = (req.extensions(), req.headers());
+            let decided = outcome.as_ref().map(Option::is_some);
+            observation.decided(events, parts, "jwt", decided, None);
             #[cfg(feature = "tracing")]
             drop(entered);
             match outcome {
