@@ -519,8 +519,21 @@ pub fn writer() -> Option<&'static Arc<ScanWriter>> {
         .as_ref()
         .inspect(|_| {
             // After GLOBAL is set, so the tap never sees an empty slot.
-            let _ = portcullis_core::events::install_tap(tap);
+            if !NO_TAP.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = portcullis_core::events::install_tap(tap);
+            }
         })
+}
+
+/// Set by [`without_tap`].
+static NO_TAP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps the event tap out of this process: for the tests of what a layer
+/// does while nothing listens (the tap listens to every handle). Their
+/// tracing lines and ledger are still recorded; their events are not.
+/// Call it before the first server starts.
+pub fn without_tap() {
+    NO_TAP.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Registers a fixed test secret (no-op when not scanning).

@@ -30,7 +30,7 @@ impl Decision {
     }
 }
 
-/// A started decision timer ([`Events::start_decision`]).
+/// A started decision timer ([`Events::start_decision`](super::Events::start_decision)).
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionTimer(pub(super) Instant);
 
