@@ -19,9 +19,8 @@
 //! Then a paired measurement, finer than criterion's seconds-long
 //! windows: `OBS_PAIRED_ROUNDS` (default 15) rounds of 100 pairs of
 //! blocks of 2 000 requests, off and on in alternating order, plus "on"
-//! as a candidate change would make it (`OBS_CANDIDATE`: `fasttrace`,
-//! the default, the trace id read at fixed offsets; `notrace`;
-//! `nocontext`: see `Observability::candidate`). A round's ratio is the median of its pairs' ratios:
+//! as a candidate change would make it (`OBS_CANDIDATE`: `notrace`, the
+//! default, or `nocontext`: see `Observability::candidate`). A round's ratio is the median of its pairs' ratios:
 //! both halves of a pair ran within milliseconds of each other, under the
 //! same load.
 
@@ -155,7 +154,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
-    let candidate = std::env::var("OBS_CANDIDATE").unwrap_or_else(|_| "fasttrace".into());
+    let candidate = std::env::var("OBS_CANDIDATE").unwrap_or_else(|_| "notrace".into());
     let dir = criterion_dir();
     let mut c = Criterion::default()
         .output_directory(&dir)

@@ -70,7 +70,7 @@ fn jwt_case(base: bool, case: &str) -> (Router, Request<Body>) {
 
 /// `n` requests of the observability case `layer` (`session`, `jwt`) with
 /// events `mode` (`off`, `on`, `base`: without the layer; or a candidate
-/// change, [`Observability::candidate`]: `fasttrace`, `notrace`,
+/// change, [`Observability::candidate`]: `notrace`,
 /// `nocontext`).
 async fn observability(layer: &str, mode: &str, n: usize) {
     let obs = match mode {

@@ -12,7 +12,7 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use portcullis::events::audit::{AuditTrail, RecentActivity};
-use portcullis::events::{Events, EventsBuilder, TraceId, matched_path};
+use portcullis::events::{Events, EventsBuilder, matched_path};
 use portcullis::otel::OtelRecorder;
 
 /// The client address every benchmark request comes from.
@@ -38,64 +38,6 @@ pub fn served<B>(mut req: Request<B>) -> Request<B> {
         .insert("traceparent", http::HeaderValue::from_static(TRACEPARENT));
     req
 }
-
-/// The trace id of a W3C `traceparent` header read at fixed offsets, the
-/// header's name a constant: what `portcullis_core::events::traceparent`
-/// answers (the same ids, the same refusals), measured here as the
-/// candidate replacement of its `split('-')` and runtime header-name
-/// parsing (`icount obs-* fasttrace`).
-#[must_use]
-pub fn traceparent_fixed(_: &Extensions, headers: &HeaderMap) -> Option<TraceId> {
-    static NAME: http::HeaderName = http::HeaderName::from_static("traceparent");
-    let mut values = headers.get_all(&NAME).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    let b = value.as_bytes();
-    // vv-<32>-<16>-<2>, and after version 00 maybe "-" and more.
-    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
-        return None;
-    }
-    let version = [b[0], b[1]];
-    if &version == b"ff" || (&version == b"00" && b.len() != 55) {
-        return None;
-    }
-    if b.len() > 55 && b[55] != b'-' {
-        return None;
-    }
-    // What `HeaderValue::to_str` accepts, and no '-' inside a part.
-    let visible = |c: &u8| *c == b'\t' || (*c >= 32 && *c != 127 && *c < 128);
-    let part = |p: &[u8]| p.iter().all(|c| visible(c) && *c != b'-');
-    if !part(&b[..2]) || !part(&b[36..52]) || !part(&b[53..55]) || !b[55..].iter().all(visible) {
-        return None;
-    }
-    let mut id = [0_u8; 16];
-    for (out, pair) in id.iter_mut().zip(b[3..35].chunks_exact(2)) {
-        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
-        if (hi | lo) & 0x10 != 0 {
-            return None;
-        }
-        *out = hi << 4 | lo;
-    }
-    (id != [0; 16]).then_some(TraceId(id))
-}
-
-/// Lowercase hex digits' values; `0x10` for every other byte.
-const HEX: [u8; 256] = {
-    let mut t = [0x10_u8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
 
 /// An [`Events`] handle with everything an application turns on, and what
 /// keeps it running.
@@ -163,8 +105,7 @@ impl Observability {
 
 impl Observability {
     /// "On" as a candidate change would make it, to measure the change
-    /// before making it: `fasttrace` (the trace id read by
-    /// [`traceparent_fixed`]), `notrace` (no trace id), `nocontext` (no
+    /// before making it: `notrace` (no trace id), `nocontext` (no
     /// route, client or trace id read: what a layer that builds the
     /// context only when it emits costs on a request that emits nothing).
     ///
@@ -174,7 +115,6 @@ impl Observability {
     #[must_use]
     pub fn candidate(name: &str) -> Self {
         match name {
-            "fasttrace" => Self::with(|b| b.trace_id(Some(traceparent_fixed))),
             "notrace" => Self::with(|b| b.trace_id(None)),
             "nocontext" => Self::with(|b| b.trace_id(None).route(|_| None).client_ip(|_, _| None)),
             other => panic!("no candidate {other:?}"),
@@ -216,55 +156,5 @@ impl Observability {
 impl Default for Observability {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use portcullis::events::traceparent;
-
-    #[test]
-    fn fixed_offsets_read_what_traceparent_reads() {
-        let cases = [
-            TRACEPARENT,
-            "",
-            "00",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-701",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
-            "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0b-902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7--1",
-            "0--4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
-            "02-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
-            "02-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u{e9}",
-        ];
-        let ext = Extensions::new();
-        for value in cases {
-            let mut headers = HeaderMap::new();
-            // from_bytes: obs-text (non-ASCII) too, which to_str refuses.
-            let value_bytes = http::HeaderValue::from_bytes(value.as_bytes()).unwrap();
-            headers.insert("traceparent", value_bytes);
-            assert_eq!(
-                traceparent_fixed(&ext, &headers),
-                traceparent(&ext, &headers),
-                "{value:?}"
-            );
-        }
-        let mut twice = HeaderMap::new();
-        twice.append("traceparent", TRACEPARENT.parse().unwrap());
-        twice.append("traceparent", TRACEPARENT.parse().unwrap());
-        assert_eq!(traceparent_fixed(&ext, &twice), None);
-        assert_eq!(traceparent_fixed(&ext, &HeaderMap::new()), None);
     }
 }
