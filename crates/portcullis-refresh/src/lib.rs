@@ -67,7 +67,7 @@
 //! |---|---|
 //! | `login_succeeded` | [`Login::issue`] / [`Login::reply`] started a family |
 //! | `refresh_rotated` | a refresh token was rotated (a repeat inside the grace window too) |
-//! | `refresh_reuse_detected` | a rotated token was presented again: the family is revoked |
+//! | `refresh_reuse_detected` | a rotated token was presented again: the family is revoked (once per family, however often the token is replayed) |
 //! | `family_expired` | a token of a family past its idle or absolute deadline was presented (on refresh when the store answers [`RotateOutcome::Expired`], as [`MemoryRefreshStore`] does; on logout when the store still holds the family) |
 //! | `logout` | `POST {prefix}/logout` ended the family |
 //! | `logout_everywhere` | `POST {prefix}/logout-everywhere`, or [`Refresher::revoke_user`] (no device) |
