@@ -5,8 +5,10 @@
 //! `store_unavailable` for each throttle-store operation on a real
 //! redis-server that the test kills (before the handler, and from inside
 //! the handler so that the write after it fails), the layer's decisions as
-//! a recorder sees them, and its `portcullis.throttle` span. No event
-//! carries the account name that was typed, nor the password.
+//! a recorder sees them, and its `portcullis.throttle` span; behind a
+//! trusted proxy, the client the throttle counted on its events and on the
+//! session's login and device. No event carries the account name that was
+//! typed, nor the password.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -509,4 +511,102 @@ where
         let mut spans = self.0.lock().unwrap();
         values.record(&mut Visit(&mut spans[i].1));
     }
+}
+
+/// Behind a proxy the throttle trusts (`X-Forwarded-For`), with the
+/// session layer outside the throttle and `portcullis_throttle::client_ip`
+/// as the events' and the session's client address: the throttle's
+/// `login_failed`, the session's `login_succeeded` and the new device all
+/// name the client the throttle counted, never the proxy.
+#[tokio::test]
+async fn behind_a_trusted_proxy_every_login_event_and_the_device_name_the_client() {
+    use portcullis::session::{MemoryStore, Session, SessionConfig, SessionLayer};
+    use portcullis_throttle::ClientAddress;
+
+    async fn login(session: Session, Form(c): Form<Creds>) -> Response {
+        if c.password != PASSWORD {
+            return (StatusCode::UNAUTHORIZED, LoginOutcome::Failed).into_response();
+        }
+        session.login("user-1").await.unwrap();
+        let ips: Vec<String> = session
+            .active_sessions()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|s| s.ip)
+            .collect();
+        (LoginOutcome::Succeeded, ips.join(",")).into_response()
+    }
+    let metrics = Metrics::new();
+    let events = metrics
+        .events()
+        .route(route)
+        .client_ip(portcullis_throttle::client_ip)
+        .build();
+    let mut stream = events.subscribe("t", 64);
+    let throttle = LoginThrottleLayer::new(
+        MemoryThrottleStore::new(),
+        ThrottleConfig::builder()
+            .no_account()
+            .client_address(ClientAddress::peer().trust_proxy("127.0.0.1").unwrap())
+            .events(events.clone())
+            .build()
+            .unwrap(),
+    );
+    let sessions = SessionLayer::new(
+        MemoryStore::new(),
+        SessionConfig::default()
+            .insecure_dev_cookies()
+            .client_ip(portcullis_throttle::client_ip)
+            .events(events.clone()),
+    )
+    .unwrap();
+    let server = TestServer::start(
+        Router::new()
+            .route("/login", post(login))
+            .route_layer(throttle)
+            .layer(sessions),
+    )
+    .await;
+    let client_ip: IpAddr = "203.0.113.9".parse().unwrap();
+    let attempt = |password: &'static str| {
+        client()
+            .post(server.url("/login"))
+            .header("traceparent", traceparent())
+            .header("x-forwarded-for", "203.0.113.9")
+            .form(&[("username", "someone"), ("password", password)])
+            .send()
+    };
+
+    assert_eq!(attempt(WRONG).await.unwrap().status(), 401);
+    let failed = next(&mut stream).await;
+    assert_eq!(failed.kind.name(), "login_failed", "{failed:?}");
+    assert_eq!(failed.client, Some(client_ip), "{failed:?}");
+
+    let resp = attempt(PASSWORD).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "203.0.113.9", "the device");
+    let succeeded = next(&mut stream).await;
+    assert_eq!(
+        succeeded.kind,
+        AuthEventKind::LoginSucceeded,
+        "{succeeded:?}"
+    );
+    assert_eq!(succeeded.source, "session", "{succeeded:?}");
+    assert_eq!(succeeded.client, Some(client_ip), "{succeeded:?}");
+    assert_eq!(succeeded.route.as_deref(), Some("/login"), "{succeeded:?}");
+    assert_eq!(
+        succeeded.trace_id.map(|t| t.to_string()).as_deref(),
+        Some(TRACE)
+    );
+    for event in [&failed, &succeeded] {
+        let shown = format!("{event:?} {}", event.to_json());
+        assert!(
+            !shown.contains(PASSWORD) && !shown.contains(WRONG),
+            "{shown}"
+        );
+    }
+    assert!(stream.try_recv().is_none());
+    assert_eq!(metrics.event_count("login_failed", None), 1);
+    assert_eq!(metrics.event_count("login_succeeded", None), 1);
 }
