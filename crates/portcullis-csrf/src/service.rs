@@ -167,10 +167,9 @@ fn refuse<B, R: RenderRejection>(
     grpc: bool,
     report: &mut Report,
 ) -> Response<ResponseBody<B>> {
-    let reason = error.kind().as_str();
     portcullis_core::event!(
         debug,
-        reason = reason,
+        reason = error.kind().as_str(),
         route = report.ctx.route.as_deref(),
         "request refused by CSRF protection"
     );

@@ -379,6 +379,7 @@ impl RequestSession {
 
     /// Reads the client address again from the request as a handler gets
     /// it (`extensions` and `headers` after every layer inside this one).
+    #[cfg(feature = "axum")]
     pub(crate) fn observe_client(&self, extensions: &http::Extensions, headers: &HeaderMap) {
         let client = ClientAddress::read(&self.ctx.config, extensions, headers);
         *self
