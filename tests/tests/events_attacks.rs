@@ -2,8 +2,8 @@
 //! sockets: what a hostile client or an unlucky operator can make the
 //! events, the audit trail and the activity log say or cost.
 //!
-//! A test marked `#[ignore = "defect: ..."]` shows a defect: it fails on
-//! the code as it is. The others show a defence that holds.
+//! Each test proves a defence: the ones that found a defect failed before
+//! its fix and pass since.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -85,7 +85,6 @@ async fn post_login(server: &TestServer, headers: &[(&str, &str)]) -> reqwest::R
 /// address. Every event of every client behind the proxy then carries
 /// the proxy's address (the audit trail and the activity page included).
 #[tokio::test]
-#[ignore = "defect: behind a trusted proxy the throttle's own events name the proxy, not the client it counted"]
 async fn throttle_events_behind_a_trusted_proxy_name_the_client_it_counted() {
     let events = Events::builder()
         .route(route)
@@ -167,7 +166,6 @@ async fn a_forged_forwarded_header_never_reaches_an_event() {
 /// events (and the audit lines) with a header no tracer would accept, and
 /// the event's trace id then points at a trace that does not exist.
 #[tokio::test]
-#[ignore = "defect: a traceparent with a non-hex or all-zero parent id, non-hex flags or version is taken"]
 async fn an_invalid_traceparent_gives_no_trace_id() {
     let events = Events::builder().route(route).client_ip(peer).build();
     let mut stream = events.subscribe("t", 64);
@@ -254,7 +252,6 @@ async fn hostile_traceparent_headers_are_ignored_without_a_panic() {
 /// for refresh-token reuse answered 401 and for `revoke_user`, whose
 /// per-family pushes are best effort too.)
 #[tokio::test]
-#[ignore = "defect: a best-effort revocation push that fails inside a 200 login emits store_unavailable"]
 async fn a_login_answered_200_emits_no_store_unavailable() {
     let clock = Arc::new(ManualClock::starting_now());
     let revocations = FaultyRevocations::memory(clock.clone());
@@ -305,7 +302,6 @@ fn rss_kib() -> u64 {
 /// (self-service sign-up makes accounts cheap) grow an example app to
 /// that size. Measured on a tenth of the users and scaled.
 #[test]
-#[ignore = "defect: RecentActivity's default bounds hold ~0.7 GB, not the documented tens of megabytes"]
 fn recent_activity_defaults_stay_within_tens_of_megabytes() {
     use portcullis::core::events::{EventContext, RecentActivity, TraceId};
     let users = RecentActivity::MAX_USERS / 10;
@@ -343,7 +339,6 @@ fn recent_activity_defaults_stay_within_tens_of_megabytes() {
 /// request: the server stops answering at all. (On a multi-thread runtime
 /// it takes one worker, and the tasks queued on it, out.)
 #[test]
-#[ignore = "defect: the audit drain writes on a runtime worker: a writer that blocks stops the requests on that runtime"]
 fn a_stuck_audit_writer_never_holds_a_request_up() {
     use portcullis::core::events::AuditTrail;
     use std::os::unix::ffi::OsStrExt as _;
@@ -438,7 +433,6 @@ impl Jar {
 /// `portcullis.csrf.refusals`, the metric an operator watches for forged
 /// requests, and the outage is counted twice.
 #[tokio::test]
-#[ignore = "defect: a session-store outage is counted as a CSRF refusal (csrf_refused) besides store_unavailable"]
 async fn a_session_store_outage_is_not_a_csrf_refusal() {
     use axum::routing::get;
     use portcullis::session::testing::FaultyStore;
@@ -568,7 +562,6 @@ async fn web_login(
 /// to the throttle's backoff). The owner then sees
 /// her own login and a wall of failures, never the intruder's login.
 #[tokio::test]
-#[ignore = "defect: anyone's failed logins at an account push its owner's logins off the 20-event activity page"]
 async fn failed_logins_cannot_push_an_intruders_login_off_the_activity_page() {
     use portcullis::session::MemoryStore;
     use web_app::AppConfig;
@@ -622,7 +615,6 @@ async fn failed_logins_cannot_push_an_intruders_login_off_the_activity_page() {
 /// reported as `get`; revoking one fails in `get` but is reported as
 /// `list` (an operation no store has).
 #[tokio::test]
-#[ignore = "defect: the refresher's devices listing and device revocation report each other's store operation"]
 async fn store_unavailable_names_the_refresh_store_call_that_failed() {
     use portcullis_tests::refresh_app::read_login;
     let app = start_with(None, None, |c| c, Arc::new(ManualClock::starting_now())).await;
@@ -679,7 +671,6 @@ async fn store_unavailable_names_the_refresh_store_call_that_failed() {
 /// with the process's default mode, readable by every local user under the
 /// usual umask (022), where `0600` keeps it to the service's account.
 #[tokio::test]
-#[ignore = "defect: the web-app template creates the audit file world-readable (0644 under umask 022)"]
 async fn the_audit_file_is_created_readable_by_its_owner_only() {
     use portcullis::session::MemoryStore;
     use std::os::unix::fs::PermissionsExt as _;
@@ -703,7 +694,6 @@ async fn the_audit_file_is_created_readable_by_its_owner_only() {
 /// clamps below; above the channel's limit (`usize::MAX >> 3`) it panics
 /// instead of clamping, taking the application's startup down.
 #[test]
-#[ignore = "defect: Events::subscribe panics for a capacity above the channel's limit instead of clamping"]
 fn a_huge_subscriber_capacity_is_clamped_not_a_panic() {
     let events = Events::new();
     let subscribed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -720,7 +710,6 @@ fn a_huge_subscriber_capacity_is_clamped_not_a_panic() {
 /// the "your devices" list shows): the session layer reads the address
 /// when the request arrives, before the throttle behind it resolves it.
 #[tokio::test]
-#[ignore = "defect: behind a trusted proxy login_succeeded and the new device carry the proxy's address"]
 async fn a_login_behind_a_trusted_proxy_names_the_client_on_its_event_and_device() {
     use portcullis::session::{MemoryStore, Session, SessionConfig, SessionLayer};
     async fn login(session: Session) -> axum::response::Response {
@@ -784,7 +773,6 @@ async fn a_login_behind_a_trusted_proxy_names_the_client_on_its_event_and_device
 /// replays, not detections. The memory and Redis stores, which delete the
 /// family, emit one.
 #[tokio::test]
-#[ignore = "defect: with the SQL refresh stores every replay of a reused token is another refresh_reuse_detected"]
 async fn replaying_a_reused_refresh_token_is_one_reuse_detection() {
     use portcullis::refresh::RefreshStore;
     use portcullis_sql::sqlx::sqlite::{
