@@ -161,10 +161,9 @@ async fn a_forged_forwarded_header_never_reaches_an_event() {
 
 /// W3C Trace Context: a `traceparent` whose version, parent id or flags
 /// are not lowercase hex, or whose parent id is all zeros, is invalid and
-/// must be ignored as a whole. The parser checks only the trace id and the
-/// lengths of the other parts, so any client puts a trace id on the
-/// events (and the audit lines) with a header no tracer would accept, and
-/// the event's trace id then points at a trace that does not exist.
+/// must be ignored as a whole: otherwise any client could put a trace id
+/// on the events (and the audit lines) with a header no tracer would
+/// accept, pointing at a trace that does not exist.
 #[tokio::test]
 async fn an_invalid_traceparent_gives_no_trace_id() {
     let events = Events::builder().route(route).client_ip(peer).build();
