@@ -1,7 +1,7 @@
 //! What the layer tells the outside about a request: its
 //! `portcullis.session` tracing span (feature `tracing`).
 
-use portcullis_core::events::{Decision, EventContext};
+use portcullis_core::events::{Decision, PendingContext};
 
 /// The event source and decision-layer name of this crate.
 pub(crate) const SOURCE: &str = "session";
@@ -19,7 +19,7 @@ pub(crate) struct LayerSpan {
 impl LayerSpan {
     /// Opens the span for a request.
     #[cfg_attr(not(feature = "tracing"), allow(clippy::missing_const_for_fn))]
-    pub(crate) fn new(ctx: &EventContext) -> Self {
+    pub(crate) fn new(ctx: &PendingContext) -> Self {
         #[cfg(feature = "tracing")]
         {
             use tracing::field::Empty;
@@ -31,7 +31,7 @@ impl LayerSpan {
                 http.route = Empty,
             );
             if !span.is_disabled() {
-                if let Some(route) = ctx.route.as_deref() {
+                if let Some(route) = ctx.route() {
                     span.record("http.route", route);
                 }
             }

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use http::header::USER_AGENT;
 use http::{Request, Response};
 use portcullis_core::ResponseBody;
-use portcullis_core::events::EventContext;
+use portcullis_core::events::PendingContext;
 use portcullis_core::future::{After, AfterResponse, LayerFuture};
 use portcullis_core::rejection::is_grpc;
 use tower_service::Service;
@@ -96,15 +96,19 @@ where
         // Read once, and only while something listens: handlers emit
         // later (login, logout) with what the request carried.
         let event_ctx = if config.events.enabled() {
-            config.events.context(req.extensions(), headers)
+            config.events.pending_context(req.extensions(), headers)
         } else {
-            EventContext::default()
+            PendingContext::default()
+        };
+        let client = ClientAddress {
+            device: config.client_ip.and_then(|f| f(req.extensions(), headers)),
+            event: event_ctx.client(),
         };
         let request = RequestSession::new(
             Arc::clone(&self.ctx),
             Incoming::read(config, headers),
             headers.get(USER_AGENT).cloned(),
-            ClientAddress::read(config, req.extensions(), headers),
+            client,
             event_ctx,
         );
         let grpc = is_grpc(headers);

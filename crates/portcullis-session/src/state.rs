@@ -18,7 +18,7 @@ use std::time::Duration;
 use http::header::{CACHE_CONTROL, SET_COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use portcullis_core::cookie::find_cookie;
-use portcullis_core::events::{AuthEvent, AuthEventKind, Decision, DecisionTimer, EventContext};
+use portcullis_core::events::{AuthEvent, AuthEventKind, Decision, DecisionTimer, PendingContext};
 use portcullis_core::lifetime::{MaybeConflict, retry_on_conflict};
 use portcullis_core::{
     ActiveSession, Deadlines, Lifetimes, OpaqueToken, ProblemJson, ResponseBody, StoreError,
@@ -127,7 +127,7 @@ pub(crate) struct RequestSession {
     /// The request's route, client and trace id: read when it arrived,
     /// and only if something listened then (empty otherwise). Its client
     /// is in `client`.
-    event_ctx: EventContext,
+    event_ctx: PendingContext,
     span: LayerSpan,
 }
 
@@ -143,6 +143,7 @@ pub(crate) struct ClientAddress {
 impl ClientAddress {
     /// The address `config` finds in a request's `extensions` and
     /// `headers`; the event's only while events are enabled.
+    #[cfg(feature = "axum")]
     pub(crate) fn read(
         config: &SessionConfig,
         extensions: &http::Extensions,
@@ -150,11 +151,7 @@ impl ClientAddress {
     ) -> Self {
         Self {
             device: config.client_ip.and_then(|f| f(extensions, headers)),
-            event: if config.events.enabled() {
-                config.events.context(extensions, headers).client
-            } else {
-                None
-            },
+            event: config.events.client(extensions, headers),
         }
     }
 }
@@ -339,7 +336,7 @@ impl RequestSession {
         incoming: Incoming,
         user_agent: Option<HeaderValue>,
         client: ClientAddress,
-        event_ctx: EventContext,
+        event_ctx: PendingContext,
     ) -> Self {
         let events = &ctx.config.events;
         let timer = events.start_decision();
@@ -399,7 +396,7 @@ impl RequestSession {
     ) {
         self.ctx.config.events.emit(|| {
             let mut event = AuthEvent::new(SOURCE, kind)
-                .context(&self.event_ctx)
+                .context(&self.event_ctx.resolve())
                 .maybe_user(user);
             event.client = self.client().event;
             match device {

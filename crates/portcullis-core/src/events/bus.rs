@@ -10,7 +10,9 @@ use arc_swap::ArcSwap;
 use http::{Extensions, HeaderMap};
 use tokio::sync::mpsc;
 
-use super::context::{EventContext, RouteFn, TraceIdFn, traceparent};
+use super::context::{
+    EventContext, PendingContext, RouteFn, TraceIdFn, raw_traceparent, traceparent,
+};
 use super::kind::AuthEvent;
 use super::recorder::{Decision, DecisionTimer, Recorder};
 use crate::request::ClientIpFn;
@@ -33,6 +35,9 @@ struct Inner {
     client_ip: Option<ClientIpFn>,
     route: Option<RouteFn>,
     trace_id: Option<TraceIdFn>,
+    /// Whether `trace_id` is the default ([`traceparent`]), which a
+    /// [`PendingContext`] reads later.
+    default_trace: bool,
     sample_every: u32,
 }
 
@@ -153,6 +158,7 @@ impl EventsBuilder {
                 recorder: self.recorder,
                 client_ip: self.client_ip,
                 route: self.route,
+                default_trace: self.trace_id.is_none(),
                 trace_id: self.trace_id.unwrap_or(Some(traceparent)),
                 sample_every: self.sample_every.unwrap_or(16),
             }),
@@ -295,6 +301,40 @@ impl Events {
             client: self.inner.client_ip.and_then(|f| f(extensions, headers)),
             trace_id: self.inner.trace_id.and_then(|f| f(extensions, headers)),
         }
+    }
+
+    /// The context of a request as a layer keeps it until an event is
+    /// built: like [`context`](Self::context), except that the default
+    /// trace id is read only by [`PendingContext::resolve`]. Empty when
+    /// nothing listens.
+    #[must_use]
+    pub fn pending_context(&self, extensions: &Extensions, headers: &HeaderMap) -> PendingContext {
+        if !self.enabled() {
+            return PendingContext::default();
+        }
+        let inner = &self.inner;
+        let (header, id) = match inner.trace_id {
+            Some(_) if inner.default_trace => (raw_traceparent(headers), None),
+            Some(f) => (None, f(extensions, headers)),
+            None => (None, None),
+        };
+        PendingContext::new(
+            inner.route.and_then(|f| f(extensions)),
+            inner.client_ip.and_then(|f| f(extensions, headers)),
+            header,
+            id,
+        )
+    }
+
+    /// The client address of a request, read the way this handle was
+    /// built to; `None` when nothing listens. (The same as
+    /// [`context`](Self::context)'s, without reading the rest.)
+    #[must_use]
+    pub fn client(&self, extensions: &Extensions, headers: &HeaderMap) -> Option<std::net::IpAddr> {
+        if !self.enabled() {
+            return None;
+        }
+        self.inner.client_ip.and_then(|f| f(extensions, headers))
     }
 
     /// Events dropped so far, every subscriber together.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{Extensions, HeaderMap};
+use http::{Extensions, HeaderMap, HeaderValue};
 
 /// Reads the route template of a request from its extensions: axum's
 /// `MatchedPath` (the `portcullis` facade's `events::matched_path` with
@@ -81,7 +81,7 @@ fn nonzero_hex(bytes: &[u8]) -> bool {
 /// version at least that with a `-` after the flags.
 ///
 /// ```
-/// use http::{Extensions, HeaderMap};
+/// use http::{Extensions, HeaderMap, HeaderValue};
 /// use portcullis_core::events::traceparent;
 ///
 /// let mut headers = HeaderMap::new();
@@ -94,9 +94,19 @@ fn nonzero_hex(bytes: &[u8]) -> bool {
 /// ```
 #[must_use]
 pub fn traceparent(_: &Extensions, headers: &HeaderMap) -> Option<TraceId> {
+    parse_traceparent(single_traceparent(headers)?.as_bytes())
+}
+
+/// The `traceparent` header when it is sent exactly once.
+fn single_traceparent(headers: &HeaderMap) -> Option<&HeaderValue> {
     let mut values = headers.get_all(&TRACEPARENT).iter();
-    let value = values.next()?.as_bytes();
-    if values.next().is_some() || value.len() < 55 {
+    let value = values.next()?;
+    values.next().is_none().then_some(value)
+}
+
+/// The trace id of one `traceparent` value (see [`traceparent`]).
+fn parse_traceparent(value: &[u8]) -> Option<TraceId> {
+    if value.len() < 55 {
         return None;
     }
     let version = hex_pair(value[0], value[1])?;
@@ -117,6 +127,76 @@ pub fn traceparent(_: &Extensions, headers: &HeaderMap) -> Option<TraceId> {
         *out = hex_pair(pair[0], pair[1])?;
     }
     (id != [0; 16]).then_some(TraceId(id))
+}
+
+/// A request's event context as a layer keeps it from the request's
+/// arrival until an event is built ([`Events::pending_context`](super::Events::pending_context)):
+/// the default trace id is kept as the raw header (a reference count),
+/// and read only if an event is built. Most requests build none.
+#[derive(Debug, Clone, Default)]
+pub struct PendingContext {
+    route: Option<Arc<str>>,
+    client: Option<IpAddr>,
+    trace: PendingTrace,
+}
+
+#[derive(Debug, Clone, Default)]
+enum PendingTrace {
+    #[default]
+    None,
+    Header(HeaderValue),
+    Id(TraceId),
+}
+
+impl PendingContext {
+    pub(super) fn new(
+        route: Option<Arc<str>>,
+        client: Option<IpAddr>,
+        header: Option<HeaderValue>,
+        id: Option<TraceId>,
+    ) -> Self {
+        let trace = match (header, id) {
+            (Some(h), _) => PendingTrace::Header(h),
+            (None, Some(id)) => PendingTrace::Id(id),
+            (None, None) => PendingTrace::None,
+        };
+        Self {
+            route,
+            client,
+            trace,
+        }
+    }
+
+    /// The route template.
+    #[must_use]
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
+    }
+
+    /// The client address.
+    #[must_use]
+    pub const fn client(&self) -> Option<IpAddr> {
+        self.client
+    }
+
+    /// The context, its trace id read now.
+    #[must_use]
+    pub fn resolve(&self) -> EventContext {
+        EventContext {
+            route: self.route.clone(),
+            client: self.client,
+            trace_id: match &self.trace {
+                PendingTrace::None => None,
+                PendingTrace::Header(h) => parse_traceparent(h.as_bytes()),
+                PendingTrace::Id(id) => Some(*id),
+            },
+        }
+    }
+}
+
+/// The raw `traceparent` value, when sent once (for [`PendingContext`]).
+pub(super) fn raw_traceparent(headers: &HeaderMap) -> Option<HeaderValue> {
+    single_traceparent(headers).cloned()
 }
 
 /// What a layer knows of the request an event belongs to, captured once
@@ -189,6 +269,18 @@ mod tests {
             let hex = TraceId(id).to_string();
             let parsed = parse(&format!("00-{hex}-00f067aa0ba902b7-01"));
             proptest::prop_assert_eq!(parsed, (id != [0; 16]).then_some(TraceId(id)));
+        }
+    }
+
+    #[test]
+    fn a_pending_context_reads_what_traceparent_reads() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let bad = "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01";
+        for value in [good, bad] {
+            let mut headers = HeaderMap::new();
+            headers.insert("traceparent", value.parse().unwrap());
+            let pending = PendingContext::new(None, None, raw_traceparent(&headers), None);
+            assert_eq!(pending.resolve().trace_id, parse(value));
         }
     }
 

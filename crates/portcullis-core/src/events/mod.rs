@@ -54,7 +54,7 @@ mod store;
 
 pub use audit::{AuditTrail, JsonLines, RecentActivity};
 pub use bus::{EventStream, Events, EventsBuilder, WeakEvents, install_tap};
-pub use context::{EventContext, RouteFn, TraceId, TraceIdFn, traceparent};
+pub use context::{EventContext, PendingContext, RouteFn, TraceId, TraceIdFn, traceparent};
 pub use kind::{AuthEvent, AuthEventKind};
 pub use recorder::{Decision, DecisionTimer, Recorder};
 pub use store::StoreEvents;

@@ -110,7 +110,7 @@ async fn run_with<O: portcullis_core::StoreObserver>(
         incoming,
         None,
         ClientAddress::default(),
-        EventContext::default(),
+        PendingContext::default(),
     ));
     match action {
         Action::Nothing => {}
@@ -314,7 +314,7 @@ async fn a_store_outage_at_commit_is_a_503_and_no_cookie() {
             incoming,
             None,
             ClientAddress::default(),
-            EventContext::default(),
+            PendingContext::default(),
         );
         {
             let mut st = rs.lock().await.unwrap();
@@ -346,7 +346,7 @@ async fn a_session_deleted_meanwhile_is_not_resurrected() {
         Incoming::None,
         None,
         ClientAddress::default(),
-        EventContext::default(),
+        PendingContext::default(),
     );
     {
         let mut st = rs.lock().await.unwrap();
