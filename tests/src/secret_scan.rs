@@ -528,10 +528,12 @@ pub fn writer() -> Option<&'static Arc<ScanWriter>> {
 /// Set by [`without_tap`].
 static NO_TAP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Keeps the event tap out of this process: for the tests of what a layer
-/// does while nothing listens (the tap listens to every handle). Their
-/// tracing lines and ledger are still recorded; their events are not.
-/// Call it before the first server starts.
+/// Keeps the event tap and the ledger layer out of this process: for the
+/// tests of what a layer does while nothing listens (the tap listens to
+/// every handle) and of when it reads a request's body (the ledger reads
+/// small bodies in full before the app sees them). Their tracing lines are
+/// still recorded; their events and credentials are not. Call it before
+/// the first server starts.
 pub fn without_tap() {
     NO_TAP.store(true, std::sync::atomic::Ordering::SeqCst);
 }
@@ -562,6 +564,9 @@ pub fn register_pem(pem: &[u8]) {
 /// `app` with the ledger as its outermost layer when scanning
 /// ([`ScanWriter::wrap`]), `app` itself otherwise.
 pub fn wrap(app: Router) -> Router {
+    if NO_TAP.load(std::sync::atomic::Ordering::SeqCst) {
+        return app;
+    }
     match writer() {
         Some(w) => w.wrap(app),
         None => app,
