@@ -20,6 +20,7 @@
 //! | [`active`] | [`ActiveSession`], a device in "your active sessions" |
 //! | [`events`] | the typed [`AuthEvent`](events::AuthEvent) stream every layer emits, its recorder (metrics) |
 //! | [`event!`] | the tracing macro every layer logs through |
+//! | [`layer_span!`] | the `portcullis.<layer>` span of session and CSRF |
 //! | [`inner_service_accessors!`] | `get_ref`, `get_mut`, `into_inner` of a middleware service |
 //!
 //! This crate has no cargo features.
@@ -56,6 +57,87 @@ macro_rules! event {
         #[cfg(feature = "tracing")]
         ::tracing::$level!($($rest)*);
     }};
+}
+
+/// Defines `LayerSpan`, a layer's tracing span for one request, in the
+/// calling crate: named `$name` (`portcullis.session`, ...), with
+/// `otel.kind = "internal"`, `portcullis.decision` and `error.type`
+/// recorded when the layer decides, and `http.route` when the route is
+/// known. Like [`event!`], it compiles to an empty value without the
+/// **calling** crate's `tracing` feature, and a disabled span gets no
+/// field work. Never put a token, a cookie or a path in it.
+///
+/// ```text
+/// portcullis_core::layer_span!("portcullis.session");
+/// let span = LayerSpan::new(route);
+/// span.decided(Decision::Success, None);
+/// ```
+#[macro_export]
+macro_rules! layer_span {
+    ($name:literal) => {
+        /// The layer's span for one request (nothing without the `tracing`
+        /// feature): the decision and its reason code once decided, the
+        /// route when it is known.
+        #[derive(Clone)]
+        pub(crate) struct LayerSpan {
+            #[cfg(feature = "tracing")]
+            span: ::tracing::Span,
+        }
+
+        impl LayerSpan {
+            /// Opens the span for a request to `route`.
+            #[cfg_attr(not(feature = "tracing"), allow(clippy::missing_const_for_fn))]
+            pub(crate) fn new(route: Option<&str>) -> Self {
+                #[cfg(feature = "tracing")]
+                {
+                    use ::tracing::field::Empty;
+                    let span = ::tracing::debug_span!(
+                        $name,
+                        otel.kind = "internal",
+                        portcullis.decision = Empty,
+                        error.type = Empty,
+                        http.route = Empty,
+                    );
+                    if !span.is_disabled() {
+                        if let Some(route) = route {
+                            span.record("http.route", route);
+                        }
+                    }
+                    Self { span }
+                }
+                #[cfg(not(feature = "tracing"))]
+                {
+                    let _ = route;
+                    Self {}
+                }
+            }
+
+            /// Records what the layer decided, and why.
+            #[cfg_attr(not(feature = "tracing"), allow(clippy::unused_self))]
+            pub(crate) fn decided(
+                &self,
+                decision: $crate::events::Decision,
+                reason: Option<&'static str>,
+            ) {
+                #[cfg(feature = "tracing")]
+                if !self.span.is_disabled() {
+                    self.span.record("portcullis.decision", decision.as_str());
+                    if let Some(reason) = reason {
+                        self.span.record("error.type", reason);
+                    }
+                }
+                #[cfg(not(feature = "tracing"))]
+                let _ = (decision, reason);
+            }
+
+            /// The span, to enter while the layer decides.
+            #[cfg(feature = "tracing")]
+            #[allow(dead_code)]
+            pub(crate) const fn span(&self) -> &::tracing::Span {
+                &self.span
+            }
+        }
+    };
 }
 
 /// Defines `get_ref`, `get_mut` and `into_inner` on a middleware service

@@ -124,7 +124,7 @@ impl Report {
         } else {
             EventContext::default()
         };
-        let span = LayerSpan::new(&ctx);
+        let span = LayerSpan::new(ctx.route.as_deref());
         Self {
             events: events.clone(),
             ctx,

@@ -340,7 +340,7 @@ impl RequestSession {
     ) -> Self {
         let events = &ctx.config.events;
         let timer = events.start_decision();
-        let span = LayerSpan::new(&event_ctx);
+        let span = LayerSpan::new(event_ctx.route());
         let decided = match &incoming {
             Incoming::None => Some((Decision::None, None)),
             Incoming::Invalid => Some((Decision::Failure, Some("session-malformed"))),
