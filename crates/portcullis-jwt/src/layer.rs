@@ -53,6 +53,9 @@ pub struct JwtLayerBuilder<T = NoCustomClaims> {
     realm: Option<String>,
     retry_after: Duration,
     events: Events,
+    /// Several issuers, each with its own keys and rules (set by
+    /// `JwtLayer::builder_issuers`); `None`: `keys` and `validation`.
+    pub(crate) issuers: Option<Arc<crate::issuers::IssuerSet>>,
     _claims: PhantomData<fn() -> T>,
 }
 
@@ -198,6 +201,7 @@ impl<T> JwtLayerBuilder<T> {
             realm: self.realm,
             retry_after: self.retry_after,
             events: self.events,
+            issuers: self.issuers,
             _claims: PhantomData,
         }
     }
@@ -209,10 +213,10 @@ impl<T> JwtLayerBuilder<T> {
     /// [`JwtConfigError`] when no issuer or audience is configured and not
     /// explicitly waived, or the size limit is zero.
     pub fn build(self) -> Result<JwtLayer<T>, JwtConfigError> {
-        if !self.validation.has_issuer() && !self.any_issuer {
+        if self.issuers.is_none() && !self.validation.has_issuer() && !self.any_issuer {
             return Err(JwtConfigError::IssuerNotConfigured);
         }
-        if !self.validation.has_audience() && !self.any_audience {
+        if self.issuers.is_none() && !self.validation.has_audience() && !self.any_audience {
             return Err(JwtConfigError::AudienceNotConfigured);
         }
         if self.validation.max_len == 0 {
@@ -229,6 +233,7 @@ impl<T> JwtLayerBuilder<T> {
                     cache: (self.cache > 0).then(|| TokenCache::new(self.cache)),
                     prepared: Prepared::default(),
                     clock: self.clock,
+                    issuers: self.issuers,
                 },
                 realm: self.realm,
                 retry_after: self.retry_after,
@@ -335,6 +340,7 @@ impl JwtLayer {
             realm: None,
             retry_after: Duration::from_secs(1),
             events: Events::default(),
+            issuers: None,
             _claims: PhantomData,
         }
     }

@@ -100,12 +100,17 @@
 mod alg;
 mod cache;
 mod claims;
+pub mod dpop;
 mod error;
 mod events;
 #[cfg(feature = "axum")]
 mod extract;
 mod fresh;
+#[cfg(feature = "jwks-remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwks-remote")))]
+pub mod introspect;
 mod issuer;
+pub mod issuers;
 mod json;
 pub mod jwks;
 mod jws;
@@ -113,6 +118,7 @@ mod key;
 mod keys;
 mod kid;
 mod layer;
+pub mod metadata;
 mod require;
 mod response;
 pub mod revocation;

@@ -361,6 +361,9 @@ pub(crate) struct Verifier<T> {
     pub(crate) cache: Option<TokenCache<T>>,
     pub(crate) prepared: Prepared,
     pub(crate) clock: SharedClock,
+    /// Several issuers, chosen by the token's `iss` before any key is
+    /// touched; `None`: `keys` and `validation` alone.
+    pub(crate) issuers: Option<Arc<crate::issuers::IssuerSet>>,
 }
 
 fn now_secs(clock: &SharedClock) -> i64 {

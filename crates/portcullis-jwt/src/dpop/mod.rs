@@ -1,0 +1,1 @@
+//! DPoP (RFC 9449): proof-of-possession for access and refresh tokens.
