@@ -55,6 +55,12 @@ pub struct AccessToken {
     pub expires_at: i64,
     /// Seconds until it expires.
     pub expires_in: u64,
+    /// The key the token is bound to (its `cnf.jkt`, RFC 9449): the
+    /// RFC 7638 SHA-256 thumbprint of the client's DPoP key, or `None` for
+    /// a bearer token. A bound token is answered with `token_type: DPoP`
+    /// ([`TokenResponse`](crate::TokenResponse)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 impl fmt::Debug for AccessToken {
@@ -63,6 +69,7 @@ impl fmt::Debug for AccessToken {
             .field("token", &"REDACTED")
             .field("jti", &self.jti)
             .field("expires_at", &self.expires_at)
+            .field("jkt", &self.jkt)
             .finish()
     }
 }
@@ -222,7 +229,7 @@ impl JwtIssuerBuilder {
 /// [`TokenBuilder::claims`] (only through the builder's typed setters), so
 /// user-controlled data copied into custom claims cannot forge, say, a
 /// fresh `auth_time`.
-pub(crate) const REGISTERED: [&str; 14] = [
+pub(crate) const REGISTERED: [&str; 15] = [
     "iss",
     "sub",
     "aud",
@@ -237,6 +244,7 @@ pub(crate) const REGISTERED: [&str; 14] = [
     "auth_time",
     "amr",
     "acr",
+    "cnf",
 ];
 
 /// The `amr` of a [`JwtIssuer::login_token`] unless
@@ -253,6 +261,8 @@ pub struct TokenBuilder<'a> {
     lifetime: Option<Duration>,
     /// A login token: `auth_time` is the minting time unless set.
     login: bool,
+    /// The DPoP key thumbprint the token is bound to (`cnf.jkt`).
+    jkt: Option<String>,
 }
 
 impl fmt::Debug for TokenBuilder<'_> {
@@ -322,6 +332,44 @@ impl TokenBuilder<'_> {
         self
     }
 
+    /// Binds the token to the client's DPoP key (RFC 9449 §6.1): adds
+    /// `cnf: {"jkt": jkt}`, where `jkt` is the RFC 7638 SHA-256 thumbprint
+    /// of the public key in the client's verified DPoP proof
+    /// ([`DpopProof::jkt`](crate::dpop::DpopProof::jkt)), base64url
+    /// without padding (43 characters). A layer that checks DPoP refuses
+    /// the token without a proof signed by that key, and refuses it as a
+    /// bearer token. The minted [`AccessToken::jkt`] is set, and its
+    /// response says `token_type: DPoP`.
+    ///
+    /// A value that is not 43 base64url characters makes
+    /// [`mint`](Self::mint) fail with [`IssueError::Claims`].
+    ///
+    /// ```
+    /// use portcullis_jwt::{Algorithm, JwtIssuer, SigningKey};
+    ///
+    /// let issuer = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
+    ///     .issuer("https://auth.example.com")
+    ///     .audience("api")
+    ///     .build()
+    ///     .unwrap();
+    /// let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    /// let access = issuer.token("alice").dpop_jkt(jkt).mint().unwrap();
+    /// assert_eq!(access.jkt.as_deref(), Some(jkt));
+    /// assert_eq!(access.to_response().token_type, "DPoP");
+    /// assert!(issuer.token("alice").dpop_jkt("not a thumbprint").mint().is_err());
+    /// ```
+    pub fn dpop_jkt(mut self, jkt: impl Into<String>) -> Self {
+        let jkt = jkt.into();
+        if is_thumbprint(&jkt) {
+            self.jkt = Some(jkt);
+        } else {
+            self.error = Some(IssueError::Claims(
+                "cnf.jkt must be a base64url SHA-256 thumbprint".into(),
+            ));
+        }
+        self
+    }
+
     /// A shorter (or longer) lifetime for this token.
     pub const fn lifetime(mut self, lifetime: Duration) -> Self {
         self.lifetime = Some(lifetime);
@@ -331,7 +379,7 @@ impl TokenBuilder<'_> {
     /// Adds the application's claims (a struct serializing to a JSON object
     /// whose names are not registered claims). A name the issuer controls
     /// (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `jti`, `sid`, `ver`,
-    /// `scope`, `roles`, `auth_time`, `amr`, `acr`) makes
+    /// `scope`, `roles`, `auth_time`, `amr`, `acr`, `cnf`) makes
     /// [`mint`](Self::mint) fail with [`IssueError::Claims`]: set those
     /// through the typed setters.
     pub fn claims(mut self, custom: &impl Serialize) -> Self {
@@ -382,6 +430,9 @@ impl TokenBuilder<'_> {
         claims.insert("iat".into(), Value::from(now));
         claims.insert("exp".into(), Value::from(exp));
         claims.insert("jti".into(), Value::String(jti.clone()));
+        if let Some(jkt) = &self.jkt {
+            claims.insert("cnf".into(), serde_json::json!({ "jkt": jkt }));
+        }
         if self.login && !claims.contains_key("auth_time") {
             claims.insert("auth_time".into(), Value::from(now));
         }
@@ -411,8 +462,36 @@ impl TokenBuilder<'_> {
             jti,
             expires_at: exp,
             expires_in: lifetime.as_secs(),
+            jkt: self.jkt,
         })
     }
+}
+
+/// Whether `jkt` has the shape of an RFC 7638 SHA-256 thumbprint:
+/// 43 base64url characters, the last one of the 4 that end 256 bits.
+fn is_thumbprint(jkt: &str) -> bool {
+    let b = jkt.as_bytes();
+    b.len() == 43
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+        && matches!(
+            b[42],
+            b'A' | b'E'
+                | b'I'
+                | b'M'
+                | b'Q'
+                | b'U'
+                | b'Y'
+                | b'c'
+                | b'g'
+                | b'k'
+                | b'o'
+                | b's'
+                | b'w'
+                | b'0'
+                | b'4'
+                | b'8'
+        )
 }
 
 impl JwtIssuer {
@@ -442,6 +521,7 @@ impl JwtIssuer {
             error: None,
             lifetime: None,
             login: false,
+            jkt: None,
         }
     }
 
@@ -739,6 +819,35 @@ mod tests {
                 .mint(),
             Err(IssueError::Claims(_))
         ));
+    }
+
+    #[test]
+    fn a_bound_token_carries_its_key_and_custom_claims_cannot_bind() {
+        let issuer = issuer(Arc::new(ManualClock::new(1_700_000_000_000)));
+        let jkt = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+        let access = issuer.token("alice").dpop_jkt(jkt).mint().unwrap();
+        assert_eq!(payload(&access.token)["cnf"], json!({ "jkt": jkt }));
+        assert_eq!(access.jkt.as_deref(), Some(jkt));
+        let plain = issuer.token("alice").mint().unwrap();
+        assert!(payload(&plain.token).get("cnf").is_none());
+        assert!(plain.jkt.is_none());
+        // Only a thumbprint's shape: 43 base64url characters ending 256 bits.
+        for bad in [
+            "",
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9X",
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs=",
+            "NzbLsXh8uDCcd+6MNwXF4W_7noWXFZAfHkxZsRGC9Xs",
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xt",
+            "\"},\"x\":{\"",
+        ] {
+            let got = issuer.token("alice").dpop_jkt(bad).mint();
+            assert!(matches!(got, Err(IssueError::Claims(_))), "{bad:?}");
+        }
+        let forged = issuer
+            .token("alice")
+            .claims(&json!({"cnf": {"jkt": jkt}}))
+            .mint();
+        assert!(matches!(forged, Err(IssueError::Claims(_))));
     }
 
     #[test]

@@ -28,7 +28,8 @@ use crate::issuer::AccessToken;
 pub struct TokenResponse {
     /// The access token (a compact JWS).
     pub access_token: String,
-    /// How to present it: always `Bearer`.
+    /// How to present it: `DPoP` for a token bound to the client's DPoP
+    /// key ([`AccessToken::jkt`], RFC 9449 §5), `Bearer` otherwise.
     pub token_type: String,
     /// Seconds until the access token expires.
     pub expires_in: u64,
@@ -38,12 +39,18 @@ pub struct TokenResponse {
 }
 
 impl TokenResponse {
-    /// The response for `access` (`token_type: Bearer`, no refresh token).
+    /// The response for `access` (no refresh token): `token_type: DPoP`
+    /// when the token is bound to a DPoP key, `Bearer` otherwise.
     #[must_use]
     pub fn new(access: &AccessToken) -> Self {
+        let token_type = if access.jkt.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
         Self {
             access_token: access.token.clone(),
-            token_type: "Bearer".to_owned(),
+            token_type: token_type.to_owned(),
             expires_in: access.expires_in,
             refresh_token: None,
         }
@@ -95,7 +102,19 @@ mod tests {
             jti: "j".into(),
             expires_at: 1_000,
             expires_in: 900,
+            jkt: None,
         }
+    }
+
+    #[test]
+    fn a_bound_token_is_a_dpop_token() {
+        let bound = AccessToken {
+            jkt: Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into()),
+            ..access()
+        };
+        let body = serde_json::to_value(bound.to_response()).unwrap();
+        assert_eq!(body["token_type"], "DPoP");
+        assert!(body.get("jkt").is_none() && body.get("cnf").is_none());
     }
 
     #[test]
