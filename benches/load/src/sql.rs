@@ -549,6 +549,7 @@ fn family(user: usize, now: Timestamp) -> Family {
         previous: None,
         history: Vec::new(),
         rotations: 0,
+        jkt: None,
     }
 }
 

@@ -8,6 +8,7 @@ use portcullis_core::events::Events;
 use portcullis_core::lifetime::Lifetimes;
 pub use portcullis_core::request::ClientIpFn;
 use portcullis_core::{CookieConfig, SameSite};
+use portcullis_jwt::dpop::{DpopPolicy, DpopVerifier};
 
 pub use crate::error::RefreshConfigError;
 use crate::token::RotationKey;
@@ -72,6 +73,7 @@ pub struct RefreshConfig {
     pub(crate) client_ip: Option<ClientIpFn>,
     pub(crate) public_origin: Option<String>,
     pub(crate) max_families: Option<usize>,
+    pub(crate) dpop: Option<(DpopVerifier, DpopPolicy)>,
 }
 
 impl fmt::Debug for RefreshConfig {
@@ -84,6 +86,7 @@ impl fmt::Debug for RefreshConfig {
             .field("absolute", &self.absolute)
             .field("grace", &self.grace)
             .field("max_families_per_user", &self.max_families)
+            .field("dpop", &self.dpop.as_ref().map(|(_, policy)| policy))
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +109,7 @@ impl Default for RefreshConfig {
             client_ip: None,
             public_origin: None,
             max_families: Some(DEFAULT_MAX_FAMILIES_PER_USER),
+            dpop: None,
         }
     }
 }
@@ -214,6 +218,48 @@ impl RefreshConfig {
     /// `Host`.
     pub fn public_origin(mut self, origin: impl Into<String>) -> Self {
         self.public_origin = Some(origin.into());
+        self
+    }
+
+    /// Sender-constrained refresh tokens (RFC 9449 §5, RFC 9700 §4.14):
+    /// a login whose request carries a valid DPoP proof, checked by
+    /// `verifier` (`htu` = the verifier's public origin plus the login
+    /// route's path), binds its family to the proof's key. Every access
+    /// token of a bound family carries the key's thumbprint as `cnf.jkt`
+    /// (answered with `token_type: DPoP`), and every refresh, logout and
+    /// log-out-everywhere with a token of a bound family needs a fresh
+    /// proof signed by that same key (`htu` = the verifier's public origin
+    /// plus `{prefix}/refresh`, and so on). A refresh token copied out of
+    /// a cookie jar, a log or a native client's storage is then useless
+    /// without the key.
+    ///
+    /// A request of a bound family without such a proof is refused (401
+    /// with a `DPoP` challenge; the reason is the proof's, such as
+    /// `dpop-missing` or `dpop-key-mismatch`) **before** anything is
+    /// rotated: the refresh token stays the owner's, the family is not
+    /// revoked, and the cookie is not cleared. Revoking instead would let
+    /// anyone who sees the token, without the key, log its owner out.
+    ///
+    /// `policy`: [`DpopPolicy::Accepted`] binds the logins that come with
+    /// a proof and leaves the others bearer families;
+    /// [`DpopPolicy::Required`] refuses a login without a valid proof
+    /// (401, reason `dpop-missing`) and every refresh of an unbound family
+    /// (a family from before the switch: 401 `dpop-unbound-family`, the
+    /// cookie cleared, log in again); [`DpopPolicy::Bearer`] binds no new
+    /// family (families bound earlier still need their key). A login
+    /// with a `DPoP` header that fails a check is refused under every
+    /// policy but `Bearer`, never silently issued unbound.
+    ///
+    /// ```
+    /// use portcullis_jwt::dpop::{DpopPolicy, DpopVerifier};
+    /// use portcullis_refresh::RefreshConfig;
+    ///
+    /// let verifier = DpopVerifier::builder("https://app.example.com").build().unwrap();
+    /// let config = RefreshConfig::default().dpop(verifier, DpopPolicy::Required);
+    /// # let _ = config;
+    /// ```
+    pub fn dpop(mut self, verifier: DpopVerifier, policy: DpopPolicy) -> Self {
+        self.dpop = Some((verifier, policy));
         self
     }
 

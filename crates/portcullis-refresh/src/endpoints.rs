@@ -8,13 +8,14 @@ use http::request::Parts;
 use http::{HeaderValue, Request, StatusCode};
 use http_body::Body;
 use portcullis_core::request::user_agent;
+use portcullis_jwt::dpop::{DPOP, DpopPolicy};
 use portcullis_jwt::{Claims, JwtErrorKind};
 use serde_json::json;
 
 use crate::error::{RefreshError, RefreshErrorKind};
 use crate::extract::{is_cross_site, login_carrier, logout_tokens, presented_token};
 use crate::family::DeviceInfo;
-use crate::refresher::{Login, Refresher};
+use crate::refresher::{Login, ProofRequest, Refresher};
 use crate::reply::{
     Carrier, OnRefusal, Reply, clear_cookie, empty_reply, error_reply, json_reply, pair_reply,
 };
@@ -67,15 +68,33 @@ fn device(refresher: &Refresher, parts: &Parts) -> DeviceInfo {
     }
 }
 
+/// The request as a DPoP proof is checked against it.
+fn proof_request(parts: &Parts) -> ProofRequest<'_> {
+    (&parts.method, &parts.uri, &parts.headers)
+}
+
 /// `POST {prefix}/refresh`: a new access token and the rotated refresh
-/// token, carried the way the presented one came.
+/// token, carried the way the presented one came. A token of a family
+/// bound to a DPoP key needs a proof by that key, checked before anything
+/// rotates.
 pub(crate) async fn refresh<B>(refresher: &Refresher, parts: &Parts, body: B) -> Reply
 where
     B: Body<Data = Bytes>,
 {
     match presented_token(refresher, parts, body).await {
         Ok(Some((token, carrier))) => {
-            match refresher.refresh(&token, device(refresher, parts)).await {
+            let refreshed = match refresher
+                .dpop_binding(&token, Some(proof_request(parts)), true)
+                .await
+            {
+                Ok(binding) => {
+                    refresher
+                        .rotate(&token, device(refresher, parts), &binding)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match refreshed {
                 Ok(pair) => pair_reply(refresher, &pair, carrier),
                 Err(e) => {
                     let cookie = match carrier {
@@ -111,7 +130,13 @@ where
         Ok(tokens) => {
             let mut done = Ok(());
             for token in &tokens {
-                done = refresher.logout(token).await;
+                done = match refresher
+                    .dpop_binding(token, Some(proof_request(parts)), false)
+                    .await
+                {
+                    Ok(_) => refresher.logout(token).await,
+                    Err(e) => Err(e),
+                };
                 if done.is_err() {
                     break;
                 }
@@ -141,7 +166,7 @@ where
     B: Body<Data = Bytes>,
 {
     let outcome = match logout_tokens(refresher, parts, body).await {
-        Ok(tokens) => logout_everywhere_all(refresher, &tokens).await,
+        Ok(tokens) => logout_everywhere_all(refresher, parts, &tokens).await,
         Err(e) => Err(e),
     };
     match outcome {
@@ -166,11 +191,19 @@ where
 /// invalid tokens are skipped unless all of them are.
 async fn logout_everywhere_all(
     refresher: &Refresher,
+    parts: &Parts,
     tokens: &[RefreshToken],
 ) -> Result<usize, RefreshError> {
     let mut ended = None;
     for token in tokens {
-        match refresher.logout_everywhere(token).await {
+        let done = match refresher
+            .dpop_binding(token, Some(proof_request(parts)), false)
+            .await
+        {
+            Ok(_) => refresher.logout_everywhere(token).await,
+            Err(e) => Err(e),
+        };
+        match done {
             Ok(n) => ended = Some(ended.unwrap_or(0) + n),
             Err(e) if e.kind() == RefreshErrorKind::InvalidGrant => {}
             Err(e) => return Err(e),
@@ -264,6 +297,13 @@ impl Login {
     /// `Content-Type: application/json` (axum's `Json`): a cross-site form
     /// can send `text/plain` whose body happens to be JSON.
     ///
+    /// With [`RefreshConfig::dpop`](crate::RefreshConfig::dpop), a login
+    /// request carrying a `DPoP` proof (`htm`/`htu` of this login request)
+    /// binds the family to the proof's key, and the access token is
+    /// answered as `token_type: DPoP`; an invalid proof, or none under
+    /// [`DpopPolicy::Required`], is a 401 with a `DPoP` challenge and no
+    /// family.
+    ///
     /// ```no_run
     /// # async fn login(refresher: portcullis_refresh::Refresher, parts: http::request::Parts) {
     /// // ... credentials checked ...
@@ -283,6 +323,29 @@ impl Login {
                 &parts.headers,
                 OnRefusal::KeepCookie,
             );
+        }
+        if let Some((verifier, policy)) = &refresher.config().dpop {
+            let check = match policy {
+                DpopPolicy::Bearer => false,
+                DpopPolicy::Required => true,
+                _ => parts.headers.contains_key(DPOP),
+            };
+            if check && self.jkt.is_none() {
+                match verifier
+                    .check(&parts.method, &parts.uri, &parts.headers, None)
+                    .await
+                {
+                    Ok(proof) => self.jkt = Some(proof.jkt().to_owned()),
+                    Err(e) => {
+                        return error_reply(
+                            &refresher,
+                            &RefreshError::dpop(e),
+                            &parts.headers,
+                            OnRefusal::KeepCookie,
+                        );
+                    }
+                }
+            }
         }
         self.device = device(&refresher, parts);
         match self.issue().await {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use portcullis_core::lifetime::MaybeConflict;
 use portcullis_core::{BoxError, CookieConfigError, Rejection, StoreError, StoreErrorKind};
+use portcullis_jwt::dpop::DpopError;
 
 /// The class of a [`RefreshError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,10 @@ pub enum RefreshErrorKind {
     /// Instances disagree on the rotation key (503, logged): configure one
     /// shared key.
     Conflict,
+    /// A DPoP proof the request needed is missing or invalid, or was
+    /// signed by another key than the one the refresh family is bound to
+    /// (401 with a `DPoP` challenge; nothing consumed, the cookie kept).
+    DpopProof,
     /// Signing or randomness failed (500).
     Internal,
 }
@@ -55,6 +60,21 @@ impl RefreshError {
         Self {
             kind: RefreshErrorKind::Unavailable,
             reason: "store-unavailable",
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// A refused DPoP proof: its reason; a 503 when the proof's replay
+    /// cache cannot answer.
+    pub(crate) fn dpop(e: DpopError) -> Self {
+        let kind = if e.is_unavailable() {
+            RefreshErrorKind::Unavailable
+        } else {
+            RefreshErrorKind::DpopProof
+        };
+        Self {
+            kind,
+            reason: e.reason(),
             source: Some(Box::new(e)),
         }
     }
@@ -104,6 +124,18 @@ impl RefreshError {
             }
             RefreshErrorKind::NotFound => {
                 Rejection::new(portcullis_core::RejectionKind::NotFound, "no such device")
+            }
+            RefreshErrorKind::DpopProof => {
+                match self
+                    .source
+                    .as_deref()
+                    .and_then(|e| e.downcast_ref::<DpopError>())
+                {
+                    // The verifier's challenge (`algs`, `error`, a nonce).
+                    Some(e) => e.rejection(),
+                    None => Rejection::unauthenticated("a DPoP proof is required")
+                        .with_challenge(http::HeaderValue::from_static("DPoP")),
+                }
             }
             RefreshErrorKind::Internal => Rejection::internal("the token could not be issued"),
         };

@@ -64,6 +64,13 @@ pub struct Family {
     /// Number of rotations so far.
     #[serde(default)]
     pub rotations: u64,
+    /// The DPoP key the family is bound to (RFC 9449 §5): the RFC 7638
+    /// SHA-256 thumbprint of the key whose proof came with the login,
+    /// fixed for the family's life. Every refresh of a bound family needs
+    /// a proof signed by that key, and its access tokens carry it as
+    /// `cnf.jkt`. `None`: an unbound (bearer) family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 impl Family {

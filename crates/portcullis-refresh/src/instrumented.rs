@@ -166,6 +166,7 @@ mod tests {
             previous: None,
             history: Vec::new(),
             rotations: 0,
+            jkt: None,
         };
         (fam, token)
     }

@@ -277,6 +277,7 @@ mod tests {
             previous: None,
             history: Vec::new(),
             rotations: 0,
+            jkt: None,
         }
     }
 

@@ -14,6 +14,7 @@ use portcullis_core::lifetime::{Lifetimes, retry_on_conflict};
 use portcullis_core::{
     ActiveSession, OriginCheck, SharedClock, StoreError, SystemClock, Timestamp,
 };
+use portcullis_jwt::dpop::{DpopPolicy, DpopProof};
 use portcullis_jwt::revocation::RevocationStore;
 use portcullis_jwt::{AccessToken, JwtIssuer, JwtLayer};
 use serde_json::{Map, Value};
@@ -169,8 +170,9 @@ impl RefresherBuilder {
 
 /// The claims the issuer and the refresher control: [`Login::claim`]
 /// refuses them (the login's own setters set `roles`, `scope`, `amr` and
-/// `acr`; `auth_time` is the login's time).
-const RESERVED: [&str; 12] = [
+/// `acr`; `auth_time` is the login's time; `cnf` is the family's DPoP
+/// key).
+const RESERVED: [&str; 13] = [
     "iss",
     "sub",
     "aud",
@@ -183,7 +185,26 @@ const RESERVED: [&str; 12] = [
     "auth_time",
     "amr",
     "acr",
+    "cnf",
 ];
+
+/// What a request showed about the DPoP key of the family its refresh
+/// token names, before anything is rotated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Binding {
+    /// Not looked at (no DPoP configured) or no live family: the rotation
+    /// answers.
+    Unknown,
+    /// The family is a bearer family.
+    Unbound,
+    /// The family is bound to this key, and the request's proof was
+    /// signed by it.
+    Proven(String),
+}
+
+/// A request's method, URI and headers: what a DPoP proof is checked
+/// against.
+pub(crate) type ProofRequest<'a> = (&'a http::Method, &'a http::Uri, &'a http::HeaderMap);
 
 /// The `amr` of a login unless [`Login::methods`] names others.
 const DEFAULT_METHODS: [&str; 1] = [portcullis_jwt::DEFAULT_AMR];
@@ -221,6 +242,9 @@ fn mint(issuer: &JwtIssuer, family: &Family, ver: u64) -> Result<AccessToken, Re
     }
     if !rest.is_empty() {
         t = t.claims(&rest);
+    }
+    if let Some(jkt) = &family.jkt {
+        t = t.dpop_jkt(jkt.clone());
     }
     t.mint().map_err(|e| RefreshError::internal("mint", e))
 }
@@ -413,6 +437,7 @@ impl Refresher {
             methods: DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect(),
             acr: None,
             refused: false,
+            jkt: None,
         }
     }
 
@@ -433,6 +458,7 @@ impl Refresher {
         user_id: &str,
         claims: &Map<String, Value>,
         device: &DeviceInfo,
+        jkt: Option<String>,
     ) -> Result<TokenPair, RefreshError> {
         let c = &self.inner.config;
         let now = self.now();
@@ -460,6 +486,7 @@ impl Refresher {
                 previous: None,
                 history: Vec::new(),
                 rotations: 0,
+                jkt: jkt.clone(),
             };
             let evicted = self
                 .inner
@@ -519,10 +546,71 @@ impl Refresher {
     /// [`RefreshErrorKind::InvalidGrant`] for an unknown, expired, revoked or
     /// reused token; [`RefreshErrorKind::Unavailable`] when the store fails
     /// (nothing consumed).
+    ///
+    /// A family bound to a DPoP key ([`RefreshConfig::dpop`]) cannot be
+    /// refreshed here, without a request to carry the proof:
+    /// [`RefreshErrorKind::DpopProof`] (reason `dpop-missing`), nothing
+    /// rotated. The [`RefreshLayer`](crate::RefreshLayer)'s endpoint
+    /// checks the proof.
     pub async fn refresh(
         &self,
         token: &RefreshToken,
         device: DeviceInfo,
+    ) -> Result<TokenPair, RefreshError> {
+        let binding = self.dpop_binding(token, None, true).await?;
+        self.rotate(token, device, &binding).await
+    }
+
+    /// What `token`'s family is bound to, and whether the request proves
+    /// possession of its key, before anything is rotated or ended. Only
+    /// with [`RefreshConfig::dpop`]: one more store read.
+    ///
+    /// A bound family needs a proof by its key (`request` `None`: no
+    /// proof); with `refreshing` under [`DpopPolicy::Required`], an
+    /// unbound family is refused too.
+    pub(crate) async fn dpop_binding(
+        &self,
+        token: &RefreshToken,
+        request: Option<ProofRequest<'_>>,
+        refreshing: bool,
+    ) -> Result<Binding, RefreshError> {
+        let Some((verifier, policy)) = &self.inner.config.dpop else {
+            return Ok(Binding::Unknown);
+        };
+        let Some(fam) = self
+            .inner
+            .store
+            .get(token.family(), self.now())
+            .await
+            .map_err(self.store_failed("refresh", "get"))?
+        else {
+            return Ok(Binding::Unknown);
+        };
+        match (&fam.jkt, request) {
+            (Some(jkt), Some((method, uri, headers))) => verifier
+                .check_bound(method, uri, headers, None, jkt)
+                .await
+                .map(|_| Binding::Proven(jkt.clone()))
+                .map_err(RefreshError::dpop),
+            (Some(_), None) => Err(RefreshError::new(
+                RefreshErrorKind::DpopProof,
+                "dpop-missing",
+            )),
+            (None, _) if refreshing && *policy == DpopPolicy::Required => Err(RefreshError::new(
+                RefreshErrorKind::InvalidGrant,
+                "dpop-unbound-family",
+            )),
+            (None, _) => Ok(Binding::Unbound),
+        }
+    }
+
+    /// Rotates `token` (its binding checked by
+    /// [`dpop_binding`](Self::dpop_binding)).
+    pub(crate) async fn rotate(
+        &self,
+        token: &RefreshToken,
+        device: DeviceInfo,
+        binding: &Binding,
     ) -> Result<TokenPair, RefreshError> {
         let c = &self.inner.config;
         let now = self.now();
@@ -545,6 +633,22 @@ impl Refresher {
             .map_err(self.store_failed("refresh", "rotate"))?
         {
             RotateOutcome::Rotated(family) | RotateOutcome::Repeat(family) => {
+                // A bound family whose proof was not checked (the DPoP
+                // configuration is gone): no token leaves, fail closed.
+                if let Some(jkt) = &family.jkt {
+                    if *binding != Binding::Proven(jkt.clone()) {
+                        portcullis_core::event!(
+                            error,
+                            reason = "dpop-unverified",
+                            family = %family.id,
+                            "a DPoP-bound family was refreshed without a DPoP verifier"
+                        );
+                        return Err(RefreshError::new(
+                            RefreshErrorKind::DpopProof,
+                            "dpop-unverified",
+                        ));
+                    }
+                }
                 let access = mint(&self.inner.issuer, &family, self.ver(&family.user_id))?;
                 self.emit(
                     AuthEventKind::RefreshRotated,
@@ -955,6 +1059,8 @@ pub struct Login {
     acr: Option<String>,
     /// A custom claim set a reserved name: the login is refused.
     refused: bool,
+    /// The DPoP key thumbprint the family is bound to.
+    pub(crate) jkt: Option<String>,
 }
 
 impl fmt::Debug for Login {
@@ -1034,7 +1140,7 @@ impl Login {
 
     /// A custom claim copied into every access token of the family (fixed
     /// at login). The names the issuer controls (`iss`, `sub`, `aud`,
-    /// `exp`, `nbf`, `iat`, `jti`, `sid`, `ver`) and the login's own
+    /// `exp`, `nbf`, `iat`, `jti`, `sid`, `ver`, `cnf`) and the login's own
     /// (`auth_time`, `amr`, `acr`), or `roles` that is not an array of
     /// strings or `scope` that is not a string, make the login fail before
     /// any family is stored ([`RefreshErrorKind::Internal`], reason
@@ -1057,6 +1163,17 @@ impl Login {
         self
     }
 
+    /// Binds the family to the key of `proof`, a DPoP proof the caller
+    /// checked (with [`DpopVerifier::check`](portcullis_jwt::dpop::DpopVerifier::check)
+    /// at the login route): every access token of the family carries its
+    /// thumbprint as `cnf.jkt`, and every refresh needs a proof by that
+    /// key (see [`RefreshConfig::dpop`], which the refresher needs for
+    /// that). [`Login::reply`] checks the login request's proof itself.
+    pub fn dpop(mut self, proof: &DpopProof) -> Self {
+        self.jkt = Some(proof.jkt().to_owned());
+        self
+    }
+
     /// The device shown in device lists (user agent, address).
     /// [`Login::reply`] reads it from the request instead.
     pub fn device(mut self, device: DeviceInfo) -> Self {
@@ -1072,7 +1189,9 @@ impl Login {
     /// [`RefreshErrorKind::Unavailable`] when the store fails,
     /// [`RefreshErrorKind::Internal`] when signing or randomness fails, or
     /// for a reserved custom claim or an empty list of methods (then
-    /// nothing is stored).
+    /// nothing is stored); [`RefreshErrorKind::DpopProof`] (reason
+    /// `dpop-missing`) under [`DpopPolicy::Required`] without
+    /// [`Login::dpop`].
     pub async fn issue(self) -> Result<TokenPair, RefreshError> {
         if self.refused {
             return Err(RefreshError::new(
@@ -1083,6 +1202,16 @@ impl Login {
         if self.methods.is_empty() {
             return Err(RefreshError::new(RefreshErrorKind::Internal, "no-method"));
         }
+        let required = matches!(
+            self.refresher.inner.config.dpop,
+            Some((_, DpopPolicy::Required))
+        );
+        if required && self.jkt.is_none() {
+            return Err(RefreshError::new(
+                RefreshErrorKind::DpopProof,
+                "dpop-missing",
+            ));
+        }
         let mut claims = self.claims;
         let methods = self.methods.into_iter().map(Value::String).collect();
         claims.insert("amr".into(), Value::Array(methods));
@@ -1090,7 +1219,7 @@ impl Login {
             claims.insert("acr".into(), Value::String(acr));
         }
         self.refresher
-            .start_family(&self.user_id, &claims, &self.device)
+            .start_family(&self.user_id, &claims, &self.device, self.jkt)
             .await
     }
 }

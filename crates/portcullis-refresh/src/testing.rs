@@ -64,6 +64,7 @@ pub fn family(user: &str, secs: u64) -> (Family, RefreshToken) {
         previous: None,
         history: Vec::new(),
         rotations: 0,
+        jkt: None,
     };
     (fam, token)
 }

@@ -32,7 +32,7 @@ pub(crate) struct Template {
 }
 
 /// Every migration, in order. Never edit a shipped one: add the next.
-pub(crate) const TEMPLATES: [Template; 4] = [
+pub(crate) const TEMPLATES: [Template; 5] = [
     Template {
         version: 1,
         description: "sessions",
@@ -56,6 +56,12 @@ pub(crate) const TEMPLATES: [Template; 4] = [
         description: "throttle",
         postgres: include_str!("schema/postgres/0005_throttle.sql"),
         sqlite: include_str!("schema/sqlite/0005_throttle.sql"),
+    },
+    Template {
+        version: 6,
+        description: "refresh dpop binding",
+        postgres: include_str!("schema/postgres/0006_refresh_dpop_binding.sql"),
+        sqlite: include_str!("schema/sqlite/0006_refresh_dpop_binding.sql"),
     },
 ];
 

@@ -12,6 +12,7 @@
 //! | `p`, `pa` | the previous token's digest and when it was rotated (absent before the first rotation) |
 //! | `h` | older digests, hex, concatenated, oldest first |
 //! | `r` | rotations |
+//! | `j` | the DPoP key thumbprint the family is bound to (absent: unbound) |
 //! | `n` | the nonce of the create call (a resent create recognises its record) |
 //! | `x` | tombstone: `<presented digest>:<now>` of the rotation that found reuse |
 
@@ -57,6 +58,9 @@ pub(super) fn encode(
         ("r", family.rotations.to_string()),
         ("n", nonce.to_owned()),
     ];
+    if let Some(jkt) = &family.jkt {
+        fields.push(("j", jkt.clone()));
+    }
     if let Some(prev) = &family.previous {
         fields.push(("p", prev.digest.to_hex()));
         fields.push(("pa", prev.at.millis().to_string()));
@@ -129,6 +133,7 @@ pub(super) fn decode(id: &FamilyId, fields: &Fields) -> Result<Family, Corrupt> 
         previous,
         history,
         rotations,
+        jkt: fields.get("j").cloned(),
     })
 }
 
@@ -165,6 +170,7 @@ mod tests {
             }),
             history: vec![TokenDigest::of(b"h1"), TokenDigest::of(b"h2")],
             rotations: 7,
+            jkt: Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()),
         }
     }
 
@@ -186,6 +192,7 @@ mod tests {
         fresh.previous = None;
         fresh.history.clear();
         fresh.claims.clear();
+        fresh.jkt = None;
         assert_eq!(decode(&f.id, &fields(&fresh)).unwrap(), fresh);
     }
 

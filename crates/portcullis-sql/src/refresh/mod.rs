@@ -53,7 +53,7 @@ const ATTEMPTS: usize = 4;
 /// The columns every read returns, in [`RawRow`] order.
 const COLUMNS: &str = "family_digest, family_id, user_id, current_digest, previous_digest, \
                        previous_at, history, rotations, created_at, last_used_at, idle_deadline, \
-                       absolute_deadline, claims, device";
+                       absolute_deadline, claims, device, dpop_jkt";
 
 /// A row as read: [`COLUMNS`], untrusted until [`decode`]d.
 type RawRow = (
@@ -71,13 +71,14 @@ type RawRow = (
     i64,
     String,
     String,
+    Option<String>,
 );
 
 /// The columns the rotation's read returns: [`COLUMNS`], then whether a
 /// rotation found reuse ([`ReadRow`]).
 const READ_COLUMNS: &str = "family_digest, family_id, user_id, current_digest, previous_digest, \
                             previous_at, history, rotations, created_at, last_used_at, \
-                            idle_deadline, absolute_deadline, claims, device, \
+                            idle_deadline, absolute_deadline, claims, device, dpop_jkt, \
                             reused_at IS NOT NULL";
 
 /// A row as the rotation's read returns it: [`READ_COLUMNS`].
@@ -96,6 +97,7 @@ type ReadRow = (
     i64,
     String,
     String,
+    Option<String>,
     bool,
 );
 
@@ -103,9 +105,9 @@ type ReadRow = (
 fn split(r: ReadRow) -> (RawRow, bool) {
     (
         (
-            r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13,
+            r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13, r.14,
         ),
-        r.14,
+        r.15,
     )
 }
 
@@ -170,6 +172,7 @@ fn decode(row: RawRow) -> Result<Family, Corrupt> {
         absolute,
         claims,
         device,
+        jkt,
     ) = row;
     let id = FamilyId::parse(&id).ok_or(Corrupt("family_id"))?;
     if family_key(&id)[..] != key[..] {
@@ -212,6 +215,7 @@ fn decode(row: RawRow) -> Result<Family, Corrupt> {
         previous,
         history,
         rotations: u64::try_from(rotations).map_err(|_| Corrupt("rotations"))?,
+        jkt,
     })
 }
 
@@ -250,6 +254,7 @@ struct NewRow {
     absolute: i64,
     claims: String,
     device: String,
+    jkt: Option<String>,
 }
 
 impl NewRow {
@@ -270,6 +275,7 @@ impl NewRow {
             absolute: ms(f.deadlines.absolute),
             claims: serde_json::to_string(&f.claims).map_err(StoreError::corrupt)?,
             device: serde_json::to_string(&f.device).map_err(StoreError::corrupt)?,
+            jkt: f.jkt.clone(),
         })
     }
 }
@@ -419,6 +425,7 @@ mod tests {
             }),
             history: vec![TokenDigest::of(b"h1"), TokenDigest::of(b"h2")],
             rotations: 7,
+            jkt: Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()),
         }
     }
 
@@ -440,6 +447,7 @@ mod tests {
             n.absolute,
             n.claims,
             n.device,
+            n.jkt,
         )
     }
 
@@ -451,6 +459,7 @@ mod tests {
         fresh.previous = None;
         fresh.history.clear();
         fresh.claims.clear();
+        fresh.jkt = None;
         assert_eq!(decode(row(&fresh)).unwrap(), fresh);
     }
 

@@ -28,6 +28,7 @@ macro_rules! refresh_store_code {
                 .bind(row.absolute)
                 .bind(row.claims.as_str())
                 .bind(row.device.as_str())
+                .bind(row.jkt.as_deref())
         }
 
         /// A rotation's statements on one pooled connection.

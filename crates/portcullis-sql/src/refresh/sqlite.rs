@@ -76,8 +76,8 @@ impl Sql {
             insert: sql(format!(
                 "INSERT INTO {t} (family_digest, family_id, user_digest, user_id, current_digest, \
                  previous_digest, previous_at, history, rotations, created_at, last_used_at, \
-                 idle_deadline, absolute_deadline, claims, device) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                 idle_deadline, absolute_deadline, claims, device, dpop_jkt) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
                  ON CONFLICT (family_digest) DO NOTHING"
             )),
             // `Family::rotate` in SQL (the right-hand sides read the row
