@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 
 pub mod browser;
 pub mod jwt_app;
+pub mod oidc;
 pub mod otel;
 pub mod pg_harness;
 pub mod redis_harness;
