@@ -35,6 +35,9 @@ pub(crate) struct Verified<T> {
     /// only while its key source still returns this very key.
     pub(crate) kid: Option<Arc<str>>,
     pub(crate) key: Arc<VerifyingKey>,
+    /// Which key source verified it: the index of its issuer in the
+    /// layer's issuer set (0 with a single key source).
+    pub(crate) issuer: usize,
 }
 
 const SHARDS: usize = 16;
@@ -46,6 +49,8 @@ struct Entry<T> {
     window: Window,
     kid: Option<Arc<str>>,
     key: Arc<VerifyingKey>,
+    /// The issuer whose key source verified it.
+    issuer: usize,
 }
 
 type Shard<T> = RwLock<HashMap<u64, Entry<T>>>;
@@ -75,8 +80,14 @@ impl<T> TokenCache<T> {
     }
 
     /// The claims of `token` if it was verified, `now` is inside its time
-    /// window, and `keys` still returns the key that verified it.
-    pub(crate) fn get(&self, token: &str, now: i64, keys: &dyn KeySource) -> Option<Claims<T>> {
+    /// window, and the key source of the issuer that verified it (`keys`
+    /// of its index) still returns the key that verified it.
+    pub(crate) fn get<'k>(
+        &self,
+        token: &str,
+        now: i64,
+        keys: impl FnOnce(usize) -> Option<&'k dyn KeySource>,
+    ) -> Option<Claims<T>> {
         let (h, shard) = self.locate(token);
         {
             let map = self.shards[shard]
@@ -88,7 +99,8 @@ impl<T> TokenCache<T> {
             }
             // Key lookups never block (lock-free sets, no I/O): asked under
             // the read lock, nothing but the claims is cloned on a hit.
-            match keys.lookup(e.kid.as_deref()) {
+            let lookup = keys(e.issuer).map_or(KeyLookup::Unknown, |k| k.lookup(e.kid.as_deref()));
+            match lookup {
                 KeyLookup::Found(k) if Arc::ptr_eq(&k, &e.key) => return Some(e.claims.clone()),
                 // A refresh under way: the key may come back.
                 KeyLookup::Refresh(_) => return None,
@@ -128,6 +140,7 @@ impl<T> TokenCache<T> {
                 window: v.window,
                 kid: v.kid.clone(),
                 key: Arc::clone(&v.key),
+                issuer: v.issuer,
             },
         );
     }
@@ -162,7 +175,13 @@ mod tests {
             },
             kid: Some(Arc::from(kid)),
             key: Arc::clone(keys.find(Some(kid)).unwrap()),
+            issuer: 0,
         }
+    }
+
+    /// `c.get` with one key source.
+    fn get(c: &TokenCache<NoCustomClaims>, token: &str, now: i64, ks: &KeySet) -> bool {
+        c.get(token, now, |_| Some(ks as &dyn KeySource)).is_some()
     }
 
     #[test]
@@ -170,11 +189,11 @@ mod tests {
         let ks = keys("a", 1);
         let c = TokenCache::new(100);
         c.insert("h.p.sig", &verified(&ks, "a", 100), 0);
-        assert!(c.get("h.p.sig", 100, &ks).is_some());
-        assert!(c.get("h.p.sig", 101, &ks).is_none(), "never past exp");
-        assert!(c.get("h.p.sig", -1, &ks).is_none(), "never before iat");
+        assert!(get(&c, "h.p.sig", 100, &ks));
+        assert!(!get(&c, "h.p.sig", 101, &ks), "never past exp");
+        assert!(!get(&c, "h.p.sig", -1, &ks), "never before iat");
         assert!(
-            c.get("h.OTHER.sig", 50, &ks).is_none(),
+            !get(&c, "h.OTHER.sig", 50, &ks),
             "same signature, other payload: miss"
         );
     }
@@ -184,13 +203,33 @@ mod tests {
         let ks = keys("a", 1);
         let c = TokenCache::new(100);
         c.insert("h.p.sig", &verified(&ks, "a", 100), 0);
-        assert!(c.get("h.p.sig", 10, &ks).is_some());
+        assert!(get(&c, "h.p.sig", 10, &ks));
         // The kid removed, or the same kid now naming another key: miss,
         // and the entry is dropped.
-        assert!(c.get("h.p.sig", 10, &keys("b", 1)).is_none());
-        assert!(c.get("h.p.sig", 10, &keys("a", 2)).is_none());
+        assert!(!get(&c, "h.p.sig", 10, &keys("b", 1)));
+        assert!(!get(&c, "h.p.sig", 10, &keys("a", 2)));
         assert_eq!(c.len(), 0, "dropped");
-        assert!(c.get("h.p.sig", 10, &ks).is_none(), "gone for good");
+        assert!(!get(&c, "h.p.sig", 10, &ks), "gone for good");
+    }
+
+    /// With several issuers, a hit asks the source of the issuer that
+    /// verified the token, never another one's.
+    #[test]
+    fn hit_asks_the_issuer_that_verified_it() {
+        let a = keys("k", 1);
+        let b = keys("k", 2);
+        let sources = [&a as &dyn KeySource, &b as &dyn KeySource];
+        let c = TokenCache::new(100);
+        let mut v = verified(&b, "k", 100);
+        v.issuer = 1;
+        c.insert("h.p.sig", &v, 0);
+        assert!(c.get("h.p.sig", 10, |i| sources.get(i).copied()).is_some());
+        // Issuer 1's source asked for another issuer's key set: miss.
+        let swapped = [&b as &dyn KeySource, &a as &dyn KeySource];
+        assert!(c.get("h.p.sig", 10, |i| swapped.get(i).copied()).is_none());
+        // No such issuer: miss.
+        c.insert("h.p.sig", &v, 0);
+        assert!(c.get("h.p.sig", 10, |_| None).is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::alg::Algorithm;
 use crate::cache::{TokenCache, Verified};
 use crate::claims::{Claims, NoCustomClaims, RegisteredClaims, registered_unique};
 use crate::error::{JwtError, JwtErrorKind};
+use crate::issuers::IssuerSet;
 use crate::jws::{
     Header, PAYLOAD_STACK, SIGNATURE_STACK, Segments, b64, err, parse_header, parse_header_typ,
     split, typ_matches, with_b64,
@@ -280,6 +281,7 @@ pub(crate) fn verify<T: DeserializeOwned + 'static>(
             window,
             kid: header.kid,
             key,
+            issuer: 0,
         }))
     };
     match run() {
@@ -363,7 +365,7 @@ pub(crate) struct Verifier<T> {
     pub(crate) clock: SharedClock,
     /// Several issuers, chosen by the token's `iss` before any key is
     /// touched; `None`: `keys` and `validation` alone.
-    pub(crate) issuers: Option<Arc<crate::issuers::IssuerSet>>,
+    pub(crate) issuers: Option<Arc<IssuerSet>>,
 }
 
 fn now_secs(clock: &SharedClock) -> i64 {
@@ -400,21 +402,75 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Verifier<T> {
     /// The clock is read once.
     pub(crate) fn decide(&self, token: &str, refresh: Refresh) -> Decision<T> {
         let now = now_secs(&self.clock);
+        if let Some(issuers) = &self.issuers {
+            return self.decide_among(issuers, token, refresh, now);
+        }
         if let Some(cache) = &self.cache {
-            if let Some(claims) = cache.get(token, now, &*self.keys) {
+            if let Some(claims) = cache.get(token, now, |_| Some(&*self.keys)) {
                 return self.passes(claims);
             }
         }
         let keys = &self.keys;
-        match verify::<T>(
+        let step = verify::<T>(
             token,
             &self.validation,
             |kid| keys.lookup(kid),
             Some(&self.prepared),
             now,
-        ) {
-            Step::Done(Ok(verified)) => {
+        );
+        self.conclude(step, 0, token, refresh, now)
+    }
+
+    /// [`decide`](Self::decide) with several issuers: the token's `iss`
+    /// (read from the unverified payload) picks the issuer before any key
+    /// is looked up; its key source and rules alone then apply. A missing
+    /// or unknown `iss` is refused without a lookup (so without a fetch).
+    fn decide_among(
+        &self,
+        issuers: &IssuerSet,
+        token: &str,
+        refresh: Refresh,
+        now: i64,
+    ) -> Decision<T> {
+        if let Some(cache) = &self.cache {
+            // An entry remembers the issuer that verified it; the same
+            // token bytes always name that issuer.
+            if let Some(claims) = cache.get(token, now, |i| issuers.keys(i)) {
+                return self.passes(claims);
+            }
+        }
+        let index = match issuers.pick(token) {
+            Ok(index) => index,
+            Err(e) => return Decision::Reject(e),
+        };
+        let Some(issuer) = issuers.get(index) else {
+            return Decision::Reject(err(JwtErrorKind::BadIssuer));
+        };
+        let step = verify::<T>(
+            token,
+            &issuer.validation,
+            |kid| issuer.keys.lookup(kid),
+            Some(&issuer.prepared),
+            now,
+        );
+        self.conclude(step, index, token, refresh, now)
+    }
+
+    /// The decision after one verification attempt by the key source of
+    /// issuer `issuer`.
+    #[inline]
+    fn conclude(
+        &self,
+        step: Step<T>,
+        issuer: usize,
+        token: &str,
+        refresh: Refresh,
+        now: i64,
+    ) -> Decision<T> {
+        match step {
+            Step::Done(Ok(mut verified)) => {
                 if let Some(cache) = &self.cache {
+                    verified.issuer = issuer;
                     cache.insert(token, &verified, now);
                 }
                 self.passes(verified.claims)
