@@ -35,6 +35,13 @@ pub trait JwksFetcher: Send + Sync + 'static {
     async fn fetch(&self, url: &str) -> Result<FetchedJwks, JwksError>;
 }
 
+#[async_trait]
+impl<F: JwksFetcher + ?Sized> JwksFetcher for Arc<F> {
+    async fn fetch(&self, url: &str) -> Result<FetchedJwks, JwksError> {
+        (**self).fetch(url).await
+    }
+}
+
 type HttpsClient = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     http_body_util::Empty<Bytes>,
