@@ -69,11 +69,42 @@ pub fn single_header<'a>(
 /// [`MalformedCredential`] for a repeated or unreadable header, or a bearer
 /// token that is empty or contains a space.
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, MalformedCredential> {
+    scheme_token(headers, "bearer")
+}
+
+/// The token of `Authorization: DPoP <token>` (RFC 9449 §7.1; the scheme
+/// is case-insensitive), with the same rules as [`bearer_token`]: one
+/// `Authorization` header, a token without spaces. `Ok(None)` without the
+/// header or with another scheme (`Bearer` included).
+///
+/// ```
+/// use http::HeaderMap;
+/// use portcullis_core::request::{bearer_token, dpop_token};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("authorization", "DPoP abc.def.ghi".parse().unwrap());
+/// assert_eq!(dpop_token(&headers), Ok(Some("abc.def.ghi")));
+/// assert_eq!(bearer_token(&headers), Ok(None));
+/// ```
+///
+/// # Errors
+///
+/// [`MalformedCredential`] for a repeated or unreadable header, or a DPoP
+/// token that is empty or contains a space.
+pub fn dpop_token(headers: &HeaderMap) -> Result<Option<&str>, MalformedCredential> {
+    scheme_token(headers, "dpop")
+}
+
+/// The token after `scheme` (lowercase) in the one `Authorization` header.
+fn scheme_token<'a>(
+    headers: &'a HeaderMap,
+    scheme: &str,
+) -> Result<Option<&'a str>, MalformedCredential> {
     let Some(value) = single_header(headers, &AUTHORIZATION)? else {
         return Ok(None);
     };
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let (got, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !got.eq_ignore_ascii_case(scheme) {
         return Ok(None);
     }
     let token = rest.trim_start_matches(' ');
@@ -209,6 +240,29 @@ mod tests {
         for (values, want) in cases {
             let h = auth(values);
             assert_eq!(bearer_token(&h), *want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn dpop_table() {
+        type Case<'a> = (&'a [&'a [u8]], Result<Option<&'a str>, MalformedCredential>);
+        let cases: &[Case<'_>] = &[
+            (&[], Ok(None)),
+            (&[b"DPoP abc"], Ok(Some("abc"))),
+            (&[b"dpop abc"], Ok(Some("abc"))),
+            (&[b"DPOP   abc"], Ok(Some("abc"))),
+            (&[b"Bearer abc"], Ok(None)),
+            (&[b"DPoPx abc"], Ok(None)),
+            (&[b"DPoP"], Err(MalformedCredential)),
+            (&[b"DPoP "], Err(MalformedCredential)),
+            (&[b"DPoP a b"], Err(MalformedCredential)),
+            (&[b"DPoP abc", b"DPoP abc"], Err(MalformedCredential)),
+            (&[b"DPoP abc", b"Bearer abc"], Err(MalformedCredential)),
+            (&[b"DPoP \xff"], Err(MalformedCredential)),
+        ];
+        for (values, want) in cases {
+            let h = auth(values);
+            assert_eq!(dpop_token(&h), *want, "{values:?}");
         }
     }
 

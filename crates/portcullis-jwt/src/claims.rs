@@ -57,7 +57,7 @@ impl<'de> Deserialize<'de> for Audience {
 /// A NumericDate (RFC 7519): seconds since the epoch, integer or not. Kept
 /// as whole seconds (rounded down); strings and non-finite values are
 /// refused.
-fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     struct V;
     impl Visitor<'_> for V {
         type Value = Option<i64>;
@@ -173,6 +173,49 @@ pub struct RegisteredClaims {
     /// `acr`: the authentication context class the login satisfied.
     #[serde(default)]
     pub acr: Option<String>,
+    /// `cnf`: the key the token is bound to (RFC 7800; `jkt` for DPoP,
+    /// RFC 9449 §6.1).
+    #[serde(default)]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` (confirmation) claim: the key a token is bound to. Only
+/// `jkt` is read; other members are checked for duplicate keys and
+/// otherwise ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Confirmation {
+    /// `jkt`: the RFC 7638 SHA-256 thumbprint of the DPoP key.
+    pub jkt: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Confirmation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Confirmation;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a confirmation object without duplicate keys")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Confirmation, A::Error> {
+                let mut c = Confirmation::default();
+                let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+                while let Some(KeyStr(key)) = map.next_key::<KeyStr<'de>>()? {
+                    if seen.contains(&key) {
+                        return Err(de::Error::custom("duplicate key"));
+                    }
+                    if key == "jkt" {
+                        c.jkt = Some(map.next_value()?);
+                    } else {
+                        map.next_value_seed(Unique)?;
+                    }
+                    seen.push(key);
+                }
+                Ok(c)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 pub(crate) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -194,6 +237,13 @@ impl RegisteredClaims {
         self.roles
             .as_ref()
             .is_some_and(|r| r.iter().any(|x| x == role))
+    }
+
+    /// The thumbprint of the key the token is bound to (`cnf.jkt`): a
+    /// DPoP-bound token, usable only with a proof signed by that key.
+    #[must_use]
+    pub fn cnf_jkt(&self) -> Option<&str> {
+        self.cnf.as_ref().and_then(|c| c.jkt.as_deref())
     }
 
     /// Whether `amr` names the authentication method `method` (RFC 8176:
@@ -279,6 +329,7 @@ impl<'de> Visitor<'de> for RegisteredUnique {
                 "auth_time" => 15,
                 "amr" => 16,
                 "acr" => 17,
+                "cnf" => 18,
                 _ => {
                     if others.contains(&key) {
                         return Err(de::Error::custom("duplicate key"));
@@ -310,6 +361,7 @@ impl<'de> Visitor<'de> for RegisteredUnique {
                 15 => c.auth_time = map.next_value_seed(Date)?,
                 16 => c.amr = map.next_value()?,
                 17 => c.acr = map.next_value()?,
+                18 => c.cnf = map.next_value()?,
                 _ => {
                     map.next_value_seed(Unique)?;
                     c.has_nonce = true;
@@ -486,10 +538,18 @@ mod tests {
             r#"{"exp":1} x"#,
             r#"{"client_id":"c","token_use":"access","typ":"Bearer","jti":"j","sid":"s","ver":3,"nbf":1}"#,
             r#"{"auth_time":1700000000.5,"amr":["pwd","otp"],"acr":"urn:example:gold"}"#,
+            r#"{"cnf":{"jkt":"0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I","x5t#S256":"x"}}"#,
+            r#"{"cnf":null}"#,
+            r#"{"cnf":{}}"#,
             r#"{"auth_time":1,"auth_time":2}"#,
             r#"{"amr":"pwd"}"#,
             r#"{"acr":1}"#,
             r#"{"auth_time":"1"}"#,
+            r#"{"cnf":{"jkt":"a","jkt":"b"}}"#,
+            r#"{"cnf":{"x5t#S256":{"a":1,"a":2}}}"#,
+            r#"{"cnf":{"jkt":1}}"#,
+            r#"{"cnf":"jkt"}"#,
+            r#"{"cnf":{"jkt":"a"},"cnf":{"jkt":"b"}}"#,
         ];
         for text in cases {
             assert_eq!(registered_unique(text), two_passes(text), "{text}");
@@ -502,7 +562,14 @@ mod tests {
                 && !c.has_method("hwk")
                 && c.acr.as_deref() == Some("urn:example:gold")
         }));
-        for bad in &cases[15..] {
+        assert!(
+            registered_unique(cases[15]).is_ok_and(|c| {
+                c.cnf_jkt() == Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I")
+            })
+        );
+        assert!(registered_unique(cases[16]).is_ok_and(|c| c.cnf_jkt().is_none()));
+        assert!(registered_unique(cases[17]).is_ok_and(|c| c.cnf_jkt().is_none()));
+        for bad in &cases[18..] {
             assert!(registered_unique(bad).is_err(), "{bad}");
         }
     }
@@ -529,6 +596,8 @@ mod tests {
                 "auth_time",
                 "amr",
                 "acr",
+                "cnf",
+                "jkt",
                 "x",
                 "y",
                 "\\u0078",

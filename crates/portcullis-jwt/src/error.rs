@@ -1,9 +1,13 @@
 //! Why a token was refused.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::HeaderValue;
+use http::header::WWW_AUTHENTICATE;
 use portcullis_core::Rejection;
+
+use crate::dpop::{DPOP_NONCE, DpopError, DpopErrorKind, DpopPolicy};
 
 /// Why a token was refused. Logged and attached to responses (inside the
 /// [`Rejection`]), never shown to the client, which sees one uniform body.
@@ -67,6 +71,33 @@ pub enum JwtErrorKind {
     /// 9470's `insufficient_user_authentication` challenge. The client
     /// logs in again (step-up) and retries.
     InsufficientUserAuthentication,
+    /// The DPoP proof is missing or broke a rule (RFC 9449 §4.3; the
+    /// reason says which): 401 `invalid_dpop_proof`.
+    InvalidDpopProof,
+    /// Server nonces are on and the proof carries no valid one: 401
+    /// `use_dpop_nonce` with a `DPoP-Nonce` header.
+    UseDpopNonce,
+    /// The DPoP replay cache cannot answer (down, or full of live
+    /// entries): 503, never a pass.
+    DpopUnavailable,
+    /// A DPoP-bound token (one with `cnf.jkt`) presented as a bearer
+    /// token: 401 `invalid_token`, whatever the layer's policy.
+    DpopBoundAsBearer,
+    /// A bearer token where DPoP is required (the layer's
+    /// [`DpopPolicy::Required`], or a `RequireDpopLayer`): 401
+    /// `invalid_token` on the `DPoP` challenge.
+    DpopRequired,
+    /// A token without `cnf.jkt` presented with the `DPoP` scheme: 401
+    /// `invalid_token`.
+    NotDpopBound,
+}
+
+/// What a refused DPoP proof adds to a [`JwtError`].
+#[derive(Clone, PartialEq, Eq)]
+struct DpopDetail {
+    reason: &'static str,
+    description: &'static str,
+    nonce: Option<String>,
 }
 
 /// A refused token: its [`JwtErrorKind`] and, for scope and step-up
@@ -77,6 +108,43 @@ pub struct JwtError {
     /// The missing scope or role; for a step-up refusal, the challenge's
     /// parameters after the error code, already rendered.
     required: Option<String>,
+    /// For a refused proof: its reason, description and nonce.
+    dpop: Option<DpopDetail>,
+    /// The request used the `DPoP` scheme (its challenge gets the error).
+    via_dpop: bool,
+}
+
+/// How a layer's challenges look: set once per layer, and left in the
+/// request extensions (see [`ChallengeMark`]) for the route guards behind
+/// it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Challenges {
+    pub(crate) realm: Option<String>,
+    /// RFC 9728 §5.1 `resource_metadata`.
+    pub(crate) resource_metadata: Option<String>,
+    /// Which schemes are challenged.
+    pub(crate) policy: DpopPolicy,
+    /// The DPoP proof algorithms (`algs="..."`).
+    pub(crate) dpop_algs: Option<Arc<str>>,
+}
+
+/// In the extensions of a request a `JwtLayer` let through when its
+/// challenges differ from the plain `Bearer` ones: the route guards behind
+/// it challenge the same way.
+#[derive(Debug, Clone)]
+pub(crate) struct ChallengeMark(pub(crate) Arc<Challenges>);
+
+/// A guard's refusal: challenged as the layer in front of it challenges,
+/// on the scheme the request used.
+pub(crate) fn guard_rejection(e: JwtError, extensions: &http::Extensions) -> Rejection {
+    let retry = std::time::Duration::from_secs(1);
+    match extensions.get::<ChallengeMark>() {
+        Some(ChallengeMark(c)) => {
+            let via_dpop = extensions.get::<crate::dpop::DpopProof>().is_some();
+            e.via_dpop(via_dpop).rejection_with(c, retry)
+        }
+        None => e.rejection(None, retry),
+    }
 }
 
 impl JwtError {
@@ -84,23 +152,52 @@ impl JwtError {
         Self {
             kind,
             required: None,
+            dpop: None,
+            via_dpop: false,
         }
     }
 
     pub(crate) fn insufficient(required: String) -> Self {
         Self {
-            kind: JwtErrorKind::InsufficientScope,
             required: Some(required),
+            ..Self::new(JwtErrorKind::InsufficientScope)
         }
+    }
+
+    /// A refused DPoP proof.
+    pub(crate) fn from_dpop(e: &DpopError) -> Self {
+        let kind = if e.is_unavailable() {
+            JwtErrorKind::DpopUnavailable
+        } else if e.kind() == DpopErrorKind::NonceRequired {
+            JwtErrorKind::UseDpopNonce
+        } else {
+            JwtErrorKind::InvalidDpopProof
+        };
+        Self {
+            dpop: Some(DpopDetail {
+                reason: e.reason(),
+                description: e.description(),
+                nonce: e.nonce().map(str::to_owned),
+            }),
+            via_dpop: true,
+            ..Self::new(kind)
+        }
+    }
+
+    /// Marks the refusal as one of a request that used the `DPoP` scheme.
+    #[must_use]
+    pub(crate) fn via_dpop(mut self, via: bool) -> Self {
+        self.via_dpop = via;
+        self
     }
 
     /// A step-up refusal; `params` are the challenge's parameters after
     /// `error="insufficient_user_authentication"` (`error_description`,
     /// `max_age`, `acr_values`), rendered by the guard.
-    pub(crate) const fn step_up(params: String) -> Self {
+    pub(crate) fn step_up(params: String) -> Self {
         Self {
-            kind: JwtErrorKind::InsufficientUserAuthentication,
             required: Some(params),
+            ..Self::new(JwtErrorKind::InsufficientUserAuthentication)
         }
     }
 
@@ -110,9 +207,13 @@ impl JwtError {
         self.kind
     }
 
-    /// A short machine-readable reason, for logs.
+    /// A short machine-readable reason, for logs. For a refused DPoP
+    /// proof, the proof's (`dpop-htu`, `dpop-replay`, ...).
     #[must_use]
     pub const fn reason(&self) -> &'static str {
+        if let Some(d) = &self.dpop {
+            return d.reason;
+        }
         match self.kind {
             JwtErrorKind::Missing => "missing",
             JwtErrorKind::InvalidRequest => "invalid-request",
@@ -138,6 +239,12 @@ impl JwtError {
             JwtErrorKind::RevocationUnavailable => "revocation-unavailable",
             JwtErrorKind::InsufficientScope => "insufficient-scope",
             JwtErrorKind::InsufficientUserAuthentication => "insufficient-user-authentication",
+            JwtErrorKind::InvalidDpopProof => "dpop-invalid",
+            JwtErrorKind::UseDpopNonce => "dpop-nonce",
+            JwtErrorKind::DpopUnavailable => "dpop-replay-unavailable",
+            JwtErrorKind::DpopBoundAsBearer => "dpop-bound-as-bearer",
+            JwtErrorKind::DpopRequired => "dpop-required",
+            JwtErrorKind::NotDpopBound => "not-dpop-bound",
         }
     }
 
@@ -146,14 +253,34 @@ impl JwtError {
     /// (RFC 6750 section 3.1), 400 `invalid_request` for malformed
     /// credentials, 403 `insufficient_scope`, 401
     /// `insufficient_user_authentication` (RFC 9470) for a login too old or
-    /// too weak, 503 when keys are unavailable.
+    /// too weak, 401 `invalid_dpop_proof` or `use_dpop_nonce` (RFC 9449)
+    /// for a refused proof, 503 when keys or the replay cache are
+    /// unavailable. The challenge is `Bearer`.
     pub fn rejection(&self, realm: Option<&str>, retry_after: std::time::Duration) -> Rejection {
+        let challenges = Challenges {
+            realm: realm.map(str::to_owned),
+            ..Challenges::default()
+        };
+        self.rejection_with(&challenges, retry_after)
+    }
+
+    /// [`rejection`](Self::rejection) with a layer's challenges: the
+    /// schemes its policy accepts (both `Bearer` and `DPoP` when both are
+    /// accepted, the error on the scheme the request used), `realm` and
+    /// `resource_metadata` in each.
+    pub(crate) fn rejection_with(
+        &self,
+        challenges: &Challenges,
+        retry_after: std::time::Duration,
+    ) -> Rejection {
         let rejection = match self.kind {
             JwtErrorKind::Missing => Rejection::unauthenticated("an access token is required"),
             JwtErrorKind::InvalidRequest => {
                 Rejection::bad_request("the request's credentials are malformed")
             }
-            JwtErrorKind::KeysUnavailable | JwtErrorKind::RevocationUnavailable => {
+            JwtErrorKind::KeysUnavailable
+            | JwtErrorKind::RevocationUnavailable
+            | JwtErrorKind::DpopUnavailable => {
                 return Rejection::unavailable("a backing store is unavailable; retry shortly")
                     .with_retry_after(retry_after)
                     .with_reason(self.reason());
@@ -164,12 +291,120 @@ impl JwtError {
             JwtErrorKind::InsufficientUserAuthentication => Rejection::unauthenticated(
                 "a more recent or stronger login is required: log in again",
             ),
+            JwtErrorKind::InvalidDpopProof | JwtErrorKind::UseDpopNonce => {
+                Rejection::unauthenticated("the DPoP proof is invalid")
+            }
             _ => Rejection::unauthenticated("the access token is invalid"),
         };
-        let value = challenge(self.kind, realm, self.required.as_deref());
-        let value =
-            HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
-        rejection.with_challenge(value).with_reason(self.reason())
+        let mut values = self
+            .challenges(challenges)
+            .into_iter()
+            .filter_map(|v| HeaderValue::try_from(v).ok());
+        let first = values
+            .next()
+            .unwrap_or_else(|| HeaderValue::from_static("Bearer"));
+        let mut rejection = rejection.with_challenge(first).with_reason(self.reason());
+        for more in values {
+            rejection = rejection.with_header(WWW_AUTHENTICATE, more);
+        }
+        if let Some(nonce) = self.dpop.as_ref().and_then(|d| d.nonce.as_deref()) {
+            if let Ok(v) = HeaderValue::try_from(nonce) {
+                rejection = rejection.with_header(DPOP_NONCE, v);
+            }
+        }
+        rejection
+    }
+
+    /// Whether the error belongs on the `DPoP` challenge.
+    const fn on_dpop(&self) -> bool {
+        self.via_dpop
+            || matches!(
+                self.kind,
+                JwtErrorKind::InvalidDpopProof
+                    | JwtErrorKind::UseDpopNonce
+                    | JwtErrorKind::DpopRequired
+                    | JwtErrorKind::NotDpopBound
+            )
+    }
+
+    /// The error's parameters (`error=...` and what follows it).
+    fn error_params(&self) -> Vec<String> {
+        let mut params = Vec::with_capacity(2);
+        match self.kind {
+            JwtErrorKind::Missing => {}
+            JwtErrorKind::InvalidRequest => params.push("error=\"invalid_request\"".into()),
+            JwtErrorKind::InsufficientScope => {
+                params.push("error=\"insufficient_scope\"".into());
+                params.push(format!(
+                    "scope=\"{}\"",
+                    self.required.as_deref().unwrap_or_default()
+                ));
+            }
+            JwtErrorKind::InsufficientUserAuthentication => {
+                params.push("error=\"insufficient_user_authentication\"".into());
+                if let Some(rest) = &self.required {
+                    params.push(rest.clone());
+                }
+            }
+            JwtErrorKind::InvalidDpopProof | JwtErrorKind::UseDpopNonce => {
+                let code = if self.kind == JwtErrorKind::UseDpopNonce {
+                    "use_dpop_nonce"
+                } else {
+                    "invalid_dpop_proof"
+                };
+                params.push(format!("error=\"{code}\""));
+                let description = self
+                    .dpop
+                    .as_ref()
+                    .map_or("the DPoP proof is invalid", |d| d.description);
+                params.push(format!("error_description=\"{description}\""));
+            }
+            JwtErrorKind::DpopRequired => {
+                params.push("error=\"invalid_token\"".into());
+                params.push(
+                    "error_description=\"a DPoP-bound access token and proof are required\"".into(),
+                );
+            }
+            _ => params.push("error=\"invalid_token\"".into()),
+        }
+        params
+    }
+
+    /// Every `WWW-Authenticate` value of the refusal, in order.
+    fn challenges(&self, c: &Challenges) -> Vec<String> {
+        let dpop_shown = c.policy != DpopPolicy::Bearer || self.kind == JwtErrorKind::DpopRequired;
+        let bearer_shown = c.policy != DpopPolicy::Required;
+        // The error goes on the scheme the request used; with one scheme
+        // shown, on that one.
+        let error_on_dpop = dpop_shown && (!bearer_shown || self.on_dpop());
+        let mut out = Vec::with_capacity(2);
+        let render = |scheme: &str, with_error: bool, algs: Option<&str>| {
+            let mut params: Vec<String> = Vec::with_capacity(5);
+            if let Some(realm) = &c.realm {
+                params.push(format!("realm=\"{realm}\""));
+            }
+            if let Some(algs) = algs {
+                params.push(format!("algs=\"{algs}\""));
+            }
+            if with_error {
+                params.extend(self.error_params());
+            }
+            if let Some(url) = &c.resource_metadata {
+                params.push(format!("resource_metadata=\"{url}\""));
+            }
+            if params.is_empty() {
+                scheme.to_owned()
+            } else {
+                format!("{scheme} {}", params.join(", "))
+            }
+        };
+        if bearer_shown {
+            out.push(render("Bearer", !error_on_dpop, None));
+        }
+        if dpop_shown {
+            out.push(render("DPoP", error_on_dpop, c.dpop_algs.as_deref()));
+        }
+        out
     }
 }
 
@@ -192,31 +427,17 @@ impl std::error::Error for JwtError {}
 /// The `WWW-Authenticate` value for a refusal of `kind` (RFC 6750 §3):
 /// no error code when no token was sent, and no trailing space when there
 /// is nothing after the scheme.
+#[cfg_attr(not(any(test, feature = "jwks-remote")), allow(dead_code))]
 pub(crate) fn challenge(kind: JwtErrorKind, realm: Option<&str>, required: Option<&str>) -> String {
-    let mut params: Vec<String> = Vec::with_capacity(3);
-    if let Some(realm) = realm {
-        params.push(format!("realm=\"{realm}\""));
-    }
-    match kind {
-        JwtErrorKind::Missing => {}
-        JwtErrorKind::InvalidRequest => params.push("error=\"invalid_request\"".into()),
-        JwtErrorKind::InsufficientScope => {
-            params.push("error=\"insufficient_scope\"".into());
-            params.push(format!("scope=\"{}\"", required.unwrap_or_default()));
-        }
-        JwtErrorKind::InsufficientUserAuthentication => {
-            params.push("error=\"insufficient_user_authentication\"".into());
-            if let Some(rest) = required {
-                params.push(rest.to_owned());
-            }
-        }
-        _ => params.push("error=\"invalid_token\"".into()),
-    }
-    if params.is_empty() {
-        "Bearer".to_owned()
-    } else {
-        format!("Bearer {}", params.join(", "))
-    }
+    let e = JwtError {
+        required: required.map(str::to_owned),
+        ..JwtError::new(kind)
+    };
+    let c = Challenges {
+        realm: realm.map(str::to_owned),
+        ..Challenges::default()
+    };
+    e.challenges(&c).remove(0)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::claims::{Claims, NoCustomClaims};
-use crate::error::{JwtError, JwtErrorKind};
+use crate::error::{JwtError, JwtErrorKind, guard_rejection};
 use crate::events::Observation;
 use crate::service::ResponseFuture;
 use crate::validation::DEFAULT_LEEWAY;
@@ -365,7 +365,7 @@ where
                     "login not fresh or strong enough"
                 );
                 let grpc = is_grpc(req.headers());
-                let rejection = e.rejection(None, Duration::from_secs(1));
+                let rejection = guard_rejection(e, req.extensions());
                 ResponseFuture::ready(rejection.into_response(&ProblemJson, grpc))
             }
         }

@@ -14,7 +14,8 @@ use tower_layer::Layer;
 
 use crate::cache::TokenCache;
 use crate::claims::{Claims, NoCustomClaims};
-use crate::error::JwtError;
+use crate::dpop::{DpopPolicy, DpopVerifier};
+use crate::error::{Challenges, JwtError, JwtErrorKind};
 use crate::issuer::JwtIssuer;
 use crate::keys::KeySource;
 use crate::revocation::RevocationView;
@@ -36,6 +37,11 @@ pub enum JwtConfigError {
     /// A zero token size limit.
     #[error("the token size limit must be positive")]
     MaxLen,
+    /// A `realm` or `resource_metadata` value that cannot be a challenge
+    /// parameter (a quote, a backslash, a character outside visible ASCII
+    /// and space).
+    #[error("a challenge parameter holds a character it cannot carry")]
+    ChallengeParam,
 }
 
 /// Builds a [`JwtLayer`]. See [`JwtLayer::builder`].
@@ -56,6 +62,8 @@ pub struct JwtLayerBuilder<T = NoCustomClaims> {
     /// Several issuers, each with its own keys and rules (set by
     /// `JwtLayer::builder_issuers`); `None`: `keys` and `validation`.
     pub(crate) issuers: Option<Arc<crate::issuers::IssuerSet>>,
+    dpop: Option<(DpopVerifier, DpopPolicy)>,
+    resource_metadata: Option<String>,
     _claims: PhantomData<fn() -> T>,
 }
 
@@ -150,6 +158,45 @@ impl<T> JwtLayerBuilder<T> {
         self
     }
 
+    /// Accepts DPoP-bound tokens (RFC 9449) per `policy`, their proofs
+    /// checked by `verifier`:
+    ///
+    /// - [`DpopPolicy::Bearer`]: bearer tokens only (as without this call);
+    /// - [`DpopPolicy::Accepted`]: bearer tokens, and DPoP-bound tokens
+    ///   sent as `Authorization: DPoP <token>` with a valid `DPoP` proof;
+    ///   refusals carry a `Bearer` and a `DPoP` challenge;
+    /// - [`DpopPolicy::Required`]: DPoP-bound tokens with proofs only.
+    ///
+    /// Under every policy, a token bound to a key (`cnf.jkt`) sent as a
+    /// bearer token (or from a cookie or header) is refused: a stolen
+    /// bound token is useless without the key. A token sent with the
+    /// `DPoP` scheme must be bound, and the proof's key thumbprint must
+    /// equal its `cnf.jkt`. The verified [`DpopProof`](crate::dpop::DpopProof)
+    /// goes into the request extensions next to the [`Claims`].
+    ///
+    /// The verified-token cache serves DPoP-bound tokens too: a cached
+    /// token costs one proof signature check per request. The proof's
+    /// `jti` is remembered (the replay cache) only after everything else
+    /// passed.
+    ///
+    /// Per route: one layer per policy, or [`RequireDpopLayer`](crate::RequireDpopLayer)
+    /// as a route guard behind an `Accepted` layer.
+    pub fn dpop(mut self, verifier: DpopVerifier, policy: DpopPolicy) -> Self {
+        self.dpop = Some((verifier, policy));
+        self
+    }
+
+    /// Adds `resource_metadata="<url>"` (RFC 9728 §5.1: where this
+    /// resource's protected-resource metadata is) to every challenge of
+    /// the layer, and of the route guards behind it
+    /// ([`RequireClaimsLayer`](crate::RequireClaimsLayer),
+    /// [`RequireFreshAuthLayer`](crate::RequireFreshAuthLayer),
+    /// [`RequireDpopLayer`](crate::RequireDpopLayer)).
+    pub fn resource_metadata(mut self, url: impl Into<String>) -> Self {
+        self.resource_metadata = Some(url.into());
+        self
+    }
+
     /// `Retry-After` of 503 answers (keys unavailable).
     pub const fn retry_after(mut self, after: Duration) -> Self {
         self.retry_after = after;
@@ -202,6 +249,8 @@ impl<T> JwtLayerBuilder<T> {
             retry_after: self.retry_after,
             events: self.events,
             issuers: self.issuers,
+            dpop: self.dpop,
+            resource_metadata: self.resource_metadata,
             _claims: PhantomData,
         }
     }
@@ -211,8 +260,18 @@ impl<T> JwtLayerBuilder<T> {
     /// # Errors
     ///
     /// [`JwtConfigError`] when no issuer or audience is configured and not
-    /// explicitly waived, or the size limit is zero.
+    /// explicitly waived, the size limit is zero, or the realm or the
+    /// resource metadata URL cannot be a challenge parameter.
     pub fn build(self) -> Result<JwtLayer<T>, JwtConfigError> {
+        let param_ok = |v: &Option<String>| {
+            v.as_deref().is_none_or(|v| {
+                v.bytes()
+                    .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\')
+            })
+        };
+        if !param_ok(&self.realm) || !param_ok(&self.resource_metadata) {
+            return Err(JwtConfigError::ChallengeParam);
+        }
         if self.issuers.is_none() && !self.validation.has_issuer() && !self.any_issuer {
             return Err(JwtConfigError::IssuerNotConfigured);
         }
@@ -222,6 +281,10 @@ impl<T> JwtLayerBuilder<T> {
         if self.validation.max_len == 0 {
             return Err(JwtConfigError::MaxLen);
         }
+        let (dpop, policy) = match self.dpop {
+            Some((verifier, policy)) if policy != DpopPolicy::Bearer => (Some(verifier), policy),
+            _ => (None, DpopPolicy::Bearer),
+        };
         Ok(JwtLayer {
             config: Arc::new(Config {
                 verifier: Verifier {
@@ -235,9 +298,17 @@ impl<T> JwtLayerBuilder<T> {
                     clock: self.clock,
                     issuers: self.issuers,
                 },
-                realm: self.realm,
+                mark_challenges: self.resource_metadata.is_some() || policy != DpopPolicy::Bearer,
+                challenges: Arc::new(Challenges {
+                    realm: self.realm,
+                    resource_metadata: self.resource_metadata,
+                    policy,
+                    dpop_algs: dpop.as_ref().map(|d| Arc::from(d.algs())),
+                }),
                 retry_after: self.retry_after,
                 events: self.events,
+                dpop,
+                policy,
             }),
             renderer: ProblemJson,
         })
@@ -341,6 +412,8 @@ impl JwtLayer {
             retry_after: Duration::from_secs(1),
             events: Events::default(),
             issuers: None,
+            dpop: None,
+            resource_metadata: None,
             _claims: PhantomData,
         }
     }
@@ -373,13 +446,22 @@ impl<T: DeserializeOwned + Send + Sync + 'static, R> JwtLayer<T, R> {
     ///
     /// [`JwtErrorKind::Missing`](crate::JwtErrorKind::Missing) without a token (even for an optional
     /// layer), [`JwtErrorKind::InvalidRequest`](crate::JwtErrorKind::InvalidRequest) for a malformed credential
-    /// header, otherwise why the token was refused.
+    /// header, [`JwtErrorKind::DpopBoundAsBearer`] for a token bound to a
+    /// DPoP key (no proof is read here), otherwise why the token was
+    /// refused.
     pub async fn verify_request(&self, headers: &HeaderMap) -> Result<Claims<T>, JwtError> {
-        self.config.verifier.verify_request(headers).await
+        let claims = self.config.verifier.verify_request(headers).await?;
+        if claims.registered().cnf_jkt().is_some() {
+            return Err(JwtError::new(JwtErrorKind::DpopBoundAsBearer));
+        }
+        Ok(claims)
     }
 
     /// Verifies `token` as the layer would (for WebSocket handshakes,
-    /// background jobs, tests): signature, claims, revocation.
+    /// background jobs, tests): signature, claims, revocation. No DPoP
+    /// proof is checked here: for a token bound to a key
+    /// ([`RegisteredClaims::cnf_jkt`](crate::RegisteredClaims::cnf_jkt)),
+    /// check one with [`DpopVerifier::check_bound`].
     ///
     /// # Errors
     ///

@@ -131,7 +131,7 @@ mod validation;
 mod verifier;
 
 pub use alg::{Algorithm, KeyFamily};
-pub use claims::{Audience, Claims, NoCustomClaims, RegisteredClaims};
+pub use claims::{Audience, Claims, Confirmation, NoCustomClaims, RegisteredClaims};
 pub use error::{JwtError, JwtErrorKind};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
@@ -145,7 +145,7 @@ pub use key::{KeyError, SigningKey, VerifyingKey, generate_pkcs8_pem};
 pub use keys::{KeyLookup, KeySet, KeySource, RefreshFuture, SharedKeys};
 pub use kid::{KidError, MAX_KID_LEN};
 pub use layer::{JwtConfigError, JwtLayer, JwtLayerBuilder};
-pub use require::{RequireClaims, RequireClaimsLayer};
+pub use require::{RequireClaims, RequireClaimsLayer, RequireDpop, RequireDpopLayer};
 pub use response::TokenResponse;
 pub use service::{Jwt, ResponseFuture};
 pub use transport::Transport;

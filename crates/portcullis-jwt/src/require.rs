@@ -14,7 +14,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::claims::{Claims, NoCustomClaims};
-use crate::error::{JwtError, JwtErrorKind};
+use crate::dpop::DpopProof;
+use crate::error::{JwtError, JwtErrorKind, guard_rejection};
 use crate::events::Observation;
 use crate::service::ResponseFuture;
 
@@ -227,7 +228,159 @@ where
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
             Err(e) => {
                 let grpc = is_grpc(req.headers());
-                let rejection = e.rejection(None, std::time::Duration::from_secs(1));
+                let rejection = guard_rejection(e, req.extensions());
+                ResponseFuture::ready(rejection.into_response(&ProblemJson, grpc))
+            }
+        }
+    }
+}
+
+/// Builds [`RequireDpop`], a route guard that lets through only requests
+/// whose token came with the `DPoP` scheme and a verified proof (a
+/// [`DpopProof`] in the extensions): "DPoP required" for some routes
+/// behind a [`JwtLayer`](crate::JwtLayer) whose policy is
+/// [`DpopPolicy::Accepted`](crate::dpop::DpopPolicy::Accepted). A bearer
+/// token gets 401 with `WWW-Authenticate: DPoP ... error="invalid_token"`
+/// (and `resource_metadata` when the layer has one); a request without
+/// claims gets 401.
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use portcullis_jwt::RequireDpopLayer;
+///
+/// let payments: Router = Router::new()
+///     .route("/payments", post(|| async { "paid" }))
+///     .route_layer(RequireDpopLayer::new());
+/// ```
+pub struct RequireDpopLayer<T = NoCustomClaims> {
+    events: Events,
+    _claims: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for RequireDpopLayer<T> {
+    fn clone(&self) -> Self {
+        Self {
+            events: self.events.clone(),
+            _claims: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for RequireDpopLayer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequireDpopLayer").finish_non_exhaustive()
+    }
+}
+
+impl Default for RequireDpopLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequireDpopLayer {
+    /// The guard.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            events: Events::default(),
+            _claims: PhantomData,
+        }
+    }
+}
+
+impl<T> RequireDpopLayer<T> {
+    /// Reports to `events` (default: nothing listens): a `jwt_refused`
+    /// event for every refusal (`dpop-required`, or `missing`), and the
+    /// time each decision took (layer `require_dpop`).
+    #[must_use]
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// For layers that decode application claims as `U`.
+    #[must_use]
+    pub fn for_claims<U>(self) -> RequireDpopLayer<U> {
+        RequireDpopLayer {
+            events: self.events,
+            _claims: PhantomData,
+        }
+    }
+}
+
+impl<S, T> Layer<S> for RequireDpopLayer<T> {
+    type Service = RequireDpop<S, T>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireDpop {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service built by [`RequireDpopLayer`].
+pub struct RequireDpop<S, T = NoCustomClaims> {
+    inner: S,
+    layer: RequireDpopLayer<T>,
+}
+
+impl<S, T> RequireDpop<S, T> {
+    portcullis_core::inner_service_accessors!();
+}
+
+impl<S: Clone, T> Clone for RequireDpop<S, T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, T> fmt::Debug for RequireDpop<S, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequireDpop")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, T, ReqBody, ResBody> Service<Request<ReqBody>> for RequireDpop<S, T>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    T: Send + Sync + 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let events = &self.layer.events;
+        let observation = Observation::start(events, (req.extensions(), req.headers()), false);
+        let claims = req.extensions().get::<Claims<T>>();
+        let decision = match (claims, req.extensions().get::<DpopProof>()) {
+            (None, _) => Err(JwtError::new(JwtErrorKind::Missing)),
+            (Some(_), None) => Err(JwtError::new(JwtErrorKind::DpopRequired)),
+            (Some(_), Some(_)) => Ok(()),
+        };
+        let user = claims.and_then(Claims::subject);
+        observation.decided(
+            events,
+            (req.extensions(), req.headers()),
+            "require_dpop",
+            decision.as_ref().map(|()| true),
+            user,
+        );
+        match decision {
+            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
+            Err(e) => {
+                let grpc = is_grpc(req.headers());
+                let rejection = guard_rejection(e, req.extensions());
                 ResponseFuture::ready(rejection.into_response(&ProblemJson, grpc))
             }
         }

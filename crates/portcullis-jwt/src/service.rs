@@ -13,17 +13,25 @@ use portcullis_core::{ProblemJson, RenderRejection, ResponseBody};
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
-use crate::claims::{NoCustomClaims, mark};
-use crate::error::JwtError;
+use crate::claims::{Claims, NoCustomClaims, mark};
+use crate::dpop::{DpopPolicy, DpopVerifier};
+use crate::error::{ChallengeMark, Challenges, JwtError, JwtErrorKind};
 use crate::events::Observation;
+use crate::transport::{extract, extract_dpop};
 use crate::verifier::{Decision, Refresh, Verifier};
 
 /// A built layer's configuration: the verifier and how refusals look.
 pub(crate) struct Config<T> {
     pub(crate) verifier: Verifier<T>,
     pub(crate) events: portcullis_core::events::Events,
-    pub(crate) realm: Option<String>,
+    pub(crate) challenges: Arc<Challenges>,
+    /// Whether the challenges differ from plain `Bearer` ones (then the
+    /// layer leaves a [`ChallengeMark`] for the route guards).
+    pub(crate) mark_challenges: bool,
     pub(crate) retry_after: Duration,
+    /// DPoP proofs, when the policy accepts the `DPoP` scheme.
+    pub(crate) dpop: Option<DpopVerifier>,
+    pub(crate) policy: DpopPolicy,
 }
 
 impl<T> Config<T> {
@@ -35,8 +43,28 @@ impl<T> Config<T> {
         grpc: bool,
     ) -> Response<ResponseBody<B>> {
         portcullis_core::event!(debug, reason = e.reason(), "access token refused");
-        e.rejection(self.realm.as_deref(), self.retry_after)
+        e.rejection_with(&self.challenges, self.retry_after)
             .into_response(renderer, grpc)
+    }
+
+    /// Leaves the challenge mark for the route guards, when needed.
+    fn mark_challenges(&self, extensions: &mut http::Extensions) {
+        if self.mark_challenges {
+            extensions.insert(ChallengeMark(Arc::clone(&self.challenges)));
+        }
+    }
+}
+
+/// The rules for a token that came without the `DPoP` scheme: a token
+/// bound to a key is refused (whatever the policy), and under
+/// [`DpopPolicy::Required`] every token is.
+fn bearer_rules<T>(policy: DpopPolicy, claims: Option<&Claims<T>>) -> Result<(), JwtError> {
+    match claims {
+        Some(c) if c.registered().cnf_jkt().is_some() => {
+            Err(JwtError::new(JwtErrorKind::DpopBoundAsBearer))
+        }
+        Some(_) if policy == DpopPolicy::Required => Err(JwtError::new(JwtErrorKind::DpopRequired)),
+        _ => Ok(()),
     }
 }
 
@@ -105,11 +133,39 @@ where
         let observation = Observation::start(events, (req.extensions(), req.headers()), true);
         #[cfg(feature = "tracing")]
         let entered = observation.span.clone().entered();
-        let decision = self.config.verifier.decide_request(req.headers());
+        let decision = if self.config.dpop.is_some() {
+            match extract_dpop(req.headers()) {
+                Ok(Some(_)) => {
+                    let future = self.dpop_call(req, observation);
+                    #[cfg(feature = "tracing")]
+                    drop(entered);
+                    return future;
+                }
+                Ok(None) if self.config.policy == DpopPolicy::Required => {
+                    // A bearer token is refused unread.
+                    match extract(&self.config.verifier.transport, req.headers()) {
+                        Ok(Some(_)) => Decision::Reject(JwtError::new(JwtErrorKind::DpopRequired)),
+                        _ => self.config.verifier.decide_request(req.headers()),
+                    }
+                }
+                Ok(None) => self.config.verifier.decide_request(req.headers()),
+                Err(e) => Decision::Reject(e),
+            }
+        } else {
+            self.config.verifier.decide_request(req.headers())
+        };
+        let decision = match decision {
+            Decision::Pass(claims) => match bearer_rules(self.config.policy, claims.as_ref()) {
+                Ok(()) => Decision::Pass(claims),
+                Err(e) => Decision::Reject(e),
+            },
+            other => other,
+        };
         let future = match decision {
             Decision::Pass(claims) => {
                 let parts = (req.extensions(), req.headers());
                 observation.decided(events, parts, "jwt", Ok(claims.is_some()), None);
+                self.config.mark_challenges(req.extensions_mut());
                 mark(req.extensions_mut(), claims);
                 ResponseFuture::inner(self.inner.call(req))
             }
@@ -159,9 +215,11 @@ where
             let entered = observation.span.clone().entered();
             let events = &config.events;
             let outcome = match config.verifier.decide(&token, Refresh::Done) {
-                Decision::Pass(claims) => Ok(claims),
+                Decision::Pass(claims) => {
+                    bearer_rules(config.policy, claims.as_ref()).map(|()| claims)
+                }
                 Decision::Reject(e) => Err(e),
-                Decision::Wait(..) => Err(JwtError::new(crate::error::JwtErrorKind::UnknownKey)),
+                Decision::Wait(..) => Err(JwtError::new(JwtErrorKind::UnknownKey)),
             };
             let parts = (req.extensions(), req.headers());
             let decided = outcome.as_ref().map(Option::is_some);
@@ -170,6 +228,7 @@ where
             drop(entered);
             match outcome {
                 Ok(claims) => {
+                    config.mark_challenges(req.extensions_mut());
                     mark(req.extensions_mut(), claims);
                     inner.call(req).await.map(|r| r.map(ResponseBody::inner))
                 }
@@ -177,4 +236,101 @@ where
             }
         }))
     }
+
+    /// A request with `Authorization: DPoP`: the token (through the
+    /// verified-token cache), its binding, the proof, and last the replay
+    /// cache, awaited in a boxed future.
+    fn dpop_call<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+        observation: Observation,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: Send + 'static,
+    {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = Arc::clone(&self.config);
+        let renderer = self.renderer.clone();
+        // Decided now: everything but the waits (a key refresh, the replay
+        // cache).
+        let token = match extract_dpop(req.headers()) {
+            Ok(Some(t)) => t.to_owned(),
+            _ => String::new(),
+        };
+        let first = config.verifier.decide(&token, Refresh::Allowed);
+        ResponseFuture::boxed(Box::pin(async move {
+            // Parts, not the request, are borrowed across the waits (the
+            // body need not be `Sync`).
+            let (mut parts, body) = req.into_parts();
+            let decision = match first {
+                Decision::Wait(refresh, token) => {
+                    refresh.await;
+                    config.verifier.decide(&token, Refresh::Done)
+                }
+                other => other,
+            };
+            let outcome = match decision {
+                Decision::Pass(Some(claims)) => dpop_rules(&config, &parts, &token, claims).await,
+                Decision::Pass(None) => Err(JwtError::new(JwtErrorKind::Missing)),
+                Decision::Reject(e) => Err(e.via_dpop(true)),
+                Decision::Wait(..) => Err(JwtError::new(JwtErrorKind::UnknownKey).via_dpop(true)),
+            };
+            #[cfg(feature = "tracing")]
+            let entered = observation.span.clone().entered();
+            let events = &config.events;
+            let decided = outcome.as_ref().map(|_| true);
+            observation.decided(
+                events,
+                (&parts.extensions, &parts.headers),
+                "jwt",
+                decided,
+                None,
+            );
+            #[cfg(feature = "tracing")]
+            drop(entered);
+            match outcome {
+                Ok((claims, proof)) => {
+                    parts.extensions.insert(proof);
+                    config.mark_challenges(&mut parts.extensions);
+                    mark(&mut parts.extensions, Some(claims));
+                    let req = Request::from_parts(parts, body);
+                    inner.call(req).await.map(|r| r.map(ResponseBody::inner))
+                }
+                Err(e) => Ok(config.refuse(&e, &renderer, is_grpc(&parts.headers))),
+            }
+        }))
+    }
+}
+
+/// A verified token that came with the `DPoP` scheme: it must be bound to
+/// a key, and the proof must be valid, signed by that key, and new.
+async fn dpop_rules<T>(
+    config: &Config<T>,
+    req: &http::request::Parts,
+    token: &str,
+    claims: Claims<T>,
+) -> Result<(Claims<T>, crate::dpop::DpopProof), JwtError> {
+    let Some(dpop) = &config.dpop else {
+        return Err(JwtError::new(JwtErrorKind::Missing));
+    };
+    let Some(jkt) = claims.registered().cnf_jkt() else {
+        return Err(JwtError::new(JwtErrorKind::NotDpopBound).via_dpop(true));
+    };
+    let checked = dpop
+        .verify(&req.method, &req.uri, &req.headers, Some(token))
+        .map_err(|e| JwtError::from_dpop(&e))?;
+    if checked.jkt() != jkt {
+        let e = crate::dpop::DpopError::bare(crate::dpop::DpopErrorKind::KeyMismatch);
+        return Err(JwtError::from_dpop(&e));
+    }
+    let proof = dpop
+        .commit(checked)
+        .await
+        .map_err(|e| JwtError::from_dpop(&e))?;
+    Ok((claims, proof))
 }

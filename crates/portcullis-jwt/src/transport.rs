@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, HeaderName};
 use portcullis_core::cookie::find_cookie;
-use portcullis_core::request::{bearer_token, single_header};
+use portcullis_core::request::{bearer_token, dpop_token, single_header};
 
 use crate::error::{JwtError, JwtErrorKind};
 
@@ -36,6 +36,17 @@ pub(crate) fn extract<'a>(
         Transport::Header(name) => single_header(headers, name).map_err(drop),
     };
     read.map_err(|()| JwtError::new(JwtErrorKind::InvalidRequest))
+}
+
+/// The token of `Authorization: DPoP <token>` (read only by a layer that
+/// accepts DPoP): `Ok(None)` without it.
+///
+/// # Errors
+///
+/// [`JwtErrorKind::InvalidRequest`] for a credential that cannot be read
+/// (a repeated `Authorization` header, a token with spaces).
+pub(crate) fn extract_dpop(headers: &HeaderMap) -> Result<Option<&str>, JwtError> {
+    dpop_token(headers).map_err(|_| JwtError::new(JwtErrorKind::InvalidRequest).via_dpop(true))
 }
 
 #[cfg(test)]
