@@ -216,6 +216,9 @@ async fn logout_everywhere_all(
 /// `JwtLayer` reads them (bearer header, cookie or header) and verified as
 /// it would.
 ///
+/// With [`RefreshConfig::dpop`](crate::RefreshConfig::dpop), a DPoP-bound
+/// access token may come as `Authorization: DPoP` with a proof by its key.
+///
 /// When that is a cookie, the browser sends it with requests other sites
 /// start: a request that Fetch Metadata or `Origin` marks as cross-site is
 /// refused (403) before the token is looked at, as the refresh cookie is.
@@ -226,18 +229,35 @@ async fn caller(refresher: &Refresher, parts: &Parts) -> Result<Claims, RefreshE
     {
         return Err(RefreshError::new(RefreshErrorKind::CrossSite, "cross-site"));
     }
-    refresher
-        .inner
-        .verifier
+    let refused = |e: portcullis_jwt::JwtError| {
+        if e.kind() == JwtErrorKind::KeysUnavailable {
+            RefreshError::new(RefreshErrorKind::Unavailable, "keys-unavailable")
+        } else {
+            RefreshError::new(RefreshErrorKind::Unauthenticated, "no-access-token")
+        }
+    };
+    // `Authorization: DPoP`: a token bound to a key, with a proof by it
+    // for this very request (`ath` included).
+    if let (Some((dpop, _)), Ok(Some(token))) = (
+        &refresher.config().dpop,
+        portcullis_core::request::dpop_token(&parts.headers),
+    ) {
+        let claims = verifier.verify(token).await.map_err(refused)?;
+        let Some(jkt) = claims.registered().cnf_jkt() else {
+            return Err(RefreshError::new(
+                RefreshErrorKind::Unauthenticated,
+                "no-access-token",
+            ));
+        };
+        dpop.check_bound(&parts.method, &parts.uri, &parts.headers, Some(token), jkt)
+            .await
+            .map_err(RefreshError::dpop)?;
+        return Ok(claims);
+    }
+    verifier
         .verify_request(&parts.headers)
         .await
-        .map_err(|e| {
-            if e.kind() == JwtErrorKind::KeysUnavailable {
-                RefreshError::new(RefreshErrorKind::Unavailable, "keys-unavailable")
-            } else {
-                RefreshError::new(RefreshErrorKind::Unauthenticated, "no-access-token")
-            }
-        })
+        .map_err(refused)
 }
 
 /// `GET {prefix}/sessions`: the caller's devices, the current one marked.

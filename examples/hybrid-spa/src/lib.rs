@@ -16,6 +16,14 @@
 //! against the policy, stores its hash, and ends every refresh family and
 //! live access token of the user ([`Refresher::password_changed`]) before
 //! logging this client in again.
+//!
+//! DPoP mode ([`app_dpop`], or `DPOP_PUBLIC_ORIGIN` for [`app`]): the page
+//! makes a non-extractable WebCrypto P-256 key pair at login and signs a
+//! DPoP proof (RFC 9449) for every request; the login binds the refresh
+//! family to that key, every access token carries its thumbprint
+//! (`cnf.jkt`), and the API and the refresh endpoints refuse a token
+//! without a proof by it ([`DpopPolicy::Required`]). A token copied out
+//! of the page is useless alone.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,6 +37,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis::core::{ProblemJson, RenderRejection as _, SharedClock, SystemClock};
+use portcullis::jwt::dpop::{DpopPolicy, DpopProof, DpopVerifier};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, RequireFreshAuthLayer, SigningKey};
 use portcullis::password::{PasswordError, PasswordHasher, Verification, invalid_credentials};
@@ -193,7 +202,8 @@ struct NewPassword {
 /// `POST /auth/password` (bearer, behind [`RequireFreshAuthLayer`]): the
 /// policy checks the new password, its hash replaces the old one, every
 /// refresh family and live access token of the user ends, and this client
-/// is logged in again (a new token pair).
+/// is logged in again (a new token pair; in DPoP mode bound to the key of
+/// this request's proof).
 async fn change_password(
     State(app): State<App>,
     claims: Claims,
@@ -218,12 +228,16 @@ async fn change_password(
         // A store failed half-way: 503; a retry finishes the job.
         return problem(&e.rejection(Duration::from_secs(1)));
     }
-    app.refresher
+    let mut login = app
+        .refresher
         .login(user.as_str())
-        .roles(roles_of(&user).iter().copied())
-        .reply(&parts)
-        .await
-        .into_response()
+        .roles(roles_of(&user).iter().copied());
+    // DPoP mode: the proof of this request, which the JWT layer verified
+    // (and spent), binds the new family to the page's key.
+    if let Some(proof) = parts.extensions.get::<DpopProof>() {
+        login = login.dpop(proof);
+    }
+    login.reply(&parts).await.into_response()
 }
 
 async fn me(claims: Claims) -> Json<serde_json::Value> {
@@ -353,12 +367,45 @@ pub fn app(stores: Stores) -> Result<Router, String> {
     app_on_clock(stores, SystemClock::shared())
 }
 
-/// [`app`] reading the time from `clock` (tests pass a manual one).
+/// [`app`] reading the time from `clock` (tests pass a manual one). In
+/// DPoP mode when `DPOP_PUBLIC_ORIGIN` is set (see [`app_dpop`]).
 ///
 /// # Errors
 ///
-/// As [`app`].
+/// As [`app`], and a `DPOP_PUBLIC_ORIGIN` that is not
+/// `scheme://host[:port]`.
 pub fn app_on_clock(stores: Stores, clock: SharedClock) -> Result<Router, String> {
+    match std::env::var("DPOP_PUBLIC_ORIGIN") {
+        Ok(origin) if !origin.is_empty() => app_dpop(stores, clock, &origin),
+        _ => build(stores, clock, None),
+    }
+}
+
+/// [`app_on_clock`] in DPoP mode: `public_origin` is the origin the
+/// browser loads the page from (`https://app.example.com`; every proof's
+/// `htu` starts with it, and it is never read from `Host`). The login
+/// needs a DPoP proof and binds the refresh family to its key; the API,
+/// the device endpoints and every refresh, logout and log out everywhere
+/// need a fresh proof by that key ([`DpopPolicy::Required`]); access
+/// tokens are answered as `token_type: DPoP`.
+///
+/// Off by default: the origin must be configured (behind a proxy the
+/// server cannot learn it safely), and WebCrypto needs a secure context
+/// (`https`, or `http://localhost` / `127.0.0.1`), which not every
+/// deployment of a template has.
+///
+/// # Errors
+///
+/// As [`app`], and a `public_origin` that is not `scheme://host[:port]`.
+pub fn app_dpop(stores: Stores, clock: SharedClock, public_origin: &str) -> Result<Router, String> {
+    let verifier = DpopVerifier::builder(public_origin)
+        .clock(Arc::clone(&clock))
+        .build()
+        .map_err(|e| format!("DPOP_PUBLIC_ORIGIN: {e}"))?;
+    build(stores, clock, Some(verifier))
+}
+
+fn build(stores: Stores, clock: SharedClock, dpop: Option<DpopVerifier>) -> Result<Router, String> {
     let revocations = stores.revocations;
     let issuer = JwtIssuer::builder(signing_key()?)
         .issuer(ISS)
@@ -366,14 +413,17 @@ pub fn app_on_clock(stores: Stores, clock: SharedClock) -> Result<Router, String
         .clock(Arc::clone(&clock))
         .build()
         .map_err(|e| e.to_string())?;
-    let jwt = JwtLayer::builder(issuer.keys())
+    let mut jwt = JwtLayer::builder(issuer.keys())
         .issuer(ISS)
         .audience(AUD)
         .revocation(revocations.view())
-        .clock(Arc::clone(&clock))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .clock(Arc::clone(&clock));
     let mut config = RefreshConfig::default().client_ip(peer_ip);
+    if let Some(verifier) = dpop {
+        jwt = jwt.dpop(verifier.clone(), DpopPolicy::Required);
+        config = config.dpop(verifier, DpopPolicy::Required);
+    }
+    let jwt = jwt.build().map_err(|e| e.to_string())?;
     if let Ok(key) = std::env::var("REFRESH_ROTATION_KEY") {
         config = config
             .rotation_key(RotationKey::from_bytes(key.as_bytes()).map_err(|e| e.to_string())?);
