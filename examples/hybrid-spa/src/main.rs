@@ -8,7 +8,9 @@
 //! unset, in this process' memory. With `DATABASE_URL` set
 //! (`postgres://...` for several instances, `sqlite://hybrid-spa.db` for one
 //! durable node) they live in that database instead (tables created at
-//! start). See this crate's README.
+//! start). With `DPOP_PUBLIC_ORIGIN=http://127.0.0.1:3002` access and
+//! refresh tokens are bound to a key pair the page makes (DPoP). See this
+//! crate's README.
 
 use std::net::SocketAddr;
 
