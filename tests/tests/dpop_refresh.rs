@@ -47,12 +47,19 @@ struct App {
     clock: Arc<ManualClock>,
     store: Arc<dyn RefreshStore>,
     metrics: Metrics,
+    refresher: Refresher,
+    verifier: DpopVerifier,
 }
 
 /// The hybrid pattern with DPoP: the refresher binds per `policy`; the
 /// API's `JwtLayer` accepts bearer and DPoP tokens (so a bound token sent
 /// as bearer is refused for its binding, not for the scheme).
 async fn start(store: Arc<dyn RefreshStore>, policy: DpopPolicy) -> App {
+    start_on(store, Some(policy)).await
+}
+
+/// [`start`], the refresher without DPoP when `policy` is `None`.
+async fn start_on(store: Arc<dyn RefreshStore>, policy: Option<DpopPolicy>) -> App {
     let clock = Arc::new(ManualClock::starting_now());
     let metrics = Metrics::new();
     let bus = events_bus(&metrics);
@@ -75,10 +82,12 @@ async fn start(store: Arc<dyn RefreshStore>, policy: DpopPolicy) -> App {
         .dpop(verifier.clone(), DpopPolicy::Accepted)
         .build()
         .unwrap();
-    let config = RefreshConfig::default()
+    let mut config = RefreshConfig::default()
         .transport(Transport::Either)
-        .events(bus)
-        .dpop(verifier, policy);
+        .events(bus);
+    if let Some(policy) = policy {
+        config = config.dpop(verifier.clone(), policy);
+    }
     let refresher = Refresher::builder_arc(store.clone(), issuer, revocations, jwt.clone())
         .config(config)
         .clock(clock.clone())
@@ -98,6 +107,8 @@ async fn start(store: Arc<dyn RefreshStore>, policy: DpopPolicy) -> App {
         clock,
         store,
         metrics,
+        refresher,
+        verifier,
     }
 }
 
@@ -496,4 +507,138 @@ async fn a_family_from_before_dpop_was_required_cannot_refresh() {
             .any(|c| c.starts_with(&format!("{COOKIE}=;"))),
         "the dead cookie is cleared: log in again"
     );
+}
+
+#[tokio::test]
+async fn a_login_with_an_invalid_proof_is_refused_not_issued_unbound() {
+    let app = start(Arc::new(MemoryRefreshStore::new()), DpopPolicy::Accepted).await;
+    let owner = key("owner");
+    let resp = client()
+        .post(app.server.url("/auth/login/alice"))
+        .header(
+            "dpop",
+            proof(&app, &owner, "GET", "/auth/login/alice", None),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_proof_refused(&resp, "a proof for another method");
+    assert!(
+        app.store
+            .list_user("alice", app.clock.now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_bearer_policy_binds_no_new_family() {
+    let app = start(Arc::new(MemoryRefreshStore::new()), DpopPolicy::Bearer).await;
+    let first = pair(login(&app, "alice", Some(&key("owner")), false).await).await;
+    assert_eq!(first.body["token_type"], "Bearer");
+    assert!(payload(&first.access).get("cnf").is_none());
+}
+
+#[tokio::test]
+async fn the_device_endpoints_take_a_bound_caller_with_its_proof_only() {
+    let app = start(Arc::new(MemoryRefreshStore::new()), DpopPolicy::Accepted).await;
+    let owner = key("owner");
+    let first = pair(login(&app, "alice", Some(&owner), false).await).await;
+    let sessions = |scheme: &'static str, key: Option<SigningKey>| {
+        let mut req = client()
+            .get(app.server.url("/auth/sessions"))
+            .header("authorization", format!("{scheme} {}", first.access));
+        if let Some(k) = key {
+            req = req.header(
+                "dpop",
+                proof(&app, &k, "GET", "/auth/sessions", Some(&first.access)),
+            );
+        }
+        req.send()
+    };
+    let resp = sessions("DPoP", Some(owner.clone())).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["sessions"].as_array().unwrap().len(), 1);
+    for (scheme, k) in [
+        ("DPoP", Some(key("thief"))),
+        ("DPoP", None),
+        ("Bearer", None),
+    ] {
+        let resp = sessions(scheme, k).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{scheme}");
+    }
+}
+
+#[tokio::test]
+async fn the_refresher_api_without_a_request_binds_with_a_checked_proof_and_refreshes_no_bound_family()
+ {
+    let app = start(Arc::new(MemoryRefreshStore::new()), DpopPolicy::Required).await;
+    let owner = key("owner");
+    // Unbound under "required": refused before anything is stored.
+    let err = app.refresher.login("alice").issue().await.unwrap_err();
+    assert_eq!(err.reason(), "dpop-missing");
+    // A proof the application checked at its own login route binds.
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "dpop",
+        proof(&app, &owner, "POST", "/login", None).parse().unwrap(),
+    );
+    let checked = app
+        .verifier
+        .check(
+            &http::Method::POST,
+            &"/login".parse().unwrap(),
+            &headers,
+            None,
+        )
+        .await
+        .unwrap();
+    let pair = app
+        .refresher
+        .login("alice")
+        .dpop(&checked)
+        .issue()
+        .await
+        .unwrap();
+    assert_eq!(pair.access.jkt.as_deref(), Some(jkt(&owner).as_str()));
+    assert_eq!(pair.access.to_response().token_type, "DPoP");
+    // No request, no proof: a bound family does not refresh here, and
+    // nothing rotates (the token still refreshes over HTTP with the key).
+    let err = app
+        .refresher
+        .refresh(&pair.refresh, portcullis::refresh::DeviceInfo::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "dpop-missing");
+    let resp = post_token(
+        &app,
+        "/auth/refresh",
+        &pair.refresh.to_encoded(),
+        false,
+        Proof::By(&owner),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_bound_family_refreshed_by_an_instance_without_dpop_mints_nothing() {
+    let store: Arc<dyn RefreshStore> = Arc::new(MemoryRefreshStore::new());
+    let with = start(store.clone(), DpopPolicy::Accepted).await;
+    let owner = key("owner");
+    let first = pair(login(&with, "alice", Some(&owner), false).await).await;
+    let without = start_on(store, None).await;
+    let resp = post_token(
+        &without,
+        "/auth/refresh",
+        &first.refresh,
+        false,
+        Proof::By(&owner),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body.get("access_token").is_none(), "{body}");
 }
