@@ -24,7 +24,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `session` | yes | `RedisSessionStore`, a `portcullis_session::SessionStore` |
-//! | `jwt` | no | `RedisRevocationStore`, a `portcullis_jwt::revocation::RevocationStore` whose in-process view Redis pub/sub keeps current |
+//! | `jwt` | no | `RedisRevocationStore`, a `portcullis_jwt::revocation::RevocationStore` whose in-process view Redis pub/sub keeps current; `RedisReplayCache`, the DPoP proof replay cache (`portcullis_jwt::dpop::ReplayCache`) |
 //! | `refresh` | no | `RedisRefreshStore`, a `portcullis_refresh::RefreshStore` (turns on `jwt`: a refresh store shared by instances needs a shared revocation view) |
 //! | `throttle` | no | `RedisThrottleStore`, the login throttle's counters (`portcullis_throttle::ThrottleStore`; see the `throttle` module) |
 //! | `cluster` | no | `RedisConfig::cluster`: Redis Cluster targets |
@@ -458,6 +458,9 @@
 mod backend;
 mod config;
 mod connection;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod dpop;
 #[cfg(any(feature = "session", feature = "refresh"))]
 mod index;
 #[cfg(any(feature = "session", feature = "refresh"))]
@@ -485,6 +488,9 @@ pub use backend::RedisBackend;
 pub use config::{
     DEFAULT_KEY_PREFIX, DEFAULT_RECONNECT_BACKOFF, DEFAULT_TIMEOUT, RedisConfig, RedisConfigError,
 };
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use dpop::RedisReplayCache;
 #[cfg(feature = "refresh")]
 #[cfg_attr(docsrs, doc(cfg(feature = "refresh")))]
 pub use refresh::RedisRefreshStore;

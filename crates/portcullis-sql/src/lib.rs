@@ -43,7 +43,7 @@
 //! | `postgres` | no | [`PgBackend`] and the `Pg*` stores |
 //! | `sqlite` | no | [`SqliteBackend`] and the `Sqlite*` stores (SQLite bundled by sqlx) |
 //! | `session` | yes | the session stores |
-//! | `jwt` | no | the JWT revocation stores |
+//! | `jwt` | no | the JWT revocation stores and the DPoP proof replay caches (the `dpop` module) |
 //! | `refresh` | no | the refresh-family stores (turns on `jwt`) |
 //! | `throttle` | no | the login throttle's counter stores (`PgThrottleStore`, `SqliteThrottleStore`; see the `throttle` module) |
 //! | `testing` | no | what the conformance suites need |
@@ -231,6 +231,9 @@ mod session;
 mod refresh;
 
 #[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod dpop;
+#[cfg(feature = "jwt")]
 mod revocation;
 
 #[cfg(feature = "throttle")]
@@ -273,6 +276,12 @@ pub use refresh::PgRefreshStore;
 pub use refresh::SqliteRefreshStore;
 
 // revocation: the JWT revocation stores.
+#[cfg(all(feature = "jwt", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "jwt", feature = "postgres"))))]
+pub use dpop::PgReplayCache;
+#[cfg(all(feature = "jwt", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "jwt", feature = "sqlite"))))]
+pub use dpop::SqliteReplayCache;
 #[cfg(all(feature = "jwt", any(feature = "postgres", feature = "sqlite")))]
 #[cfg_attr(
     docsrs,

@@ -32,7 +32,7 @@ pub(crate) struct Template {
 }
 
 /// Every migration, in order. Never edit a shipped one: add the next.
-pub(crate) const TEMPLATES: [Template; 5] = [
+pub(crate) const TEMPLATES: [Template; 6] = [
     Template {
         version: 1,
         description: "sessions",
@@ -62,6 +62,12 @@ pub(crate) const TEMPLATES: [Template; 5] = [
         description: "refresh dpop binding",
         postgres: include_str!("schema/postgres/0006_refresh_dpop_binding.sql"),
         sqlite: include_str!("schema/sqlite/0006_refresh_dpop_binding.sql"),
+    },
+    Template {
+        version: 7,
+        description: "dpop replay",
+        postgres: include_str!("schema/postgres/0007_dpop_replay.sql"),
+        sqlite: include_str!("schema/sqlite/0007_dpop_replay.sql"),
     },
 ];
 
