@@ -1,43 +1,76 @@
 //! Interop with panva's `oidc-provider`, a certified OpenID provider run
 //! by Node.js on loopback (tests/src/oidc.rs; `tests/oidc/op.mjs`): the
-//! tokens it issues go through `JwtLayer` in a real axum server on a real
+//! tokens it issues go through the layers in a real axum server on a real
 //! socket.
+//!
+//! - RFC 9068 JWT access tokens through `JwtLayer` on its `jwks_uri`;
+//! - OIDC discovery from the issuer URL alone, and a document naming
+//!   another issuer never used;
+//! - two provider instances as two issuers of one `IssuerSet`;
+//! - RFC 7662 introspection of opaque tokens, `active: false` after a
+//!   revocation at the provider, its errors never cached;
+//! - DPoP-bound tokens (RFC 9449) minted with a proof made in Rust and used
+//!   with a fresh proof; the bearer use, a replayed proof and another key's
+//!   proof refused.
 //!
 //! Needs Node.js >= 20.18 and the package (`npm ci --prefix tests/oidc`;
 //! scripts/test installs it); without them every test fails, saying so.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::Router;
 use axum::routing::get;
+use portcullis::core::ManualClock;
+use portcullis::jwt::dpop::{DpopPolicy, DpopVerifier};
+use portcullis::jwt::introspect::IntrospectionLayer;
+use portcullis::jwt::issuers::{Issuer, IssuerSet};
 use portcullis::jwt::jwks::RemoteJwks;
 use portcullis::jwt::{Claims, JwtLayer};
-use portcullis_tests::oidc::{API, APP_CLIENT, OidcProvider, jwt_parts};
+use portcullis_tests::oidc::{
+    API, APP_CLIENT, DpopKey, OPAQUE_API, OidcProvider, RS_CLIENT, jwt_parts,
+};
 use portcullis_tests::{TestServer, client};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// `/me` answers the verified claims the handler sees.
-fn app(layer: JwtLayer) -> Router {
-    Router::new()
-        .route(
-            "/me",
-            get(|c: Claims| async move {
-                axum::Json(json!({
-                    "sub": c.subject(),
-                    "iss": c.registered().iss,
-                    "read": c.has_scope("read"),
-                }))
-            }),
-        )
-        .layer(layer)
+/// The public origin the DPoP layers answer for (proofs' `htu`): taken
+/// from configuration, never from the request's `Host`.
+const ORIGIN: &str = "https://api.portcullis.test";
+
+/// `/me` answers the verified claims the handler sees (put the layer
+/// under test on top).
+fn routes() -> Router {
+    Router::new().route(
+        "/me",
+        get(|c: Claims| async move {
+            axum::Json(json!({
+                "sub": c.subject(),
+                "client_id": c.registered().client_id,
+                "iss": c.registered().iss,
+                "read": c.has_scope("read"),
+            }))
+        }),
+    )
 }
 
 async fn get_me(server: &TestServer, authorization: &str) -> (StatusCode, Value) {
-    let resp = client()
+    get_me_with(server, authorization, None).await
+}
+
+/// `GET /me` with an `Authorization` value and a `DPoP` proof when given.
+async fn get_me_with(
+    server: &TestServer,
+    authorization: &str,
+    proof: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = client()
         .get(server.url("/me"))
-        .header("authorization", authorization)
-        .send()
-        .await
-        .unwrap();
+        .header("authorization", authorization);
+    if let Some(p) = proof {
+        req = req.header("dpop", p);
+    }
+    let resp = req.send().await.unwrap();
     let status = resp.status();
     let body = resp.json().await.unwrap_or(Value::Null);
     (status, body)
@@ -69,7 +102,7 @@ async fn provider_jwt_access_token_verifies_through_remote_jwks() {
         .audience(API)
         .build()
         .unwrap();
-    let server = TestServer::start(app(layer)).await;
+    let server = TestServer::start(routes().layer(layer)).await;
 
     let (status, body) = get_me(&server, &format!("Bearer {}", token.access_token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -83,7 +116,7 @@ async fn provider_jwt_access_token_verifies_through_remote_jwks() {
         .audience("https://other.portcullis.test/")
         .build()
         .unwrap();
-    let other = TestServer::start(app(other)).await;
+    let other = TestServer::start(routes().layer(other)).await;
     let (status, _) = get_me(&other, &format!("Bearer {}", token.access_token)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
@@ -94,4 +127,177 @@ async fn provider_jwt_access_token_verifies_through_remote_jwks() {
     let forged = String::from_utf8(forged).unwrap();
     let (status, _) = get_me(&server, &format!("Bearer {forged}")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// OIDC discovery against the provider: a layer configured from the
+/// issuer URL alone finds its keys (`/.well-known/openid-configuration`,
+/// then `jwks_uri`) on the first token and verifies it. The same provider
+/// named by another spelling of its URL (`localhost` for `127.0.0.1`) is
+/// another issuer: its document's `issuer` does not match, so the layer
+/// has no keys (503) and accepts none of its tokens.
+#[tokio::test]
+async fn discovery_from_the_issuer_url_alone() {
+    let op = OidcProvider::shared();
+    let token = op.jwt_token(None).await;
+    let layer = JwtLayer::discover(op.issuer())
+        .unwrap()
+        .audience(API)
+        .build()
+        .unwrap();
+    let server = TestServer::start(routes().layer(layer)).await;
+    let (status, body) = get_me(&server, &format!("Bearer {}", token.access_token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["iss"], op.issuer());
+
+    let spelled = op.issuer().replace("127.0.0.1", "localhost");
+    let layer = JwtLayer::discover(spelled)
+        .unwrap()
+        .audience(API)
+        .build()
+        .unwrap();
+    let other = TestServer::start(routes().layer(layer)).await;
+    let (status, _) = get_me(&other, &format!("Bearer {}", token.access_token)).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a document for another issuer is never used: no keys"
+    );
+}
+
+/// Two provider instances are two issuers, each with its own key: one
+/// layer trusting both (an `IssuerSet` of two discovered issuers) accepts
+/// the tokens of each and tells them apart by `iss`; a layer trusting only
+/// the first refuses the second's tokens.
+#[tokio::test]
+async fn two_providers_are_two_issuers() {
+    let (first, second) = (OidcProvider::shared(), OidcProvider::start());
+    assert_ne!(first.issuer(), second.issuer());
+    let set = IssuerSet::new([
+        Issuer::discover(first.issuer()).unwrap().audience(API),
+        Issuer::discover(second.issuer()).unwrap().audience(API),
+    ])
+    .unwrap();
+    let both =
+        TestServer::start(routes().layer(JwtLayer::builder_issuers(set).build().unwrap())).await;
+    let (t1, t2) = (first.jwt_token(None).await, second.jwt_token(None).await);
+    for (op, token) in [(first, &t1), (&second, &t2)] {
+        let (status, body) = get_me(&both, &format!("Bearer {}", token.access_token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["iss"], op.issuer());
+    }
+
+    let only_first =
+        IssuerSet::new([Issuer::discover(first.issuer()).unwrap().audience(API)]).unwrap();
+    let one =
+        TestServer::start(routes().layer(JwtLayer::builder_issuers(only_first).build().unwrap()))
+            .await;
+    let (status, _) = get_me(&one, &format!("Bearer {}", t1.access_token)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = get_me(&one, &format!("Bearer {}", t2.access_token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "an issuer not in the set");
+}
+
+/// RFC 7662 against the provider: an opaque token is introspected (HTTP
+/// Basic as the resource server's client) and its claims reach the
+/// handler; once revoked at the provider, the next introspection (past the
+/// cache bound) answers `active: false` and the layer refuses it. A JWT
+/// access token, which the provider refuses to introspect (400), is a
+/// provider failure: 503, never cached.
+#[tokio::test]
+async fn introspection_of_opaque_tokens() {
+    let op = OidcProvider::shared();
+    let clock = Arc::new(ManualClock::starting_now());
+    let layer = IntrospectionLayer::builder(op.introspection_endpoint())
+        .client_secret_basic(RS_CLIENT.0, RS_CLIENT.1)
+        .issuer(op.issuer())
+        .audience(OPAQUE_API)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let calls = layer.clone();
+    let server = TestServer::start(routes().layer(layer)).await;
+
+    let token = op.opaque_token(None).await;
+    assert_eq!(token.access_token.split('.').count(), 1, "opaque");
+    let bearer = format!("Bearer {}", token.access_token);
+    let (status, body) = get_me(&server, &bearer).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["client_id"], APP_CLIENT.0);
+    assert_eq!(body["iss"], op.issuer());
+    assert_eq!(body["read"], true);
+    let (status, _) = get_me(&server, &bearer).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(calls.endpoint_calls(), 1, "the active answer is cached");
+
+    op.revoke(&token.access_token).await;
+    assert_eq!(op.introspect(&token.access_token).await["active"], false);
+    clock.advance(Duration::from_secs(61));
+    let (status, _) = get_me(&server, &bearer).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "revoked at the provider");
+    assert_eq!(calls.endpoint_calls(), 2);
+
+    let jwt = op.jwt_token(None).await;
+    let bearer = format!("Bearer {}", jwt.access_token);
+    for n in 3..=4 {
+        let (status, _) = get_me(&server, &bearer).await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the provider's 400"
+        );
+        assert_eq!(calls.endpoint_calls(), n, "an error is never cached");
+    }
+}
+
+/// A DPoP-bound access token from the provider (the proof at its token
+/// endpoint made in Rust; `token_type: DPoP`, `cnf.jkt` = the key's RFC
+/// 7638 thumbprint) passes `JwtLayer` with a fresh proof by that key; the
+/// same token as a bearer token, the same proof replayed, and a proof by
+/// another key are refused.
+#[tokio::test]
+async fn dpop_bound_provider_token_and_its_replays() {
+    let op = OidcProvider::shared();
+    let key = DpopKey::generate();
+    let token = op.jwt_token(Some(&key)).await;
+    assert_eq!(token.token_type, "DPoP");
+    let (_, payload) = jwt_parts(&token.access_token);
+    assert_eq!(
+        payload["cnf"]["jkt"],
+        key.jkt(),
+        "the provider's thumbprint is ours"
+    );
+
+    let jwks = RemoteJwks::builder(op.jwks_uri()).build().unwrap();
+    jwks.ready().await;
+    let verifier = DpopVerifier::builder(ORIGIN).build().unwrap();
+    let layer = JwtLayer::builder(jwks)
+        .issuer(op.issuer())
+        .audience(API)
+        .dpop(verifier, DpopPolicy::Accepted)
+        .build()
+        .unwrap();
+    let server = TestServer::start(routes().layer(layer)).await;
+    let htu = format!("{ORIGIN}/me");
+    let dpop = format!("DPoP {}", token.access_token);
+
+    let proof = key.proof("GET", &htu, Some(&token.access_token));
+    let (status, body) = get_me_with(&server, &dpop, Some(&proof)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["sub"], APP_CLIENT.0);
+
+    let (status, _) = get_me(&server, &format!("Bearer {}", token.access_token)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a bound token as a bearer token"
+    );
+    let (status, _) = get_me_with(&server, &dpop, Some(&proof)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a replayed proof");
+    let thief = DpopKey::generate();
+    let stolen = thief.proof("GET", &htu, Some(&token.access_token));
+    let (status, _) = get_me_with(&server, &dpop, Some(&stolen)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a proof by another key");
+    let fresh = key.proof("GET", &htu, Some(&token.access_token));
+    let (status, _) = get_me_with(&server, &dpop, Some(&fresh)).await;
+    assert_eq!(status, StatusCode::OK, "a fresh proof by the key");
 }
