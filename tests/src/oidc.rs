@@ -140,6 +140,9 @@ impl OidcProvider {
     pub fn start_with(options: &ProviderOptions) -> Self {
         let dir = provider_dir();
         require_provider(&dir);
+        // The clients' secrets: never in an event or a span.
+        secret_scan::register(APP_CLIENT.1);
+        secret_scan::register(RS_CLIENT.1);
         let mut last = String::new();
         // A free port may be taken between the check and the listen: try
         // another.

@@ -28,7 +28,7 @@ use portcullis::jwt::issuers::{Issuer, IssuerSet};
 use portcullis::jwt::jwks::RemoteJwks;
 use portcullis::jwt::{Claims, JwtLayer};
 use portcullis_tests::oidc::{
-    API, APP_CLIENT, DpopKey, OPAQUE_API, OidcProvider, RS_CLIENT, jwt_parts,
+    API, APP_CLIENT, DpopKey, OPAQUE_API, OidcProvider, ProviderOptions, RS_CLIENT, jwt_parts,
 };
 use portcullis_tests::{TestServer, client};
 use reqwest::StatusCode;
@@ -202,7 +202,8 @@ async fn two_providers_are_two_issuers() {
 /// handler; once revoked at the provider, the next introspection (past the
 /// cache bound) answers `active: false` and the layer refuses it. A JWT
 /// access token, which the provider refuses to introspect (400), is a
-/// provider failure: 503, never cached.
+/// provider failure: 503, never cached. A DPoP-bound opaque token sent as
+/// a bearer token is refused.
 #[tokio::test]
 async fn introspection_of_opaque_tokens() {
     let op = OidcProvider::shared();
@@ -236,9 +237,25 @@ async fn introspection_of_opaque_tokens() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "revoked at the provider");
     assert_eq!(calls.endpoint_calls(), 2);
 
+    // A DPoP-bound opaque token (the provider says `token_type: DPoP` and
+    // `cnf.jkt`) is not a bearer token.
+    let bound = op.opaque_token(Some(&DpopKey::generate())).await;
+    assert_eq!(bound.token_type, "DPoP");
+    assert_eq!(
+        op.introspect(&bound.access_token).await["token_type"],
+        "DPoP"
+    );
+    let (status, _) = get_me(&server, &format!("Bearer {}", bound.access_token)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a bound token as a bearer token"
+    );
+    assert_eq!(calls.endpoint_calls(), 3);
+
     let jwt = op.jwt_token(None).await;
     let bearer = format!("Bearer {}", jwt.access_token);
-    for n in 3..=4 {
+    for n in 4..=5 {
         let (status, _) = get_me(&server, &bearer).await;
         assert_eq!(
             status,
@@ -300,4 +317,65 @@ async fn dpop_bound_provider_token_and_its_replays() {
     let fresh = key.proof("GET", &htu, Some(&token.access_token));
     let (status, _) = get_me_with(&server, &dpop, Some(&fresh)).await;
     assert_eq!(status, StatusCode::OK, "a fresh proof by the key");
+}
+
+/// DPoP nonces on both sides: the provider's token endpoint demands one
+/// (400 `use_dpop_nonce` with `DPoP-Nonce`; the second proof carries it
+/// and gets a bound token), and a `JwtLayer` with server nonces answers a
+/// proof without one 401 `use_dpop_nonce` with its `DPoP-Nonce`, then
+/// accepts a proof that carries it.
+#[tokio::test]
+async fn dpop_nonces_at_the_provider_and_at_the_layer() {
+    let op = OidcProvider::start_with(&ProviderOptions { dpop_nonce: true });
+    let key = DpopKey::generate();
+    let resp = client()
+        .post(op.token_endpoint())
+        .basic_auth(APP_CLIENT.0, Some(APP_CLIENT.1))
+        .header("dpop", key.proof("POST", &op.token_endpoint(), None))
+        .form(&[("grant_type", "client_credentials"), ("resource", API)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.headers().contains_key("dpop-nonce"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "use_dpop_nonce");
+    let token = op.jwt_token(Some(&key)).await;
+    assert_eq!(token.token_type, "DPoP");
+
+    let jwks = RemoteJwks::builder(op.jwks_uri()).build().unwrap();
+    jwks.ready().await;
+    let verifier = DpopVerifier::builder(ORIGIN)
+        .nonces([9; 32])
+        .build()
+        .unwrap();
+    let layer = JwtLayer::builder(jwks)
+        .issuer(op.issuer())
+        .audience(API)
+        .dpop(verifier, DpopPolicy::Required)
+        .build()
+        .unwrap();
+    let server = TestServer::start(routes().layer(layer)).await;
+    let htu = format!("{ORIGIN}/me");
+    let send = |proof: String| {
+        client()
+            .get(server.url("/me"))
+            .header("authorization", format!("DPoP {}", token.access_token))
+            .header("dpop", proof)
+            .send()
+    };
+    let resp = send(key.proof("GET", &htu, Some(&token.access_token)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.contains("use_dpop_nonce"), "{challenge}");
+    let nonce = resp.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    let mut claims = key.claims("GET", &htu, Some(&token.access_token));
+    claims["nonce"] = json!(nonce);
+    let resp = send(key.sign(&claims)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }
