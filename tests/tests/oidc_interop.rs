@@ -11,7 +11,9 @@
 //!   revocation at the provider, its errors never cached;
 //! - DPoP-bound tokens (RFC 9449) minted with a proof made in Rust and used
 //!   with a fresh proof; the bearer use, a replayed proof and another key's
-//!   proof refused.
+//!   proof refused; DPoP nonces at the provider and at the layer;
+//! - a client led from a 401's `resource_metadata` (RFC 9728) to the
+//!   provider and back with a token for the advertised resource.
 //!
 //! Needs Node.js >= 20.18 and the package (`npm ci --prefix tests/oidc`;
 //! scripts/test installs it); without them every test fails, saying so.
@@ -26,6 +28,7 @@ use portcullis::jwt::dpop::{DpopPolicy, DpopVerifier};
 use portcullis::jwt::introspect::IntrospectionLayer;
 use portcullis::jwt::issuers::{Issuer, IssuerSet};
 use portcullis::jwt::jwks::RemoteJwks;
+use portcullis::jwt::metadata::ProtectedResourceMetadata;
 use portcullis::jwt::{Claims, JwtLayer};
 use portcullis_tests::oidc::{
     API, APP_CLIENT, DpopKey, OPAQUE_API, OidcProvider, ProviderOptions, RS_CLIENT, jwt_parts,
@@ -378,4 +381,84 @@ async fn dpop_nonces_at_the_provider_and_at_the_layer() {
     claims["nonce"] = json!(nonce);
     let resp = send(key.sign(&claims)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// An MCP-style client against the real provider, starting from nothing
+/// but a 401: the challenge's `resource_metadata` (RFC 9728) leads to the
+/// document this API serves, its `authorization_servers` to the provider's
+/// discovery document, its `token_endpoint` to a token for the document's
+/// `resource` (RFC 8707), which the API accepts.
+#[tokio::test]
+async fn a_client_finds_its_way_from_the_challenge() {
+    let op = OidcProvider::shared();
+    let metadata = ProtectedResourceMetadata::builder(API)
+        .authorization_server(op.issuer())
+        .scopes_supported(["read"])
+        .build()
+        .unwrap();
+    let layer = JwtLayer::discover(op.issuer())
+        .unwrap()
+        .audience(API)
+        .resource_metadata(metadata.url())
+        .build()
+        .unwrap();
+    let server = TestServer::start(
+        routes()
+            .layer(layer)
+            .route_service(&metadata.well_known_path(), metadata.service()),
+    )
+    .await;
+
+    let resp = client().get(server.url("/me")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let url = challenge
+        .split("resource_metadata=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no resource_metadata in {challenge}"));
+    assert_eq!(url, metadata.url());
+    // The API's public origin is this test server.
+    let path = url.strip_prefix("https://api.portcullis.test").unwrap();
+    let document: Value = client()
+        .get(server.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(document["resource"], API);
+    let issuer = document["authorization_servers"][0].as_str().unwrap();
+    assert_eq!(issuer, op.issuer());
+
+    let provider: Value = client()
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token: Value = client()
+        .post(provider["token_endpoint"].as_str().unwrap())
+        .basic_auth(APP_CLIENT.0, Some(APP_CLIENT.1))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "read"),
+            ("resource", document["resource"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access_token = token["access_token"].as_str().unwrap();
+    let (status, body) = get_me(&server, &format!("Bearer {access_token}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["sub"], APP_CLIENT.0);
 }
