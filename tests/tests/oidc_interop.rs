@@ -8,7 +8,9 @@
 //!   another issuer never used;
 //! - two provider instances as two issuers of one `IssuerSet`;
 //! - RFC 7662 introspection of opaque tokens, `active: false` after a
-//!   revocation at the provider, its errors never cached;
+//!   revocation at the provider, heard by one layer and refused by every
+//!   layer sharing its revocation view; the provider's errors never
+//!   cached;
 //! - DPoP-bound tokens (RFC 9449) minted with a proof made in Rust and used
 //!   with a fresh proof; the bearer use, a replayed proof and another key's
 //!   proof refused; DPoP nonces at the provider and at the layer;
@@ -29,6 +31,7 @@ use portcullis::jwt::introspect::IntrospectionLayer;
 use portcullis::jwt::issuers::{Issuer, IssuerSet};
 use portcullis::jwt::jwks::RemoteJwks;
 use portcullis::jwt::metadata::ProtectedResourceMetadata;
+use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore as _};
 use portcullis::jwt::{Claims, JwtLayer};
 use portcullis_tests::oidc::{
     API, APP_CLIENT, DpopKey, OPAQUE_API, OidcProvider, ProviderOptions, RS_CLIENT, jwt_parts,
@@ -461,4 +464,58 @@ async fn a_client_finds_its_way_from_the_challenge() {
     let (status, body) = get_me(&server, &format!("Bearer {access_token}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["sub"], APP_CLIENT.0);
+}
+
+/// A token revoked at the provider, seen `active: false` by one
+/// introspection layer once its cached answer ran out, is refused at once
+/// by another layer sharing the revocation view, though that layer still
+/// holds an active answer for it (and without asking the provider).
+#[tokio::test]
+async fn a_revocation_heard_by_one_layer_reaches_the_view() {
+    let op = OidcProvider::shared();
+    let view = MemoryRevocationStore::new().view();
+    let layer = |clock: &Arc<ManualClock>| {
+        IntrospectionLayer::builder(op.introspection_endpoint())
+            .client_secret_basic(RS_CLIENT.0, RS_CLIENT.1)
+            .issuer(op.issuer())
+            .audience(OPAQUE_API)
+            .revocation(view.clone())
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
+    let (clock_a, clock_b) = (
+        Arc::new(ManualClock::starting_now()),
+        Arc::new(ManualClock::starting_now()),
+    );
+    let (a, b) = (layer(&clock_a), layer(&clock_b));
+    let (calls_a, calls_b) = (a.clone(), b.clone());
+    let server_a = TestServer::start(routes().layer(a)).await;
+    let server_b = TestServer::start(routes().layer(b)).await;
+
+    let token = op.opaque_token(None).await;
+    let bearer = format!("Bearer {}", token.access_token);
+    for server in [&server_a, &server_b] {
+        let (status, body) = get_me(server, &bearer).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    op.revoke(&token.access_token).await;
+    let (status, _) = get_me(&server_b, &bearer).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "b's cached answer, before anyone heard"
+    );
+
+    clock_a.advance(Duration::from_secs(61));
+    let (status, _) = get_me(&server_a, &bearer).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a asked again: inactive");
+    assert_eq!(calls_a.endpoint_calls(), 2);
+    let (status, _) = get_me(&server_b, &bearer).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "b refuses it through the view"
+    );
+    assert_eq!(calls_b.endpoint_calls(), 1, "without asking the provider");
 }
