@@ -3,7 +3,8 @@
 //!
 //! - the cache contract, through two caches on two connections to one
 //!   store (two instances): first use, a replay seen by the other instance,
-//!   exactly one first use among racing instances, entries that expire;
+//!   exactly one first use among racing instances, entries that expire
+//!   (Redis, Redis Cluster, PostgreSQL, SQLite);
 //! - a store outage is an error (the layer answers 503), never a pass;
 //! - two `JwtLayer`s on two ports sharing one store: a proof accepted by
 //!   one is refused by the other; with Redis cut off, 503.
@@ -25,7 +26,9 @@ use portcullis_sql::{
 };
 use portcullis_tests::oidc::DpopKey;
 use portcullis_tests::pg_harness::PgServer;
-use portcullis_tests::redis_harness::{CutProxy, RedisServer, free_port, redis_command};
+use portcullis_tests::redis_harness::{
+    CutProxy, RedisCluster, RedisServer, free_port, redis_command,
+};
 use portcullis_tests::{TestServer, client};
 use reqwest::StatusCode;
 
@@ -120,6 +123,33 @@ async fn redis_replay_cache_contract_and_expiry() {
         "an expired key is not kept"
     );
     assert_eq!(a.first_use(&stale, now_secs() - 120).await, Ok(true));
+}
+
+/// The contract on a Redis Cluster (three masters): proofs spread over
+/// the nodes, each check one command on the node of its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_replay_cache_contract() {
+    let cluster = RedisCluster::start();
+    let cache = || {
+        RedisReplayCache::new(
+            RedisConfig::cluster(cluster.urls())
+                .key_prefix("dpop-test")
+                .timeout(TIMEOUT)
+                .build()
+                .unwrap(),
+        )
+    };
+    contract(Arc::new(cache()), Arc::new(cache())).await;
+    let a = cache();
+    let until = now_secs() + 60;
+    for n in 0..30 {
+        assert_eq!(a.first_use(&id(100 + n), until).await, Ok(true));
+    }
+    let sizes = cluster.dbsizes();
+    assert!(
+        sizes.iter().all(|n| *n > 0),
+        "proofs on every node: {sizes:?}"
+    );
 }
 
 /// Redis unreachable (killed): an error, never a first use.
