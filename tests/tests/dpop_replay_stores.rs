@@ -67,6 +67,12 @@ async fn contract(a: Arc<dyn ReplayCache>, b: Arc<dyn ReplayCache>) {
     assert_eq!(b.first_use(&second, until).await, Ok(true), "another proof");
     assert_eq!(a.first_use(&second, until).await, Ok(false));
 
+    // A deadline at the end of time is stored (bounded by the store), not
+    // an error.
+    let far = id(14);
+    assert_eq!(a.first_use(&far, u64::MAX).await, Ok(true));
+    assert_eq!(b.first_use(&far, u64::MAX).await, Ok(false));
+
     // Racing instances: exactly one first use.
     let raced = id(3);
     let tasks: Vec<_> = (0..16)
@@ -278,8 +284,10 @@ async fn sqlite_replay_cache_contract_and_expiry() {
     )
     .await;
 
+    // In a file of its own.
+    let expiry = sqlite_backend(&dir.path().join("expiry.db")).await;
     let clock = Arc::new(ManualClock::new(now_secs() * 1000));
-    let cache = SqliteReplayCache::with_clock(&one, clock.clone() as SharedClock);
+    let cache = SqliteReplayCache::with_clock(&expiry, clock.clone() as SharedClock);
     let until = now_secs() + 10;
     let proof = id(10);
     assert_eq!(cache.first_use(&proof, until).await, Ok(true));
@@ -294,7 +302,7 @@ async fn sqlite_replay_cache_contract_and_expiry() {
     clock.advance(Duration::from_secs(61));
     cache.purge_expired(clock.now()).await.unwrap();
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM portcullis_dpop_replay")
-        .fetch_one(one.pool())
+        .fetch_one(expiry.pool())
         .await
         .unwrap();
     assert_eq!(left, 0, "the purge leaves nothing past its window");
