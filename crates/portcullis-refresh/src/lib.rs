@@ -26,6 +26,15 @@
 //! - [`Refresher::password_changed`] ends every family of the user and
 //!   kills their live access tokens at once, in one call that fails
 //!   (answer 503, retry) rather than half-succeed.
+//! - **Sender-constrained** with [`RefreshConfig::dpop`] (RFC 9449 §5):
+//!   a login carrying a DPoP proof binds its family to the proof's key;
+//!   its access tokens carry `cnf.jkt` (`token_type: DPoP`), and a
+//!   refresh, logout or log-out-everywhere with a token of a bound family
+//!   needs a fresh proof by that key, checked before anything rotates: a
+//!   stolen refresh cookie or body token is useless without the key, and
+//!   its refusal burns nothing (the owner keeps refreshing). Refused
+//!   proofs are refusals of the layer with the proof's reason code
+//!   (`dpop-missing`, `dpop-key-mismatch`, `dpop-replay`, ...).
 //! - At most 20 families (devices) per user by default
 //!   ([`RefreshConfig::max_families_per_user`]): a login beyond the cap
 //!   logs the user's oldest device out, its access tokens included.
