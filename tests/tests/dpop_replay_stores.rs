@@ -428,7 +428,15 @@ impl TwoInstances {
 async fn two_layers_share_a_redis_replay_cache() {
     let redis = RedisServer::start();
     let proxy = CutProxy::start(redis.port()).await;
-    let via_proxy = redis_cache(&proxy.url());
+    // No pause after a failed connection attempt: back as soon as restored.
+    let via_proxy = RedisReplayCache::new(
+        RedisConfig::new(proxy.url())
+            .key_prefix("dpop-test")
+            .timeout(TIMEOUT)
+            .reconnect_backoff(Duration::ZERO)
+            .build()
+            .unwrap(),
+    );
     let direct = redis_cache(&redis.url());
     let apps = TwoInstances::start([Arc::new(via_proxy), Arc::new(direct)]).await;
     apps.replay_refused_across().await;
