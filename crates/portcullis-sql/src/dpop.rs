@@ -50,9 +50,8 @@
 //! # Failures
 //!
 //! Every call is bounded by the backend's timeout; an error or a timeout
-//! is [`ReplayCacheError::Unavailable`](portcullis_jwt::dpop::ReplayCacheError::Unavailable),
-//! and the layer answers 503 (a proof the cache cannot vouch for might be
-//! a replay: never a pass).
+//! is [`ReplayCacheError::Unavailable`], and the layer answers 503 (a proof
+//! the cache cannot vouch for might be a replay: never a pass).
 // Without a database feature there is no cache to use the shared part.
 #![cfg_attr(
     not(any(feature = "postgres", feature = "sqlite")),
