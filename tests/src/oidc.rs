@@ -14,7 +14,8 @@
 //!   introspected with [`RS_CLIENT`]), both DPoP-bound when given a
 //!   [`DpopKey`].
 //! - [`DpopKey`]: an ES256 key pair made here, its RFC 7638 thumbprint,
-//!   and proofs (RFC 9449) signed in Rust.
+//!   and proofs (RFC 9449) signed in Rust; [`OidcProvider::jose_dpop`]: a
+//!   bound token and a proof made by panva's `jose` instead.
 //!
 //! The provider is installed from the lockfile in `tests/oidc/` (`npm ci
 //! --prefix tests/oidc`, done by `scripts/test` when missing); Node.js
@@ -372,6 +373,56 @@ impl OidcProvider {
             .json()
             .await
             .unwrap()
+    }
+}
+
+/// A DPoP-bound token and a resource proof made by panva's `jose` (an
+/// implementation independent of portcullis), from
+/// [`OidcProvider::jose_dpop`].
+#[derive(Debug, Clone)]
+pub struct JoseDpop {
+    /// The bound access token.
+    pub access_token: String,
+    /// `DPoP`.
+    pub token_type: String,
+    /// The client key's RFC 7638 thumbprint, by `jose`.
+    pub jkt: String,
+    /// A proof for the requested method and URL, with `ath` of the token.
+    pub proof: String,
+}
+
+impl OidcProvider {
+    /// Runs `tests/oidc/client.mjs`: `jose` makes a key pair for `alg`
+    /// (`ES256`, or `Ed25519` under its RFC 9864 name), gets a DPoP-bound
+    /// token for [`API`] with a proof of its own, and signs a proof for
+    /// `htm` `htu`.
+    ///
+    /// # Panics
+    ///
+    /// When the script fails.
+    #[must_use]
+    pub fn jose_dpop(&self, alg: &str, htm: &str, htu: &str) -> JoseDpop {
+        let out = Command::new("node")
+            .current_dir(provider_dir())
+            .args(["client.mjs", self.issuer(), API, alg, htm, htu])
+            .output()
+            .unwrap_or_else(|e| panic!("node: {e}; {INSTALL}"));
+        assert!(
+            out.status.success(),
+            "client.mjs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let field = |name: &str| v[name].as_str().unwrap().to_owned();
+        let made = JoseDpop {
+            access_token: field("access_token"),
+            token_type: field("token_type"),
+            jkt: field("jkt"),
+            proof: field("proof"),
+        };
+        secret_scan::register(&made.access_token);
+        secret_scan::register(&made.proof);
+        made
     }
 }
 

@@ -13,7 +13,8 @@
 //!   cached;
 //! - DPoP-bound tokens (RFC 9449) minted with a proof made in Rust and used
 //!   with a fresh proof; the bearer use, a replayed proof and another key's
-//!   proof refused; DPoP nonces at the provider and at the layer;
+//!   proof refused; DPoP nonces at the provider and at the layer; proofs
+//!   made by panva's `jose` (ES256, Ed25519) accepted once;
 //! - a client led from a 401's `resource_metadata` (RFC 9728) to the
 //!   provider and back with a token for the advertised resource.
 //!
@@ -518,4 +519,38 @@ async fn a_revocation_heard_by_one_layer_reaches_the_view() {
         "b refuses it through the view"
     );
     assert_eq!(calls_b.endpoint_calls(), 1, "without asking the provider");
+}
+
+/// Proofs made by panva's `jose`, independent of portcullis, for ES256 and
+/// for Ed25519 under its RFC 9864 algorithm name (the one `jose` and the
+/// provider use): the provider binds the token to the thumbprint `jose`
+/// computed, `JwtLayer` accepts the token with `jose`'s proof once and
+/// refuses the proof replayed.
+#[tokio::test]
+async fn dpop_proofs_made_by_jose() {
+    let op = OidcProvider::shared();
+    let jwks = RemoteJwks::builder(op.jwks_uri()).build().unwrap();
+    jwks.ready().await;
+    let verifier = DpopVerifier::builder(ORIGIN).build().unwrap();
+    let layer = JwtLayer::builder(jwks)
+        .issuer(op.issuer())
+        .audience(API)
+        .dpop(verifier, DpopPolicy::Required)
+        .build()
+        .unwrap();
+    let server = TestServer::start(routes().layer(layer)).await;
+    for alg in ["ES256", "Ed25519"] {
+        let made = op.jose_dpop(alg, "GET", &format!("{ORIGIN}/me"));
+        assert_eq!(made.token_type, "DPoP", "{alg}");
+        let (header, payload) = jwt_parts(&made.proof);
+        assert_eq!(header["alg"], alg);
+        assert!(payload["ath"].is_string());
+        let (_, claims) = jwt_parts(&made.access_token);
+        assert_eq!(claims["cnf"]["jkt"], made.jkt.as_str(), "{alg}");
+        let dpop = format!("DPoP {}", made.access_token);
+        let (status, body) = get_me_with(&server, &dpop, Some(&made.proof)).await;
+        assert_eq!(status, StatusCode::OK, "{alg}: {body}");
+        let (status, _) = get_me_with(&server, &dpop, Some(&made.proof)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{alg}: replayed");
+    }
 }
