@@ -171,7 +171,8 @@ async fn discovery_from_the_issuer_url_alone() {
     );
 }
 
-/// Two provider instances are two issuers, each with its own key: one
+/// Two provider instances are two issuers, each with its own key, both
+/// named `es1` (so only the token's issuer can pick the right one): one
 /// layer trusting both (an `IssuerSet` of two discovered issuers) accepts
 /// the tokens of each and tells them apart by `iss`; a layer trusting only
 /// the first refuses the second's tokens.
@@ -179,6 +180,26 @@ async fn discovery_from_the_issuer_url_alone() {
 async fn two_providers_are_two_issuers() {
     let (first, second) = (OidcProvider::shared(), OidcProvider::start());
     assert_ne!(first.issuer(), second.issuer());
+    let jwks = |op: &OidcProvider| {
+        let url = op.jwks_uri();
+        async move {
+            let v: Value = client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["keys"][0].clone()
+        }
+    };
+    let (k1, k2) = (jwks(first).await, jwks(&second).await);
+    assert_eq!(
+        (k1["kid"].as_str(), k2["kid"].as_str()),
+        (Some("es1"), Some("es1"))
+    );
+    assert_ne!(k1["x"], k2["x"], "two keys");
     let set = IssuerSet::new([
         Issuer::discover(first.issuer()).unwrap().audience(API),
         Issuer::discover(second.issuer()).unwrap().audience(API),
