@@ -488,6 +488,114 @@ mod tests {
     }
 
     #[test]
+    fn dpop_and_metadata_challenge_table() {
+        use JwtErrorKind as K;
+        let algs: Option<Arc<str>> = Some(Arc::from("ES256 EdDSA"));
+        let md = Some("https://rs.example/.well-known/oauth-protected-resource".to_owned());
+        let with = |policy, resource_metadata: Option<String>| Challenges {
+            realm: None,
+            resource_metadata,
+            policy,
+            dpop_algs: if policy == DpopPolicy::Bearer {
+                None
+            } else {
+                algs.clone()
+            },
+        };
+        let proof = |kind| JwtError::from_dpop(&crate::dpop::DpopError::bare(kind));
+        let rm = r#"resource_metadata="https://rs.example/.well-known/oauth-protected-resource""#;
+        // (error, challenges, every WWW-Authenticate value)
+        let cases: Vec<(JwtError, Challenges, Vec<String>)> = vec![
+            (
+                JwtError::new(K::Missing),
+                with(DpopPolicy::Bearer, md.clone()),
+                vec![format!("Bearer {rm}")],
+            ),
+            (
+                JwtError::new(K::Expired),
+                with(DpopPolicy::Bearer, md.clone()),
+                vec![format!(r#"Bearer error="invalid_token", {rm}"#)],
+            ),
+            (
+                JwtError::new(K::Missing),
+                with(DpopPolicy::Accepted, None),
+                vec!["Bearer".into(), r#"DPoP algs="ES256 EdDSA""#.into()],
+            ),
+            (
+                JwtError::new(K::Expired),
+                with(DpopPolicy::Accepted, None),
+                vec![
+                    r#"Bearer error="invalid_token""#.into(),
+                    r#"DPoP algs="ES256 EdDSA""#.into(),
+                ],
+            ),
+            (
+                JwtError::new(K::Expired).via_dpop(true),
+                with(DpopPolicy::Accepted, md.clone()),
+                vec![
+                    format!("Bearer {rm}"),
+                    format!(r#"DPoP algs="ES256 EdDSA", error="invalid_token", {rm}"#),
+                ],
+            ),
+            (
+                proof(crate::dpop::DpopErrorKind::WrongUrl),
+                with(DpopPolicy::Accepted, None),
+                vec![
+                    "Bearer".into(),
+                    r#"DPoP algs="ES256 EdDSA", error="invalid_dpop_proof", error_description="the DPoP proof is for another request""#.into(),
+                ],
+            ),
+            (
+                proof(crate::dpop::DpopErrorKind::NonceRequired),
+                with(DpopPolicy::Required, md.clone()),
+                vec![format!(
+                    r#"DPoP algs="ES256 EdDSA", error="use_dpop_nonce", error_description="a DPoP nonce from the server is required", {rm}"#
+                )],
+            ),
+            (
+                JwtError::new(K::DpopRequired),
+                with(DpopPolicy::Required, None),
+                vec![r#"DPoP algs="ES256 EdDSA", error="invalid_token", error_description="a DPoP-bound access token and proof are required""#.into()],
+            ),
+            (
+                JwtError::insufficient("admin".into()),
+                with(DpopPolicy::Required, md.clone()),
+                vec![format!(
+                    r#"DPoP algs="ES256 EdDSA", error="insufficient_scope", scope="admin", {rm}"#
+                )],
+            ),
+            (
+                JwtError::new(K::DpopBoundAsBearer),
+                with(DpopPolicy::Bearer, None),
+                vec![r#"Bearer error="invalid_token""#.into()],
+            ),
+        ];
+        for (i, (e, c, want)) in cases.into_iter().enumerate() {
+            let r: http::Response<portcullis_core::ResponseBody<String>> = e
+                .rejection_with(&c, std::time::Duration::from_secs(1))
+                .into_response(&portcullis_core::ProblemJson, false);
+            let got: Vec<&str> = r
+                .headers()
+                .get_all(WWW_AUTHENTICATE)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(got, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn replay_store_down_is_503_without_a_challenge() {
+        let e = JwtError::from_dpop(&crate::dpop::DpopError::bare(
+            crate::dpop::DpopErrorKind::ReplayUnavailable,
+        ));
+        let r = e.rejection(None, std::time::Duration::from_secs(2));
+        assert_eq!(r.status(), 503);
+        assert_eq!(e.reason(), "dpop-replay-unavailable");
+        assert!(r.challenge().is_none());
+    }
+
+    #[test]
     fn a_missing_token_challenge_has_no_trailing_space() {
         let r: http::Response<portcullis_core::ResponseBody<String>> =
             JwtError::new(JwtErrorKind::Missing)
