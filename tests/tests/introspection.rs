@@ -15,13 +15,15 @@ use axum::http::{HeaderMap, StatusCode as AxumStatus, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use portcullis::core::events::{AuthEventKind, Events};
-use portcullis::core::{Clock, ManualClock};
+use portcullis::core::{Clock, ManualClock, SharedClock};
 use portcullis::jwt::introspect::{
     IntrospectionConfigError, IntrospectionLayer, IntrospectionLayerBuilder,
 };
-use portcullis::jwt::revocation::RevocationView;
+use portcullis::jwt::revocation::{RevocationStore as _, RevocationView};
 use portcullis::jwt::{Claims, RequireClaimsLayer, SigningKey};
+use portcullis_redis::{RedisConfig, RedisRevocationStore};
 use portcullis_tests::jwt_app::{issuer_builder, layer_builder};
+use portcullis_tests::redis_harness::RedisServer;
 use portcullis_tests::{TestServer, client, secret_scan};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -553,6 +555,69 @@ async fn inactive_after_active_feeds_the_shared_revocation_view() {
     );
     assert_eq!(rig.provider.calls(), 6);
     assert_eq!(view.len().0, 2);
+}
+
+/// Waits (1 s at most) until `server` answers `want` for `token`.
+async fn eventually(server: &TestServer, token: &str, want: StatusCode) {
+    let start = Instant::now();
+    while status(server, token).await != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "never {want} for {token}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn inactive_after_active_reaches_other_instances_through_the_store() {
+    let redis = RedisServer::start();
+    let rig = Rig::start().await;
+    let clock: SharedClock = rig.clock.clone();
+    let store = || async {
+        let s = RedisRevocationStore::builder(RedisConfig::new(redis.url()).build().unwrap())
+            .clock(clock.clone())
+            .start()
+            .unwrap();
+        assert!(
+            s.wait_synced(Duration::from_secs(5)).await,
+            "first snapshot"
+        );
+        s
+    };
+    let (store_a, store_b) = (store().await, store().await);
+    rig.provider
+        .say("opaque-k", active(json!({"sub": "kim", "jti": "j-kim"})));
+    rig.provider.say("opaque-l", active(json!({"sub": "lou"})));
+    // Two instances, each with its own store and view on one Redis.
+    let a = rig
+        .builder()
+        .cache_bound(Duration::from_secs(10))
+        .revocation_store(store_a)
+        .build()
+        .unwrap();
+    let b = rig
+        .builder()
+        .cache_bound(Duration::from_secs(600))
+        .revocation(store_b.view())
+        .build()
+        .unwrap();
+    let (a, b) = (
+        serve(a, Arc::default()).await,
+        serve(b, Arc::default()).await,
+    );
+    for token in ["opaque-k", "opaque-l"] {
+        assert_eq!(status(&a, token).await, StatusCode::OK);
+        assert_eq!(status(&b, token).await, StatusCode::OK);
+        rig.provider.say(token, Says::Inactive);
+    }
+    rig.clock.advance(Duration::from_secs(11));
+    for token in ["opaque-k", "opaque-l"] {
+        assert_eq!(status(&a, token).await, StatusCode::UNAUTHORIZED);
+        // `b` still holds an active answer; the store tells its view.
+        eventually(&b, token, StatusCode::UNAUTHORIZED).await;
+    }
+    assert_eq!(rig.provider.calls(), 6, "b never asked again");
 }
 
 #[tokio::test]

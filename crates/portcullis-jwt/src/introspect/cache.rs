@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::client::{ActiveAnswer, Answer, Client};
 use super::{IntrospectionError, IntrospectionErrorKind};
 use crate::claims::{Claims, NoCustomClaims, RegisteredClaims};
-use crate::revocation::{RevocationEvent, RevocationView};
+use crate::revocation::{RevocationEvent, RevocationStore, RevocationView};
 
 /// The cache key of a token: its SHA-256.
 type Key = [u8; 32];
@@ -161,6 +161,7 @@ pub(crate) struct Introspector {
     issuer: Option<String>,
     audiences: Vec<String>,
     revocation: Option<RevocationView>,
+    store: Option<Arc<dyn RevocationStore>>,
     calls: AtomicU64,
 }
 
@@ -181,6 +182,7 @@ pub(crate) struct Settings {
     pub(crate) issuer: Option<String>,
     pub(crate) audiences: Vec<String>,
     pub(crate) revocation: Option<RevocationView>,
+    pub(crate) store: Option<Arc<dyn RevocationStore>>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -200,6 +202,7 @@ impl Introspector {
             issuer: s.issuer,
             audiences: s.audiences,
             revocation: s.revocation,
+            store: s.store,
             calls: AtomicU64::new(0),
         }
     }
@@ -278,7 +281,7 @@ impl Introspector {
             }
             Ok(Answer::Inactive) => {
                 if let Some(was) = seen_active {
-                    self.revoke(&was, now);
+                    self.revoke(&was, now).await;
                 }
                 let until = now.saturating_add(self.inactive_bound_ms);
                 (Fetched::Done(Outcome::Inactive), Some(until))
@@ -315,8 +318,9 @@ impl Introspector {
 
     /// Denies a token seen active that the endpoint now calls inactive:
     /// under its `jti`, or its hash key without one, until its `exp` (a
-    /// day from now without one).
-    fn revoke(&self, was: &IntrospectedToken, now_ms: i64) {
+    /// day from now without one); in the view at once, then in the store
+    /// when there is one (which tells every instance's view).
+    async fn revoke(&self, was: &IntrospectedToken, now_ms: i64) {
         let Some(view) = &self.revocation else {
             return;
         };
@@ -329,7 +333,19 @@ impl Introspector {
             .clone()
             .or_else(|| was.by_hash.jti.clone())
             .unwrap_or_default();
-        view.apply(&RevocationEvent::Token { jti, expires_at });
+        view.apply(&RevocationEvent::Token {
+            jti: jti.clone(),
+            expires_at,
+        });
+        if let Some(store) = &self.store {
+            if let Err(_e) = store.revoke_token(&jti, expires_at).await {
+                portcullis_core::event!(
+                    warn,
+                    error = %_e,
+                    "an inactive token could not be written to the revocation store; only this instance refuses it"
+                );
+            }
+        }
     }
 
     /// The checks every request makes on an answer, cached or fresh: the

@@ -14,7 +14,7 @@ use super::cache::{Introspector, MAX_CACHE_BOUND_SECS, Settings};
 use super::client::{Client, basic_authorization};
 use super::service::{Config, Introspect};
 use crate::jwks::url_allowed;
-use crate::revocation::RevocationView;
+use crate::revocation::{RevocationStore, RevocationView};
 use crate::transport::Transport;
 
 /// A client secret: never printed.
@@ -42,6 +42,7 @@ pub struct IntrospectionLayerBuilder {
     max_token_len: usize,
     leeway: Duration,
     revocation: Option<RevocationView>,
+    store: Option<Arc<dyn RevocationStore>>,
     events: Events,
     transport: Transport,
     realm: Option<String>,
@@ -151,6 +152,20 @@ impl IntrospectionLayerBuilder {
     /// inactive (see the module docs).
     pub fn revocation(mut self, view: RevocationView) -> Self {
         self.revocation = Some(view);
+        self.store = None;
+        self
+    }
+
+    /// As [`revocation`](Self::revocation) with `store`'s view, and a token
+    /// seen active that the endpoint now calls inactive is also written to
+    /// `store` ([`RevocationStore::revoke_token`]), so that the views of
+    /// every instance sharing the store (Redis, SQL) refuse it, not only
+    /// this process's. The write happens in the call to the endpoint that
+    /// heard "inactive"; a failed write is logged, and the local view
+    /// refuses the token all the same.
+    pub fn revocation_store(mut self, store: impl RevocationStore) -> Self {
+        self.revocation = Some(store.view());
+        self.store = Some(Arc::new(store));
         self
     }
 
@@ -223,6 +238,7 @@ impl IntrospectionLayerBuilder {
             issuer: self.issuer,
             audiences: self.audiences,
             revocation: self.revocation,
+            store: self.store,
         });
         Ok(IntrospectionLayer {
             config: Arc::new(Config {
@@ -294,6 +310,7 @@ impl IntrospectionLayer {
             max_token_len: crate::DEFAULT_MAX_TOKEN_LEN,
             leeway: crate::DEFAULT_LEEWAY,
             revocation: None,
+            store: None,
             events: Events::default(),
             transport: Transport::Bearer,
             realm: None,

@@ -31,7 +31,11 @@
 //!   included: under its `jti` when the answer had one (a
 //!   [`JwtLayer`](crate::JwtLayer) refuses a JWT with that `jti` too),
 //!   otherwise under [`revocation_key`] of the token. The entry lasts until
-//!   the token's `exp` (one day when the answer had none). An inactive
+//!   the token's `exp` (one day when the answer had none). Given a
+//!   [`RevocationStore`](crate::revocation::RevocationStore) instead
+//!   ([`revocation_store`](IntrospectionLayerBuilder::revocation_store)),
+//!   the layer also writes the entry to the store, which tells every
+//!   instance's view. An inactive
 //!   answer for a token never seen active adds nothing (a flood of random
 //!   tokens cannot fill the view).
 //! - An inactive token is a 401 `invalid_token`; so is an answer whose
