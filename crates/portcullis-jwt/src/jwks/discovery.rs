@@ -563,11 +563,10 @@ impl Discovery {
             let Some(found) = inner.state.load_full() else {
                 return;
             };
-            if found.keys.current().is_none() {
-                if let KeyLookup::Refresh(first_fetch) = found.keys.lookup(None) {
-                    first_fetch.await;
-                }
-            }
+            // The key source's background task may have started that
+            // fetch already (a lookup would then answer unavailable):
+            // join it rather than ask.
+            found.keys.first_attempt().await;
         })
     }
 }

@@ -451,6 +451,15 @@ impl RemoteJwks {
             let _ = inner.refresh(seen).await;
         })
     }
+
+    /// Completes once the first fetch attempt has ended (at once if one
+    /// has): joins the one under way (the background's first fetch, which
+    /// a lookup would answer as unavailable while it runs), or makes it.
+    pub(crate) async fn first_attempt(&self) {
+        if self.inner.generation.load(Ordering::Acquire) == 0 {
+            let _ = self.inner.refresh(0).await;
+        }
+    }
 }
 
 impl KeySource for RemoteJwks {
@@ -482,5 +491,71 @@ impl KeySource for RemoteJwks {
 
     fn may_refresh(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JWKS endpoint that holds every fetch until the gate opens.
+    struct Gated {
+        gate: Arc<tokio::sync::Semaphore>,
+        started: Arc<AtomicU64>,
+        body: Bytes,
+    }
+
+    #[async_trait]
+    impl JwksFetcher for Gated {
+        async fn fetch(&self, _url: &str) -> Result<FetchedJwks, JwksError> {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            let _permit = self.gate.acquire().await;
+            Ok(FetchedJwks {
+                body: self.body.clone(),
+                max_age: None,
+            })
+        }
+    }
+
+    fn jwks() -> Bytes {
+        let key = crate::SigningKey::generate("k", Algorithm::ES256).unwrap();
+        let issuer = crate::JwtIssuer::builder(key)
+            .issuer("https://id.example.com")
+            .audience("api")
+            .build()
+            .unwrap();
+        Bytes::from(issuer.jwks_json())
+    }
+
+    /// While the background's first fetch runs, a lookup answers
+    /// unavailable; `first_attempt` waits for that fetch instead, so the
+    /// first token after discovery finds the keys.
+    #[tokio::test]
+    async fn first_attempt_joins_the_background_fetch() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let started = Arc::new(AtomicU64::new(0));
+        let jwks = RemoteJwks::builder("https://id.example.com/jwks")
+            .fetcher(Gated {
+                gate: Arc::clone(&gate),
+                started: Arc::clone(&started),
+                body: jwks(),
+            })
+            .build()
+            .unwrap();
+        // The background task starts its fetch and waits at the gate.
+        while started.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(jwks.lookup(Some("k")), KeyLookup::Unavailable));
+        let waiting = {
+            let jwks = jwks.clone();
+            tokio::spawn(async move { jwks.first_attempt().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        gate.add_permits(8);
+        waiting.await.unwrap();
+        assert!(matches!(jwks.lookup(Some("k")), KeyLookup::Found(_)));
+        assert_eq!(started.load(Ordering::SeqCst), 1, "one fetch, shared");
     }
 }
