@@ -920,3 +920,140 @@ async fn a_spent_proof_stays_spent() {
     assert_eq!(rs.dpop("GET", "/me", &token, &fresh).await.status(), 200);
     assert_eq!(rs.hits(), 2);
 }
+
+/// How the lying provider below answers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Lie {
+    /// The discovery document is a redirect to a good document elsewhere.
+    RedirectedDocument,
+    /// The discovery document is 1 MiB.
+    HugeDocument,
+    /// The document is good; its `jwks_uri` redirects to good keys.
+    RedirectedKeys,
+}
+
+/// A provider on loopback that serves good documents and keys only at
+/// paths the layer must never fetch, and counts how often they are hit.
+#[derive(Clone)]
+struct LyingProvider {
+    lie: Arc<std::sync::Mutex<Lie>>,
+    jwks: Arc<std::sync::Mutex<String>>,
+    /// Hits on `/elsewhere` and `/keys-elsewhere`, the redirects' targets.
+    followed: Arc<AtomicUsize>,
+}
+
+impl LyingProvider {
+    async fn start() -> (Self, TestServer) {
+        use axum::response::{IntoResponse, Redirect};
+        let this = Self {
+            lie: Arc::new(std::sync::Mutex::new(Lie::RedirectedDocument)),
+            jwks: Arc::default(),
+            followed: Arc::default(),
+        };
+        let json = || [(http::header::CONTENT_TYPE, "application/json")];
+        let doc = |host: &str| json!({"issuer": format!("http://{host}"), "jwks_uri": format!("http://{host}/jwks.json")});
+        let (p1, p2, p3, p4) = (this.clone(), this.clone(), this.clone(), this.clone());
+        let app = Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move |headers: http::HeaderMap| {
+                    let lie = *p1.lie.lock().unwrap();
+                    let host = headers["host"].to_str().unwrap().to_owned();
+                    async move {
+                        match lie {
+                            Lie::RedirectedDocument => {
+                                Redirect::temporary("/elsewhere").into_response()
+                            }
+                            Lie::HugeDocument => {
+                                let mut d = doc(&host);
+                                d["padding"] = json!("x".repeat(1 << 20));
+                                (json(), d.to_string()).into_response()
+                            }
+                            Lie::RedirectedKeys => (json(), doc(&host).to_string()).into_response(),
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/elsewhere",
+                get(move |headers: http::HeaderMap| {
+                    p2.followed.fetch_add(1, Ordering::SeqCst);
+                    let host = headers["host"].to_str().unwrap().to_owned();
+                    async move { (json(), doc(&host).to_string()) }
+                }),
+            )
+            .route(
+                "/jwks.json",
+                get(move || {
+                    let lie = *p3.lie.lock().unwrap();
+                    let jwks = p3.jwks.lock().unwrap().clone();
+                    async move {
+                        if lie == Lie::RedirectedKeys {
+                            Redirect::temporary("/keys-elsewhere").into_response()
+                        } else {
+                            (json(), jwks).into_response()
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/keys-elsewhere",
+                get(move || {
+                    p4.followed.fetch_add(1, Ordering::SeqCst);
+                    let jwks = p4.jwks.lock().unwrap().clone();
+                    async move { (json(), jwks) }
+                }),
+            );
+        let server = TestServer::start(app).await;
+        (this, server)
+    }
+}
+
+/// OpenID discovery against a provider that lies in transport: a
+/// discovery document or a JWKS answered as a redirect (to good content)
+/// is not followed, and a 1 MiB document is not read: each is a 503 for
+/// the token (keys unavailable), never a pass, and nothing at the
+/// redirects' targets is fetched.
+#[tokio::test]
+async fn discovery_follows_no_redirect_and_reads_no_huge_document() {
+    use portcullis::jwt::jwks::Discovery;
+    let (provider, server) = LyingProvider::start().await;
+    let iss = format!("http://{}", server.addr);
+    let clock = Arc::new(ManualClock::starting_now());
+    let minting = JwtIssuer::builder(SigningKey::generate("k1", Algorithm::ES256).unwrap())
+        .issuer(iss.clone())
+        .audience("api")
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    *provider.jwks.lock().unwrap() = minting.jwks_json();
+    let token = minting.token("alice").mint().unwrap().token;
+    secret_scan::register(&token);
+    for lie in [
+        Lie::RedirectedDocument,
+        Lie::HugeDocument,
+        Lie::RedirectedKeys,
+    ] {
+        *provider.lie.lock().unwrap() = lie;
+        let discovery = Discovery::builder(iss.clone())
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let layer = JwtLayer::builder_discovery(discovery)
+            .audience("api")
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let rs = TestServer::start(me_route(&hits).layer(layer)).await;
+        let r = client()
+            .get(rs.url("/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{lie:?}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "{lie:?}");
+    }
+    assert_eq!(provider.followed.load(Ordering::SeqCst), 0);
+}
