@@ -5,8 +5,9 @@
 //! test, over reqwest): as a bearer token, as a DPoP token with a proof by
 //! another key, with no proof, and the refresh cookie without the key or
 //! with another key. Every replay is refused, while the page keeps working:
-//! it calls the API, survives a reload (the key pair kept in IndexedDB), and
-//! refreshes with the very refresh token the thief tried.
+//! it calls the API, survives a reload (the key pair kept in IndexedDB),
+//! refreshes with the very refresh token the thief tried, changes the
+//! password (the new family bound to the same key) and logs out.
 //!
 //! Screenshots of every step: `target/test-output/browser-hybrid-dpop/`.
 
@@ -199,7 +200,27 @@ async fn scenario(dir: &std::path::Path) {
     );
     screenshot(&driver, dir, "02-page-still-works.png").await;
 
-    // 5. Log out through the page (with a proof by its key).
+    // 5. Change the password through the page: the new family is bound to
+    //    the key of that request's proof, and survives a reload.
+    type_into(
+        &driver,
+        By::Id("new-password"),
+        "quietly violet lantern 7 orchards",
+    )
+    .await;
+    click(&driver, By::Css("#change-password button[type=submit]")).await;
+    wait_for_text(
+        &driver,
+        "status",
+        "Password changed; your other devices are logged out.",
+    )
+    .await;
+    assert_eq!(page_value(&driver, "tokenType").await, "DPoP");
+    driver.refresh().await.unwrap();
+    wait_for_text(&driver, "status", "Session restored by a silent refresh.").await;
+    assert!(who_am_i(&driver).await.contains("\"user\": \"alice\""));
+
+    // 6. Log out through the page (with a proof by its key).
     click(&driver, By::Id("logout")).await;
     wait_for_text(&driver, "status", "Logged out.").await;
     assert!(refresh_cookie(&driver).await.is_none(), "logout cleared it");
