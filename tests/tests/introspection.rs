@@ -168,11 +168,16 @@ impl Rig {
     }
 
     /// A builder for this provider's endpoint, with the right client
-    /// credentials and the shared clock.
-    fn builder(&self) -> IntrospectionLayerBuilder {
+    /// credentials and the shared clock, and no audience yet.
+    fn bare(&self) -> IntrospectionLayerBuilder {
         IntrospectionLayer::builder(self.server.url("/token/introspection"))
             .client_secret_basic(CLIENT_ID, SECRET)
             .clock(self.clock.clone())
+    }
+
+    /// [`Rig::bare`] for the audience the provider's answers name.
+    fn builder(&self) -> IntrospectionLayerBuilder {
+        self.bare().audience(RESOURCE)
     }
 }
 
@@ -249,7 +254,7 @@ async fn an_active_token_passes_with_its_claims_and_route_guards_work_behind_it(
             .issuer("https://other.example")
             .build()
             .unwrap(),
-        rig.builder()
+        rig.bare()
             .audience("https://other.example/api")
             .build()
             .unwrap(),
@@ -427,6 +432,7 @@ async fn an_endpoint_that_never_answers_is_a_503_within_the_timeout() {
     let clock = Arc::new(ManualClock::starting_now());
     let layer = IntrospectionLayer::builder(format!("http://{addr}/introspect"))
         .client_secret_basic(CLIENT_ID, SECRET)
+        .audience(RESOURCE)
         .clock(clock)
         .timeout(Duration::from_millis(300))
         .build()
@@ -482,6 +488,37 @@ async fn concurrent_requests_with_one_token_make_one_call() {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
     assert_eq!(rig.provider.calls(), 1);
+}
+
+#[tokio::test]
+async fn calls_open_at_once_are_bounded() {
+    let rig = Rig::start().await;
+    for t in ["opaque-n0", "opaque-n1", "opaque-n2"] {
+        rig.provider.say(t, active(json!({"sub": "nina"})));
+    }
+    let layer = rig.builder().max_concurrent_calls(2).build().unwrap();
+    let server = Arc::new(serve(layer, Arc::default()).await);
+    rig.provider.gate.send_replace(false);
+    let held: Vec<_> = ["opaque-n0", "opaque-n1"]
+        .into_iter()
+        .map(|t| {
+            let server = server.clone();
+            tokio::spawn(async move { status(&server, t).await })
+        })
+        .collect();
+    while rig.provider.calls() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Two calls hang at the endpoint: a third token is refused at once.
+    let third = tokio::time::timeout(Duration::from_secs(5), status(&server, "opaque-n2")).await;
+    assert_eq!(third.ok(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    rig.provider.gate.send_replace(true);
+    for h in held {
+        assert_eq!(h.await.unwrap(), StatusCode::OK);
+    }
+    // The calls ended: the third token is asked about now.
+    assert_eq!(status(&server, "opaque-n2").await, StatusCode::OK);
+    assert_eq!(rig.provider.calls(), 3);
 }
 
 #[tokio::test]
@@ -627,6 +664,7 @@ async fn a_wrong_client_secret_is_a_503_not_an_inactive_token() {
     secret_scan::register("not-the-secret-0123456789");
     let layer = IntrospectionLayer::builder(rig.server.url("/token/introspection"))
         .client_secret_basic(CLIENT_ID, "not-the-secret-0123456789")
+        .audience(RESOURCE)
         .clock(rig.clock.clone())
         .build()
         .unwrap();
@@ -645,7 +683,7 @@ async fn a_wrong_client_secret_is_a_503_not_an_inactive_token() {
 }
 
 #[tokio::test]
-async fn a_dpop_bound_opaque_token_is_refused_as_a_bearer_token() {
+async fn a_sender_constrained_opaque_token_is_refused_as_a_bearer_token() {
     let rig = Rig::start().await;
     rig.provider.say(
         "opaque-dpop",
@@ -658,12 +696,26 @@ async fn a_dpop_bound_opaque_token_is_refused_as_a_bearer_token() {
         ),
     );
     rig.provider.say(
+        "opaque-x5t",
+        active(json!({"sub": "judy", "cnf": {"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}})),
+    );
+    rig.provider.say(
+        "opaque-jwk",
+        active(json!({"sub": "judy", "cnf": {"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}})),
+    );
+    rig.provider.say(
         "opaque-refresh",
         active(json!({"sub": "judy", "token_type": "refresh_token"})),
     );
     let layer = rig.builder().build().unwrap();
     let server = serve(layer, Arc::default()).await;
-    for token in ["opaque-dpop", "opaque-jkt", "opaque-refresh"] {
+    for token in [
+        "opaque-dpop",
+        "opaque-jkt",
+        "opaque-x5t",
+        "opaque-jwk",
+        "opaque-refresh",
+    ] {
         assert_eq!(
             status(&server, token).await,
             StatusCode::UNAUTHORIZED,
@@ -675,7 +727,8 @@ async fn a_dpop_bound_opaque_token_is_refused_as_a_bearer_token() {
 #[test]
 fn the_client_secret_is_never_in_debug_output() {
     let builder = IntrospectionLayer::builder("https://as.example/introspect")
-        .client_secret_basic(CLIENT_ID, SECRET);
+        .client_secret_basic(CLIENT_ID, SECRET)
+        .audience(RESOURCE);
     let text = format!("{builder:?}");
     assert!(
         !text.contains(SECRET) && text.contains("REDACTED"),
@@ -692,25 +745,45 @@ fn the_client_secret_is_never_in_debug_output() {
 
 #[test]
 fn unsafe_configurations_are_refused_when_built() {
-    let err = |b: IntrospectionLayerBuilder| b.build().unwrap_err();
-    assert_eq!(
-        err(IntrospectionLayer::builder("http://as.example/introspect")
-            .client_secret_basic(CLIENT_ID, SECRET)),
-        IntrospectionConfigError::InsecureUrl
-    );
-    assert_eq!(
-        err(IntrospectionLayer::builder("https://as.example/introspect")),
-        IntrospectionConfigError::NoClientAuthentication
-    );
-    assert_eq!(
-        err(IntrospectionLayer::builder("https://as.example/introspect")
-            .client_secret_basic(CLIENT_ID, "")),
-        IntrospectionConfigError::BadClientCredentials
-    );
-    assert_eq!(
-        err(IntrospectionLayer::builder("https://as.example/introspect")
+    let https = || IntrospectionLayer::builder("https://as.example/introspect");
+    let cases = [
+        (
+            IntrospectionLayer::builder("http://as.example/introspect")
+                .client_secret_basic(CLIENT_ID, SECRET)
+                .audience(RESOURCE),
+            IntrospectionConfigError::InsecureUrl,
+        ),
+        (
+            https().client_secret_basic(CLIENT_ID, SECRET),
+            IntrospectionConfigError::AudienceNotConfigured,
+        ),
+        (
+            https().audience(RESOURCE),
+            IntrospectionConfigError::NoClientAuthentication,
+        ),
+        (
+            https()
+                .audience(RESOURCE)
+                .client_secret_basic(CLIENT_ID, ""),
+            IntrospectionConfigError::BadClientCredentials,
+        ),
+        (
+            https()
+                .audience(RESOURCE)
+                .client_secret_basic(CLIENT_ID, SECRET)
+                .timeout(Duration::ZERO),
+            IntrospectionConfigError::ZeroLimit,
+        ),
+    ];
+    for (builder, want) in cases {
+        assert_eq!(builder.build().unwrap_err(), want);
+    }
+    // The weaker choice, spelled out.
+    assert!(
+        https()
             .client_secret_basic(CLIENT_ID, SECRET)
-            .timeout(Duration::ZERO)),
-        IntrospectionConfigError::ZeroLimit
+            .allow_any_audience()
+            .build()
+            .is_ok()
     );
 }

@@ -60,6 +60,7 @@ pub struct IntrospectedToken {
     claims: Claims<NoCustomClaims>,
     token_type: Option<String>,
     cnf_jkt: Option<String>,
+    confirmed: bool,
     /// `jti` = the token's [`revocation_key`], checked against the view
     /// beside the claims.
     by_hash: RegisteredClaims,
@@ -75,6 +76,7 @@ impl IntrospectedToken {
             claims: Claims::new(answer.registered, NoCustomClaims {}),
             token_type: answer.token_type,
             cnf_jkt: answer.cnf_jkt,
+            confirmed: answer.confirmed,
             by_hash,
         }
     }
@@ -100,11 +102,13 @@ impl IntrospectedToken {
         self.cnf_jkt.as_deref()
     }
 
-    /// Whether the token is bound to a key: `cnf.jkt`, or `token_type`
-    /// `DPoP`.
+    /// Whether the token is sender-constrained: a `cnf` member of any
+    /// confirmation method (`jkt` of DPoP, `x5t#S256` of a client
+    /// certificate, `jwk`, ...), or `token_type` `DPoP`. Such a token is
+    /// never accepted as a bearer token.
     #[must_use]
-    pub fn is_dpop_bound(&self) -> bool {
-        self.cnf_jkt.is_some()
+    pub fn is_sender_constrained(&self) -> bool {
+        self.confirmed
             || self
                 .token_type
                 .as_deref()
@@ -155,6 +159,7 @@ pub(crate) struct Introspector {
     state: Mutex<State>,
     clock: SharedClock,
     capacity: usize,
+    max_calls: usize,
     active_bound_ms: i64,
     inactive_bound_ms: i64,
     leeway_secs: i64,
@@ -176,6 +181,7 @@ pub(crate) struct Settings {
     pub(crate) client: Client,
     pub(crate) clock: SharedClock,
     pub(crate) capacity: usize,
+    pub(crate) max_calls: usize,
     pub(crate) active_bound: std::time::Duration,
     pub(crate) inactive_bound: std::time::Duration,
     pub(crate) leeway: std::time::Duration,
@@ -196,6 +202,7 @@ impl Introspector {
             state: Mutex::new(State::default()),
             clock: s.clock,
             capacity: s.capacity,
+            max_calls: s.max_calls,
             active_bound_ms: ms(s.active_bound),
             inactive_bound_ms: ms(s.inactive_bound),
             leeway_secs: i64::try_from(s.leeway.as_secs()).unwrap_or(i64::MAX),
@@ -225,7 +232,8 @@ impl Introspector {
     }
 
     /// The cached answer for `token`, or the call that will give it: one
-    /// per token at a time, however many requests wait for it. The call
+    /// per token at a time, however many requests wait for it, and at most
+    /// `max_calls` at once (then a 503 at once). The call
     /// runs on a task of its own, so a request that goes away does not
     /// cancel it for the others.
     pub(crate) fn lookup(self: &Arc<Self>, token: &str) -> Result<Lookup, IntrospectionError> {
@@ -242,6 +250,10 @@ impl Introspector {
         };
         if let Some(rx) = state.in_flight.get(&key) {
             return Ok(Lookup::Wait(rx.clone()));
+        }
+        if state.in_flight.len() >= self.max_calls {
+            // A flood of tokens never seen: no more calls open at once.
+            return Err(IntrospectionError::provider("provider-busy"));
         }
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| IntrospectionError::provider("provider-gone"))?;
@@ -373,8 +385,8 @@ impl Introspector {
         {
             return refuse(K::NotYetValid);
         }
-        if token.is_dpop_bound() {
-            return refuse(K::DpopBound);
+        if token.is_sender_constrained() {
+            return refuse(K::SenderConstrained);
         }
         if token
             .token_type

@@ -34,6 +34,8 @@ pub(crate) struct ActiveAnswer {
     pub(crate) registered: RegisteredClaims,
     pub(crate) token_type: Option<String>,
     pub(crate) cnf_jkt: Option<String>,
+    /// Whether the answer had a `cnf` member (of any confirmation method).
+    pub(crate) confirmed: bool,
 }
 
 /// The members read beside the registered claims.
@@ -46,10 +48,13 @@ struct Envelope {
     cnf: Option<Confirmation>,
 }
 
+/// `cnf` (RFC 7800): `jkt` typed; any confirmation method binds the token.
 #[derive(Deserialize)]
 struct Confirmation {
     #[serde(default)]
     jkt: Option<String>,
+    #[serde(flatten)]
+    _others: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Reads an RFC 7662 answer: one JSON object without duplicate keys at any
@@ -65,10 +70,12 @@ pub(crate) fn parse_answer(body: &[u8]) -> Result<Answer, ()> {
         return Ok(Answer::Inactive);
     }
     let registered = registered_unique(text)?;
+    let confirmed = envelope.cnf.is_some();
     Ok(Answer::Active(Box::new(ActiveAnswer {
         registered,
         token_type: envelope.token_type,
         cnf_jkt: envelope.cnf.and_then(|c| c.jkt),
+        confirmed,
     })))
 }
 
@@ -265,6 +272,9 @@ mod tests {
         assert_eq!(a.registered.jti.as_deref(), Some("j1"));
         assert_eq!(a.token_type.as_deref(), Some("Bearer"));
         assert_eq!(a.cnf_jkt, None);
+        assert!(!a.confirmed);
+        let a = active(r#"{"active":true,"cnf":{"x5t#S256":"abc"}}"#).unwrap();
+        assert!(a.confirmed && a.cnf_jkt.is_none());
         let a = active(r#"{"active":true,"cnf":{"jkt":"abc"},"token_type":"DPoP"}"#).unwrap();
         assert_eq!(a.cnf_jkt.as_deref(), Some("abc"));
         // Refused: not a boolean `active`, missing `active`, duplicates,

@@ -34,6 +34,8 @@ pub struct IntrospectionLayerBuilder {
     client: Option<(String, Secret)>,
     issuer: Option<String>,
     audiences: Vec<String>,
+    any_audience: bool,
+    max_calls: usize,
     cache_bound: Duration,
     inactive_cache_bound: Duration,
     cache_capacity: usize,
@@ -84,11 +86,27 @@ impl IntrospectionLayerBuilder {
     }
 
     /// Requires the answer's `aud` to name `audience` (or another audience
-    /// added this way). Default: not checked, so a token the endpoint issued
-    /// for another resource server passes here: configure it when the
-    /// provider issues tokens for several.
+    /// added this way). Required unless
+    /// [`allow_any_audience`](Self::allow_any_audience) is called.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audiences.push(audience.into());
+        self
+    }
+
+    /// **Weaker.** Accepts any `aud` the endpoint answers, none included:
+    /// a token the provider issued for another resource server is then
+    /// accepted here. Only for a provider that issues tokens for this
+    /// service alone.
+    pub const fn allow_any_audience(mut self) -> Self {
+        self.any_audience = true;
+        self
+    }
+
+    /// The most calls to the endpoint open at once (default 256); a
+    /// request that would open one more (a token neither cached nor being
+    /// asked about) is answered 503 at once.
+    pub const fn max_concurrent_calls(mut self, calls: usize) -> Self {
+        self.max_calls = calls;
         self
     }
 
@@ -205,7 +223,9 @@ impl IntrospectionLayerBuilder {
     /// # Errors
     ///
     /// [`IntrospectionConfigError`] for an endpoint that is not `https`
-    /// (or `http` to loopback), no or unusable client credentials, a zero
+    /// (or `http` to loopback), no audience (and no explicit
+    /// [`allow_any_audience`](Self::allow_any_audience)), no or unusable
+    /// client credentials, a zero
     /// timeout or limit, or a TLS client that cannot be built.
     pub fn build(self) -> Result<IntrospectionLayer, IntrospectionConfigError> {
         crate::ensure_crypto_provider();
@@ -216,6 +236,9 @@ impl IntrospectionLayerBuilder {
             .endpoint
             .parse()
             .map_err(|_| IntrospectionConfigError::InsecureUrl)?;
+        if self.audiences.is_empty() && !self.any_audience {
+            return Err(IntrospectionConfigError::AudienceNotConfigured);
+        }
         let Some((client_id, secret)) = &self.client else {
             return Err(IntrospectionConfigError::NoClientAuthentication);
         };
@@ -224,6 +247,7 @@ impl IntrospectionLayerBuilder {
             || self.max_response == 0
             || self.max_token_len == 0
             || self.cache_capacity == 0
+            || self.max_calls == 0
         {
             return Err(IntrospectionConfigError::ZeroLimit);
         }
@@ -232,6 +256,7 @@ impl IntrospectionLayerBuilder {
             client,
             clock: self.clock,
             capacity: self.cache_capacity,
+            max_calls: self.max_calls,
             active_bound: self.cache_bound,
             inactive_bound: self.inactive_cache_bound,
             leeway: self.leeway,
@@ -302,6 +327,8 @@ impl IntrospectionLayer {
             client: None,
             issuer: None,
             audiences: Vec::new(),
+            any_audience: false,
+            max_calls: 256,
             cache_bound: Duration::from_secs(60),
             inactive_cache_bound: Duration::from_secs(10),
             cache_capacity: 10_000,

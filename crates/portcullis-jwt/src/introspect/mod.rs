@@ -23,7 +23,11 @@
 //!   10 s). The cache is keyed by the SHA-256 of the token, never by the
 //!   token, and holds at most
 //!   [`cache_capacity`](IntrospectionLayerBuilder::cache_capacity) entries.
-//! - Concurrent requests with one token share one call to the endpoint.
+//! - Concurrent requests with one token share one call to the endpoint;
+//!   at most [`max_concurrent_calls`](IntrospectionLayerBuilder::max_concurrent_calls)
+//!   calls (256) are open at once, and a request that would open one more
+//!   is answered 503 at once (a flood of random tokens cannot pile up
+//!   calls).
 //! - A token this layer had cached as active that the endpoint now calls
 //!   inactive is put into the [`RevocationView`](crate::revocation::RevocationView)
 //!   given to [`revocation`](IntrospectionLayerBuilder::revocation), so every
@@ -38,11 +42,15 @@
 //!   instance's view. An inactive
 //!   answer for a token never seen active adds nothing (a flood of random
 //!   tokens cannot fill the view).
+//! - The audience must be configured (or the weaker
+//!   [`allow_any_audience`](IntrospectionLayerBuilder::allow_any_audience)
+//!   spelled out): otherwise a token the provider issued for another
+//!   resource server would pass here.
 //! - An inactive token is a 401 `invalid_token`; so is an answer whose
 //!   `exp` has passed, whose `nbf` is ahead, whose `iss` or `aud` is not the
 //!   configured one, whose `token_type` is not `Bearer`, or that binds the
-//!   token to a key (`cnf.jkt`, `token_type: DPoP`): a DPoP-bound token is
-//!   not accepted as a bearer token.
+//!   token to its client (`cnf` of any method, `token_type: DPoP`): a
+//!   sender-constrained token is not accepted as a bearer token.
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -108,9 +116,10 @@ pub enum IntrospectionErrorKind {
     NotYetValid,
     /// The answer's `token_type` is not an access token's (`Bearer`).
     WrongTokenType,
-    /// The token is bound to a key (`cnf.jkt` or `token_type: DPoP`) and
-    /// was sent as a bearer token.
-    DpopBound,
+    /// The token is sender-constrained (a `cnf` member of any confirmation
+    /// method: `jkt`, `x5t#S256`, `jwk`, ...; or `token_type: DPoP`) and was
+    /// sent as a bearer token.
+    SenderConstrained,
     /// The answer's `iss` is missing or not the configured issuer.
     BadIssuer,
     /// The answer's `aud` is missing or names none of the configured
@@ -120,7 +129,8 @@ pub enum IntrospectionErrorKind {
     /// version or [`revocation_key`]).
     Revoked,
     /// The introspection endpoint failed (unreachable, timed out, a status
-    /// other than 200, a body that is not a strict RFC 7662 answer): 503.
+    /// other than 200, a body that is not a strict RFC 7662 answer), or the
+    /// most calls allowed at once are already open: 503.
     ProviderUnavailable,
     /// The revocation view has not loaded yet: 503.
     RevocationUnavailable,
@@ -157,7 +167,7 @@ impl IntrospectionError {
 
     /// For a provider failure, what failed: `provider-timeout`,
     /// `provider-unreachable`, `provider-status`, `provider-bad-answer`,
-    /// `provider-too-large`, `provider-gone`.
+    /// `provider-too-large`, `provider-busy`, `provider-gone`.
     #[must_use]
     pub const fn provider_failure(&self) -> Option<&'static str> {
         self.provider
@@ -174,7 +184,7 @@ impl IntrospectionError {
             IntrospectionErrorKind::Expired => "expired",
             IntrospectionErrorKind::NotYetValid => "not-yet-valid",
             IntrospectionErrorKind::WrongTokenType => "wrong-token-type",
-            IntrospectionErrorKind::DpopBound => "dpop-bound",
+            IntrospectionErrorKind::SenderConstrained => "sender-constrained",
             IntrospectionErrorKind::BadIssuer => "bad-issuer",
             IntrospectionErrorKind::BadAudience => "bad-audience",
             IntrospectionErrorKind::Revoked => "revoked",
@@ -242,14 +252,18 @@ pub enum IntrospectionConfigError {
     /// The endpoint is not `https` (plain `http` only to a loopback host).
     #[error("the introspection endpoint must be https (plain http only for loopback)")]
     InsecureUrl,
+    /// No audience, and no explicit
+    /// [`allow_any_audience`](IntrospectionLayerBuilder::allow_any_audience).
+    #[error("configure this service's audience (or call allow_any_audience explicitly)")]
+    AudienceNotConfigured,
     /// No client authentication: RFC 7662 endpoints require it.
     #[error("configure the client authentication (client_secret_basic)")]
     NoClientAuthentication,
     /// A client id or secret that is empty or holds a control character.
     #[error("the client id and secret must be non-empty and free of control characters")]
     BadClientCredentials,
-    /// A zero timeout, token size limit, response size limit or cache
-    /// capacity.
+    /// A zero timeout, token size limit, response size limit, cache
+    /// capacity or call limit.
     #[error("the timeout and the size limits must be positive")]
     ZeroLimit,
     /// The TLS client cannot be built.
@@ -273,7 +287,11 @@ mod tests {
                 Some("Bearer error=\"invalid_request\""),
             ),
             (K::Inactive, 401, Some("Bearer error=\"invalid_token\"")),
-            (K::DpopBound, 401, Some("Bearer error=\"invalid_token\"")),
+            (
+                K::SenderConstrained,
+                401,
+                Some("Bearer error=\"invalid_token\""),
+            ),
             (K::ProviderUnavailable, 503, None),
             (K::RevocationUnavailable, 503, None),
         ];
