@@ -90,6 +90,9 @@ pub enum JwtErrorKind {
     /// A token without `cnf.jkt` presented with the `DPoP` scheme: 401
     /// `invalid_token`.
     NotDpopBound,
+    /// The proof's key already holds its share of the replay cache (a
+    /// client sending proofs faster than any honest one): 429.
+    DpopTooManyProofs,
 }
 
 /// What a refused DPoP proof adds to a [`JwtError`].
@@ -166,7 +169,9 @@ impl JwtError {
 
     /// A refused DPoP proof.
     pub(crate) fn from_dpop(e: &DpopError) -> Self {
-        let kind = if e.is_unavailable() {
+        let kind = if e.kind() == DpopErrorKind::TooManyProofs {
+            JwtErrorKind::DpopTooManyProofs
+        } else if e.is_unavailable() {
             JwtErrorKind::DpopUnavailable
         } else if e.kind() == DpopErrorKind::NonceRequired {
             JwtErrorKind::UseDpopNonce
@@ -245,6 +250,7 @@ impl JwtError {
             JwtErrorKind::DpopBoundAsBearer => "dpop-bound-as-bearer",
             JwtErrorKind::DpopRequired => "dpop-required",
             JwtErrorKind::NotDpopBound => "not-dpop-bound",
+            JwtErrorKind::DpopTooManyProofs => "dpop-key-share",
         }
     }
 
@@ -282,6 +288,11 @@ impl JwtError {
             | JwtErrorKind::RevocationUnavailable
             | JwtErrorKind::DpopUnavailable => {
                 return Rejection::unavailable("a backing store is unavailable; retry shortly")
+                    .with_retry_after(retry_after)
+                    .with_reason(self.reason());
+            }
+            JwtErrorKind::DpopTooManyProofs => {
+                return Rejection::too_many_requests("too many DPoP proofs; retry shortly")
                     .with_retry_after(retry_after)
                     .with_reason(self.reason());
             }

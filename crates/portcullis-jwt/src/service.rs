@@ -321,8 +321,17 @@ async fn dpop_rules<T>(
     let Some(jkt) = claims.registered().cnf_jkt() else {
         return Err(JwtError::new(JwtErrorKind::NotDpopBound).via_dpop(true));
     };
+    // Under axum's `Router::nest` the layer sees the path with the
+    // prefix stripped; `htu` names the whole path the client called.
+    #[cfg(feature = "axum")]
+    let uri = req
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(&req.uri, |o| &o.0);
+    #[cfg(not(feature = "axum"))]
+    let uri = &req.uri;
     let checked = dpop
-        .verify(&req.method, &req.uri, &req.headers, Some(token))
+        .verify(&req.method, uri, &req.headers, Some(token))
         .map_err(|e| JwtError::from_dpop(&e))?;
     if checked.jkt() != jkt {
         let e = crate::dpop::DpopError::bare(crate::dpop::DpopErrorKind::KeyMismatch);

@@ -71,7 +71,7 @@
 //! - last, the proof was never seen before: its `jti` (hashed with the key)
 //!   goes into the [`ReplayCache`] until its `iat` window ends. A cache
 //!   that cannot answer (down, or full of live entries) is a 503, never a
-//!   pass.
+//!   pass; a key holding its share of a [`MemoryReplayCache`] gets 429.
 
 mod htu;
 mod nonce;
@@ -91,7 +91,10 @@ use portcullis_core::request::single_header;
 use portcullis_core::{Rejection, SharedClock, SystemClock};
 
 pub use self::nonce::NONCE_STEP_SECS;
-pub use self::replay::{DEFAULT_REPLAY_CAPACITY, MemoryReplayCache, ReplayCache, ReplayCacheError};
+pub use self::replay::{
+    DEFAULT_KEY_SHARE_DIVISOR, DEFAULT_REPLAY_CAPACITY, MemoryReplayCache, ReplayCache,
+    ReplayCacheError,
+};
 pub use self::thumbprint::{ThumbprintError, thumbprint};
 
 use self::nonce::Nonces;
@@ -188,6 +191,9 @@ pub enum DpopErrorKind {
     ReplayUnavailable,
     /// The replay cache is full of live entries: 503.
     ReplayFull,
+    /// This key already holds its share of the replay cache (a client
+    /// sending proofs faster than any honest one): 429.
+    TooManyProofs,
 }
 
 /// A refused proof: its [`DpopErrorKind`] and what the challenge needs.
@@ -255,6 +261,7 @@ impl DpopError {
             DpopErrorKind::Replayed => "dpop-replay",
             DpopErrorKind::ReplayUnavailable => "dpop-replay-unavailable",
             DpopErrorKind::ReplayFull => "dpop-replay-full",
+            DpopErrorKind::TooManyProofs => "dpop-key-share",
         }
     }
 
@@ -318,8 +325,13 @@ impl DpopError {
     /// The refusal: 401 with `WWW-Authenticate: DPoP algs="...",
     /// error="invalid_dpop_proof", error_description="..."`, or
     /// `error="use_dpop_nonce"` and a `DPoP-Nonce` header; 503 when the
-    /// replay cache cannot answer.
+    /// replay cache cannot answer; 429 when the key holds its share of it.
     pub fn rejection(&self) -> Rejection {
+        if self.kind == DpopErrorKind::TooManyProofs {
+            return Rejection::too_many_requests("too many DPoP proofs; retry shortly")
+                .with_retry_after(Duration::from_secs(1))
+                .with_reason(self.reason());
+        }
         if self.is_unavailable() {
             return Rejection::unavailable("a backing store is unavailable; retry shortly")
                 .with_reason(self.reason());
@@ -754,15 +766,19 @@ impl DpopVerifier {
 
     /// Remembers a checked proof; a proof seen before is a replay.
     pub(crate) async fn commit(&self, checked: Checked) -> Result<DpopProof, DpopError> {
+        let key = digest::digest(&digest::SHA256, checked.proof.jkt.as_bytes());
+        let mut key_id = [0u8; 32];
+        key_id.copy_from_slice(key.as_ref());
         match self
             .inner
             .replay
-            .first_use(&checked.replay_id, checked.until)
+            .first_use_by_key(&key_id, &checked.replay_id, checked.until)
             .await
         {
             Ok(true) => Ok(checked.proof),
             Ok(false) => Err(self.error(DpopErrorKind::Replayed)),
             Err(ReplayCacheError::Full) => Err(self.error(DpopErrorKind::ReplayFull)),
+            Err(ReplayCacheError::KeyShare) => Err(self.error(DpopErrorKind::TooManyProofs)),
             Err(_) => Err(self.error(DpopErrorKind::ReplayUnavailable)),
         }
     }
