@@ -1057,3 +1057,69 @@ async fn discovery_follows_no_redirect_and_reads_no_huge_document() {
     }
     assert_eq!(provider.followed.load(Ordering::SeqCst), 0);
 }
+
+/// Concurrent lookups are coalesced per token, never across tokens: while
+/// the endpoint holds both calls, an active token and an inactive one are
+/// asked about separately, and each request gets its own token's answer
+/// (the inactive token does not ride on the active one's call).
+#[tokio::test]
+async fn coalesced_introspection_never_mixes_two_tokens() {
+    use portcullis::jwt::introspect::IntrospectionLayer;
+    const SECRET: &str = "resource-server-attacks-coalescing-secret";
+    secret_scan::register(SECRET);
+    let (gate, _) = tokio::sync::watch::channel(false);
+    let gate = Arc::new(gate);
+    let open = Arc::new(AtomicUsize::new(0));
+    let (g, o) = (Arc::clone(&gate), Arc::clone(&open));
+    let app = Router::new().route(
+        "/introspect",
+        post(move |body: axum::body::Bytes| {
+            let (g, o) = (Arc::clone(&g), Arc::clone(&o));
+            async move {
+                o.fetch_add(1, Ordering::SeqCst);
+                let _ = g.subscribe().wait_for(|open| *open).await;
+                let form: std::collections::HashMap<String, String> =
+                    form_urlencoded::parse(&body).into_owned().collect();
+                let answer = if form["token"] == "token-of-alice" {
+                    json!({"active": true, "sub": "alice", "iss": "https://as.example.test",
+                        "aud": ORIGIN, "token_type": "Bearer"})
+                } else {
+                    json!({"active": false})
+                };
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    answer.to_string(),
+                )
+            }
+        }),
+    );
+    let provider = TestServer::start(app).await;
+    let layer = IntrospectionLayer::builder(provider.url("/introspect"))
+        .client_secret_basic("api", SECRET)
+        .issuer("https://as.example.test")
+        .audience(ORIGIN)
+        .build()
+        .unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let server = TestServer::start(me_route(&hits).layer(layer)).await;
+    let ask = |token: &'static str| {
+        secret_scan::register(token);
+        let url = server.url("/me");
+        tokio::spawn(async move {
+            let r = client().get(url).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let alice = ask("token-of-alice");
+    let stranger = ask("token-of-nobody");
+    // Both calls held at the endpoint (a guard against a hang only: calls
+    // merged into one would leave it at 1).
+    let guard = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while open.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < guard {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    gate.send_replace(true);
+    assert_eq!(alice.await.unwrap(), (200, "alice ".to_owned()));
+    assert_eq!(stranger.await.unwrap().0, 401);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
