@@ -9,9 +9,11 @@ use std::time::Duration;
 use dpop_support::{ClientKey, ORIGIN, Rs, b64, challenges, htu, routes};
 use portcullis::core::ManualClock;
 use portcullis::jwt::dpop::{DpopPolicy, DpopVerifier, MemoryReplayCache};
-use portcullis::jwt::{Algorithm, SigningKey, Transport, Validation};
+use portcullis::jwt::{Algorithm, KeySet, SigningKey, Transport, Validation, VerifyingKey};
 use portcullis_tests::TestServer;
-use portcullis_tests::jwt_app::{HS_SECRET, hs256, issuer_builder, layer_builder};
+use portcullis_tests::jwt_app::{
+    HS_SECRET, forge, header, hs256, issuer_builder, layer_builder, payload,
+};
 use serde_json::json;
 
 /// The `DPoP` challenge's error of a refusal (`None`: no such challenge).
@@ -255,6 +257,45 @@ async fn dpop_bound_token_sent_as_bearer_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+/// A token bound by another confirmation method (an mTLS certificate's
+/// `x5t#S256`, RFC 8705), which this layer cannot check, is refused as a
+/// bearer token too.
+#[tokio::test]
+async fn token_bound_by_another_confirmation_method_is_refused_as_bearer() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let key = VerifyingKey::hmac(Some("k"), Algorithm::HS256, HS_SECRET).unwrap();
+    let layer = layer_builder(KeySet::new([key]).unwrap(), &clock, Validation::default())
+        .build()
+        .unwrap();
+    let server = TestServer::start(routes(layer, &clock)).await;
+    let now = i64::try_from(portcullis::core::Clock::now(&*clock).secs()).unwrap();
+    let mut claims = payload("alice", now);
+    let unbound = forge(
+        &header("HS256", Some("k")).to_string(),
+        &claims.to_string(),
+        Algorithm::HS256,
+        HS_SECRET,
+    );
+    claims["cnf"] = json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"});
+    let bound = forge(
+        &header("HS256", Some("k")).to_string(),
+        &claims.to_string(),
+        Algorithm::HS256,
+        HS_SECRET,
+    );
+    let http = portcullis_tests::client();
+    for (token, want) in [(unbound, 200), (bound, 401)] {
+        portcullis_tests::secret_scan::register(&token);
+        let r = http
+            .get(server.url("/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want);
+    }
 }
 
 /// A proof whose `jwk` carries the private key (`d`) is refused even

@@ -80,8 +80,9 @@ pub enum JwtErrorKind {
     /// The DPoP replay cache cannot answer (down, or full of live
     /// entries): 503, never a pass.
     DpopUnavailable,
-    /// A DPoP-bound token (one with `cnf.jkt`) presented as a bearer
-    /// token: 401 `invalid_token`, whatever the layer's policy.
+    /// A sender-constrained token (one with `cnf`: DPoP's `cnf.jkt`, or any
+    /// other confirmation method) presented as a bearer token: 401
+    /// `invalid_token`, whatever the layer's policy.
     DpopBoundAsBearer,
     /// A bearer token where DPoP is required (the layer's
     /// [`DpopPolicy::Required`], or a `RequireDpopLayer`): 401

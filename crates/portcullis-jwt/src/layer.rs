@@ -167,8 +167,9 @@ impl<T> JwtLayerBuilder<T> {
     ///   refusals carry a `Bearer` and a `DPoP` challenge;
     /// - [`DpopPolicy::Required`]: DPoP-bound tokens with proofs only.
     ///
-    /// Under every policy, a token bound to a key (`cnf.jkt`) sent as a
-    /// bearer token (or from a cookie or header) is refused: a stolen
+    /// Under every policy, a token bound to a key (`cnf.jkt`, or any other
+    /// `cnf` confirmation method) sent as a bearer token (or from a cookie
+    /// or header) is refused: a stolen
     /// bound token is useless without the key. A token sent with the
     /// `DPoP` scheme must be bound, and the proof's key thumbprint must
     /// equal its `cnf.jkt`. The verified [`DpopProof`](crate::dpop::DpopProof)
@@ -451,7 +452,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static, R> JwtLayer<T, R> {
     /// refused.
     pub async fn verify_request(&self, headers: &HeaderMap) -> Result<Claims<T>, JwtError> {
         let claims = self.config.verifier.verify_request(headers).await?;
-        if claims.registered().cnf_jkt().is_some() {
+        if claims.registered().cnf.is_some() {
             return Err(JwtError::new(JwtErrorKind::DpopBoundAsBearer));
         }
         Ok(claims)

@@ -56,11 +56,13 @@ impl<T> Config<T> {
 }
 
 /// The rules for a token that came without the `DPoP` scheme: a token
-/// bound to a key is refused (whatever the policy), and under
+/// bound to a key (any `cnf`) is refused (whatever the policy), and under
 /// [`DpopPolicy::Required`] every token is.
 fn bearer_rules<T>(policy: DpopPolicy, claims: Option<&Claims<T>>) -> Result<(), JwtError> {
     match claims {
-        Some(c) if c.registered().cnf_jkt().is_some() => {
+        // Any confirmation method (`jkt`, an mTLS certificate's `x5t#S256`,
+        // ...): the token is sender-constrained, never a bearer token.
+        Some(c) if c.registered().cnf.is_some() => {
             Err(JwtError::new(JwtErrorKind::DpopBoundAsBearer))
         }
         Some(_) if policy == DpopPolicy::Required => Err(JwtError::new(JwtErrorKind::DpopRequired)),
