@@ -7,8 +7,10 @@
 //! burning the family, so the owner keeps refreshing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::response::IntoResponse;
@@ -16,7 +18,10 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis::core::{Clock as _, ManualClock};
-use portcullis::jwt::dpop::{DpopPolicy, DpopVerifier, sign_proof, thumbprint};
+use portcullis::jwt::dpop::{
+    DpopPolicy, DpopVerifier, MemoryReplayCache, ReplayCache, ReplayCacheError, sign_proof,
+    thumbprint,
+};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, SigningKey};
 use portcullis::otel::{DECISION_DURATION, ERROR_TYPE, LAYER, RESULT};
@@ -60,6 +65,33 @@ async fn start(store: Arc<dyn RefreshStore>, policy: DpopPolicy) -> App {
 
 /// [`start`], the refresher without DPoP when `policy` is `None`.
 async fn start_on(store: Arc<dyn RefreshStore>, policy: Option<DpopPolicy>) -> App {
+    start_full(store, policy, None).await
+}
+
+/// A memory replay cache that answers "unavailable" while `down` is on
+/// (a shared replay store's outage).
+#[derive(Clone)]
+struct SwitchableCache {
+    inner: Arc<MemoryReplayCache>,
+    down: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl ReplayCache for SwitchableCache {
+    async fn first_use(&self, id: &[u8; 32], until: u64) -> Result<bool, ReplayCacheError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ReplayCacheError::Unavailable);
+        }
+        self.inner.first_use(id, until).await
+    }
+}
+
+/// [`start_on`], the proofs remembered in `cache` when given.
+async fn start_full(
+    store: Arc<dyn RefreshStore>,
+    policy: Option<DpopPolicy>,
+    cache: Option<SwitchableCache>,
+) -> App {
     let clock = Arc::new(ManualClock::starting_now());
     let metrics = Metrics::new();
     let bus = events_bus(&metrics);
@@ -70,10 +102,11 @@ async fn start_on(store: Arc<dyn RefreshStore>, policy: Option<DpopPolicy>) -> A
         .build()
         .unwrap();
     let revocations = Arc::new(MemoryRevocationStore::with_clock(clock.clone()));
-    let verifier = DpopVerifier::builder(ORIGIN)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let mut verifier = DpopVerifier::builder(ORIGIN).clock(clock.clone());
+    if let Some(cache) = cache {
+        verifier = verifier.replay_cache(cache);
+    }
+    let verifier = verifier.build().unwrap();
     let jwt = JwtLayer::builder(issuer.keys())
         .issuer(ISS)
         .audience(AUD)
@@ -641,4 +674,45 @@ async fn a_bound_family_refreshed_by_an_instance_without_dpop_mints_nothing() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let body: Value = resp.json().await.unwrap();
     assert!(body.get("access_token").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn a_replay_cache_outage_is_a_503_that_consumes_nothing() {
+    let cache = SwitchableCache {
+        inner: Arc::new(MemoryReplayCache::new(1024)),
+        down: Arc::new(AtomicBool::new(false)),
+    };
+    let app = start_full(
+        Arc::new(MemoryRefreshStore::new()),
+        Some(DpopPolicy::Accepted),
+        Some(cache.clone()),
+    )
+    .await;
+    let owner = key("owner");
+    let first = pair(login(&app, "alice", Some(&owner), false).await).await;
+    cache.down.store(true, Ordering::SeqCst);
+    let resp = post_token(
+        &app,
+        "/auth/refresh",
+        &first.refresh,
+        false,
+        Proof::By(&owner),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(set_cookies(&resp).is_empty(), "the cookie is kept");
+    cache.down.store(false, Ordering::SeqCst);
+    let next = pair(
+        post_token(
+            &app,
+            "/auth/refresh",
+            &first.refresh,
+            false,
+            Proof::By(&owner),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(next.body["token_type"], "DPoP");
 }
