@@ -15,6 +15,7 @@ use portcullis_tests::jwt_app::{
     HS_SECRET, forge, header, hs256, issuer_builder, layer_builder, payload,
 };
 use serde_json::json;
+use sha2::Digest as _;
 
 /// The `DPoP` challenge's error of a refusal (`None`: no such challenge).
 fn dpop_error(r: &reqwest::Response) -> Option<String> {
@@ -159,33 +160,61 @@ async fn proof_without_ath_or_with_the_wrong_one_is_refused() {
 }
 
 /// `alg: none` (no signature, or any) and HMAC proofs (a shared secret
-/// proves nothing; here keyed with the proof's own `oct` jwk and with an
-/// EC jwk) are refused.
+/// proves nothing) are refused: with the bound key's `jwk`, and with an
+/// `oct` jwk for a token bound to that secret's own thumbprint (as if a
+/// token endpoint had bound one), where the binding check alone would not
+/// stop them.
 #[tokio::test]
 async fn alg_none_and_hmac_proofs_are_refused() {
     let rs = Rs::start(DpopPolicy::Required, |b| b, false).await;
     let key = ClientKey::new(Algorithm::ES256);
     let token = rs.bound_token("alice", &key);
-    let claims = key.claims("GET", &htu("/me"), rs.now(), Some(&token));
-    let input = |header: serde_json::Value| {
+    let oct = json!({"kty": "oct", "k": b64(HS_SECRET)});
+    let oct_jkt = b64(&sha2::Sha256::digest(
+        format!(r#"{{"k":"{}","kty":"oct"}}"#, b64(HS_SECRET)).as_bytes(),
+    ));
+    let oct_token = rs
+        .issuer
+        .token("alice")
+        .dpop_jkt(oct_jkt)
+        .mint()
+        .unwrap()
+        .token;
+    portcullis_tests::secret_scan::register(&oct_token);
+    let input = |header: serde_json::Value, token: &str| {
+        let claims = key.claims("GET", &htu("/me"), rs.now(), Some(token));
         format!(
             "{}.{}",
             b64(header.to_string().as_bytes()),
             b64(claims.to_string().as_bytes())
         )
     };
-    let none = input(json!({"typ": "dpop+jwt", "alg": "none", "jwk": key.jwk}));
-    let oct = json!({"kty": "oct", "k": b64(HS_SECRET)});
-    let hs_oct = input(json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": oct}));
-    let hs_ec = input(json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": key.jwk}));
-    let proofs = [
-        format!("{none}."),
-        format!("{none}.{}", b64(b"sig")),
-        format!("{hs_oct}.{}", b64(&hs256(HS_SECRET, hs_oct.as_bytes()))),
-        format!("{hs_ec}.{}", b64(&hs256(HS_SECRET, hs_ec.as_bytes()))),
+    let none = input(
+        json!({"typ": "dpop+jwt", "alg": "none", "jwk": key.jwk}),
+        &token,
+    );
+    let hs_oct = input(
+        json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": oct}),
+        &oct_token,
+    );
+    let hs_ec = input(
+        json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": key.jwk}),
+        &token,
+    );
+    let cases = [
+        (&token, format!("{none}.")),
+        (&token, format!("{none}.{}", b64(b"sig"))),
+        (
+            &oct_token,
+            format!("{hs_oct}.{}", b64(&hs256(HS_SECRET, hs_oct.as_bytes()))),
+        ),
+        (
+            &token,
+            format!("{hs_ec}.{}", b64(&hs256(HS_SECRET, hs_ec.as_bytes()))),
+        ),
     ];
-    for proof in proofs {
-        let r = rs.dpop("GET", "/me", &token, &proof).await;
+    for (token, proof) in cases {
+        let r = rs.dpop("GET", "/me", token, &proof).await;
         assert_eq!(r.status(), 401, "{proof}");
         assert_eq!(dpop_error(&r).as_deref(), Some("invalid_dpop_proof"));
     }
