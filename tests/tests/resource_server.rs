@@ -208,6 +208,31 @@ async fn discovery_happy_path() {
     assert_eq!(me(&rs, &forged).await, StatusCode::UNAUTHORIZED);
 }
 
+/// Concurrent first tokens share one discovery and one key fetch, and all
+/// pass.
+#[tokio::test]
+async fn concurrent_first_tokens_share_one_discovery() {
+    let clock = clock();
+    let op = Provider::start().await;
+    let minting = op.minting(es256("k1"), "api", &clock);
+    let layer = JwtLayer::builder_discovery(op.discovery(&clock))
+        .audience("api")
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let rs = serve_subject(layer).await;
+    let tokens: Vec<String> = (0..8)
+        .map(|i| minting.token(format!("user{i}")).mint().unwrap().token)
+        .collect();
+    let statuses = futures_util::future::join_all(tokens.iter().map(|t| me(&rs, t))).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(op.discovery_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(op.jwks_hits.load(Ordering::SeqCst), 1);
+}
+
 /// A discovery document naming another issuer than the one configured (a
 /// spoofed or misdirected provider) is refused: no key from it is ever
 /// used, its `jwks_uri` is never fetched, and tokens get a 503 (the keys

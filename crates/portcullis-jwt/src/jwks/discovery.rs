@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -213,7 +213,8 @@ struct Discovered {
 /// - A failed discovery (provider down, refused document) is retried by
 ///   the first token after the cooldown (10 s); until a discovery and a
 ///   key set have succeeded, tokens are answered 503 (keys unavailable),
-///   never 401. Concurrent first tokens share one discovery.
+///   never 401. Concurrent first tokens share one discovery and one
+///   first key fetch, and wait for them.
 ///
 /// ```no_run
 /// # fn demo() -> Result<(), portcullis_jwt::jwks::DiscoveryError> {
@@ -245,7 +246,27 @@ struct Inner {
     generation: AtomicU64,
     last_attempt_ms: AtomicI64,
     attempts: AtomicU64,
+    /// An attempt is under way: lookups wait for it (and are not
+    /// refused as within the cooldown it set).
+    in_flight: AtomicBool,
     lock: tokio::sync::Mutex<()>,
+}
+
+/// Marks an attempt under way until dropped (also when the request that
+/// ran it goes away mid-fetch).
+struct InFlight<'a>(&'a AtomicBool);
+
+impl<'a> InFlight<'a> {
+    fn start(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Self(flag)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl fmt::Debug for Discovery {
@@ -365,6 +386,7 @@ impl DiscoveryBuilder {
                 generation: AtomicU64::new(0),
                 last_attempt_ms: AtomicI64::new(i64::MIN / 2),
                 attempts: AtomicU64::new(0),
+                in_flight: AtomicBool::new(false),
                 lock: tokio::sync::Mutex::new(()),
             }),
         })
@@ -429,6 +451,7 @@ impl Inner {
         if let Some(done) = self.state.load_full() {
             return Some(Ok(Arc::clone(&done.metadata)));
         }
+        let _in_flight = InFlight::start(&self.in_flight);
         self.last_attempt_ms.store(self.now_ms(), Ordering::Release);
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let outcome = match self.discover().await {
@@ -574,13 +597,21 @@ impl Discovery {
 impl KeySource for Discovery {
     fn lookup(&self, kid: Option<&str>) -> KeyLookup {
         if let Some(found) = &*self.inner.state.load() {
+            if found.keys.first_attempt_pending() {
+                // Discovered, keys being fetched for the first time: wait
+                // for that fetch (the key source alone would answer
+                // unavailable while it runs).
+                let keys = found.keys.clone();
+                return KeyLookup::Refresh(Box::pin(async move { keys.first_attempt().await }));
+            }
             return found.keys.lookup(kid);
         }
-        // Not discovered yet: discover now unless an attempt just failed.
-        if self.inner.in_cooldown() {
-            KeyLookup::Unavailable
-        } else {
+        // Not discovered yet: wait for the attempt under way, or discover
+        // now unless an attempt failed within the cooldown.
+        if self.inner.in_flight.load(Ordering::Acquire) || !self.inner.in_cooldown() {
             KeyLookup::Refresh(self.refresh_future())
+        } else {
+            KeyLookup::Unavailable
         }
     }
 

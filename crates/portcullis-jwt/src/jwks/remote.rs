@@ -452,6 +452,12 @@ impl RemoteJwks {
         })
     }
 
+    /// Whether no fetch attempt has ended yet (the first one may be
+    /// under way).
+    pub(crate) fn first_attempt_pending(&self) -> bool {
+        self.inner.generation.load(Ordering::Acquire) == 0
+    }
+
     /// Completes once the first fetch attempt has ended (at once if one
     /// has): joins the one under way (the background's first fetch, which
     /// a lookup would answer as unavailable while it runs), or makes it.
