@@ -559,6 +559,8 @@ mod tests {
         assert_eq!(get.status(), StatusCode::OK);
         assert_eq!(get.body(), m.json());
         assert_eq!(get.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(get.headers()[header::CACHE_CONTROL], "public, max-age=3600");
+        assert_eq!(get.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         let head = call(&mut svc, Method::HEAD);
         assert_eq!(head.status(), StatusCode::OK);
         assert!(head.body().is_empty());
