@@ -65,7 +65,7 @@ async fn start(store: Arc<dyn RefreshStore>, policy: DpopPolicy) -> App {
 
 /// [`start`], the refresher without DPoP when `policy` is `None`.
 async fn start_on(store: Arc<dyn RefreshStore>, policy: Option<DpopPolicy>) -> App {
-    start_full(store, policy, None).await
+    start_full(store, policy, None, false).await
 }
 
 /// A memory replay cache that answers "unavailable" while `down` is on
@@ -91,6 +91,7 @@ async fn start_full(
     store: Arc<dyn RefreshStore>,
     policy: Option<DpopPolicy>,
     cache: Option<SwitchableCache>,
+    nonces: bool,
 ) -> App {
     let clock = Arc::new(ManualClock::starting_now());
     let metrics = Metrics::new();
@@ -105,6 +106,9 @@ async fn start_full(
     let mut verifier = DpopVerifier::builder(ORIGIN).clock(clock.clone());
     if let Some(cache) = cache {
         verifier = verifier.replay_cache(cache);
+    }
+    if nonces {
+        verifier = verifier.nonces([9; 32]);
     }
     let verifier = verifier.build().unwrap();
     let jwt = JwtLayer::builder(issuer.keys())
@@ -686,6 +690,7 @@ async fn a_replay_cache_outage_is_a_503_that_consumes_nothing() {
         Arc::new(MemoryRefreshStore::new()),
         Some(DpopPolicy::Accepted),
         Some(cache.clone()),
+        false,
     )
     .await;
     let owner = key("owner");
@@ -710,6 +715,72 @@ async fn a_replay_cache_outage_is_a_503_that_consumes_nothing() {
             &first.refresh,
             false,
             Proof::By(&owner),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(next.body["token_type"], "DPoP");
+}
+
+#[tokio::test]
+async fn server_nonces_are_handed_out_and_required_at_login_and_refresh() {
+    let app = start_full(
+        Arc::new(MemoryRefreshStore::new()),
+        Some(DpopPolicy::Accepted),
+        None,
+        true,
+    )
+    .await;
+    let owner = key("owner");
+    let signed = |method: &str, path: &str, nonce: Option<&str>| {
+        let now = app.clock.now().secs();
+        sign_proof(&owner, method, &format!("{ORIGIN}{path}"), now, None, nonce).unwrap()
+    };
+    // No nonce: 401 use_dpop_nonce, and the nonce to use.
+    let resp = client()
+        .post(app.server.url("/auth/login/alice"))
+        .header("dpop", signed("POST", "/auth/login/alice", None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.contains("use_dpop_nonce"), "{challenge}");
+    let nonce = resp.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    // With it: bound.
+    let first = pair(
+        client()
+            .post(app.server.url("/auth/login/alice"))
+            .header("dpop", signed("POST", "/auth/login/alice", Some(&nonce)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(first.body["token_type"], "DPoP");
+    // The refresh needs one too; nothing is consumed without it.
+    let proof = signed("POST", "/auth/refresh", None);
+    let resp = post_token(
+        &app,
+        "/auth/refresh",
+        &first.refresh,
+        false,
+        Proof::Exact(&proof),
+    )
+    .await;
+    assert_proof_refused(&resp, "a refresh without the nonce");
+    assert!(resp.headers().contains_key("dpop-nonce"));
+    let proof = signed("POST", "/auth/refresh", Some(&nonce));
+    let next = pair(
+        post_token(
+            &app,
+            "/auth/refresh",
+            &first.refresh,
+            false,
+            Proof::Exact(&proof),
         )
         .await,
     )
