@@ -72,9 +72,8 @@ use crate::error::{JwtError, JwtErrorKind};
 use crate::json::{KeyStr, Unique};
 use crate::jws::{PAYLOAD_STACK, err, split, with_b64};
 use crate::keys::{KeyLookup, KeySource};
-use crate::layer::{JwtLayer, JwtLayerBuilder};
+use crate::prepared::Prepared;
 use crate::validation::Validation;
-use crate::verifier::Prepared;
 
 /// One trusted issuer: its `iss`, where its keys come from, and the rules
 /// its tokens must satisfy.
@@ -368,7 +367,7 @@ impl<'de> Visitor<'de> for IssOnly {
 /// The key source a layer over an [`IssuerSet`] holds in place of one
 /// (never asked: every lookup goes to the token's issuer's source). Fails
 /// closed if it ever were.
-struct Chosen(Arc<IssuerSet>);
+pub(crate) struct Chosen(pub(crate) Arc<IssuerSet>);
 
 impl fmt::Debug for Chosen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -382,40 +381,10 @@ impl KeySource for Chosen {
     }
 }
 
-impl JwtLayer {
-    /// Starts a builder that trusts several issuers, each with its own
-    /// keys and rules, chosen by the token's `iss` before any key is
-    /// looked up (see [`issuers`](crate::issuers)). The issuers' rules
-    /// replace the builder's: [`JwtLayerBuilder::issuer`],
-    /// [`audience`](JwtLayerBuilder::audience) and
-    /// [`validation`](JwtLayerBuilder::validation) are not used with it;
-    /// everything else (token source, revocation, cache, clock, events,
-    /// realm) applies to every issuer.
-    ///
-    /// ```
-    /// use portcullis_jwt::issuers::{Issuer, IssuerSet};
-    /// use portcullis_jwt::{Algorithm, JwtLayer, KeySet, VerifyingKey};
-    ///
-    /// let key = |kid| VerifyingKey::hmac(Some(kid), Algorithm::HS256, &[7u8; 32]).unwrap();
-    /// let set = IssuerSet::new([
-    ///     Issuer::new("https://a.example.com", KeySet::new([key("a")]).unwrap()).audience("api"),
-    ///     Issuer::new("https://b.example.com", KeySet::new([key("b")]).unwrap()).audience("api"),
-    /// ])
-    /// .unwrap();
-    /// let jwt = JwtLayer::builder_issuers(set).build().unwrap();
-    /// # let _ = jwt;
-    /// ```
-    pub fn builder_issuers(issuers: IssuerSet) -> JwtLayerBuilder {
-        let issuers = Arc::new(issuers);
-        let mut builder = Self::builder(Chosen(Arc::clone(&issuers)));
-        builder.issuers = Some(issuers);
-        builder
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::JwtLayer;
     use crate::{Algorithm, JwtIssuer, KeySet, SigningKey, VerifyingKey};
 
     fn peek(text: &str) -> Result<Option<String>, ()> {

@@ -1,5 +1,9 @@
 //! `JwtLayer`: the builder and the `Layer` that wraps a service in
 //! [`Jwt`], which verifies an access token before the inner service runs.
+//!
+//! Over 500 lines: every builder option is documented with a runnable
+//! example, and the three entry points (one key source, one issuer,
+//! several issuers) live together.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -18,11 +22,12 @@ use crate::dpop::{DpopPolicy, DpopVerifier};
 use crate::error::{Challenges, JwtError, JwtErrorKind};
 use crate::issuer::JwtIssuer;
 use crate::keys::KeySource;
+use crate::prepared::Prepared;
 use crate::revocation::RevocationView;
 use crate::service::{Config, Jwt};
 use crate::transport::Transport;
 use crate::validation::Validation;
-use crate::verifier::{Anonymous, Prepared, Verifier};
+use crate::verifier::{Anonymous, Verifier};
 
 /// A configuration that cannot be safe.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -477,6 +482,37 @@ impl<S, T, R: Clone> Layer<S> for JwtLayer<T, R> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Jwt::new(inner, Arc::clone(&self.config), self.renderer.clone())
+    }
+}
+
+impl JwtLayer {
+    /// Starts a builder that trusts several issuers, each with its own
+    /// keys and rules, chosen by the token's `iss` before any key is
+    /// looked up (see [`issuers`](crate::issuers)). The issuers' rules
+    /// replace the builder's: [`JwtLayerBuilder::issuer`],
+    /// [`audience`](JwtLayerBuilder::audience) and
+    /// [`validation`](JwtLayerBuilder::validation) are not used with it;
+    /// everything else (token source, revocation, cache, clock, events,
+    /// realm) applies to every issuer.
+    ///
+    /// ```
+    /// use portcullis_jwt::issuers::{Issuer, IssuerSet};
+    /// use portcullis_jwt::{Algorithm, JwtLayer, KeySet, VerifyingKey};
+    ///
+    /// let key = |kid| VerifyingKey::hmac(Some(kid), Algorithm::HS256, &[7u8; 32]).unwrap();
+    /// let set = IssuerSet::new([
+    ///     Issuer::new("https://a.example.com", KeySet::new([key("a")]).unwrap()).audience("api"),
+    ///     Issuer::new("https://b.example.com", KeySet::new([key("b")]).unwrap()).audience("api"),
+    /// ])
+    /// .unwrap();
+    /// let jwt = JwtLayer::builder_issuers(set).build().unwrap();
+    /// # let _ = jwt;
+    /// ```
+    pub fn builder_issuers(issuers: crate::issuers::IssuerSet) -> JwtLayerBuilder {
+        let issuers = Arc::new(issuers);
+        let mut builder = Self::builder(crate::issuers::Chosen(Arc::clone(&issuers)));
+        builder.issuers = Some(issuers);
+        builder
     }
 }
 

@@ -119,6 +119,7 @@ mod keys;
 mod kid;
 mod layer;
 pub mod metadata;
+mod prepared;
 mod require;
 mod response;
 pub mod revocation;

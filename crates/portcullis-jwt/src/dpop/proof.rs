@@ -15,7 +15,7 @@ use crate::alg::Algorithm;
 use crate::json::check_object_str;
 use crate::jws::{Header, Segments, b64, typ_matches};
 use crate::key::VerifyingKey;
-use crate::verifier::check_signature;
+use crate::prepared::check_signature;
 
 /// The longest proof read: the house's token size limit.
 pub(crate) const MAX_PROOF_LEN: usize = crate::validation::DEFAULT_MAX_TOKEN_LEN;

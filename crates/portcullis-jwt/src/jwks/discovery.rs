@@ -2,6 +2,10 @@
 //! (`{issuer}/.well-known/openid-configuration`, then its `jwks_uri`),
 //! lazily, with the caching, cooldown and outage rules of [`RemoteJwks`]
 //! (feature `jwks-remote`).
+//!
+//! Over 500 lines: the discovery document's strict reading, the lazy key
+//! source with its retry rules, and the provider metadata other layers
+//! use are one unit.
 
 use std::fmt;
 use std::sync::Arc;

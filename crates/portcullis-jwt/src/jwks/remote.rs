@@ -1,6 +1,9 @@
 //! `RemoteJwks`: keys fetched from an HTTPS JWKS URL, cached within
 //! `Cache-Control` bounds, refreshed on an unknown `kid` (feature
 //! `jwks-remote`).
+//!
+//! Over 500 lines: the HTTP fetcher, the refresh rules (cache lifetime,
+//! cooldown, negative cache, first fetch) and their docs belong together.
 
 use std::collections::HashMap;
 use std::fmt;
