@@ -417,20 +417,18 @@ async fn introspection_without_an_audience_does_not_accept_another_services_toke
 /// remember a proof for the window's remaining length (a relative expiry,
 /// `PX`), which no clock difference with Redis can shorten.
 #[tokio::test]
-#[ignore = "defect: the Redis replay store forgets proofs at once when the instance clock is behind Redis"]
 async fn redis_replay_store_remembers_proofs_of_an_instance_whose_clock_is_behind() {
     use portcullis_redis::{RedisConfig, RedisReplayCache};
     use portcullis_tests::redis_harness::RedisServer;
     let redis = RedisServer::start();
-    let store = RedisReplayCache::new(
-        RedisConfig::new(redis.url())
-            .key_prefix("rs-attacks")
-            .build()
-            .unwrap(),
-    );
+    let backend = RedisConfig::new(redis.url())
+        .key_prefix("rs-attacks")
+        .build()
+        .unwrap();
     let rs = Rs::start(
         DpopPolicy::Required,
-        move |b, _| b.replay_cache(store),
+        // The instance's one clock: the verifier's and the cache's.
+        move |b, clock| b.replay_cache(RedisReplayCache::with_clock(backend, clock.clone())),
         |l| l,
         |jwt, me| me.layer(jwt),
     )

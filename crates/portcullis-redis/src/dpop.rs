@@ -23,8 +23,8 @@
 //!
 //! `<hex>` is the lower-case hex of the 32-byte id the verifier passes (a
 //! SHA-256 of the proof's key thumbprint and `jti`): no proof, key or
-//! token reaches Redis. Each check is **one command**, `SET key 1 NX EXAT
-//! <deadline + 60>`: atomic, so of any number of instances racing with the
+//! token reaches Redis. Each check is **one command**, `SET key 1 NX PX
+//! <time left to the deadline + 60 s>`: atomic, so of any number of instances racing with the
 //! same proof exactly one gets `OK` (first use) and the others `nil`
 //! (replay). One key per call: Redis Cluster spreads them over every slot.
 //!
@@ -32,10 +32,12 @@
 //!
 //! Every key expires by itself (Redis' native expiry) 60 s after the
 //! proof's deadline, the end of its `iat` window: the memory held is the
-//! rate of accepted proofs times the window plus a minute. The minute is
-//! room for a Redis clock behind the verifier's (Redis judges `EXAT` by its
-//! own clock): a replay the verifier still judges within the window is
-//! found, as long as the two clocks differ by less than that.
+//! rate of accepted proofs times the window plus a minute. The expiry is
+//! relative (`PX`), the time left in the proof's window by the cache's
+//! clock (give it the verifier's: [`with_clock`](RedisReplayCache::with_clock)),
+//! so no difference between the instance's clock and Redis' can shorten
+//! it: an absolute `EXAT` from an instance whose clock is behind Redis'
+//! would be in Redis' past, and the proof forgotten at once.
 //!
 //! # Failures
 //!
@@ -50,13 +52,14 @@ use std::fmt::Write as _;
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, Value};
+use portcullis_core::{SharedClock, SystemClock};
 use portcullis_jwt::dpop::{ReplayCache, ReplayCacheError};
 
 use crate::EXPIRY_GRACE;
 use crate::backend::{Idempotent, Op, RedisBackend};
 
 /// A DPoP [`ReplayCache`] on Redis (or Redis Cluster), shared by every
-/// instance on the same Redis and key prefix: one `SET NX EXAT` per
+/// instance on the same Redis and key prefix: one `SET NX PX` per
 /// proof.
 ///
 /// See the [module docs](self) for the key layout, the bound on memory
@@ -65,6 +68,7 @@ use crate::backend::{Idempotent, Op, RedisBackend};
 pub struct RedisReplayCache {
     backend: RedisBackend,
     prefix: String,
+    clock: SharedClock,
 }
 
 impl fmt::Debug for RedisReplayCache {
@@ -76,11 +80,23 @@ impl fmt::Debug for RedisReplayCache {
 }
 
 impl RedisReplayCache {
-    /// A cache on `backend` (its key prefix, connection and timeout).
+    /// A cache on `backend` (its key prefix, connection and timeout),
+    /// timing its entries by the system clock.
     #[must_use]
     pub fn new(backend: RedisBackend) -> Self {
+        Self::with_clock(backend, SystemClock::shared())
+    }
+
+    /// [`new`](Self::new) on `clock`, which measures the time left in a
+    /// proof's window (give it the verifier's clock).
+    #[must_use]
+    pub fn with_clock(backend: RedisBackend, clock: SharedClock) -> Self {
         let prefix = backend.key_prefix().to_owned();
-        Self { backend, prefix }
+        Self {
+            backend,
+            prefix,
+            clock,
+        }
     }
 
     /// The backend.
@@ -118,16 +134,24 @@ impl ReplayCache for RedisReplayCache {
         id: &[u8; 32],
         until_unix_secs: u64,
     ) -> Result<bool, ReplayCacheError> {
-        let expire_at = until_unix_secs
+        // Relative, so Redis' own clock cannot shorten it.
+        let left_ms = until_unix_secs
             .saturating_add(EXPIRY_GRACE.as_secs())
+            .saturating_sub(self.clock.now().secs())
+            .saturating_mul(1000)
             // Redis refuses expiry times past i64 milliseconds.
             .min(1 << 40);
+        if left_ms == 0 {
+            // A window that ended more than the grace ago: the verifier
+            // refuses such proofs before asking, and nothing is kept.
+            return Ok(true);
+        }
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(id))
             .arg(1)
             .arg("NX")
-            .arg("EXAT")
-            .arg(expire_at);
+            .arg("PX")
+            .arg(left_ms);
         match self
             .backend
             .run::<Value>(Op::Cmd(&cmd), Idempotent::No)
