@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use aws_lc_rs::signature::{self, ParsedPublicKey};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -13,7 +14,7 @@ use super::thumbprint::{has_private_members, thumbprint_members};
 use super::{DpopError, DpopErrorKind};
 use crate::alg::Algorithm;
 use crate::json::check_object_str;
-use crate::jws::{Header, Segments, b64, typ_matches};
+use crate::jws::{Header, SIGNATURE_STACK, Segments, b64, typ_matches, with_b64};
 use crate::key::VerifyingKey;
 use crate::prepared::check_signature;
 
@@ -51,6 +52,31 @@ pub(crate) struct ProofKey {
     pub(crate) alg: Algorithm,
     pub(crate) key: Arc<VerifyingKey>,
     pub(crate) jkt: Arc<str>,
+    /// The EC or Ed25519 public key parsed once (its point validated), so
+    /// a client's every proof is checked without parsing it again.
+    parsed: Option<ParsedPublicKey>,
+}
+
+/// The public key of an EC (uncompressed point) or OKP JWK, parsed for
+/// `alg`; `None` for RSA (verified through jsonwebtoken).
+fn parse_public(alg: Algorithm, jwk: &Map<String, Value>) -> Option<ParsedPublicKey> {
+    let member = |m: &str| jwk.get(m).and_then(Value::as_str).and_then(|v| b64(v).ok());
+    let (verifier, raw): (&'static dyn signature::VerificationAlgorithm, Vec<u8>) = match alg {
+        Algorithm::ES256 | Algorithm::ES384 => {
+            let mut raw = vec![0x04];
+            raw.extend(member("x")?);
+            raw.extend(member("y")?);
+            let v: &'static dyn signature::VerificationAlgorithm = if alg == Algorithm::ES256 {
+                &signature::ECDSA_P256_SHA256_FIXED
+            } else {
+                &signature::ECDSA_P384_SHA384_FIXED
+            };
+            (v, raw)
+        }
+        Algorithm::EdDSA => (&signature::ED25519, member("x")?),
+        _ => return None,
+    };
+    ParsedPublicKey::new(verifier, raw).ok()
 }
 
 fn fail(kind: DpopErrorKind) -> DpopError {
@@ -95,6 +121,7 @@ pub(crate) fn parse_header(
         return Err(fail(DpopErrorKind::PrivateKey));
     }
     let jkt = thumbprint_members(&jwk).map_err(|_| fail(DpopErrorKind::BadKey))?;
+    let parsed = parse_public(alg, &jwk);
     // A key's own `alg` must name the header's algorithm; it is then left
     // out (its spelling may be one the JWK parser does not know).
     if let Some(own) = jwk.remove("alg") {
@@ -113,6 +140,7 @@ pub(crate) fn parse_header(
         alg,
         key: Arc::new(key),
         jkt: Arc::from(jkt),
+        parsed,
     })
 }
 
@@ -144,6 +172,18 @@ impl KeyCache {
 
 /// Verifies the signature with the proof's key.
 pub(crate) fn check_proof_signature(seg: &Segments<'_>, key: &ProofKey) -> Result<(), DpopError> {
+    if let Some(parsed) = &key.parsed {
+        // Canonical base64url, as for every signature.
+        let ok = with_b64::<SIGNATURE_STACK, _>(seg.signature, |sig| {
+            Ok(parsed.verify_sig(seg.signed.as_bytes(), sig).is_ok())
+        })
+        .map_err(|_| fail(DpopErrorKind::BadSignature))?;
+        return if ok {
+            Ok(())
+        } else {
+            Err(fail(DpopErrorKind::BadSignature))
+        };
+    }
     let header = Header {
         alg: key.alg,
         kid: None,
