@@ -306,14 +306,12 @@ async fn one_client_flooding_the_replay_cache_does_not_lock_out_the_others() {
     );
 }
 
-/// The share each key may hold of the replay cache does not stop one
-/// user: a bound token per key is what a login with a fresh key gives
-/// (nothing limits successful logins), so one account with seventeen keys
-/// fills the cache again and every other client gets 503 until those
-/// proofs age out. The limit should hold per user (the tokens' `sub`), or
-/// a full cache should refuse its heaviest holders, not everyone.
+/// The share of the replay cache is one per user, not one per key: a
+/// bound token per key is what a login with a fresh key gives (nothing
+/// limits successful logins), so one account with seventeen keys would
+/// otherwise fill the cache and every other client would get 503 until
+/// those proofs aged out.
 #[tokio::test]
-#[ignore = "defect: one user with many keys still fills the DPoP replay cache and every other client gets 503"]
 async fn one_user_with_many_keys_flooding_the_replay_cache_does_not_lock_out_the_others() {
     const CAPACITY: usize = 32;
     let rs = Rs::start(

@@ -339,8 +339,15 @@ async fn dpop_rules<T>(
         let e = crate::dpop::DpopError::bare(crate::dpop::DpopErrorKind::KeyMismatch);
         return Err(JwtError::from_dpop(&e));
     }
+    // The replay cache's share is one per user, not one per key: logins
+    // with fresh keys cannot multiply it.
+    let reg = claims.registered();
+    let owner = reg
+        .sub
+        .as_deref()
+        .map(|sub| (reg.iss.as_deref().unwrap_or(""), sub));
     let proof = dpop
-        .commit(checked)
+        .commit_for(checked, owner)
         .await
         .map_err(|e| JwtError::from_dpop(&e))?;
     Ok((claims, proof))

@@ -71,7 +71,9 @@
 //! - last, the proof was never seen before: its `jti` (hashed with the key)
 //!   goes into the [`ReplayCache`] until its `iat` window ends. A cache
 //!   that cannot answer (down, or full of live entries) is a 503, never a
-//!   pass; a key holding its share of a [`MemoryReplayCache`] gets 429.
+//!   pass; a user (the token's issuer and subject; the key, for a proof
+//!   without a token) holding its share of a [`MemoryReplayCache`] gets
+//!   429, however many keys it logged in with.
 
 mod htu;
 mod nonce;
@@ -764,11 +766,35 @@ impl DpopVerifier {
         })
     }
 
-    /// Remembers a checked proof; a proof seen before is a replay.
+    /// Remembers a checked proof; a proof seen before is a replay. The
+    /// cache's share is counted per key.
     pub(crate) async fn commit(&self, checked: Checked) -> Result<DpopProof, DpopError> {
-        let key = digest::digest(&digest::SHA256, checked.proof.jkt.as_bytes());
+        self.commit_for(checked, None).await
+    }
+
+    /// [`commit`](Self::commit), the cache's share counted per `owner`
+    /// (the bound token's issuer and subject) when there is one: a user
+    /// who logs in with many keys still holds one share, not one per key.
+    pub(crate) async fn commit_for(
+        &self,
+        checked: Checked,
+        owner: Option<(&str, &str)>,
+    ) -> Result<DpopProof, DpopError> {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        match owner {
+            Some((iss, sub)) => {
+                ctx.update(b"portcullis dpop owner\0");
+                ctx.update(iss.as_bytes());
+                ctx.update(b"\0");
+                ctx.update(sub.as_bytes());
+            }
+            None => {
+                ctx.update(b"portcullis dpop key\0");
+                ctx.update(checked.proof.jkt.as_bytes());
+            }
+        }
         let mut key_id = [0u8; 32];
-        key_id.copy_from_slice(key.as_ref());
+        key_id.copy_from_slice(ctx.finish().as_ref());
         match self
             .inner
             .replay

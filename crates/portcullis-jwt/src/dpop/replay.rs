@@ -51,9 +51,10 @@ pub trait ReplayCache: Send + Sync + 'static {
         until_unix_secs: u64,
     ) -> Result<bool, ReplayCacheError>;
 
-    /// [`first_use`](Self::first_use) for a proof by the key hashed as
-    /// `key`, for caches that bound each key's share (the verifier calls
-    /// this one). The default ignores the key.
+    /// [`first_use`](Self::first_use) for a proof whose holder is hashed
+    /// as `key` (the bound token's issuer and subject at a resource, the
+    /// proof's key otherwise), for caches that bound each holder's share
+    /// (the verifier calls this one). The default ignores the key.
     ///
     /// # Errors
     ///
