@@ -145,6 +145,21 @@ impl Database {
         }
     }
 
+    /// The DPoP proof replay cache on this database (give it to
+    /// [`DpopVerifierBuilder::replay_cache`](portcullis_jwt::dpop::DpopVerifierBuilder::replay_cache)),
+    /// shared by every instance on it, on the system clock.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    #[must_use]
+    pub fn dpop_replay_cache(&self) -> std::sync::Arc<dyn portcullis_jwt::dpop::ReplayCache> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(b) => std::sync::Arc::new(crate::PgReplayCache::new(b)),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(b) => std::sync::Arc::new(crate::SqliteReplayCache::new(b)),
+        }
+    }
+
     /// The revocation store on this database, started, once its view has
     /// loaded the revocations already made (so this instance never trusts
     /// an empty view).

@@ -37,11 +37,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis::core::{ProblemJson, RenderRejection as _, SharedClock, SystemClock};
-use portcullis::jwt::dpop::{DpopPolicy, DpopProof, DpopVerifier};
+use portcullis::jwt::dpop::{DpopPolicy, DpopProof, DpopVerifier, ReplayCache};
 use portcullis::jwt::revocation::{MemoryRevocationStore, RevocationStore};
 use portcullis::jwt::{Algorithm, Claims, JwtIssuer, JwtLayer, RequireFreshAuthLayer, SigningKey};
 use portcullis::password::{PasswordError, PasswordHasher, Verification, invalid_credentials};
-use portcullis::redis::{RedisConfig, RedisRefreshStore, RedisRevocationStore, RedisThrottleStore};
+use portcullis::redis::{
+    RedisConfig, RedisRefreshStore, RedisReplayCache, RedisRevocationStore, RedisThrottleStore,
+};
 use portcullis::refresh::{
     MemoryRefreshStore, RefreshConfig, RefreshLayer, RefreshStore, Refresher, RotationKey,
 };
@@ -271,6 +273,9 @@ pub struct Stores {
     pub revocations: Arc<dyn RevocationStore>,
     /// The login throttle's counters.
     pub throttle: Arc<dyn ThrottleStore>,
+    /// The DPoP proofs already used (DPoP mode), shared by every instance
+    /// on the store; `None`: this process' memory.
+    pub dpop_replay: Option<Arc<dyn ReplayCache>>,
 }
 
 impl Stores {
@@ -281,6 +286,7 @@ impl Stores {
             refresh: Arc::new(MemoryRefreshStore::new()),
             revocations: Arc::new(MemoryRevocationStore::new()),
             throttle: Arc::new(MemoryThrottleStore::new()),
+            dpop_replay: None,
         }
     }
 }
@@ -310,6 +316,7 @@ pub async fn stores() -> Result<Stores, String> {
             refresh: db.refresh_store(),
             revocations,
             throttle: db.throttle_store(),
+            dpop_replay: Some(db.dpop_replay_cache()),
         });
     }
     let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
@@ -336,7 +343,8 @@ pub async fn stores() -> Result<Stores, String> {
     Ok(Stores {
         refresh: Arc::new(RedisRefreshStore::new(backend.clone())),
         revocations: Arc::new(revocations),
-        throttle: Arc::new(RedisThrottleStore::new(backend)),
+        throttle: Arc::new(RedisThrottleStore::new(backend.clone())),
+        dpop_replay: Some(Arc::new(RedisReplayCache::new(backend))),
     })
 }
 
@@ -398,8 +406,13 @@ pub fn app_on_clock(stores: Stores, clock: SharedClock) -> Result<Router, String
 ///
 /// As [`app`], and a `public_origin` that is not `scheme://host[:port]`.
 pub fn app_dpop(stores: Stores, clock: SharedClock, public_origin: &str) -> Result<Router, String> {
-    let verifier = DpopVerifier::builder(public_origin)
-        .clock(Arc::clone(&clock))
+    let mut verifier = DpopVerifier::builder(public_origin).clock(Arc::clone(&clock));
+    // Shared by the instances on the store: a proof used on one is
+    // refused on every other.
+    if let Some(replay) = stores.dpop_replay.clone() {
+        verifier = verifier.replay_cache(replay);
+    }
+    let verifier = verifier
         .build()
         .map_err(|e| format!("DPOP_PUBLIC_ORIGIN: {e}"))?;
     build(stores, clock, Some(verifier))
