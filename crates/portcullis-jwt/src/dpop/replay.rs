@@ -103,8 +103,8 @@ pub const DEFAULT_KEY_SHARE_DIVISOR: usize = 16;
 /// An in-process [`ReplayCache`] holding at most `capacity` live entries.
 ///
 /// Memory is bounded: an entry is a 32-byte id, an 8-byte deadline and an
-/// 8-byte key tag in a hash table (about 50 bytes with the table's
-/// overhead, plus a per-key counter), and the table never holds more than
+/// 8-byte key tag in a hash table (about 75 bytes with the table's
+/// overhead, measured, plus a per-key counter), and the table never holds more than
 /// `capacity` entries. When it is full, the entries whose deadline has
 /// passed are dropped (at most once per second of the cache's clock, so a
 /// flood cannot make every request sweep the table); if it is still full,
