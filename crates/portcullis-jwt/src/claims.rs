@@ -1,4 +1,7 @@
 //! Verified claims: the registered ones, typed, and the application's own.
+//!
+//! Over 500 lines: the one-pass reader of the registered claims (every
+//! claim typed, duplicate keys refused) and their accessors belong together.
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -7,7 +7,7 @@ use http::HeaderValue;
 use http::header::WWW_AUTHENTICATE;
 use portcullis_core::Rejection;
 
-use crate::dpop::{DPOP_NONCE, DpopError, DpopErrorKind, DpopPolicy};
+use crate::dpop::types::{DPOP_NONCE, DpopError, DpopErrorKind, DpopPolicy};
 
 /// Why a token was refused. Logged and attached to responses (inside the
 /// [`Rejection`]), never shown to the client, which sees one uniform body.
@@ -144,7 +144,7 @@ pub(crate) fn guard_rejection(e: JwtError, extensions: &http::Extensions) -> Rej
     let retry = std::time::Duration::from_secs(1);
     match extensions.get::<ChallengeMark>() {
         Some(ChallengeMark(c)) => {
-            let via_dpop = extensions.get::<crate::dpop::DpopProof>().is_some();
+            let via_dpop = extensions.get::<crate::dpop::types::DpopProof>().is_some();
             e.via_dpop(via_dpop).rejection_with(c, retry)
         }
         None => e.rejection(None, retry),
