@@ -59,6 +59,17 @@
 //! # let _ = (app, token);
 //! ```
 //!
+//! # The resource server
+//!
+//! Behind an identity provider: [`issuers`] (several issuers, each with its
+//! own keys and rules, chosen by `iss` before any key is touched),
+//! OpenID discovery from the issuer URL alone (`JwtLayer::discover`,
+//! feature `jwks-remote`), [`metadata`] (RFC 9728 protected-resource
+//! metadata, and [`JwtLayerBuilder::resource_metadata`] in every
+//! challenge), `introspect` (RFC 7662, opaque tokens) and [`dpop`]
+//! (RFC 9449: tokens bound to a key the client holds, a stolen token being
+//! useless without it).
+//!
 //! # Events
 //!
 //! Give the layers and the issuer an
@@ -86,8 +97,8 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `axum` | no | extractors [`Claims`], `OptionalClaims`, `Option<Claims>`; `JwksResponse` |
-//! | `jwks-remote` | no | `RemoteJwks`: keys from an HTTPS JWKS URL, cached and refreshed |
+//! | `axum` | no | extractors [`Claims`], `OptionalClaims`, `Option<Claims>`; `JwksResponse`; DPoP's `htu` read from axum's `OriginalUri` under `Router::nest` |
+//! | `jwks-remote` | no | `RemoteJwks`: keys from an HTTPS JWKS URL, cached and refreshed; OpenID discovery (`jwks::Discovery`, `JwtLayer::discover`); `introspect::IntrospectionLayer` (RFC 7662) |
 //! | `tracing` | no | debug events with the refusal reason and the `portcullis.jwt` span (never a token or key) |
 //! | `testing` | no | `revocation_testing`: the conformance suite every `RevocationStore` passes |
 //!
