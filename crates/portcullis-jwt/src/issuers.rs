@@ -206,7 +206,7 @@ pub(crate) struct Trusted {
 }
 
 /// The issuers a layer trusts, each with its own keys and rules. Give it
-/// to [`JwtLayer::builder_issuers`]; see the [module docs](self).
+/// to [`JwtLayer::builder_issuers`](crate::JwtLayer::builder_issuers); see the [module docs](self).
 pub struct IssuerSet {
     trusted: Box<[Trusted]>,
     by_iss: HashMap<Box<str>, usize>,

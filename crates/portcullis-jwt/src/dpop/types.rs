@@ -34,7 +34,7 @@ pub enum DpopPolicy {
     Required,
 }
 
-/// Why a [`DpopVerifier`] could not be built.
+/// Why a [`DpopVerifier`](super::DpopVerifier) could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DpopConfigError {
