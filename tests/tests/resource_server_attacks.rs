@@ -6,8 +6,8 @@
 //! skew, `IntrospectionLayer` (audience, bound tokens, a flood of random
 //! tokens, coalescing) and OpenID discovery against a lying provider.
 //!
-//! A test marked `#[ignore = "defect: ..."]` fails on the current code: it
-//! states the behaviour the code should have.
+//! Each test states the behaviour an attack must meet; each failed on the
+//! code before its fix.
 
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;

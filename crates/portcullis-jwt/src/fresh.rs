@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use portcullis_core::events::Events;
-use portcullis_core::rejection::is_grpc;
-use portcullis_core::{ProblemJson, ResponseBody, SharedClock, SystemClock};
+use portcullis_core::{ResponseBody, SharedClock, SystemClock};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::claims::{Claims, NoCustomClaims};
-use crate::error::{JwtError, JwtErrorKind, guard_rejection};
-use crate::events::Observation;
+use crate::error::{JwtError, JwtErrorKind};
+use crate::require::guard_step;
 use crate::service::ResponseFuture;
 use crate::validation::DEFAULT_LEEWAY;
 
@@ -343,32 +342,24 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let rule = &self.layer.rule;
-        let events = &rule.events;
-        let observation = Observation::start(events, (req.extensions(), req.headers()), false);
         let now = i64::try_from(rule.clock.now().secs()).unwrap_or(i64::MAX);
-        let claims = req.extensions().get::<Claims<T>>();
-        let decision = decide(rule, claims, now);
-        let user = claims.and_then(Claims::subject);
-        observation.decided(
-            events,
-            (req.extensions(), req.headers()),
+        guard_step(
+            &mut self.inner,
+            req,
+            &rule.events,
             "require_fresh_auth",
-            decision.as_ref().map(|()| true),
-            user,
-        );
-        match decision {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(e) => {
-                portcullis_core::event!(
-                    debug,
-                    reason = e.reason(),
-                    "login not fresh or strong enough"
-                );
-                let grpc = is_grpc(req.headers());
-                let rejection = guard_rejection(e, req.extensions());
-                ResponseFuture::ready(rejection.into_response(&ProblemJson, grpc))
-            }
-        }
+            |_, claims: Option<&Claims<T>>| {
+                let decision = decide(rule, claims, now);
+                if let Err(e) = &decision {
+                    portcullis_core::event!(
+                        debug,
+                        reason = e.reason(),
+                        "login not fresh or strong enough"
+                    );
+                }
+                decision
+            },
+        )
     }
 }
 

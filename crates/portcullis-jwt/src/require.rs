@@ -212,25 +212,48 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let events = &self.layer.events;
-        let observation = Observation::start(events, (req.extensions(), req.headers()), false);
-        let claims = req.extensions().get::<Claims<T>>();
-        let decision = decide(&self.layer.needs, claims);
-        let user = claims.and_then(Claims::subject);
-        observation.decided(
-            events,
-            (req.extensions(), req.headers()),
+        let needs = &self.layer.needs;
+        guard_step(
+            &mut self.inner,
+            req,
+            &self.layer.events,
             "require_claims",
-            decision.as_ref().map(|()| true),
-            user,
-        );
-        match decision {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(e) => {
-                let grpc = is_grpc(req.headers());
-                let rejection = guard_rejection(e, req.extensions());
-                ResponseFuture::ready(rejection.into_response(&ProblemJson, grpc))
-            }
+            |_, claims: Option<&Claims<T>>| decide(needs, claims),
+        )
+    }
+}
+
+/// A route guard's whole step: `decide` on the request's claims (and its
+/// extensions), timed and reported for the recorder as `layer`; then the
+/// request goes on, or is refused as the [`JwtLayer`](crate::JwtLayer) in
+/// front challenges.
+pub(crate) fn guard_step<T, S, ReqBody, ResBody>(
+    inner: &mut S,
+    req: Request<ReqBody>,
+    events: &Events,
+    layer: &'static str,
+    decide: impl FnOnce(&http::Extensions, Option<&Claims<T>>) -> Result<(), JwtError>,
+) -> ResponseFuture<S::Future, ResBody, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    T: Send + Sync + 'static,
+{
+    let observation = Observation::start(events, (req.extensions(), req.headers()), false);
+    let claims = req.extensions().get::<Claims<T>>();
+    let decision = decide(req.extensions(), claims);
+    observation.decided(
+        events,
+        (req.extensions(), req.headers()),
+        layer,
+        decision.as_ref().map(|()| true),
+        claims.and_then(Claims::subject),
+    );
+    match decision {
+        Ok(()) => ResponseFuture::inner(inner.call(req)),
+        Err(e) => {
+            let grpc = is_grpc(req.headers());
+            let rejection = guard_rejection(e, req.extensions());
+            ResponseFuture::ready(rejection.into_response(&ProblemJson, grpc))
         }
     }
 }
@@ -360,30 +383,17 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let events = &self.layer.events;
-        let observation = Observation::start(events, (req.extensions(), req.headers()), false);
-        let claims = req.extensions().get::<Claims<T>>();
-        let decision = match (claims, req.extensions().get::<DpopProof>()) {
-            (None, _) => Err(JwtError::new(JwtErrorKind::Missing)),
-            (Some(_), None) => Err(JwtError::new(JwtErrorKind::DpopRequired)),
-            (Some(_), Some(_)) => Ok(()),
-        };
-        let user = claims.and_then(Claims::subject);
-        observation.decided(
-            events,
-            (req.extensions(), req.headers()),
+        guard_step(
+            &mut self.inner,
+            req,
+            &self.layer.events,
             "require_dpop",
-            decision.as_ref().map(|()| true),
-            user,
-        );
-        match decision {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(e) => {
-                let grpc = is_grpc(req.headers());
-                let rejection = guard_rejection(e, req.extensions());
-                ResponseFuture::ready(rejection.into_response(&ProblemJson, grpc))
-            }
-        }
+            |extensions, claims: Option<&Claims<T>>| match (claims, extensions.get::<DpopProof>()) {
+                (None, _) => Err(JwtError::new(JwtErrorKind::Missing)),
+                (Some(_), None) => Err(JwtError::new(JwtErrorKind::DpopRequired)),
+                (Some(_), Some(_)) => Ok(()),
+            },
+        )
     }
 }
 
