@@ -137,8 +137,9 @@ where
         let entered = observation.span.clone().entered();
         let decision = if self.config.dpop.is_some() {
             match extract_dpop(req.headers()) {
-                Ok(Some(_)) => {
-                    let future = self.dpop_call(req, observation);
+                Ok(Some(token)) => {
+                    let token = token.to_owned();
+                    let future = self.dpop_call(req, token, observation);
                     #[cfg(feature = "tracing")]
                     drop(entered);
                     return future;
@@ -239,12 +240,13 @@ where
         }))
     }
 
-    /// A request with `Authorization: DPoP`: the token (through the
+    /// A request with `Authorization: DPoP <token>`: the token (through the
     /// verified-token cache), its binding, the proof, and last the replay
     /// cache, awaited in a boxed future.
     fn dpop_call<ReqBody, ResBody>(
         &mut self,
         req: Request<ReqBody>,
+        token: String,
         observation: Observation,
     ) -> ResponseFuture<S::Future, ResBody, S::Error>
     where
@@ -260,10 +262,6 @@ where
         let renderer = self.renderer.clone();
         // Decided now: everything but the waits (a key refresh, the replay
         // cache).
-        let token = match extract_dpop(req.headers()) {
-            Ok(Some(t)) => t.to_owned(),
-            _ => String::new(),
-        };
         let first = config.verifier.decide(&token, Refresh::Allowed);
         ResponseFuture::boxed(Box::pin(async move {
             // Parts, not the request, are borrowed across the waits (the
