@@ -194,8 +194,9 @@ async fn unbound_token_with_the_dpop_scheme_is_refused() {
 }
 
 /// Server nonces: a proof without one gets `use_dpop_nonce` and a
-/// `DPoP-Nonce` header; the retry with it passes; a nonce two steps old is
-/// refused the same way with a fresh one.
+/// `DPoP-Nonce` header; the retry with it passes; a proof with the
+/// previous step's nonce passes and its answer brings the current one; a
+/// nonce two steps old is refused the same way with a fresh one.
 #[tokio::test]
 async fn nonces_are_handed_out_and_required() {
     let rs = Rs::start(DpopPolicy::Required, |b| b.nonces([9; 32]), true).await;
@@ -220,6 +221,31 @@ async fn nonces_are_handed_out_and_required() {
         .dpop("GET", "/me", &token, &with_nonce(&token, &nonce, rs.now()))
         .await;
     assert_eq!(r.status(), 200);
+    assert!(
+        !r.headers().contains_key("dpop-nonce"),
+        "the nonce is current"
+    );
+    // The next step: the nonce is the previous one, still accepted, and
+    // the answer brings the current one, so an active client never meets
+    // a `use_dpop_nonce`.
+    let to_next_step = 60 - rs.now().rem_euclid(60);
+    rs.clock
+        .advance(Duration::from_secs(to_next_step.unsigned_abs()));
+    let token = rs.bound_token("alice", &key);
+    let r = rs
+        .dpop("GET", "/me", &token, &with_nonce(&token, &nonce, rs.now()))
+        .await;
+    assert_eq!(r.status(), 200);
+    let next = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    assert_ne!(next, nonce);
+    let r = rs
+        .dpop("GET", "/me", &token, &with_nonce(&token, &next, rs.now()))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        !r.headers().contains_key("dpop-nonce"),
+        "the nonce is current"
+    );
     // A forged nonce, then one two steps old.
     let r = rs
         .dpop(

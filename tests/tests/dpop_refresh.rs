@@ -65,7 +65,7 @@ async fn start(store: Arc<dyn RefreshStore>, policy: DpopPolicy) -> App {
 
 /// [`start`], the refresher without DPoP when `policy` is `None`.
 async fn start_on(store: Arc<dyn RefreshStore>, policy: Option<DpopPolicy>) -> App {
-    start_full(store, policy, None, false).await
+    start_full(store, policy, None, false, None).await
 }
 
 /// A memory replay cache that answers "unavailable" while `down` is on
@@ -86,12 +86,14 @@ impl ReplayCache for SwitchableCache {
     }
 }
 
-/// [`start_on`], the proofs remembered in `cache` when given.
+/// [`start_on`], the proofs remembered in `cache` when given, the whole
+/// app under `Router::nest(prefix, …)` when `nest` is given.
 async fn start_full(
     store: Arc<dyn RefreshStore>,
     policy: Option<DpopPolicy>,
     cache: Option<SwitchableCache>,
     nonces: bool,
+    nest: Option<&str>,
 ) -> App {
     let clock = Arc::new(ManualClock::starting_now());
     let metrics = Metrics::new();
@@ -137,8 +139,17 @@ async fn start_full(
         )
         .layer(jwt)
         .route("/auth/login/{user}", post(login_handler))
-        .with_state(refresher.clone())
-        .layer(RefreshLayer::new(&refresher));
+        .with_state(refresher.clone());
+    // Nested, the refresh endpoints (no route of the inner router) reach
+    // its layers only through an inner fallback.
+    let app = match nest {
+        Some(prefix) => Router::new().nest(
+            prefix,
+            app.fallback(|| async { StatusCode::NOT_FOUND })
+                .layer(RefreshLayer::new(&refresher)),
+        ),
+        None => app.layer(RefreshLayer::new(&refresher)),
+    };
     App {
         server: TestServer::start(app).await,
         clock,
@@ -691,6 +702,7 @@ async fn a_replay_cache_outage_is_a_503_that_consumes_nothing() {
         Some(DpopPolicy::Accepted),
         Some(cache.clone()),
         false,
+        None,
     )
     .await;
     let owner = key("owner");
@@ -729,6 +741,7 @@ async fn server_nonces_are_handed_out_and_required_at_login_and_refresh() {
         Some(DpopPolicy::Accepted),
         None,
         true,
+        None,
     )
     .await;
     let owner = key("owner");
@@ -786,4 +799,95 @@ async fn server_nonces_are_handed_out_and_required_at_login_and_refresh() {
     )
     .await;
     assert_eq!(next.body["token_type"], "DPoP");
+}
+
+/// The whole app under axum's `Router::nest("/v1", …)`: the login, the
+/// refresh endpoints and the API check `htu` against the path the client
+/// called, prefix included. A proof naming the stripped path (what the
+/// nested services see) is refused and consumes nothing; one naming the
+/// whole path passes.
+#[tokio::test]
+async fn under_router_nest_proofs_name_the_path_the_client_called() {
+    let app = start_full(
+        Arc::new(MemoryRefreshStore::new()),
+        Some(DpopPolicy::Accepted),
+        None,
+        false,
+        Some("/v1"),
+    )
+    .await;
+    let owner = key("owner");
+    let login_at = |proof_path: &str| {
+        client()
+            .post(app.server.url("/v1/auth/login/alice"))
+            .header("dpop", proof(&app, &owner, "POST", proof_path, None))
+            .send()
+    };
+    let resp = login_at("/auth/login/alice").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "the stripped path");
+    let first = pair(login_at("/v1/auth/login/alice").await.unwrap()).await;
+    assert_eq!(first.body["token_type"], "DPoP");
+    assert_eq!(payload(&first.access)["cnf"], json!({ "jkt": jkt(&owner) }));
+
+    let resp = post_token(
+        &app,
+        "/v1/auth/refresh",
+        &first.refresh,
+        false,
+        Proof::ForPath(&owner, "/auth/refresh"),
+    )
+    .await;
+    assert_proof_refused(&resp, "a refresh proof for the stripped path");
+    let second = pair(
+        post_token(
+            &app,
+            "/v1/auth/refresh",
+            &first.refresh,
+            false,
+            Proof::By(&owner),
+        )
+        .await,
+    )
+    .await;
+
+    let me = |path: &'static str| {
+        let req = client()
+            .get(app.server.url("/v1/api/me"))
+            .header("authorization", format!("DPoP {}", second.access))
+            .header(
+                "dpop",
+                proof(&app, &owner, "GET", path, Some(&second.access)),
+            );
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(me("/api/me").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me("/v1/api/me").await, StatusCode::OK);
+
+    let resp = post_token(
+        &app,
+        "/v1/auth/logout",
+        &second.refresh,
+        false,
+        Proof::ForPath(&owner, "/auth/logout"),
+    )
+    .await;
+    assert_proof_refused(&resp, "a logout proof for the stripped path");
+    let resp = post_token(
+        &app,
+        "/v1/auth/logout",
+        &second.refresh,
+        false,
+        Proof::By(&owner),
+    )
+    .await;
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let resp = post_token(
+        &app,
+        "/v1/auth/refresh",
+        &second.refresh,
+        false,
+        Proof::By(&owner),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "logged out");
 }

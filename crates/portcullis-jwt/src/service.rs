@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use crate::claims::{Claims, NoCustomClaims, mark};
-use crate::dpop::{DpopPolicy, DpopVerifier};
+use crate::dpop::{DPOP_NONCE, DpopPolicy, DpopVerifier};
 use crate::error::{ChallengeMark, Challenges, JwtError, JwtErrorKind};
 use crate::events::Observation;
 use crate::transport::{extract, extract_dpop};
@@ -295,11 +295,20 @@ where
             drop(entered);
             match outcome {
                 Ok((claims, proof)) => {
+                    // A proof with the previous server nonce: the current
+                    // one goes back with the answer (RFC 9449 §8.2).
+                    let next_nonce = proof
+                        .next_nonce()
+                        .and_then(|n| http::HeaderValue::from_str(n).ok());
                     parts.extensions.insert(proof);
                     config.mark_challenges(&mut parts.extensions);
                     mark(&mut parts.extensions, Some(claims));
                     let req = Request::from_parts(parts, body);
-                    inner.call(req).await.map(|r| r.map(ResponseBody::inner))
+                    let mut res = inner.call(req).await?;
+                    if let Some(nonce) = next_nonce {
+                        res.headers_mut().entry(DPOP_NONCE).or_insert(nonce);
+                    }
+                    Ok(res.map(ResponseBody::inner))
                 }
                 Err(e) => Ok(config.refuse(&e, &renderer, is_grpc(&parts.headers))),
             }
@@ -323,13 +332,7 @@ async fn dpop_rules<T>(
     };
     // Under axum's `Router::nest` the layer sees the path with the
     // prefix stripped; `htu` names the whole path the client called.
-    #[cfg(feature = "axum")]
-    let uri = req
-        .extensions
-        .get::<axum::extract::OriginalUri>()
-        .map_or(&req.uri, |o| &o.0);
-    #[cfg(not(feature = "axum"))]
-    let uri = &req.uri;
+    let uri = crate::dpop::called_uri(req);
     let checked = dpop
         .verify(&req.method, uri, &req.headers, Some(token))
         .map_err(|e| JwtError::from_dpop(&e))?;

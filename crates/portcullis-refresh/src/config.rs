@@ -233,6 +233,11 @@ impl RefreshConfig {
     /// a cookie jar, a log or a native client's storage is then useless
     /// without the key.
     ///
+    /// The path in `htu` is the one the client called: under axum's
+    /// `Router::nest` (`/auth` + `/refresh`), with the `axum` feature on,
+    /// the whole `/auth/refresh`
+    /// ([`called_uri`](portcullis_jwt::dpop::called_uri)).
+    ///
     /// A request of a bound family without such a proof is refused (401
     /// with a `DPoP` challenge; the reason is the proof's, such as
     /// `dpop-missing` or `dpop-key-mismatch`) **before** anything is

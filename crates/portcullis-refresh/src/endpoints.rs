@@ -8,7 +8,7 @@ use http::request::Parts;
 use http::{HeaderValue, Request, StatusCode};
 use http_body::Body;
 use portcullis_core::request::user_agent;
-use portcullis_jwt::dpop::{DPOP, DpopPolicy};
+use portcullis_jwt::dpop::{DPOP, DpopPolicy, called_uri};
 use portcullis_jwt::{Claims, JwtErrorKind};
 use serde_json::json;
 
@@ -68,9 +68,10 @@ fn device(refresher: &Refresher, parts: &Parts) -> DeviceInfo {
     }
 }
 
-/// The request as a DPoP proof is checked against it.
+/// The request as a DPoP proof is checked against it: the URI the client
+/// called, whole under axum's `Router::nest` (with the `axum` feature).
 fn proof_request(parts: &Parts) -> ProofRequest<'_> {
-    (&parts.method, &parts.uri, &parts.headers)
+    (&parts.method, called_uri(parts), &parts.headers)
 }
 
 /// `POST {prefix}/refresh`: a new access token and the rotated refresh
@@ -249,9 +250,15 @@ async fn caller(refresher: &Refresher, parts: &Parts) -> Result<Claims, RefreshE
                 "no-access-token",
             ));
         };
-        dpop.check_bound(&parts.method, &parts.uri, &parts.headers, Some(token), jkt)
-            .await
-            .map_err(RefreshError::dpop)?;
+        dpop.check_bound(
+            &parts.method,
+            called_uri(parts),
+            &parts.headers,
+            Some(token),
+            jkt,
+        )
+        .await
+        .map_err(RefreshError::dpop)?;
         return Ok(claims);
     }
     verifier
@@ -352,7 +359,7 @@ impl Login {
             };
             if check && self.jkt.is_none() {
                 match verifier
-                    .check(&parts.method, &parts.uri, &parts.headers, None)
+                    .check(&parts.method, called_uri(parts), &parts.headers, None)
                     .await
                 {
                     Ok(proof) => self.jkt = Some(proof.jkt().to_owned()),

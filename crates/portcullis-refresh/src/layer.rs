@@ -44,6 +44,12 @@ use crate::service::Refresh;
 /// Requests to the endpoints are handled in a boxed future (they await the
 /// store); others go through in the inner service's future, unboxed.
 ///
+/// The endpoints are no routes of the router the layer wraps: on the top
+/// router they reach the layer through axum's default fallback; in a
+/// router given to `Router::nest`, give that router a `fallback` so
+/// requests to them reach its layers. Under a nest, DPoP proofs name the
+/// whole path the client called (see [`RefreshConfig::dpop`](crate::RefreshConfig::dpop)).
+///
 /// ```
 /// # use std::sync::Arc;
 /// # use portcullis_jwt::revocation::{MemoryRevocationStore, RevocationStore as _};

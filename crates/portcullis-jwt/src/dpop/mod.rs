@@ -68,7 +68,9 @@
 //! - with an access token, `ath` is its SHA-256 hash (base64url);
 //! - with [`nonces`](DpopVerifierBuilder::nonces), `nonce` is the
 //!   server's current or previous nonce, or the answer is 401
-//!   `error="use_dpop_nonce"` with a fresh `DPoP-Nonce` header;
+//!   `error="use_dpop_nonce"` with a fresh `DPoP-Nonce` header (a proof
+//!   with the previous one passes, and the layer's answer carries the
+//!   current one in `DPoP-Nonce`);
 //! - at the layer, the proof's key thumbprint equals the token's
 //!   `cnf.jkt`;
 //! - last, the proof was never seen before: its `jti` (hashed with the key)
@@ -106,7 +108,7 @@ pub use self::types::{
     DPOP, DPOP_NONCE, DpopConfigError, DpopError, DpopErrorKind, DpopPolicy, DpopProof,
 };
 
-use self::nonce::Nonces;
+use self::nonce::{Fresh, Nonces};
 use self::proof::{KeyCache, MAX_PROOF_LEN, ProofKey};
 use crate::alg::Algorithm;
 use crate::key::{KeyError, SigningKey};
@@ -220,7 +222,9 @@ impl DpopVerifierBuilder {
     /// time: a nonce is current for [`NONCE_STEP_SECS`] and accepted for
     /// one more step. Instances sharing the secret accept each other's
     /// nonces. A proof without a valid nonce gets 401 `use_dpop_nonce` and
-    /// the current nonce in `DPoP-Nonce`.
+    /// the current nonce in `DPoP-Nonce`; a proof with the previous step's
+    /// passes, and [`JwtLayer`](crate::JwtLayer) sends the current one in
+    /// `DPoP-Nonce` with the answer ([`DpopProof::next_nonce`]).
     pub const fn nonces(mut self, secret: [u8; 32]) -> Self {
         self.nonces = Some(secret);
         self
@@ -465,14 +469,13 @@ impl DpopVerifier {
                 Some(_) => {}
             }
         }
+        let mut next_nonce = None;
         if let Some(nonces) = &inner.nonces {
             let now = u64::try_from(now).unwrap_or_default();
-            if !claims
-                .nonce
-                .as_deref()
-                .is_some_and(|n| nonces.accepts(n, now))
-            {
-                return Err(fail(DpopErrorKind::NonceRequired));
+            match claims.nonce.as_deref().and_then(|n| nonces.accepts(n, now)) {
+                None => return Err(fail(DpopErrorKind::NonceRequired)),
+                Some(Fresh::Previous) => next_nonce = Some(Arc::from(nonces.current(now))),
+                Some(Fresh::Current) => {}
             }
         }
         let jti = claims.jti.unwrap_or_default();
@@ -488,6 +491,7 @@ impl DpopVerifier {
             proof: DpopProof {
                 jkt: Arc::clone(&key.jkt),
                 alg: key.alg,
+                next_nonce,
             },
             replay_id,
             until,
@@ -536,6 +540,29 @@ impl DpopVerifier {
             Err(_) => Err(self.error(DpopErrorKind::ReplayUnavailable)),
         }
     }
+}
+
+/// The URI a request's proof must name in `htu`: the one the client
+/// called. Under axum's `Router::nest` a service sees its path with the
+/// prefix stripped; with the `axum` feature this is the whole URI, from
+/// axum's `OriginalUri`. Otherwise (the feature off, or a service outside
+/// axum) it is the request's own URI, so a DPoP-checked service must then
+/// sit at its public path. `JwtLayer` and the refresh endpoints both read
+/// it here.
+///
+/// ```
+/// use portcullis_jwt::dpop::called_uri;
+///
+/// let (parts, ()) = http::Request::get("/me").body(()).unwrap().into_parts();
+/// assert_eq!(called_uri(&parts).path(), "/me");
+/// ```
+#[must_use]
+pub fn called_uri(parts: &http::request::Parts) -> &Uri {
+    #[cfg(feature = "axum")]
+    if let Some(original) = parts.extensions.get::<axum::extract::OriginalUri>() {
+        return &original.0;
+    }
+    &parts.uri
 }
 
 /// Signs a DPoP proof with `key` (any asymmetric key; the client's side,

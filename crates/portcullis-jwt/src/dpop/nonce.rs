@@ -33,14 +33,33 @@ impl Nonces {
         self.at_step(now / NONCE_STEP_SECS)
     }
 
-    /// Whether `nonce` is the current or the previous step's.
-    pub(crate) fn accepts(&self, nonce: &str, now: u64) -> bool {
+    /// Whether `nonce` is the current step's (`Some(Fresh::Current)`), the
+    /// previous step's (`Some(Fresh::Previous)`: accepted, about to age
+    /// out), or neither (`None`).
+    pub(crate) fn accepts(&self, nonce: &str, now: u64) -> Option<Fresh> {
         let step = now / NONCE_STEP_SECS;
-        [step, step.saturating_sub(1)].into_iter().any(|s| {
+        let is = |s| {
             constant_time::verify_slices_are_equal(self.at_step(s).as_bytes(), nonce.as_bytes())
                 .is_ok()
-        })
+        };
+        if is(step) {
+            Some(Fresh::Current)
+        } else if step > 0 && is(step - 1) {
+            Some(Fresh::Previous)
+        } else {
+            None
+        }
     }
+}
+
+/// How fresh an accepted nonce is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fresh {
+    /// The current step's.
+    Current,
+    /// The previous step's: the client gets the current one with the
+    /// response, so it never meets a `use_dpop_nonce` while it is active.
+    Previous,
 }
 
 #[cfg(test)]
@@ -52,11 +71,18 @@ mod tests {
         let n = Nonces::new(&[7; 32]);
         let t = 1_700_000_000;
         let nonce = n.current(t);
-        assert!(n.accepts(&nonce, t));
-        assert!(n.accepts(&nonce, t + NONCE_STEP_SECS));
-        assert!(!n.accepts(&nonce, t + 2 * NONCE_STEP_SECS));
-        assert!(!Nonces::new(&[8; 32]).accepts(&nonce, t), "another secret");
-        assert!(!n.accepts("", t));
+        assert_eq!(n.accepts(&nonce, t), Some(Fresh::Current));
+        assert_eq!(
+            n.accepts(&nonce, t + NONCE_STEP_SECS),
+            Some(Fresh::Previous)
+        );
+        assert_eq!(n.accepts(&nonce, t + 2 * NONCE_STEP_SECS), None);
+        assert_eq!(
+            Nonces::new(&[8; 32]).accepts(&nonce, t),
+            None,
+            "another secret"
+        );
+        assert_eq!(n.accepts("", t), None);
         assert_eq!(nonce.len(), 43);
     }
 }

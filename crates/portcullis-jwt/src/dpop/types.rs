@@ -265,6 +265,8 @@ impl DpopError {
 pub struct DpopProof {
     pub(crate) jkt: Arc<str>,
     pub(crate) alg: Algorithm,
+    /// The current server nonce, when the proof's was the previous one.
+    pub(crate) next_nonce: Option<Arc<str>>,
 }
 
 impl DpopProof {
@@ -279,6 +281,18 @@ impl DpopProof {
     #[must_use]
     pub const fn alg(&self) -> Algorithm {
         self.alg
+    }
+
+    /// With server nonces, when the proof carried the previous step's
+    /// nonce (still accepted, soon not): the current one, to send back in
+    /// a `DPoP-Nonce` header of the successful response (RFC 9449 §8.2).
+    /// `JwtLayer` does; an active client then never meets a
+    /// `use_dpop_nonce` refusal. A browser client on another origin reads
+    /// the header only if CORS exposes it (`Access-Control-Expose-Headers:
+    /// DPoP-Nonce`).
+    #[must_use]
+    pub fn next_nonce(&self) -> Option<&str> {
+        self.next_nonce.as_deref()
     }
 }
 
