@@ -1,6 +1,9 @@
 //! Several trusted issuers, each with its own keys and rules, chosen by
 //! the token's `iss` before any key is touched.
 //!
+//! Over 500 lines: the module docs and the set's whole choice in one
+//! place, and its unit tests.
+//!
 //! A service behind more than one identity provider (two tenants, a
 //! migration from one provider to another, an internal issuer beside an
 //! external one) trusts an [`IssuerSet`]: for every token the layer reads
@@ -515,5 +518,36 @@ mod tests {
             JwtErrorKind::TooLarge
         );
         assert!(jwt.verify(&big_large).await.is_ok());
+    }
+
+    /// A single-issuer rule given to a builder over an issuer set would be
+    /// unused: the build is refused instead.
+    #[test]
+    fn single_issuer_rules_on_an_issuer_set_are_refused() {
+        use crate::JwtConfigError;
+        let key = SigningKey::hmac("k", Algorithm::HS256, &[3; 32]).unwrap();
+        let keys = JwtIssuer::builder(key)
+            .issuer("https://a")
+            .audience("api")
+            .build()
+            .unwrap()
+            .keys();
+        let set =
+            || IssuerSet::new([Issuer::new("https://a", keys.clone()).audience("api")]).unwrap();
+        let refused = [
+            JwtLayer::builder_issuers(set()).audience("other").build(),
+            JwtLayer::builder_issuers(set()).issuer("https://b").build(),
+            JwtLayer::builder_issuers(set())
+                .allow_any_audience()
+                .build(),
+            JwtLayer::builder_issuers(set()).allow_any_issuer().build(),
+            JwtLayer::builder_issuers(set())
+                .validation(Validation::default())
+                .build(),
+        ];
+        for built in refused {
+            assert_eq!(built.unwrap_err(), JwtConfigError::RulesOutsideIssuerSet);
+        }
+        assert!(JwtLayer::builder_issuers(set()).cache(0).build().is_ok());
     }
 }

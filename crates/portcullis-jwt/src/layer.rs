@@ -47,6 +47,15 @@ pub enum JwtConfigError {
     /// and space).
     #[error("a challenge parameter holds a character it cannot carry")]
     ChallengeParam,
+    /// [`JwtLayerBuilder::issuer`], [`audience`](JwtLayerBuilder::audience),
+    /// [`validation`](JwtLayerBuilder::validation),
+    /// [`allow_any_issuer`](JwtLayerBuilder::allow_any_issuer) or
+    /// [`allow_any_audience`](JwtLayerBuilder::allow_any_audience) called
+    /// on a builder from [`JwtLayer::builder_issuers`]: each issuer's rules
+    /// are its own, set on its [`Issuer`](crate::issuers::Issuer), and a
+    /// rule given to the builder would be silently unused.
+    #[error("with several issuers, set the issuer, audience and validation rules on each Issuer")]
+    RulesOutsideIssuerSet,
 }
 
 /// Builds a [`JwtLayer`]. See [`JwtLayer::builder`].
@@ -56,6 +65,8 @@ pub struct JwtLayerBuilder<T = NoCustomClaims> {
     validation: Validation,
     any_issuer: bool,
     any_audience: bool,
+    /// One of the single-issuer rules was set (refused with an issuer set).
+    single_issuer_rules: bool,
     transport: Transport,
     anonymous: Anonymous,
     revocation: Option<RevocationView>,
@@ -86,18 +97,21 @@ impl<T> JwtLayerBuilder<T> {
     /// Replaces the validation rules.
     pub fn validation(mut self, validation: Validation) -> Self {
         self.validation = validation;
+        self.single_issuer_rules = true;
         self
     }
 
     /// Trusts tokens issued by `issuer` (shortcut for [`Validation::issuer`]).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.validation = self.validation.issuer(issuer);
+        self.single_issuer_rules = true;
         self
     }
 
     /// This service's audience (shortcut for [`Validation::audience`]).
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.validation = self.validation.audience(audience);
+        self.single_issuer_rules = true;
         self
     }
 
@@ -105,6 +119,7 @@ impl<T> JwtLayerBuilder<T> {
     /// key sets that a single issuer owns.
     pub const fn allow_any_issuer(mut self) -> Self {
         self.any_issuer = true;
+        self.single_issuer_rules = true;
         self
     }
 
@@ -112,6 +127,7 @@ impl<T> JwtLayerBuilder<T> {
     /// another service is then accepted here.
     pub const fn allow_any_audience(mut self) -> Self {
         self.any_audience = true;
+        self.single_issuer_rules = true;
         self
     }
 
@@ -246,6 +262,7 @@ impl<T> JwtLayerBuilder<T> {
             validation: self.validation,
             any_issuer: self.any_issuer,
             any_audience: self.any_audience,
+            single_issuer_rules: self.single_issuer_rules,
             transport: self.transport,
             anonymous: self.anonymous,
             revocation: self.revocation,
@@ -277,6 +294,9 @@ impl<T> JwtLayerBuilder<T> {
         };
         if !param_ok(&self.realm) || !param_ok(&self.resource_metadata) {
             return Err(JwtConfigError::ChallengeParam);
+        }
+        if self.issuers.is_some() && self.single_issuer_rules {
+            return Err(JwtConfigError::RulesOutsideIssuerSet);
         }
         if self.issuers.is_none() && !self.validation.has_issuer() && !self.any_issuer {
             return Err(JwtConfigError::IssuerNotConfigured);
@@ -409,6 +429,7 @@ impl JwtLayer {
             validation: Validation::default(),
             any_issuer: false,
             any_audience: false,
+            single_issuer_rules: false,
             transport: Transport::Bearer,
             anonymous: Anonymous::Refused,
             revocation: None,
@@ -489,11 +510,13 @@ impl JwtLayer {
     /// Starts a builder that trusts several issuers, each with its own
     /// keys and rules, chosen by the token's `iss` before any key is
     /// looked up (see [`issuers`](crate::issuers)). The issuers' rules
-    /// replace the builder's: [`JwtLayerBuilder::issuer`],
-    /// [`audience`](JwtLayerBuilder::audience) and
-    /// [`validation`](JwtLayerBuilder::validation) are not used with it;
-    /// everything else (token source, revocation, cache, clock, events,
-    /// realm) applies to every issuer.
+    /// replace the builder's: calling [`JwtLayerBuilder::issuer`],
+    /// [`audience`](JwtLayerBuilder::audience),
+    /// [`validation`](JwtLayerBuilder::validation) or the `allow_any_*`
+    /// waivers on it makes [`build`](JwtLayerBuilder::build) fail with
+    /// [`JwtConfigError::RulesOutsideIssuerSet`] rather than leave a rule
+    /// unused; everything else (token source, revocation, cache, clock,
+    /// events, realm, DPoP) applies to every issuer.
     ///
     /// ```
     /// use portcullis_jwt::issuers::{Issuer, IssuerSet};
