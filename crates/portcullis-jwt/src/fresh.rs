@@ -350,6 +350,7 @@ where
             "require_fresh_auth",
             |_, claims: Option<&Claims<T>>| {
                 let decision = decide(rule, claims, now);
+                #[cfg(feature = "tracing")]
                 if let Err(e) = &decision {
                     portcullis_core::event!(
                         debug,

@@ -49,7 +49,8 @@
 //! | `testing` | no | what the conformance suites need |
 //! | `tracing` | no | debug/warn events (never an id, a token, data or the connection string) |
 //!
-//! Enable at least one of `postgres` and `sqlite`. This crate needs Rust
+//! Enable at least one of `postgres` and `sqlite` (without either, the
+//! build stops with an error saying so). This crate needs Rust
 //! 1.94 (sqlx 0.9's minimum); the rest of portcullis needs 1.85.
 //!
 //! # sqlx
@@ -208,6 +209,11 @@
 //! `Debug` and `Display` redact the user-info and the query, and errors
 //! carry no URL (see [`SqlError`]).
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+compile_error!(
+    "portcullis-sql needs a database: enable its `postgres` or `sqlite` feature (or both)"
+);
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod connect;
