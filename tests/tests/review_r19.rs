@@ -72,7 +72,15 @@ fn routes(layer: JwtLayer) -> Router {
 }
 
 async fn api(nonces: Option<[u8; 32]>, wrap: impl FnOnce(Router) -> Router) -> Api {
-    let clock = Arc::new(ManualClock::starting_now());
+    api_on(Arc::new(ManualClock::starting_now()), nonces, wrap).await
+}
+
+/// [`api`] on `clock`.
+async fn api_on(
+    clock: Arc<ManualClock>,
+    nonces: Option<[u8; 32]>,
+    wrap: impl FnOnce(Router) -> Router,
+) -> Api {
     let issuer = issuer_builder(
         SigningKey::generate("as", Algorithm::ES256).unwrap(),
         &clock,
@@ -318,8 +326,36 @@ async fn a_nonce_of_another_secret_is_never_taken_nor_handed_out() {
     }
 }
 
-/// The refresh app with server nonces: the login and `/auth/refresh`
-/// with DPoP proofs.
+/// Two instances sharing the nonce secret (and the time): one's nonce
+/// passes at the other; a step later it is the previous one there, and
+/// the answer brings the current nonce, the same on both.
+#[tokio::test]
+async fn instances_sharing_the_secret_take_and_renew_each_others_nonces() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let a = api_on(clock.clone(), Some([3; 32]), |r| r).await;
+    let b = api_on(clock.clone(), Some([3; 32]), |r| r).await;
+    let key = key();
+    let token = b.bound("alice", &key);
+    let from_a = a.verifier.nonce().unwrap();
+    let proof = b.proof(&key, "GET", "/me", &token, Some(&from_a));
+    let r = b.call("GET", "/me", &token, &proof).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(!r.headers().contains_key("dpop-nonce"), "current on both");
+    clock.advance(Duration::from_secs(60));
+    let proof = b.proof(&key, "GET", "/me", &token, Some(&from_a));
+    let r = b.call("GET", "/me", &token, &proof).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let renewed = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    assert_eq!(renewed, a.verifier.nonce().unwrap());
+    assert_ne!(renewed, from_a);
+    let token = a.bound("alice", &key);
+    let proof = a.proof(&key, "GET", "/me", &token, Some(&renewed));
+    let r = a.call("GET", "/me", &token, &proof).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(!r.headers().contains_key("dpop-nonce"));
+}
+
+/// The refresh app: the login and the refresh endpoints with DPoP proofs.
 struct RefreshApp {
     server: TestServer,
     clock: Arc<ManualClock>,
