@@ -1,7 +1,11 @@
 //! Attacks on DPoP (RFC 9449) through `JwtLayer` on a real server, one
 //! test each: every proof here is refused, and the handler never runs.
+//! `mounts_and_nonces`: `htu` under nested routers and two mounts, the
+//! server nonce handed back, and the issuer-set builder's refusals.
 
 mod dpop_support;
+#[path = "dpop_attacks/mounts_and_nonces.rs"]
+mod mounts_and_nonces;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -283,8 +283,10 @@ impl<T> JwtLayerBuilder<T> {
     /// # Errors
     ///
     /// [`JwtConfigError`] when no issuer or audience is configured and not
-    /// explicitly waived, the size limit is zero, or the realm or the
-    /// resource metadata URL cannot be a challenge parameter.
+    /// explicitly waived, the size limit is zero, the realm or the
+    /// resource metadata URL cannot be a challenge parameter, or a
+    /// single-issuer rule was given to a builder over an issuer set
+    /// ([`JwtConfigError::RulesOutsideIssuerSet`]).
     pub fn build(self) -> Result<JwtLayer<T>, JwtConfigError> {
         let param_ok = |v: &Option<String>| {
             v.as_deref().is_none_or(|v| {

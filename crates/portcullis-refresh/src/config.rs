@@ -234,9 +234,11 @@ impl RefreshConfig {
     /// without the key.
     ///
     /// The path in `htu` is the one the client called: under axum's
-    /// `Router::nest` (`/auth` + `/refresh`), with the `axum` feature on,
-    /// the whole `/auth/refresh`
-    /// ([`called_uri`](portcullis_jwt::dpop::called_uri)).
+    /// `Router::nest` (`/v1` + `/auth/refresh`), with this crate's `axum`
+    /// feature (the `portcullis` crate's `axum` feature turns it on), the
+    /// whole `/v1/auth/refresh`
+    /// ([`called_uri`](portcullis_jwt::dpop::called_uri)). Without it,
+    /// mount the refresher at its public path.
     ///
     /// A request of a bound family without such a proof is refused (401
     /// with a `DPoP` challenge; the reason is the proof's, such as

@@ -8,7 +8,7 @@ use http::request::Parts;
 use http::{HeaderValue, Request, StatusCode};
 use http_body::Body;
 use portcullis_core::request::user_agent;
-use portcullis_jwt::dpop::{DPOP, DpopPolicy, called_uri};
+use portcullis_jwt::dpop::{DPOP, DPOP_NONCE, DpopPolicy, called_uri};
 use portcullis_jwt::{Claims, JwtErrorKind};
 use serde_json::json;
 
@@ -74,6 +74,16 @@ fn proof_request(parts: &Parts) -> ProofRequest<'_> {
     (&parts.method, called_uri(parts), &parts.headers)
 }
 
+/// `reply` with the current server nonce in `DPoP-Nonce`, when the
+/// request's proof carried the previous one (RFC 9449 §8.2): the client
+/// renews its nonce without a `use_dpop_nonce` refusal.
+fn with_next_nonce(mut reply: Reply, nonce: Option<&str>) -> Reply {
+    if let Some(value) = nonce.and_then(|n| HeaderValue::from_str(n).ok()) {
+        reply.headers_mut().insert(DPOP_NONCE, value);
+    }
+    reply
+}
+
 /// `POST {prefix}/refresh`: a new access token and the rotated refresh
 /// token, carried the way the presented one came. A token of a family
 /// bound to a DPoP key needs a proof by that key, checked before anything
@@ -84,19 +94,24 @@ where
 {
     match presented_token(refresher, parts, body).await {
         Ok(Some((token, carrier))) => {
+            let mut next_nonce = None;
             let refreshed = match refresher
                 .dpop_binding(&token, Some(proof_request(parts)), true)
                 .await
             {
                 Ok(binding) => {
-                    refresher
+                    let rotated = refresher
                         .rotate(&token, device(refresher, parts), &binding)
-                        .await
+                        .await;
+                    next_nonce = binding.next_nonce().map(str::to_owned);
+                    rotated
                 }
                 Err(e) => Err(e),
             };
             match refreshed {
-                Ok(pair) => pair_reply(refresher, &pair, carrier),
+                Ok(pair) => {
+                    with_next_nonce(pair_reply(refresher, &pair, carrier), next_nonce.as_deref())
+                }
                 Err(e) => {
                     let cookie = match carrier {
                         Carrier::Cookie => OnRefusal::ClearDeadCookie,
@@ -351,6 +366,7 @@ impl Login {
                 OnRefusal::KeepCookie,
             );
         }
+        let mut next_nonce = None;
         if let Some((verifier, policy)) = &refresher.config().dpop {
             let check = match policy {
                 DpopPolicy::Bearer => false,
@@ -362,7 +378,10 @@ impl Login {
                     .check(&parts.method, called_uri(parts), &parts.headers, None)
                     .await
                 {
-                    Ok(proof) => self.jkt = Some(proof.jkt().to_owned()),
+                    Ok(proof) => {
+                        self.jkt = Some(proof.jkt().to_owned());
+                        next_nonce = proof.next_nonce().map(str::to_owned);
+                    }
                     Err(e) => {
                         return error_reply(
                             &refresher,
@@ -376,7 +395,10 @@ impl Login {
         }
         self.device = device(&refresher, parts);
         match self.issue().await {
-            Ok(pair) => pair_reply(&refresher, &pair, carrier),
+            Ok(pair) => with_next_nonce(
+                pair_reply(&refresher, &pair, carrier),
+                next_nonce.as_deref(),
+            ),
             Err(e) => error_reply(&refresher, &e, &parts.headers, OnRefusal::KeepCookie),
         }
     }

@@ -45,10 +45,12 @@ use crate::service::Refresh;
 /// store); others go through in the inner service's future, unboxed.
 ///
 /// The endpoints are no routes of the router the layer wraps: on the top
-/// router they reach the layer through axum's default fallback; in a
-/// router given to `Router::nest`, give that router a `fallback` so
-/// requests to them reach its layers. Under a nest, DPoP proofs name the
-/// whole path the client called (see [`RefreshConfig::dpop`](crate::RefreshConfig::dpop)).
+/// router they reach the layer through axum's default fallback; under
+/// `Router::nest`, give the router the layer wraps, and every router
+/// between it and the top one, a `fallback`, so requests to them reach
+/// the layer (without one they get the outer router's 404). Under a nest,
+/// DPoP proofs name the whole path the client called (see
+/// [`RefreshConfig::dpop`](crate::RefreshConfig::dpop)).
 ///
 /// ```
 /// # use std::sync::Arc;

@@ -98,6 +98,7 @@
 //! |---|---|---|
 //! | `testing` | no | [`testing`]: the store conformance suite and fault injection |
 //! | `tracing` | no | events: reuse detections at warn, refusals at debug; the `portcullis.refresh` span |
+//! | `axum` | no | DPoP proofs name the whole path under `Router::nest` (axum's `OriginalUri`) |
 
 //!
 //! The application's login handler checks the credentials, then starts a

@@ -197,9 +197,25 @@ pub(crate) enum Binding {
     Unknown,
     /// The family is a bearer family.
     Unbound,
-    /// The family is bound to this key, and the request's proof was
-    /// signed by it.
-    Proven(String),
+    /// The family is bound to this key (`jkt`), and the request's proof
+    /// was signed by it; `next_nonce` as the proof's
+    /// [`DpopProof::next_nonce`].
+    Proven {
+        /// The family's key thumbprint.
+        jkt: String,
+        /// The current server nonce, when the proof's was the previous.
+        next_nonce: Option<String>,
+    },
+}
+
+impl Binding {
+    /// The server nonce to hand back with the answer, if any.
+    pub(crate) fn next_nonce(&self) -> Option<&str> {
+        match self {
+            Self::Proven { next_nonce, .. } => next_nonce.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// A request's method, URI and headers: what a DPoP proof is checked
@@ -590,7 +606,10 @@ impl Refresher {
             (Some(jkt), Some((method, uri, headers))) => verifier
                 .check_bound(method, uri, headers, None, jkt)
                 .await
-                .map(|_| Binding::Proven(jkt.clone()))
+                .map(|proof| Binding::Proven {
+                    jkt: jkt.clone(),
+                    next_nonce: proof.next_nonce().map(str::to_owned),
+                })
                 .map_err(RefreshError::dpop),
             (Some(_), None) => Err(RefreshError::new(
                 RefreshErrorKind::DpopProof,
@@ -636,7 +655,7 @@ impl Refresher {
                 // A bound family whose proof was not checked (the DPoP
                 // configuration is gone): no token leaves, fail closed.
                 if let Some(jkt) = &family.jkt {
-                    if *binding != Binding::Proven(jkt.clone()) {
+                    if !matches!(binding, Binding::Proven { jkt: proven, .. } if proven == jkt) {
                         portcullis_core::event!(
                             error,
                             reason = "dpop-unverified",

@@ -550,6 +550,13 @@ impl DpopVerifier {
 /// sit at its public path. `JwtLayer` and the refresh endpoints both read
 /// it here.
 ///
+/// `OriginalUri` is the URI the outermost axum `Router` received: a
+/// middleware that rewrites the path before it (a trailing-slash
+/// normaliser around the whole app), or a proxy that strips a path prefix,
+/// leaves a path the client did not call, and its proofs are refused. The
+/// verifier's public origin holds no path, so serve DPoP-checked routes at
+/// the paths clients use.
+///
 /// ```
 /// use portcullis_jwt::dpop::called_uri;
 ///

@@ -260,8 +260,9 @@ impl DpopError {
     }
 }
 
-/// A verified proof, put into the request extensions by the layer.
-#[derive(Clone, PartialEq, Eq)]
+/// A verified proof, put into the request extensions by the layer. Two
+/// proofs are equal when they have the same key and algorithm.
+#[derive(Clone)]
 pub struct DpopProof {
     pub(crate) jkt: Arc<str>,
     pub(crate) alg: Algorithm,
@@ -286,7 +287,8 @@ impl DpopProof {
     /// With server nonces, when the proof carried the previous step's
     /// nonce (still accepted, soon not): the current one, to send back in
     /// a `DPoP-Nonce` header of the successful response (RFC 9449 §8.2).
-    /// `JwtLayer` does; an active client then never meets a
+    /// `JwtLayer`, the refresh endpoints and `Login::reply` of
+    /// `portcullis-refresh` do; an active client then never meets a
     /// `use_dpop_nonce` refusal. A browser client on another origin reads
     /// the header only if CORS exposes it (`Access-Control-Expose-Headers:
     /// DPoP-Nonce`).
@@ -295,6 +297,14 @@ impl DpopProof {
         self.next_nonce.as_deref()
     }
 }
+
+impl PartialEq for DpopProof {
+    fn eq(&self, other: &Self) -> bool {
+        self.jkt == other.jkt && self.alg == other.alg
+    }
+}
+
+impl Eq for DpopProof {}
 
 impl fmt::Debug for DpopProof {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
