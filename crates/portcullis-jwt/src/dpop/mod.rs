@@ -69,8 +69,8 @@
 //! - with [`nonces`](DpopVerifierBuilder::nonces), `nonce` is the
 //!   server's current or previous nonce, or the answer is 401
 //!   `error="use_dpop_nonce"` with a fresh `DPoP-Nonce` header (a proof
-//!   with the previous one passes, and the layer's answer carries the
-//!   current one in `DPoP-Nonce`);
+//!   with the previous one passes, and the answer carries the current one
+//!   in `DPoP-Nonce`);
 //! - at the layer, the proof's key thumbprint equals the token's
 //!   `cnf.jkt`;
 //! - last, the proof was never seen before: its `jti` (hashed with the key)
@@ -223,7 +223,8 @@ impl DpopVerifierBuilder {
     /// one more step. Instances sharing the secret accept each other's
     /// nonces. A proof without a valid nonce gets 401 `use_dpop_nonce` and
     /// the current nonce in `DPoP-Nonce`; a proof with the previous step's
-    /// passes, and [`JwtLayer`](crate::JwtLayer) sends the current one in
+    /// passes, and [`JwtLayer`](crate::JwtLayer) (like the refresh
+    /// endpoints of `portcullis-refresh`) sends the current one in
     /// `DPoP-Nonce` with the answer ([`DpopProof::next_nonce`]).
     pub const fn nonces(mut self, secret: [u8; 32]) -> Self {
         self.nonces = Some(secret);
