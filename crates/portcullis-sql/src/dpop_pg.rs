@@ -144,16 +144,14 @@ impl Inner {
         n: u32,
     ) -> Result<u64, StoreError> {
         let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-        bounded(self.timeout, async {
-            let done = sqlx::query(self.sql.purge.clone())
-                .bind(secs(now.secs()))
-                .bind(grace)
-                .bind(i64::from(n))
-                .execute(&self.pool)
-                .await
-                .store()?;
-            Ok(done.rows_affected())
-        })
+        crate::pg::purge_batch(
+            &self.pool,
+            self.timeout,
+            &self.sql.purge,
+            secs(now.secs()),
+            grace,
+            n,
+        )
         .await
     }
 }

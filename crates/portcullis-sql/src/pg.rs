@@ -17,6 +17,33 @@ use crate::purge::PurgeConfig;
 /// and cheaper than `extract`'s numeric).
 pub(crate) const DB_NOW_MS: &str = "(date_part('epoch', statement_timestamp()) * 1000)::bigint";
 
+/// One batch of a store's purge: `purge` deletes up to `$3` rows that
+/// ended before `$1` and `$2` before the database's clock (both in the
+/// units of the table's expiry column); returns how many, within
+/// `timeout`. (The session store's purge routes its statement itself.)
+#[cfg(any(feature = "jwt", feature = "throttle"))]
+pub(crate) async fn purge_batch(
+    pool: &PgPool,
+    timeout: Duration,
+    purge: &sqlx::SqlStr,
+    now: i64,
+    grace: i64,
+    n: u32,
+) -> Result<u64, portcullis_core::StoreError> {
+    use crate::error::{SqlResultExt as _, bounded};
+    bounded(timeout, async {
+        let done = sqlx::query(purge.clone())
+            .bind(now)
+            .bind(grace)
+            .bind(i64::from(n))
+            .execute(pool)
+            .await
+            .store()?;
+        Ok(done.rows_affected())
+    })
+    .await
+}
+
 /// The default bound on every store call (pool checkout included).
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 

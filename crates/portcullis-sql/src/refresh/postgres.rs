@@ -209,17 +209,7 @@ impl Inner {
         n: u32,
     ) -> Result<u64, StoreError> {
         let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
-        bounded(self.timeout, async {
-            let done = sqlx::query(self.sql.purge.clone())
-                .bind(ms(now))
-                .bind(grace)
-                .bind(i64::from(n))
-                .execute(&self.pool)
-                .await
-                .store()?;
-            Ok(done.rows_affected())
-        })
-        .await
+        crate::pg::purge_batch(&self.pool, self.timeout, &self.sql.purge, ms(now), grace, n).await
     }
 
     async fn insert(&self, row: &NewRow) -> Result<(), StoreError> {
